@@ -1,0 +1,56 @@
+//! What the account pages need before the billing issues fill them in: the signed-in user
+//! and the catalogue. Pages that need a user redirect anonymous visitors to sign-in and back.
+
+use crate::domain::plans::{CreditPackOffer, PlanId, PlanOffer};
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PricingView {
+    pub offers: Vec<PlanOffer>,
+    pub packs: Vec<CreditPackOffer>,
+    /// The visitor's plan, when signed in.
+    pub current_plan: Option<PlanId>,
+    pub enterprise_demo_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub email: String,
+    pub plan: PlanId,
+    pub member_since: String,
+}
+
+/// The catalogue and, for a signed-in visitor, their plan.
+#[server(prefix = "/api", endpoint = "pricing")]
+pub async fn get_pricing() -> Result<PricingView, AppError> {
+    use crate::server::state::AppState;
+    let state = use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing"))?;
+    let user = crate::server::auth::session::current_user().await?;
+    Ok(PricingView {
+        offers: crate::domain::plans::default_offers(state.config.free_credits),
+        packs: crate::domain::plans::default_packs(),
+        current_plan: user.map(|_| PlanId::Free),
+        enterprise_demo_url: state.config.enterprise_demo_url.as_ref().map(|u| u.to_string()),
+    })
+}
+
+/// The signed-in user's account summary. Anonymous visitors are sent to sign-in with a way
+/// back to `return_to`.
+#[server(prefix = "/api", endpoint = "account")]
+pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
+    use crate::server::state::AppState;
+    let state = use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing"))?;
+    let Some(user) = crate::server::auth::session::current_user().await? else {
+        let back = if crate::server::util::is_safe_local_path(&return_to) { return_to } else { "/billing".into() };
+        leptos_axum::redirect(&format!("/login?next={}", url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()));
+        return Err(AppError::Unauthorized);
+    };
+    let created: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT created_at FROM users WHERE id = $1")
+        .bind(user.id)
+        .fetch_one(&state.pool)
+        .await
+        .map_err(AppError::internal)?;
+    Ok(AccountView { email: user.email, plan: PlanId::Free, member_since: created.format("%B %-d, %Y").to_string() })
+}

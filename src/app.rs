@@ -1,0 +1,83 @@
+//! The document shell, the root component and the routes.
+
+use crate::components::layout::{SiteFooter, SiteHeader};
+use crate::pages::{
+    billing::BillingPage, checkout_success::CheckoutSuccessPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
+    pricing::PricingPage, settings_billing::SettingsBillingPage, signup::SignupPage,
+};
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{Route, Router, Routes},
+    path, SsrMode,
+};
+
+/// The HTML document the server renders around [`App`].
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+
+    // Effects run only in the browser, after hydration: end-to-end tests wait for this mark
+    // before they exercise anything that needs JavaScript.
+    Effect::new(move |_| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
+
+    // Every route renders fully on the server before the first byte is sent (SsrMode::Async):
+    // pages must be complete with JavaScript off, so nothing may wait on streamed scripts.
+    let ssr = SsrMode::Async;
+    view! {
+        <Stylesheet id="leptos" href="/pkg/tally.css" />
+        <Link rel="icon" type_="image/svg+xml" href="/favicon.svg" />
+        <Meta name="description" content="Tally: plans, checkout, credits and invoices for SaaS teams that sell through Polar." />
+        <Title formatter=|text: String| if text.is_empty() { "Tally".to_string() } else { format!("{text} · Tally") } />
+        <Router>
+            <a class="skip-link" href="#main">"Skip to content"</a>
+            <SiteHeader />
+            <main id="main" tabindex="-1">
+                <ErrorBoundary fallback=|errors| {
+                    view! {
+                        <section class="panel error-panel" role="alert">
+                            <h1>"Something went wrong"</h1>
+                            <ul>
+                                {move || errors.get().into_iter().map(|(_, e)| view! { <li>{e.to_string()}</li> }).collect_view()}
+                            </ul>
+                            <p><a href="/">"Back to the home page"</a></p>
+                        </section>
+                    }
+                }>
+                    <Routes fallback=NotFoundPage>
+                        <Route path=path!("/") view=HomePage ssr=ssr.clone() />
+                        <Route path=path!("/pricing") view=PricingPage ssr=ssr.clone() />
+                        <Route path=path!("/billing") view=BillingPage ssr=ssr.clone() />
+                        <Route path=path!("/billing/success") view=CheckoutSuccessPage ssr=ssr.clone() />
+                        <Route path=path!("/settings/billing") view=SettingsBillingPage ssr=ssr.clone() />
+                        <Route path=path!("/signup") view=SignupPage ssr=ssr.clone() />
+                        <Route path=path!("/login") view=LoginPage ssr=ssr.clone() />
+                    </Routes>
+                </ErrorBoundary>
+            </main>
+            <SiteFooter />
+        </Router>
+    }
+}

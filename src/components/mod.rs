@@ -1,0 +1,4 @@
+//! Reusable views.
+
+pub mod form;
+pub mod layout;

@@ -1,0 +1,6 @@
+//! Pure types and rules shared by the server and the browser. Nothing here touches I/O,
+//! so everything is unit-tested without a database.
+
+pub mod email;
+pub mod money;
+pub mod plans;

@@ -1,0 +1,176 @@
+//! The plans Tally sells and the credit packs it offers. The server maps each one to a Polar
+//! product (see `server::config::PlanMap`); the browser only ever names a plan by its slug.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A plan a user can be on. `Enterprise` is sold by talking to a person, never by checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanId {
+    Free,
+    Pro,
+    Business,
+    Enterprise,
+}
+
+impl PlanId {
+    pub const ALL: [PlanId; 4] = [PlanId::Free, PlanId::Pro, PlanId::Business, PlanId::Enterprise];
+
+    pub fn slug(self) -> &'static str {
+        match self {
+            PlanId::Free => "free",
+            PlanId::Pro => "pro",
+            PlanId::Business => "business",
+            PlanId::Enterprise => "enterprise",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlanId::Free => "Free",
+            PlanId::Pro => "Pro",
+            PlanId::Business => "Business",
+            PlanId::Enterprise => "Enterprise",
+        }
+    }
+
+    /// Whether the plan is bought through a Polar checkout.
+    pub fn is_self_serve_paid(self) -> bool {
+        matches!(self, PlanId::Pro | PlanId::Business)
+    }
+}
+
+impl fmt::Display for PlanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PlanId {
+    type Err = UnknownPlan;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PlanId::ALL
+            .into_iter()
+            .find(|p| p.slug() == s)
+            .ok_or_else(|| UnknownPlan(s.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown plan `{0}` (expected one of: free, pro, business, enterprise)")]
+pub struct UnknownPlan(pub String);
+
+/// What the pricing page shows for a plan. Prices are integer cents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanOffer {
+    pub plan: PlanId,
+    /// Monthly price in cents; `None` for "talk to us".
+    pub monthly_price_cents: Option<i64>,
+    pub currency: String,
+    /// Credits granted per month (Free: once, at sign-up).
+    pub monthly_credits: Option<i64>,
+    pub tagline: String,
+    pub features: Vec<String>,
+}
+
+/// A one-time credit pack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditPackOffer {
+    /// Stable slug, e.g. `pack_50`.
+    pub slug: String,
+    pub credits: i64,
+    pub price_cents: i64,
+    pub currency: String,
+}
+
+/// The default catalogue. Amounts are overridable through configuration and, once Polar is
+/// connected, come from the products' metadata.
+pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
+    vec![
+        PlanOffer {
+            plan: PlanId::Free,
+            monthly_price_cents: Some(0),
+            currency: "usd".into(),
+            monthly_credits: Some(free_credits),
+            tagline: "Try the API with a one-time credit grant.".into(),
+            features: vec![
+                format!("{} credits once, never expiring", crate::domain::money::group_thousands(free_credits.max(0) as u64)),
+                "Buy credit packs any time".into(),
+                "Community support".into(),
+            ],
+        },
+        PlanOffer {
+            plan: PlanId::Pro,
+            monthly_price_cents: Some(1900),
+            currency: "usd".into(),
+            monthly_credits: Some(5000),
+            tagline: "For individuals shipping real work.".into(),
+            features: vec![
+                "5,000 credits a month, accrued daily".into(),
+                "Credit packs that never expire".into(),
+                "Invoices with your VAT id".into(),
+            ],
+        },
+        PlanOffer {
+            plan: PlanId::Business,
+            monthly_price_cents: Some(4900),
+            currency: "usd".into(),
+            monthly_credits: Some(15000),
+            tagline: "For heavy use and priority help.".into(),
+            features: vec![
+                "15,000 credits a month, accrued daily".into(),
+                "Credit packs that never expire".into(),
+                "Priority email support".into(),
+            ],
+        },
+        PlanOffer {
+            plan: PlanId::Enterprise,
+            monthly_price_cents: None,
+            currency: "usd".into(),
+            monthly_credits: None,
+            tagline: "Volume pricing, SSO and a contract.".into(),
+            features: vec![
+                "Custom credit volume".into(),
+                "Annual invoicing".into(),
+                "A named contact".into(),
+            ],
+        },
+    ]
+}
+
+/// The default credit packs: 50 and 100 credits.
+pub fn default_packs() -> Vec<CreditPackOffer> {
+    vec![
+        CreditPackOffer { slug: "pack_50".into(), credits: 50, price_cents: 500, currency: "usd".into() },
+        CreditPackOffer { slug: "pack_100".into(), credits: 100, price_cents: 900, currency: "usd".into() },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_slugs_round_trip() {
+        for p in PlanId::ALL {
+            assert_eq!(p.slug().parse::<PlanId>().unwrap(), p);
+        }
+        assert!("gold".parse::<PlanId>().is_err());
+    }
+
+    #[test]
+    fn only_pro_and_business_are_sold_by_checkout() {
+        let paid: Vec<_> = PlanId::ALL.into_iter().filter(|p| p.is_self_serve_paid()).collect();
+        assert_eq!(paid, vec![PlanId::Pro, PlanId::Business]);
+    }
+
+    #[test]
+    fn default_catalogue_lists_every_plan_once() {
+        let offers = default_offers(1000);
+        let plans: Vec<_> = offers.iter().map(|o| o.plan).collect();
+        assert_eq!(plans, PlanId::ALL.to_vec());
+        assert_eq!(offers[0].features[0], "1,000 credits once, never expiring");
+    }
+}

@@ -1,0 +1,23 @@
+//! Tally: billing for SaaS teams that sell through Polar.
+//!
+//! One crate, two builds. With `ssr` it is the axum server (everything under [`server`]);
+//! with `hydrate` it is the wasm bundle that hydrates the server-rendered pages. The two
+//! features are never enabled together, and nothing under `server` reaches the browser.
+
+pub mod api;
+pub mod app;
+pub mod components;
+pub mod domain;
+pub mod error;
+pub mod pages;
+
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// Entry point of the wasm bundle: attaches the reactive system to the server-rendered DOM.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

@@ -1,0 +1,46 @@
+//! `/billing`: plan, status and credits for the signed-in user.
+
+use crate::api::account::get_account;
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+#[component]
+pub fn BillingPage() -> impl IntoView {
+    let account = Resource::new(|| (), |_| get_account("/billing".into()));
+    view! {
+        <Title text="Billing" />
+        <section class="page-head">
+            <h1>"Billing"</h1>
+        </section>
+        <Suspense fallback=|| view! { <p class="loading" role="status">"Loading your billing…"</p> }>
+            {move || account.get().map(|res| match res {
+                Err(e) => view! { <SignInPrompt message=e.to_string() next="/billing" /> }.into_any(),
+                Ok(a) => view! {
+                    <div class="grid-2">
+                        <section class="panel" aria-labelledby="plan-title">
+                            <h2 id="plan-title">"Your plan"</h2>
+                            <p class="plan-name">{a.plan.name()} <span class="badge badge--ok">"Active"</span></p>
+                            <p class="muted">{format!("Member since {}", a.member_since)}</p>
+                            <p><a class="btn btn--primary" href="/pricing">"Compare plans"</a></p>
+                        </section>
+                        <section class="panel" aria-labelledby="credits-title">
+                            <h2 id="credits-title">"Credits"</h2>
+                            <p class="empty">"No credit activity yet. Your credit meter and usage appear here as you use the API."</p>
+                        </section>
+                    </div>
+                }.into_any(),
+            })}
+        </Suspense>
+    }
+}
+
+/// Shown when a page needs a signed-in user (with JavaScript on, the server also redirects).
+#[component]
+pub fn SignInPrompt(message: String, next: &'static str) -> impl IntoView {
+    view! {
+        <section class="panel narrow center" role="alert">
+            <p>{message}</p>
+            <p><a class="btn btn--primary" href=format!("/login?next={next}")>"Sign in"</a></p>
+        </section>
+    }
+}

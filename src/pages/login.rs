@@ -1,0 +1,37 @@
+//! `/login`: sign in.
+
+use crate::api::auth::LogIn;
+use crate::components::form::{Field, FormError};
+use crate::pages::signup::urlencode;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+
+#[component]
+pub fn LoginPage() -> impl IntoView {
+    let action = ServerAction::<LogIn>::new();
+    let error = Signal::derive(move || action.value().get().and_then(|r| r.err()));
+    let query = use_query_map();
+    let next = move || query.read().get("next").unwrap_or_default();
+    let signup_href = move || {
+        let n = next();
+        if n.is_empty() { "/signup".to_string() } else { format!("/signup?next={}", urlencode(&n)) }
+    };
+    view! {
+        <Title text="Sign in" />
+        <section class="panel narrow auth">
+            <h1>"Sign in"</h1>
+            {move || (!next().is_empty()).then(|| view! { <p class="alert alert--info">"Sign in to continue."</p> })}
+            <ActionForm action=action attr:class="form" attr:aria-label="Sign in">
+                <FormError error=error />
+                <Field name="email" label="Email" input_type="email" autocomplete="email" error=error />
+                <Field name="password" label="Password" input_type="password" autocomplete="current-password" error=error />
+                <input type="hidden" name="next" value=next />
+                <button type="submit" class="btn btn--primary btn--block" disabled=move || action.pending().get()>
+                    {move || if action.pending().get() { "Signing in…" } else { "Sign in" }}
+                </button>
+            </ActionForm>
+            <p class="auth__switch">"New to Tally? " <a href=signup_href>"Create an account"</a></p>
+        </section>
+    }
+}

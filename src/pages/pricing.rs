@@ -1,0 +1,80 @@
+//! `/pricing`: plans and credit packs. Checkout buttons arrive with the billing-pages issue;
+//! until then paid plans say so plainly.
+
+use crate::api::account::get_pricing;
+use crate::domain::money::{format_cents, group_thousands};
+use crate::domain::plans::PlanId;
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+#[component]
+pub fn PricingPage() -> impl IntoView {
+    let pricing = Resource::new(|| (), |_| get_pricing());
+    view! {
+        <Title text="Pricing" />
+        <section class="page-head">
+            <h1>"Simple plans, credits that add up"</h1>
+            <p class="lead">"Every plan includes the API. Paid plans add monthly credits that accrue daily; packs top you up and never expire."</p>
+        </section>
+        <Suspense fallback=|| view! { <p class="loading" role="status">"Loading plans…"</p> }>
+            {move || pricing.get().map(|res| match res {
+                Err(e) => view! { <div class="alert alert--error" role="alert">{e.to_string()}</div> }.into_any(),
+                Ok(p) => {
+                    let signed_in = p.current_plan.is_some();
+                    let demo = p.enterprise_demo_url.clone();
+                    view! {
+                        <div class="plans" role="list">
+                            {p.offers.into_iter().map(|o| {
+                                let current = p.current_plan == Some(o.plan);
+                                let price = match o.monthly_price_cents {
+                                    Some(0) => "Free".to_string(),
+                                    Some(c) => format_cents(c, &o.currency),
+                                    None => "Custom".to_string(),
+                                };
+                                let per = o.monthly_price_cents.filter(|c| *c > 0).map(|_| "/month");
+                                let credits = o.monthly_credits.map(|c| match o.plan {
+                                    PlanId::Free => format!("{} credits to start", group_thousands(c as u64)),
+                                    _ => format!("{} credits a month", group_thousands(c as u64)),
+                                });
+                                let cta = match (o.plan, current, signed_in) {
+                                    (_, true, _) => view! { <span class="badge badge--current">"Your current plan"</span> }.into_any(),
+                                    (PlanId::Free, false, false) => view! { <a class="btn btn--primary btn--block" href="/signup">"Sign up free"</a> }.into_any(),
+                                    (PlanId::Enterprise, _, _) => match demo.clone() {
+                                        Some(url) => view! { <a class="btn btn--ghost btn--block" href=url rel="noopener">"Book a demo"</a> }.into_any(),
+                                        None => view! { <span class="muted">"Contact sales"</span> }.into_any(),
+                                    },
+                                    (_, false, false) => view! { <a class="btn btn--primary btn--block" href="/signup?next=/pricing">"Sign up to upgrade"</a> }.into_any(),
+                                    _ => view! { <span class="muted">"Checkout opens soon"</span> }.into_any(),
+                                };
+                                view! {
+                                    <article class="plan" class:plan--current=current class:plan--featured=o.plan == PlanId::Pro role="listitem" aria-labelledby=format!("plan-{}", o.plan.slug())>
+                                        <h2 id=format!("plan-{}", o.plan.slug())>{o.plan.name()}</h2>
+                                        <p class="plan__price"><span class="plan__amount">{price}</span>{per.map(|p| view! { <span class="plan__per">{p}</span> })}</p>
+                                        <p class="plan__tagline">{o.tagline}</p>
+                                        {credits.map(|c| view! { <p class="plan__credits">{c}</p> })}
+                                        <ul class="plan__features">
+                                            {o.features.into_iter().map(|f| view! { <li>{f}</li> }).collect_view()}
+                                        </ul>
+                                        <div class="plan__cta">{cta}</div>
+                                    </article>
+                                }
+                            }).collect_view()}
+                        </div>
+                        <section class="packs" aria-labelledby="packs-title">
+                            <h2 id="packs-title">"Credit packs"</h2>
+                            <p class="muted">"One-time top-ups on any plan, Free included. Purchased credits never expire."</p>
+                            <ul class="packs__list">
+                                {p.packs.into_iter().map(|k| view! {
+                                    <li class="pack">
+                                        <span class="pack__credits">{format!("{} credits", group_thousands(k.credits as u64))}</span>
+                                        <span class="pack__price">{format_cents(k.price_cents, &k.currency)}</span>
+                                    </li>
+                                }).collect_view()}
+                            </ul>
+                        </section>
+                    }.into_any()
+                }
+            })}
+        </Suspense>
+    }
+}

@@ -1,0 +1,8 @@
+//! Accounts: sign-up, sign-in, sign-out, sessions, and the `require_user` guard.
+
+pub mod password;
+pub mod rate_limit;
+pub mod session;
+pub mod users;
+
+pub use session::{require_user, SessionUser};

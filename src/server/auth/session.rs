@@ -1,0 +1,134 @@
+//! Server-side sessions. The browser holds `tally_session=<random token>` (HttpOnly,
+//! SameSite=Lax, Secure on https); PostgreSQL holds HMAC-SHA256(SESSION_SECRET, token).
+
+use crate::error::AppError;
+use crate::server::config::Config;
+use crate::server::state::AppState;
+use crate::server::util::random_token;
+use chrono::{Duration, Utc};
+use hmac::{Hmac, Mac};
+use http::header::{COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const COOKIE_NAME: &str = "tally_session";
+pub const SESSION_DAYS: i64 = 30;
+
+/// The signed-in user, as server code sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionUser {
+    pub id: Uuid,
+    pub email: String,
+}
+
+fn token_hash(secret: &str, token: &str) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(token.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The session token in a request's `Cookie` headers, if any.
+pub fn token_from_headers(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, value)| value.to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// Creates a session for `user_id` and returns the `Set-Cookie` value that carries it.
+pub async fn create(pool: &PgPool, config: &Config, user_id: Uuid) -> Result<HeaderValue, sqlx::Error> {
+    let token = random_token(32);
+    let expires_at = Utc::now() + Duration::days(SESSION_DAYS);
+    sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+        .bind(token_hash(config.session_secret.expose(), &token))
+        .bind(user_id)
+        .bind(expires_at)
+        .execute(pool)
+        .await?;
+    Ok(cookie(config, &token, SESSION_DAYS * 24 * 3600))
+}
+
+/// Deletes the session a request carries (sign-out, or rotation at sign-in).
+pub async fn destroy(pool: &PgPool, config: &Config, headers: &HeaderMap) -> Result<(), sqlx::Error> {
+    if let Some(token) = token_from_headers(headers) {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash(config.session_secret.expose(), &token))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The `Set-Cookie` value that removes the session cookie.
+pub fn clearing_cookie(config: &Config) -> HeaderValue {
+    cookie(config, "", 0)
+}
+
+fn cookie(config: &Config, token: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if config.secure_cookies() { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"))
+        .expect("cookie is ASCII")
+}
+
+/// The user a request's session cookie belongs to, if the session exists and has not expired.
+pub async fn user_from_headers(pool: &PgPool, config: &Config, headers: &HeaderMap) -> Result<Option<SessionUser>, sqlx::Error> {
+    let Some(token) = token_from_headers(headers) else { return Ok(None) };
+    let row: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT u.id, u.email FROM sessions s JOIN users u ON u.id = s.user_id
+          WHERE s.token_hash = $1 AND s.expires_at > now()",
+    )
+    .bind(token_hash(config.session_secret.expose(), &token))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(id, email)| SessionUser { id, email }))
+}
+
+/// The guard every billing server function starts with: the signed-in user, or
+/// `AppError::Unauthorized`. Reads the request from Leptos' context, so it works in server
+/// functions and during server-side rendering alike.
+pub async fn require_user() -> Result<SessionUser, AppError> {
+    current_user().await?.ok_or(AppError::Unauthorized)
+}
+
+/// Like [`require_user`], but `None` for anonymous visitors.
+pub async fn current_user() -> Result<Option<SessionUser>, AppError> {
+    let state = leptos::prelude::use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing from context"))?;
+    let Some(parts) = leptos::prelude::use_context::<http::request::Parts>() else { return Ok(None) };
+    user_from_headers(&state.pool, &state.config, &parts.headers).await.map_err(AppError::internal)
+}
+
+/// Adds a `Set-Cookie` header to the response being built by Leptos.
+pub fn set_cookie(value: HeaderValue) {
+    if let Some(res) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+        res.append_header(SET_COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_session_cookie_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("theme=dark; tally_session=abc123; other=1"));
+        assert_eq!(token_from_headers(&h).as_deref(), Some("abc123"));
+        let mut none = HeaderMap::new();
+        none.append(COOKIE, HeaderValue::from_static("tally_sessionx=abc; x=tally_session"));
+        assert_eq!(token_from_headers(&none), None);
+    }
+
+    #[test]
+    fn stored_hash_depends_on_the_secret() {
+        assert_ne!(token_hash("secret-a", "t"), token_hash("secret-b", "t"));
+        assert_eq!(token_hash("secret-a", "t"), token_hash("secret-a", "t"));
+    }
+}

@@ -1,0 +1,13 @@
+//! Everything that runs only on the server: configuration, database, accounts, Polar.
+//! Compiled only with the `ssr` feature, so none of it can reach the wasm bundle.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod csrf;
+pub mod db;
+pub mod embedded_pg;
+pub mod health;
+pub mod startup;
+pub mod state;
+pub mod util;

@@ -1,0 +1,103 @@
+//! Building and running the HTTP application. `Application::build` binds the listener first,
+//! so tests can ask for port 0 and learn the real port before serving.
+
+use crate::app::{shell, App};
+use crate::server::config::Config;
+use crate::server::state::AppState;
+use crate::server::{csrf, health};
+use axum::routing::get;
+use axum::Router;
+use http::header::{HeaderName, HeaderValue};
+use leptos::config::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    port: u16,
+}
+
+/// Leptos' site options, read from the `LEPTOS_*` variables cargo-leptos sets, with the
+/// defaults of this project's `Cargo.toml` when the binary is started directly.
+pub fn leptos_options(bind_addr: SocketAddr) -> LeptosOptions {
+    let env = |k: &str, d: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| d.to_string());
+    let is_prod = env("LEPTOS_ENV", if cfg!(debug_assertions) { "DEV" } else { "PROD" }).eq_ignore_ascii_case("PROD");
+    LeptosOptions::builder()
+        .output_name(env("LEPTOS_OUTPUT_NAME", "tally"))
+        .site_root(env("LEPTOS_SITE_ROOT", "target/site"))
+        .site_pkg_dir(env("LEPTOS_SITE_PKG_DIR", "pkg"))
+        .site_addr(bind_addr)
+        .env(if is_prod { leptos::config::Env::PROD } else { leptos::config::Env::DEV })
+        .build()
+}
+
+impl Application {
+    /// Binds `config.bind_addr` (port 0 picks a free port) and assembles the router on `pool`,
+    /// whose migrations must already be applied.
+    pub async fn build(config: Config, pool: PgPool) -> std::io::Result<Application> {
+        let listener = TcpListener::bind(config.bind_addr).await?;
+        let addr = listener.local_addr()?;
+        let leptos_options = leptos_options(addr);
+        let state = AppState { leptos_options, pool, config: Arc::new(config) };
+        Ok(Application { listener, router: router(state), port: addr.port() })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then finishes in-flight requests.
+    pub async fn run(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    }
+
+    /// Serves forever (tests: dropped with the runtime).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>()).await
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let shell_options = state.leptos_options.clone();
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .leptos_routes(&state, routes, move || shell(shell_options.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn(csrf::protect))
+        .layer(SetResponseHeaderLayer::if_not_present(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("referrer-policy"),
+            HeaderValue::from_static("strict-origin-when-cross-origin"),
+        ))
+        .layer(CompressionLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,52 @@
+//! Small helpers with no better home.
+
+use base64::Engine;
+use rand::RngCore;
+
+/// `n` bytes from the OS CSPRNG, base64url without padding (cookie- and URL-safe).
+pub fn random_token(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A short random reference that ties an error shown to a user to its log line.
+pub fn short_reference() -> String {
+    let mut bytes = [0u8; 4];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Whether `next` is a same-site path we may redirect to after sign-in. Rejects absolute
+/// URLs, scheme-relative `//host` and backslash tricks, so `?next=` cannot become an open
+/// redirect.
+pub fn is_safe_local_path(next: &str) -> bool {
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && !next.contains(['\r', '\n'])
+        && next.len() <= 512
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_url_safe() {
+        let a = random_token(32);
+        let b = random_token(32);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn only_local_paths_are_safe_redirects() {
+        assert!(is_safe_local_path("/billing"));
+        assert!(is_safe_local_path("/billing/success?checkout_id=abc"));
+        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "billing", "", "/a\r\nSet-Cookie: x=y"] {
+            assert!(!is_safe_local_path(bad), "{bad}");
+        }
+    }
+}
