@@ -1,0 +1,89 @@
+//! Server-rendered pages and health endpoints over real HTTP.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn every_page_renders_on_the_server() {
+    let app = spawn_app().await;
+    for (path, heading) in [
+        ("/", "Plans, checkout, credits and invoices that add up."),
+        ("/pricing", "Simple plans, credits that add up"),
+        ("/billing/success", "No purchase to confirm"),
+        ("/signup", "Create your account"),
+        ("/login", "Sign in"),
+    ] {
+        let res = app.client.get(format!("{}{path}", app.address)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains(heading), "{path} lacks its heading");
+        assert!(html.contains("<html lang=\"en\""), "{path}");
+        assert!(html.contains("/pkg/tally.css"), "{path} lacks the stylesheet");
+    }
+}
+
+#[tokio::test]
+async fn pricing_lists_every_plan_with_formatted_prices() {
+    let app = spawn_app().await;
+    let html = app.client.get(format!("{}/pricing", app.address)).send().await.unwrap().text().await.unwrap();
+    for needle in ["Free", "Pro", "Business", "Enterprise", "$19", "$49", "5,000 credits a month", "15,000 credits a month", "50 credits", "100 credits"] {
+        assert!(html.contains(needle), "pricing lacks {needle}");
+    }
+}
+
+#[tokio::test]
+async fn account_pages_send_anonymous_visitors_to_sign_in_and_back() {
+    let app = spawn_app().await;
+    for (path, next) in [("/billing", "%2Fbilling"), ("/settings/billing", "%2Fsettings%2Fbilling")] {
+        let res = app.client.get(format!("{}{path}", app.address)).header("accept", "text/html").send().await.unwrap();
+        assert_eq!(res.status(), 302, "{path}");
+        assert_eq!(res.headers()["location"].to_str().unwrap(), format!("/login?next={next}"));
+    }
+}
+
+#[tokio::test]
+async fn signed_in_users_see_their_billing_page_and_email_in_the_header() {
+    let app = spawn_app().await;
+    post_form(&app, "/api/signup", &[("email", "gu@example.com"), ("password", "correct horse battery")]).await;
+    let html = app.client.get(format!("{}/billing", app.address)).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("Your plan"));
+    assert!(html.contains("gu@example.com"));
+    assert!(html.contains("Sign out"));
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_404_page() {
+    let app = spawn_app().await;
+    let res = app.client.get(format!("{}/no/such/page", app.address)).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().contains("We can't find that page"));
+}
+
+#[tokio::test]
+async fn health_endpoints_report_process_and_database() {
+    let app = spawn_app().await;
+    let h: serde_json::Value = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(h["status"], "ok");
+    let res = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let r: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(r["checks"]["database"], "ok");
+    assert_eq!(r["checks"]["migrations"], "ok");
+
+    // A database with a pending migration is not ready.
+    sqlx::query("DELETE FROM _sqlx_migrations").execute(&app.pool).await.unwrap();
+    let res = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let r: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(r["checks"]["migrations"], "pending");
+}
+
+#[tokio::test]
+async fn responses_carry_security_headers() {
+    let app = spawn_app().await;
+    let res = app.client.get(format!("{}/", app.address)).send().await.unwrap();
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.headers()["x-frame-options"], "DENY");
+}
