@@ -1,0 +1,70 @@
+# Shared by scripts/run and scripts/test: installs what a fresh Debian/Ubuntu machine lacks.
+# Every step is skipped when its tool is already there, so a second run costs nothing.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CARGO_LEPTOS_VERSION=0.3.10   # 0.3.11 needs rustc 1.96
+export PATH="$HOME/.cargo/bin:$ROOT/end2end/node_modules/.bin:$PATH"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root for: $*" >&2; return 1; fi
+}
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# The wasm-bindgen version pinned in Cargo.lock; the CLI must match it exactly.
+wasm_bindgen_version() {
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
+}
+
+ensure_build_tools() {
+  command -v cargo >/dev/null || { echo "Rust is not installed: see https://rustup.rs" >&2; exit 1; }
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    log "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+  if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
+    log "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 15 minutes, once)"
+    cargo install --locked cargo-leptos --version "$CARGO_LEPTOS_VERSION"
+  fi
+  local wbg; wbg="$(wasm_bindgen_version)"
+  if ! wasm-bindgen --version 2>/dev/null | grep -q " $wbg\$"; then
+    log "installing wasm-bindgen-cli $wbg (must equal Cargo.lock's wasm-bindgen)"
+    # Not --locked: its lock file names a webpki-roots release the registry does not serve.
+    cargo install --force wasm-bindgen-cli --version "$wbg"
+  fi
+  command -v npm >/dev/null || { log "installing Node.js and npm"; apt_install nodejs npm; }
+  if [ ! -x "$ROOT/end2end/node_modules/.bin/wasm-opt" ] || [ "$ROOT/end2end/package-lock.json" -nt "$ROOT/end2end/node_modules/.package-lock.json" ]; then
+    log "installing npm packages (Playwright, binaryen's wasm-opt)"
+    (cd "$ROOT/end2end" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${DATABASE_URL:-}" ]; then
+    log "installing PostgreSQL (server binaries for the embedded database)"
+    apt_install postgresql
+  fi
+  command -v psql >/dev/null || apt_install postgresql-client
+}
+
+ensure_browser() {
+  if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
+    log "installing Debian's Chromium for the browser tests"
+    apt_install chromium
+  fi
+}
+
+# Release build of the server and the hydrated wasm bundle (wasm-opt from npm binaryen).
+build_release() {
+  log "building Tally (release)"
+  (cd "$ROOT" && cargo leptos build --release)
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
