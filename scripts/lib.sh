@@ -5,6 +5,8 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARGO_LEPTOS_VERSION=0.3.10   # 0.3.11 needs rustc 1.96
 export PATH="$HOME/.cargo/bin:$ROOT/end2end/node_modules/.bin:$PATH"
+# The server binary cargo-leptos builds (honours CARGO_TARGET_DIR, as CI sets it).
+TALLY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tally"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -53,7 +53,7 @@ async fn emails_are_unique_whatever_their_case() {
     let app = spawn_app().await;
     assert!(call(&app, "/api/signup", &[("email", "bo@example.com"), ("password", PASSWORD)]).await.status().is_success());
     let res = call(&app, "/api/signup", &[("email", "  BO@Example.COM "), ("password", PASSWORD)]).await;
-    assert_eq!(res.status(), 500, "server function errors carry their JSON body");
+    assert_eq!(res.status(), 409, "a conflict is a client error, with its JSON body");
     match app_error(res).await {
         AppError::Conflict { field, message } => {
             assert_eq!(field.as_deref(), Some("email"));
@@ -183,4 +183,11 @@ async fn cross_site_posts_are_refused_before_any_effect() {
         .unwrap();
     assert_eq!(res.status(), 403);
     assert_eq!(user_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn failed_calls_answer_with_the_status_their_error_means() {
+    let app = spawn_app().await;
+    assert_eq!(call(&app, "/api/signup", &[("email", "bad"), ("password", PASSWORD)]).await.status(), 422);
+    assert_eq!(call(&app, "/api/login", &[("email", "no@example.com"), ("password", PASSWORD)]).await.status(), 401);
 }

@@ -48,22 +48,26 @@ mod ssr {
 /// Creates an account and signs it in, then redirects to `next` (a local path) or `/billing`.
 #[server(prefix = "/api", endpoint = "signup")]
 pub async fn sign_up(email: String, password: String, next: Option<String>) -> Result<(), AppError> {
-    let state = ssr::state()?;
-    let user_id = crate::server::auth::users::sign_up(&state.pool, &email, &password).await?;
-    ssr::start_session(&state, user_id).await?;
-    ssr::redirect_after_auth(next);
-    Ok(())
+    super::with_status(async {
+        let state = ssr::state()?;
+        let user_id = crate::server::auth::users::sign_up(&state.pool, &email, &password).await?;
+        ssr::start_session(&state, user_id).await?;
+        ssr::redirect_after_auth(next);
+        Ok(())
+    }.await)
 }
 
 /// Signs in, rotating the session id, then redirects to `next` or `/billing`.
 #[server(prefix = "/api", endpoint = "login")]
 pub async fn log_in(email: String, password: String, next: Option<String>) -> Result<(), AppError> {
-    let state = ssr::state()?;
-    let ip = ssr::client_ip().await;
-    let user_id = crate::server::auth::users::sign_in(&state.pool, &email, &password, ip.as_deref(), state.config.login_max_failures).await?;
-    ssr::start_session(&state, user_id).await?;
-    ssr::redirect_after_auth(next);
-    Ok(())
+    super::with_status(async {
+        let state = ssr::state()?;
+        let ip = ssr::client_ip().await;
+        let user_id = crate::server::auth::users::sign_in(&state.pool, &email, &password, ip.as_deref(), state.config.login_max_failures).await?;
+        ssr::start_session(&state, user_id).await?;
+        ssr::redirect_after_auth(next);
+        Ok(())
+    }.await)
 }
 
 /// Ends the session and returns to the home page.

@@ -3,3 +3,22 @@
 
 pub mod account;
 pub mod auth;
+
+/// Gives a failed server-function call the HTTP status its error means (422, 401, 409, 429…)
+/// instead of the framework's blanket 500, so logs and proxies see client errors as such.
+/// Plain HTML form posts keep their 302 back to the form (the error travels in the URL).
+#[cfg(feature = "ssr")]
+pub(crate) fn with_status<T>(result: Result<T, crate::error::AppError>) -> Result<T, crate::error::AppError> {
+    use leptos::prelude::use_context;
+    if let Err(e) = &result {
+        let plain_form = use_context::<http::request::Parts>()
+            .and_then(|p| p.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(|v| v.contains("text/html")))
+            .unwrap_or(false);
+        if !plain_form {
+            if let (Some(res), Ok(status)) = (use_context::<leptos_axum::ResponseOptions>(), http::StatusCode::from_u16(e.status_code())) {
+                res.set_status(status);
+            }
+        }
+    }
+    result
+}

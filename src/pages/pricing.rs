@@ -23,7 +23,7 @@ pub fn PricingPage() -> impl IntoView {
                     let signed_in = p.current_plan.is_some();
                     let demo = p.enterprise_demo_url.clone();
                     view! {
-                        <div class="plans" role="list">
+                        <ul class="plans">
                             {p.offers.into_iter().map(|o| {
                                 let current = p.current_plan == Some(o.plan);
                                 let price = match o.monthly_price_cents {
@@ -47,7 +47,7 @@ pub fn PricingPage() -> impl IntoView {
                                     _ => view! { <span class="muted">"Checkout opens soon"</span> }.into_any(),
                                 };
                                 view! {
-                                    <article class="plan" class:plan--current=current class:plan--featured=o.plan == PlanId::Pro role="listitem" aria-labelledby=format!("plan-{}", o.plan.slug())>
+                                    <li class="plan" class:plan--current=current class:plan--featured=o.plan == PlanId::Pro>
                                         <h2 id=format!("plan-{}", o.plan.slug())>{o.plan.name()}</h2>
                                         <p class="plan__price"><span class="plan__amount">{price}</span>{per.map(|p| view! { <span class="plan__per">{p}</span> })}</p>
                                         <p class="plan__tagline">{o.tagline}</p>
@@ -56,10 +56,10 @@ pub fn PricingPage() -> impl IntoView {
                                             {o.features.into_iter().map(|f| view! { <li>{f}</li> }).collect_view()}
                                         </ul>
                                         <div class="plan__cta">{cta}</div>
-                                    </article>
+                                    </li>
                                 }
                             }).collect_view()}
-                        </div>
+                        </ul>
                         <section class="packs" aria-labelledby="packs-title">
                             <h2 id="packs-title">"Credit packs"</h2>
                             <p class="muted">"One-time top-ups on any plan, Free included. Purchased credits never expire."</p>
