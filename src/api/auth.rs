@@ -50,7 +50,7 @@ mod ssr {
 pub async fn sign_up(email: String, password: String, next: Option<String>) -> Result<(), AppError> {
     super::with_status(async {
         let state = ssr::state()?;
-        let user_id = crate::server::auth::users::sign_up(&state.pool, &email, &password).await?;
+        let user_id = crate::server::auth::users::sign_up(&state.pool, &email, &password, state.config.free_credits).await?;
         ssr::start_session(&state, user_id).await?;
         ssr::redirect_after_auth(next);
         Ok(())

@@ -1,6 +1,7 @@
 //! Pure types and rules shared by the server and the browser. Nothing here touches I/O,
 //! so everything is unit-tested without a database.
 
+pub mod credits;
 pub mod email;
 pub mod money;
 pub mod plans;

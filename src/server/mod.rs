@@ -8,6 +8,7 @@ pub mod csrf;
 pub mod db;
 pub mod embedded_pg;
 pub mod health;
+pub mod ledger;
 pub mod startup;
 pub mod state;
 pub mod util;

@@ -10,19 +10,22 @@ use uuid::Uuid;
 /// Name of the unique index on `lower(email)` (migrations/…_accounts.sql).
 const EMAIL_UNIQUE: &str = "users_email_lower_key";
 
-/// Validates and creates an account. Field errors name the field; a taken address is a
-/// `Conflict` on `email`.
-pub async fn sign_up(pool: &PgPool, email: &str, password_raw: &str) -> Result<Uuid, AppError> {
+/// Validates and creates an account with its one-time free credits, in one transaction. Field
+/// errors name the field; a taken address is a `Conflict` on `email`.
+pub async fn sign_up(pool: &PgPool, email: &str, password_raw: &str, free_credits: i64) -> Result<Uuid, AppError> {
     let email = Email::parse(email).map_err(|e| AppError::validation("email", e.to_string()))?;
     check_new_password(password_raw).map_err(|m| AppError::validation("password", m))?;
     let hash = password::hash(password_raw.to_string()).await.map_err(AppError::internal)?;
+    let mut tx = pool.begin().await.map_err(AppError::internal)?;
     let inserted = sqlx::query_scalar::<_, Uuid>("INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id")
         .bind(email.as_str())
         .bind(hash)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await;
     match inserted {
         Ok(id) => {
+            crate::server::ledger::grant_free(&mut tx, id, free_credits, Utc::now()).await.map_err(AppError::internal)?;
+            tx.commit().await.map_err(AppError::internal)?;
             tracing::info!(user_id = %id, "account created");
             Ok(id)
         }

@@ -1,0 +1,342 @@
+//! The credit ledger's operations. Each takes a `&mut PgConnection`, so a caller can compose
+//! it with its own writes in one transaction (a webhook handler marks its event done and grants
+//! credits atomically). The rules themselves live in SQL functions
+//! (`migrations/…_credit_ledger.sql`) so that every operation is one round trip while the
+//! account row is locked: that is what makes spends both safe and fast.
+//!
+//! Idempotency keys, by operation:
+//! - free grant: `free:<user id>`
+//! - credit pack: `order:<polar order id>`; its refund: `refund:<polar order id>`
+//! - allotment: `allotment:<subscription id>:<period start, RFC 3339>`
+//! - upgrade extra: `upgrade:<subscription id>:<period start>:<new level>`
+//! - spend: the caller's key
+//! - adjustment: the caller's key (the CLI makes one)
+
+use crate::domain::credits::Accrual;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// What a spend did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpendOutcome {
+    /// Spent `spent`; `balance` is what is left.
+    Spent { spent: i64, balance: i64 },
+    /// This key was already spent; nothing was spent again. The first call's result.
+    Duplicate { spent: i64, balance: i64 },
+    /// Not enough credits; nothing was spent. `available` is the spendable balance.
+    Insufficient { available: i64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantOutcome {
+    /// False when the key had already been applied (nothing changed).
+    pub applied: bool,
+    pub balance: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClawbackOutcome {
+    pub applied: bool,
+    pub clawed_back: i64,
+    /// Credits of the pack that were already spent and so could not be taken back.
+    pub shortfall: i64,
+    pub balance: i64,
+}
+
+/// Which bucket a grant lands in (and so its burn order and expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketKind {
+    Free,
+    Allotment,
+    Purchase,
+    Adjustment,
+}
+
+impl BucketKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            BucketKind::Free => "free",
+            BucketKind::Allotment => "allotment",
+            BucketKind::Purchase => "purchase",
+            BucketKind::Adjustment => "adjustment",
+        }
+    }
+}
+
+/// A grant of credits.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub user_id: Uuid,
+    pub bucket: BucketKind,
+    /// Entry kind: `free_grant`, `allotment`, `purchase` or `adjustment`.
+    pub entry_kind: &'static str,
+    pub source_key: String,
+    pub amount: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub key: String,
+    pub metadata: Value,
+    /// When set, the credits become spendable on these dates instead of at once.
+    pub schedule: Option<Vec<Accrual>>,
+}
+
+pub async fn grant(conn: &mut PgConnection, g: &Grant, now: DateTime<Utc>) -> Result<GrantOutcome, sqlx::Error> {
+    let (due, amounts): (Option<Vec<DateTime<Utc>>>, Option<Vec<i64>>) = match &g.schedule {
+        Some(s) => (Some(s.iter().map(|a| a.due_at).collect()), Some(s.iter().map(|a| a.amount).collect())),
+        None => (None, None),
+    };
+    let (applied, balance): (bool, i64) = sqlx::query_as("SELECT applied, balance FROM credit_grant($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+        .bind(g.user_id)
+        .bind(g.bucket.as_str())
+        .bind(g.entry_kind)
+        .bind(&g.source_key)
+        .bind(g.amount)
+        .bind(g.expires_at)
+        .bind(&g.key)
+        .bind(&g.metadata)
+        .bind(now)
+        .bind(due)
+        .bind(amounts)
+        .fetch_one(conn)
+        .await?;
+    Ok(GrantOutcome { applied, balance })
+}
+
+/// The one-time free credits of a new account. Never expires; burned last.
+pub async fn grant_free(conn: &mut PgConnection, user_id: Uuid, amount: i64, now: DateTime<Utc>) -> Result<GrantOutcome, sqlx::Error> {
+    if amount <= 0 {
+        sqlx::query("INSERT INTO credit_accounts (user_id) VALUES ($1) ON CONFLICT DO NOTHING").bind(user_id).execute(&mut *conn).await?;
+        return Ok(GrantOutcome { applied: false, balance: balance_locked_free(conn, user_id).await? });
+    }
+    grant(
+        conn,
+        &Grant {
+            user_id,
+            bucket: BucketKind::Free,
+            entry_kind: "free_grant",
+            source_key: "free".into(),
+            amount,
+            expires_at: None,
+            key: format!("free:{user_id}"),
+            metadata: json!({ "reason": "sign-up" }),
+            schedule: None,
+        },
+        now,
+    )
+    .await
+}
+
+async fn balance_locked_free(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1").bind(user_id).fetch_one(conn).await
+}
+
+/// A purchased credit pack: granted once per order, never expires, survives plan changes.
+pub async fn grant_pack(conn: &mut PgConnection, user_id: Uuid, order_id: &str, credits: i64, product_id: &str, now: DateTime<Utc>) -> Result<GrantOutcome, sqlx::Error> {
+    grant(
+        conn,
+        &Grant {
+            user_id,
+            bucket: BucketKind::Purchase,
+            entry_kind: "purchase",
+            source_key: format!("order:{order_id}"),
+            amount: credits,
+            expires_at: None,
+            key: format!("order:{order_id}"),
+            metadata: json!({ "order_id": order_id, "product_id": product_id }),
+            schedule: None,
+        },
+        now,
+    )
+    .await
+}
+
+/// Identifies one subscription period's allotment bucket.
+pub fn allotment_source(subscription_id: &str, period_start: DateTime<Utc>) -> String {
+    format!("allotment:{subscription_id}:{}", period_start.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+/// Starts a subscription period's allotment: `schedule` (see `domain::credits`) says when its
+/// credits become spendable; they all expire at `period_end`. Once per (subscription, period
+/// start), however often a renewal is signalled.
+pub async fn start_allotment(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    subscription_id: &str,
+    plan: &str,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    schedule: Vec<Accrual>,
+    now: DateTime<Utc>,
+) -> Result<GrantOutcome, sqlx::Error> {
+    let total: i64 = schedule.iter().map(|a| a.amount).sum();
+    let source = allotment_source(subscription_id, period_start);
+    if total <= 0 {
+        return Ok(GrantOutcome { applied: false, balance: balance_locked_free(conn, user_id).await.unwrap_or(0) });
+    }
+    grant(
+        conn,
+        &Grant {
+            user_id,
+            bucket: BucketKind::Allotment,
+            entry_kind: "allotment",
+            source_key: source.clone(),
+            amount: total,
+            expires_at: Some(period_end),
+            key: source,
+            metadata: json!({ "subscription_id": subscription_id, "plan": plan, "period_end": period_end }),
+            schedule: Some(schedule),
+        },
+        now,
+    )
+    .await
+}
+
+/// Ends a period's allotment at `at` (a revoked subscription): unspent credits expire and the
+/// remaining days never accrue. Purchased and free credits are untouched.
+pub async fn end_allotment(conn: &mut PgConnection, user_id: Uuid, subscription_id: &str, period_start: DateTime<Utc>, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT credit_end_bucket($1, $2, $3, $4)")
+        .bind(user_id)
+        .bind(allotment_source(subscription_id, period_start))
+        .bind(at)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Spends `cost` credits: all or nothing, never below zero, idempotent on `key`.
+pub async fn spend(conn: &mut PgConnection, user_id: Uuid, cost: i64, key: &str, metadata: &Value, now: DateTime<Utc>) -> Result<SpendOutcome, sqlx::Error> {
+    debit(conn, user_id, cost, key, metadata, now, "spend").await
+}
+
+async fn debit(conn: &mut PgConnection, user_id: Uuid, cost: i64, key: &str, metadata: &Value, now: DateTime<Utc>, kind: &str) -> Result<SpendOutcome, sqlx::Error> {
+    let (status, spent, balance): (String, Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT status, spent, balance FROM credit_spend($1, $2, $3, $4, $5, $6)")
+            .bind(user_id)
+            .bind(cost)
+            .bind(key)
+            .bind(metadata)
+            .bind(now)
+            .bind(kind)
+            .fetch_one(conn)
+            .await?;
+    let (spent, balance) = (spent.unwrap_or(0), balance.unwrap_or(0));
+    Ok(match status.as_str() {
+        "spent" => SpendOutcome::Spent { spent, balance },
+        "duplicate" => SpendOutcome::Duplicate { spent, balance },
+        _ => SpendOutcome::Insufficient { available: balance },
+    })
+}
+
+/// Takes back what is unspent of a refunded pack; records the shortfall. Idempotent per order.
+pub async fn clawback_pack(conn: &mut PgConnection, user_id: Uuid, order_id: &str, now: DateTime<Utc>) -> Result<ClawbackOutcome, sqlx::Error> {
+    let (applied, clawed_back, shortfall, balance): (bool, Option<i64>, Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT applied, clawed_back, shortfall, balance FROM credit_clawback($1, $2, $3, $4, $5)")
+            .bind(user_id)
+            .bind(format!("order:{order_id}"))
+            .bind(format!("refund:{order_id}"))
+            .bind(json!({ "order_id": order_id }))
+            .bind(now)
+            .fetch_one(conn)
+            .await?;
+    Ok(ClawbackOutcome { applied, clawed_back: clawed_back.unwrap_or(0), shortfall: shortfall.unwrap_or(0), balance: balance.unwrap_or(0) })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdjustError {
+    #[error("an adjustment needs a reason")]
+    NoReason,
+    #[error("an adjustment of 0 credits changes nothing")]
+    Zero,
+    #[error("cannot remove {requested} credits: only {available} are available")]
+    Insufficient { requested: i64, available: i64 },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// An administrator's correction, with a required reason. Positive adds a non-expiring
+/// adjustment bucket; negative removes credits in burn order and never goes below zero.
+pub async fn adjust(conn: &mut PgConnection, user_id: Uuid, delta: i64, reason: &str, key: &str, now: DateTime<Utc>) -> Result<i64, AdjustError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(AdjustError::NoReason);
+    }
+    let metadata = json!({ "reason": reason });
+    match delta.signum() {
+        0 => Err(AdjustError::Zero),
+        1 => Ok(grant(
+            conn,
+            &Grant {
+                user_id,
+                bucket: BucketKind::Adjustment,
+                entry_kind: "adjustment",
+                source_key: key.to_string(),
+                amount: delta,
+                expires_at: None,
+                key: key.to_string(),
+                metadata,
+                schedule: None,
+            },
+            now,
+        )
+        .await?
+        .balance),
+        _ => match debit(conn, user_id, -delta, key, &metadata, now, "adjustment").await? {
+            SpendOutcome::Spent { balance, .. } | SpendOutcome::Duplicate { balance, .. } => Ok(balance),
+            SpendOutcome::Insufficient { available } => Err(AdjustError::Insufficient { requested: -delta, available }),
+        },
+    }
+}
+
+/// A user's credits right now, by where they come from. Applies due accruals and expiries
+/// first, so what it reports is what a spend would see.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub total: i64,
+    pub allotment: i64,
+    pub purchased: i64,
+    pub free: i64,
+    pub adjustment: i64,
+    /// Allotment credits scheduled but not yet accrued this period.
+    pub pending_allotment: i64,
+    pub next_accrual_at: Option<DateTime<Utc>>,
+}
+
+pub async fn balance(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result<Balance, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let has_account: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_accounts WHERE user_id = $1)").bind(user_id).fetch_one(&mut *tx).await?;
+    if !has_account {
+        return Ok(Balance::default());
+    }
+    sqlx::query("SELECT credit_maintain($1, $2)").bind(user_id).bind(now).execute(&mut *tx).await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT kind, coalesce(sum(remaining), 0)::bigint FROM credit_buckets WHERE user_id = $1 GROUP BY kind")
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let (pending, next): (Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT sum(a.amount)::bigint, min(a.due_at) FROM credit_accruals a JOIN credit_buckets b ON b.id = a.bucket_id
+          WHERE a.user_id = $1 AND a.applied_at IS NULL AND (b.expires_at IS NULL OR a.due_at < b.expires_at)",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let total: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1").bind(user_id).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    let mut b = Balance { total, pending_allotment: pending.unwrap_or(0), next_accrual_at: next, ..Default::default() };
+    for (kind, sum) in rows {
+        match kind.as_str() {
+            "allotment" => b.allotment = sum,
+            "purchase" => b.purchased = sum,
+            "free" => b.free = sum,
+            _ => b.adjustment = sum,
+        }
+    }
+    Ok(b)
+}
+
+/// Every disagreement between projections and entries (`None`: all users). Empty = consistent.
+pub async fn problems(pool: &PgPool, user_id: Option<Uuid>) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT user_id, problem FROM credit_ledger_problems($1)").bind(user_id).fetch_all(pool).await
+}

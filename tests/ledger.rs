@@ -1,0 +1,370 @@
+//! The credit ledger against a real PostgreSQL: semantics, idempotency and concurrency.
+//! Every test ends by checking that balances and buckets equal the sum of their entries.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use chrono::{DateTime, Duration, FixedOffset, Utc};
+use common::*;
+use serde_json::json;
+use sqlx::PgPool;
+use tally::domain::credits::{allotment_schedule, AllotmentPolicy};
+use tally::server::ledger::{self, SpendOutcome};
+use uuid::Uuid;
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn utc() -> FixedOffset {
+    FixedOffset::east_opt(0).unwrap()
+}
+
+async fn new_user(pool: &PgPool) -> Uuid {
+    sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id")
+        .bind(format!("{}@example.com", Uuid::new_v4()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn assert_consistent(pool: &PgPool) {
+    let problems = ledger::problems(pool, None).await.unwrap();
+    assert!(problems.is_empty(), "ledger does not add up: {problems:?}");
+}
+
+async fn spend(pool: &PgPool, user: Uuid, cost: i64, key: &str, now: DateTime<Utc>) -> SpendOutcome {
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::spend(&mut conn, user, cost, key, &json!({ "operation": "test" }), now).await.unwrap()
+}
+
+async fn grant_pack(pool: &PgPool, user: Uuid, order: &str, credits: i64, now: DateTime<Utc>) -> ledger::GrantOutcome {
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::grant_pack(&mut conn, user, order, credits, "prod_pack", now).await.unwrap()
+}
+
+async fn total(pool: &PgPool, user: Uuid, now: DateTime<Utc>) -> i64 {
+    ledger::balance(pool, user, now).await.unwrap().total
+}
+
+#[tokio::test]
+async fn sign_up_grants_the_free_credits_once() {
+    let app = spawn_app().await;
+    post_form(&app, "/api/signup", &[("email", "free@example.com"), ("password", "correct horse battery")]).await;
+    let user: Uuid = sqlx::query_scalar("SELECT id FROM users").fetch_one(&app.pool).await.unwrap();
+    let b = ledger::balance(&app.pool, user, Utc::now()).await.unwrap();
+    assert_eq!((b.total, b.free), (1000, 1000));
+    // Granting again under the same key changes nothing.
+    let mut conn = app.pool.acquire().await.unwrap();
+    let again = ledger::grant_free(&mut conn, user, 1000, Utc::now()).await.unwrap();
+    assert!(!again.applied);
+    assert_eq!(again.balance, 1000);
+    assert_consistent(&app.pool).await;
+}
+
+#[tokio::test]
+async fn spend_is_all_or_nothing_and_never_goes_below_zero() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let now = Utc::now();
+    grant_pack(&pool, user, "o1", 10, now).await;
+    assert_eq!(spend(&pool, user, 7, "k1", now).await, SpendOutcome::Spent { spent: 7, balance: 3 });
+    assert_eq!(spend(&pool, user, 4, "k2", now).await, SpendOutcome::Insufficient { available: 3 });
+    assert_eq!(total(&pool, user, now).await, 3, "a refused spend takes nothing");
+    assert_eq!(spend(&pool, user, 3, "k3", now).await, SpendOutcome::Spent { spent: 3, balance: 0 });
+    assert_eq!(spend(&pool, user, 1, "k4", now).await, SpendOutcome::Insufficient { available: 0 });
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn a_retried_spend_returns_the_first_result_without_spending_again() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let now = Utc::now();
+    grant_pack(&pool, user, "o1", 100, now).await;
+    assert_eq!(spend(&pool, user, 30, "req-1", now).await, SpendOutcome::Spent { spent: 30, balance: 70 });
+    assert_eq!(spend(&pool, user, 30, "req-1", now).await, SpendOutcome::Duplicate { spent: 30, balance: 70 });
+    assert_eq!(total(&pool, user, now).await, 70);
+    // A key refused for lack of credits is not burned: it may succeed after a top-up.
+    assert_eq!(spend(&pool, user, 500, "req-2", now).await, SpendOutcome::Insufficient { available: 70 });
+    grant_pack(&pool, user, "o2", 500, now).await;
+    assert_eq!(spend(&pool, user, 500, "req-2", now).await, SpendOutcome::Spent { spent: 500, balance: 70 });
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn credits_burn_soonest_expiring_first_then_purchased_then_free() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let start = t("2026-11-01T00:00:00Z");
+    let end = t("2026-12-01T00:00:00Z");
+    let now = t("2026-11-10T12:00:00Z");
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::grant_free(&mut conn, user, 1000, now).await.unwrap();
+    ledger::grant_pack(&mut conn, user, "o1", 50, "prod", now).await.unwrap();
+    let schedule = allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 100, start, end, utc());
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule, now).await.unwrap();
+    drop(conn);
+
+    spend(&pool, user, 120, "s1", now).await;
+    let b = ledger::balance(&pool, user, now).await.unwrap();
+    assert_eq!((b.allotment, b.purchased, b.free), (0, 30, 1000), "100 from the allotment, then 20 from the pack");
+    spend(&pool, user, 40, "s2", now).await;
+    let b = ledger::balance(&pool, user, now).await.unwrap();
+    assert_eq!((b.allotment, b.purchased, b.free), (0, 0, 990));
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn a_daily_allotment_accrues_day_by_day_and_expires_at_period_end() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let start = t("2026-11-01T00:00:00Z");
+    let end = t("2026-12-01T00:00:00Z");
+    let schedule = allotment_schedule(AllotmentPolicy::DailyAccrual, 5000, start, end, utc());
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule.clone(), start).await.unwrap();
+    // Signalled again (a retried webhook): still one allotment.
+    let again = ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule, start + Duration::hours(1)).await.unwrap();
+    assert!(!again.applied);
+    drop(conn);
+
+    assert_eq!(total(&pool, user, start).await, 166, "day one is spendable at once");
+    assert_eq!(total(&pool, user, t("2026-11-01T23:59:59Z")).await, 166);
+    let b = ledger::balance(&pool, user, t("2026-11-02T00:00:00Z")).await.unwrap();
+    assert_eq!(b.total, 332, "the refill really adds");
+    assert_eq!(b.next_accrual_at, Some(t("2026-11-03T00:00:00Z")));
+    assert_eq!(b.pending_allotment, 5000 - 332);
+    assert_eq!(spend(&pool, user, 300, "s1", t("2026-11-02T08:00:00Z")).await, SpendOutcome::Spent { spent: 300, balance: 32 });
+    // The last day brings the total granted to exactly the allotment.
+    assert_eq!(total(&pool, user, t("2026-11-30T12:00:00Z")).await, 5000 - 300);
+    // At period end the unspent allotment expires.
+    assert_eq!(total(&pool, user, end).await, 0);
+    let expired: i64 = sqlx::query_scalar("SELECT -sum(amount)::bigint FROM credit_entries WHERE kind = 'expiry'").fetch_one(&pool).await.unwrap();
+    assert_eq!(expired, 4700);
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn a_late_spend_first_catches_up_on_every_missed_day() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let start = t("2026-11-01T00:00:00Z");
+    let end = t("2026-12-01T00:00:00Z");
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()), start).await.unwrap();
+    drop(conn);
+    // Nobody looked for ten days; the spend sees all ten days.
+    assert_eq!(spend(&pool, user, 1000, "s", t("2026-11-10T09:00:00Z")).await, SpendOutcome::Spent { spent: 1000, balance: 0 });
+    let days: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'daily_accrual'").fetch_one(&pool).await.unwrap();
+    assert_eq!(days, 10);
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn a_renewal_starts_a_new_period_once_and_the_old_one_expires() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let p1 = (t("2026-10-01T00:00:00Z"), t("2026-11-01T00:00:00Z"));
+    let p2 = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
+    let mut conn = pool.acquire().await.unwrap();
+    let up = AllotmentPolicy::AllAtPeriodStart;
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", p1.0, p1.1, allotment_schedule(up, 5000, p1.0, p1.1, utc()), p1.0).await.unwrap();
+    for _ in 0..3 {
+        ledger::start_allotment(&mut conn, user, "sub1", "pro", p2.0, p2.1, allotment_schedule(up, 5000, p2.0, p2.1, utc()), p2.0).await.unwrap();
+    }
+    drop(conn);
+    assert_eq!(total(&pool, user, p2.0).await, 5000, "the old period's 5,000 expired, the new one's arrived, once");
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn a_pack_bought_on_the_free_plan_works_and_survives_revocation() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let now = t("2026-11-05T00:00:00Z");
+    let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
+    assert!(grant_pack(&pool, user, "ord_1", 50, now).await.applied);
+    assert!(!grant_pack(&pool, user, "ord_1", 50, now).await.applied, "once per order id");
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()), now).await.unwrap();
+    ledger::end_allotment(&mut conn, user, "sub1", start, now + Duration::hours(1), now + Duration::hours(1)).await.unwrap();
+    drop(conn);
+    let b = ledger::balance(&pool, user, now + Duration::hours(2)).await.unwrap();
+    assert_eq!((b.total, b.allotment, b.purchased), (50, 0, 50), "revoke ends the allotment at once; the pack remains");
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn cancel_at_period_end_keeps_the_allotment_until_the_end() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()), start).await.unwrap();
+    // Cancelling at period end ends the bucket at `end`, which is when it expires anyway.
+    ledger::end_allotment(&mut conn, user, "sub1", start, end, t("2026-11-20T00:00:00Z")).await.unwrap();
+    drop(conn);
+    assert_eq!(total(&pool, user, t("2026-11-30T23:59:59Z")).await, 5000);
+    assert_eq!(total(&pool, user, end).await, 0);
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn a_refunded_pack_claws_back_only_what_is_unspent() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let now = Utc::now();
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::grant_free(&mut conn, user, 10, now).await.unwrap();
+    drop(conn);
+    grant_pack(&pool, user, "ord_9", 100, now).await;
+    spend(&pool, user, 70, "s1", now).await; // all from the pack (purchased burns before free)
+    let mut conn = pool.acquire().await.unwrap();
+    let c = ledger::clawback_pack(&mut conn, user, "ord_9", now).await.unwrap();
+    assert_eq!((c.applied, c.clawed_back, c.shortfall, c.balance), (true, 30, 70, 10));
+    let again = ledger::clawback_pack(&mut conn, user, "ord_9", now).await.unwrap();
+    assert_eq!((again.applied, again.clawed_back, again.shortfall, again.balance), (false, 30, 70, 10));
+    drop(conn);
+    assert_eq!(total(&pool, user, now).await, 10, "free credits are untouched and nothing went negative");
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn adjustments_need_a_reason_and_never_go_negative() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let now = Utc::now();
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(matches!(ledger::adjust(&mut conn, user, 10, "  ", "adj-0", now).await, Err(ledger::AdjustError::NoReason)));
+    assert_eq!(ledger::adjust(&mut conn, user, 25, "goodwill for outage #12", "adj-1", now).await.unwrap(), 25);
+    assert!(matches!(
+        ledger::adjust(&mut conn, user, -40, "correction", "adj-2", now).await,
+        Err(ledger::AdjustError::Insufficient { requested: 40, available: 25 })
+    ));
+    assert_eq!(ledger::adjust(&mut conn, user, -5, "correction", "adj-3", now).await.unwrap(), 20);
+    let reason: String = sqlx::query_scalar("SELECT metadata->>'reason' FROM credit_entries WHERE idempotency_key = 'adj-1'").fetch_one(&pool).await.unwrap();
+    assert_eq!(reason, "goodwill for outage #12");
+    drop(conn);
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn entries_are_append_only() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    grant_pack(&pool, user, "o", 5, Utc::now()).await;
+    assert!(sqlx::query("UPDATE credit_entries SET amount = 500").execute(&pool).await.is_err());
+    assert!(sqlx::query("DELETE FROM credit_entries").execute(&pool).await.is_err());
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_spends_against_500_credits_from_two_instances_succeed_exactly_500_times() {
+    let (pool, _) = fresh_database().await;
+    // Two independent pools of 20 connections on one database: two app instances.
+    let instance = || sqlx::postgres::PgPoolOptions::new().max_connections(20).connect_with((*pool.connect_options()).clone());
+    let (pool_a, pool_b) = (instance().await.unwrap(), instance().await.unwrap());
+    let user = new_user(&pool_a).await;
+    grant_pack(&pool_a, user, "o", 500, Utc::now()).await;
+
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let pool = if i % 2 == 0 { pool_a.clone() } else { pool_b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut conn = pool.acquire().await.unwrap();
+            ledger::spend(&mut conn, user, 1, &format!("spend-{i}"), &json!({}), Utc::now()).await.unwrap()
+        }));
+    }
+    let mut spent = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            SpendOutcome::Spent { .. } => spent += 1,
+            SpendOutcome::Insufficient { available } => {
+                assert_eq!(available, 0);
+                refused += 1
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((spent, refused), (500, 500));
+    assert_eq!(total(&pool_a, user, Utc::now()).await, 0);
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'spend'").fetch_one(&pool_a).await.unwrap();
+    assert_eq!(entries, 500);
+    assert_consistent(&pool_a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_grant_applied_concurrently_takes_effect_once() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move { grant_pack(&pool, user, "ord_dup", 100, Utc::now()).await.applied }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        applied += t.await.unwrap() as i32;
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(total(&pool, user, Utc::now()).await, 100);
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_spend_key_sent_concurrently_spends_once() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    grant_pack(&pool, user, "o", 100, Utc::now()).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move { spend(&pool, user, 10, "one-request", Utc::now()).await }));
+    }
+    let mut spent = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            SpendOutcome::Spent { .. } => spent += 1,
+            SpendOutcome::Duplicate { spent: 10, balance: 90 } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(spent, 1);
+    assert_eq!(total(&pool, user, Utc::now()).await, 90);
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn daily_accrual_racing_with_spends_loses_and_doubles_nothing() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()), start).await.unwrap();
+    drop(conn);
+    // Day 15 (15 days accrued = 1,500): spends and balance reads (which also accrue) race.
+    let now = t("2026-11-15T06:00:00Z");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 4 == 0 {
+                ledger::balance(&pool, user, now).await.unwrap();
+                0
+            } else {
+                matches!(spend(&pool, user, 10, &format!("s{i}"), now).await, SpendOutcome::Spent { .. }) as i64
+            }
+        }));
+    }
+    let mut spent = 0;
+    for t in tasks {
+        spent += t.await.unwrap() * 10;
+    }
+    assert_eq!(spent, 1500, "150 spends of 10 fit exactly into 15 accrued days");
+    let accruals: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'daily_accrual'").fetch_one(&pool).await.unwrap();
+    assert_eq!(accruals, 15, "each day accrued exactly once");
+    assert_eq!(total(&pool, user, now).await, 0);
+    assert_consistent(&pool).await;
+}
