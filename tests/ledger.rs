@@ -368,3 +368,22 @@ async fn daily_accrual_racing_with_spends_loses_and_doubles_nothing() {
     assert_eq!(total(&pool, user, now).await, 0);
     assert_consistent(&pool).await;
 }
+
+#[tokio::test]
+async fn the_admin_command_adjusts_with_a_reason_and_checks_the_ledger() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&pool).await.unwrap();
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let cmd = tally::server::cli::credits_command;
+    assert!(cmd(&pool, &args(&["adjust", &email, "40"])).await.is_err(), "a reason is required");
+    cmd(&pool, &args(&["adjust", &email.to_uppercase(), "40", "support", "ticket", "#77"])).await.unwrap();
+    assert_eq!(total(&pool, user, Utc::now()).await, 40);
+    let reason: String = sqlx::query_scalar("SELECT metadata->>'reason' FROM credit_entries").fetch_one(&pool).await.unwrap();
+    assert_eq!(reason, "support ticket #77");
+    assert!(cmd(&pool, &args(&["adjust", &email, "-41", "too much"])).await.is_err());
+    cmd(&pool, &args(&["check"])).await.unwrap();
+    // A projection tampered with behind the ledger's back is reported.
+    sqlx::query("UPDATE credit_accounts SET balance = balance + 1").execute(&pool).await.unwrap();
+    assert!(cmd(&pool, &args(&["check"])).await.is_err());
+}

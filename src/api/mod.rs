@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod keys;
 
 /// Gives a failed server-function call the HTTP status its error means (422, 401, 409, 429…)
 /// instead of the framework's blanket 500, so logs and proxies see client errors as such.

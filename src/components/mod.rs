@@ -1,4 +1,5 @@
 //! Reusable views.
 
+pub mod api_keys;
 pub mod form;
 pub mod layout;

@@ -1,6 +1,7 @@
 //! The `tally` command: `tally` (or `tally serve`) runs the app; `tally migrate` applies
 //! migrations and exits; `tally db-url` starts the embedded PostgreSQL if needed and prints
-//! the admin URL of its cluster (scripts and tests use it); `tally db-stop` stops it.
+//! the admin URL of its cluster (scripts and tests use it); `tally db-stop` stops it;
+//! `tally credits …` inspects and corrects the credit ledger (see `credits_command`).
 
 use crate::server::config::{Config, ProcessEnv};
 use crate::server::embedded_pg::EmbeddedPg;
@@ -26,8 +27,12 @@ pub async fn main() -> ExitCode {
         "migrate" => connect_and_migrate(&config).await.map(|_| ()),
         "db-url" => embedded(&config).map(|pg| println!("{}", pg.url("postgres"))),
         "db-stop" => embedded(&config).and_then(|pg| pg.stop().map_err(|e| e.to_string())),
+        "credits" => match connect_and_migrate(&config).await {
+            Ok(pool) => credits_command(&pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
+            Err(e) => Err(e),
+        },
         "help" | "--help" | "-h" => {
-            println!("usage: tally [serve | migrate | db-url | db-stop]");
+            println!("{USAGE}");
             Ok(())
         }
         other => Err(format!("unknown command `{other}`; try `tally help`")),
@@ -39,6 +44,55 @@ pub async fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+const USAGE: &str = "usage: tally [serve | migrate | db-url | db-stop | credits …]
+  tally credits balance EMAIL            credits of an account, by source
+  tally credits adjust EMAIL DELTA REASON  add (DELTA > 0) or remove credits; REASON is required
+  tally credits check                    verify that every balance equals its ledger entries";
+
+/// `tally credits …`: the administrator's view of the ledger.
+pub async fn credits_command(pool: &sqlx::PgPool, args: &[String]) -> Result<(), String> {
+    let user_by_email = |email: String| async move {
+        sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM users WHERE lower(email) = lower($1)")
+            .bind(&email)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no account with email {email}"))
+    };
+    match args.first().map(String::as_str) {
+        Some("balance") if args.len() == 2 => {
+            let user = user_by_email(args[1].clone()).await?;
+            let b = crate::server::ledger::balance(pool, user, chrono::Utc::now()).await.map_err(|e| e.to_string())?;
+            println!("total {}  (allotment {}, purchased {}, free {}, adjustment {}; pending allotment {})", b.total, b.allotment, b.purchased, b.free, b.adjustment, b.pending_allotment);
+            Ok(())
+        }
+        Some("adjust") if args.len() >= 4 => {
+            let user = user_by_email(args[1].clone()).await?;
+            let delta: i64 = args[2].parse().map_err(|_| format!("DELTA must be a whole number of credits, got `{}`", args[2]))?;
+            let reason = args[3..].join(" ");
+            let key = format!("adjust:{}", uuid::Uuid::new_v4());
+            let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+            let balance = crate::server::ledger::adjust(&mut conn, user, delta, &reason, &key, chrono::Utc::now()).await.map_err(|e| e.to_string())?;
+            tracing::info!(%user, delta, %reason, %key, "credit adjustment");
+            println!("adjusted by {delta}; balance now {balance} (entry {key})");
+            Ok(())
+        }
+        Some("check") if args.len() == 1 => {
+            let problems = crate::server::ledger::problems(pool, None).await.map_err(|e| e.to_string())?;
+            if problems.is_empty() {
+                println!("ledger consistent: every balance equals the sum of its entries");
+                Ok(())
+            } else {
+                for (user, p) in &problems {
+                    println!("{user}: {p}");
+                }
+                Err(format!("{} ledger problem(s)", problems.len()))
+            }
+        }
+        _ => Err(USAGE.to_string()),
     }
 }
 

@@ -89,6 +89,10 @@ pub struct Config {
     pub free_credits: i64,
     /// Failed sign-ins allowed per email (and per client address) in a 15-minute window.
     pub login_max_failures: i64,
+    /// Metered-API requests allowed per API key per minute (per instance).
+    pub api_rate_limit_per_minute: u32,
+    /// Where credit "days" begin (accrual boundaries), as a fixed UTC offset. Default UTC.
+    pub credit_day_offset: chrono::FixedOffset,
     /// True when `POLAR_MODE` was not set at all (so local mode was chosen by default).
     pub polar_mode_defaulted: bool,
 }
@@ -270,6 +274,15 @@ impl Config {
             Some(v) => parse_int::<i64>("LOGIN_MAX_FAILURES", &v, "a positive whole number")?.max(1),
             None => 5,
         };
+        let api_rate_limit_per_minute = match var(src, "API_RATE_LIMIT_PER_MINUTE") {
+            Some(v) => parse_int::<u32>("API_RATE_LIMIT_PER_MINUTE", &v, "a positive whole number")?.max(1),
+            None => 120,
+        };
+        let credit_day_offset = match var(src, "CREDIT_DAY_BOUNDARY") {
+            Some(v) => crate::domain::credits::parse_offset(&v)
+                .ok_or_else(|| err("CREDIT_DAY_BOUNDARY", format!("expected UTC or a fixed offset such as +02:00 or -05:00, got `{v}`")))?,
+            None => chrono::FixedOffset::east_opt(0).expect("UTC"),
+        };
         let database_url = var(src, "DATABASE_URL").map(Secret::new);
         if let Some(db) = &database_url {
             if !(db.expose().starts_with("postgres://") || db.expose().starts_with("postgresql://")) {
@@ -293,6 +306,8 @@ impl Config {
             enterprise_demo_url,
             free_credits,
             login_max_failures,
+            api_rate_limit_per_minute,
+            credit_day_offset,
             polar_mode_defaulted: polar_mode_raw.is_none(),
         })
     }
@@ -407,6 +422,8 @@ mod tests {
         assert_eq!(load(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var, "DATABASE_URL");
         assert_eq!(load(&[("LEPTOS_SITE_ADDR", "3000")]).unwrap_err().var, "LEPTOS_SITE_ADDR");
         assert_eq!(load(&[("ENTERPRISE_DEMO_URL", "calendar")]).unwrap_err().var, "ENTERPRISE_DEMO_URL");
+        assert_eq!(load(&[("CREDIT_DAY_BOUNDARY", "Europe/Paris")]).unwrap_err().var, "CREDIT_DAY_BOUNDARY");
+        assert_eq!(load(&[("API_RATE_LIMIT_PER_MINUTE", "fast")]).unwrap_err().var, "API_RATE_LIMIT_PER_MINUTE");
     }
 
     #[test]

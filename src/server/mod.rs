@@ -1,6 +1,7 @@
 //! Everything that runs only on the server: configuration, database, accounts, Polar.
 //! Compiled only with the `ssr` feature, so none of it can reach the wasm bundle.
 
+pub mod api_keys;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod db;
 pub mod embedded_pg;
 pub mod health;
 pub mod ledger;
+pub mod metered;
 pub mod startup;
 pub mod state;
 pub mod util;

@@ -4,8 +4,8 @@
 use crate::app::{shell, App};
 use crate::server::config::Config;
 use crate::server::state::AppState;
-use crate::server::{csrf, health};
-use axum::routing::get;
+use crate::server::{csrf, health, metered};
+use axum::routing::{get, post};
 use axum::Router;
 use http::header::{HeaderName, HeaderValue};
 use leptos::config::LeptosOptions;
@@ -45,7 +45,8 @@ impl Application {
         let listener = TcpListener::bind(config.bind_addr).await?;
         let addr = listener.local_addr()?;
         let leptos_options = leptos_options(addr);
-        let state = AppState { leptos_options, pool, config: Arc::new(config) };
+        let rate_limiter = metered::RateLimiter::new(config.api_rate_limit_per_minute);
+        let state = AppState { leptos_options, pool, config: Arc::new(config), rate_limiter };
         Ok(Application { listener, router: router(state), port: addr.port() })
     }
 
@@ -72,6 +73,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route(
+            "/api/v1/text/stats",
+            post(metered::text_stats_handler).layer(axum::extract::DefaultBodyLimit::max(1024 * 1024)),
+        )
         .leptos_routes(&state, routes, move || shell(shell_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn(csrf::protect))

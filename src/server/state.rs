@@ -2,6 +2,7 @@
 //! and Leptos context (`expect_context::<AppState>()`). No globals.
 
 use crate::server::config::Config;
+use crate::server::metered::RateLimiter;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use sqlx::PgPool;
@@ -12,4 +13,6 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub pool: PgPool,
     pub config: Arc<Config>,
+    /// Per-API-key request limit of the metered API (per instance).
+    pub rate_limiter: RateLimiter,
 }

@@ -132,3 +132,28 @@ mod tests {
         assert_eq!(token_hash("secret-a", "t"), token_hash("secret-a", "t"));
     }
 }
+
+/// Stores a one-time value on the request's session, for the next page it renders.
+pub async fn set_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, value: &serde_json::Value) -> Result<(), sqlx::Error> {
+    if let Some(token) = token_from_headers(headers) {
+        sqlx::query("UPDATE sessions SET flash = $2 WHERE token_hash = $1")
+            .bind(token_hash(config.session_secret.expose(), &token))
+            .bind(value)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Reads and clears the session's one-time value.
+pub async fn take_flash(pool: &PgPool, config: &Config, headers: &HeaderMap) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let Some(token) = token_from_headers(headers) else { return Ok(None) };
+    let flash: Option<Option<serde_json::Value>> = sqlx::query_scalar(
+        "UPDATE sessions s SET flash = NULL FROM (SELECT token_hash, flash FROM sessions WHERE token_hash = $1 FOR UPDATE) old
+          WHERE s.token_hash = old.token_hash AND old.flash IS NOT NULL RETURNING old.flash",
+    )
+    .bind(token_hash(config.session_secret.expose(), &token))
+    .fetch_optional(pool)
+    .await?;
+    Ok(flash.flatten())
+}

@@ -1,0 +1,113 @@
+//! API keys for the metered API, managed from /settings/billing.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub created: String,
+    pub last_used: Option<String>,
+}
+
+/// A key just created: the only time its full value is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewApiKey {
+    pub name: String,
+    pub key: String,
+}
+
+
+#[cfg(feature = "ssr")]
+fn state() -> Result<crate::server::state::AppState, AppError> {
+    use_context::<crate::server::state::AppState>().ok_or_else(|| AppError::internal("AppState missing"))
+}
+
+#[cfg(feature = "ssr")]
+fn request_headers() -> http::HeaderMap {
+    use_context::<http::request::Parts>().map(|p| p.headers).unwrap_or_default()
+}
+
+/// A key created by a JavaScript-off form post, to show once: reading it clears it. Call it
+/// once per page render (a page-level resource), never from a view that may re-render.
+#[server(prefix = "/api", endpoint = "keys/revealed")]
+pub async fn take_revealed_api_key() -> Result<Option<NewApiKey>, AppError> {
+    super::with_status(async {
+        crate::server::auth::require_user().await?;
+        let state = state()?;
+        Ok(crate::server::auth::session::take_flash(&state.pool, &state.config, &request_headers())
+            .await
+            .map_err(AppError::internal)?
+            .and_then(|v| serde_json::from_value::<NewApiKey>(v).ok()))
+    }
+    .await)
+}
+
+/// The signed-in user's live keys, newest first.
+#[server(prefix = "/api", endpoint = "keys/list")]
+pub async fn list_api_keys() -> Result<Vec<ApiKeyView>, AppError> {
+    super::with_status(list_api_keys_inner().await)
+}
+
+#[cfg(feature = "ssr")]
+async fn list_api_keys_inner() -> Result<Vec<ApiKeyView>, AppError> {
+    let user = crate::server::auth::require_user().await?;
+    let state = state()?;
+    let keys = crate::server::api_keys::list(&state.pool, user.id).await.map_err(AppError::internal)?;
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%b %-d, %Y %H:%M UTC").to_string();
+    Ok(keys
+        .into_iter()
+        .map(|k| ApiKeyView { id: k.id.to_string(), name: k.name, prefix: k.prefix, created: fmt(k.created_at), last_used: k.last_used_at.map(fmt) })
+        .collect())
+}
+
+/// Creates a key. With JavaScript the key comes back in the response; a plain form post
+/// stores it as a one-time flash for the page the browser is redirected to.
+#[server(prefix = "/api", endpoint = "keys/create")]
+pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError> {
+    super::with_status(async {
+        let user = crate::server::auth::require_user().await?;
+        let state = state()?;
+        let name = name.trim().to_string();
+        if name.is_empty() {
+            return Err(AppError::validation("name", "Give the key a name, such as the app that will use it."));
+        }
+        if name.chars().count() > 60 {
+            return Err(AppError::validation("name", "Use at most 60 characters."));
+        }
+        let (id, key) = crate::server::api_keys::create(&state.pool, user.id, &name).await.map_err(AppError::internal)?;
+        tracing::info!(user_id = %user.id, key_id = %id, "API key created");
+        let new = NewApiKey { name, key };
+        let headers = request_headers();
+        let plain_form = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
+        if plain_form {
+            crate::server::auth::session::set_flash(&state.pool, &state.config, &headers, &serde_json::to_value(&new).map_err(AppError::internal)?)
+                .await
+                .map_err(AppError::internal)?;
+            Ok(None)
+        } else {
+            Ok(Some(new))
+        }
+    }
+    .await)
+}
+
+/// Revokes one of the signed-in user's keys; requests with it fail at once.
+#[server(prefix = "/api", endpoint = "keys/revoke")]
+pub async fn revoke_api_key(id: String) -> Result<(), AppError> {
+    super::with_status(async {
+        let user = crate::server::auth::require_user().await?;
+        let state = state()?;
+        let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
+        if crate::server::api_keys::revoke(&state.pool, user.id, id).await.map_err(AppError::internal)? {
+            tracing::info!(user_id = %user.id, key_id = %id, "API key revoked");
+            Ok(())
+        } else {
+            Err(AppError::NotFound)
+        }
+    }
+    .await)
+}

@@ -1,0 +1,69 @@
+//! API keys: `tly_` + 256 random bits, shown once; the database keeps only SHA-256(key).
+
+use crate::server::util::random_token;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const PREFIX: &str = "tly_";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+fn hash(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// Creates a key and returns (its id, the plaintext key). The plaintext exists only here.
+pub async fn create(pool: &PgPool, user_id: Uuid, name: &str) -> Result<(Uuid, String), sqlx::Error> {
+    let key = format!("{PREFIX}{}", random_token(32));
+    let prefix: String = key.chars().take(PREFIX.len() + 6).collect();
+    let id = sqlx::query_scalar("INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id")
+        .bind(user_id)
+        .bind(name)
+        .bind(prefix)
+        .bind(hash(&key))
+        .fetch_one(pool)
+        .await?;
+    Ok((id, key))
+}
+
+/// A user's keys that are not revoked, newest first.
+pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT id, name, prefix, created_at, last_used_at FROM api_keys
+          WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id, name, prefix, created_at, last_used_at)| ApiKeyRow { id, name, prefix, created_at, last_used_at }).collect())
+}
+
+/// Revokes one of the user's own keys. Returns false when there is no such live key.
+pub async fn revoke(pool: &PgPool, user_id: Uuid, key_id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
+        .bind(key_id)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The (key id, user id) a presented key belongs to, if it is live.
+pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
+    if !key.starts_with(PREFIX) || key.len() > 128 {
+        return Ok(None);
+    }
+    sqlx::query_as("UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 AND revoked_at IS NULL RETURNING id, user_id")
+        .bind(hash(key))
+        .fetch_optional(pool)
+        .await
+}

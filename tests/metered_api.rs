@@ -1,0 +1,156 @@
+//! The metered API and API keys, over real HTTP against a real PostgreSQL.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn signed_up_with_key(app: &TestApp, email: &str) -> String {
+    post_form(app, "/api/signup", &[("email", email), ("password", "correct horse battery")]).await;
+    let res = call(app, "/api/keys/create", &[("name", "ci")]).await;
+    assert_eq!(res.status(), 200);
+    let created: Value = res.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("tly_"));
+    key
+}
+
+async fn stats(app: &TestApp, key: Option<&str>, body: &str, idem: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().post(format!("{}/api/v1/text/stats", app.address)).header("content-type", "application/json").body(body.to_string());
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    if let Some(i) = idem {
+        req = req.header("idempotency-key", i);
+    }
+    req.send().await.unwrap()
+}
+
+async fn balance(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT balance FROM credit_accounts").fetch_one(&app.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_call_spends_its_cost_and_reports_what_remains() {
+    let app = spawn_app().await;
+    let key = signed_up_with_key(&app, "api@example.com").await;
+    let res = stats(&app, Some(&key), r#"{"text":"Hello world. How are you?"}"#, None).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-credits-remaining"], "999");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body, json!({ "characters": 25, "words": 5, "lines": 1, "sentences": 2, "credits_spent": 1 }));
+    let long = "a".repeat(2500);
+    let res = stats(&app, Some(&key), &json!({ "text": long }).to_string(), None).await;
+    assert_eq!(res.headers()["x-credits-remaining"], "996", "2,500 characters cost 3 credits");
+    let meta: Value = sqlx::query_scalar("SELECT metadata FROM credit_entries WHERE kind = 'spend' ORDER BY id LIMIT 1").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(meta["endpoint"], "/api/v1/text/stats");
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_and_spend_nothing() {
+    let app = spawn_app().await;
+    let key = signed_up_with_key(&app, "bad@example.com").await;
+    let cases = [
+        (None, r#"{"text":"x"}"#, 401, "missing_api_key"),
+        (Some("tly_not-a-real-key"), r#"{"text":"x"}"#, 401, "invalid_api_key"),
+        (Some(key.as_str()), r#"{"text": "#, 400, "malformed_json"),
+        (Some(key.as_str()), r#"{"txt":"x"}"#, 422, "invalid_input"),
+        (Some(key.as_str()), r#"{"text":42}"#, 422, "invalid_input"),
+    ];
+    for (k, body, status, code) in cases {
+        let res = stats(&app, k, body, None).await;
+        assert_eq!(res.status(), status, "{body}");
+        let e: Value = res.json().await.unwrap();
+        assert_eq!(e["error"]["code"], code, "{body}");
+        assert!(e["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let too_long = json!({ "text": "a".repeat(100_001) }).to_string();
+    assert_eq!(stats(&app, Some(&key), &too_long, None).await.status(), 422);
+    assert_eq!(balance(&app).await, 1000, "nothing was spent");
+}
+
+#[tokio::test]
+async fn out_of_credits_is_402_with_what_is_available() {
+    let app = spawn_app_with(&[("FREE_CREDITS", "2")]).await;
+    let key = signed_up_with_key(&app, "poor@example.com").await;
+    let res = stats(&app, Some(&key), &json!({ "text": "a".repeat(3000) }).to_string(), None).await;
+    assert_eq!(res.status(), 402);
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "insufficient_credits");
+    assert_eq!((e["error"]["cost"].as_i64(), e["error"]["available"].as_i64()), (Some(3), Some(2)));
+    assert_eq!(balance(&app).await, 2);
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_spends_once() {
+    let app = spawn_app().await;
+    let key = signed_up_with_key(&app, "idem@example.com").await;
+    for _ in 0..3 {
+        let res = stats(&app, Some(&key), r#"{"text":"same request"}"#, Some("req-42")).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-credits-remaining"], "999");
+    }
+    assert_eq!(balance(&app).await, 999);
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_at_once() {
+    let app = spawn_app().await;
+    let key = signed_up_with_key(&app, "rev@example.com").await;
+    let list: Value = call(&app, "/api/keys/list", &[]).await.json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(list[0]["prefix"].as_str().unwrap().starts_with("tly_"));
+    assert!(!list.to_string().contains(&key), "the full key is never listed");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(call(&app, "/api/keys/revoke", &[("id", &id)]).await.status(), 200);
+    assert_eq!(stats(&app, Some(&key), r#"{"text":"x"}"#, None).await.status(), 401);
+    // Nobody else can revoke (or even see) it.
+    assert_eq!(call(&app, "/api/keys/revoke", &[("id", &id)]).await.status(), 404);
+}
+
+#[tokio::test]
+async fn keys_are_stored_only_as_hashes() {
+    let app = spawn_app().await;
+    let key = signed_up_with_key(&app, "hash@example.com").await;
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(stored.len(), 32);
+    let dump: String = sqlx::query_scalar("SELECT row_to_json(k)::text FROM api_keys k").fetch_one(&app.pool).await.unwrap();
+    assert!(!dump.contains(&key[4..]), "no plaintext key at rest");
+}
+
+#[tokio::test]
+async fn each_key_is_rate_limited_with_retry_after() {
+    let app = spawn_app_with(&[("API_RATE_LIMIT_PER_MINUTE", "3")]).await;
+    let key = signed_up_with_key(&app, "rate@example.com").await;
+    for _ in 0..3 {
+        assert_eq!(stats(&app, Some(&key), r#"{"text":"x"}"#, None).await.status(), 200);
+    }
+    let res = stats(&app, Some(&key), r#"{"text":"x"}"#, None).await;
+    assert_eq!(res.status(), 429);
+    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait));
+    assert_eq!(balance(&app).await, 997, "the refused call spent nothing");
+}
+
+#[tokio::test]
+async fn without_javascript_a_new_key_is_shown_once_on_the_settings_page() {
+    let app = spawn_app().await;
+    post_form(&app, "/api/signup", &[("email", "nojs@example.com"), ("password", "correct horse battery")]).await;
+    let res = post_form(&app, "/api/keys/create", &[("name", "laptop")]).await;
+    assert_eq!(res.status(), 302);
+    let page = app.client.get(format!("{}/settings/billing", app.address)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Copy it now"), "the key is revealed after the redirect: {page}");
+    assert!(page.contains("tly_"));
+    let again = app.client.get(format!("{}/settings/billing", app.address)).send().await.unwrap().text().await.unwrap();
+    assert!(!again.contains("Copy it now"), "and only once");
+    assert!(again.contains("laptop"));
+}
+
+#[tokio::test]
+async fn key_management_requires_a_signed_in_user() {
+    let app = spawn_app().await;
+    assert_eq!(call(&app, "/api/keys/create", &[("name", "x")]).await.status(), 401);
+    assert_eq!(call(&app, "/api/keys/list", &[]).await.status(), 401);
+}
