@@ -387,3 +387,24 @@ async fn the_admin_command_adjusts_with_a_reason_and_checks_the_ledger() {
     sqlx::query("UPDATE credit_accounts SET balance = balance + 1").execute(&pool).await.unwrap();
     assert!(cmd(&pool, &args(&["check"])).await.is_err());
 }
+
+#[tokio::test]
+async fn an_upgrade_grants_the_rest_of_the_period_once_and_switching_back_and_forth_earns_nothing() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
+    let up = AllotmentPolicy::AllAtPeriodStart;
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(up, 5000, start, end, utc()), start).await.unwrap();
+    let halfway = t("2026-11-16T00:00:00Z");
+    let extra = ledger::upgrade_allotment(&mut conn, user, "sub1", "business", 15000, start, end, up, utc(), halfway).await.unwrap();
+    assert_eq!(extra, 5000, "half of the 10,000 difference");
+    // The same upgrade signalled again, a downgrade (effective at renewal) and a return to Business.
+    assert_eq!(ledger::upgrade_allotment(&mut conn, user, "sub1", "business", 15000, start, end, up, utc(), halfway).await.unwrap(), 0);
+    assert_eq!(ledger::upgrade_allotment(&mut conn, user, "sub1", "pro", 5000, start, end, up, utc(), halfway).await.unwrap(), 0);
+    assert_eq!(ledger::upgrade_allotment(&mut conn, user, "sub1", "business", 15000, start, end, up, utc(), t("2026-11-20T00:00:00Z")).await.unwrap(), 0);
+    drop(conn);
+    assert_eq!(total(&pool, user, halfway).await, 10000);
+    assert_eq!(total(&pool, user, end).await, 0, "the upgrade credits expire with the period");
+    assert_consistent(&pool).await;
+}

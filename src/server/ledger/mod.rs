@@ -185,12 +185,81 @@ pub async fn start_allotment(
             amount: total,
             expires_at: Some(period_end),
             key: source,
-            metadata: json!({ "subscription_id": subscription_id, "plan": plan, "period_end": period_end }),
+            // `level`: the largest monthly allotment this period has been granted at (see
+            // `upgrade_allotment`).
+            metadata: json!({ "subscription_id": subscription_id, "plan": plan, "period_end": period_end, "level": total }),
             schedule: Some(schedule),
         },
         now,
     )
     .await
+}
+
+/// A mid-period upgrade to a plan with `new_allotment` credits a month: grants
+/// `domain::credits::upgrade_extra` more, spread like the allotment over the rest of the
+/// period, into the period's bucket, and raises the period's level. Idempotent per (period,
+/// new level); a downgrade or a return to a level already granted adds nothing. Returns the
+/// extra credits granted by this call.
+#[allow(clippy::too_many_arguments)]
+pub async fn upgrade_allotment(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    subscription_id: &str,
+    new_plan: &str,
+    new_allotment: i64,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    policy: crate::domain::credits::AllotmentPolicy,
+    day_boundary: chrono::FixedOffset,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    let source = allotment_source(subscription_id, period_start);
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // Lock order: the account row, then the bucket (as in the SQL functions).
+    sqlx::query("SELECT 1 FROM credit_accounts WHERE user_id = $1 FOR NO KEY UPDATE").bind(user_id).execute(&mut *tx).await?;
+    let level: Option<i64> = sqlx::query_scalar("SELECT (metadata->>'level')::bigint FROM credit_buckets WHERE user_id = $1 AND source_key = $2 FOR NO KEY UPDATE")
+        .bind(user_id)
+        .bind(&source)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+    let Some(level) = level else {
+        tx.commit().await?;
+        return Ok(0);
+    };
+    let extra = crate::domain::credits::upgrade_extra(level, new_allotment, period_start, period_end, now);
+    if extra > 0 {
+        let schedule = crate::domain::credits::allotment_schedule(policy, extra, now, period_end, day_boundary);
+        let outcome = grant(
+            &mut tx,
+            &Grant {
+                user_id,
+                bucket: BucketKind::Allotment,
+                entry_kind: "allotment",
+                source_key: source.clone(),
+                amount: extra,
+                expires_at: Some(period_end),
+                key: format!("upgrade:{source}:{new_allotment}"),
+                metadata: json!({ "subscription_id": subscription_id, "plan": new_plan, "upgrade_from_level": level }),
+                schedule: Some(schedule),
+            },
+            now,
+        )
+        .await?;
+        if !outcome.applied {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        sqlx::query("UPDATE credit_buckets SET metadata = metadata || jsonb_build_object('level', $3::bigint, 'plan', $4::text) WHERE user_id = $1 AND source_key = $2")
+            .bind(user_id)
+            .bind(&source)
+            .bind(new_allotment)
+            .bind(new_plan)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(extra)
 }
 
 /// Ends a period's allotment at `at` (a revoked subscription): unspent credits expire and the
