@@ -2,12 +2,13 @@
 --
 -- credit_accounts.balance and credit_buckets.remaining are projections of credit_entries and
 -- must always equal their sums (checked by credit_ledger_problems(), run after every test).
--- Every business operation has an idempotency key under a UNIQUE constraint
--- (credit_operations), and every entry its own unique key derived from it, so a retried
--- webhook or request cannot take effect twice.
+-- Every entry has an idempotency key under a UNIQUE constraint (credit_entries_key), and
+-- every grant or clawback also a row in credit_operations under its business key, so a
+-- retried webhook or request cannot take effect twice.
 --
--- Lock order, everywhere: the operation's key (unique index), then the account row, then
--- bucket rows in id order. One order means no deadlocks. Rows are locked FOR NO KEY UPDATE:
+-- Lock order: grants and clawbacks take their operation key, then the account row, then
+-- buckets in id order; spends take the account row, then their entry key. No cycle is
+-- possible, so no deadlocks. One order means no deadlocks. Rows are locked FOR NO KEY UPDATE:
 -- inserting an entry or operation takes a KEY SHARE lock on the account row through its
 -- foreign key, and FOR UPDATE would conflict with that and deadlock concurrent spends.
 
@@ -18,7 +19,7 @@ CREATE TABLE credit_accounts (
     -- maintenance step only once now >= next_event_at, so the hot path stays one UPDATE.
     next_event_at timestamptz,
     updated_at    timestamptz NOT NULL DEFAULT now()
-);
+) WITH (fillfactor = 80);  -- room on each page for HOT updates: a spend rewrites this row
 
 -- A source of credits with its own expiry and burn priority: the free grant, one period's
 -- allotment, one purchased pack, an adjustment.
@@ -34,12 +35,15 @@ CREATE TABLE credit_buckets (
     metadata    jsonb NOT NULL DEFAULT '{}',
     created_at  timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT credit_buckets_source_key UNIQUE (user_id, source_key)
-);
-CREATE INDEX credit_buckets_burn_idx ON credit_buckets (user_id, burn_rank, expires_at, id) WHERE remaining > 0;
+) WITH (fillfactor = 80);
+-- Not partial on `remaining > 0`: an index that mentions `remaining` would make every spend's
+-- bucket update a non-HOT update that rewrites all of the table's indexes.
+CREATE INDEX credit_buckets_burn_idx ON credit_buckets (user_id, burn_rank, expires_at, id);
 
--- One row per business operation (a grant, a spend, a clawback...). The key is the caller's
--- (order id for a pack, subscription id + period start for an allotment, a request's key for a
--- spend). `result` is what the first call answered, returned again to retries.
+-- One row per grant or clawback. The key is the business one (order id for a pack,
+-- subscription id + period start for an allotment). `result` is what the first call answered,
+-- returned again to retries. (A spend's key lives on its first entry instead: one insert
+-- fewer on the hot path.)
 CREATE TABLE credit_operations (
     id              bigserial PRIMARY KEY,
     user_id         uuid NOT NULL REFERENCES credit_accounts (user_id),
@@ -51,8 +55,12 @@ CREATE TABLE credit_operations (
 
 CREATE TABLE credit_entries (
     id              bigserial PRIMARY KEY,
-    operation_id    bigint REFERENCES credit_operations (id),
-    user_id         uuid NOT NULL REFERENCES credit_accounts (user_id),
+    -- The grant or clawback this entry belongs to (NULL for spends, accruals and expiries,
+    -- whose own key is their identity). No foreign keys to accounts or operations on this,
+    -- the hottest table: the bucket's key already ties the entry to its account, and every
+    -- writer is one of the functions below.
+    operation_id    bigint,
+    user_id         uuid NOT NULL,
     bucket_id       bigint NOT NULL REFERENCES credit_buckets (id),
     kind            text NOT NULL CHECK (kind IN ('free_grant', 'allotment', 'daily_accrual', 'purchase', 'spend',
                                                   'refund_clawback', 'adjustment', 'expiry')),
@@ -63,7 +71,6 @@ CREATE TABLE credit_entries (
     effective_at    timestamptz NOT NULL
 );
 CREATE INDEX credit_entries_user_idx ON credit_entries (user_id, effective_at DESC, id DESC);
-CREATE INDEX credit_entries_bucket_idx ON credit_entries (bucket_id);
 
 -- Append-only: entries are never changed or removed.
 CREATE FUNCTION credit_entries_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -228,66 +235,97 @@ END $$;
 -- that expire soonest first. Idempotent on p_key: a retry returns the first result and spends
 -- nothing. An insufficient balance records nothing, so the caller may retry after a top-up.
 -- status: 'spent' | 'duplicate' | 'insufficient'.
+--
+-- This is the hot path, so it is shaped like the cheapest correct thing PostgreSQL can do: one
+-- conditional UPDATE of the account row (which takes the row lock and checks the balance at
+-- once) and one INSERT of the entry, whose unique key makes the spend idempotent. The first
+-- entry of a spend carries the caller's key itself (a spend touching several buckets adds
+-- `key#2`, `key#3`…) and records the spend's result for retries.
 CREATE FUNCTION credit_spend(p_user uuid, p_cost bigint, p_key text, p_metadata jsonb, p_now timestamptz,
-                             p_kind text DEFAULT 'spend')
-RETURNS TABLE (status text, spent bigint, balance bigint) LANGUAGE plpgsql AS $$
+                             p_kind text DEFAULT 'spend',
+                             OUT status text, OUT spent bigint, OUT balance bigint)
+LANGUAGE plpgsql AS $$
 DECLARE
-    v_op bigint;
     v_balance bigint;
     v_next timestamptz;
     v_left bigint := p_cost;
     v_take bigint;
+    v_entry bigint;
+    v_n integer := 1;
+    v_prev_user uuid;
     v_prev jsonb;
     r record;
 BEGIN
     IF p_cost <= 0 THEN
         RAISE EXCEPTION 'credit_spend: cost must be positive, got %', p_cost;
     END IF;
-    INSERT INTO credit_operations (user_id, kind, idempotency_key)
-    VALUES (p_user, p_kind, p_key) ON CONFLICT ON CONSTRAINT credit_operations_key DO NOTHING
-    RETURNING id INTO v_op;
-    IF v_op IS NULL THEN
-        SELECT o.result INTO v_prev FROM credit_operations o WHERE o.idempotency_key = p_key;
-        RETURN QUERY SELECT 'duplicate'::text, (v_prev ->> 'spent')::bigint, (v_prev ->> 'balance')::bigint;
+    -- A retry of a spend that already committed.
+    SELECT e.user_id, e.metadata INTO v_prev_user, v_prev FROM credit_entries e WHERE e.idempotency_key = p_key;
+    IF FOUND THEN
+        IF v_prev_user <> p_user THEN
+            RAISE EXCEPTION 'credit_spend: key % belongs to another account', p_key;
+        END IF;
+        status := 'duplicate'::text; spent := (v_prev ->> 'spent')::bigint; balance := (v_prev ->> 'balance_after')::bigint;
         RETURN;
     END IF;
 
-    SELECT a.balance, a.next_event_at INTO v_balance, v_next FROM credit_accounts a WHERE a.user_id = p_user FOR NO KEY UPDATE;
+    -- Fast path: nothing falls due, enough credits. Locks and debits the account in one statement.
+    UPDATE credit_accounts a SET balance = a.balance - p_cost, updated_at = p_now
+     WHERE a.user_id = p_user AND a.balance >= p_cost AND (a.next_event_at IS NULL OR a.next_event_at > p_now)
+    RETURNING a.balance INTO v_balance;
     IF NOT FOUND THEN
-        DELETE FROM credit_operations WHERE id = v_op;
-        RETURN QUERY SELECT 'insufficient'::text, 0::bigint, 0::bigint;
-        RETURN;
-    END IF;
-    IF v_next IS NOT NULL AND v_next <= p_now THEN
-        v_balance := v_balance + credit_maintain_locked(p_user, p_now);
-    END IF;
-    IF v_balance < p_cost THEN
-        DELETE FROM credit_operations WHERE id = v_op;
-        RETURN QUERY SELECT 'insufficient'::text, 0::bigint, v_balance;
-        RETURN;
+        -- Slow path: apply what fell due (accruals, expiries), then decide.
+        SELECT a.balance, a.next_event_at INTO v_balance, v_next FROM credit_accounts a WHERE a.user_id = p_user FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+            status := 'insufficient'::text; spent := 0::bigint; balance := 0::bigint;
+            RETURN;
+        END IF;
+        IF v_next IS NOT NULL AND v_next <= p_now THEN
+            v_balance := v_balance + credit_maintain_locked(p_user, p_now);
+        END IF;
+        IF v_balance < p_cost THEN
+            status := 'insufficient'::text; spent := 0::bigint; balance := v_balance;
+            RETURN;
+        END IF;
+        UPDATE credit_accounts a SET balance = a.balance - p_cost, updated_at = p_now
+         WHERE a.user_id = p_user RETURNING a.balance INTO v_balance;
     END IF;
 
-    FOR r IN
-        SELECT b.id, b.remaining FROM credit_buckets b
+    -- The account row lock serializes every writer of this user's buckets, so they need no
+    -- lock of their own.
+    LOOP
+        -- The next bucket in burn order (usually the only one a spend touches).
+        SELECT b.id, b.remaining INTO r FROM credit_buckets b
          WHERE b.user_id = p_user AND b.remaining > 0 AND (b.expires_at IS NULL OR b.expires_at > p_now)
          ORDER BY b.burn_rank, b.expires_at NULLS LAST, b.id
-         FOR NO KEY UPDATE
-    LOOP
+         LIMIT 1;
+        EXIT WHEN NOT FOUND;
         v_take := least(v_left, r.remaining);
-        INSERT INTO credit_entries (operation_id, user_id, bucket_id, kind, amount, idempotency_key, metadata, effective_at)
-        VALUES (v_op, p_user, r.id, p_kind, -v_take, format('%s#%s', p_key, r.id), coalesce(p_metadata, '{}'), p_now);
+        INSERT INTO credit_entries (user_id, bucket_id, kind, amount, idempotency_key, metadata, effective_at)
+        VALUES (p_user, r.id, p_kind, -v_take,
+                CASE WHEN v_n = 1 THEN p_key ELSE format('%s#%s', p_key, v_n) END,
+                CASE WHEN v_n = 1 THEN coalesce(p_metadata, '{}') || jsonb_build_object('spent', p_cost, 'balance_after', v_balance)
+                     ELSE coalesce(p_metadata, '{}') END,
+                p_now)
+        ON CONFLICT ON CONSTRAINT credit_entries_key DO NOTHING
+        RETURNING id INTO v_entry;
+        IF v_entry IS NULL THEN
+            -- The same key committed while we waited for the account lock: undo our debit
+            -- and answer as a retry.
+            UPDATE credit_accounts a SET balance = a.balance + p_cost WHERE a.user_id = p_user;
+            SELECT e.metadata INTO v_prev FROM credit_entries e WHERE e.idempotency_key = p_key;
+            status := 'duplicate'::text; spent := (v_prev ->> 'spent')::bigint; balance := (v_prev ->> 'balance_after')::bigint;
+            RETURN;
+        END IF;
         UPDATE credit_buckets SET remaining = remaining - v_take WHERE id = r.id;
         v_left := v_left - v_take;
+        v_n := v_n + 1;
         EXIT WHEN v_left = 0;
     END LOOP;
     IF v_left <> 0 THEN
         RAISE EXCEPTION 'credit_spend: buckets of % hold less than the balance', p_user;
     END IF;
-
-    UPDATE credit_accounts a SET balance = a.balance - p_cost, updated_at = p_now
-     WHERE a.user_id = p_user RETURNING a.balance INTO v_balance;
-    UPDATE credit_operations SET result = jsonb_build_object('spent', p_cost, 'balance', v_balance) WHERE id = v_op;
-    RETURN QUERY SELECT 'spent'::text, p_cost, v_balance;
+    status := 'spent'; spent := p_cost; balance := v_balance;
 END $$;
 
 -- Takes back what is still unspent of the bucket (p_user, p_source_key), for a refunded pack.
@@ -319,7 +357,7 @@ BEGIN
         v_granted := 0;
     ELSE
         SELECT coalesce(sum(amount), 0) INTO v_granted FROM credit_entries
-         WHERE bucket_id = v_bucket AND kind IN ('purchase', 'allotment', 'daily_accrual', 'free_grant', 'adjustment') AND amount > 0;
+         WHERE user_id = p_user AND bucket_id = v_bucket AND kind IN ('purchase', 'allotment', 'daily_accrual', 'free_grant', 'adjustment') AND amount > 0;
     END IF;
     IF v_remaining > 0 THEN
         INSERT INTO credit_entries (operation_id, user_id, bucket_id, kind, amount, idempotency_key, metadata, effective_at)

@@ -156,6 +156,11 @@ fn check(cmd: &str, out: std::process::Output) -> Result<(), EmbeddedPgError> {
     }
 }
 
+/// Path of a PostgreSQL program (`pgbench`, `psql`, …) from the same installation as initdb.
+pub fn pg_tool(name: &str) -> Option<PathBuf> {
+    find_bin_dir().map(|d| d.join(name)).filter(|p| p.exists())
+}
+
 fn find_bin_dir() -> Option<PathBuf> {
     if let Ok(dir) = std::env::var("PG_BIN") {
         let p = PathBuf::from(dir);

@@ -1,0 +1,202 @@
+//! Spend throughput and latency against a real PostgreSQL, next to the database's own ceiling
+//! for equivalent work measured by pgbench in the same run.
+//!
+//! Run: `scripts/bench` (or `cargo bench --features ssr --bench ledger_spend`).
+//! Knobs: BENCH_SECONDS (default 10), BENCH_CLIENTS (default 16), BENCH_ACCOUNTS (10000),
+//! TEST_DATABASE_URL (admin URL; default: the embedded cluster).
+//!
+//! "Equivalent work" for the ceiling: per spend, one round trip running a conditional
+//! `UPDATE … SET balance = balance - 1 WHERE id = $1 AND balance >= 1` and an `INSERT` of an
+//! entry with a unique key (one statement, a CTE), with the same clients, duration and
+//! durability (synchronous_commit as the server has it).
+
+use chrono::Utc;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn env_num(k: &str, d: u64) -> u64 {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+struct Run {
+    ops: u64,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Run {
+    fn tps(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64, secs: u64) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    for c in 0..clients {
+        let pool = pool.clone();
+        let users = users.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut conn = pool.acquire().await.unwrap();
+            let mut i: u64 = 0;
+            let mut rng = c.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            while !stop.load(Ordering::Relaxed) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let user = if hot { users[0] } else { users[(rng % users.len() as u64) as usize] };
+                let key = format!("bench:{hot}:{c}:{i}");
+                let t0 = Instant::now();
+                let out = tally::server::ledger::spend(&mut conn, user, 1, &key, &json!({}), Utc::now()).await.unwrap();
+                assert!(matches!(out, tally::server::ledger::SpendOutcome::Spent { .. }), "{out:?}");
+                lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                i += 1;
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Run { ops: all.len() as u64, secs: elapsed, p50_ms: percentile(&all, 0.5), p99_ms: percentile(&all, 0.99) }
+}
+
+fn run_pgbench(url: &str, hot: bool, accounts: u64, clients: u64, secs: u64) -> Run {
+    let script = std::env::temp_dir().join(format!("tally-bench-{}.sql", std::process::id()));
+    let aid = if hot { "1".to_string() } else { format!("random(1, {accounts})") };
+    std::fs::write(
+        &script,
+        format!(
+            "\\set aid {aid}\n\
+             WITH u AS (UPDATE bench_accounts SET balance = balance - 1 WHERE id = :aid AND balance >= 1 RETURNING id)\n\
+             INSERT INTO bench_entries (account_id, amount, idempotency_key) SELECT id, -1, 'k' || :client_id || '-' || nextval('bench_keys') FROM u;\n"
+        ),
+    )
+    .unwrap();
+    let pgbench = tally::server::embedded_pg::pg_tool("pgbench").expect("pgbench (from the postgresql package)");
+    let out = Command::new(pgbench)
+        .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", "2", "-T", &secs.to_string(), "-r", "-f"])
+        .arg(&script)
+        .arg("--log")
+        .arg(format!("--log-prefix={}", std::env::temp_dir().join("tally-pgbench").display()))
+        .arg(url)
+        .output()
+        .expect("run pgbench");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "pgbench failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let ops: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.trim().parse().ok())
+        .expect("pgbench transaction count");
+    // Per-transaction latencies from pgbench's log files (column 3 is microseconds).
+    let mut lat = Vec::new();
+    for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("tally-pgbench") {
+            for line in std::fs::read_to_string(entry.path()).unwrap_or_default().lines() {
+                if let Some(us) = line.split_whitespace().nth(2).and_then(|v| v.parse::<f64>().ok()) {
+                    lat.push(us / 1000.0);
+                }
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let _ = std::fs::remove_file(&script);
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Run { ops, secs: secs as f64, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99) }
+}
+
+#[tokio::main]
+async fn main() {
+    let secs = env_num("BENCH_SECONDS", 10);
+    let clients = env_num("BENCH_CLIENTS", 16);
+    let accounts = env_num("BENCH_ACCOUNTS", 10_000);
+    let admin = match std::env::var("TEST_DATABASE_URL") {
+        Ok(u) => u,
+        Err(_) => tally::server::embedded_pg::EmbeddedPg::ensure(std::path::Path::new(".data/pg"), 55439).expect("embedded PostgreSQL").url("postgres"),
+    };
+    let admin_pool = PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
+    sqlx::query("DROP DATABASE IF EXISTS tally_bench WITH (FORCE)").execute(&admin_pool).await.unwrap();
+    sqlx::query("CREATE DATABASE tally_bench").execute(&admin_pool).await.unwrap();
+    let url = format!("{}/tally_bench", admin.rsplit_once('/').unwrap().0);
+    let pool = PgPoolOptions::new().max_connections(clients as u32 + 2).connect(&url).await.unwrap();
+    tally::server::db::migrate(&pool).await.unwrap();
+
+    let sync: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&pool).await.unwrap();
+    let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&pool).await.unwrap();
+    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await.unwrap();
+
+    // Accounts, each with a huge purchased balance, so no spend is ever refused.
+    let users: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO users (email, password_hash) SELECT 'bench' || g || '@example.com', 'x' FROM generate_series(1, $1) g RETURNING id",
+    )
+    .bind(accounts as i64)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT credit_grant(id, 'purchase', 'purchase', 'order:bench', 1000000000, NULL, 'bench:' || id, '{}', now()) FROM users")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The ceiling's tables: a balance and an entry with a unique key, nothing else.
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0));
+         INSERT INTO bench_accounts SELECT g, 1000000000 FROM generate_series(1, {accounts}) g;
+         CREATE TABLE bench_entries (id bigserial PRIMARY KEY, account_id int NOT NULL REFERENCES bench_accounts (id),
+                                     amount bigint NOT NULL, idempotency_key text NOT NULL UNIQUE, created_at timestamptz NOT NULL DEFAULT now());
+         CREATE SEQUENCE bench_keys;"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("VACUUM ANALYZE").execute(&pool).await.unwrap();
+
+    let users = Arc::new(users);
+    println!("Tally spend benchmark: PostgreSQL {version}, synchronous_commit={sync}, fsync={fsync}, {clients} clients, {secs} s per run, {accounts} accounts, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!();
+    println!("| workload | Tally spends/s | p50 ms | p99 ms | ceiling tx/s (pgbench) | p50 ms | p99 ms | Tally ÷ ceiling |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, hot) in [("one hot account", true), (&*format!("spread over {accounts} accounts"), false)] {
+        let ours = run_ours(&pool, users.clone(), hot, clients, secs).await;
+        let ceiling = run_pgbench(&url, hot, accounts, clients, secs);
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            ours.tps(),
+            ours.p50_ms,
+            ours.p99_ms,
+            ceiling.tps(),
+            ceiling.p50_ms,
+            ceiling.p99_ms,
+            ours.tps() / ceiling.tps()
+        );
+    }
+    let problems = tally::server::ledger::problems(&pool, None).await.unwrap();
+    println!();
+    println!("ledger check after the runs: {}", if problems.is_empty() { "consistent".to_string() } else { format!("{} PROBLEMS", problems.len()) });
+    pool.close().await;
+    sqlx::query("DROP DATABASE IF EXISTS tally_bench WITH (FORCE)").execute(&admin_pool).await.unwrap();
+}
