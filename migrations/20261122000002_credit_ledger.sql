@@ -259,22 +259,22 @@ BEGIN
     IF p_cost <= 0 THEN
         RAISE EXCEPTION 'credit_spend: cost must be positive, got %', p_cost;
     END IF;
-    -- A retry of a spend that already committed.
-    SELECT e.user_id, e.metadata INTO v_prev_user, v_prev FROM credit_entries e WHERE e.idempotency_key = p_key;
-    IF FOUND THEN
-        IF v_prev_user <> p_user THEN
-            RAISE EXCEPTION 'credit_spend: key % belongs to another account', p_key;
-        END IF;
-        status := 'duplicate'::text; spent := (v_prev ->> 'spent')::bigint; balance := (v_prev ->> 'balance_after')::bigint;
-        RETURN;
-    END IF;
-
-    -- Fast path: nothing falls due, enough credits. Locks and debits the account in one statement.
+    -- Fast path: nothing falls due, enough credits. Locks and debits the account in one
+    -- statement. (A retry of a committed spend is caught below by the entry's unique key.)
     UPDATE credit_accounts a SET balance = a.balance - p_cost, updated_at = p_now
      WHERE a.user_id = p_user AND a.balance >= p_cost AND (a.next_event_at IS NULL OR a.next_event_at > p_now)
     RETURNING a.balance INTO v_balance;
     IF NOT FOUND THEN
-        -- Slow path: apply what fell due (accruals, expiries), then decide.
+        -- Slow path. A retry must get its first answer even if the balance is now too low.
+        SELECT e.user_id, e.metadata INTO v_prev_user, v_prev FROM credit_entries e WHERE e.idempotency_key = p_key;
+        IF FOUND THEN
+            IF v_prev_user <> p_user THEN
+                RAISE EXCEPTION 'credit_spend: key % belongs to another account', p_key;
+            END IF;
+            status := 'duplicate'::text; spent := (v_prev ->> 'spent')::bigint; balance := (v_prev ->> 'balance_after')::bigint;
+            RETURN;
+        END IF;
+        -- Apply what fell due (accruals, expiries), then decide.
         SELECT a.balance, a.next_event_at INTO v_balance, v_next FROM credit_accounts a WHERE a.user_id = p_user FOR NO KEY UPDATE;
         IF NOT FOUND THEN
             status := 'insufficient'::text; spent := 0::bigint; balance := 0::bigint;
@@ -310,10 +310,13 @@ BEGIN
         ON CONFLICT ON CONSTRAINT credit_entries_key DO NOTHING
         RETURNING id INTO v_entry;
         IF v_entry IS NULL THEN
-            -- The same key committed while we waited for the account lock: undo our debit
-            -- and answer as a retry.
+            -- A retry: this key already committed (earlier, or while we waited for the account
+            -- lock). Undo our debit and answer with the first result.
             UPDATE credit_accounts a SET balance = a.balance + p_cost WHERE a.user_id = p_user;
-            SELECT e.metadata INTO v_prev FROM credit_entries e WHERE e.idempotency_key = p_key;
+            SELECT e.user_id, e.metadata INTO v_prev_user, v_prev FROM credit_entries e WHERE e.idempotency_key = p_key;
+            IF v_prev_user <> p_user THEN
+                RAISE EXCEPTION 'credit_spend: key % belongs to another account', p_key;
+            END IF;
             status := 'duplicate'::text; spent := (v_prev ->> 'spent')::bigint; balance := (v_prev ->> 'balance_after')::bigint;
             RETURN;
         END IF;

@@ -20,6 +20,18 @@ pub struct AccountView {
     pub email: String,
     pub plan: PlanId,
     pub member_since: String,
+    pub credits: CreditsView,
+}
+
+/// The credit balance by source, as the billing page shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditsView {
+    pub total: i64,
+    pub allotment: i64,
+    pub purchased: i64,
+    pub free: i64,
+    pub adjustment: i64,
+    pub pending_allotment: i64,
 }
 
 /// The catalogue and, for a signed-in visitor, their plan.
@@ -52,5 +64,18 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
         .fetch_one(&state.pool)
         .await
         .map_err(AppError::internal)?;
-    Ok(AccountView { email: user.email, plan: PlanId::Free, member_since: created.format("%B %-d, %Y").to_string() })
+    let b = crate::server::ledger::balance(&state.pool, user.id, chrono::Utc::now()).await.map_err(AppError::internal)?;
+    Ok(AccountView {
+        email: user.email,
+        plan: PlanId::Free,
+        member_since: created.format("%B %-d, %Y").to_string(),
+        credits: CreditsView {
+            total: b.total,
+            allotment: b.allotment,
+            purchased: b.purchased,
+            free: b.free,
+            adjustment: b.adjustment,
+            pending_allotment: b.pending_allotment,
+        },
+    })
 }

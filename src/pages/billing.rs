@@ -1,6 +1,7 @@
 //! `/billing`: plan, status and credits for the signed-in user.
 
 use crate::api::account::get_account;
+use crate::domain::money::group_thousands;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -25,7 +26,15 @@ pub fn BillingPage() -> impl IntoView {
                         </section>
                         <section class="panel" aria-labelledby="credits-title">
                             <h2 id="credits-title">"Credits"</h2>
-                            <p class="empty">"No credit activity yet. Your credit meter and usage appear here as you use the API."</p>
+                            <p class="credits-total"><span data-testid="credits-total">{group_thousands(a.credits.total.max(0) as u64)}</span>" credits available"</p>
+                            <dl class="credit-sources">
+                                {[("This period's allotment", a.credits.allotment), ("Purchased", a.credits.purchased), ("Free", a.credits.free), ("Adjustments", a.credits.adjustment)]
+                                    .into_iter()
+                                    .filter(|(label, n)| *n > 0 || *label == "Free")
+                                    .map(|(label, n)| view! { <div><dt>{label}</dt><dd>{group_thousands(n.max(0) as u64)}</dd></div> })
+                                    .collect_view()}
+                            </dl>
+                            <p class="muted">"Credits are spent soonest-expiring first: this period's allotment, then purchased, then free."</p>
                         </section>
                     </div>
                 }.into_any(),
