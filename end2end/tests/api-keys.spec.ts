@@ -14,7 +14,7 @@ test("create an API key, see it once, call the API with it, revoke it", async ({
   const secret = page.getByTestId("new-api-key");
   await expect(secret).toHaveText(/^tly_/);
   const key = (await secret.textContent())!.trim();
-  await expect(page.getByRole("cell", { name: "laptop" })).toBeVisible();
+  await expect(page.getByRole("cell", { name: "laptop", exact: true })).toBeVisible();
 
   // The key works against the metered API and spends a credit.
   const res = await page.request.post("/api/v1/text/stats", {

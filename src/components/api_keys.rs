@@ -1,15 +1,41 @@
 //! The API keys section of /settings/billing: create (shown once), list, revoke.
 
-use crate::api::keys::{list_api_keys, CreateApiKey, NewApiKey, RevokeApiKey};
+use crate::api::keys::{list_api_keys, take_revealed_api_key, ApiKeyView, CreateApiKey, NewApiKey, RevokeApiKey};
 use crate::components::form::{Field, FormError};
+use crate::error::AppError;
 use leptos::prelude::*;
 
-/// `revealed`: a key a JavaScript-off form post just created (see `take_revealed_api_key`).
+/// The section's data and actions. Create it at the top of the page component, never inside a
+/// view that can re-render: resources are matched between server and browser by creation
+/// order, and reading the revealed key clears it.
+#[derive(Clone, Copy)]
+pub struct ApiKeysData {
+    create: ServerAction<CreateApiKey>,
+    revoke: ServerAction<RevokeApiKey>,
+    keys: Resource<Result<Vec<ApiKeyView>, AppError>>,
+    revealed: Resource<Result<Option<NewApiKey>, AppError>>,
+}
+
+impl ApiKeysData {
+    pub fn new() -> Self {
+        let create = ServerAction::<CreateApiKey>::new();
+        let revoke = ServerAction::<RevokeApiKey>::new();
+        let keys = Resource::new(move || (create.version().get(), revoke.version().get()), |_| list_api_keys());
+        let revealed = Resource::new(|| (), |_| take_revealed_api_key());
+        ApiKeysData { create, revoke, keys, revealed }
+    }
+}
+
+impl Default for ApiKeysData {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[component]
-pub fn ApiKeysSection(#[prop(into)] revealed: Signal<Option<NewApiKey>>) -> impl IntoView {
-    let create = ServerAction::<CreateApiKey>::new();
-    let revoke = ServerAction::<RevokeApiKey>::new();
-    let keys = Resource::new(move || (create.version().get(), revoke.version().get()), |_| list_api_keys());
+pub fn ApiKeysSection(data: ApiKeysData) -> impl IntoView {
+    let ApiKeysData { create, revoke, keys, revealed } = data;
+    let revealed = move || revealed.get().and_then(|r| r.ok()).flatten();
     let create_error = Signal::derive(move || create.value().get().and_then(|r| r.err()));
     let revoke_error = Signal::derive(move || revoke.value().get().and_then(|r| r.err()));
     let just_created = move || create.value().get().and_then(|r| r.ok()).flatten();
@@ -26,7 +52,7 @@ pub fn ApiKeysSection(#[prop(into)] revealed: Signal<Option<NewApiKey>>) -> impl
                 {move || keys.get().map(|res| match res {
                     Err(e) => view! { <div class="alert alert--error" role="alert">{e.to_string()}</div> }.into_any(),
                     Ok(keys) => {
-                        let revealed = just_created().or_else(|| revealed.get());
+                        let revealed = just_created().or_else(revealed);
                         view! {
                             {revealed.map(|k| view! {
                                 <div class="alert alert--success" role="status">

@@ -1,8 +1,7 @@
 //! `/settings/billing`: billing details, invoices and API keys.
 
 use crate::api::account::get_account;
-use crate::api::keys::take_revealed_api_key;
-use crate::components::api_keys::ApiKeysSection;
+use crate::components::api_keys::{ApiKeysData, ApiKeysSection};
 use crate::pages::billing::SignInPrompt;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -10,9 +9,7 @@ use leptos_meta::Title;
 #[component]
 pub fn SettingsBillingPage() -> impl IntoView {
     let account = Resource::new(|| (), |_| get_account("/settings/billing".into()));
-    // Page-level, so it runs once per render: reading the revealed key clears it.
-    let revealed = Resource::new(|| (), |_| take_revealed_api_key());
-    let revealed = Signal::derive(move || revealed.get().and_then(|r| r.ok()).flatten());
+    let api_keys = ApiKeysData::new();
     view! {
         <Title text="Billing settings" />
         <section class="page-head">
@@ -31,7 +28,7 @@ pub fn SettingsBillingPage() -> impl IntoView {
                         <h2 id="invoices-title">"Invoices"</h2>
                         <p class="empty">"No invoices yet. They appear here after your first purchase."</p>
                     </section>
-                    <ApiKeysSection revealed />
+                    <ApiKeysSection data=api_keys />
                 }.into_any(),
             })}
         </Suspense>
