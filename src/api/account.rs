@@ -32,6 +32,8 @@ pub struct CreditsView {
     pub free: i64,
     pub adjustment: i64,
     pub pending_allotment: i64,
+    /// When a credit day begins, e.g. "00:00 UTC" or "00:00 UTC+02:00".
+    pub day_boundary: String,
 }
 
 /// The catalogue and, for a signed-in visitor, their plan.
@@ -76,6 +78,10 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
             free: b.free,
             adjustment: b.adjustment,
             pending_allotment: b.pending_allotment,
+            day_boundary: {
+                let offset = state.config.credit_day_offset.local_minus_utc();
+                if offset == 0 { "00:00 UTC".to_string() } else { format!("00:00 UTC{}", state.config.credit_day_offset) }
+            },
         },
     })
 }
