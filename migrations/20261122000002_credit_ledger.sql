@@ -87,6 +87,8 @@ CREATE TABLE credit_accruals (
     user_id    uuid NOT NULL REFERENCES credit_accounts (user_id),
     due_at     timestamptz NOT NULL,
     amount     bigint NOT NULL CHECK (amount > 0),
+    -- 'daily_accrual' for a day of a daily-accruing allotment, 'allotment' for all at once.
+    entry_kind text NOT NULL DEFAULT 'daily_accrual',
     applied_at timestamptz,
     PRIMARY KEY (bucket_id, seq)
 );
@@ -125,9 +127,11 @@ CREATE FUNCTION credit_maintain_locked(p_user uuid, p_now timestamptz) RETURNS b
 DECLARE
     r record;
     v_delta bigint := 0;
+    v_carry bigint;
+    v_new_bucket bigint;
 BEGIN
     FOR r IN
-        SELECT a.bucket_id, a.seq, a.amount, a.due_at, b.expires_at
+        SELECT a.bucket_id, a.seq, a.amount, a.due_at, a.entry_kind, b.expires_at
           FROM credit_accruals a JOIN credit_buckets b ON b.id = a.bucket_id
          WHERE a.user_id = p_user AND a.applied_at IS NULL AND a.due_at <= p_now
          ORDER BY a.bucket_id, a.seq
@@ -136,14 +140,14 @@ BEGIN
         -- A day that falls due after its bucket expired adds nothing (the period is over).
         CONTINUE WHEN r.expires_at IS NOT NULL AND r.expires_at <= r.due_at;
         INSERT INTO credit_entries (user_id, bucket_id, kind, amount, idempotency_key, metadata, effective_at)
-        VALUES (p_user, r.bucket_id, 'daily_accrual', r.amount, format('accrual:%s:%s', r.bucket_id, r.seq),
+        VALUES (p_user, r.bucket_id, r.entry_kind, r.amount, format('accrual:%s:%s', r.bucket_id, r.seq),
                 jsonb_build_object('day', r.seq), r.due_at);
         UPDATE credit_buckets SET remaining = remaining + r.amount WHERE id = r.bucket_id;
         v_delta := v_delta + r.amount;
     END LOOP;
 
     FOR r IN
-        SELECT id, remaining, expires_at FROM credit_buckets
+        SELECT id, remaining, expires_at, kind, source_key, metadata FROM credit_buckets
          WHERE user_id = p_user AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= p_now
          ORDER BY id FOR NO KEY UPDATE
     LOOP
@@ -151,6 +155,24 @@ BEGIN
         VALUES (p_user, r.id, 'expiry', -r.remaining, format('expiry:%s:%s', r.id, r.expires_at), '{}', r.expires_at);
         UPDATE credit_buckets SET remaining = 0 WHERE id = r.id;
         v_delta := v_delta - r.remaining;
+        -- A plan with a rollover cap carries up to that many unspent allotment credits into a
+        -- bucket that lasts one more period (and does not roll over again).
+        v_carry := CASE WHEN r.kind = 'allotment' THEN least(r.remaining, coalesce((r.metadata ->> 'rollover_cap')::bigint, 0)) ELSE 0 END;
+        IF v_carry > 0 THEN
+            INSERT INTO credit_buckets (user_id, kind, burn_rank, source_key, expires_at, metadata)
+            VALUES (p_user, 'allotment', 0, 'rollover:' || r.source_key,
+                    r.expires_at + make_interval(secs => coalesce((r.metadata ->> 'period_seconds')::double precision, 2592000)),
+                    jsonb_build_object('rollover_from', r.source_key))
+            ON CONFLICT ON CONSTRAINT credit_buckets_source_key DO NOTHING
+            RETURNING id INTO v_new_bucket;
+            IF v_new_bucket IS NOT NULL THEN
+                INSERT INTO credit_entries (user_id, bucket_id, kind, amount, idempotency_key, metadata, effective_at)
+                VALUES (p_user, v_new_bucket, 'allotment', v_carry, 'rollover:' || r.source_key,
+                        jsonb_build_object('rollover_from', r.source_key), r.expires_at);
+                UPDATE credit_buckets SET remaining = v_carry WHERE id = v_new_bucket;
+                v_delta := v_delta + v_carry;
+            END IF;
+        END IF;
     END LOOP;
 
     UPDATE credit_accounts
@@ -218,8 +240,9 @@ BEGIN
         END IF;
         SELECT coalesce(max(seq) + 1, 0) INTO v_seq_base FROM credit_accruals WHERE bucket_id = v_bucket;
         FOR i IN 1 .. array_length(p_schedule_due, 1) LOOP
-            INSERT INTO credit_accruals (bucket_id, seq, user_id, due_at, amount)
-            VALUES (v_bucket, v_seq_base + i - 1, p_user, p_schedule_due[i], p_schedule_amount[i]);
+            INSERT INTO credit_accruals (bucket_id, seq, user_id, due_at, amount, entry_kind)
+            VALUES (v_bucket, v_seq_base + i - 1, p_user, p_schedule_due[i], p_schedule_amount[i],
+                    CASE WHEN array_length(p_schedule_due, 1) = 1 THEN p_entry_kind ELSE 'daily_accrual' END);
         END LOOP;
     END IF;
 

@@ -103,7 +103,7 @@ async fn credits_burn_soonest_expiring_first_then_purchased_then_free() {
     ledger::grant_free(&mut conn, user, 1000, now).await.unwrap();
     ledger::grant_pack(&mut conn, user, "o1", 50, "prod", now).await.unwrap();
     let schedule = allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 100, start, end, utc());
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule, now).await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule, 0, now).await.unwrap();
     drop(conn);
 
     spend(&pool, user, 120, "s1", now).await;
@@ -123,9 +123,9 @@ async fn a_daily_allotment_accrues_day_by_day_and_expires_at_period_end() {
     let end = t("2026-12-01T00:00:00Z");
     let schedule = allotment_schedule(AllotmentPolicy::DailyAccrual, 5000, start, end, utc());
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule.clone(), start).await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule.clone(), 0, start).await.unwrap();
     // Signalled again (a retried webhook): still one allotment.
-    let again = ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule, start + Duration::hours(1)).await.unwrap();
+    let again = ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule, 0, start + Duration::hours(1)).await.unwrap();
     assert!(!again.applied);
     drop(conn);
 
@@ -152,7 +152,7 @@ async fn a_late_spend_first_catches_up_on_every_missed_day() {
     let start = t("2026-11-01T00:00:00Z");
     let end = t("2026-12-01T00:00:00Z");
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()), start).await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()), 0, start).await.unwrap();
     drop(conn);
     // Nobody looked for ten days; the spend sees all ten days.
     assert_eq!(spend(&pool, user, 1000, "s", t("2026-11-10T09:00:00Z")).await, SpendOutcome::Spent { spent: 1000, balance: 0 });
@@ -169,9 +169,9 @@ async fn a_renewal_starts_a_new_period_once_and_the_old_one_expires() {
     let p2 = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
     let up = AllotmentPolicy::AllAtPeriodStart;
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", p1.0, p1.1, allotment_schedule(up, 5000, p1.0, p1.1, utc()), p1.0).await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", p1.0, p1.1, allotment_schedule(up, 5000, p1.0, p1.1, utc()), 0, p1.0).await.unwrap();
     for _ in 0..3 {
-        ledger::start_allotment(&mut conn, user, "sub1", "pro", p2.0, p2.1, allotment_schedule(up, 5000, p2.0, p2.1, utc()), p2.0).await.unwrap();
+        ledger::start_allotment(&mut conn, user, "sub1", "pro", p2.0, p2.1, allotment_schedule(up, 5000, p2.0, p2.1, utc()), 0, p2.0).await.unwrap();
     }
     drop(conn);
     assert_eq!(total(&pool, user, p2.0).await, 5000, "the old period's 5,000 expired, the new one's arrived, once");
@@ -187,7 +187,7 @@ async fn a_pack_bought_on_the_free_plan_works_and_survives_revocation() {
     assert!(grant_pack(&pool, user, "ord_1", 50, now).await.applied);
     assert!(!grant_pack(&pool, user, "ord_1", 50, now).await.applied, "once per order id");
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()), now).await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()), 0, now).await.unwrap();
     ledger::end_allotment(&mut conn, user, "sub1", start, now + Duration::hours(1), now + Duration::hours(1)).await.unwrap();
     drop(conn);
     let b = ledger::balance(&pool, user, now + Duration::hours(2)).await.unwrap();
@@ -201,7 +201,7 @@ async fn cancel_at_period_end_keeps_the_allotment_until_the_end() {
     let user = new_user(&pool).await;
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()), start).await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()), 0, start).await.unwrap();
     // Cancelling at period end ends the bucket at `end`, which is when it expires anyway.
     ledger::end_allotment(&mut conn, user, "sub1", start, end, t("2026-11-20T00:00:00Z")).await.unwrap();
     drop(conn);
@@ -342,7 +342,7 @@ async fn daily_accrual_racing_with_spends_loses_and_doubles_nothing() {
     let user = new_user(&pool).await;
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()), start).await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()), 0, start).await.unwrap();
     drop(conn);
     // Day 15 (15 days accrued = 1,500): spends and balance reads (which also accrue) race.
     let now = t("2026-11-15T06:00:00Z");
@@ -395,7 +395,7 @@ async fn an_upgrade_grants_the_rest_of_the_period_once_and_switching_back_and_fo
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let up = AllotmentPolicy::AllAtPeriodStart;
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(up, 5000, start, end, utc()), start).await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(up, 5000, start, end, utc()), 0, start).await.unwrap();
     let halfway = t("2026-11-16T00:00:00Z");
     let extra = ledger::upgrade_allotment(&mut conn, user, "sub1", "business", 15000, start, end, up, utc(), halfway).await.unwrap();
     assert_eq!(extra, 5000, "half of the 10,000 difference");
@@ -406,5 +406,38 @@ async fn an_upgrade_grants_the_rest_of_the_period_once_and_switching_back_and_fo
     drop(conn);
     assert_eq!(total(&pool, user, halfway).await, 10000);
     assert_eq!(total(&pool, user, end).await, 0, "the upgrade credits expire with the period");
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn a_rollover_cap_carries_unspent_allotment_into_one_more_period() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
+    let up = AllotmentPolicy::AllAtPeriodStart;
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(up, 5000, start, end, utc()), 1000, start).await.unwrap();
+    drop(conn);
+    spend(&pool, user, 3500, "s1", t("2026-11-10T00:00:00Z")).await;
+    // 1,500 unspent at period end: 1,000 carry over, 500 expire.
+    assert_eq!(total(&pool, user, end).await, 1000);
+    let kinds: Vec<(String, i64)> = sqlx::query_as("SELECT kind, amount FROM credit_entries WHERE effective_at = $1 ORDER BY id").bind(end).fetch_all(&pool).await.unwrap();
+    assert_eq!(kinds, vec![("expiry".to_string(), -1500), ("allotment".to_string(), 1000)]);
+    // The carried credits last one more period and do not roll over again.
+    assert_eq!(total(&pool, user, t("2026-12-30T23:00:00Z")).await, 1000);
+    assert_eq!(total(&pool, user, t("2026-12-31T00:00:00Z")).await, 0);
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn all_at_period_start_is_recorded_as_one_allotment_entry() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::start_allotment(&mut conn, user, "sub1", "business", start, end, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 15000, start, end, utc()), 0, start).await.unwrap();
+    drop(conn);
+    let kinds: Vec<(String, i64)> = sqlx::query_as("SELECT kind, amount FROM credit_entries").fetch_all(&pool).await.unwrap();
+    assert_eq!(kinds, vec![("allotment".to_string(), 15000)]);
     assert_consistent(&pool).await;
 }

@@ -158,8 +158,10 @@ pub fn allotment_source(subscription_id: &str, period_start: DateTime<Utc>) -> S
 }
 
 /// Starts a subscription period's allotment: `schedule` (see `domain::credits`) says when its
-/// credits become spendable; they all expire at `period_end`. Once per (subscription, period
-/// start), however often a renewal is signalled.
+/// credits become spendable; they expire at `period_end`, except up to `rollover_cap` unspent
+/// credits, which carry over for one more period. Once per (subscription, period start),
+/// however often a renewal is signalled.
+#[allow(clippy::too_many_arguments)]
 pub async fn start_allotment(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -168,6 +170,7 @@ pub async fn start_allotment(
     period_start: DateTime<Utc>,
     period_end: DateTime<Utc>,
     schedule: Vec<Accrual>,
+    rollover_cap: i64,
     now: DateTime<Utc>,
 ) -> Result<GrantOutcome, sqlx::Error> {
     let total: i64 = schedule.iter().map(|a| a.amount).sum();
@@ -187,7 +190,14 @@ pub async fn start_allotment(
             key: source,
             // `level`: the largest monthly allotment this period has been granted at (see
             // `upgrade_allotment`).
-            metadata: json!({ "subscription_id": subscription_id, "plan": plan, "period_end": period_end, "level": total }),
+            metadata: json!({
+                "subscription_id": subscription_id,
+                "plan": plan,
+                "period_end": period_end,
+                "level": total,
+                "rollover_cap": rollover_cap.max(0),
+                "period_seconds": (period_end - period_start).num_seconds(),
+            }),
             schedule: Some(schedule),
         },
         now,
