@@ -254,6 +254,21 @@ BEGIN
     RETURN QUERY SELECT true, v_balance;
 END $$;
 
+-- The answer a committed spend gave, for a retry with its key; refuses another account's key.
+CREATE FUNCTION credit_prior_spend(p_user uuid, p_key text, OUT spent bigint, OUT balance bigint)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_user uuid;
+    v_meta jsonb;
+BEGIN
+    SELECT e.user_id, e.metadata INTO v_user, v_meta FROM credit_entries e WHERE e.idempotency_key = p_key;
+    IF FOUND AND v_user <> p_user THEN
+        RAISE EXCEPTION 'credit_spend: key % belongs to another account', p_key;
+    END IF;
+    spent := (v_meta ->> 'spent')::bigint;
+    balance := (v_meta ->> 'balance_after')::bigint;
+END $$;
+
 -- Spends p_cost credits atomically: all or nothing, never below zero, burning the credits
 -- that expire soonest first. Idempotent on p_key: a retry returns the first result and spends
 -- nothing. An insufficient balance records nothing, so the caller may retry after a top-up.
@@ -275,8 +290,6 @@ DECLARE
     v_take bigint;
     v_entry bigint;
     v_n integer := 1;
-    v_prev_user uuid;
-    v_prev jsonb;
     r record;
 BEGIN
     IF p_cost <= 0 THEN
@@ -289,12 +302,9 @@ BEGIN
     RETURNING a.balance INTO v_balance;
     IF NOT FOUND THEN
         -- Slow path. A retry must get its first answer even if the balance is now too low.
-        SELECT e.user_id, e.metadata INTO v_prev_user, v_prev FROM credit_entries e WHERE e.idempotency_key = p_key;
-        IF FOUND THEN
-            IF v_prev_user <> p_user THEN
-                RAISE EXCEPTION 'credit_spend: key % belongs to another account', p_key;
-            END IF;
-            status := 'duplicate'::text; spent := (v_prev ->> 'spent')::bigint; balance := (v_prev ->> 'balance_after')::bigint;
+        SELECT p.spent, p.balance INTO spent, balance FROM credit_prior_spend(p_user, p_key) p;
+        IF spent IS NOT NULL THEN
+            status := 'duplicate';
             RETURN;
         END IF;
         -- Apply what fell due (accruals, expiries), then decide.
@@ -336,11 +346,8 @@ BEGIN
             -- A retry: this key already committed (earlier, or while we waited for the account
             -- lock). Undo our debit and answer with the first result.
             UPDATE credit_accounts a SET balance = a.balance + p_cost WHERE a.user_id = p_user;
-            SELECT e.user_id, e.metadata INTO v_prev_user, v_prev FROM credit_entries e WHERE e.idempotency_key = p_key;
-            IF v_prev_user <> p_user THEN
-                RAISE EXCEPTION 'credit_spend: key % belongs to another account', p_key;
-            END IF;
-            status := 'duplicate'::text; spent := (v_prev ->> 'spent')::bigint; balance := (v_prev ->> 'balance_after')::bigint;
+            SELECT p.spent, p.balance INTO spent, balance FROM credit_prior_spend(p_user, p_key) p;
+            status := 'duplicate';
             RETURN;
         END IF;
         UPDATE credit_buckets SET remaining = remaining - v_take WHERE id = r.id;

@@ -89,6 +89,9 @@ async fn a_retried_spend_returns_the_first_result_without_spending_again() {
     assert_eq!(spend(&pool, user, 500, "req-2", now).await, SpendOutcome::Insufficient { available: 70 });
     grant_pack(&pool, user, "o2", 500, now).await;
     assert_eq!(spend(&pool, user, 500, "req-2", now).await, SpendOutcome::Spent { spent: 500, balance: 70 });
+    // Even with the balance now too low for it, a retry gets its first answer, not "insufficient".
+    assert_eq!(spend(&pool, user, 70, "req-3", now).await, SpendOutcome::Spent { spent: 70, balance: 0 });
+    assert_eq!(spend(&pool, user, 30, "req-1", now).await, SpendOutcome::Duplicate { spent: 30, balance: 70 });
     assert_consistent(&pool).await;
 }
 

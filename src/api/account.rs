@@ -1,6 +1,7 @@
 //! What the account pages need before the billing issues fill them in: the signed-in user
 //! and the catalogue. Pages that need a user redirect anonymous visitors to sign-in and back.
 
+use crate::domain::credits::Balance;
 use crate::domain::plans::{CreditPackOffer, PlanId, PlanOffer};
 use crate::error::AppError;
 use leptos::prelude::*;
@@ -20,18 +21,7 @@ pub struct AccountView {
     pub email: String,
     pub plan: PlanId,
     pub member_since: String,
-    pub credits: CreditsView,
-}
-
-/// The credit balance by source, as the billing page shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreditsView {
-    pub total: i64,
-    pub allotment: i64,
-    pub purchased: i64,
-    pub free: i64,
-    pub adjustment: i64,
-    pub pending_allotment: i64,
+    pub credits: Balance,
     /// When a credit day begins, e.g. "00:00 UTC" or "00:00 UTC+02:00".
     pub day_boundary: String,
 }
@@ -66,22 +56,13 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
         .fetch_one(&state.pool)
         .await
         .map_err(AppError::internal)?;
-    let b = crate::server::ledger::balance(&state.pool, user.id, chrono::Utc::now()).await.map_err(AppError::internal)?;
+    let credits = crate::server::ledger::balance(&state.pool, user.id, chrono::Utc::now()).await.map_err(AppError::internal)?;
+    let offset = state.config.credit_day_offset;
     Ok(AccountView {
         email: user.email,
         plan: PlanId::Free,
         member_since: created.format("%B %-d, %Y").to_string(),
-        credits: CreditsView {
-            total: b.total,
-            allotment: b.allotment,
-            purchased: b.purchased,
-            free: b.free,
-            adjustment: b.adjustment,
-            pending_allotment: b.pending_allotment,
-            day_boundary: {
-                let offset = state.config.credit_day_offset.local_minus_utc();
-                if offset == 0 { "00:00 UTC".to_string() } else { format!("00:00 UTC{}", state.config.credit_day_offset) }
-            },
-        },
+        credits,
+        day_boundary: if offset.local_minus_utc() == 0 { "00:00 UTC".to_string() } else { format!("00:00 UTC{offset}") },
     })
 }

@@ -15,6 +15,19 @@ pub enum AllotmentPolicy {
     AllAtPeriodStart,
 }
 
+/// A user's credits right now, by where they come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub total: i64,
+    pub allotment: i64,
+    pub purchased: i64,
+    pub free: i64,
+    pub adjustment: i64,
+    /// Allotment credits scheduled but not yet accrued this period.
+    pub pending_allotment: i64,
+    pub next_accrual_at: Option<DateTime<Utc>>,
+}
+
 /// One scheduled addition of credits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accrual {

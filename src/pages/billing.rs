@@ -35,7 +35,7 @@ pub fn BillingPage() -> impl IntoView {
                                     .collect_view()}
                             </dl>
                             <p class="muted">"Credits are spent soonest-expiring first: this period's allotment, then purchased, then free."</p>
-                            <p class="muted">{format!("Paid plans add their monthly credits day by day; a new day starts at {}.", a.credits.day_boundary)}</p>
+                            <p class="muted">{format!("Paid plans add their monthly credits day by day; a new day starts at {}.", a.day_boundary)}</p>
                         </section>
                     </div>
                 }.into_any(),

@@ -10,37 +10,24 @@ pub const WINDOW_MINUTES: i64 = 15;
 
 /// Seconds until another attempt is allowed, or `None` when one is allowed now.
 pub async fn retry_after(pool: &PgPool, email: &str, ip: Option<&str>, max: i64, now: DateTime<Utc>) -> Result<Option<u64>, sqlx::Error> {
-    let since = now - Duration::minutes(WINDOW_MINUTES);
-    let (email_count, email_oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT count(*), min(failed_at) FROM (SELECT failed_at FROM login_failures
-           WHERE email_normalized = $1 AND failed_at > $2 ORDER BY failed_at DESC LIMIT $3) recent",
-    )
-    .bind(email)
-    .bind(since)
-    .bind(max)
-    .fetch_one(pool)
-    .await?;
-    let mut blocked_until: Option<DateTime<Utc>> = None;
-    if email_count >= max {
-        blocked_until = email_oldest.map(|t| t + Duration::minutes(WINDOW_MINUTES));
-    }
+    let mut blocked_until = blocked_until(pool, "email_normalized", email, max, now).await?;
     if let Some(ip) = ip {
-        let ip_max = max * 4;
-        let (ip_count, ip_oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT count(*), min(failed_at) FROM (SELECT failed_at FROM login_failures
-               WHERE client_ip = $1 AND failed_at > $2 ORDER BY failed_at DESC LIMIT $3) recent",
-        )
-        .bind(ip)
-        .bind(since)
-        .bind(ip_max)
-        .fetch_one(pool)
-        .await?;
-        if ip_count >= ip_max {
-            let until = ip_oldest.map(|t| t + Duration::minutes(WINDOW_MINUTES));
-            blocked_until = blocked_until.max(until);
-        }
+        blocked_until = blocked_until.max(self::blocked_until(pool, "client_ip", ip, max * 4, now).await?);
     }
     Ok(blocked_until.map(|t| (t - now).num_seconds().max(1) as u64))
+}
+
+/// When the window opened by the oldest of the last `max` failures for `column = value` closes,
+/// if there were `max` failures within the window.
+async fn blocked_until(pool: &PgPool, column: &'static str, value: &str, max: i64, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let since = now - Duration::minutes(WINDOW_MINUTES);
+    // `column` is one of two constants, never input.
+    let sql = format!(
+        "SELECT count(*), min(failed_at) FROM (SELECT failed_at FROM login_failures
+           WHERE {column} = $1 AND failed_at > $2 ORDER BY failed_at DESC LIMIT $3) recent"
+    );
+    let (count, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(&sql).bind(value).bind(since).bind(max).fetch_one(pool).await?;
+    Ok(if count >= max { oldest.map(|t| t + Duration::minutes(WINDOW_MINUTES)) } else { None })
 }
 
 pub async fn record_failure(pool: &PgPool, email: &str, ip: Option<&str>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {

@@ -12,6 +12,7 @@
 //! - spend: the caller's key
 //! - adjustment: the caller's key (the CLI makes one)
 
+pub use crate::domain::credits::Balance;
 use crate::domain::credits::Accrual;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -369,20 +370,8 @@ pub async fn adjust(conn: &mut PgConnection, user_id: Uuid, delta: i64, reason: 
     }
 }
 
-/// A user's credits right now, by where they come from. Applies due accruals and expiries
-/// first, so what it reports is what a spend would see.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Balance {
-    pub total: i64,
-    pub allotment: i64,
-    pub purchased: i64,
-    pub free: i64,
-    pub adjustment: i64,
-    /// Allotment credits scheduled but not yet accrued this period.
-    pub pending_allotment: i64,
-    pub next_accrual_at: Option<DateTime<Utc>>,
-}
-
+/// A user's credits right now, by source. Applies due accruals and expiries first, so what it
+/// reports is what a spend would see.
 pub async fn balance(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result<Balance, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let has_account: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_accounts WHERE user_id = $1)").bind(user_id).fetch_one(&mut *tx).await?;
