@@ -37,6 +37,14 @@ impl Run {
     }
 }
 
+/// CPU seconds this process has used (user + system), from /proc.
+fn own_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -181,8 +189,11 @@ async fn main() {
     println!("| workload | Tally spends/s | p50 ms | p99 ms | ceiling tx/s (pgbench) | p50 ms | p99 ms | Tally ÷ ceiling |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (name, hot) in [("one hot account", true), (&*format!("spread over {accounts} accounts"), false)] {
+        let cpu0 = own_cpu_secs();
         let ours = run_ours(&pool, users.clone(), hot, clients, secs).await;
+        let client_cpu = (own_cpu_secs() - cpu0) / ours.secs;
         let ceiling = run_pgbench(&url, hot, accounts, clients, secs);
+        eprintln!("({name}: the benchmark's own client used {:.0}% of one core)", client_cpu * 100.0);
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
             ours.tps(),
