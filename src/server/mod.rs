@@ -11,6 +11,7 @@ pub mod embedded_pg;
 pub mod health;
 pub mod ledger;
 pub mod metered;
+pub mod polar;
 pub mod startup;
 pub mod state;
 pub mod util;

@@ -1,0 +1,4 @@
+//! Talking to Polar. So far: Standard Webhooks signatures under both of Polar's key schemes.
+//! (The typed API client and the local stand-in come next; see the issues.)
+
+pub mod webhook_signature;
