@@ -26,6 +26,13 @@ impl ApiKeysData {
     }
 }
 
+impl ApiKeysData {
+    /// Reads both resources, so the surrounding `Suspense` waits for them.
+    pub fn track(&self) {
+        let _ = (self.keys.get(), self.revealed.get());
+    }
+}
+
 impl Default for ApiKeysData {
     fn default() -> Self {
         Self::new()

@@ -16,7 +16,11 @@ pub fn SettingsBillingPage() -> impl IntoView {
             <h1>"Billing settings"</h1>
         </section>
         <Suspense fallback=|| view! { <p class="loading" role="status">"Loading your settings…"</p> }>
-            {move || account.get().map(|res| match res {
+            {move || {
+                // Read every page-level resource here, so the server waits for all of them
+                // before it renders (an unread resource is never awaited).
+                api_keys.track();
+                account.get().map(|res| match res {
                 Err(e) => view! { <SignInPrompt message=e.to_string() next="/settings/billing" /> }.into_any(),
                 Ok(a) => view! {
                     <section class="panel" aria-labelledby="details-title">
@@ -30,7 +34,8 @@ pub fn SettingsBillingPage() -> impl IntoView {
                     </section>
                     <ApiKeysSection data=api_keys />
                 }.into_any(),
-            })}
+            })
+            }}
         </Suspense>
     }
 }

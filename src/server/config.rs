@@ -66,6 +66,8 @@ pub struct PolarConfig {
     pub api_url: Url,
     pub access_token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
+    /// Where Polar delivers webhooks (default `/api/webhooks/polar`).
+    pub webhook_path: String,
     pub products: PlanMap,
 }
 
@@ -259,6 +261,10 @@ impl Config {
             return Err(err("POLAR_API_URL", "POLAR_MODE=sandbox must not talk to the production API"));
         }
 
+        let webhook_path = var(src, "POLAR_WEBHOOK_PATH").unwrap_or_else(|| "/api/webhooks/polar".into());
+        if !webhook_path.starts_with('/') || webhook_path.contains(['?', '#', ' ', '{']) {
+            return Err(err("POLAR_WEBHOOK_PATH", format!("expected a URL path such as /api/webhooks/polar, got `{webhook_path}`")));
+        }
         let enterprise_demo_url = var(src, "ENTERPRISE_DEMO_URL").map(|v| parse_url("ENTERPRISE_DEMO_URL", &v)).transpose()?;
         let free_credits = match var(src, "FREE_CREDITS") {
             Some(v) => {
@@ -302,7 +308,7 @@ impl Config {
             app_url,
             bind_addr,
             session_secret,
-            polar: PolarConfig { mode, api_url, access_token, webhook_secret, products },
+            polar: PolarConfig { mode, api_url, access_token, webhook_secret, webhook_path, products },
             enterprise_demo_url,
             free_credits,
             login_max_failures,

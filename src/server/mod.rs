@@ -15,3 +15,4 @@ pub mod polar;
 pub mod startup;
 pub mod state;
 pub mod util;
+pub mod webhooks;

@@ -4,7 +4,7 @@
 use crate::app::{shell, App};
 use crate::server::config::Config;
 use crate::server::state::AppState;
-use crate::server::{csrf, health, metered};
+use crate::server::{csrf, health, metered, webhooks};
 use axum::routing::{get, post};
 use axum::Router;
 use http::header::{HeaderName, HeaderValue};
@@ -22,6 +22,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     port: u16,
+    state: AppState,
 }
 
 /// Leptos' site options, read from the `LEPTOS_*` variables cargo-leptos sets, with the
@@ -46,23 +47,31 @@ impl Application {
         let addr = listener.local_addr()?;
         let leptos_options = leptos_options(addr);
         let rate_limiter = metered::RateLimiter::new(config.api_rate_limit_per_minute);
-        let state = AppState { leptos_options, pool, config: Arc::new(config), rate_limiter };
-        Ok(Application { listener, router: router(state), port: addr.port() })
+        let state = AppState { leptos_options, pool, config: Arc::new(config), rate_limiter, webhook_wakeup: Default::default() };
+        Ok(Application { listener, router: router(state.clone()), port: addr.port(), state })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until Ctrl-C or SIGTERM, then finishes in-flight requests.
+    fn spawn_worker(&self) {
+        let s = &self.state;
+        tokio::spawn(webhooks::worker::run(s.pool.clone(), s.config.clone(), s.webhook_wakeup.clone()));
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then finishes in-flight requests. The webhook worker
+    /// runs beside it.
     pub async fn run(self) -> std::io::Result<()> {
+        self.spawn_worker();
         axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown_signal())
             .await
     }
 
-    /// Serves forever (tests: dropped with the runtime).
+    /// Serves forever, with the webhook worker (tests: dropped with the runtime).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.spawn_worker();
         axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>()).await
     }
 }
@@ -71,6 +80,10 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let shell_options = state.leptos_options.clone();
     Router::new()
+        .route(
+            &state.config.polar.webhook_path,
+            post(webhooks::receiver::receive).layer(axum::extract::DefaultBodyLimit::max(webhooks::receiver::MAX_BODY_BYTES)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route(
@@ -79,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         )
         .leptos_routes(&state, routes, move || shell(shell_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::auth::gate::require_account))
         .layer(axum::middleware::from_fn(csrf::protect))
         .layer(SetResponseHeaderLayer::if_not_present(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY")))

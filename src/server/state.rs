@@ -15,4 +15,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-API-key request limit of the metered API (per instance).
     pub rate_limiter: RateLimiter,
+    /// Wakes the webhook worker when a new event is stored.
+    pub webhook_wakeup: Arc<tokio::sync::Notify>,
 }

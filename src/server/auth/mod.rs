@@ -1,5 +1,6 @@
 //! Accounts: sign-up, sign-in, sign-out, sessions, and the `require_user` guard.
 
+pub mod gate;
 pub mod password;
 pub mod rate_limit;
 pub mod session;

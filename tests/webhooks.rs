@@ -1,0 +1,225 @@
+//! The Polar webhook receiver and worker, over real HTTP against a real PostgreSQL.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tally::server::polar::webhook_signature::{sign, KeyScheme};
+use uuid::Uuid;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+async fn app() -> TestApp {
+    spawn_app_with(&[("POLAR_WEBHOOK_SECRET", SECRET), ("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")]).await
+}
+
+async fn deliver_signed(app: &TestApp, id: &str, body: &str, secret: &str, scheme: KeyScheme, ts: i64) -> reqwest::Response {
+    let sig = sign(secret, scheme, id, ts, body.as_bytes()).unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/api/webhooks/polar", app.address))
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn deliver(app: &TestApp, id: &str, body: &str) -> reqwest::Response {
+    deliver_signed(app, id, body, SECRET, KeyScheme::Legacy, chrono::Utc::now().timestamp()).await
+}
+
+async fn user(app: &TestApp) -> Uuid {
+    sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id")
+        .bind(format!("{}@example.com", Uuid::new_v4()))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+fn pack_order(event: &str, order_id: &str, user: Uuid, refunded: i64) -> String {
+    json!({
+        "type": event,
+        "timestamp": "2026-11-22T10:00:00Z",
+        "data": {
+            "id": order_id, "status": if refunded > 0 { "refunded" } else { "paid" }, "billing_reason": "purchase",
+            "total_amount": 500, "refunded_amount": refunded, "currency": "usd",
+            "product_id": "11111111-1111-4111-8111-111111111150",
+            "product": { "id": "11111111-1111-4111-8111-111111111150", "name": "50 credits", "metadata": {} },
+            "customer": { "id": "c0ffee00-0000-4000-8000-000000000001", "external_id": user.to_string(), "email": "jane@example.com" }
+        }
+    })
+    .to_string()
+}
+
+async fn status(app: &TestApp, id: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT status FROM webhook_events WHERE webhook_id = $1").bind(id).fetch_optional(&app.pool).await.unwrap()
+}
+
+/// Waits until the background worker has finished with an event.
+async fn processed(app: &TestApp, id: &str) -> String {
+    for _ in 0..100 {
+        match status(app, id).await.as_deref() {
+            Some("pending") | None => tokio::time::sleep(Duration::from_millis(50)).await,
+            Some(s) => return s.to_string(),
+        }
+    }
+    panic!("event {id} was not processed");
+}
+
+async fn credits(app: &TestApp, user: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT coalesce((SELECT balance FROM credit_accounts WHERE user_id = $1), 0)").bind(user).fetch_one(&app.pool).await.unwrap()
+}
+
+async fn stored(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_events").fetch_one(&app.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_paid_pack_delivered_five_times_grants_its_credits_once() {
+    let app = app().await;
+    let u = user(&app).await;
+    let body = pack_order("order.paid", "ord_1", u, 0);
+    for _ in 0..5 {
+        let res = deliver(&app, "msg_1", &body).await;
+        assert_eq!(res.status(), 202);
+    }
+    assert_eq!(processed(&app, "msg_1").await, "done");
+    // The same order under other webhook ids (Polar redelivering as new events) changes nothing.
+    deliver(&app, "msg_1b", &body).await;
+    assert_eq!(processed(&app, "msg_1b").await, "done");
+    assert_eq!(credits(&app, u).await, 50);
+    assert_eq!(stored(&app).await, 2);
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn both_polar_key_schemes_are_accepted() {
+    let app = app().await;
+    let now = chrono::Utc::now().timestamp();
+    let body = json!({ "type": "checkout.created", "data": {} }).to_string();
+    assert_eq!(deliver_signed(&app, "msg_legacy", &body, SECRET, KeyScheme::Legacy, now).await.status(), 202);
+    assert_eq!(deliver_signed(&app, "msg_std", &body, SECRET, KeyScheme::Standard, now).await.status(), 202);
+    assert_eq!(processed(&app, "msg_std").await, "skipped", "types without a handler are stored and skipped");
+}
+
+#[tokio::test]
+async fn bad_signatures_and_timestamps_are_refused_and_nothing_is_stored() {
+    let app = app().await;
+    let body = json!({ "type": "order.paid", "data": {} }).to_string();
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(deliver_signed(&app, "m1", &body, "whsec_c29tZW90aGVyc2VjcmV0", KeyScheme::Legacy, now).await.status(), 403);
+    assert_eq!(deliver_signed(&app, "m2", &body, SECRET, KeyScheme::Legacy, now - 301).await.status(), 401);
+    assert_eq!(deliver_signed(&app, "m3", &body, SECRET, KeyScheme::Legacy, now + 301).await.status(), 401);
+    // A valid signature over a different body (tampering in transit).
+    let sig = sign(SECRET, KeyScheme::Legacy, "m4", now, body.as_bytes()).unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/webhooks/polar", app.address))
+        .header("webhook-id", "m4")
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", sig)
+        .body(body.replace("order.paid", "order.refunded"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let res = reqwest::Client::new().post(format!("{}/api/webhooks/polar", app.address)).body(body.clone()).send().await.unwrap();
+    assert_eq!(res.status(), 401, "missing headers");
+    assert_eq!(stored(&app).await, 0);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_413() {
+    let app = app().await;
+    let big = json!({ "type": "order.paid", "data": { "pad": "x".repeat(1_100_000) } }).to_string();
+    assert_eq!(deliver(&app, "big", &big).await.status(), 413);
+    assert_eq!(stored(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_verified_but_unparseable_body_is_acknowledged_and_parked() {
+    let app = app().await;
+    assert_eq!(deliver(&app, "junk", "not json at all").await.status(), 202);
+    let (status, raw): (String, Option<String>) = sqlx::query_as("SELECT status, raw_body FROM webhook_events WHERE webhook_id = 'junk'").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(status, "failed");
+    assert_eq!(raw.as_deref(), Some("not json at all"));
+}
+
+#[tokio::test]
+async fn a_full_refund_claws_back_what_is_unspent_once() {
+    let app = app().await;
+    let u = user(&app).await;
+    deliver(&app, "paid", &pack_order("order.paid", "ord_7", u, 0)).await;
+    assert_eq!(processed(&app, "paid").await, "done");
+    for id in ["refund-a", "refund-b"] {
+        deliver(&app, id, &pack_order("order.refunded", "ord_7", u, 500)).await;
+        assert_eq!(processed(&app, id).await, "done");
+    }
+    assert_eq!(credits(&app, u).await, 0);
+    // A partial refund leaves a pack's credits alone.
+    deliver(&app, "paid-2", &pack_order("order.paid", "ord_8", u, 0)).await;
+    processed(&app, "paid-2").await;
+    deliver(&app, "partial", &pack_order("order.refunded", "ord_8", u, 100)).await;
+    assert_eq!(processed(&app, "partial").await, "skipped");
+    assert_eq!(credits(&app, u).await, 50);
+}
+
+#[tokio::test]
+async fn handler_errors_never_reach_polar_and_are_retried_then_parked() {
+    let (pool, _) = fresh_database().await;
+    let config = test_config(&[("POLAR_WEBHOOK_SECRET", SECRET)]);
+    let body: Value = serde_json::from_str(&pack_order("order.paid", "ord_x", Uuid::new_v4(), 0)).unwrap();
+    let body = {
+        let mut b = body;
+        b["data"]["product"]["metadata"]["credits"] = json!(10);
+        b
+    };
+    sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ('orphan', 'order.paid', $1)").bind(&body).execute(&pool).await.unwrap();
+    let mut now = chrono::Utc::now();
+    for attempt in 1..=tally::server::webhooks::worker::MAX_ATTEMPTS {
+        assert!(tally::server::webhooks::worker::process_one(&pool, &config, now).await.unwrap());
+        let (status, attempts, err): (String, i32, Option<String>) =
+            sqlx::query_as("SELECT status, attempts, last_error FROM webhook_events").fetch_one(&pool).await.unwrap();
+        assert_eq!(attempts, attempt);
+        assert!(err.unwrap().contains("no user"), "the error is kept for a human");
+        assert_eq!(status, if attempt == tally::server::webhooks::worker::MAX_ATTEMPTS { "failed" } else { "pending" });
+        // Not due again until its backoff has passed.
+        assert!(!tally::server::webhooks::worker::process_one(&pool, &config, now).await.unwrap());
+        now += chrono::Duration::hours(2);
+    }
+    assert!(!tally::server::webhooks::worker::process_one(&pool, &config, now).await.unwrap(), "a parked event is left alone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_workers_on_one_inbox_apply_each_event_once() {
+    let (pool, _) = fresh_database().await;
+    let config = std::sync::Arc::new(test_config(&[("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")]));
+    let u: Uuid = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ('w@example.com', 'x') RETURNING id").fetch_one(&pool).await.unwrap();
+    for i in 0..40 {
+        let body: Value = serde_json::from_str(&pack_order("order.paid", &format!("ord_{}", i % 20), u, 0)).unwrap();
+        sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ($1, 'order.paid', $2)").bind(format!("m{i}")).bind(&body).execute(&pool).await.unwrap();
+    }
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (pool, config) = (pool.clone(), config.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while tally::server::webhooks::worker::process_one(&pool, &config, chrono::Utc::now()).await.unwrap() {
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    assert_eq!(total, 40, "every event processed exactly once");
+    let balance: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts").fetch_one(&pool).await.unwrap();
+    assert_eq!(balance, 20 * 50, "20 distinct orders, each granted once");
+    assert!(tally::server::ledger::problems(&pool, None).await.unwrap().is_empty());
+}
