@@ -154,3 +154,33 @@ async fn key_management_requires_a_signed_in_user() {
     assert_eq!(call(&app, "/api/keys/create", &[("name", "x")]).await.status(), 401);
     assert_eq!(call(&app, "/api/keys/list", &[]).await.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_app_instances_on_one_database_never_overspend() {
+    let limit = [("FREE_CREDITS", "50"), ("API_RATE_LIMIT_PER_MINUTE", "1000")];
+    let a = spawn_app_with(&limit).await;
+    let key = signed_up_with_key(&a, "two@example.com").await;
+    // A second instance: its own HTTP server and pool, the same database.
+    let pool_b = sqlx::postgres::PgPoolOptions::new().max_connections(10).connect_with((*a.pool.connect_options()).clone()).await.unwrap();
+    let b = spawn_app_on(pool_b, a.db_name.clone(), &limit).await;
+    let mut calls = Vec::new();
+    for i in 0..120 {
+        let url = format!("{}/api/v1/text/stats", if i % 2 == 0 { &a.address } else { &b.address });
+        let key = key.clone();
+        calls.push(tokio::spawn(async move {
+            reqwest::Client::new().post(url).bearer_auth(key).json(&json!({ "text": format!("call {i}") })).send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            200 => ok += 1,
+            402 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, refused), (50, 70), "exactly the 50 free credits were spent");
+    assert_eq!(balance(&a).await, 0);
+    assert!(tally::server::ledger::problems(&a.pool, None).await.unwrap().is_empty());
+}

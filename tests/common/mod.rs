@@ -64,6 +64,11 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let (pool, db_name) = fresh_database().await;
+    spawn_app_on(pool, db_name, extra).await
+}
+
+/// Another app instance on an existing database (for multi-instance tests).
+pub async fn spawn_app_on(pool: PgPool, db_name: String, extra: &[(&str, &str)]) -> TestApp {
     let app = Application::build(test_config(extra), pool.clone()).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
