@@ -223,3 +223,105 @@ async fn several_workers_on_one_inbox_apply_each_event_once() {
     assert_eq!(balance, 20 * 50, "20 distinct orders, each granted once");
     assert!(tally::server::ledger::problems(&pool, None).await.unwrap().is_empty());
 }
+
+const PRO: &str = "22222222-2222-4222-8222-222222222201";
+const BUSINESS: &str = "22222222-2222-4222-8222-222222222202";
+
+async fn sub_app() -> TestApp {
+    spawn_app_with(&[("POLAR_WEBHOOK_SECRET", SECRET), ("POLAR_PRODUCT_PRO", PRO), ("POLAR_PRODUCT_BUSINESS", BUSINESS), ("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")]).await
+}
+
+fn subscription(event: &str, user: Uuid, product: &str, status: &str, start: chrono::DateTime<chrono::Utc>, modified: chrono::DateTime<chrono::Utc>, ended: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    json!({
+        "type": event,
+        "timestamp": modified,
+        "data": {
+            "id": "sub_1", "status": status, "product_id": product, "amount": 1900, "currency": "usd",
+            "recurring_interval": "month", "cancel_at_period_end": false,
+            "current_period_start": start, "current_period_end": start + chrono::Duration::days(30),
+            "created_at": start, "modified_at": modified, "canceled_at": ended, "ended_at": ended,
+            "product": { "id": product, "metadata": {} },
+            "customer": { "id": "c0ffee00-0000-4000-8000-000000000001", "external_id": user.to_string() }
+        }
+    })
+    .to_string()
+}
+
+async fn scheduled_allotment(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(amount), 0)::bigint FROM credit_accruals").fetch_one(&app.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_subscription_period_grants_its_allotment_once_however_often_it_is_signalled() {
+    let app = sub_app().await;
+    let u = user(&app).await;
+    let start = chrono::Utc::now() - chrono::Duration::days(2);
+    for (i, event) in ["subscription.created", "subscription.active", "subscription.updated", "subscription.updated", "subscription.active"].iter().enumerate() {
+        let id = format!("s{i}");
+        deliver(&app, &id, &subscription(event, u, PRO, "active", start, start + chrono::Duration::seconds(i as i64), None)).await;
+        assert_eq!(processed(&app, &id).await, "done");
+    }
+    assert_eq!(scheduled_allotment(&app).await, 5000, "one Pro allotment for the period");
+    let buckets: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_buckets WHERE kind = 'allotment'").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(buckets, 1);
+    let (plan, status): (String, String) = sqlx::query_as("SELECT plan, status FROM subscriptions").fetch_one(&app.pool).await.unwrap();
+    assert_eq!((plan.as_str(), status.as_str()), ("pro", "active"));
+    let b = tally::server::ledger::balance(&app.pool, u, chrono::Utc::now()).await.unwrap();
+    assert!(b.allotment > 0 && b.allotment < 5000, "accrued day by day: {b:?}");
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_older_event_arriving_late_changes_nothing() {
+    let app = sub_app().await;
+    let u = user(&app).await;
+    let start = chrono::Utc::now() - chrono::Duration::days(1);
+    let newer = subscription("subscription.updated", u, BUSINESS, "active", start, start + chrono::Duration::hours(5), None);
+    let older = subscription("subscription.created", u, PRO, "active", start, start + chrono::Duration::hours(1), None);
+    deliver(&app, "new", &newer).await;
+    assert_eq!(processed(&app, "new").await, "done");
+    deliver(&app, "old", &older).await;
+    assert_eq!(processed(&app, "old").await, "skipped");
+    let plan: String = sqlx::query_scalar("SELECT plan FROM subscriptions").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(plan, "business");
+    assert_eq!(scheduled_allotment(&app).await, 15000);
+}
+
+#[tokio::test]
+async fn an_upgrade_mid_period_adds_the_rest_of_the_difference_once() {
+    let app = sub_app().await;
+    let u = user(&app).await;
+    let now = chrono::Utc::now();
+    let start = now - chrono::Duration::days(15);
+    deliver(&app, "pro", &subscription("subscription.active", u, PRO, "active", start, start, None)).await;
+    processed(&app, "pro").await;
+    let upgrade = subscription("subscription.updated", u, BUSINESS, "active", start, now, None);
+    for id in ["up1", "up2", "up3"] {
+        deliver(&app, id, &upgrade).await;
+        processed(&app, id).await;
+    }
+    let extra = scheduled_allotment(&app).await - 5000;
+    // (15,000 − 5,000) × 15 of 30 days remaining, give or take the seconds the test took.
+    assert!((4990..=5000).contains(&extra), "extra {extra}");
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn revocation_ends_the_allotment_at_once_and_keeps_purchased_credits() {
+    let app = sub_app().await;
+    let u = user(&app).await;
+    let now = chrono::Utc::now();
+    let start = now - chrono::Duration::days(3);
+    deliver(&app, "a", &subscription("subscription.active", u, PRO, "active", start, start, None)).await;
+    processed(&app, "a").await;
+    deliver(&app, "p", &pack_order("order.paid", "ord_p", u, 0)).await;
+    processed(&app, "p").await;
+    assert!(tally::server::ledger::balance(&app.pool, u, now).await.unwrap().allotment > 0);
+    deliver(&app, "r", &subscription("subscription.revoked", u, PRO, "canceled", start, now, Some(now))).await;
+    assert_eq!(processed(&app, "r").await, "done");
+    let b = tally::server::ledger::balance(&app.pool, u, chrono::Utc::now()).await.unwrap();
+    assert_eq!((b.allotment, b.purchased, b.pending_allotment), (0, 50, 0));
+    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(status, "canceled");
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}

@@ -2,6 +2,8 @@
 //! `order:<id>`, `refund:<id>`), so a redelivered or replayed event changes nothing twice.
 //! Event types without a handler are stored and skipped.
 
+use crate::domain::credits::{allotment_schedule, AllotmentPolicy};
+use crate::domain::plans::PlanId;
 use crate::server::config::Config;
 use crate::server::ledger;
 use chrono::{DateTime, Utc};
@@ -28,19 +30,21 @@ pub async fn handle(conn: &mut PgConnection, config: &Config, event_type: &str, 
     match event_type {
         "order.paid" => order_paid(conn, config, data, now).await,
         "order.refunded" => order_refunded(conn, config, data, now).await,
+        "subscription.created" | "subscription.active" | "subscription.updated" | "subscription.cycled" | "subscription.canceled"
+        | "subscription.uncanceled" | "subscription.revoked" | "subscription.past_due" => subscription_changed(conn, config, data, now).await,
         _ => Ok(Outcome::Skipped),
     }
 }
 
-/// The Tally user an order belongs to (`customer.external_id` is the user id).
+/// The Tally user an order or subscription belongs to (`customer.external_id` is the user id).
 async fn order_user(conn: &mut PgConnection, data: &Value) -> Result<Uuid, HandlerError> {
     let external = data["customer"]["external_id"]
         .as_str()
-        .ok_or_else(|| HandlerError::Invalid("order has no customer.external_id".into()))?;
+        .ok_or_else(|| HandlerError::Invalid("payload has no customer.external_id".into()))?;
     let id = Uuid::parse_str(external).map_err(|_| HandlerError::Invalid(format!("customer.external_id `{external}` is not a Tally user id")))?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)").bind(id).fetch_one(&mut *conn).await?;
     if !exists {
-        return Err(HandlerError::Invalid(format!("no user {id} for this order")));
+        return Err(HandlerError::Invalid(format!("no user {id} for this customer")));
     }
     Ok(id)
 }
@@ -91,5 +95,93 @@ async fn order_refunded(conn: &mut PgConnection, config: &Config, data: &Value, 
     let order_id = data["id"].as_str().ok_or_else(|| HandlerError::Invalid("order has no id".into()))?;
     let user = order_user(conn, data).await?;
     ledger::clawback_pack(conn, user, order_id, now).await?;
+    Ok(Outcome::Done)
+}
+
+/// The plan and monthly allotment a subscription's product stands for: the configured product
+/// ids first, else the product's metadata (`plan`, `monthly_credits`).
+pub fn plan_of(config: &Config, data: &Value) -> Option<(PlanId, i64)> {
+    let product_id = data["product_id"].as_str().or_else(|| data["product"]["id"].as_str());
+    let products = &config.polar.products;
+    let meta = &data["product"]["metadata"];
+    let plan = match product_id {
+        Some(p) if products.pro.as_deref() == Some(p) => Some(PlanId::Pro),
+        Some(p) if products.business.as_deref() == Some(p) => Some(PlanId::Business),
+        _ => meta["plan"].as_str().and_then(|s| s.parse::<PlanId>().ok()),
+    }?;
+    let credits = &meta["monthly_credits"];
+    let from_meta = credits.as_i64().or_else(|| credits.as_str().and_then(|s| s.trim().parse().ok()));
+    let default = match plan {
+        PlanId::Pro => 5000,
+        PlanId::Business => 15000,
+        _ => 0,
+    };
+    Some((plan, from_meta.unwrap_or(default)))
+}
+
+fn time(data: &Value, key: &str) -> Option<DateTime<Utc>> {
+    data[key].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
+}
+
+/// Every `subscription.*` event carries the whole subscription, so one handler applies them
+/// all: newest state wins (by `modified_at`), then the credit effects of that state, each
+/// idempotent by its ledger key.
+async fn subscription_changed(conn: &mut PgConnection, config: &Config, data: &Value, now: DateTime<Utc>) -> Result<Outcome, HandlerError> {
+    let id = data["id"].as_str().ok_or_else(|| HandlerError::Invalid("subscription has no id".into()))?;
+    let status = data["status"].as_str().ok_or_else(|| HandlerError::Invalid("subscription has no status".into()))?;
+    let period_start = time(data, "current_period_start").ok_or_else(|| HandlerError::Invalid("subscription has no current_period_start".into()))?;
+    let period_end = time(data, "current_period_end").ok_or_else(|| HandlerError::Invalid("subscription has no current_period_end".into()))?;
+    let modified = time(data, "modified_at").or_else(|| time(data, "created_at")).unwrap_or(now);
+    let user = order_user(conn, data).await?;
+    let plan = plan_of(config, data);
+
+    // Out-of-order delivery: an event older than what we applied is ignored.
+    let applied: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT polar_modified_at FROM subscriptions WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if applied.is_some_and(|t| t > modified) {
+        return Ok(Outcome::Skipped);
+    }
+    sqlx::query(
+        "INSERT INTO subscriptions (id, user_id, product_id, plan, status, current_period_start, current_period_end,
+                                    cancel_at_period_end, canceled_at, ended_at, polar_modified_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (id) DO UPDATE SET product_id = EXCLUDED.product_id, plan = EXCLUDED.plan, status = EXCLUDED.status,
+             current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end,
+             cancel_at_period_end = EXCLUDED.cancel_at_period_end, canceled_at = EXCLUDED.canceled_at,
+             ended_at = EXCLUDED.ended_at, polar_modified_at = EXCLUDED.polar_modified_at, updated_at = EXCLUDED.updated_at",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(data["product_id"].as_str().unwrap_or_default())
+    .bind(plan.map(|(p, _)| p.slug()))
+    .bind(status)
+    .bind(period_start)
+    .bind(period_end)
+    .bind(data["cancel_at_period_end"].as_bool().unwrap_or(false))
+    .bind(time(data, "canceled_at"))
+    .bind(time(data, "ended_at"))
+    .bind(modified)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+
+    let Some((plan, allotment)) = plan else { return Ok(Outcome::Done) };
+    match status {
+        // Access now: this period's allotment (once), and any upgrade within it.
+        "active" | "trialing" | "past_due" => {
+            let schedule = allotment_schedule(AllotmentPolicy::DailyAccrual, allotment, period_start, period_end, config.credit_day_offset);
+            ledger::start_allotment(conn, user, id, plan.slug(), period_start, period_end, schedule, 0, now).await?;
+            ledger::upgrade_allotment(conn, user, id, plan.slug(), allotment, period_start, period_end, AllotmentPolicy::DailyAccrual, config.credit_day_offset, now)
+                .await?;
+        }
+        // Access over (revoked, or canceled and ended, or never paid): the allotment ends now.
+        "canceled" | "unpaid" | "incomplete_expired" => {
+            let at = time(data, "ended_at").unwrap_or(now).min(period_end);
+            ledger::end_allotment(conn, user, id, period_start, at, now).await?;
+        }
+        _ => {}
+    }
     Ok(Outcome::Done)
 }
