@@ -325,3 +325,25 @@ async fn revocation_ends_the_allotment_at_once_and_keeps_purchased_credits() {
     assert_eq!(status, "canceled");
     assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_billing_and_pricing_pages_follow_the_subscription() {
+    let app = sub_app().await;
+    post_form(&app, "/api/signup", &[("email", "subpage@example.com"), ("password", "correct horse battery")]).await;
+    let u: Uuid = sqlx::query_scalar("SELECT id FROM users").fetch_one(&app.pool).await.unwrap();
+    let page = |path: &'static str| {
+        let (client, address) = (app.client.clone(), app.address.clone());
+        async move { client.get(format!("{address}{path}")).send().await.unwrap().text().await.unwrap() }
+    };
+    assert!(page("/billing").await.contains("<p class=\"plan-name\">Free"));
+    let start = chrono::Utc::now() - chrono::Duration::days(1);
+    deliver(&app, "s", &subscription("subscription.active", u, BUSINESS, "active", start, start, None)).await;
+    processed(&app, "s").await;
+    let billing = page("/billing").await;
+    assert!(billing.contains("<p class=\"plan-name\">Business"), "billing shows the plan");
+    assert!(billing.contains("Renews on"));
+    let pricing = page("/pricing").await;
+    let business_card = pricing.split("<h2 id=\"plan-business\">").nth(1).unwrap();
+    let cta = business_card.split("plan__cta").nth(1).unwrap().split("</div>").next().unwrap();
+    assert!(cta.contains("Your current plan"), "pricing marks the current plan: {cta}");
+}

@@ -16,10 +16,19 @@ pub struct PricingView {
     pub enterprise_demo_url: Option<String>,
 }
 
+/// The paid subscription a page shows, as the last Polar webhook described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionView {
+    pub status: String,
+    pub renews_or_ends_on: String,
+    pub cancel_at_period_end: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountView {
     pub email: String,
     pub plan: PlanId,
+    pub subscription: Option<SubscriptionView>,
     pub member_since: String,
     pub credits: Balance,
     /// When a credit day begins, e.g. "00:00 UTC" or "00:00 UTC+02:00".
@@ -35,7 +44,10 @@ pub async fn get_pricing() -> Result<PricingView, AppError> {
     Ok(PricingView {
         offers: crate::domain::plans::default_offers(state.config.free_credits),
         packs: crate::domain::plans::default_packs(),
-        current_plan: user.map(|_| PlanId::Free),
+        current_plan: match user {
+            Some(u) => Some(current_subscription(&state.pool, u.id).await?.0),
+            None => None,
+        },
         enterprise_demo_url: state.config.enterprise_demo_url.as_ref().map(|u| u.to_string()),
     })
 }
@@ -58,11 +70,34 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
         .map_err(AppError::internal)?;
     let credits = crate::server::ledger::balance(&state.pool, user.id, chrono::Utc::now()).await.map_err(AppError::internal)?;
     let offset = state.config.credit_day_offset;
+    let (plan, subscription) = current_subscription(&state.pool, user.id).await?;
     Ok(AccountView {
         email: user.email,
-        plan: PlanId::Free,
+        plan,
+        subscription,
         member_since: created.format("%B %-d, %Y").to_string(),
         credits,
         day_boundary: if offset.local_minus_utc() == 0 { "00:00 UTC".to_string() } else { format!("00:00 UTC{offset}") },
+    })
+}
+
+/// The user's plan from their live subscription (active, trialing or past due), else Free.
+#[cfg(feature = "ssr")]
+async fn current_subscription(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<(PlanId, Option<SubscriptionView>), AppError> {
+    let row: Option<(Option<String>, String, chrono::DateTime<chrono::Utc>, bool)> = sqlx::query_as(
+        "SELECT plan, status, current_period_end, cancel_at_period_end FROM subscriptions
+          WHERE user_id = $1 AND status IN ('active', 'trialing', 'past_due')
+          ORDER BY polar_modified_at DESC LIMIT 1",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(AppError::internal)?;
+    Ok(match row {
+        Some((plan, status, end, cancel)) => (
+            plan.and_then(|p| p.parse().ok()).unwrap_or(PlanId::Free),
+            Some(SubscriptionView { status, renews_or_ends_on: end.format("%B %-d, %Y").to_string(), cancel_at_period_end: cancel }),
+        ),
+        None => (PlanId::Free, None),
     })
 }

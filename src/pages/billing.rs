@@ -20,7 +20,19 @@ pub fn BillingPage() -> impl IntoView {
                     <div class="grid-2">
                         <section class="panel" aria-labelledby="plan-title">
                             <h2 id="plan-title">"Your plan"</h2>
-                            <p class="plan-name">{a.plan.name()} <span class="badge badge--ok">"Active"</span></p>
+                            <p class="plan-name">
+                                {a.plan.name()}
+                                {match a.subscription.as_ref().map(|s| s.status.as_str()) {
+                                    Some("past_due") => view! { <span class="badge badge--warn">"Payment past due"</span> }.into_any(),
+                                    Some("trialing") => view! { <span class="badge badge--ok">"Trial"</span> }.into_any(),
+                                    _ => view! { <span class="badge badge--ok">"Active"</span> }.into_any(),
+                                }}
+                            </p>
+                            {a.subscription.clone().map(|s| view! {
+                                <p data-testid="renewal">
+                                    {if s.cancel_at_period_end { format!("Ends on {}; it will not renew.", s.renews_or_ends_on) } else { format!("Renews on {}.", s.renews_or_ends_on) }}
+                                </p>
+                            })}
                             <p class="muted">{format!("Member since {}", a.member_since)}</p>
                             <p><a class="btn btn--primary" href="/pricing">"Compare plans"</a></p>
                         </section>
