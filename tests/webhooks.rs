@@ -347,3 +347,47 @@ async fn the_billing_and_pricing_pages_follow_the_subscription() {
     let cta = business_card.split("plan__cta").nth(1).unwrap().split("</div>").next().unwrap();
     assert!(cta.contains("Your current plan"), "pricing marks the current plan: {cta}");
 }
+
+/// Signs with the official `standardwebhooks` npm package (installed in end2end/ by
+/// scripts/test): the standard scheme as `new Webhook(secret)`, and Polar's legacy scheme the
+/// way Polar's own 0.x SDKs call it, `new Webhook(base64(utf8(secret)))`.
+fn npm_signatures(secret: &str, id: &str, ts: i64, body: &str) -> (String, String) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("end2end");
+    assert!(dir.join("node_modules/standardwebhooks").exists(), "run `npm ci` in end2end/ first (scripts/test does)");
+    let script = r#"
+        const { Webhook } = require("standardwebhooks");
+        const [secret, id, ts, body] = process.argv.slice(1);
+        const at = new Date(Number(ts) * 1000);
+        const standard = new Webhook(secret).sign(id, at, body);
+        const legacy = new Webhook(Buffer.from(secret, "utf-8").toString("base64")).sign(id, at, body);
+        console.log(JSON.stringify({ standard, legacy }));
+    "#;
+    let out = std::process::Command::new("node").arg("-e").arg(script).args([secret, id, &ts.to_string(), body]).current_dir(dir).output().expect("run node");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["standard"].as_str().unwrap().to_string(), v["legacy"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn signatures_made_by_the_official_standardwebhooks_package_verify_under_both_schemes() {
+    let app = app().await;
+    let body = json!({ "type": "checkout.updated", "data": { "id": "x" } }).to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let (standard, legacy) = npm_signatures(SECRET, "npm-1", ts, &body);
+    for (id, sig, expected) in [("npm-1", &standard, 202), ("npm-1", &legacy, 202), ("npm-2", &standard, 403)] {
+        // npm-2: a signature made for another message id does not verify.
+        let res = reqwest::Client::new()
+            .post(format!("{}/api/webhooks/polar", app.address))
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig.as_str())
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), expected, "{id} {sig}");
+    }
+    // Ours and the package's agree byte for byte.
+    assert_eq!(sign(SECRET, KeyScheme::Standard, "npm-1", ts, body.as_bytes()).unwrap(), standard);
+    assert_eq!(sign(SECRET, KeyScheme::Legacy, "npm-1", ts, body.as_bytes()).unwrap(), legacy);
+}
