@@ -173,7 +173,10 @@ async fn subscription_changed(conn: &mut PgConnection, config: &Config, data: &V
         "active" | "trialing" | "past_due" => {
             let schedule = allotment_schedule(AllotmentPolicy::DailyAccrual, allotment, period_start, period_end, config.credit_day_offset);
             ledger::start_allotment(conn, user, id, plan.slug(), period_start, period_end, schedule, 0, now).await?;
-            ledger::upgrade_allotment(conn, user, id, plan.slug(), allotment, period_start, period_end, AllotmentPolicy::DailyAccrual, config.credit_day_offset, now)
+            // The upgrade is worth the rest of the period from when it happened (the event's
+            // `modified_at`), not from when this delivery arrived.
+            let changed_at = modified.min(now);
+            ledger::upgrade_allotment(conn, user, id, plan.slug(), allotment, period_start, period_end, AllotmentPolicy::DailyAccrual, config.credit_day_offset, changed_at)
                 .await?;
         }
         // Access over (revoked, or canceled and ended, or never paid): the allotment ends now.
