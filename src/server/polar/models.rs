@@ -1,0 +1,241 @@
+//! Polar's wire types (API version 2026-04), as far as Tally reads them. Field names and
+//! shapes follow the OpenAPI document: snake_case, integer cents, RFC 3339 times, and keys that
+//! are required but nullable are `Option` without `skip_serializing_if`, so what we serialize
+//! (the stand-in) carries the key with `null` as Polar does. Unknown fields are ignored; enums
+//! keep values they do not know (`Unknown`) instead of failing, because Polar adds values.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// A string enum that keeps unknown values.
+macro_rules! open_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $wire:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant,)+
+            /// A value this version of Tally does not know.
+            Unknown(String),
+        }
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $wire,)+
+                    $name::Unknown(s) => s,
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                match s {
+                    $($wire => $name::$variant,)+
+                    other => $name::Unknown(other.to_string()),
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok($name::from(String::deserialize(d)?.as_str()))
+            }
+        }
+    };
+}
+
+open_enum!(
+    /// `CheckoutStatus`.
+    CheckoutStatus { Open = "open", Expired = "expired", Confirmed = "confirmed", Succeeded = "succeeded", Failed = "failed" }
+);
+open_enum!(
+    /// `SubscriptionStatus`.
+    SubscriptionStatus {
+        Incomplete = "incomplete", IncompleteExpired = "incomplete_expired", Trialing = "trialing", Active = "active",
+        PastDue = "past_due", Canceled = "canceled", Unpaid = "unpaid", Paused = "paused",
+    }
+);
+open_enum!(
+    /// `OrderStatus`.
+    OrderStatus { Draft = "draft", Pending = "pending", Paid = "paid", Refunded = "refunded", PartiallyRefunded = "partially_refunded", Void = "void" }
+);
+open_enum!(
+    /// `OrderBillingReason`.
+    OrderBillingReason {
+        Purchase = "purchase", SubscriptionCreate = "subscription_create", SubscriptionCycle = "subscription_cycle",
+        SubscriptionUpdate = "subscription_update", SubscriptionMeterCycle = "subscription_meter_cycle",
+    }
+);
+
+/// `Checkout` (the fields Tally uses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkout {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub status: CheckoutStatus,
+    pub client_secret: String,
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+    pub success_url: String,
+    pub return_url: Option<String>,
+    pub amount: i64,
+    pub total_amount: i64,
+    pub currency: String,
+    pub product_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub external_customer_id: Option<String>,
+    pub customer_email: Option<String>,
+    pub subscription_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// `CustomerState`: who the customer is and what they have right now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerState {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub external_id: Option<String>,
+    pub email: String,
+    pub name: Option<String>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub active_subscriptions: Vec<CustomerStateSubscription>,
+    pub granted_benefits: Vec<CustomerStateBenefitGrant>,
+    pub active_meters: Vec<CustomerStateMeter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerStateSubscription {
+    pub id: String,
+    pub status: SubscriptionStatus,
+    pub amount: i64,
+    pub currency: String,
+    pub current_period_start: DateTime<Utc>,
+    pub current_period_end: DateTime<Utc>,
+    pub cancel_at_period_end: bool,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub product_id: String,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerStateBenefitGrant {
+    pub id: String,
+    pub granted_at: DateTime<Utc>,
+    pub benefit_id: String,
+    pub benefit_type: String,
+    #[serde(default)]
+    pub benefit_metadata: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerStateMeter {
+    pub id: String,
+    pub meter_id: String,
+    pub consumed_units: f64,
+    pub credited_units: f64,
+    pub balance: f64,
+}
+
+impl CustomerState {
+    /// Whether a benefit whose metadata has `key = value` is granted (for example
+    /// `slug = pro`): access follows granted benefits, not "has a subscription".
+    pub fn has_benefit(&self, key: &str, value: &str) -> bool {
+        self.granted_benefits.iter().any(|g| g.benefit_metadata.get(key).and_then(Value::as_str) == Some(value))
+    }
+}
+
+/// `Order` (the fields Tally uses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub status: OrderStatus,
+    pub paid: bool,
+    pub billing_reason: OrderBillingReason,
+    pub total_amount: i64,
+    pub refunded_amount: i64,
+    pub currency: String,
+    pub customer_id: String,
+    pub product_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub checkout_id: Option<String>,
+    pub invoice_number: String,
+    pub is_invoice_generated: bool,
+    pub description: String,
+}
+
+/// `Pagination` and a `ListResource_X_` page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pagination {
+    pub total_count: i64,
+    pub max_page: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListResource<T> {
+    pub items: Vec<T>,
+    pub pagination: Pagination,
+}
+
+/// The webhook envelope: `{"type", "timestamp", "data"}` (and `api_version` on newer endpoints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEnvelope<T> {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub timestamp: DateTime<Utc>,
+    pub data: T,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sdk_accepted_fixtures_parse() {
+        let c: Checkout = serde_json::from_str(include_str!("fixtures/checkout.json")).unwrap();
+        assert_eq!(c.status, CheckoutStatus::Open);
+        assert_eq!(c.external_customer_id.as_deref(), Some("user_42"));
+        assert!(c.success_url.contains("checkout_id="));
+
+        let s: CustomerState = serde_json::from_str(include_str!("fixtures/customer_state.json")).unwrap();
+        assert_eq!(s.active_subscriptions[0].status, SubscriptionStatus::Active);
+        assert!(s.has_benefit("tier", "pro"));
+        assert!(!s.has_benefit("tier", "business"));
+        assert_eq!(s.active_meters[0].balance, 87.5);
+
+        for f in [include_str!("fixtures/order_paid.json"), include_str!("fixtures/order_paid_superset.json")] {
+            let e: WebhookEnvelope<Order> = serde_json::from_str(f).unwrap();
+            assert_eq!(e.event_type, "order.paid");
+            assert_eq!(e.data.status, OrderStatus::Paid);
+        }
+    }
+
+    #[test]
+    fn unknown_enum_values_are_kept_not_rejected() {
+        let s: SubscriptionStatus = serde_json::from_str("\"migrating\"").unwrap();
+        assert_eq!(s, SubscriptionStatus::Unknown("migrating".into()));
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"migrating\"");
+        assert_eq!(serde_json::to_string(&SubscriptionStatus::PastDue).unwrap(), "\"past_due\"");
+    }
+
+    #[test]
+    fn required_nullable_keys_are_serialized_as_null() {
+        let c: Checkout = serde_json::from_str(include_str!("fixtures/checkout.json")).unwrap();
+        let v = serde_json::to_value(Checkout { customer_id: None, subscription_id: None, ..c }).unwrap();
+        assert!(v.as_object().unwrap().contains_key("customer_id"));
+        assert_eq!(v["customer_id"], Value::Null);
+    }
+}
