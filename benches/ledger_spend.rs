@@ -145,7 +145,7 @@ async fn main() {
     let accounts = env_num("BENCH_ACCOUNTS", 10_000);
     let admin = match std::env::var("TEST_DATABASE_URL") {
         Ok(u) => u,
-        Err(_) => tally::server::embedded_pg::EmbeddedPg::ensure(std::path::Path::new(".data/pg"), 55439).expect("embedded PostgreSQL").url("postgres"),
+        Err(_) => tally::server::embedded_pg::EmbeddedPg::ensure(std::path::Path::new(".data/pg"), std::env::var("TALLY_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(55439)).expect("embedded PostgreSQL").url("postgres"),
     };
     let admin_pool = PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
     sqlx::query("DROP DATABASE IF EXISTS tally_bench WITH (FORCE)").execute(&admin_pool).await.unwrap();

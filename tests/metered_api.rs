@@ -43,6 +43,8 @@ async fn a_call_spends_its_cost_and_reports_what_remains() {
     let long = "a".repeat(2500);
     let res = stats(&app, Some(&key), &json!({ "text": long }).to_string(), None).await;
     assert_eq!(res.headers()["x-credits-remaining"], "996", "2,500 characters cost 3 credits");
+    let used: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar("SELECT last_used_at FROM api_keys").fetch_one(&app.pool).await.unwrap();
+    assert!(used.is_some(), "the key's last use is recorded");
     let meta: Value = sqlx::query_scalar("SELECT metadata FROM credit_entries WHERE kind = 'spend' ORDER BY id LIMIT 1").fetch_one(&app.pool).await.unwrap();
     assert_eq!(meta["endpoint"], "/api/v1/text/stats");
     assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());

@@ -50,6 +50,7 @@ async fn signed_in_users_see_their_billing_page_and_email_in_the_header() {
     let html = app.client.get(format!("{}/billing", app.address)).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("Your plan"));
     assert!(html.contains(r#"<span data-testid="credits-total">1,000</span>"#), "the free credits are shown");
+    assert!(html.contains("a new day starts at 00:00 UTC."), "the accrual day boundary is stated");
     assert!(html.contains("gu@example.com"));
     assert!(html.contains("Sign out"));
 }

@@ -58,12 +58,23 @@ pub async fn revoke(pool: &PgPool, user_id: Uuid, key_id: Uuid) -> Result<bool, 
 }
 
 /// The (key id, user id) a presented key belongs to, if it is live.
+///
+/// This runs on every metered call, so it only reads: `last_used_at` is refreshed at most
+/// once a minute, and concurrent calls with one key never queue on its row.
 pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
     if !key.starts_with(PREFIX) || key.len() > 128 {
         return Ok(None);
     }
-    sqlx::query_as("UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 AND revoked_at IS NULL RETURNING id, user_id")
-        .bind(hash(key))
-        .fetch_optional(pool)
-        .await
+    let row: Option<(Uuid, Uuid, bool)> = sqlx::query_as(
+        "SELECT id, user_id, last_used_at IS NULL OR last_used_at < now() - interval '1 minute'
+           FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(hash(key))
+    .fetch_optional(pool)
+    .await?;
+    let Some((id, user_id, stale)) = row else { return Ok(None) };
+    if stale {
+        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1").bind(id).execute(pool).await?;
+    }
+    Ok(Some((id, user_id)))
 }

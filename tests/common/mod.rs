@@ -26,7 +26,7 @@ fn admin_url() -> String {
             return url;
         }
         let dir = std::env::var("TALLY_PG_DIR").unwrap_or_else(|_| ".data/pg".into());
-        let pg = tally::server::embedded_pg::EmbeddedPg::ensure(std::path::Path::new(&dir), 55439).expect("start the embedded PostgreSQL");
+        let pg = tally::server::embedded_pg::EmbeddedPg::ensure(std::path::Path::new(&dir), std::env::var("TALLY_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(55439)).expect("start the embedded PostgreSQL");
         pg.url("postgres")
     })
     .clone()

@@ -109,7 +109,7 @@ pub async fn grant(conn: &mut PgConnection, g: &Grant, now: DateTime<Utc>) -> Re
 pub async fn grant_free(conn: &mut PgConnection, user_id: Uuid, amount: i64, now: DateTime<Utc>) -> Result<GrantOutcome, sqlx::Error> {
     if amount <= 0 {
         sqlx::query("INSERT INTO credit_accounts (user_id) VALUES ($1) ON CONFLICT DO NOTHING").bind(user_id).execute(&mut *conn).await?;
-        return Ok(GrantOutcome { applied: false, balance: balance_locked_free(conn, user_id).await? });
+        return Ok(GrantOutcome { applied: false, balance: current_balance(conn, user_id).await? });
     }
     grant(
         conn,
@@ -129,8 +129,9 @@ pub async fn grant_free(conn: &mut PgConnection, user_id: Uuid, amount: i64, now
     .await
 }
 
-async fn balance_locked_free(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1").bind(user_id).fetch_one(conn).await
+/// The stored balance (0 for a user with no credit account yet). No maintenance step.
+async fn current_balance(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT coalesce((SELECT balance FROM credit_accounts WHERE user_id = $1), 0)").bind(user_id).fetch_one(conn).await
 }
 
 /// A purchased credit pack: granted once per order, never expires, survives plan changes.
@@ -177,7 +178,7 @@ pub async fn start_allotment(
     let total: i64 = schedule.iter().map(|a| a.amount).sum();
     let source = allotment_source(subscription_id, period_start);
     if total <= 0 {
-        return Ok(GrantOutcome { applied: false, balance: balance_locked_free(conn, user_id).await.unwrap_or(0) });
+        return Ok(GrantOutcome { applied: false, balance: current_balance(conn, user_id).await? });
     }
     grant(
         conn,

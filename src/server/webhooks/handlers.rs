@@ -37,7 +37,7 @@ pub async fn handle(conn: &mut PgConnection, config: &Config, event_type: &str, 
 }
 
 /// The Tally user an order or subscription belongs to (`customer.external_id` is the user id).
-async fn order_user(conn: &mut PgConnection, data: &Value) -> Result<Uuid, HandlerError> {
+async fn customer_user(conn: &mut PgConnection, data: &Value) -> Result<Uuid, HandlerError> {
     let external = data["customer"]["external_id"]
         .as_str()
         .ok_or_else(|| HandlerError::Invalid("payload has no customer.external_id".into()))?;
@@ -49,11 +49,15 @@ async fn order_user(conn: &mut PgConnection, data: &Value) -> Result<Uuid, Handl
     Ok(id)
 }
 
+/// A whole number from Polar metadata, which allows numbers and strings alike.
+fn metadata_int(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
 /// Credits a one-time product grants: `metadata.credits` on the product (number or numeric
 /// string), else the configured pack products.
 pub fn pack_credits(config: &Config, data: &Value) -> Option<i64> {
-    let meta = &data["product"]["metadata"]["credits"];
-    let from_meta = meta.as_i64().or_else(|| meta.as_str().and_then(|s| s.trim().parse().ok()));
+    let from_meta = metadata_int(&data["product"]["metadata"]["credits"]);
     let product_id = data["product_id"].as_str().or_else(|| data["product"]["id"].as_str());
     let from_config = product_id.and_then(|p| {
         let products = &config.polar.products;
@@ -75,7 +79,7 @@ async fn order_paid(conn: &mut PgConnection, config: &Config, data: &Value, now:
     }
     let Some(credits) = pack_credits(config, data) else { return Ok(Outcome::Skipped) };
     let order_id = data["id"].as_str().ok_or_else(|| HandlerError::Invalid("order has no id".into()))?;
-    let user = order_user(conn, data).await?;
+    let user = customer_user(conn, data).await?;
     let product_id = data["product_id"].as_str().unwrap_or_default();
     ledger::grant_pack(conn, user, order_id, credits, product_id, now).await?;
     Ok(Outcome::Done)
@@ -93,7 +97,7 @@ async fn order_refunded(conn: &mut PgConnection, config: &Config, data: &Value, 
         return Ok(Outcome::Skipped);
     }
     let order_id = data["id"].as_str().ok_or_else(|| HandlerError::Invalid("order has no id".into()))?;
-    let user = order_user(conn, data).await?;
+    let user = customer_user(conn, data).await?;
     ledger::clawback_pack(conn, user, order_id, now).await?;
     Ok(Outcome::Done)
 }
@@ -109,8 +113,7 @@ pub fn plan_of(config: &Config, data: &Value) -> Option<(PlanId, i64)> {
         Some(p) if products.business.as_deref() == Some(p) => Some(PlanId::Business),
         _ => meta["plan"].as_str().and_then(|s| s.parse::<PlanId>().ok()),
     }?;
-    let credits = &meta["monthly_credits"];
-    let from_meta = credits.as_i64().or_else(|| credits.as_str().and_then(|s| s.trim().parse().ok()));
+    let from_meta = metadata_int(&meta["monthly_credits"]);
     let default = match plan {
         PlanId::Pro => 5000,
         PlanId::Business => 15000,
@@ -132,7 +135,7 @@ async fn subscription_changed(conn: &mut PgConnection, config: &Config, data: &V
     let period_start = time(data, "current_period_start").ok_or_else(|| HandlerError::Invalid("subscription has no current_period_start".into()))?;
     let period_end = time(data, "current_period_end").ok_or_else(|| HandlerError::Invalid("subscription has no current_period_end".into()))?;
     let modified = time(data, "modified_at").or_else(|| time(data, "created_at")).unwrap_or(now);
-    let user = order_user(conn, data).await?;
+    let user = customer_user(conn, data).await?;
     let plan = plan_of(config, data);
 
     // Out-of-order delivery: an event older than what we applied is ignored.
