@@ -1,3 +1,4 @@
+#![recursion_limit = "512"]
 //! Tally: billing for SaaS teams that sell through Polar.
 //!
 //! One crate, two builds. With `ssr` it is the axum server (everything under [`server`]);

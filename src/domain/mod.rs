@@ -5,3 +5,5 @@ pub mod credits;
 pub mod email;
 pub mod money;
 pub mod plans;
+pub mod tax_id;
+pub mod countries;

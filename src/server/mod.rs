@@ -12,6 +12,7 @@ pub mod health;
 pub mod ledger;
 pub mod metered;
 pub mod polar;
+pub mod standin;
 pub mod startup;
 pub mod state;
 pub mod util;

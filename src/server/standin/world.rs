@@ -1,0 +1,538 @@
+//! The stand-in's data: one organization's catalogue, customers, checkouts, orders,
+//! subscriptions and benefit grants, and how each is written on the wire. The JSON follows
+//! Polar's 2026-04 schemas as POLAR.md §7 asks: every required key present (nullable ones as
+//! `null`), the newer optional keys (`units`, item timestamps) as `null`, times in UTC with `Z`,
+//! integer cents, and non-null `invoice_number`/`avatar_url` so the 0.47.x SDK parses them.
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn opt_ts(t: Option<DateTime<Utc>>) -> Value {
+    t.map(|t| Value::String(ts(t))).unwrap_or(Value::Null)
+}
+
+pub fn new_id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+/// Stable ids derived from a name (a hash, shaped as a UUID v4), so the catalogue's product ids are the same on every start
+/// (the app's plan map and bookmarks keep working across restarts).
+pub fn stable_id(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("tally/polar-standin/{name}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    // Shaped as a version-4 UUID, like every id Polar hands out.
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Benefit {
+    pub id: String,
+    pub description: String,
+    pub metadata: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub price_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// `Some("month")` for subscriptions, `None` for one-time products.
+    pub recurring_interval: Option<String>,
+    pub price_amount: i64,
+    pub currency: String,
+    pub metadata: Map<String, Value>,
+    pub benefits: Vec<Benefit>,
+    pub trial_days: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub postal_code: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub country: String,
+}
+
+impl Address {
+    pub fn to_json(&self) -> Value {
+        json!({ "line1": self.line1, "line2": self.line2, "postal_code": self.postal_code, "city": self.city, "state": self.state, "country": self.country })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub external_id: Option<String>,
+    pub email: String,
+    pub name: Option<String>,
+    pub billing_name: Option<String>,
+    pub billing_address: Option<Address>,
+    /// `(value, format)`, e.g. `("FR61954506077", "eu_vat")`.
+    pub tax_id: Option<(String, String)>,
+    pub metadata: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// The external id a deleted customer had (Polar keeps it internally and shows it on
+    /// `customer.deleted`).
+    pub saved_external_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkout {
+    pub id: String,
+    pub client_secret: String,
+    pub status: String,
+    pub product_ids: Vec<String>,
+    pub product_id: String,
+    pub external_customer_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer_email: Option<String>,
+    pub customer_name: Option<String>,
+    pub customer_billing_name: Option<String>,
+    pub customer_billing_address: Option<Address>,
+    pub customer_tax_id: Option<String>,
+    pub success_url: Option<String>,
+    pub return_url: Option<String>,
+    pub metadata: Map<String, Value>,
+    pub customer_metadata: Map<String, Value>,
+    pub allow_discount_codes: bool,
+    pub require_billing_address: bool,
+    pub is_business_customer: bool,
+    pub allow_trial: bool,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    /// What the hosted page shows after a failed payment attempt.
+    pub last_error: Option<String>,
+    pub subscription_id: Option<String>,
+    pub order_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub status: String,
+    pub customer_id: String,
+    pub product_id: String,
+    pub subscription_id: Option<String>,
+    pub checkout_id: Option<String>,
+    pub billing_reason: String,
+    pub amount: i64,
+    pub currency: String,
+    pub refunded_amount: i64,
+    pub billing_name: Option<String>,
+    pub billing_address: Option<Address>,
+    pub invoice_number: String,
+    /// Set when generation was asked for; the invoice exists from this time on.
+    pub invoice_ready_at: Option<DateTime<Utc>>,
+    pub description: String,
+    pub proration: bool,
+    pub metadata: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: Option<DateTime<Utc>>,
+}
+
+impl Order {
+    pub fn invoice_generated(&self, now: DateTime<Utc>) -> bool {
+        self.invoice_ready_at.is_some_and(|t| t <= now)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingUpdate {
+    pub id: String,
+    pub product_id: String,
+    pub applies_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub customer_id: String,
+    pub product_id: String,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    pub current_period_start: DateTime<Utc>,
+    pub current_period_end: DateTime<Utc>,
+    pub trial_start: Option<DateTime<Utc>>,
+    pub trial_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub past_due_at: Option<DateTime<Utc>>,
+    pub checkout_id: Option<String>,
+    pub customer_cancellation_reason: Option<String>,
+    pub customer_cancellation_comment: Option<String>,
+    pub pending_update: Option<PendingUpdate>,
+    pub metadata: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: Option<DateTime<Utc>>,
+}
+
+impl Subscription {
+    pub fn is_active(&self) -> bool {
+        matches!(self.status.as_str(), "active" | "trialing")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub customer_id: String,
+    pub benefit_id: String,
+    pub subscription_id: Option<String>,
+    pub order_id: Option<String>,
+    pub granted_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub token: String,
+    pub customer_id: String,
+    pub return_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    pub order_id: String,
+    pub amount: i64,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestedEvent {
+    pub name: String,
+    pub external_id: Option<String>,
+    pub external_customer_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Everything the stand-in knows. Lists keep creation order, which is the order Polar lists
+/// in by default here (`-created_at` is applied when listing).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct World {
+    pub org: Option<Org>,
+    pub products: Vec<Product>,
+    pub customers: Vec<Customer>,
+    pub checkouts: Vec<Checkout>,
+    pub orders: Vec<Order>,
+    pub subscriptions: Vec<Subscription>,
+    pub grants: Vec<Grant>,
+    pub sessions: Vec<Session>,
+    pub refunds: Vec<Refund>,
+    pub events: Vec<IngestedEvent>,
+    pub invoice_counter: i64,
+    /// Where the hosted pages live (checkout, portal), e.g. `http://127.0.0.1:3000/polar`.
+    #[serde(skip)]
+    pub frontend_url: String,
+}
+
+impl World {
+    pub fn org(&self) -> &Org {
+        self.org.as_ref().expect("the stand-in is seeded at start")
+    }
+    pub fn product(&self, id: &str) -> Option<&Product> {
+        self.products.iter().find(|p| p.id == id)
+    }
+    pub fn customer(&self, id: &str) -> Option<&Customer> {
+        self.customers.iter().find(|c| c.id == id)
+    }
+    pub fn customer_mut(&mut self, id: &str) -> Option<&mut Customer> {
+        self.customers.iter_mut().find(|c| c.id == id)
+    }
+    /// The live (not deleted) customer with this external id.
+    pub fn customer_by_external(&self, external_id: &str) -> Option<&Customer> {
+        self.customers.iter().find(|c| c.deleted_at.is_none() && c.external_id.as_deref() == Some(external_id))
+    }
+    pub fn customer_by_email(&self, email: &str) -> Option<&Customer> {
+        self.customers.iter().find(|c| c.deleted_at.is_none() && c.email.eq_ignore_ascii_case(email))
+    }
+    pub fn checkout_mut(&mut self, id: &str) -> Option<&mut Checkout> {
+        self.checkouts.iter_mut().find(|c| c.id == id)
+    }
+    pub fn order_mut(&mut self, id: &str) -> Option<&mut Order> {
+        self.orders.iter_mut().find(|o| o.id == id)
+    }
+    pub fn subscription_mut(&mut self, id: &str) -> Option<&mut Subscription> {
+        self.subscriptions.iter_mut().find(|s| s.id == id)
+    }
+    pub fn benefit(&self, id: &str) -> Option<&Benefit> {
+        self.products.iter().flat_map(|p| &p.benefits).find(|b| b.id == id)
+    }
+
+    // ---- wire shapes ----
+
+    pub fn customer_json(&self, c: &Customer) -> Value {
+        let external_id = c.external_id.clone().or_else(|| if c.deleted_at.is_some() { c.saved_external_id.clone() } else { None });
+        json!({
+            "id": c.id, "created_at": ts(c.created_at), "modified_at": opt_ts(c.modified_at), "metadata": c.metadata,
+            "external_id": external_id, "email": c.email, "email_verified": false, "type": "individual",
+            "name": c.name, "billing_name": c.billing_name, "billing_address": c.billing_address.as_ref().map(Address::to_json),
+            "tax_id": c.tax_id.as_ref().map(|(v, f)| json!([v, f])), "locale": null, "organization_id": self.org().id,
+            "default_payment_method_id": null, "deleted_at": opt_ts(c.deleted_at), "first_user_event_at": null,
+            "avatar_url": format!("https://www.gravatar.com/avatar/{}?d=404", hex::encode(&c.id.as_bytes()[..16])),
+        })
+    }
+
+    pub fn benefit_json(&self, b: &Benefit) -> Value {
+        json!({
+            "id": b.id, "created_at": ts(b.created_at), "modified_at": null, "type": "custom", "description": b.description,
+            "selectable": true, "deletable": true, "is_deleted": false, "organization_id": self.org().id, "metadata": b.metadata,
+            "visibility": "visible", "visibility_configurable": true, "properties": { "note": null },
+        })
+    }
+
+    pub fn price_json(&self, p: &Product) -> Value {
+        let mut price = json!({
+            "created_at": ts(p.created_at), "modified_at": null, "id": p.price_id, "source": "catalog", "amount_type": "fixed",
+            "price_currency": p.currency, "tax_behavior": null, "is_archived": false, "product_id": p.id, "price_amount": p.price_amount,
+        });
+        if let Some(interval) = &p.recurring_interval {
+            price["type"] = json!("recurring");
+            price["recurring_interval"] = json!(interval);
+        } else {
+            price["type"] = json!("one_time");
+        }
+        price
+    }
+
+    /// The product without prices and benefits (`OrderProduct`, `CheckoutProduct` base).
+    fn product_base_json(&self, p: &Product) -> Value {
+        json!({
+            "metadata": p.metadata, "id": p.id, "created_at": ts(p.created_at), "modified_at": null,
+            "trial_interval": p.trial_days.map(|_| "day"), "trial_interval_count": p.trial_days,
+            "name": p.name, "description": p.description, "visibility": "public",
+            "recurring_interval": p.recurring_interval, "recurring_interval_count": p.recurring_interval.as_ref().map(|_| 1),
+            "meter_interval": null, "meter_interval_count": null, "is_recurring": p.recurring_interval.is_some(),
+            "is_archived": false, "organization_id": self.org().id,
+        })
+    }
+
+    pub fn product_json(&self, p: &Product) -> Value {
+        let mut v = self.product_base_json(p);
+        v["prices"] = json!([self.price_json(p)]);
+        v["benefits"] = Value::Array(p.benefits.iter().map(|b| self.benefit_json(b)).collect());
+        v["medias"] = json!([]);
+        v["attached_custom_fields"] = json!([]);
+        v
+    }
+
+    /// Subscription fields without the nested objects (`OrderSubscription`).
+    fn subscription_base_json(&self, s: &Subscription) -> Value {
+        json!({
+            "metadata": s.metadata, "created_at": ts(s.created_at), "modified_at": opt_ts(s.modified_at), "id": s.id,
+            "amount": s.amount, "currency": s.currency, "recurring_interval": "month", "recurring_interval_count": 1,
+            "status": s.status, "current_period_start": ts(s.current_period_start), "current_period_end": ts(s.current_period_end),
+            "current_meter_period_start": null, "current_meter_period_end": null,
+            "trial_start": opt_ts(s.trial_start), "trial_end": opt_ts(s.trial_end),
+            "cancel_at_period_end": s.cancel_at_period_end, "canceled_at": opt_ts(s.canceled_at),
+            "started_at": opt_ts(s.started_at), "ends_at": opt_ts(s.ends_at), "ended_at": opt_ts(s.ended_at),
+            "past_due_at": opt_ts(s.past_due_at), "pause_at_period_end": false, "paused_at": null, "resumes_at": null,
+            "customer_id": s.customer_id, "product_id": s.product_id, "discount_id": null, "checkout_id": s.checkout_id,
+            "seats": null, "customer_cancellation_reason": s.customer_cancellation_reason,
+            "customer_cancellation_comment": s.customer_cancellation_comment, "units": null,
+        })
+    }
+
+    pub fn subscription_json(&self, s: &Subscription) -> Value {
+        let mut v = self.subscription_base_json(s);
+        let product = self.product(&s.product_id).expect("subscriptions point at catalogue products");
+        v["custom_field_data"] = json!({});
+        v["customer"] = self.customer(&s.customer_id).map(|c| self.customer_json(c)).unwrap_or(Value::Null);
+        v["product"] = self.product_json(product);
+        v["discount"] = Value::Null;
+        v["prices"] = json!([self.price_json(product)]);
+        v["meters"] = json!([]);
+        v["pending_update"] = match &s.pending_update {
+            Some(u) => json!({ "created_at": ts(u.created_at), "modified_at": null, "id": u.id, "applies_at": ts(u.applies_at), "product_id": u.product_id, "seats": null }),
+            None => Value::Null,
+        };
+        v
+    }
+
+    pub fn order_json(&self, o: &Order, now: DateTime<Utc>) -> Value {
+        let product = self.product(&o.product_id).expect("orders point at catalogue products");
+        let refundable = (o.amount - o.refunded_amount).max(0);
+        json!({
+            "id": o.id, "created_at": ts(o.created_at), "modified_at": opt_ts(o.modified_at), "status": o.status,
+            "paid": matches!(o.status.as_str(), "paid" | "refunded" | "partially_refunded"),
+            "subtotal_amount": o.amount, "discount_amount": 0, "net_amount": o.amount, "tax_amount": 0, "total_amount": o.amount,
+            "applied_balance_amount": 0, "due_amount": if o.status == "pending" { o.amount } else { 0 },
+            "refunded_amount": o.refunded_amount, "refunded_tax_amount": 0, "currency": o.currency,
+            "billing_reason": o.billing_reason, "billing_name": o.billing_name,
+            "billing_address": o.billing_address.as_ref().map(Address::to_json),
+            "invoice_number": o.invoice_number, "is_invoice_generated": o.invoice_generated(now), "receipt_number": null,
+            "seats": null, "customer_id": o.customer_id, "product_id": o.product_id, "discount_id": null,
+            "subscription_id": o.subscription_id, "checkout_id": o.checkout_id, "next_payment_attempt_at": null,
+            "metadata": o.metadata, "custom_field_data": {}, "platform_fee_amount": 0, "platform_fee_currency": null,
+            "customer": self.customer(&o.customer_id).map(|c| self.customer_json(c)).unwrap_or(Value::Null),
+            "product": self.product_base_json(product), "discount": null,
+            "subscription": o.subscription_id.as_deref().and_then(|id| self.subscriptions.iter().find(|s| s.id == id)).map(|s| self.subscription_base_json(s)),
+            "items": [{
+                "created_at": ts(o.created_at), "modified_at": null, "id": stable_id(&format!("item/{}", o.id)), "label": o.description,
+                "amount": o.amount, "tax_amount": 0, "proration": o.proration, "product_price_id": product.price_id,
+                "start_timestamp": null, "end_timestamp": null,
+            }],
+            "description": o.description, "refundable_amount": refundable, "refundable_tax_amount": 0, "units": null,
+        })
+    }
+
+    pub fn checkout_json(&self, c: &Checkout) -> Value {
+        let frontend_url = &self.frontend_url;
+        let product = self.product(&c.product_id).expect("checkouts point at catalogue products");
+        let products: Vec<Value> = c
+            .product_ids
+            .iter()
+            .filter_map(|id| self.product(id))
+            .map(|p| {
+                let mut v = self.product_base_json(p);
+                v["prices"] = json!([self.price_json(p)]);
+                v["benefits"] = Value::Array(p.benefits.iter().map(|b| self.benefit_json(b)).collect());
+                v["medias"] = json!([]);
+                v
+            })
+            .collect();
+        let prices: Map<String, Value> = c.product_ids.iter().filter_map(|id| self.product(id)).map(|p| (p.id.clone(), json!([self.price_json(p)]))).collect();
+        let amount = product.price_amount;
+        let selected = products.iter().find(|p| p["id"] == json!(c.product_id)).cloned().unwrap_or(Value::Null);
+        json!({
+            "id": c.id, "created_at": ts(c.created_at), "modified_at": opt_ts(c.modified_at), "custom_field_data": {},
+            "payment_processor": "stripe", "status": c.status, "client_secret": c.client_secret,
+            "url": format!("{frontend_url}/checkout/{}", c.client_secret), "expires_at": ts(c.expires_at),
+            "success_url": c.success_url.clone().unwrap_or_else(|| format!("{frontend_url}/checkout/{}/confirmation", c.client_secret)),
+            "return_url": c.return_url, "embed_origin": null, "amount": amount, "seats": null, "min_seats": null, "max_seats": null,
+            "units": null, "min_units": null, "max_units": null,
+            "discount_amount": 0, "net_amount": amount, "tax_amount": null, "tax_behavior": null, "total_amount": amount,
+            "currency": product.currency, "allow_trial": c.allow_trial, "active_trial_interval": null, "active_trial_interval_count": null,
+            "trial_end": null, "organization_id": self.org().id, "product_id": c.product_id, "product_price_id": product.price_id,
+            "discount_id": null, "allow_discount_codes": c.allow_discount_codes, "require_billing_address": c.require_billing_address,
+            "is_discount_applicable": true, "is_free_product_price": amount == 0, "is_payment_required": amount > 0,
+            "is_payment_setup_required": product.recurring_interval.is_some(), "is_payment_form_required": amount > 0,
+            "customer_id": c.customer_id, "is_business_customer": c.is_business_customer, "customer_name": c.customer_name,
+            "customer_email": c.customer_email, "customer_ip_address": null, "customer_billing_name": c.customer_billing_name,
+            "customer_billing_address": c.customer_billing_address.as_ref().map(Address::to_json), "customer_tax_id": c.customer_tax_id,
+            "locale": null, "payment_method_type": null, "payment_processor_metadata": {},
+            "billing_address_fields": {
+                "country": "required",
+                "state": if c.require_billing_address { "optional" } else { "disabled" },
+                "city": if c.require_billing_address { "required" } else { "disabled" },
+                "postal_code": if c.require_billing_address { "required" } else { "disabled" },
+                "line1": if c.require_billing_address { "required" } else { "disabled" },
+                "line2": if c.require_billing_address { "optional" } else { "disabled" },
+            },
+            "trial_interval": null, "trial_interval_count": null, "metadata": c.metadata,
+            "external_customer_id": c.external_customer_id, "customer_external_id": c.external_customer_id,
+            "products": products, "product": selected, "product_price": self.price_json(product), "prices": prices,
+            "discount": null, "subscription_id": c.subscription_id, "attached_custom_fields": [], "customer_metadata": c.customer_metadata,
+        })
+    }
+
+    pub fn grant_json(&self, g: &Grant) -> Value {
+        let benefit = self.benefit(&g.benefit_id).expect("grants point at catalogue benefits");
+        json!({
+            "created_at": ts(g.created_at), "modified_at": opt_ts(g.modified_at), "id": g.id,
+            "granted_at": if g.revoked_at.is_none() { Value::String(ts(g.granted_at)) } else { Value::Null },
+            "is_granted": g.revoked_at.is_none(), "revoked_at": opt_ts(g.revoked_at), "is_revoked": g.revoked_at.is_some(),
+            "subscription_id": g.subscription_id, "order_id": g.order_id, "customer_id": g.customer_id, "member_id": null,
+            "benefit_id": g.benefit_id, "error": null,
+            "customer": self.customer(&g.customer_id).map(|c| self.customer_json(c)).unwrap_or(Value::Null),
+            "member": null, "benefit": self.benefit_json(benefit), "properties": {}, "previous_properties": null,
+        })
+    }
+
+    /// `CustomerState`: the customer, active or trialing subscriptions, and granted benefits.
+    /// Grants younger than `lag` are not visible yet (Polar's state is served from a cache).
+    pub fn customer_state_json(&self, c: &Customer, now: DateTime<Utc>, lag: Duration) -> Value {
+        let mut v = self.customer_json(c);
+        let visible_before = now - lag;
+        let subs: Vec<Value> = self
+            .subscriptions
+            .iter()
+            .filter(|s| s.customer_id == c.id && s.is_active() && s.created_at <= visible_before)
+            .map(|s| {
+                json!({
+                    "id": s.id, "created_at": ts(s.created_at), "modified_at": opt_ts(s.modified_at), "custom_field_data": {},
+                    "metadata": s.metadata, "status": s.status, "amount": s.amount, "currency": s.currency, "recurring_interval": "month",
+                    "current_period_start": ts(s.current_period_start), "current_period_end": ts(s.current_period_end),
+                    "trial_start": opt_ts(s.trial_start), "trial_end": opt_ts(s.trial_end), "cancel_at_period_end": s.cancel_at_period_end,
+                    "canceled_at": opt_ts(s.canceled_at), "started_at": opt_ts(s.started_at), "ends_at": opt_ts(s.ends_at),
+                    "product_id": s.product_id, "discount_id": null, "meters": [],
+                })
+            })
+            .collect();
+        let grants: Vec<Value> = self
+            .grants
+            .iter()
+            .filter(|g| g.customer_id == c.id && g.revoked_at.is_none() && g.granted_at <= visible_before)
+            .filter_map(|g| {
+                let b = self.benefit(&g.benefit_id)?;
+                Some(json!({
+                    "id": g.id, "created_at": ts(g.created_at), "modified_at": opt_ts(g.modified_at), "granted_at": ts(g.granted_at),
+                    "benefit_id": g.benefit_id, "benefit_type": "custom", "benefit_metadata": b.metadata, "properties": {},
+                }))
+            })
+            .collect();
+        v["active_subscriptions"] = Value::Array(subs);
+        v["granted_benefits"] = Value::Array(grants);
+        v["active_meters"] = json!([]);
+        v
+    }
+
+    pub fn session_json(&self, s: &Session) -> Value {
+        let frontend_url = &self.frontend_url;
+        let c = self.customer(&s.customer_id).expect("sessions point at customers");
+        let portal = format!(
+            "{frontend_url}/{}/portal?customer_session_token={}&email={}",
+            self.org().slug,
+            s.token,
+            url::form_urlencoded::byte_serialize(c.email.as_bytes()).collect::<String>()
+        );
+        json!({
+            "created_at": ts(s.created_at), "modified_at": null, "id": s.id, "token": s.token, "expires_at": ts(s.expires_at),
+            "return_url": s.return_url, "customer_portal_url": portal, "customer_id": s.customer_id, "customer": self.customer_json(c),
+        })
+    }
+
+    pub fn refund_json(&self, r: &Refund) -> Value {
+        let o = self.orders.iter().find(|o| o.id == r.order_id).expect("refunds point at orders");
+        json!({
+            "created_at": ts(r.created_at), "modified_at": null, "id": r.id, "metadata": {}, "status": "succeeded",
+            "reason": r.reason, "amount": r.amount, "tax_amount": 0, "currency": o.currency, "organization_id": self.org().id,
+            "order_id": o.id, "subscription_id": o.subscription_id, "customer_id": o.customer_id, "revoke_benefits": false, "dispute": null,
+        })
+    }
+}
