@@ -21,6 +21,19 @@ pub fn format_cents(amount_cents: i64, currency: &str) -> String {
     }
 }
 
+/// Like [`format_cents`] but always with the cents (`$19.00`), as invoices and payment pages
+/// show amounts.
+pub fn format_cents_exact(amount_cents: i64, currency: &str) -> String {
+    let short = format_cents(amount_cents, currency);
+    if amount_cents % 100 != 0 {
+        return short;
+    }
+    match short.rsplit_once(' ') {
+        Some((number, code)) => format!("{number}.00 {code}"),
+        None => format!("{short}.00"),
+    }
+}
+
 /// `15000` → `15,000`. Used for credits and money alike.
 pub fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -45,6 +58,13 @@ mod tests {
         assert_eq!(format_cents(123456789, "eur"), "€1,234,567.89");
         assert_eq!(format_cents(-500, "gbp"), "-£5");
         assert_eq!(format_cents(500, "sek"), "5 SEK");
+    }
+
+    #[test]
+    fn exact_amounts_always_show_cents() {
+        assert_eq!(format_cents_exact(1900, "usd"), "$19.00");
+        assert_eq!(format_cents_exact(1950, "usd"), "$19.50");
+        assert_eq!(format_cents_exact(150000, "sek"), "1,500.00 SEK");
     }
 
     #[test]

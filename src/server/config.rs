@@ -69,6 +69,42 @@ pub struct PolarConfig {
     /// Where Polar delivers webhooks (default `/api/webhooks/polar`).
     pub webhook_path: String,
     pub products: PlanMap,
+    /// Local mode only: how the built-in stand-in behaves.
+    pub standin: Option<StandinSettings>,
+}
+
+impl PolarConfig {
+    /// The token Tally sends: the stand-in's own in local mode, else `POLAR_ACCESS_TOKEN`.
+    pub fn effective_token(&self) -> Option<&Secret> {
+        match &self.standin {
+            Some(s) => Some(&s.access_token),
+            None => self.access_token.as_ref(),
+        }
+    }
+}
+
+/// Settings of the local Polar stand-in (`POLAR_STANDIN_*`).
+#[derive(Debug, Clone)]
+pub struct StandinSettings {
+    /// The token the stand-in accepts and Tally sends (derived from the session secret).
+    pub access_token: Secret,
+    /// Hosted checkout "processing" time, in milliseconds (`POLAR_STANDIN_PAYMENT_DELAY_MS`,
+    /// `1000-2000` by default).
+    pub payment_delay_ms: (u64, u64),
+    /// How long invoice generation takes (`POLAR_STANDIN_INVOICE_DELAY_MS`, 1500).
+    pub invoice_delay_ms: u64,
+    /// Customer State cache lag (`POLAR_STANDIN_STATE_LAG_MS`, 0).
+    pub state_lag_ms: u64,
+    /// Trial days on the plans (`POLAR_STANDIN_TRIAL_DAYS`, none).
+    pub trial_days: Option<i64>,
+    /// Sign webhooks under the Standard Webhooks key scheme (default) or Polar's legacy one
+    /// (`POLAR_STANDIN_WEBHOOK_SCHEME=standard|legacy`).
+    pub webhook_standard: bool,
+    /// First webhook retry delay (`POLAR_STANDIN_RETRY_BASE_MS`, 2000 like Polar).
+    pub retry_base_ms: u64,
+    /// Where the stand-in keeps its data (`POLAR_STANDIN_STATE_FILE`, default
+    /// `.data/polar-standin.json`; `off` keeps it in memory).
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +199,73 @@ fn is_uuid(s: &str) -> bool {
 
 fn is_loopback_host(url: &Url) -> bool {
     matches!(url.host_str(), Some("localhost") | Some("127.0.0.1") | Some("[::1]") | Some("::1"))
+}
+
+/// A secret derived from the session secret for one purpose: a `whsec_` webhook secret
+/// (32 bytes, base64) or a `polar_oat_local_` token.
+fn derive_secret(session_secret: &Secret, purpose: &str, webhook: bool) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(session_secret.expose().as_bytes()).expect("any key length");
+    m.update(purpose.as_bytes());
+    let bytes = m.finalize().into_bytes();
+    if webhook {
+        format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+    } else {
+        format!("polar_oat_local_{}", hex::encode(&bytes[..20]))
+    }
+}
+
+fn standin_settings(src: &dyn Source, session_secret: &Secret) -> Result<StandinSettings, ConfigError> {
+    let payment_delay_ms = match var(src, "POLAR_STANDIN_PAYMENT_DELAY_MS") {
+        None => (1000, 2000),
+        Some(v) => {
+            let bad = || err("POLAR_STANDIN_PAYMENT_DELAY_MS", format!("expected milliseconds such as 1500 or a range such as 1000-2000, got `{v}`"));
+            match v.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+                    if a > b {
+                        return Err(bad());
+                    }
+                    (a, b)
+                }
+                None => {
+                    let n: u64 = v.parse().map_err(|_| bad())?;
+                    (n, n)
+                }
+            }
+        }
+    };
+    let ms = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+        match var(src, name) {
+            Some(v) => parse_int(name, &v, "a whole number of milliseconds"),
+            None => Ok(default),
+        }
+    };
+    let trial_days = match var(src, "POLAR_STANDIN_TRIAL_DAYS") {
+        Some(v) => Some(parse_int::<i64>("POLAR_STANDIN_TRIAL_DAYS", &v, "a whole number of days")?).filter(|d| *d > 0),
+        None => None,
+    };
+    let webhook_standard = match var(src, "POLAR_STANDIN_WEBHOOK_SCHEME").as_deref() {
+        None | Some("standard") => true,
+        Some("legacy") => false,
+        Some(other) => return Err(err("POLAR_STANDIN_WEBHOOK_SCHEME", format!("expected standard or legacy, got `{other}`"))),
+    };
+    let state_file = match var(src, "POLAR_STANDIN_STATE_FILE").as_deref() {
+        Some("off") => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(PathBuf::from(".data/polar-standin.json")),
+    };
+    Ok(StandinSettings {
+        access_token: Secret::new(derive_secret(session_secret, "polar-standin-token", false)),
+        payment_delay_ms,
+        invoice_delay_ms: ms("POLAR_STANDIN_INVOICE_DELAY_MS", 1500)?,
+        state_lag_ms: ms("POLAR_STANDIN_STATE_LAG_MS", 0)?,
+        trial_days,
+        webhook_standard,
+        retry_base_ms: ms("POLAR_STANDIN_RETRY_BASE_MS", 2000)?,
+        state_file,
+    })
 }
 
 impl Config {
@@ -261,6 +364,24 @@ impl Config {
             return Err(err("POLAR_API_URL", "POLAR_MODE=sandbox must not talk to the production API"));
         }
 
+        let (webhook_secret, standin) = if mode == PolarMode::Local {
+            let settings = standin_settings(src, &session_secret)?;
+            // The stand-in signs with this secret; a configured one wins.
+            let secret = webhook_secret.or_else(|| Some(Secret::new(derive_secret(&session_secret, "polar-standin-webhook", true))));
+            (secret, Some(settings))
+        } else {
+            (webhook_secret, None)
+        };
+        let mut products = products;
+        if mode == PolarMode::Local {
+            // The stand-in's catalogue has stable ids; configured ones (if any) still win.
+            let id = crate::server::standin::product_id;
+            products.pro.get_or_insert_with(|| id("pro"));
+            products.business.get_or_insert_with(|| id("business"));
+            products.pack_50.get_or_insert_with(|| id("pack_50"));
+            products.pack_100.get_or_insert_with(|| id("pack_100"));
+        }
+
         let webhook_path = var(src, "POLAR_WEBHOOK_PATH").unwrap_or_else(|| "/api/webhooks/polar".into());
         if !webhook_path.starts_with('/') || webhook_path.contains(['?', '#', ' ', '{']) {
             return Err(err("POLAR_WEBHOOK_PATH", format!("expected a URL path such as /api/webhooks/polar, got `{webhook_path}`")));
@@ -308,7 +429,7 @@ impl Config {
             app_url,
             bind_addr,
             session_secret,
-            polar: PolarConfig { mode, api_url, access_token, webhook_secret, webhook_path, products },
+            polar: PolarConfig { mode, api_url, access_token, webhook_secret, webhook_path, products, standin },
             enterprise_demo_url,
             free_credits,
             login_max_failures,
@@ -380,6 +501,18 @@ mod tests {
         assert_eq!(c.free_credits, 1000);
         assert!(!c.secure_cookies());
         assert_eq!(c.session_secret.expose(), "generated-local-secret-generated-local-secret");
+        // The stand-in's token, webhook secret and catalogue are there without configuration.
+        let standin = c.polar.standin.as_ref().unwrap();
+        assert!(c.polar.effective_token().unwrap().expose().starts_with("polar_oat_local_"));
+        assert!(c.polar.webhook_secret.as_ref().unwrap().expose().starts_with("whsec_"));
+        assert_eq!(standin.payment_delay_ms, (1000, 2000));
+        assert!(standin.webhook_standard);
+        assert_eq!(c.polar.products.pro.as_deref(), Some(crate::server::standin::product_id("pro").as_str()));
+        assert!(load(&[("POLAR_STANDIN_PAYMENT_DELAY_MS", "2000-1000")]).is_err());
+        assert_eq!(load(&[("POLAR_STANDIN_PAYMENT_DELAY_MS", "10")]).unwrap().polar.standin.unwrap().payment_delay_ms, (10, 10));
+        assert_eq!(load(&[("POLAR_STANDIN_WEBHOOK_SCHEME", "v2")]).unwrap_err().var, "POLAR_STANDIN_WEBHOOK_SCHEME");
+        // Sandbox and production have no stand-in.
+        assert!(load(&sandbox()).unwrap().polar.standin.is_none());
     }
 
     #[test]

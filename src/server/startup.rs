@@ -4,6 +4,8 @@
 use crate::app::{shell, App};
 use crate::server::config::Config;
 use crate::server::state::AppState;
+use crate::server::polar::PolarClient;
+use crate::server::standin::{StandIn, StandinConfig, WebhookEndpoint};
 use crate::server::{csrf, health, metered, webhooks};
 use axum::routing::{get, post};
 use axum::Router;
@@ -42,13 +44,28 @@ pub fn leptos_options(bind_addr: SocketAddr) -> LeptosOptions {
 impl Application {
     /// Binds `config.bind_addr` (port 0 picks a free port) and assembles the router on `pool`,
     /// whose migrations must already be applied.
-    pub async fn build(config: Config, pool: PgPool) -> std::io::Result<Application> {
+    pub async fn build(mut config: Config, pool: PgPool) -> std::io::Result<Application> {
         let listener = TcpListener::bind(config.bind_addr).await?;
         let addr = listener.local_addr()?;
+        // Asked for any free port: the public URL (and the stand-in's, under it) gets the real one.
+        if config.app_url.port() == Some(0) {
+            let derived_api = config.app_url.join("/polar").ok();
+            let _ = config.app_url.set_port(Some(addr.port()));
+            if derived_api.as_ref() == Some(&config.polar.api_url) {
+                config.polar.api_url = config.app_url.join("/polar").expect("valid URL");
+            }
+        }
+        let standin = start_standin(&config);
         let leptos_options = leptos_options(addr);
         let rate_limiter = metered::RateLimiter::new(config.api_rate_limit_per_minute);
-        let state = AppState { leptos_options, pool, config: Arc::new(config), rate_limiter, webhook_wakeup: Default::default() };
-        Ok(Application { listener, router: router(state.clone()), port: addr.port(), state })
+        let polar = config.polar.effective_token().map(|t| PolarClient::new(config.polar.api_url.clone(), t.clone()));
+        let state = AppState { leptos_options, pool, config: Arc::new(config), rate_limiter, webhook_wakeup: Default::default(), polar };
+        let mut router = router(state.clone());
+        if let Some(s) = standin {
+            // Outside the app's middleware: the stand-in is "another site" with its own rules.
+            router = router.nest_service("/polar", s.router());
+        }
+        Ok(Application { listener, router, port: addr.port(), state })
     }
 
     pub fn port(&self) -> u16 {
@@ -74,6 +91,25 @@ impl Application {
         self.spawn_worker();
         axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>()).await
     }
+}
+
+/// In local mode, the built-in Polar stand-in at `APP_URL/polar`, delivering webhooks to
+/// this app's receiver.
+fn start_standin(config: &Config) -> Option<StandIn> {
+    let settings = config.polar.standin.as_ref()?;
+    let token = config.polar.effective_token()?.expose().to_string();
+    let mut c = StandinConfig::new(config.polar.api_url.as_str(), token);
+    let ms = std::time::Duration::from_millis;
+    c.payment_delay = (ms(settings.payment_delay_ms.0), ms(settings.payment_delay_ms.1));
+    c.invoice_delay = ms(settings.invoice_delay_ms);
+    c.state_lag = ms(settings.state_lag_ms);
+    c.retry_base = ms(settings.retry_base_ms);
+    c.trial_days = settings.trial_days;
+    c.state_file = settings.state_file.clone();
+    if let (Some(secret), Ok(url)) = (&config.polar.webhook_secret, config.app_url.join(&config.polar.webhook_path)) {
+        c.endpoints.push(WebhookEndpoint { url: url.to_string(), secret: secret.expose().to_string(), standard: settings.webhook_standard });
+    }
+    Some(StandIn::start(c))
 }
 
 pub fn router(state: AppState) -> Router {

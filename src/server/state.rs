@@ -3,6 +3,7 @@
 
 use crate::server::config::Config;
 use crate::server::metered::RateLimiter;
+use crate::server::polar::PolarClient;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use sqlx::PgPool;
@@ -17,4 +18,6 @@ pub struct AppState {
     pub rate_limiter: RateLimiter,
     /// Wakes the webhook worker when a new event is stored.
     pub webhook_wakeup: Arc<tokio::sync::Notify>,
+    /// Polar's API (the stand-in's in local mode). `None` only when no token is configured.
+    pub polar: Option<PolarClient>,
 }

@@ -1,6 +1,9 @@
-//! Talking to Polar. So far: wire models and Standard Webhooks signatures under both of Polar's
-//! key schemes.
-//! (The typed API client and the local stand-in come next; see the issues.)
+//! Talking to Polar: the typed API client, wire models, and Standard Webhooks signatures under
+//! both of Polar's key schemes. The local stand-in that plays Polar offline is
+//! `server::standin`.
 
+pub mod client;
 pub mod models;
 pub mod webhook_signature;
+
+pub use client::{PolarClient, PolarError};

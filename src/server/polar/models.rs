@@ -172,9 +172,139 @@ pub struct Order {
     pub product_id: Option<String>,
     pub subscription_id: Option<String>,
     pub checkout_id: Option<String>,
-    pub invoice_number: String,
+    pub invoice_number: Option<String>,
     pub is_invoice_generated: bool,
     pub description: String,
+    #[serde(default)]
+    pub billing_name: Option<String>,
+    #[serde(default)]
+    pub billing_address: Option<Address>,
+}
+
+/// `Address` (billing address; `country` is ISO 3166-1 alpha-2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub postal_code: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub country: String,
+}
+
+/// `Customer` (individual or team).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub billing_name: Option<String>,
+    pub billing_address: Option<Address>,
+    /// `[value, format]`, e.g. `["FR61954506077", "eu_vat"]`.
+    pub tax_id: Option<(String, String)>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// `CustomerSession`: a short-lived token and the portal URL for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerSession {
+    pub id: String,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub customer_portal_url: String,
+    pub customer_id: String,
+}
+
+/// `Subscription` (the fields Tally uses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub status: SubscriptionStatus,
+    pub amount: i64,
+    pub currency: String,
+    pub current_period_start: DateTime<Utc>,
+    pub current_period_end: DateTime<Utc>,
+    pub trial_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub customer_id: String,
+    pub product_id: String,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// A product price. Only fixed prices carry `price_amount`; other kinds keep their type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductPrice {
+    pub id: String,
+    pub amount_type: String,
+    #[serde(default)]
+    pub price_amount: Option<i64>,
+    pub price_currency: String,
+    #[serde(default)]
+    pub is_archived: bool,
+}
+
+/// A benefit on a product (any type); Tally matches benefits by their metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Benefit {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub benefit_type: String,
+    pub description: String,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// `Product`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub recurring_interval: Option<String>,
+    pub is_recurring: bool,
+    pub is_archived: bool,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    pub prices: Vec<ProductPrice>,
+    pub benefits: Vec<Benefit>,
+}
+
+/// `CustomerMeter` (usage meters with credits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerMeter {
+    pub id: String,
+    pub customer_id: String,
+    pub meter_id: String,
+    pub consumed_units: f64,
+    pub credited_units: f64,
+    pub balance: f64,
+}
+
+/// The answer of `POST /v1/events/ingest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestResult {
+    pub inserted: i64,
+    pub duplicates: i64,
+}
+
+/// The answer of `GET /v1/orders/{id}/invoice`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceUrl {
+    pub url: String,
 }
 
 /// `Pagination` and a `ListResource_X_` page.

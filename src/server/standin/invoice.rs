@@ -2,7 +2,7 @@
 //! carrying the seller, the billing name, address and tax id, the line and the totals.
 
 use super::world::{Customer, Order, Org};
-use crate::domain::money::format_cents;
+use crate::domain::money::format_cents_exact as format_cents;
 
 /// `(invoice number, PDF bytes)`.
 pub fn render(org: &Org, o: &Order, c: &Customer) -> (String, Vec<u8>) {

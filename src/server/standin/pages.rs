@@ -8,7 +8,7 @@ use super::ops::PaymentDetails;
 use super::world::{Address, Checkout};
 use super::StandIn;
 use crate::domain::countries::{COUNTRIES, EMBARGOED};
-use crate::domain::money::format_cents;
+use crate::domain::money::format_cents_exact as format_cents;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};

@@ -1,0 +1,442 @@
+//! Tally's Polar client against the stand-in, over real HTTP: every operation round-trips,
+//! errors arrive in Polar's shapes and become typed errors, the hosted pages move a checkout
+//! through its statuses, and webhooks arrive signed, retried with the same id, in Polar's
+//! sequences.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tally::server::config::Secret;
+use tally::server::polar::client::{CheckoutCreate, CustomerUpdate, Proration};
+use tally::server::polar::models::{Address, CheckoutStatus, SubscriptionStatus};
+use tally::server::polar::webhook_signature::{self, KeyScheme, SignedHeaders};
+use tally::server::polar::{PolarClient, PolarError};
+use tally::server::standin::{product_id, StandIn, StandinConfig, WebhookEndpoint};
+
+const TOKEN: &str = "polar_oat_test_token";
+const LEGACY_SECRET: &str = "polar_whs_legacy-secret-for-tests";
+const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// What a test webhook endpoint received: `(webhook-id, timestamp, signature, body)`.
+type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+struct Polar {
+    url: String,
+    standin: StandIn,
+    client: PolarClient,
+    http: reqwest::Client,
+}
+
+/// A webhook endpoint that records deliveries and answers 500 to the first `fail_first`.
+async fn endpoint(fail_first: usize) -> (String, Received) {
+    let received: Received = Default::default();
+    let r = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let r = r.clone();
+            async move {
+                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                let mut list = r.lock().unwrap();
+                list.push((h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"), String::from_utf8_lossy(&body).into_owned()));
+                if list.len() <= fail_first {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::ACCEPTED
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+async fn start(tune: impl FnOnce(&mut StandinConfig)) -> Polar {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = StandinConfig::new(&url, TOKEN);
+    config.payment_delay = (Duration::ZERO, Duration::ZERO);
+    config.invoice_delay = Duration::from_millis(300);
+    config.retry_base = Duration::from_millis(50);
+    tune(&mut config);
+    let standin = StandIn::start(config);
+    tokio::spawn(standin.clone().serve(listener));
+    let client = PolarClient::new(url::Url::parse(&url).unwrap(), Secret::new(TOKEN)).with_retries(3, Duration::from_millis(20));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(30)).build().unwrap();
+    Polar { url, standin, client, http }
+}
+
+impl Polar {
+    async fn checkout(&self, external: &str, product: &str) -> tally::server::polar::models::Checkout {
+        self.client
+            .create_checkout(&CheckoutCreate {
+                products: vec![product_id(product)],
+                external_customer_id: Some(external.into()),
+                customer_email: Some(format!("{external}@example.com")),
+                success_url: Some("http://app.test/billing/success?checkout_id={CHECKOUT_ID}".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Submits the hosted checkout form.
+    async fn pay(&self, checkout_url: &str, card: &str, tax_id: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{checkout_url}/confirm"))
+            .form(&[("email", "buyer@example.com"), ("billing_name", "Ada Lovelace"), ("country", "FR"), ("line1", "1 rue de la Paix"), ("postal_code", "75002"), ("city", "Paris"), ("tax_id", tax_id), ("card", card)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn control(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http.post(format!("{}/_standin{path}", self.url)).json(&body).send().await.unwrap()
+    }
+}
+
+async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(v) = f() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not met within 10 s");
+}
+
+fn types(received: &Received) -> Vec<String> {
+    received.lock().unwrap().iter().map(|(_, _, _, b)| serde_json::from_str::<Value>(b).unwrap()["type"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_get_polars_401_shapes() {
+    let p = start(|_| {}).await;
+    let res = p.http.get(format!("{}/v1/products/", p.url)).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"polar\"");
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({ "error": "Unauthorized", "detail": "Unauthorized" }));
+
+    let res = p.http.get(format!("{}/v1/products/", p.url)).bearer_auth("polar_oat_revoked").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_token");
+    let bad = PolarClient::new(url::Url::parse(&p.url).unwrap(), Secret::new("polar_oat_revoked"));
+    assert_eq!(bad.list_products().await.unwrap_err(), PolarError::Unauthorized { code: "invalid_token".into() });
+
+    let res = p.http.get(format!("{}/v1/nowhere", p.url)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({ "detail": "Not Found" }));
+}
+
+#[tokio::test]
+async fn bad_input_gets_422_with_loc_and_msg() {
+    let p = start(|_| {}).await;
+    let res = p.http.post(format!("{}/v1/checkouts/", p.url)).bearer_auth(TOKEN).json(&json!({})).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "products"]));
+    assert_eq!(body["detail"][0]["msg"], "Field required");
+
+    let res = p.http.post(format!("{}/v1/checkouts/", p.url)).bearer_auth(TOKEN).json(&json!({ "products": ["not-a-uuid"] })).send().await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["detail"][0]["loc"], json!(["body", "products", 0]));
+
+    let err = p.client.create_checkout(&CheckoutCreate { products: vec![uuid::Uuid::new_v4().to_string()], ..Default::default() }).await.unwrap_err();
+    assert!(matches!(&err, PolarError::Invalid { issues, .. } if issues[0].msg == "Product does not exist."), "{err:?}");
+
+    let err = p.client.get_checkout(&uuid::Uuid::new_v4().to_string()).await.unwrap_err();
+    assert_eq!(err, PolarError::NotFound { code: "ResourceNotFound".into(), detail: "Not found".into() });
+
+    let err = p.client.create_customer("not an email", "u1", None).await.unwrap_err();
+    assert!(matches!(&err, PolarError::Invalid { issues, .. } if issues[0].field() == Some("email")), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_catalogue_lists_plans_and_packs_with_benefit_metadata() {
+    let p = start(|_| {}).await;
+    let products = p.client.list_products().await.unwrap();
+    assert_eq!(products.len(), 4);
+    let pro = products.iter().find(|x| x.id == product_id("pro")).unwrap();
+    assert!(pro.is_recurring);
+    assert_eq!(pro.prices[0].price_amount, Some(1900));
+    assert_eq!(pro.benefits[0].metadata["slug"], "pro");
+    assert_eq!(pro.benefits[0].metadata["monthly_credits"], 5000);
+    let pack = products.iter().find(|x| x.id == product_id("pack_50")).unwrap();
+    assert!(!pack.is_recurring);
+    assert_eq!(pack.metadata["credits"], 50);
+}
+
+#[tokio::test]
+async fn paying_on_the_hosted_page_creates_customer_subscription_order_and_grants() {
+    let (hook, received) = endpoint(0).await;
+    let p = start(|c| c.endpoints.push(WebhookEndpoint { url: hook.clone(), secret: LEGACY_SECRET.into(), standard: false })).await;
+    let checkout = p.checkout("user-1", "pro").await;
+    assert_eq!(checkout.status, CheckoutStatus::Open);
+    assert_eq!(checkout.success_url, format!("http://app.test/billing/success?checkout_id={}", checkout.id));
+    assert!(checkout.url.starts_with(&format!("{}/checkout/polar_c_", p.url)));
+    assert_eq!(checkout.external_customer_id.as_deref(), Some("user-1"));
+
+    // The page shows the product and its price.
+    let page = p.http.get(&checkout.url).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Pro") && page.contains("$19.00"), "{page}");
+
+    // An invalid VAT id is refused on the page, and nothing is paid.
+    let res = p.pay(&checkout.url, "4242 4242 4242 4242", "FR123").await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("not a FR VAT number"));
+    assert_eq!(p.client.get_checkout(&checkout.id).await.unwrap().status, CheckoutStatus::Open);
+
+    let res = p.pay(&checkout.url, "4242 4242 4242 4242", "FR61954506077").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], checkout.success_url.as_str());
+
+    let after = p.client.get_checkout(&checkout.id).await.unwrap();
+    assert_eq!(after.status, CheckoutStatus::Succeeded);
+    assert!(after.subscription_id.is_some());
+
+    let state = p.client.customer_state("user-1").await.unwrap();
+    assert!(state.has_benefit("slug", "pro"));
+    assert_eq!(state.active_subscriptions[0].status, SubscriptionStatus::Active);
+    let customer = p.client.get_customer("user-1").await.unwrap();
+    assert_eq!(customer.tax_id, Some(("FR61954506077".into(), "eu_vat".into())));
+    assert_eq!(customer.billing_address.unwrap().city.as_deref(), Some("Paris"));
+
+    let orders = p.client.list_orders("user-1", 1, 10).await.unwrap();
+    assert_eq!(orders.pagination.total_count, 1);
+    assert_eq!(orders.items[0].billing_reason.as_str(), "subscription_create");
+    assert!(orders.items[0].paid);
+
+    // Polar's sequence for a new subscription, every delivery signed with the legacy key.
+    let seen = wait_for(|| {
+        let t = types(&received);
+        (t.last().map(String::as_str) == Some("customer.state_changed") && t.contains(&"order.paid".to_string())).then_some(t)
+    })
+    .await;
+    let pos = |t: &str| seen.iter().position(|x| x == t).unwrap_or_else(|| panic!("no {t} in {seen:?}"));
+    assert!(pos("checkout.created") < pos("customer.created"));
+    assert!(pos("customer.created") < pos("subscription.created"));
+    assert!(pos("subscription.created") < pos("order.created"));
+    assert!(pos("order.created") < pos("subscription.active"));
+    assert!(pos("subscription.active") < pos("order.paid"));
+    assert!(seen.contains(&"benefit_grant.created".to_string()));
+    let now = chrono::Utc::now().timestamp();
+    for (id, ts, sig, body) in received.lock().unwrap().iter() {
+        let headers = SignedHeaders { id: Some(id), timestamp: Some(ts), signature: Some(sig) };
+        assert_eq!(webhook_signature::verify(LEGACY_SECRET, headers, body.as_bytes(), now), Ok(KeyScheme::Legacy));
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["api_version"], "2026-04");
+    }
+}
+
+#[tokio::test]
+async fn a_declined_card_returns_the_checkout_to_open_and_expiry_ends_it() {
+    let p = start(|_| {}).await;
+    let checkout = p.checkout("user-2", "pack_50").await;
+    let res = p.pay(&checkout.url, "4000 0000 0000 0002", "").await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("Your card was declined."));
+    assert_eq!(p.client.get_checkout(&checkout.id).await.unwrap().status, CheckoutStatus::Open);
+    assert!(p.client.customer_state("user-2").await.is_err(), "no customer after a declined card");
+
+    let res = p.http.post(format!("{}/expire", checkout.url)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(p.client.get_checkout(&checkout.id).await.unwrap().status, CheckoutStatus::Expired);
+    assert_eq!(p.http.get(&checkout.url).send().await.unwrap().status(), 410);
+}
+
+#[tokio::test]
+async fn webhooks_are_retried_with_the_same_id_and_a_fresh_timestamp_under_the_standard_scheme() {
+    let (hook, received) = endpoint(2).await;
+    let p = start(|c| c.endpoints.push(WebhookEndpoint { url: hook.clone(), secret: STANDARD_SECRET.into(), standard: true })).await;
+    p.checkout("user-3", "pro").await;
+    let got = wait_for(|| {
+        let r = received.lock().unwrap();
+        (r.len() >= 3).then(|| r.clone())
+    })
+    .await;
+    assert_eq!(got[0].0, got[1].0, "a retry keeps the webhook-id");
+    assert_eq!(got[1].0, got[2].0);
+    let now = chrono::Utc::now().timestamp();
+    for (id, ts, sig, body) in &got {
+        let headers = SignedHeaders { id: Some(id), timestamp: Some(ts), signature: Some(sig) };
+        assert_eq!(webhook_signature::verify(STANDARD_SECRET, headers, body.as_bytes(), now), Ok(KeyScheme::Standard));
+    }
+    let log = p.standin.deliveries();
+    assert_eq!(log.iter().filter(|d| d.status == Some(500)).count(), 2);
+    assert_eq!(log.last().unwrap().status, Some(202));
+    assert_eq!(log.last().unwrap().attempt, 3);
+}
+
+#[tokio::test]
+async fn invoices_are_generated_asynchronously_as_a_pdf_with_the_billing_details() {
+    let p = start(|_| {}).await;
+    let checkout = p.checkout("user-4", "pack_100").await;
+    assert_eq!(p.pay(&checkout.url, "4242424242424242", "FR61954506077").await.status(), 303);
+    let order = p.client.list_orders("user-4", 1, 10).await.unwrap().items.remove(0);
+    assert_eq!(p.client.invoice(&order.id).await.unwrap(), None, "no invoice before generation");
+    p.client.generate_invoice(&order.id).await.unwrap();
+    assert_eq!(p.client.invoice(&order.id).await.unwrap(), None, "not ready yet");
+    let mut url = None;
+    for _ in 0..100 {
+        if let Some(u) = p.client.invoice(&order.id).await.unwrap() {
+            url = Some(u.url);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = url.expect("invoice ready");
+    assert!(p.client.get_order(&order.id).await.unwrap().is_invoice_generated);
+    let res = p.http.get(&url).send().await.unwrap();
+    assert_eq!(res.headers()["content-type"], "application/pdf");
+    let pdf = res.bytes().await.unwrap();
+    assert!(pdf.starts_with(b"%PDF-1.4"));
+    let text = String::from_utf8_lossy(&pdf);
+    for needle in ["Ada Lovelace", "1 rue de la Paix", "75002 Paris", "France", "FR61954506077", "$9.00"] {
+        assert!(text.contains(needle), "invoice lacks {needle}");
+    }
+    // A tampered link is refused.
+    assert_eq!(p.http.get(url.replace("sig=", "sig=0")).send().await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn subscriptions_cancel_uncancel_switch_and_revoke() {
+    let p = start(|_| {}).await;
+    let checkout = p.checkout("user-5", "pro").await;
+    p.pay(&checkout.url, "4242424242424242", "").await;
+    let sub_id = p.client.get_checkout(&checkout.id).await.unwrap().subscription_id.unwrap();
+
+    let s = p.client.set_cancel_at_period_end(&sub_id, true).await.unwrap();
+    assert!(s.cancel_at_period_end);
+    assert_eq!(s.ends_at, Some(s.current_period_end));
+    assert!(p.client.customer_state("user-5").await.unwrap().has_benefit("slug", "pro"), "access continues until the period ends");
+    let s = p.client.set_cancel_at_period_end(&sub_id, false).await.unwrap();
+    assert!(!s.cancel_at_period_end && s.ends_at.is_none());
+
+    let s = p.client.change_product(&sub_id, &product_id("business"), Proration::Invoice).await.unwrap();
+    assert_eq!(s.product_id, product_id("business"));
+    let state = p.client.customer_state("user-5").await.unwrap();
+    assert!(state.has_benefit("slug", "business") && !state.has_benefit("slug", "pro"));
+    let orders = p.client.all_orders("user-5").await.unwrap();
+    assert_eq!(orders.len(), 2);
+    assert_eq!(orders[0].billing_reason.as_str(), "subscription_update");
+
+    let s = p.client.revoke_subscription(&sub_id).await.unwrap();
+    assert_eq!(s.status, SubscriptionStatus::Canceled);
+    assert!(p.client.customer_state("user-5").await.unwrap().granted_benefits.is_empty());
+    let err = p.client.set_cancel_at_period_end(&sub_id, true).await.unwrap_err();
+    assert!(matches!(err, PolarError::Forbidden { ref code, .. } if code == "AlreadyCanceledSubscription"), "{err:?}");
+}
+
+#[tokio::test]
+async fn renewals_cycle_on_the_clock_and_a_failed_payment_is_past_due() {
+    let (hook, received) = endpoint(0).await;
+    let p = start(|c| c.endpoints.push(WebhookEndpoint { url: hook.clone(), secret: LEGACY_SECRET.into(), standard: false })).await;
+    let checkout = p.checkout("user-6", "pro").await;
+    p.pay(&checkout.url, "4242424242424242", "").await;
+    let sub_id = p.client.get_checkout(&checkout.id).await.unwrap().subscription_id.unwrap();
+    let first = p.client.get_subscription(&sub_id).await.unwrap();
+
+    assert_eq!(p.control("/clock/advance", json!({ "seconds": 32 * 86400 })).await.status(), 200);
+    let renewed = p.client.get_subscription(&sub_id).await.unwrap();
+    assert_eq!(renewed.current_period_start, first.current_period_end);
+    assert_eq!(renewed.status, SubscriptionStatus::Active);
+    let orders = p.client.all_orders("user-6").await.unwrap();
+    assert_eq!(orders.iter().filter(|o| o.billing_reason.as_str() == "subscription_cycle" && o.paid).count(), 1);
+    wait_for(|| types(&received).contains(&"subscription.cycled".to_string()).then_some(())).await;
+
+    assert_eq!(p.control("/renewals/fail-next", json!({})).await.status(), 204);
+    assert_eq!(p.control(&format!("/subscriptions/{sub_id}/renew"), json!({})).await.status(), 200);
+    assert_eq!(p.client.get_subscription(&sub_id).await.unwrap().status, SubscriptionStatus::PastDue);
+    wait_for(|| types(&received).contains(&"subscription.past_due".to_string()).then_some(())).await;
+    // Dunning: the subscription is no longer active, but benefits stay granted until Polar
+    // gives up and revokes it.
+    let state = p.client.customer_state("user-6").await.unwrap();
+    assert!(state.active_subscriptions.is_empty());
+    assert!(state.has_benefit("slug", "pro"));
+}
+
+#[tokio::test]
+async fn customers_are_created_updated_and_deleted_by_external_id() {
+    let p = start(|_| {}).await;
+    let c = p.client.create_customer("a@example.com", "user-7", Some("Ada")).await.unwrap();
+    assert_eq!(c.external_id.as_deref(), Some("user-7"));
+    let dup = p.client.create_customer("b@example.com", "user-7", None).await.unwrap_err();
+    assert!(matches!(&dup, PolarError::Invalid { issues, .. } if issues[0].field() == Some("external_id")), "{dup:?}");
+
+    // A tax id needs a country, and must match its format.
+    let err = p.client.update_customer("user-7", &CustomerUpdate { tax_id: Some(Some("DE123456789".into())), ..Default::default() }).await.unwrap_err();
+    assert!(matches!(&err, PolarError::Invalid { issues, .. } if issues[0].msg == "Country is required to validate tax ID."), "{err:?}");
+    let address = Address { line1: Some("Unter den Linden 1".into()), city: Some("Berlin".into()), postal_code: Some("10117".into()), country: "DE".into(), ..Default::default() };
+    let err = p
+        .client
+        .update_customer("user-7", &CustomerUpdate { billing_address: Some(address.clone()), tax_id: Some(Some("DE123".into())), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, PolarError::Invalid { issues, .. } if issues[0].field() == Some("tax_id")), "{err:?}");
+    let c = p
+        .client
+        .update_customer("user-7", &CustomerUpdate { billing_name: Some("Ada GmbH".into()), billing_address: Some(address), tax_id: Some(Some("DE123456789".into())), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(c.tax_id, Some(("DE123456789".into(), "eu_vat".into())));
+    assert_eq!(c.billing_name.as_deref(), Some("Ada GmbH"));
+
+    let session = p.client.create_customer_session("user-7", Some("http://app.test/billing")).await.unwrap();
+    assert!(session.token.starts_with("polar_cst_"));
+    let portal = p.http.get(&session.customer_portal_url).send().await.unwrap();
+    assert_eq!(portal.status(), 200);
+    assert!(portal.text().await.unwrap().contains("a@example.com"));
+    let err = p.client.create_customer_session("nobody", None).await.unwrap_err();
+    assert!(matches!(&err, PolarError::Invalid { issues, .. } if issues[0].msg == "Customer does not exist."), "{err:?}");
+
+    p.client.delete_customer("user-7", true).await.unwrap();
+    assert!(matches!(p.client.get_customer("user-7").await.unwrap_err(), PolarError::NotFound { .. }));
+    // The external id is free again.
+    p.client.create_customer("a2@example.com", "user-7", None).await.unwrap();
+}
+
+#[tokio::test]
+async fn usage_events_are_idempotent_by_external_id() {
+    let p = start(|_| {}).await;
+    let e = |id: &str| tally::server::polar::client::UsageEvent { name: "text.stats".into(), external_customer_id: "user-8".into(), external_id: id.into(), metadata: Default::default() };
+    let r = p.client.ingest_events(&[e("a"), e("b")]).await.unwrap();
+    assert_eq!((r.inserted, r.duplicates), (2, 0));
+    let r = p.client.ingest_events(&[e("a"), e("c")]).await.unwrap();
+    assert_eq!((r.inserted, r.duplicates), (1, 1));
+    assert!(p.client.list_customer_meters("user-8").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_client_retries_what_is_safe_and_honours_retry_after() {
+    let p = start(|_| {}).await;
+    // 429 with retry-after: retried after the wait, then succeeds.
+    p.control("/outage", json!({ "kind": "rate_limit", "count": 1, "retry_after": 1 })).await;
+    let started = std::time::Instant::now();
+    assert_eq!(p.client.list_products().await.unwrap().len(), 4);
+    assert!(started.elapsed() >= Duration::from_millis(900), "waited for retry-after");
+
+    // Two 500s: a GET is retried through them.
+    p.control("/outage", json!({ "kind": "error", "count": 2 })).await;
+    assert_eq!(p.client.list_products().await.unwrap().len(), 4);
+
+    // A 500 on a create is not repeated (it might have happened): the error surfaces, and the
+    // next request goes through (only one request was spent on the outage).
+    p.control("/outage", json!({ "kind": "error", "count": 1 })).await;
+    let err = p.client.create_customer("c@example.com", "user-9", None).await.unwrap_err();
+    assert_eq!(err, PolarError::Server { status: 500 });
+    assert!(err.is_unavailable());
+    p.client.create_customer("c@example.com", "user-9", None).await.unwrap();
+
+    // A lasting outage: GETs give up after their attempts with a typed error.
+    p.control("/outage", json!({ "kind": "error", "count": 100 })).await;
+    assert_eq!(p.client.get_customer("user-9").await.unwrap_err(), PolarError::Server { status: 500 });
+    p.http.delete(format!("{}/_standin/outage", p.url)).send().await.unwrap();
+
+    // Unreachable: a typed error, not a panic.
+    let gone = PolarClient::new(url::Url::parse("http://127.0.0.1:9").unwrap(), Secret::new(TOKEN)).with_retries(2, Duration::from_millis(10));
+    assert!(matches!(gone.list_products().await.unwrap_err(), PolarError::Unreachable(_)));
+}
