@@ -86,7 +86,8 @@ impl PolarConfig {
 /// Settings of the local Polar stand-in (`POLAR_STANDIN_*`).
 #[derive(Debug, Clone)]
 pub struct StandinSettings {
-    /// The token the stand-in accepts and Tally sends (derived from the session secret).
+    /// The token the stand-in accepts and Tally sends: `POLAR_ACCESS_TOKEN` when set, else
+    /// derived from the session secret.
     pub access_token: Secret,
     /// Hosted checkout "processing" time, in milliseconds (`POLAR_STANDIN_PAYMENT_DELAY_MS`,
     /// `1000-2000` by default).
@@ -216,7 +217,7 @@ fn derive_secret(session_secret: &Secret, purpose: &str, webhook: bool) -> Strin
     }
 }
 
-fn standin_settings(src: &dyn Source, session_secret: &Secret) -> Result<StandinSettings, ConfigError> {
+fn standin_settings(src: &dyn Source, session_secret: &Secret, configured_token: Option<&Secret>) -> Result<StandinSettings, ConfigError> {
     let payment_delay_ms = match var(src, "POLAR_STANDIN_PAYMENT_DELAY_MS") {
         None => (1000, 2000),
         Some(v) => {
@@ -257,7 +258,8 @@ fn standin_settings(src: &dyn Source, session_secret: &Secret) -> Result<Standin
         None => Some(PathBuf::from(".data/polar-standin.json")),
     };
     Ok(StandinSettings {
-        access_token: Secret::new(derive_secret(session_secret, "polar-standin-token", false)),
+        // A configured token is the one the stand-in accepts (tests that call it directly set one).
+        access_token: configured_token.cloned().unwrap_or_else(|| Secret::new(derive_secret(session_secret, "polar-standin-token", false))),
         payment_delay_ms,
         invoice_delay_ms: ms("POLAR_STANDIN_INVOICE_DELAY_MS", 1500)?,
         state_lag_ms: ms("POLAR_STANDIN_STATE_LAG_MS", 0)?,
@@ -365,7 +367,7 @@ impl Config {
         }
 
         let (webhook_secret, standin) = if mode == PolarMode::Local {
-            let settings = standin_settings(src, &session_secret)?;
+            let settings = standin_settings(src, &session_secret, access_token.as_ref())?;
             // The stand-in signs with this secret; a configured one wins.
             let secret = webhook_secret.or_else(|| Some(Secret::new(derive_secret(&session_secret, "polar-standin-webhook", true))));
             (secret, Some(settings))
@@ -455,8 +457,9 @@ impl Config {
             if !is_loopback_host(&self.app_url) {
                 w.push(format!("APP_URL is {} but POLAR_MODE is local: customers would reach the stand-in checkout, which takes no money.", self.app_url));
             }
-            if self.polar.access_token.is_some() {
-                w.push("POLAR_ACCESS_TOKEN is set but POLAR_MODE is local: the token is not used.".to_string());
+            // A real Polar token (prefixed) in local mode is likely a mix-up.
+            if self.polar.access_token.as_ref().is_some_and(|t| t.expose().starts_with("polar_oat_") || t.expose().starts_with("polar_pat_")) {
+                w.push("POLAR_ACCESS_TOKEN is set but POLAR_MODE is local: it only unlocks the stand-in, never Polar.".to_string());
             }
         }
         w
