@@ -31,6 +31,12 @@ pub enum AppError {
     /// The request came from another site (cross-site request forgery protection).
     #[error("This request was blocked because it came from another site.")]
     Forbidden,
+    /// The billing provider (Polar) could not be reached or answered with an outage.
+    #[error("{message}")]
+    Unavailable { message: String },
+    /// The signed-in user's plan does not include this (access follows granted benefits).
+    #[error("{message}")]
+    NotEntitled { message: String },
     /// A failure on our side. `reference` lets support find the logged cause.
     #[error("Something went wrong on our side. Please try again. (reference {reference})")]
     Internal { reference: String },
@@ -74,7 +80,8 @@ impl AppError {
             AppError::Conflict { .. } => 409,
             AppError::RateLimited { .. } => 429,
             AppError::NotFound => 404,
-            AppError::Forbidden => 403,
+            AppError::Forbidden | AppError::NotEntitled { .. } => 403,
+            AppError::Unavailable { .. } => 503,
             AppError::Internal { .. } | AppError::Transport { .. } => 500,
         }
     }

@@ -51,6 +51,9 @@ pub async fn sign_up(email: String, password: String, next: Option<String>) -> R
     super::with_status(async {
         let state = ssr::state()?;
         let user_id = crate::server::auth::users::sign_up(&state.pool, &email, &password, state.config.free_credits).await?;
+        // The Polar customer (external_id = user id) is created in the background, so a slow
+        // or unreachable Polar never blocks sign-up; its status is kept on the row.
+        crate::server::billing::customer_pending(&state.pool, user_id).await.map_err(AppError::internal)?;
         ssr::start_session(&state, user_id).await?;
         ssr::redirect_after_auth(next);
         Ok(())

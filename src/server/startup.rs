@@ -75,6 +75,9 @@ impl Application {
     fn spawn_worker(&self) {
         let s = &self.state;
         tokio::spawn(webhooks::worker::run(s.pool.clone(), s.config.clone(), s.webhook_wakeup.clone()));
+        if s.polar.is_some() {
+            tokio::spawn(crate::server::billing::sync_pending_customers(s.clone()));
+        }
     }
 
     /// Serves until Ctrl-C or SIGTERM, then finishes in-flight requests. The webhook worker
@@ -120,6 +123,7 @@ pub fn router(state: AppState) -> Router {
             &state.config.polar.webhook_path,
             post(webhooks::receiver::receive).layer(axum::extract::DefaultBodyLimit::max(webhooks::receiver::MAX_BODY_BYTES)),
         )
+        .route("/billing/invoices/{order_id}", get(invoice_download))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route(
@@ -139,6 +143,26 @@ pub fn router(state: AppState) -> Router {
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `GET /billing/invoices/{order_id}`: the signed-in owner of the order is redirected to the
+/// invoice file Polar generated (a fresh, short-lived URL each time).
+async fn invoice_download(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Path(order_id): axum::extract::Path<String>,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::{IntoResponse, Redirect};
+    let user = match crate::server::auth::session::user_from_headers(&state.pool, &state.config, &headers).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Redirect::to("/login?next=%2Fsettings%2Fbilling").into_response(),
+        Err(e) => return (http::StatusCode::INTERNAL_SERVER_ERROR, crate::error::AppError::internal(e).to_string()).into_response(),
+    };
+    match crate::server::billing::invoice_url(&state, user.id, &order_id).await {
+        Ok(Some(url)) => Redirect::to(&url).into_response(),
+        Ok(None) => (http::StatusCode::NOT_FOUND, "This invoice is still being prepared. Try again in a moment.").into_response(),
+        Err(e) => (http::StatusCode::from_u16(e.status_code()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR), e.to_string()).into_response(),
+    }
 }
 
 async fn shutdown_signal() {

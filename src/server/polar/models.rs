@@ -179,6 +179,16 @@ pub struct Order {
     pub billing_name: Option<String>,
     #[serde(default)]
     pub billing_address: Option<Address>,
+    #[serde(default)]
+    pub customer: Option<CustomerRef>,
+}
+
+/// The customer embedded in an order: enough to tell whose it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerRef {
+    pub id: String,
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 /// `Address` (billing address; `country` is ISO 3166-1 alpha-2).

@@ -23,30 +23,61 @@ pub enum HandlerError {
     Invalid(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The customer is not a Tally user.
+    #[error("the customer is not a Tally user")]
+    NotOurs,
 }
 
 pub async fn handle(conn: &mut PgConnection, config: &Config, event_type: &str, payload: &Value, now: DateTime<Utc>) -> Result<Outcome, HandlerError> {
+    match dispatch(conn, config, event_type, payload, now).await {
+        Err(HandlerError::NotOurs) => Ok(Outcome::Skipped),
+        other => other,
+    }
+}
+
+async fn dispatch(conn: &mut PgConnection, config: &Config, event_type: &str, payload: &Value, now: DateTime<Utc>) -> Result<Outcome, HandlerError> {
     let data = &payload["data"];
     match event_type {
         "order.paid" => order_paid(conn, config, data, now).await,
         "order.refunded" => order_refunded(conn, config, data, now).await,
         "subscription.created" | "subscription.active" | "subscription.updated" | "subscription.cycled" | "subscription.canceled"
         | "subscription.uncanceled" | "subscription.revoked" | "subscription.past_due" => subscription_changed(conn, config, data, now).await,
+        "customer.state_changed" | "customer.updated" => customer_changed(conn, data).await,
+        "customer.deleted" => customer_deleted(conn, data).await,
         _ => Ok(Outcome::Skipped),
     }
 }
 
-/// The Tally user an order or subscription belongs to (`customer.external_id` is the user id).
+/// The Tally user a customer payload (`data` is the customer) belongs to, if any.
+async fn user_of_customer(conn: &mut PgConnection, customer: &Value) -> Result<Option<Uuid>, HandlerError> {
+    let Some(id) = customer["external_id"].as_str().and_then(|x| Uuid::parse_str(x).ok()) else { return Ok(None) };
+    Ok(sqlx::query_scalar("SELECT id FROM users WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?)
+}
+
+/// The customer's state changed at Polar: the cached Customer State is stale; the next read
+/// fetches it (re-reading instead of trusting this payload's place in the delivery order).
+async fn customer_changed(conn: &mut PgConnection, data: &Value) -> Result<Outcome, HandlerError> {
+    let Some(user) = user_of_customer(conn, data).await? else { return Ok(Outcome::Skipped) };
+    crate::server::billing::invalidate_state(conn, user).await?;
+    Ok(Outcome::Done)
+}
+
+/// The customer was deleted at Polar: detach it (a later purchase creates a new one).
+async fn customer_deleted(conn: &mut PgConnection, data: &Value) -> Result<Outcome, HandlerError> {
+    let Some(user) = user_of_customer(conn, data).await? else { return Ok(Outcome::Skipped) };
+    sqlx::query("UPDATE polar_customers SET status = 'deleted', polar_customer_id = NULL, state = NULL, state_fetched_at = NULL, updated_at = now() WHERE user_id = $1 AND polar_customer_id = $2")
+        .bind(user)
+        .bind(data["id"].as_str().unwrap_or_default())
+        .execute(&mut *conn)
+        .await?;
+    Ok(Outcome::Done)
+}
+
+/// The Tally user an order or subscription belongs to (`customer.external_id` is the user
+/// id). `NotOurs` when the customer is not a Tally user (the organization may sell other
+/// things, or the account was deleted): such events are acknowledged and skipped.
 async fn customer_user(conn: &mut PgConnection, data: &Value) -> Result<Uuid, HandlerError> {
-    let external = data["customer"]["external_id"]
-        .as_str()
-        .ok_or_else(|| HandlerError::Invalid("payload has no customer.external_id".into()))?;
-    let id = Uuid::parse_str(external).map_err(|_| HandlerError::Invalid(format!("customer.external_id `{external}` is not a Tally user id")))?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)").bind(id).fetch_one(&mut *conn).await?;
-    if !exists {
-        return Err(HandlerError::Invalid(format!("no user {id} for this customer")));
-    }
-    Ok(id)
+    user_of_customer(conn, &data["customer"]).await?.ok_or(HandlerError::NotOurs)
 }
 
 /// A whole number from Polar metadata, which allows numbers and strings alike.
@@ -170,6 +201,7 @@ async fn subscription_changed(conn: &mut PgConnection, config: &Config, data: &V
     .execute(&mut *conn)
     .await?;
 
+    crate::server::billing::invalidate_state(conn, user).await?;
     let Some((plan, allotment)) = plan else { return Ok(Outcome::Done) };
     match status {
         // Access now: this period's allotment (once), and any upgrade within it.

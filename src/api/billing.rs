@@ -1,0 +1,253 @@
+//! Server functions for buying and managing: checkout, the success page's progress, the
+//! portal, cancel/undo, plan changes, billing details and invoices. The browser names only a
+//! plan or pack slug, an order id of its own, or its own form values; the server decides the
+//! rest.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    pub use crate::server::billing;
+    pub use crate::server::state::AppState;
+    use crate::error::AppError;
+    use leptos::prelude::use_context;
+
+    pub fn state() -> Result<AppState, AppError> {
+        use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing"))
+    }
+
+    /// Where to go next. A plain HTML form post (JavaScript off) gets a 303 there; the
+    /// hydrated page receives the URL and does a full navigation itself, because the
+    /// destination may be a page outside this app's router (Polar's checkout or portal).
+    pub fn go(to: &str) -> String {
+        let plain_form = use_context::<http::request::Parts>()
+            .and_then(|p| p.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(|v| v.contains("text/html")))
+            .unwrap_or(false);
+        if plain_form {
+            leptos_axum::redirect(to);
+        }
+        to.to_string()
+    }
+}
+
+/// Starts a Polar checkout for a plan (`pro`, `business`) or a pack (`pack_50`, `pack_100`)
+/// and redirects to it. Anonymous visitors are sent to sign in and come back to pricing.
+#[server(prefix = "/api", endpoint = "billing/checkout")]
+pub async fn start_checkout(item: String) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let Some(user) = crate::server::auth::session::current_user().await? else {
+                return Ok(ssr::go("/login?next=%2Fpricing"));
+            };
+            let url = ssr::billing::start_checkout(&state, user.id, &user.email, &item).await?;
+            Ok(ssr::go(&url))
+        }
+        .await,
+    )
+}
+
+/// Where the checkout of the success page stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckoutState {
+    Processing,
+    Ready { what: String, is_plan: bool },
+    Expired,
+    Failed,
+}
+
+#[server(prefix = "/api", endpoint = "billing/checkout-status")]
+pub async fn checkout_status(checkout_id: String) -> Result<CheckoutState, AppError> {
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let user = crate::server::auth::require_user().await?;
+            use ssr::billing::Progress;
+            Ok(match ssr::billing::checkout_progress(&state, user.id, &checkout_id).await? {
+                Progress::Processing => CheckoutState::Processing,
+                Progress::Ready { what, is_plan } => CheckoutState::Ready { what, is_plan },
+                Progress::Expired => CheckoutState::Expired,
+                Progress::Failed => CheckoutState::Failed,
+            })
+        }
+        .await,
+    )
+}
+
+/// Opens Polar's customer portal (a fresh customer session).
+#[server(prefix = "/api", endpoint = "billing/portal")]
+pub async fn open_portal() -> Result<String, AppError> {
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let user = crate::server::auth::require_user().await?;
+            let url = ssr::billing::portal_url(&state, user.id).await?;
+            Ok(ssr::go(&url))
+        }
+        .await,
+    )
+}
+
+/// Cancels at the end of the period (`cancel = true`) or undoes that.
+#[server(prefix = "/api", endpoint = "billing/cancel")]
+pub async fn set_cancel(cancel: bool) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let user = crate::server::auth::require_user().await?;
+            ssr::billing::set_cancel_at_period_end(&state, user.id, cancel).await?;
+            Ok(ssr::go(if cancel { "/billing?done=canceled" } else { "/billing?done=resumed" }))
+        }
+        .await,
+    )
+}
+
+/// Switches plan: an upgrade now (difference invoiced), a downgrade at renewal. Without a
+/// subscription it is a checkout.
+#[server(prefix = "/api", endpoint = "billing/change-plan")]
+pub async fn change_plan(plan: String) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let user = crate::server::auth::require_user().await?;
+            let to: crate::domain::plans::PlanId = plan.parse().map_err(|_| AppError::validation("plan", "Choose Pro or Business."))?;
+            if !to.is_self_serve_paid() {
+                return Err(AppError::validation("plan", "Choose Pro or Business."));
+            }
+            if ssr::billing::live_subscription(&state.pool, user.id).await?.is_none() {
+                let url = ssr::billing::start_checkout(&state, user.id, &user.email, to.slug()).await?;
+                return Ok(ssr::go(&url));
+            }
+            let done = ssr::billing::change_plan(&state, user.id, to).await?;
+            Ok(ssr::go(&format!("/billing?done={done}")))
+        }
+        .await,
+    )
+}
+
+/// Billing details as the settings page shows and edits them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingDetailsView {
+    pub billing_email: String,
+    pub company: String,
+    pub line1: String,
+    pub line2: String,
+    pub city: String,
+    pub region: String,
+    pub postal_code: String,
+    pub country: String,
+    pub tax_id: String,
+    /// Why the last push to Polar failed, if it did.
+    pub sync_notice: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceView {
+    pub order_id: String,
+    pub date: String,
+    pub description: String,
+    pub amount: String,
+    pub status: String,
+    /// `available`, `preparing`, `ready` or `unavailable`.
+    pub invoice: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingSettingsView {
+    pub account_email: String,
+    pub details: BillingDetailsView,
+    pub has_details: bool,
+    /// `Err`: why the invoices could not be listed (Polar unreachable).
+    pub invoices: Result<Vec<InvoiceView>, String>,
+}
+
+#[server(prefix = "/api", endpoint = "billing/settings")]
+pub async fn get_billing_settings() -> Result<BillingSettingsView, AppError> {
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let Some(user) = crate::server::auth::session::current_user().await? else {
+                leptos_axum::redirect("/login?next=%2Fsettings%2Fbilling");
+                return Err(AppError::Unauthorized);
+            };
+            let d = ssr::billing::billing_details(&state.pool, user.id).await?;
+            let has_details = d.is_some();
+            let d = d.unwrap_or_default();
+            let o = |v: Option<String>| v.unwrap_or_default();
+            let details = BillingDetailsView {
+                billing_email: o(d.billing_email),
+                company: o(d.company),
+                line1: o(d.line1),
+                line2: o(d.line2),
+                city: o(d.city),
+                region: o(d.region),
+                postal_code: o(d.postal_code),
+                country: d.country,
+                tax_id: o(d.tax_id),
+                sync_notice: d.polar_error,
+            };
+            let invoices = match ssr::billing::invoices(&state, user.id).await {
+                Ok(rows) => Ok(rows
+                    .into_iter()
+                    .map(|r| InvoiceView {
+                        order_id: r.order_id,
+                        date: r.date,
+                        description: r.description,
+                        amount: r.amount,
+                        status: r.status,
+                        invoice: match r.invoice {
+                            ssr::billing::InvoiceState::Available => "available",
+                            ssr::billing::InvoiceState::Preparing => "preparing",
+                            ssr::billing::InvoiceState::Ready => "ready",
+                            ssr::billing::InvoiceState::Unavailable => "unavailable",
+                        }
+                        .into(),
+                    })
+                    .collect()),
+                Err(e) => Err(e.to_string()),
+            };
+            Ok(BillingSettingsView { account_email: user.email, details, has_details, invoices })
+        }
+        .await,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+#[server(prefix = "/api", endpoint = "billing/details")]
+pub async fn save_billing_details(
+    billing_email: Option<String>,
+    company: Option<String>,
+    line1: Option<String>,
+    line2: Option<String>,
+    city: Option<String>,
+    region: Option<String>,
+    postal_code: Option<String>,
+    country: String,
+    tax_id: Option<String>,
+) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let user = crate::server::auth::require_user().await?;
+            let input = ssr::billing::BillingDetails { billing_email, company, line1, line2, city, region, postal_code, country, tax_id, tax_id_kind: None, polar_error: None };
+            let synced = ssr::billing::save_billing_details(&state, user.id, input).await?;
+            Ok(ssr::go(if synced { "/settings/billing?done=saved" } else { "/settings/billing?done=saved-locally" }))
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api", endpoint = "billing/invoice")]
+pub async fn generate_invoice(order_id: String) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let user = crate::server::auth::require_user().await?;
+            ssr::billing::generate_invoice(&state, user.id, &order_id).await?;
+            Ok(ssr::go("/settings/billing?done=invoice#invoices-title"))
+        }
+        .await,
+    )
+}
