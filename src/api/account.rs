@@ -33,6 +33,10 @@ pub struct AccountView {
     pub credits: Balance,
     /// When a credit day begins, e.g. "00:00 UTC" or "00:00 UTC+02:00".
     pub day_boundary: String,
+    /// Set when the plan shown is the last known one (Polar unreachable).
+    pub plan_notice: Option<String>,
+    /// Whether the user has a Polar customer (so the portal can open).
+    pub has_billing_account: bool,
 }
 
 /// The catalogue and, for a signed-in visitor, their plan.
@@ -45,7 +49,7 @@ pub async fn get_pricing() -> Result<PricingView, AppError> {
         offers: crate::domain::plans::default_offers(state.config.free_credits),
         packs: crate::domain::plans::default_packs(),
         current_plan: match user {
-            Some(u) => Some(current_subscription(&state.pool, u.id).await?.0),
+            Some(u) => Some(plan_of_user(&state, u.id).await?.0),
             None => None,
         },
         enterprise_demo_url: state.config.enterprise_demo_url.as_ref().map(|u| u.to_string()),
@@ -70,15 +74,39 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
         .map_err(AppError::internal)?;
     let credits = crate::server::ledger::balance(&state.pool, user.id, chrono::Utc::now()).await.map_err(AppError::internal)?;
     let offset = state.config.credit_day_offset;
-    let (plan, subscription) = current_subscription(&state.pool, user.id).await?;
+    let (_, subscription) = current_subscription(&state.pool, user.id).await?;
+    let (plan, plan_notice, has_billing_account) = plan_of_user(&state, user.id).await?;
     Ok(AccountView {
         email: user.email,
         plan,
+        plan_notice,
+        has_billing_account,
         subscription,
         member_since: created.format("%B %-d, %Y").to_string(),
         credits,
         day_boundary: if offset.local_minus_utc() == 0 { "00:00 UTC".to_string() } else { format!("00:00 UTC{offset}") },
     })
+}
+
+/// The user's plan from Polar's Customer State (granted benefits, through the cache). When
+/// Polar cannot be reached: the last known state, or the last subscription webhook, with a
+/// notice saying so.
+#[cfg(feature = "ssr")]
+async fn plan_of_user(state: &crate::server::state::AppState, user: uuid::Uuid) -> Result<(PlanId, Option<String>, bool), AppError> {
+    use crate::server::billing;
+    match billing::customer_state(state, user, billing::STATE_TTL).await {
+        Ok(read) => {
+            let notice = read.stale.then(|| {
+                format!("Our billing provider is not answering; this is your plan as of {}.", read.fetched_at.format("%B %-d, %H:%M UTC"))
+            });
+            Ok((read.plan(), notice, read.state.is_some()))
+        }
+        Err(AppError::Unavailable { .. }) => {
+            let (plan, _) = current_subscription(&state.pool, user).await?;
+            Ok((plan, Some("Our billing provider is not answering; this is your plan as we last heard of it.".into()), false))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The user's plan from their live subscription (active, trialing or past due), else Free.

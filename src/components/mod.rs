@@ -3,3 +3,4 @@
 pub mod api_keys;
 pub mod form;
 pub mod layout;
+pub mod navigate;

@@ -1,40 +1,105 @@
 //! `/billing`: plan, status and credits for the signed-in user.
 
 use crate::api::account::get_account;
+use crate::api::billing::{OpenPortal, SetCancel};
+use crate::components::form::FormError;
+use crate::components::navigate::follow_redirects;
 use crate::domain::money::group_thousands;
 use leptos::prelude::*;
 use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+
+/// What the last action on this page did (`?done=` after its redirect).
+fn done_message(done: &str) -> Option<&'static str> {
+    Some(match done {
+        "canceled" => "Your subscription will end at the end of the period. You keep your plan and credits until then.",
+        "resumed" => "Your subscription continues and renews as usual.",
+        "upgraded" => "Your plan was upgraded. The difference for the rest of this period was invoiced, and the extra credits are yours now.",
+        "scheduled" => "Your plan changes at the next renewal. Until then nothing changes.",
+        _ => return None,
+    })
+}
 
 #[component]
 pub fn BillingPage() -> impl IntoView {
     let account = Resource::new(|| (), |_| get_account("/billing".into()));
+    let cancel = ServerAction::<SetCancel>::new();
+    let portal = ServerAction::<OpenPortal>::new();
+    follow_redirects(move || cancel.value().get());
+    follow_redirects(move || portal.value().get());
+    let error = Signal::derive(move || cancel.value().get().and_then(|r| r.err()).or_else(|| portal.value().get().and_then(|r| r.err())));
+    let query = use_query_map();
+    let done = move || query.read().get("done").and_then(|d| done_message(&d));
     view! {
         <Title text="Billing" />
         <section class="page-head">
             <h1>"Billing"</h1>
         </section>
+        {move || done().map(|m| view! { <div class="alert alert--success" role="status">{m}</div> })}
+        <FormError error=error />
         <Suspense fallback=|| view! { <p class="loading" role="status">"Loading your billing…"</p> }>
             {move || account.get().map(|res| match res {
                 Err(e) => view! { <SignInPrompt message=e.to_string() next="/billing" /> }.into_any(),
-                Ok(a) => view! {
+                Ok(a) => {
+                    let sub = a.subscription.clone();
+                    let past_due = sub.as_ref().is_some_and(|s| s.status == "past_due");
+                    view! {
+                    {a.plan_notice.clone().map(|n| view! { <div class="alert alert--info" role="status">{n}</div> })}
+                    {past_due.then(|| view! {
+                        <div class="alert alert--error" role="alert">
+                            <p>"Your last renewal payment failed. Update your payment method to keep your plan."</p>
+                            <ActionForm action=portal attr:class="inline-form">
+                                <button type="submit" class="btn btn--primary btn--sm">"Fix payment in the billing portal"</button>
+                            </ActionForm>
+                        </div>
+                    })}
                     <div class="grid-2">
                         <section class="panel" aria-labelledby="plan-title">
                             <h2 id="plan-title">"Your plan"</h2>
                             <p class="plan-name">
                                 {a.plan.name()}
-                                {match a.subscription.as_ref().map(|s| s.status.as_str()) {
+                                {match sub.as_ref().map(|s| s.status.as_str()) {
                                     Some("past_due") => view! { <span class="badge badge--warn">"Payment past due"</span> }.into_any(),
                                     Some("trialing") => view! { <span class="badge badge--ok">"Trial"</span> }.into_any(),
+                                    _ if sub.as_ref().is_some_and(|s| s.cancel_at_period_end) => view! { <span class="badge badge--warn">"Ends at period end"</span> }.into_any(),
                                     _ => view! { <span class="badge badge--ok">"Active"</span> }.into_any(),
                                 }}
                             </p>
-                            {a.subscription.clone().map(|s| view! {
+                            {sub.clone().map(|s| view! {
                                 <p data-testid="renewal">
-                                    {if s.cancel_at_period_end { format!("Ends on {}; it will not renew.", s.renews_or_ends_on) } else { format!("Renews on {}.", s.renews_or_ends_on) }}
+                                    {if s.cancel_at_period_end {
+                                        format!("Ends on {}; it will not renew.", s.renews_or_ends_on)
+                                    } else if s.status == "trialing" {
+                                        format!("Trial ends on {}; then it renews monthly.", s.renews_or_ends_on)
+                                    } else {
+                                        format!("Renews on {}.", s.renews_or_ends_on)
+                                    }}
                                 </p>
                             })}
                             <p class="muted">{format!("Member since {}", a.member_since)}</p>
-                            <p><a class="btn btn--primary" href="/pricing">"Compare plans"</a></p>
+                            <div class="actions">
+                                <a class="btn btn--primary" href="/pricing">{if sub.is_some() { "Change plan" } else { "Upgrade" }}</a>
+                                {sub.clone().map(|s| if s.cancel_at_period_end {
+                                    view! {
+                                        <ActionForm action=cancel attr:class="inline-form">
+                                            <input type="hidden" name="cancel" value="false" />
+                                            <button type="submit" class="btn btn--ghost" disabled=move || cancel.pending().get()>"Keep my subscription"</button>
+                                        </ActionForm>
+                                    }.into_any()
+                                } else {
+                                    view! {
+                                        <ActionForm action=cancel attr:class="inline-form">
+                                            <input type="hidden" name="cancel" value="true" />
+                                            <button type="submit" class="btn btn--danger" disabled=move || cancel.pending().get()>"Cancel at period end"</button>
+                                        </ActionForm>
+                                    }.into_any()
+                                })}
+                                {a.has_billing_account.then(|| view! {
+                                    <ActionForm action=portal attr:class="inline-form">
+                                        <button type="submit" class="btn btn--ghost" disabled=move || portal.pending().get()>"Manage in billing portal"</button>
+                                    </ActionForm>
+                                })}
+                            </div>
                         </section>
                         <section class="panel" aria-labelledby="credits-title">
                             <h2 id="credits-title">"Credits"</h2>
@@ -48,9 +113,11 @@ pub fn BillingPage() -> impl IntoView {
                             </dl>
                             <p class="muted">"Credits are spent soonest-expiring first: this period's allotment, then purchased, then free."</p>
                             <p class="muted">{format!("Paid plans add their monthly credits day by day; a new day starts at {}.", a.day_boundary)}</p>
+                            <p><a class="btn btn--ghost" href="/pricing#packs-title">"Buy credits"</a></p>
                         </section>
                     </div>
-                }.into_any(),
+                }.into_any()
+                }
             })}
         </Suspense>
     }

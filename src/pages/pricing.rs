@@ -1,7 +1,10 @@
-//! `/pricing`: plans and credit packs. Checkout buttons arrive with the billing-pages issue;
-//! until then paid plans say so plainly.
+//! `/pricing`: plans and credit packs, the visitor's plan marked, and the way to buy: a Polar
+//! checkout for a first plan or a pack, a plan change for subscribers, sign-up for visitors.
 
 use crate::api::account::get_pricing;
+use crate::api::billing::{ChangePlan, StartCheckout};
+use crate::components::form::FormError;
+use crate::components::navigate::follow_redirects;
 use crate::domain::money::{format_cents, group_thousands};
 use crate::domain::plans::PlanId;
 use leptos::prelude::*;
@@ -10,12 +13,19 @@ use leptos_meta::Title;
 #[component]
 pub fn PricingPage() -> impl IntoView {
     let pricing = Resource::new(|| (), |_| get_pricing());
+    let checkout = ServerAction::<StartCheckout>::new();
+    let change = ServerAction::<ChangePlan>::new();
+    follow_redirects(move || checkout.value().get());
+    follow_redirects(move || change.value().get());
+    let error = Signal::derive(move || checkout.value().get().and_then(|r| r.err()).or_else(|| change.value().get().and_then(|r| r.err())));
+    let busy = move || checkout.pending().get() || change.pending().get();
     view! {
         <Title text="Pricing" />
         <section class="page-head">
             <h1>"Simple plans, credits that add up"</h1>
             <p class="lead">"Every plan includes the API. Paid plans add monthly credits that accrue daily; packs top you up and never expire."</p>
         </section>
+        <FormError error=error />
         <Suspense fallback=|| view! { <p class="loading" role="status">"Loading plans…"</p> }>
             {move || pricing.get().map(|res| match res {
                 Err(e) => view! { <div class="alert alert--error" role="alert">{e.to_string()}</div> }.into_any(),
@@ -44,7 +54,28 @@ pub fn PricingPage() -> impl IntoView {
                                         None => view! { <span class="muted">"Contact sales"</span> }.into_any(),
                                     },
                                     (_, false, false) => view! { <a class="btn btn--primary btn--block" href="/signup?next=/pricing">"Sign up to upgrade"</a> }.into_any(),
-                                    _ => view! { <span class="muted">"Checkout opens soon"</span> }.into_any(),
+                                    (PlanId::Free, false, true) => view! { <a class="btn btn--ghost btn--block" href="/billing">"Cancel from Billing"</a> }.into_any(),
+                                    (plan, false, true) => {
+                                        // No paid plan yet: a checkout. On a paid plan: a change (upgrade now, downgrade at renewal).
+                                        let subscribed = matches!(p.current_plan, Some(PlanId::Pro | PlanId::Business));
+                                        let upgrade = p.current_plan == Some(PlanId::Pro) && plan == PlanId::Business;
+                                        let label = if !subscribed || upgrade { format!("Upgrade to {}", plan.name()) } else { format!("Switch to {} at renewal", plan.name()) };
+                                        if subscribed {
+                                            view! {
+                                                <ActionForm action=change attr:class="inline-form">
+                                                    <input type="hidden" name="plan" value=plan.slug() />
+                                                    <button type="submit" class="btn btn--primary btn--block" disabled=busy>{label}</button>
+                                                </ActionForm>
+                                            }.into_any()
+                                        } else {
+                                            view! {
+                                                <ActionForm action=checkout attr:class="inline-form">
+                                                    <input type="hidden" name="item" value=plan.slug() />
+                                                    <button type="submit" class="btn btn--primary btn--block" disabled=busy>{label}</button>
+                                                </ActionForm>
+                                            }.into_any()
+                                        }
+                                    }
                                 };
                                 view! {
                                     <li class="plan" class:plan--current=current class:plan--featured=o.plan == PlanId::Pro>
@@ -64,11 +95,26 @@ pub fn PricingPage() -> impl IntoView {
                             <h2 id="packs-title">"Credit packs"</h2>
                             <p class="muted">"One-time top-ups on any plan, Free included. Purchased credits never expire."</p>
                             <ul class="packs__list">
-                                {p.packs.into_iter().map(|k| view! {
-                                    <li class="pack">
-                                        <span class="pack__credits">{format!("{} credits", group_thousands(k.credits as u64))}</span>
-                                        <span class="pack__price">{format_cents(k.price_cents, &k.currency)}</span>
-                                    </li>
+                                {p.packs.into_iter().map(|k| {
+                                    let credits = group_thousands(k.credits as u64);
+                                    let label = format!("Buy {credits} credits");
+                                    let buy = if signed_in {
+                                        view! {
+                                            <ActionForm action=checkout attr:class="inline-form">
+                                                <input type="hidden" name="item" value=k.slug.clone() />
+                                                <button type="submit" class="btn btn--ghost btn--sm" disabled=busy aria-label=label>"Buy"</button>
+                                            </ActionForm>
+                                        }.into_any()
+                                    } else {
+                                        view! { <a class="btn btn--ghost btn--sm" href="/signup?next=/pricing">"Sign up to buy"</a> }.into_any()
+                                    };
+                                    view! {
+                                        <li class="pack">
+                                            <span class="pack__credits">{format!("{credits} credits")}</span>
+                                            <span class="pack__price">{format_cents(k.price_cents, &k.currency)}</span>
+                                            {buy}
+                                        </li>
+                                    }
                                 }).collect_view()}
                             </ul>
                         </section>
