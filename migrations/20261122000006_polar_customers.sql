@@ -11,8 +11,10 @@ CREATE TABLE polar_customers (
     next_attempt_at   timestamptz NOT NULL DEFAULT now(),
     last_error        text,
     state             jsonb,
-    -- NULL: the cached state is stale (a webhook said it changed); read it again.
     state_fetched_at  timestamptz,
+    -- A webhook said the state changed: read it again before trusting the cache (the old one
+    -- stays as the last known state for outages).
+    state_stale       boolean NOT NULL DEFAULT false,
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX polar_customers_pending_idx ON polar_customers (next_attempt_at) WHERE status = 'pending';

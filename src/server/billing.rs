@@ -139,13 +139,13 @@ impl StateRead {
 /// The user's Customer State through the cache: served from Postgres when younger than
 /// `max_age` (and not invalidated by a webhook), else read from Polar and stored.
 pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> Result<StateRead, AppError> {
-    let row: Option<(Option<Value>, Option<DateTime<Utc>>)> = sqlx::query_as("SELECT state, state_fetched_at FROM polar_customers WHERE user_id = $1")
+    let row: Option<(Option<Value>, Option<DateTime<Utc>>, bool)> = sqlx::query_as("SELECT state, state_fetched_at, state_stale FROM polar_customers WHERE user_id = $1")
         .bind(user)
         .fetch_optional(&state.pool)
         .await
         .map_err(AppError::internal)?;
     let now = Utc::now();
-    let cached = row.as_ref().and_then(|(s, at)| Some((s.clone(), (*at)?)));
+    let cached = row.as_ref().filter(|(_, _, stale)| !stale).and_then(|(s, at, _)| Some((s.clone(), (*at)?)));
     if let Some((s, at)) = &cached {
         if now - *at < max_age {
             return Ok(StateRead { state: s.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()), fetched_at: *at, stale: false });
@@ -157,7 +157,7 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
         Err(PolarError::NotFound { .. }) => None,
         Err(e) if e.is_unavailable() => {
             // The last known state, whatever its age, marked as such.
-            let last = row.and_then(|(s, at)| Some((s?, at?)));
+            let last = row.and_then(|(s, at, _)| Some((s?, at?)));
             return match last {
                 Some((s, at)) => Ok(StateRead { state: serde_json::from_value(s).ok(), fetched_at: at, stale: true }),
                 None => Err(polar_failure(e)),
@@ -168,7 +168,7 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
     let json = fetched.as_ref().map(|s| serde_json::to_value(s).expect("serializable"));
     sqlx::query(
         "INSERT INTO polar_customers (user_id, polar_customer_id, status, state, state_fetched_at) VALUES ($1, $2, CASE WHEN $2 IS NULL THEN 'pending' ELSE 'linked' END, $3, $4)
-         ON CONFLICT (user_id) DO UPDATE SET state = $3, state_fetched_at = $4,
+         ON CONFLICT (user_id) DO UPDATE SET state = $3, state_fetched_at = $4, state_stale = false,
              polar_customer_id = coalesce($2, polar_customers.polar_customer_id),
              status = CASE WHEN $2 IS NOT NULL AND polar_customers.status <> 'deleted' THEN 'linked' ELSE polar_customers.status END, updated_at = now()",
     )
@@ -184,7 +184,7 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
 
 /// Marks the cached state as stale (a `customer.state_changed` webhook, or a change we made).
 pub async fn invalidate_state(conn: &mut sqlx::PgConnection, user: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE polar_customers SET state_fetched_at = NULL WHERE user_id = $1").bind(user).execute(conn).await?;
+    sqlx::query("UPDATE polar_customers SET state_stale = true WHERE user_id = $1").bind(user).execute(conn).await?;
     Ok(())
 }
 

@@ -52,6 +52,11 @@ pub fn test_config(extra: &[(&str, &str)]) -> Config {
     env.insert("LEPTOS_SITE_ADDR".into(), "127.0.0.1:0".into());
     env.insert("SESSION_SECRET".into(), "test-session-secret-test-session-secret".into());
     env.insert("LOGIN_MAX_FAILURES".into(), "3".into());
+    // The built-in Polar stand-in: in memory, fast, retrying quickly.
+    env.insert("POLAR_STANDIN_STATE_FILE".into(), "off".into());
+    env.insert("POLAR_STANDIN_PAYMENT_DELAY_MS".into(), "0".into());
+    env.insert("POLAR_STANDIN_INVOICE_DELAY_MS".into(), "300".into());
+    env.insert("POLAR_STANDIN_RETRY_BASE_MS".into(), "200".into());
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());
     }

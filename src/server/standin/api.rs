@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 pub fn routes(s: StandIn) -> Router {
     Router::new()
-        .route("/v1/checkouts/", post(create_checkout))
+        .route("/v1/checkouts/", post(create_checkout).get(list_checkouts))
         .route("/v1/checkouts/{id}", get(get_checkout))
         .route("/v1/customer-sessions/", post(create_session))
         .route("/v1/customers/", post(create_customer).get(list_customers))
@@ -338,6 +338,24 @@ async fn create_checkout(State(s): State<StandIn>, body: Bytes) -> Response {
         let json = w.checkout_json(w.checkouts.last().expect("just pushed"));
         _ev.0.push(super::ops::Event { event_type: "checkout.created".into(), timestamp: now, data: json.clone() });
         (StatusCode::CREATED, Json(json)).into_response()
+    })
+}
+
+async fn list_checkouts(State(s): State<StandIn>, Query(q): Query<Vec<(String, String)>>) -> Response {
+    s.mutate(|w, _, _| {
+        let customers: Vec<&str> = query_values(&q, "customer_id").collect();
+        let statuses: Vec<&str> = query_values(&q, "status").collect();
+        let mut items: Vec<Value> = w
+            .checkouts
+            .iter()
+            .filter(|c| customers.is_empty() || c.customer_id.as_deref().is_some_and(|id| customers.contains(&id)))
+            .filter(|c| statuses.is_empty() || statuses.contains(&c.status.as_str()))
+            .map(|c| w.checkout_json(c))
+            .collect();
+        if sort_newest_first(&q) {
+            items.reverse();
+        }
+        list_page(items, &q)
     })
 }
 

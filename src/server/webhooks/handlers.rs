@@ -65,7 +65,7 @@ async fn customer_changed(conn: &mut PgConnection, data: &Value) -> Result<Outco
 /// The customer was deleted at Polar: detach it (a later purchase creates a new one).
 async fn customer_deleted(conn: &mut PgConnection, data: &Value) -> Result<Outcome, HandlerError> {
     let Some(user) = user_of_customer(conn, data).await? else { return Ok(Outcome::Skipped) };
-    sqlx::query("UPDATE polar_customers SET status = 'deleted', polar_customer_id = NULL, state = NULL, state_fetched_at = NULL, updated_at = now() WHERE user_id = $1 AND polar_customer_id = $2")
+    sqlx::query("UPDATE polar_customers SET status = 'deleted', polar_customer_id = NULL, state = NULL, state_fetched_at = NULL, state_stale = false, updated_at = now() WHERE user_id = $1 AND polar_customer_id = $2")
         .bind(user)
         .bind(data["id"].as_str().unwrap_or_default())
         .execute(&mut *conn)

@@ -1,0 +1,296 @@
+//! Buying and managing, end to end over HTTP: the app in local mode with its built-in Polar
+//! stand-in (real HTTP both ways: the app calls the stand-in's API, the stand-in delivers
+//! signed webhooks to the app's receiver), against a fresh real PostgreSQL per test.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+use uuid::Uuid;
+
+async fn sign_up(app: &TestApp, email: &str) -> Uuid {
+    let res = post_form(app, "/api/signup", &[("email", email), ("password", "correct horse battery")]).await;
+    assert!(res.status().is_redirection(), "{}", res.status());
+    sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_one(&app.pool).await.unwrap()
+}
+
+/// Calls a billing server function as the hydrated page does; returns the URL it answers.
+async fn go(app: &TestApp, path: &str, form: &[(&str, &str)]) -> String {
+    let res = call(app, path, form).await;
+    assert_eq!(res.status(), 200, "{path}: {}", res.text().await.unwrap());
+    res.json::<String>().await.unwrap()
+}
+
+/// Pays on the stand-in's hosted checkout page; returns the checkout id from the redirect.
+async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> Option<String> {
+    let res = app
+        .client
+        .post(format!("{checkout_url}/confirm"))
+        .form(&[("email", "payer@example.com"), ("billing_name", "Ada Lovelace"), ("country", "DE"), ("line1", "Unter den Linden 1"), ("postal_code", "10117"), ("city", "Berlin"), ("card", card)])
+        .send()
+        .await
+        .unwrap();
+    if res.status() != 303 {
+        return None;
+    }
+    let to = res.headers()["location"].to_str().unwrap().to_string();
+    assert!(to.starts_with(&format!("{}/billing/success?checkout_id=", app.address)), "{to}");
+    Some(to.rsplit('=').next().unwrap().to_string())
+}
+
+async fn status(app: &TestApp, checkout_id: &str) -> (u16, Value) {
+    let res = call(app, "/api/billing/checkout-status", &[("checkout_id", checkout_id)]).await;
+    let code = res.status().as_u16();
+    (code, res.json().await.unwrap())
+}
+
+async fn wait_ready(app: &TestApp, checkout_id: &str) -> Value {
+    for _ in 0..100 {
+        let (code, v) = status(app, checkout_id).await;
+        assert_eq!(code, 200, "{v}");
+        if v != Value::String("Processing".into()) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("checkout {checkout_id} never confirmed");
+}
+
+async fn page(app: &TestApp, path: &str) -> String {
+    app.client.get(format!("{}{path}", app.address)).send().await.unwrap().text().await.unwrap()
+}
+
+async fn balance(app: &TestApp, user: Uuid) -> tally::domain::credits::Balance {
+    tally::server::ledger::balance(&app.pool, user, chrono::Utc::now()).await.unwrap()
+}
+
+#[tokio::test]
+async fn sign_up_creates_the_polar_customer_in_the_background() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "lifecycle@example.com").await;
+    for _ in 0..150 {
+        let row: Option<(String, Option<String>)> = sqlx::query_as("SELECT status, polar_customer_id FROM polar_customers WHERE user_id = $1").bind(user).fetch_optional(&app.pool).await.unwrap();
+        if let Some((s, Some(id))) = row {
+            assert_eq!(s, "linked");
+            // Polar has it under the user's id.
+            let standin = format!("{}/polar/v1/customers/external/{user}", app.address);
+            let token = test_config(&[]).polar.effective_token().unwrap().expose().to_string();
+            let c: Value = reqwest::Client::new().get(standin).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            assert_eq!(c["id"], id.as_str());
+            assert_eq!(c["email"], "lifecycle@example.com");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the Polar customer was never linked");
+}
+
+#[tokio::test]
+async fn paying_for_pro_confirms_only_once_access_is_real_then_billing_shows_it() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "buyer@example.com").await;
+    assert!(page(&app, "/billing").await.contains("<p class=\"plan-name\">Free"));
+
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    assert!(url.starts_with(&format!("{}/polar/checkout/polar_c_", app.address)), "{url}");
+    let checkout_id = pay(&app, &url, "4242 4242 4242 4242").await.expect("paid");
+    let ready = wait_ready(&app, &checkout_id).await;
+    assert_eq!(ready, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
+
+    // The webhooks the stand-in delivered set up the plan and its allotment.
+    let mut billing = String::new();
+    for _ in 0..100 {
+        billing = page(&app, "/billing").await;
+        if billing.contains("Renews on") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(billing.contains("<p class=\"plan-name\">Pro"), "{billing}");
+    assert!(billing.contains("Renews on"));
+    assert!(billing.contains("Cancel at period end"));
+    assert!(balance(&app, user).await.allotment > 0, "the period's allotment has begun");
+    let pricing = page(&app, "/pricing").await;
+    let pro_card = pricing.split("<h2 id=\"plan-pro\">").nth(1).unwrap();
+    assert!(pro_card.split("plan__cta").nth(1).unwrap().contains("Your current plan"));
+
+    // A second plan checkout is refused: plan changes go through the subscription.
+    let res = call(&app, "/api/billing/checkout", &[("item", "business")]).await;
+    assert_eq!(res.status(), 409);
+
+    // Cancel at period end, then undo, through Polar; the page follows at once.
+    go(&app, "/api/billing/cancel", &[("cancel", "true")]).await;
+    let billing = page(&app, "/billing").await;
+    assert!(billing.contains("it will not renew") && billing.contains("Keep my subscription"), "{billing}");
+    go(&app, "/api/billing/cancel", &[("cancel", "false")]).await;
+    assert!(page(&app, "/billing").await.contains("Renews on"));
+
+    // Upgrade to Business: at once, with its benefit.
+    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
+    let mut shown = String::new();
+    for _ in 0..50 {
+        shown = page(&app, "/billing").await;
+        if shown.contains("<p class=\"plan-name\">Business") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shown.contains("<p class=\"plan-name\">Business"), "{shown}");
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_pack_is_confirmed_when_its_credits_are_in_the_ledger() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "packs@example.com").await;
+    let before = balance(&app, user).await.total;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pack_100")]).await;
+    let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
+    assert_eq!(wait_ready(&app, &checkout_id).await, serde_json::json!({ "Ready": { "what": "100 credits", "is_plan": false } }));
+    let after = balance(&app, user).await;
+    assert_eq!(after.total, before + 100);
+    assert_eq!(after.purchased, 100);
+}
+
+#[tokio::test]
+async fn someone_elses_checkout_is_not_found_and_bad_items_are_refused() {
+    let app = spawn_app().await;
+    sign_up(&app, "alice@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
+
+    let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[]).await;
+    sign_up(&other, "mallory@example.com").await;
+    let (code, _) = status(&other, &checkout_id).await;
+    assert_eq!(code, 404);
+    let (code, _) = status(&other, "not-a-uuid").await;
+    assert_eq!(code, 404);
+    let page = other.client.get(format!("{}/billing/success?checkout_id={checkout_id}", other.address)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Purchase not found"), "{page}");
+
+    // Only slugs from the server's map: no product ids, prices or users from the browser.
+    let res = call(&other, "/api/billing/checkout", &[("item", tally::server::standin::product_id("pro").as_str())]).await;
+    assert_eq!(res.status(), 422);
+    // Anonymous visitors are sent to sign in.
+    let anon = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = anon.post(format!("{}/api/billing/checkout", app.address)).header("accept", "text/html").header("origin", &app.address).form(&[("item", "pro")]).send().await.unwrap();
+    assert!(res.status().is_redirection());
+    assert_eq!(res.headers()["location"], "/login?next=%2Fpricing");
+}
+
+#[tokio::test]
+async fn a_declined_card_leaves_no_purchase_and_an_expired_checkout_says_so() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "declined@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    assert_eq!(pay(&app, &url, "4000 0000 0000 0002").await, None, "declined: no redirect to success");
+    app.client.post(format!("{url}/expire")).send().await.unwrap();
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 410);
+
+    let token = test_config(&[]).polar.effective_token().unwrap().expose().to_string();
+    let polar = |path: String| {
+        let token = token.clone();
+        async move { reqwest::Client::new().get(path).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let checkouts = polar(format!("{}/polar/v1/checkouts/", app.address)).await;
+    let id = checkouts["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(status(&app, &id).await, (200, Value::String("Expired".into())));
+    assert!(page(&app, &format!("/billing/success?checkout_id={id}")).await.contains("This checkout expired"));
+    let orders = polar(format!("{}/polar/v1/orders/?external_customer_id={user}", app.address)).await;
+    assert_eq!(orders["items"].as_array().unwrap().len(), 0, "no order after a declined card");
+    assert_eq!(balance(&app, user).await.purchased, 0);
+}
+
+#[tokio::test]
+async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_follow() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "invoices@example.com").await;
+    let form = |tax: &'static str| {
+        vec![("company", "Ada GmbH"), ("line1", "Unter den Linden 1"), ("postal_code", "10117"), ("city", "Berlin"), ("country", "DE"), ("tax_id", tax)]
+    };
+    let res = call(&app, "/api/billing/details", &form("DE123")).await;
+    assert_eq!(res.status(), 422);
+    let err = app_error(res).await;
+    assert_eq!(err.field(), Some("tax_id"));
+    assert!(err.to_string().contains("DE VAT number"), "{err}");
+    let saved: i64 = sqlx::query_scalar("SELECT count(*) FROM billing_details").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(saved, 0, "nothing saved on bad input");
+
+    assert_eq!(go(&app, "/api/billing/details", &form("de 123 456 789")).await, "/settings/billing?done=saved");
+    let token = test_config(&[]).polar.effective_token().unwrap().expose().to_string();
+    let c: Value = reqwest::Client::new().get(format!("{}/polar/v1/customers/external/{user}", app.address)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(c["tax_id"], serde_json::json!(["DE123456789", "eu_vat"]));
+    assert_eq!(c["billing_address"]["city"], "Berlin");
+
+    // A purchase, then its invoice: generate, "preparing", ready, download.
+    let url = go(&app, "/api/billing/checkout", &[("item", "pack_50")]).await;
+    pay(&app, &url, "4242424242424242").await.unwrap();
+    let settings = page(&app, "/settings/billing").await;
+    assert!(settings.contains("50 credits") && settings.contains(">Generate<"), "{settings}");
+    let order_id = settings.split("name=\"order_id\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    go(&app, "/api/billing/invoice", &[("order_id", &order_id)]).await;
+    assert!(page(&app, "/settings/billing").await.contains("Preparing"));
+    let mut ready = false;
+    for _ in 0..50 {
+        if page(&app, "/settings/billing").await.contains(&format!("/billing/invoices/{order_id}")) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the invoice became downloadable");
+    let res = app.client.get(format!("{}/billing/invoices/{order_id}", app.address)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    let pdf_url = res.headers()["location"].to_str().unwrap().to_string();
+    let pdf = reqwest::get(&pdf_url).await.unwrap().bytes().await.unwrap();
+    let text = String::from_utf8_lossy(&pdf);
+    assert!(text.contains("Ada Lovelace") || text.contains("Ada GmbH"), "billing name on the invoice");
+    assert!(text.contains("DE123456789"), "VAT id on the invoice");
+
+    // Another user cannot download or generate it.
+    let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[]).await;
+    sign_up(&other, "other@example.com").await;
+    assert_eq!(other.client.get(format!("{}/billing/invoices/{order_id}", other.address)).send().await.unwrap().status(), 404);
+    assert_eq!(call(&other, "/api/billing/invoice", &[("order_id", &order_id)]).await.status(), 404);
+}
+
+#[tokio::test]
+async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_closed_without_one() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "outage@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
+    wait_ready(&app, &checkout_id).await;
+
+    let config = test_config(&[]);
+    let state = tally::server::state::AppState {
+        leptos_options: tally::server::startup::leptos_options("127.0.0.1:0".parse().unwrap()),
+        pool: app.pool.clone(),
+        config: std::sync::Arc::new(config.clone()),
+        rate_limiter: tally::server::metered::RateLimiter::new(10),
+        webhook_wakeup: Default::default(),
+        polar: Some(tally::server::polar::PolarClient::new(url::Url::parse(&format!("{}/polar", app.address)).unwrap(), config.polar.effective_token().unwrap().clone())),
+    };
+    use tally::server::billing::require_benefit;
+    assert!(require_benefit(&state, user, "pro").await.is_ok());
+    assert!(matches!(require_benefit(&state, user, "business").await, Err(tally::error::AppError::NotEntitled { .. })));
+
+    // Polar goes down and the cache is stale: the last known state still grants Pro, marked stale.
+    reqwest::Client::new().post(format!("{}/polar/_standin/outage", app.address)).json(&serde_json::json!({ "kind": "error", "count": 1000 })).send().await.unwrap();
+    sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '1 hour'").execute(&app.pool).await.unwrap();
+    let read = tally::server::billing::customer_state(&state, user, tally::server::billing::STATE_TTL).await.unwrap();
+    assert!(read.stale && read.has_benefit("pro"));
+    assert!(require_benefit(&state, user, "pro").await.is_ok());
+    let billing = page(&app, "/billing").await;
+    assert!(billing.contains("not answering") && billing.contains("<p class=\"plan-name\">Pro"), "{billing}");
+
+    // Too old to trust: fail closed.
+    sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '2 days'").execute(&app.pool).await.unwrap();
+    assert!(matches!(require_benefit(&state, user, "pro").await, Err(tally::error::AppError::Unavailable { .. })));
+    // No cached state at all: fail closed.
+    sqlx::query("UPDATE polar_customers SET state = NULL, state_fetched_at = NULL").execute(&app.pool).await.unwrap();
+    assert!(matches!(require_benefit(&state, user, "pro").await, Err(tally::error::AppError::Unavailable { .. })));
+    reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).send().await.unwrap();
+    assert!(require_benefit(&state, user, "pro").await.is_ok(), "back when Polar is");
+}
