@@ -52,11 +52,23 @@ pub fn CheckoutSuccessPage() -> impl IntoView {
                         <p>"This page is where you land after paying. Start from the pricing page to choose a plan."</p>
                         <p><a class="btn btn--primary" href="/pricing">"See pricing"</a></p>
                     }.into_any(),
-                    Err(AppError::NotFound) => view! {
+                    Err(AppError::Unauthorized) => view! {
+                        <h1>"Sign in to see your purchase"</h1>
+                        <p>"Your payment is safe. Sign in with the account you bought with to see it."</p>
+                        <p><a class="btn btn--primary" href=move || format!("/login?next={}", crate::pages::signup::urlencode(&format!("/billing/success?checkout_id={}", checkout_id().unwrap_or_default())))>"Sign in"</a></p>
+                    }.into_any(),
+                    Err(AppError::NotFound) => {
+                        // A checkout that is not this user's answers 404, like one that does not exist.
+                        #[cfg(feature = "ssr")]
+                        if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
+                            r.set_status(http::StatusCode::NOT_FOUND);
+                        }
+                        view! {
                         <h1>"Purchase not found"</h1>
                         <p>"We can't find this checkout on your account. If you paid with another account, sign in with that one."</p>
                         <p><a class="btn btn--primary" href="/billing">"Go to billing"</a></p>
-                    }.into_any(),
+                    }.into_any()
+                    }
                     Err(e) => view! {
                         <h1>"We couldn't check your payment"</h1>
                         <div class="alert alert--error" role="alert">{e.to_string()}</div>

@@ -1,0 +1,167 @@
+// The whole billing journey against the built-in Polar stand-in, with JavaScript off (ssr
+// project) and on (hydrated): sign up, pay for Pro on the hosted checkout, wait for the success
+// page to confirm, spend through the API, buy a pack, billing details with VAT, an invoice,
+// cancel and undo, a declined card, an expired checkout, and someone else's checkout id.
+import { test, expect, type Page, type TestInfo } from "@playwright/test";
+import AxeBuilder from "@axe-core/playwright";
+import { PASSWORD, jsEnabled, open, uniqueEmail, watchConsole } from "./helpers";
+
+async function shot(page: Page, testInfo: TestInfo, name: string) {
+  await page.screenshot({ path: `screenshots/${testInfo.project.name}-${name}.png`, fullPage: true });
+}
+
+async function noAxeViolations(page: Page, testInfo: TestInfo) {
+  if (!jsEnabled(testInfo)) return;
+  const results = await new AxeBuilder({ page }).analyze();
+  expect(results.violations.map((v) => `${v.id}: ${v.help}`)).toEqual([]);
+}
+
+async function credits(page: Page, testInfo: TestInfo): Promise<number> {
+  await open(page, testInfo, "/billing");
+  return Number((await page.getByTestId("credits-total").textContent())!.replace(/,/g, ""));
+}
+
+/** Fills the stand-in's hosted checkout and pays with `card`. */
+async function payOnCheckout(page: Page, card: string) {
+  await expect(page).toHaveURL(/\/polar\/checkout\/polar_c_/);
+  await page.getByLabel("Name on invoice").fill("Ada Lovelace");
+  await page.getByLabel("Country").selectOption("DE");
+  await page.getByLabel("Address").first().fill("Unter den Linden 1");
+  await page.getByLabel(/^Card number/).fill(card);
+  await page.getByRole("button", { name: /^Pay / }).click();
+}
+
+test("buy, use and manage a plan end to end", async ({ page }, testInfo) => {
+  test.setTimeout(180_000);
+  const errors = watchConsole(page);
+  const email = uniqueEmail(testInfo, "journey");
+
+  // Sign up: the free credits are there.
+  await open(page, testInfo, "/signup");
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page).toHaveURL(/\/billing$/);
+  if (jsEnabled(testInfo)) await expect(page.locator("body[data-hydrated]")).toBeAttached();
+  await expect(page.getByTestId("credits-total")).toHaveText("1,000");
+  await expect(page.locator(".plan-name")).toContainText("Free");
+
+  // Pricing → Pro → the hosted checkout → the success page waits, then confirms.
+  await open(page, testInfo, "/pricing");
+  await shot(page, testInfo, "journey-pricing");
+  await page.getByRole("button", { name: "Upgrade to Pro" }).click();
+  await expect(page.getByRole("heading", { name: "Pay Pro" })).toBeVisible();
+  await shot(page, testInfo, "journey-checkout");
+  await payOnCheckout(page, "4242 4242 4242 4242");
+  await expect(page).toHaveURL(/\/billing\/success\?checkout_id=/, { timeout: 15_000 });
+  await expect(page.getByTestId("checkout-confirmed")).toHaveText("You're on Pro", { timeout: 45_000 });
+  await shot(page, testInfo, "journey-success");
+  await page.getByRole("link", { name: "Go to billing" }).click();
+
+  // Billing shows Pro, its renewal and the first day's allotment on top of the free credits.
+  await expect(page.locator(".plan-name")).toContainText("Pro");
+  await expect(page.getByTestId("renewal")).toContainText("Renews on");
+  const afterPro = await credits(page, testInfo);
+  expect(afterPro).toBeGreaterThan(1000);
+  await noAxeViolations(page, testInfo);
+  await shot(page, testInfo, "journey-billing");
+
+  // Spend through the metered API: the meter drops by one.
+  await open(page, testInfo, "/settings/billing");
+  await page.getByLabel("New key name").fill("journey");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const key = (await page.getByTestId("new-api-key").textContent())!.trim();
+  const spent = await page.request.post("/api/v1/text/stats", { headers: { authorization: `Bearer ${key}` }, data: { text: "One credit, please." } });
+  expect(spent.status()).toBe(200);
+  expect(await credits(page, testInfo)).toBe(afterPro - 1);
+
+  // A credit pack: the balance rises by 50.
+  await open(page, testInfo, "/pricing");
+  await page.getByRole("button", { name: "Buy 50 credits" }).click();
+  await payOnCheckout(page, "4242424242424242");
+  await expect(page.getByTestId("checkout-confirmed")).toHaveText("50 credits added", { timeout: 45_000 });
+  expect(await credits(page, testInfo)).toBe(afterPro - 1 + 50);
+
+  // Billing details: an invalid VAT id is refused with a field error; a valid one is saved.
+  await open(page, testInfo, "/settings/billing");
+  await page.getByLabel("Company or name on invoices").fill("Ada GmbH");
+  await page.getByLabel("Address", { exact: true }).fill("Unter den Linden 1");
+  await page.getByLabel("Postal code").fill("10117");
+  await page.getByLabel("City").fill("Berlin");
+  await page.getByLabel("Country").selectOption("DE");
+  await page.getByLabel("VAT or tax id (optional)").fill("DE123");
+  await page.getByRole("button", { name: "Save billing details" }).click();
+  await expect(page.locator("#billing-tax_id-error")).toContainText("DE VAT number");
+  await open(page, testInfo, "/settings/billing");
+  await page.getByLabel("Company or name on invoices").fill("Ada GmbH");
+  await page.getByLabel("Address", { exact: true }).fill("Unter den Linden 1");
+  await page.getByLabel("Postal code").fill("10117");
+  await page.getByLabel("City").fill("Berlin");
+  await page.getByLabel("Country").selectOption("DE");
+  await page.getByLabel("VAT or tax id (optional)").fill("DE 123 456 789");
+  await page.getByRole("button", { name: "Save billing details" }).click();
+  await expect(page.getByText("Billing details saved. New invoices carry them.")).toBeVisible();
+  await expect(page.getByLabel("VAT or tax id (optional)")).toHaveValue("DE123456789");
+
+  // An invoice: generate, "preparing", then download the PDF.
+  const generate = page.getByRole("button", { name: /^Generate invoice for 50 credits/ });
+  await generate.click();
+  await expect(page.getByText("Your invoice is being prepared.")).toBeVisible();
+  let href: string | null = null;
+  for (let i = 0; i < 20 && !href; i++) {
+    await open(page, testInfo, "/settings/billing");
+    const link = page.getByRole("link", { name: /^Download invoice for 50 credits/ });
+    if (await link.count()) href = await link.getAttribute("href");
+    else await page.waitForTimeout(500);
+  }
+  expect(href).toMatch(/^\/billing\/invoices\//);
+  await noAxeViolations(page, testInfo);
+  await shot(page, testInfo, "journey-settings-billing");
+  const pdf = await page.request.get(href!);
+  expect(pdf.headers()["content-type"]).toBe("application/pdf");
+  expect((await pdf.body()).subarray(0, 8).toString()).toBe("%PDF-1.4");
+
+  // Cancel at period end, then undo.
+  await open(page, testInfo, "/billing");
+  await page.getByRole("button", { name: "Cancel at period end" }).click();
+  await expect(page.getByTestId("renewal")).toContainText("it will not renew");
+  await expect(page.getByRole("status").filter({ hasText: "will end at the end of the period" })).toBeVisible();
+  await page.getByRole("button", { name: "Keep my subscription" }).click();
+  await expect(page.getByTestId("renewal")).toContainText("Renews on");
+
+  // A declined card: the checkout stays open with the error; then it expires.
+  await open(page, testInfo, "/pricing");
+  await page.getByRole("button", { name: "Buy 100 credits" }).click();
+  await payOnCheckout(page, "4000 0000 0000 0002");
+  await expect(page.getByRole("alert")).toHaveText("Your card was declined.", { timeout: 15_000 });
+  await shot(page, testInfo, "journey-declined");
+  await page.getByRole("button", { name: "Let this checkout expire now" }).click();
+  await expect(page.getByRole("heading", { name: "This checkout has expired" })).toBeVisible();
+  expect(await credits(page, testInfo)).toBe(afterPro - 1 + 50);
+  expect(errors).toEqual([]);
+});
+
+test("another user's checkout id on the success page is a 404", async ({ browser, page }, testInfo) => {
+  test.setTimeout(90_000);
+  // Alice pays for a pack.
+  await open(page, testInfo, "/signup");
+  await page.getByLabel("Email").fill(uniqueEmail(testInfo, "alice"));
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page).toHaveURL(/\/billing$/);
+  await open(page, testInfo, "/pricing");
+  await page.getByRole("button", { name: "Buy 50 credits" }).click();
+  await payOnCheckout(page, "4242424242424242");
+  await expect(page).toHaveURL(/\/billing\/success\?checkout_id=/, { timeout: 15_000 });
+  const successUrl = page.url();
+
+  // Mallory, in her own session, opens Alice's success URL.
+  const other = await browser.newContext({ javaScriptEnabled: jsEnabled(testInfo) });
+  const mallory = await other.newPage();
+  const res0 = await mallory.request.post("/api/signup", { form: { email: uniqueEmail(testInfo, "mallory"), password: PASSWORD }, maxRedirects: 0 });
+  expect([200, 302]).toContain(res0.status());
+  const res = await mallory.goto(successUrl);
+  expect(res?.status()).toBe(404);
+  await expect(mallory.getByRole("heading", { name: "Purchase not found" })).toBeVisible();
+  await other.close();
+});
