@@ -183,6 +183,7 @@ async fn paying_on_the_hosted_page_creates_customer_subscription_order_and_grant
     // The page shows the product and its price.
     let page = p.http.get(&checkout.url).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("Pro") && page.contains("$19.00"), "{page}");
+    assert!(page.contains(&format!("action=\"{}/confirm\"", checkout.url)), "the form posts to this checkout");
 
     // An invalid VAT id is refused on the page, and nothing is paid.
     let res = p.pay(&checkout.url, "4242 4242 4242 4242", "FR123").await;

@@ -116,7 +116,7 @@ pub async fn change_plan(plan: String) -> Result<String, AppError> {
             if !to.is_self_serve_paid() {
                 return Err(AppError::validation("plan", "Choose Pro or Business."));
             }
-            if ssr::billing::live_subscription(&state.pool, user.id).await?.is_none() {
+            if ssr::billing::current_subscription(&state, user.id).await?.is_none() {
                 let url = ssr::billing::start_checkout(&state, user.id, &user.email, to.slug()).await?;
                 return Ok(ssr::go(&url));
             }

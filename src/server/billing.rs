@@ -230,11 +230,22 @@ pub async fn live_subscription(pool: &PgPool, user: Uuid) -> Result<Option<(Stri
     .map_err(AppError::internal)
 }
 
+/// The user's live subscription id and plan: from a fresh Customer State (the truth, and
+/// ahead of webhooks right after a checkout), else from the last webhooks (which also know
+/// `past_due` subscriptions, absent from Customer State's active list).
+pub async fn current_subscription(state: &AppState, user: Uuid) -> Result<Option<(String, PlanId)>, AppError> {
+    let read = customer_state(state, user, Duration::zero()).await?;
+    if let Some(sub) = read.state.as_ref().and_then(|s| s.active_subscriptions.first()) {
+        return Ok(Some((sub.id.clone(), read.plan())));
+    }
+    Ok(live_subscription(&state.pool, user).await?.map(|(id, plan, _)| (id, plan.and_then(|p| p.parse().ok()).unwrap_or(PlanId::Free))))
+}
+
 /// Creates a Polar checkout for the signed-in user and returns its URL.
 pub async fn start_checkout(state: &AppState, user: Uuid, email: &str, item: &str) -> Result<String, AppError> {
     let product = product_for(state, item)?;
     let is_plan = matches!(item, "pro" | "business");
-    if is_plan && live_subscription(&state.pool, user).await?.is_some() {
+    if is_plan && current_subscription(state, user).await?.is_some() {
         return Err(AppError::Conflict { field: None, message: "You already have a subscription. Change your plan from the billing page instead.".into() });
     }
     let details = billing_details(&state.pool, user).await?;
@@ -327,11 +338,8 @@ async fn refresh_subscription(state: &AppState, user: Uuid, id: &str) -> Result<
     tx.commit().await.map_err(AppError::internal)
 }
 
-async fn require_live_subscription(state: &AppState, user: Uuid) -> Result<(String, Option<String>), AppError> {
-    live_subscription(&state.pool, user)
-        .await?
-        .map(|(id, plan, _)| (id, plan))
-        .ok_or_else(|| AppError::Conflict { field: None, message: "You have no active subscription.".into() })
+async fn require_live_subscription(state: &AppState, user: Uuid) -> Result<(String, PlanId), AppError> {
+    current_subscription(state, user).await?.ok_or_else(|| AppError::Conflict { field: None, message: "You have no active subscription.".into() })
 }
 
 /// Cancel at the end of the period (`true`) or keep the subscription (`false`).
@@ -344,7 +352,6 @@ pub async fn set_cancel_at_period_end(state: &AppState, user: Uuid, cancel: bool
 /// Upgrades now (the difference invoiced at once) or downgrades at renewal.
 pub async fn change_plan(state: &AppState, user: Uuid, to: PlanId) -> Result<&'static str, AppError> {
     let (id, current) = require_live_subscription(state, user).await?;
-    let current: PlanId = current.and_then(|p| p.parse().ok()).unwrap_or(PlanId::Free);
     if current == to {
         return Err(AppError::Conflict { field: None, message: format!("You are already on {}.", to.name()) });
     }

@@ -10,6 +10,7 @@
 //! | `POST /_standin/checkouts/{id}/expire` | expires an open checkout now |
 //! | `POST /_standin/webhooks/duplicate-next {"times": n}` | every event of the next batch is delivered n extra times |
 //! | `POST /_standin/webhooks/shuffle-next` | the next batch is delivered in random order |
+//! | `POST /_standin/webhooks/chaos {"duplicate": n, "shuffle": bool}` | every batch from now on, until set back to 0/false |
 //! | `POST /_standin/webhooks/endpoints {"url","secret","standard"}` | adds a webhook endpoint |
 //! | `GET /_standin/webhooks/deliveries` | every delivery attempt so far |
 //! | `POST /_standin/outage {"kind": "error"/"timeout"/"rate_limit", "count": n, "retry_after"?}` | the next n API requests fail that way |
@@ -34,6 +35,7 @@ pub fn routes(s: StandIn) -> Router {
         .route("/_standin/checkouts/{id}/expire", post(expire))
         .route("/_standin/webhooks/duplicate-next", post(duplicate_next))
         .route("/_standin/webhooks/shuffle-next", post(shuffle_next))
+        .route("/_standin/webhooks/chaos", post(chaos))
         .route("/_standin/webhooks/endpoints", post(add_endpoint))
         .route("/_standin/webhooks/deliveries", get(deliveries))
         .route("/_standin/outage", post(outage).delete(end_outage))
@@ -106,6 +108,16 @@ async fn duplicate_next(State(s): State<StandIn>, raw: axum::body::Bytes) -> Res
 
 async fn shuffle_next(State(s): State<StandIn>) -> Response {
     lock(&s.inner.controls).shuffle_next = true;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Every following batch is delivered `duplicate` extra times and/or shuffled, until set
+/// back to `{"duplicate": 0, "shuffle": false}`.
+async fn chaos(State(s): State<StandIn>, raw: axum::body::Bytes) -> Response {
+    let b = body(&raw);
+    let mut c = lock(&s.inner.controls);
+    c.chaos_duplicate = b["duplicate"].as_u64().unwrap_or(0).min(20) as u32;
+    c.chaos_shuffle = b["shuffle"].as_bool().unwrap_or(false);
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -91,6 +91,9 @@ struct Controls {
     fail_next_renewal: Option<Option<String>>,
     duplicate_next: u32,
     shuffle_next: bool,
+    /// Until switched off: every batch is delivered this many extra times / shuffled.
+    chaos_duplicate: u32,
+    chaos_shuffle: bool,
     outage: Option<Outage>,
 }
 
@@ -219,8 +222,8 @@ impl StandIn {
         }
         let (duplicate, shuffle) = {
             let mut c = lock(&self.inner.controls);
-            let d = std::mem::take(&mut c.duplicate_next);
-            let s = std::mem::take(&mut c.shuffle_next);
+            let d = std::mem::take(&mut c.duplicate_next).max(c.chaos_duplicate);
+            let s = std::mem::take(&mut c.shuffle_next) || c.chaos_shuffle;
             (d, s)
         };
         self.inner.sender.send_batch(events.0, duplicate, shuffle);

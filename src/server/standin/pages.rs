@@ -111,7 +111,7 @@ fn render_checkout(s: &StandIn, c: &Checkout, error: Option<&str>, form: &HashMa
     let error_html = error.map(|e| format!(r#"<p class="error" role="alert" id="checkout-error">{}</p>"#, esc(e))).unwrap_or_default();
     let body = format!(
         r#"{summary}<section aria-labelledby="pay"><h1 id="pay">Pay {name}</h1>{error_html}
-<form method="post" action="confirm" novalidate>
+<form method="post" action="{base}/checkout/{secret}/confirm" novalidate>
 <label for="email">Email</label><input id="email" name="email" type="email" autocomplete="email" required value="{email}">
 <label for="billing_name">Name on invoice</label><input id="billing_name" name="billing_name" autocomplete="name" required value="{billing_name}">
 <label for="country">Country</label><select id="country" name="country" autocomplete="country" required>{countries}</select>
@@ -125,7 +125,9 @@ fn render_checkout(s: &StandIn, c: &Checkout, error: Option<&str>, form: &HashMa
 <div><label for="cvc">CVC</label><input id="cvc" name="cvc" autocomplete="cc-csc" value="{cvc}"></div></div>
 <button class="pay" type="submit">Pay {price}{per}</button></form></section>
 <section aria-labelledby="other"><h2 id="other">Not paying?</h2><p class="hint">This checkout expires on its own 24 hours after it was created. For tests and demos you can expire it now.</p>
-<form method="post" action="expire"><button class="secondary" type="submit">Let this checkout expire now</button></form></section>"#,
+<form method="post" action="{base}/checkout/{secret}/expire"><button class="secondary" type="submit">Let this checkout expire now</button></form></section>"#,
+        base = s.inner.config.public_url,
+        secret = esc(&c.client_secret),
         name = esc(&product.name),
         email = v("email", c.customer_email.as_deref()),
         billing_name = v("billing_name", c.customer_billing_name.as_deref().or(c.customer_name.as_deref())),
@@ -243,7 +245,12 @@ async fn portal_page(State(s): State<StandIn>, Path(org): Path<String>, Query(q)
         let c = w.customer(&customer_id).expect("sessions point at customers");
         let return_url = w.sessions.iter().find(|x| x.token == token).and_then(|x| x.return_url.clone());
         let action = |fields: &str, label: &str, class: &str| {
-            format!(r#"<form method="post" action="portal/action"><input type="hidden" name="token" value="{}">{fields}<button class="{class}" type="submit">{label}</button></form>"#, esc(&token))
+            format!(
+                r#"<form method="post" action="{}/{}/portal/action"><input type="hidden" name="token" value="{}">{fields}<button class="{class}" type="submit">{label}</button></form>"#,
+                s.inner.config.public_url,
+                esc(&w.org().slug),
+                esc(&token)
+            )
         };
         let mut subs = String::new();
         for sub in w.subscriptions.iter().filter(|x| x.customer_id == c.id && x.ended_at.is_none()) {
