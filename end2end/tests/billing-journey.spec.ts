@@ -54,6 +54,10 @@ test("buy, use and manage a plan end to end", async ({ page }, testInfo) => {
   await shot(page, testInfo, "journey-checkout");
   await payOnCheckout(page, "4242 4242 4242 4242");
   await expect(page).toHaveURL(/\/billing\/success\?checkout_id=/, { timeout: 15_000 });
+  // The stand-in's Customer State lags like Polar's (POLAR_STANDIN_STATE_LAG_MS in scripts/test):
+  // the page first says the payment is processing, then polls until the benefit is granted.
+  await expect(page.getByTestId("checkout-processing")).toBeVisible();
+  await shot(page, testInfo, "journey-processing");
   await expect(page.getByTestId("checkout-confirmed")).toHaveText("You're on Pro", { timeout: 45_000 });
   await shot(page, testInfo, "journey-success");
   await page.getByRole("link", { name: "Go to billing" }).click();
@@ -138,7 +142,9 @@ test("buy, use and manage a plan end to end", async ({ page }, testInfo) => {
   await page.getByRole("button", { name: "Let this checkout expire now" }).click();
   await expect(page.getByRole("heading", { name: "This checkout has expired" })).toBeVisible();
   expect(await credits(page, testInfo)).toBe(afterPro - 1 + 50);
-  expect(errors).toEqual([]);
+  // The refusals above answer with their real statuses (422 for the declined card and the bad
+  // VAT id, 410 for the expired checkout), which Chromium logs; anything else is a failure.
+  expect(errors.filter((e) => !/status of (410|422)\b/.test(e))).toEqual([]);
 });
 
 test("another user's checkout id on the success page is a 404", async ({ browser, page }, testInfo) => {

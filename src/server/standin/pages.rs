@@ -39,7 +39,7 @@ pub fn esc(s: &str) -> String {
 fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · Polar (local stand-in)</title><style>
+<title>{title} · Polar (local stand-in)</title><link rel="icon" href="data:,"><style>
 body{{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f4f4f6;color:#1d1d22}}
 header{{background:#0b0d12;color:#fff;padding:.75rem 1.25rem;display:flex;justify-content:space-between;align-items:center;gap:1rem;flex-wrap:wrap}}
 header strong{{letter-spacing:.02em}} header small{{color:#c8cad3}}
