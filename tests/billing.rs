@@ -379,3 +379,42 @@ async fn deliveries_repeated_five_times_and_shuffled_converge_to_the_in_order_st
         .unwrap();
     assert_eq!(stored as usize, repeated.len());
 }
+
+#[tokio::test]
+async fn the_standin_also_delivers_to_endpoints_configured_by_environment() {
+    use axum::routing::post;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String, String, String)>::new()));
+    let r = received.clone();
+    let sink = axum::Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let r = r.clone();
+            async move {
+                let h = |n: &str| headers[n].to_str().unwrap().to_string();
+                r.lock().unwrap().push((h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"), body));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, sink).await.unwrap() });
+    let secret = "polar_whs_env-configured";
+    let app = spawn_app_with(&[("POLAR_STANDIN_WEBHOOK_ENDPOINTS", &format!("{hook}|{secret}|legacy"))]).await;
+    sign_up(&app, "env-hooks@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pack_50")]).await;
+    pay(&app, &url, "4242424242424242").await.unwrap();
+    for _ in 0..100 {
+        if received.lock().unwrap().iter().any(|(.., b)| b.contains("\"order.paid\"")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = received.lock().unwrap().clone();
+    assert!(got.iter().any(|(.., b)| b.contains("\"order.paid\"")), "order.paid delivered");
+    let now = chrono::Utc::now().timestamp();
+    for (id, ts, sig, body) in &got {
+        let h = tally::server::polar::webhook_signature::SignedHeaders { id: Some(id), timestamp: Some(ts), signature: Some(sig) };
+        assert_eq!(tally::server::polar::webhook_signature::verify(secret, h, body.as_bytes(), now), Ok(tally::server::polar::webhook_signature::KeyScheme::Legacy));
+    }
+}

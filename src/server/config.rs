@@ -106,6 +106,9 @@ pub struct StandinSettings {
     /// Where the stand-in keeps its data (`POLAR_STANDIN_STATE_FILE`, default
     /// `.data/polar-standin.json`; `off` keeps it in memory).
     pub state_file: Option<PathBuf>,
+    /// More webhook endpoints besides this app's receiver (`POLAR_STANDIN_WEBHOOK_ENDPOINTS`:
+    /// comma-separated `url|secret|standard` or `url|secret|legacy`).
+    pub extra_endpoints: Vec<(String, Secret, bool)>,
 }
 
 #[derive(Debug, Clone)]
@@ -257,7 +260,24 @@ fn standin_settings(src: &dyn Source, session_secret: &Secret, configured_token:
         Some(p) => Some(PathBuf::from(p)),
         None => Some(PathBuf::from(".data/polar-standin.json")),
     };
+    let mut extra_endpoints = vec![];
+    for item in var(src, "POLAR_STANDIN_WEBHOOK_ENDPOINTS").unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || err("POLAR_STANDIN_WEBHOOK_ENDPOINTS", "expected comma-separated url|secret|standard or url|secret|legacy entries");
+        let parts: Vec<&str> = item.split('|').collect();
+        let [url, secret, scheme] = parts.as_slice() else { return Err(bad()) };
+        parse_url("POLAR_STANDIN_WEBHOOK_ENDPOINTS", url)?;
+        let standard = match *scheme {
+            "standard" => true,
+            "legacy" => false,
+            _ => return Err(bad()),
+        };
+        if secret.is_empty() {
+            return Err(bad());
+        }
+        extra_endpoints.push((url.to_string(), Secret::new(*secret), standard));
+    }
     Ok(StandinSettings {
+        extra_endpoints,
         // A configured token is the one the stand-in accepts (tests that call it directly set one).
         access_token: configured_token.cloned().unwrap_or_else(|| Secret::new(derive_secret(session_secret, "polar-standin-token", false))),
         payment_delay_ms,
@@ -514,6 +534,11 @@ mod tests {
         assert!(load(&[("POLAR_STANDIN_PAYMENT_DELAY_MS", "2000-1000")]).is_err());
         assert_eq!(load(&[("POLAR_STANDIN_PAYMENT_DELAY_MS", "10")]).unwrap().polar.standin.unwrap().payment_delay_ms, (10, 10));
         assert_eq!(load(&[("POLAR_STANDIN_WEBHOOK_SCHEME", "v2")]).unwrap_err().var, "POLAR_STANDIN_WEBHOOK_SCHEME");
+        let extra = load(&[("POLAR_STANDIN_WEBHOOK_ENDPOINTS", "http://127.0.0.1:9000/hook|whsec_abc|legacy, https://x.example/h|s2|standard")]).unwrap();
+        let extra = &extra.polar.standin.as_ref().unwrap().extra_endpoints;
+        assert_eq!(extra.len(), 2);
+        assert!(!extra[0].2 && extra[1].2);
+        assert_eq!(load(&[("POLAR_STANDIN_WEBHOOK_ENDPOINTS", "http://x|s")]).unwrap_err().var, "POLAR_STANDIN_WEBHOOK_ENDPOINTS");
         // Sandbox and production have no stand-in.
         assert!(load(&sandbox()).unwrap().polar.standin.is_none());
     }

@@ -112,6 +112,9 @@ fn start_standin(config: &Config) -> Option<StandIn> {
     if let (Some(secret), Ok(url)) = (&config.polar.webhook_secret, config.app_url.join(&config.polar.webhook_path)) {
         c.endpoints.push(WebhookEndpoint { url: url.to_string(), secret: secret.expose().to_string(), standard: settings.webhook_standard });
     }
+    for (url, secret, standard) in &settings.extra_endpoints {
+        c.endpoints.push(WebhookEndpoint { url: url.clone(), secret: secret.expose().to_string(), standard: *standard });
+    }
     Some(StandIn::start(c))
 }
 

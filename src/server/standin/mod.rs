@@ -209,6 +209,9 @@ impl StandIn {
 
     fn save(&self, w: &World) {
         let Some(path) = &self.inner.config.state_file else { return };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
         let tmp = path.with_extension("tmp");
         let result = serde_json::to_vec(w).map_err(std::io::Error::other).and_then(|b| std::fs::write(&tmp, b)).and_then(|_| std::fs::rename(&tmp, path));
         if let Err(e) = result {
