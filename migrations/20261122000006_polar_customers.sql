@@ -44,3 +44,6 @@ CREATE TABLE invoice_requests (
     user_id      uuid NOT NULL REFERENCES users (id),
     requested_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- A deleted account keeps its row (pseudonymized) so ledger totals and history stay whole.
+ALTER TABLE users ADD COLUMN deleted_at timestamptz;

@@ -418,3 +418,66 @@ async fn the_standin_also_delivers_to_endpoints_configured_by_environment() {
         assert_eq!(tally::server::polar::webhook_signature::verify(secret, h, body.as_bytes(), now), Ok(tally::server::polar::webhook_signature::KeyScheme::Legacy));
     }
 }
+
+#[tokio::test]
+async fn deleting_the_account_deletes_the_polar_customer_and_pseudonymizes_the_user() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "leaving@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    let id = pay(&app, &url, "4242424242424242").await.unwrap();
+    wait_ready(&app, &id).await;
+    let credits_before = balance(&app, user).await;
+
+    let res = call(&app, "/api/account/delete", &[("confirm_email", "someone@example.com")]).await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(app_error(res).await.field(), Some("confirm_email"));
+
+    assert_eq!(go(&app, "/api/account/delete", &[("confirm_email", "Leaving@Example.com")]).await, "/?done=account-deleted");
+    let (email, deleted): (String, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as("SELECT email, deleted_at FROM users WHERE id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert!(email.ends_with("@deleted.invalid") && deleted.is_some());
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(sessions, 0);
+    // Signed out: account pages send the browser to sign in.
+    let res = app.client.get(format!("{}/billing", app.address)).send().await.unwrap();
+    assert!(res.status().is_redirection());
+    // Polar no longer has the customer; its subscription was revoked, and the webhooks end the allotment.
+    let token = test_config(&[]).polar.effective_token().unwrap().expose().to_string();
+    let res = reqwest::Client::new().get(format!("{}/polar/v1/customers/external/{user}", app.address)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = sqlx::query_scalar("SELECT status FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+        if status == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "canceled");
+    // The ledger keeps its history and totals; free credits stay on the books.
+    assert_eq!(balance(&app, user).await.free, credits_before.free);
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+    // The address can sign up again as a new account.
+    sign_up(&app, "leaving@example.com").await;
+}
+
+#[tokio::test]
+async fn reconcile_restores_what_polar_says_after_local_state_was_lost() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "reconcile@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "business")]).await;
+    let id = pay(&app, &url, "4242424242424242").await.unwrap();
+    wait_ready(&app, &id).await;
+    // Let the checkout's webhooks land, then lose the local view.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    sqlx::query("DELETE FROM subscriptions").execute(&app.pool).await.unwrap();
+    sqlx::query("DELETE FROM polar_customers").execute(&app.pool).await.unwrap();
+    let state = tally::server::state::AppState::new(test_config(&[]), app.pool.clone());
+    let mut state = state;
+    state.polar = Some(tally::server::polar::PolarClient::new(url::Url::parse(&format!("{}/polar", app.address)).unwrap(), test_config(&[]).polar.effective_token().unwrap().clone()));
+    let plan = tally::server::billing::reconcile(&state, user).await.unwrap();
+    assert_eq!(plan, tally::domain::plans::PlanId::Business);
+    let (plan, status): (Option<String>, String) = sqlx::query_as("SELECT plan, status FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert_eq!((plan.as_deref(), status.as_str()), (Some("business"), "active"));
+    let linked: String = sqlx::query_scalar("SELECT status FROM polar_customers WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(linked, "linked");
+}

@@ -89,3 +89,22 @@ async fn responses_carry_security_headers() {
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
     assert_eq!(res.headers()["x-frame-options"], "DENY");
 }
+
+/// Starting another app instance in the same process (as tests do) must not stall a page that
+/// is rendering: the route list is generated once per process (leptos-rs/leptos#4773).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starting_more_instances_never_stalls_a_render_in_progress() {
+    let app = spawn_app().await;
+    let (client, address) = (app.client.clone(), app.address.clone());
+    let renders = tokio::spawn(async move {
+        for _ in 0..40 {
+            let res = client.get(format!("{address}/pricing")).timeout(std::time::Duration::from_secs(10)).send().await.expect("render finished");
+            assert_eq!(res.status(), 200);
+            res.text().await.expect("whole body");
+        }
+    });
+    for _ in 0..10 {
+        tally::server::startup::Application::build(test_config(&[]), app.pool.clone()).await.unwrap();
+    }
+    renders.await.unwrap();
+}

@@ -251,3 +251,22 @@ pub async fn generate_invoice(order_id: String) -> Result<String, AppError> {
         .await,
     )
 }
+
+/// Deletes the signed-in account after the person typed their email to confirm. Polar's
+/// customer goes first; if Polar cannot be reached nothing is deleted.
+#[server(prefix = "/api", endpoint = "account/delete")]
+pub async fn delete_account(confirm_email: String) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let user = crate::server::auth::require_user().await?;
+            if !confirm_email.trim().eq_ignore_ascii_case(&user.email) {
+                return Err(AppError::validation("confirm_email", "Type your account's email address exactly to confirm."));
+            }
+            ssr::billing::delete_account(&state, user.id).await?;
+            crate::server::auth::session::set_cookie(crate::server::auth::session::clearing_cookie(&state.config));
+            Ok(ssr::go("/?done=account-deleted"))
+        }
+        .await,
+    )
+}

@@ -2,11 +2,15 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
 
 #[component]
 pub fn HomePage() -> impl IntoView {
+    let query = use_query_map();
+    let deleted = move || query.read().get("done").as_deref() == Some("account-deleted");
     view! {
         <Title text="" />
+        {move || deleted().then(|| view! { <div class="alert alert--success" role="status">"Your account was deleted and your subscription ended. Thank you for having been with us."</div> })}
         <section class="hero">
             <p class="eyebrow">"Billing for SaaS teams on Polar"</p>
             <h1>"Plans, checkout, credits and invoices that add up."</h1>

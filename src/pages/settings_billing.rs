@@ -1,7 +1,7 @@
 //! `/settings/billing`: billing details (with the VAT or tax id checked against the country's
 //! format), invoices from Polar with generate and download, and API keys.
 
-use crate::api::billing::{get_billing_settings, BillingDetailsView, GenerateInvoice, InvoiceView, SaveBillingDetails};
+use crate::api::billing::{get_billing_settings, BillingDetailsView, DeleteAccount, GenerateInvoice, InvoiceView, SaveBillingDetails};
 use crate::components::api_keys::{ApiKeysData, ApiKeysSection};
 use crate::components::form::FormError;
 use crate::components::navigate::follow_redirects;
@@ -27,6 +27,8 @@ pub fn SettingsBillingPage() -> impl IntoView {
     let api_keys = ApiKeysData::new();
     let save = ServerAction::<SaveBillingDetails>::new();
     let invoice = ServerAction::<GenerateInvoice>::new();
+    let delete = ServerAction::<DeleteAccount>::new();
+    follow_redirects(move || delete.value().get());
     follow_redirects(move || save.value().get());
     follow_redirects(move || invoice.value().get());
     let save_error = Signal::derive(move || save.value().get().and_then(|r| r.err()));
@@ -59,6 +61,7 @@ pub fn SettingsBillingPage() -> impl IntoView {
                             }}
                         </section>
                         <ApiKeysSection data=api_keys />
+                        <DeleteAccountSection delete=delete />
                     }.into_any(),
                 })
             }}
@@ -175,6 +178,22 @@ fn DetailsForm(
                 <button type="submit" class="btn btn--primary" disabled=move || save.pending().get()>
                     {move || if save.pending().get() { "Saving…" } else { "Save billing details" }}
                 </button>
+            </ActionForm>
+        </section>
+    }
+}
+
+#[component]
+fn DeleteAccountSection(delete: ServerAction<DeleteAccount>) -> impl IntoView {
+    let error = Signal::derive(move || delete.value().get().and_then(|r| r.err()));
+    view! {
+        <section class="panel panel--danger" aria-labelledby="delete-title">
+            <h2 id="delete-title">"Delete account"</h2>
+            <p>"Your subscription ends now (no refund for the rest of the period), your API keys stop working, and you are signed out. Invoices stay available from Polar by email. This cannot be undone."</p>
+            <ActionForm action=delete attr:class="form" attr:aria-label="Delete account">
+                <FormError error=error />
+                <crate::components::form::Field name="confirm_email" label="Type your email to confirm" input_type="email" autocomplete="off" error=error />
+                <button type="submit" class="btn btn--danger" disabled=move || delete.pending().get()>"Delete my account"</button>
             </ActionForm>
         </section>
     }

@@ -636,3 +636,47 @@ pub async fn invoice_url(state: &AppState, user: Uuid, order_id: &str) -> Result
     own_order(state, user, order_id).await?;
     polar(state)?.invoice(order_id).await.map(|u| u.map(|u| u.url)).map_err(polar_failure)
 }
+
+// ---- account deletion and reconciliation ----
+
+/// Deletes the account: first the Polar customer (its subscriptions end and benefits are
+/// revoked there; anonymized per `POLAR_DELETE_ANONYMIZE`), then locally the user is
+/// pseudonymized, signed out everywhere and their keys revoked. The ledger keeps its totals.
+/// If Polar cannot be reached nothing is deleted (a local-only deletion would leave a paying
+/// subscription behind).
+pub async fn delete_account(state: &AppState, user: Uuid) -> Result<(), AppError> {
+    match polar(state)?.delete_customer(&user.to_string(), state.config.polar.anonymize_on_delete).await {
+        Ok(()) | Err(PolarError::NotFound { .. }) => {}
+        Err(e) => return Err(polar_failure(e)),
+    }
+    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    for q in [
+        "UPDATE users SET email = 'deleted-' || id || '@deleted.invalid', password_hash = '!deleted', deleted_at = now() WHERE id = $1",
+        "DELETE FROM sessions WHERE user_id = $1",
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE user_id = $1",
+        "DELETE FROM billing_details WHERE user_id = $1",
+        "DELETE FROM invoice_requests WHERE user_id = $1",
+        "UPDATE polar_customers SET status = 'deleted', polar_customer_id = NULL, state = NULL, state_fetched_at = NULL, state_stale = false, updated_at = now() WHERE user_id = $1",
+    ] {
+        sqlx::query(q).bind(user).execute(&mut *tx).await.map_err(AppError::internal)?;
+    }
+    tx.commit().await.map_err(AppError::internal)?;
+    tracing::info!(%user, "account deleted");
+    Ok(())
+}
+
+/// Re-syncs one user from Polar: links the customer, refreshes the Customer State and applies
+/// every subscription as Polar has it now. Returns the plan it finds.
+pub async fn reconcile(state: &AppState, user: Uuid) -> Result<PlanId, AppError> {
+    ensure_customer(state, user).await?;
+    let read = customer_state(state, user, Duration::zero()).await?;
+    let subs = polar(state)?.list_subscriptions_raw(&user.to_string()).await.map_err(polar_failure)?;
+    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    for raw in subs {
+        crate::server::webhooks::handlers::handle(&mut tx, &state.config, "subscription.updated", &serde_json::json!({ "data": raw }), Utc::now())
+            .await
+            .map_err(AppError::internal)?;
+    }
+    tx.commit().await.map_err(AppError::internal)?;
+    Ok(read.plan())
+}

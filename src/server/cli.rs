@@ -27,6 +27,10 @@ pub async fn main() -> ExitCode {
         "migrate" => connect_and_migrate(&config).await.map(|_| ()),
         "db-url" => embedded(&config).map(|pg| println!("{}", pg.url("postgres"))),
         "db-stop" => embedded(&config).and_then(|pg| pg.stop().map_err(|e| e.to_string())),
+        "polar" => match connect_and_migrate(&config).await {
+            Ok(pool) => polar_command(config, pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
+            Err(e) => Err(e),
+        },
         "credits" => match connect_and_migrate(&config).await {
             Ok(pool) => credits_command(&pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
             Err(e) => Err(e),
@@ -50,7 +54,39 @@ pub async fn main() -> ExitCode {
 const USAGE: &str = "usage: tally [serve | migrate | db-url | db-stop | credits …]
   tally credits balance EMAIL            credits of an account, by source
   tally credits adjust EMAIL DELTA REASON  add (DELTA > 0) or remove credits; REASON is required
-  tally credits check                    verify that every balance equals its ledger entries";
+  tally credits check                    verify that every balance equals its ledger entries
+  tally polar reconcile EMAIL|--all      re-sync users from Polar (customer link, Customer State, subscriptions)";
+
+/// `tally polar reconcile EMAIL|--all`: re-reads users from Polar and applies what it says.
+pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) -> Result<(), String> {
+    let target = match args {
+        [cmd, t] if cmd == "reconcile" => t.clone(),
+        _ => return Err(format!("usage: tally polar reconcile EMAIL|--all\n{USAGE}")),
+    };
+    let users: Vec<(uuid::Uuid, String)> = if target == "--all" {
+        sqlx::query_as("SELECT id, email FROM users WHERE deleted_at IS NULL ORDER BY created_at").fetch_all(&pool).await.map_err(|e| e.to_string())?
+    } else {
+        sqlx::query_as("SELECT id, email FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL").bind(&target).fetch_all(&pool).await.map_err(|e| e.to_string())?
+    };
+    if users.is_empty() {
+        return Err(format!("no account matches {target}"));
+    }
+    let state = crate::server::state::AppState::new(config, pool);
+    let mut failed = 0;
+    for (id, email) in users {
+        match crate::server::billing::reconcile(&state, id).await {
+            Ok(plan) => println!("{email}: {plan}"),
+            Err(e) => {
+                failed += 1;
+                println!("{email}: failed: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(format!("{failed} account(s) could not be reconciled"));
+    }
+    Ok(())
+}
 
 /// `tally credits …`: the administrator's view of the ledger.
 pub async fn credits_command(pool: &sqlx::PgPool, args: &[String]) -> Result<(), String> {

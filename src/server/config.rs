@@ -71,6 +71,9 @@ pub struct PolarConfig {
     pub products: PlanMap,
     /// Local mode only: how the built-in stand-in behaves.
     pub standin: Option<StandinSettings>,
+    /// Whether deleting an account also anonymizes the Polar customer
+    /// (`POLAR_DELETE_ANONYMIZE`, default true).
+    pub anonymize_on_delete: bool,
 }
 
 impl PolarConfig {
@@ -404,6 +407,11 @@ impl Config {
             products.pack_100.get_or_insert_with(|| id("pack_100"));
         }
 
+        let anonymize_on_delete = match var(src, "POLAR_DELETE_ANONYMIZE").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => return Err(err("POLAR_DELETE_ANONYMIZE", format!("expected true or false, got `{other}`"))),
+        };
         let webhook_path = var(src, "POLAR_WEBHOOK_PATH").unwrap_or_else(|| "/api/webhooks/polar".into());
         if !webhook_path.starts_with('/') || webhook_path.contains(['?', '#', ' ', '{']) {
             return Err(err("POLAR_WEBHOOK_PATH", format!("expected a URL path such as /api/webhooks/polar, got `{webhook_path}`")));
@@ -451,7 +459,7 @@ impl Config {
             app_url,
             bind_addr,
             session_secret,
-            polar: PolarConfig { mode, api_url, access_token, webhook_secret, webhook_path, products, standin },
+            polar: PolarConfig { mode, api_url, access_token, webhook_secret, webhook_path, products, standin, anonymize_on_delete },
             enterprise_demo_url,
             free_credits,
             login_max_failures,

@@ -118,8 +118,18 @@ fn start_standin(config: &Config) -> Option<StandIn> {
     Some(StandIn::start(c))
 }
 
+/// The app's route list, generated once per process. Generating it renders the app with
+/// resource loading suppressed through a process-global flag (leptos_server's
+/// `SuppressResourceLoad`); a page rendering at that moment in another app instance of the same
+/// process (tests start many) would wait forever on its resources (leptos-rs/leptos#4773).
+/// Generating it once, before any instance serves, closes that window.
+fn route_list() -> Vec<leptos_axum::AxumRouteListing> {
+    static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
+}
+
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
+    let routes = route_list();
     let shell_options = state.leptos_options.clone();
     Router::new()
         .route(

@@ -21,3 +21,19 @@ pub struct AppState {
     /// Polar's API (the stand-in's in local mode). `None` only when no token is configured.
     pub polar: Option<PolarClient>,
 }
+
+impl AppState {
+    /// The state for a command-line task (no HTTP server): the same pool, configuration and
+    /// Polar client as the app.
+    pub fn new(config: Config, pool: PgPool) -> AppState {
+        let polar = config.polar.effective_token().map(|t| PolarClient::new(config.polar.api_url.clone(), t.clone()));
+        AppState {
+            leptos_options: crate::server::startup::leptos_options(config.bind_addr),
+            rate_limiter: RateLimiter::new(config.api_rate_limit_per_minute),
+            pool,
+            config: Arc::new(config),
+            webhook_wakeup: Default::default(),
+            polar,
+        }
+    }
+}

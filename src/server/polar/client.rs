@@ -384,6 +384,13 @@ impl PolarClient {
         Ok(p.items)
     }
 
+    /// A customer's subscriptions as Polar sends them (webhook-shaped JSON), for reconciling.
+    pub async fn list_subscriptions_raw(&self, external_customer_id: &str) -> Result<Vec<Value>, PolarError> {
+        let q = [("external_customer_id", external_customer_id.to_string()), ("limit", "100".into())];
+        let p: ListResource<Value> = self.call(Method::GET, "/v1/subscriptions/", &q, None, Idempotency::Safe).await?;
+        Ok(p.items)
+    }
+
     pub async fn get_subscription(&self, id: &str) -> Result<Subscription, PolarError> {
         self.call(Method::GET, &format!("/v1/subscriptions/{}", path_segment(id)), &[], None, Idempotency::Safe).await
     }
