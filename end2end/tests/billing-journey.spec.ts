@@ -142,6 +142,14 @@ test("buy, use and manage a plan end to end", async ({ page }, testInfo) => {
   await page.getByRole("button", { name: "Let this checkout expire now" }).click();
   await expect(page.getByRole("heading", { name: "This checkout has expired" })).toBeVisible();
   expect(await credits(page, testInfo)).toBe(afterPro - 1 + 50);
+  // Delete the account, confirmed by typing the email: signed out, and Polar's customer is gone.
+  await open(page, testInfo, "/settings/billing");
+  await page.getByLabel("Type your email to confirm").fill(email);
+  await page.getByRole("button", { name: "Delete my account" }).click();
+  await expect(page.getByText("Your account was deleted")).toBeVisible();
+  await page.goto("/billing");
+  await expect(page).toHaveURL(/\/login\?next=/);
+
   // The refusals above answer with their real statuses (422 for the declined card and the bad
   // VAT id, 410 for the expired checkout), which Chromium logs; anything else is a failure.
   expect(errors.filter((e) => !/status of (410|422)\b/.test(e))).toEqual([]);
