@@ -13,6 +13,9 @@ pub fn Field(
     #[prop(optional)] autocomplete: Option<&'static str>,
     #[prop(optional)] hint: Option<&'static str>,
     #[prop(default = true)] required: bool,
+    /// The value to show (for forms that edit saved data).
+    #[prop(optional, into)]
+    value: Option<String>,
     /// The last submission's error, if any.
     #[prop(into)]
     error: Signal<Option<AppError>>,
@@ -44,6 +47,7 @@ pub fn Field(
                 type=input_type
                 autocomplete=autocomplete
                 required=required
+                value=value
                 aria-invalid=move || message().is_some().then_some("true")
                 aria-describedby=described
             />

@@ -3,7 +3,7 @@
 
 use crate::api::billing::{get_billing_settings, BillingDetailsView, DeleteAccount, GenerateInvoice, InvoiceView, SaveBillingDetails};
 use crate::components::api_keys::{ApiKeysData, ApiKeysSection};
-use crate::components::form::FormError;
+use crate::components::form::{Field, FormError};
 use crate::components::navigate::follow_redirects;
 use crate::domain::countries::{COUNTRIES, EMBARGOED};
 use crate::error::AppError;
@@ -115,35 +115,7 @@ fn DetailsForm(
     save: ServerAction<SaveBillingDetails>,
     error: Signal<Option<AppError>>,
 ) -> impl IntoView {
-    let field_error = move |name: &'static str| move || error.get().filter(|e| e.field() == Some(name)).map(|e| e.to_string());
-    let input = move |name: &'static str, label: &'static str, value: String, autocomplete: &'static str, hint: Option<&'static str>| {
-        let id = format!("billing-{name}");
-        let err_id = format!("{id}-error");
-        let hint_id = format!("{id}-hint");
-        let msg = field_error(name);
-        let described = {
-            let (err_id, hint_id) = (err_id.clone(), hint_id.clone());
-            move || {
-                let mut ids = vec![];
-                if hint.is_some() {
-                    ids.push(hint_id.clone());
-                }
-                if msg().is_some() {
-                    ids.push(err_id.clone());
-                }
-                (!ids.is_empty()).then(|| ids.join(" "))
-            }
-        };
-        view! {
-            <div class="field" class:field--invalid=move || msg().is_some()>
-                <label for=id.clone()>{label}</label>
-                <input id=id name=name value=value autocomplete=autocomplete aria-invalid=move || msg().is_some().then_some("true") aria-describedby=described />
-                {hint.map(|h| view! { <p class="field__hint" id=hint_id.clone()>{h}</p> })}
-                {move || msg().map(|m| view! { <p class="field__error" id=err_id.clone()>{m}</p> })}
-            </div>
-        }
-    };
-    let country_msg = field_error("country");
+    let country_msg = move || error.get().filter(|e| e.field() == Some("country")).map(|e| e.to_string());
     let selected = details.country.clone();
     view! {
         <section class="panel" aria-labelledby="details-title">
@@ -154,18 +126,18 @@ fn DetailsForm(
             {details.sync_notice.clone().map(|n| view! { <div class="alert alert--info" role="status">{n}</div> })}
             <ActionForm action=save attr:class="form" attr:aria-label="Billing details">
                 <FormError error=error />
-                {input("billing_email", "Billing email (optional)", details.billing_email.clone(), "email", Some("Where invoices go, if not your account email."))}
-                {input("company", "Company or name on invoices", details.company.clone(), "organization", None)}
-                {input("line1", "Address", details.line1.clone(), "address-line1", None)}
-                {input("line2", "Address line 2 (optional)", details.line2.clone(), "address-line2", None)}
+                <Field name="billing_email" label="Billing email (optional)" input_type="email" autocomplete="email" hint="Where invoices go, if not your account email." required=false value=details.billing_email.clone() error=error />
+                <Field name="company" label="Company or name on invoices" autocomplete="organization" required=false value=details.company.clone() error=error />
+                <Field name="line1" label="Address" autocomplete="address-line1" required=false value=details.line1.clone() error=error />
+                <Field name="line2" label="Address line 2 (optional)" autocomplete="address-line2" required=false value=details.line2.clone() error=error />
                 <div class="field-row">
-                    {input("postal_code", "Postal code", details.postal_code.clone(), "postal-code", None)}
-                    {input("city", "City", details.city.clone(), "address-level2", None)}
+                    <Field name="postal_code" label="Postal code" autocomplete="postal-code" required=false value=details.postal_code.clone() error=error />
+                    <Field name="city" label="City" autocomplete="address-level2" required=false value=details.city.clone() error=error />
                 </div>
-                {input("region", "State or region (optional)", details.region.clone(), "address-level1", None)}
+                <Field name="region" label="State or region (optional)" autocomplete="address-level1" required=false value=details.region.clone() error=error />
                 <div class="field" class:field--invalid=move || country_msg().is_some()>
-                    <label for="billing-country">"Country"</label>
-                    <select id="billing-country" name="country" autocomplete="country" required aria-invalid=move || country_msg().is_some().then_some("true")>
+                    <label for="field-country">"Country"</label>
+                    <select id="field-country" name="country" autocomplete="country" required aria-invalid=move || country_msg().is_some().then_some("true")>
                         <option value="" selected=selected.is_empty()>"Choose a country"</option>
                         {COUNTRIES.iter().filter(|(c, _)| !EMBARGOED.contains(c)).map(|(code, name)| {
                             let is = *code == selected;
@@ -174,7 +146,7 @@ fn DetailsForm(
                     </select>
                     {move || country_msg().map(|m| view! { <p class="field__error">{m}</p> })}
                 </div>
-                {input("tax_id", "VAT or tax id (optional)", details.tax_id.clone(), "off", Some("Checked against your country's format, e.g. DE123456789 for Germany."))}
+                <Field name="tax_id" label="VAT or tax id (optional)" autocomplete="off" hint="Checked against your country's format, e.g. DE123456789 for Germany." required=false value=details.tax_id.clone() error=error />
                 <button type="submit" class="btn btn--primary" disabled=move || save.pending().get()>
                     {move || if save.pending().get() { "Saving…" } else { "Save billing details" }}
                 </button>
@@ -192,7 +164,7 @@ fn DeleteAccountSection(delete: ServerAction<DeleteAccount>) -> impl IntoView {
             <p>"Your subscription ends now (no refund for the rest of the period), your API keys stop working, and you are signed out. Invoices stay available from Polar by email. This cannot be undone."</p>
             <ActionForm action=delete attr:class="form" attr:aria-label="Delete account">
                 <FormError error=error />
-                <crate::components::form::Field name="confirm_email" label="Type your email to confirm" input_type="email" autocomplete="off" error=error />
+                <Field name="confirm_email" label="Type your email to confirm" input_type="email" autocomplete="off" error=error />
                 <button type="submit" class="btn btn--danger" disabled=move || delete.pending().get()>"Delete my account"</button>
             </ActionForm>
         </section>

@@ -649,16 +649,7 @@ async fn generate_invoice(State(s): State<StandIn>, Path(id): Path<String>) -> R
         Err(r) => r,
         Ok(scheduled) => {
             if scheduled {
-                // The readiness signal: `order.updated` with `is_invoice_generated: true`.
-                let s = s.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    s.mutate(|w, now, ev| {
-                        if let Some(o) = w.orders.iter().find(|o| o.id == id) {
-                            ev.0.push(super::ops::Event { event_type: "order.updated".into(), timestamp: now, data: w.order_json(o, now) });
-                        }
-                    });
-                });
+                s.announce_invoice_when_ready(id);
             }
             (StatusCode::ACCEPTED, Json(Value::Null)).into_response()
         }

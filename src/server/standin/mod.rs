@@ -252,6 +252,20 @@ impl StandIn {
         axum::serve(listener, self.router()).await
     }
 
+    /// After an invoice was asked for: `order.updated` with `is_invoice_generated: true`
+    /// (Polar's readiness signal) once generation is done.
+    fn announce_invoice_when_ready(&self, order_id: String) {
+        let s = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(s.inner.config.invoice_delay).await;
+            s.mutate(|w, now, ev| {
+                if let Some(o) = w.orders.iter().find(|o| o.id == order_id) {
+                    ev.0.push(ops::Event { event_type: "order.updated".into(), timestamp: now, data: w.order_json(o, now) });
+                }
+            });
+        });
+    }
+
     fn file_signature(&self, order_id: &str) -> String {
         use hmac::{Hmac, Mac};
         let mut m = Hmac::<sha2::Sha256>::new_from_slice(&self.inner.file_key).expect("any key length");

@@ -335,15 +335,7 @@ async fn portal_action(State(s): State<StandIn>, Path(org): Path<String>, Form(f
                 None => Err("No such order.".to_string()),
             });
             if scheduled == Ok(true) {
-                let s2 = s.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    s2.mutate(|w, now, ev| {
-                        if let Some(o) = w.orders.iter().find(|o| o.id == order) {
-                            ev.0.push(super::ops::Event { event_type: "order.updated".into(), timestamp: now, data: w.order_json(o, now) });
-                        }
-                    });
-                });
+                s.announce_invoice_when_ready(order);
             }
             scheduled.map(|_| "Your invoice is being prepared; reload in a moment.")
         }

@@ -63,20 +63,11 @@ pub struct Product {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Address {
-    pub line1: Option<String>,
-    pub line2: Option<String>,
-    pub postal_code: Option<String>,
-    pub city: Option<String>,
-    pub state: Option<String>,
-    pub country: String,
-}
+/// Polar's `Address`: the client's wire type, which serializes every key (`null` included).
+pub use crate::server::polar::models::Address;
 
-impl Address {
-    pub fn to_json(&self) -> Value {
-        json!({ "line1": self.line1, "line2": self.line2, "postal_code": self.postal_code, "city": self.city, "state": self.state, "country": self.country })
-    }
+fn address_json(a: &Address) -> Value {
+    serde_json::to_value(a).expect("serializable")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,7 +292,7 @@ impl World {
         json!({
             "id": c.id, "created_at": ts(c.created_at), "modified_at": opt_ts(c.modified_at), "metadata": c.metadata,
             "external_id": external_id, "email": c.email, "email_verified": false, "type": "individual",
-            "name": c.name, "billing_name": c.billing_name, "billing_address": c.billing_address.as_ref().map(Address::to_json),
+            "name": c.name, "billing_name": c.billing_name, "billing_address": c.billing_address.as_ref().map(address_json),
             "tax_id": c.tax_id.as_ref().map(|(v, f)| json!([v, f])), "locale": null, "organization_id": self.org().id,
             "default_payment_method_id": null, "deleted_at": opt_ts(c.deleted_at), "first_user_event_at": null,
             "avatar_url": format!("https://www.gravatar.com/avatar/{}?d=404", hex::encode(&c.id.as_bytes()[..16])),
@@ -394,7 +385,7 @@ impl World {
             "applied_balance_amount": 0, "due_amount": if o.status == "pending" { o.amount } else { 0 },
             "refunded_amount": o.refunded_amount, "refunded_tax_amount": 0, "currency": o.currency,
             "billing_reason": o.billing_reason, "billing_name": o.billing_name,
-            "billing_address": o.billing_address.as_ref().map(Address::to_json),
+            "billing_address": o.billing_address.as_ref().map(address_json),
             "invoice_number": o.invoice_number, "is_invoice_generated": o.invoice_generated(now), "receipt_number": null,
             "seats": null, "customer_id": o.customer_id, "product_id": o.product_id, "discount_id": null,
             "subscription_id": o.subscription_id, "checkout_id": o.checkout_id, "next_payment_attempt_at": null,
@@ -444,7 +435,7 @@ impl World {
             "is_payment_setup_required": product.recurring_interval.is_some(), "is_payment_form_required": amount > 0,
             "customer_id": c.customer_id, "is_business_customer": c.is_business_customer, "customer_name": c.customer_name,
             "customer_email": c.customer_email, "customer_ip_address": null, "customer_billing_name": c.customer_billing_name,
-            "customer_billing_address": c.customer_billing_address.as_ref().map(Address::to_json), "customer_tax_id": c.customer_tax_id,
+            "customer_billing_address": c.customer_billing_address.as_ref().map(address_json), "customer_tax_id": c.customer_tax_id,
             "locale": null, "payment_method_type": null, "payment_processor_metadata": {},
             "billing_address_fields": {
                 "country": "required",
