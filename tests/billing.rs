@@ -481,3 +481,29 @@ async fn reconcile_restores_what_polar_says_after_local_state_was_lost() {
     let linked: String = sqlx::query_scalar("SELECT status FROM polar_customers WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
     assert_eq!(linked, "linked");
 }
+
+#[tokio::test]
+async fn the_billing_page_shows_credit_history_and_usage() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "history@example.com").await;
+    let billing = page(&app, "/billing").await;
+    assert!(billing.contains("Free credits") && billing.contains("+1,000"), "the free grant is in the history");
+    assert!(billing.contains("No credits spent in the last 30 days."));
+    for i in 0..3 {
+        let key = format!("h{i}");
+        let mut conn = app.pool.acquire().await.unwrap();
+        tally::server::ledger::spend(&mut conn, user, 2, &key, &serde_json::json!({ "operation": "text.stats" }), chrono::Utc::now()).await.unwrap();
+    }
+    let billing = page(&app, "/billing").await;
+    assert!(billing.contains("API call: text.stats") && billing.contains(">-2<"), "{billing}");
+    assert!(billing.contains("6 credits spent in the last 30 days"), "the chart sums today's spend");
+    // Pagination: 15 lines a page; more spends push the free grant to page 2.
+    for i in 3..20 {
+        let mut conn = app.pool.acquire().await.unwrap();
+        tally::server::ledger::spend(&mut conn, user, 1, &format!("h{i}"), &serde_json::json!({ "operation": "text.stats" }), chrono::Utc::now()).await.unwrap();
+    }
+    let first = page(&app, "/billing").await;
+    assert!(!first.contains("Free credits") && first.contains("?page=2"));
+    let second = page(&app, "/billing?page=2").await;
+    assert!(second.contains("Free credits") && second.contains("?page=1"));
+}

@@ -129,3 +129,101 @@ async fn current_subscription(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Resul
         None => (PlanId::Free, None),
     })
 }
+
+/// One line of the credit history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerLine {
+    pub when: String,
+    pub what: String,
+    /// Signed, e.g. `+50` or `-1`.
+    pub amount: String,
+    pub is_debit: bool,
+}
+
+/// A day of usage for the chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageDay {
+    /// `Nov 3`.
+    pub label: String,
+    pub credits: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityView {
+    pub lines: Vec<LedgerLine>,
+    pub page: u32,
+    pub has_more: bool,
+    /// The last 30 credit days, oldest first.
+    pub usage: Vec<UsageDay>,
+}
+
+/// Lines per page of the credit history.
+pub const LEDGER_PAGE_SIZE: i64 = 15;
+
+/// The signed-in user's credit history (newest first, paginated) and their spend per day for
+/// the last 30 days, in the configured credit day.
+#[server(prefix = "/api", endpoint = "activity")]
+pub async fn get_activity(page: u32) -> Result<ActivityView, AppError> {
+    use crate::server::state::AppState;
+    let state = use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing"))?;
+    let user = crate::server::auth::require_user().await?;
+    let page = page.max(1);
+    let rows: Vec<(String, i64, chrono::DateTime<chrono::Utc>, serde_json::Value)> = sqlx::query_as(
+        "SELECT kind, amount, effective_at, metadata FROM credit_entries WHERE user_id = $1 AND effective_at <= now()
+          ORDER BY effective_at DESC, id DESC LIMIT $2 OFFSET $3",
+    )
+    .bind(user.id)
+    .bind(LEDGER_PAGE_SIZE + 1)
+    .bind((page as i64 - 1) * LEDGER_PAGE_SIZE)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(AppError::internal)?;
+    let has_more = rows.len() as i64 > LEDGER_PAGE_SIZE;
+    let offset = state.config.credit_day_offset;
+    let lines = rows
+        .into_iter()
+        .take(LEDGER_PAGE_SIZE as usize)
+        .map(|(kind, amount, at, meta)| LedgerLine {
+            when: at.with_timezone(&offset).format("%b %-d, %H:%M").to_string(),
+            what: match kind.as_str() {
+                "free_grant" => "Free credits".to_string(),
+                "allotment" => format!("{} plan allotment", meta["plan"].as_str().map(capitalize).unwrap_or_else(|| "Plan".into())),
+                "daily_accrual" => "Daily allotment".to_string(),
+                "purchase" => "Credit pack".to_string(),
+                "spend" => meta["operation"].as_str().map(|o| format!("API call: {o}")).unwrap_or_else(|| "API call".into()),
+                "refund_clawback" => "Refunded pack taken back".to_string(),
+                "adjustment" => meta["reason"].as_str().map(|r| format!("Adjustment: {r}")).unwrap_or_else(|| "Adjustment".into()),
+                "expiry" => "Unused allotment expired".to_string(),
+                other => other.to_string(),
+            },
+            amount: if amount > 0 { format!("+{}", crate::domain::money::group_thousands(amount as u64)) } else { format!("-{}", crate::domain::money::group_thousands(amount.unsigned_abs())) },
+            is_debit: amount < 0,
+        })
+        .collect();
+    // Spend per credit day, last 30 days (days without spend are zero).
+    let secs = offset.local_minus_utc();
+    let spent: Vec<(chrono::NaiveDate, i64)> = sqlx::query_as(
+        "SELECT (effective_at + make_interval(secs => $2))::date AS day, (-sum(amount))::bigint FROM credit_entries
+          WHERE user_id = $1 AND kind = 'spend' AND effective_at > now() - interval '31 days' GROUP BY 1",
+    )
+    .bind(user.id)
+    .bind(secs as f64)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(AppError::internal)?;
+    let today = chrono::Utc::now().with_timezone(&offset).date_naive();
+    let usage = (0..30)
+        .rev()
+        .map(|back| {
+            let day = today - chrono::Duration::days(back);
+            UsageDay { label: day.format("%b %-d").to_string(), credits: spent.iter().find(|(d, _)| *d == day).map(|(_, n)| *n).unwrap_or(0) }
+        })
+        .collect();
+    Ok(ActivityView { lines, page, has_more, usage })
+}
+
+#[cfg(feature = "ssr")]
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+}

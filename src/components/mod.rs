@@ -4,3 +4,4 @@ pub mod api_keys;
 pub mod form;
 pub mod layout;
 pub mod navigate;
+pub mod activity;

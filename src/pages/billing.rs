@@ -1,6 +1,7 @@
 //! `/billing`: plan, status and credits for the signed-in user.
 
-use crate::api::account::get_account;
+use crate::api::account::{get_account, get_activity};
+use crate::components::activity::ActivitySection;
 use crate::api::billing::{OpenPortal, SetCancel};
 use crate::components::form::FormError;
 use crate::components::navigate::follow_redirects;
@@ -30,6 +31,8 @@ pub fn BillingPage() -> impl IntoView {
     let error = Signal::derive(move || cancel.value().get().and_then(|r| r.err()).or_else(|| portal.value().get().and_then(|r| r.err())));
     let query = use_query_map();
     let done = move || query.read().get("done").and_then(|d| done_message(&d));
+    let history_page = move || query.read().get("page").and_then(|p| p.parse::<u32>().ok()).unwrap_or(1);
+    let activity = Resource::new(history_page, get_activity);
     view! {
         <Title text="Billing" />
         <section class="page-head">
@@ -38,7 +41,10 @@ pub fn BillingPage() -> impl IntoView {
         {move || done().map(|m| view! { <div class="alert alert--success" role="status">{m}</div> })}
         <FormError error=error />
         <Suspense fallback=|| view! { <p class="loading" role="status">"Loading your billing…"</p> }>
-            {move || account.get().map(|res| match res {
+            {move || {
+                // Read both page-level resources here so the server waits for them.
+                let activity = activity.get();
+                account.get().map(|res| match res {
                 Err(e) => view! { <SignInPrompt message=e.to_string() next="/billing" /> }.into_any(),
                 Ok(a) => {
                     let sub = a.subscription.clone();
@@ -116,9 +122,15 @@ pub fn BillingPage() -> impl IntoView {
                             <p><a class="btn btn--ghost" href="/pricing#packs-title">"Buy credits"</a></p>
                         </section>
                     </div>
+                    {match activity.clone() {
+                        Some(Ok(a)) => view! { <ActivitySection activity=a /> }.into_any(),
+                        Some(Err(e)) => view! { <div class="alert alert--error" role="alert">{format!("Credit history is unavailable: {e}")}</div> }.into_any(),
+                        None => view! { <p class="loading" role="status">"Loading credit history…"</p> }.into_any(),
+                    }}
                 }.into_any()
                 }
-            })}
+            })
+            }}
         </Suspense>
     }
 }
