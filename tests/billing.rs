@@ -111,6 +111,9 @@ async fn paying_for_pro_confirms_only_once_access_is_real_then_billing_shows_it(
     assert!(billing.contains("Renews on"));
     assert!(billing.contains("Cancel at period end"));
     assert!(balance(&app, user).await.allotment > 0, "the period's allotment has begun");
+    // The meter: available now, still to come, and when the next credits arrive.
+    assert!(billing.contains("more to come day by day until renewal"), "{billing}");
+    assert!(billing.contains("Next credits arrive") && billing.contains("<time datetime=\""), "{billing}");
     let pricing = page(&app, "/pricing").await;
     let pro_card = pricing.split("<h2 id=\"plan-pro\">").nth(1).unwrap();
     assert!(pro_card.split("plan__cta").nth(1).unwrap().contains("Your current plan"));

@@ -76,6 +76,8 @@ test("buy, use and manage a plan end to end", async ({ page }, testInfo) => {
   // Billing shows Pro, its renewal and the first day's allotment on top of the free credits.
   await expect(page.locator(".plan-name")).toContainText("Pro");
   await expect(page.getByTestId("renewal")).toContainText("Renews on");
+  await expect(page.getByTestId("accrual")).toContainText("more to come day by day");
+  await expect(page.getByTestId("next-accrual").locator("time")).toHaveAttribute("datetime", /T\d\d:\d\d:\d\dZ$/);
   const afterPro = await credits(page, testInfo);
   expect(afterPro).toBeGreaterThan(1000);
   await noAxeViolations(page, testInfo);

@@ -5,3 +5,4 @@ pub mod form;
 pub mod layout;
 pub mod navigate;
 pub mod activity;
+pub mod local_time;

@@ -117,6 +117,18 @@ pub fn BillingPage() -> impl IntoView {
                                     .map(|(label, n)| view! { <div><dt>{label}</dt><dd>{group_thousands(n.max(0) as u64)}</dd></div> })
                                     .collect_view()}
                             </dl>
+                            {(a.credits.allotment > 0 || a.credits.pending_allotment > 0).then(|| view! {
+                                <p data-testid="accrual">
+                                    {format!("This period: {} available now, {} more to come day by day until renewal. Unused allotment does not roll over.",
+                                        group_thousands(a.credits.allotment.max(0) as u64), group_thousands(a.credits.pending_allotment.max(0) as u64))}
+                                </p>
+                            })}
+                            {a.credits.next_accrual_at.map(|t| view! {
+                                <p data-testid="next-accrual">"Next credits arrive "
+                                    <crate::components::local_time::LocalTime iso=t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) utc_text=t.format("%b %-d, %H:%M UTC").to_string() />
+                                    "."
+                                </p>
+                            })}
                             <p class="muted">"Credits are spent soonest-expiring first: this period's allotment, then purchased, then free."</p>
                             <p class="muted">{format!("Paid plans add their monthly credits day by day; a new day starts at {}.", a.day_boundary)}</p>
                             <p><a class="btn btn--ghost" href="/pricing#packs-title">"Buy credits"</a></p>
