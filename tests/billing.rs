@@ -57,6 +57,29 @@ async fn wait_ready(app: &TestApp, checkout_id: &str) -> Value {
     panic!("checkout {checkout_id} never confirmed");
 }
 
+/// The token the app's stand-in accepts (derived from the test session secret).
+fn standin_token() -> String {
+    test_config(&[]).polar.effective_token().unwrap().expose().to_string()
+}
+
+/// Calls one of the stand-in's test controls.
+async fn control(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new().post(format!("{}/polar/_standin{path}", app.address)).json(&body).send().await.unwrap()
+}
+
+/// Polls `path` until its HTML contains `needle`.
+async fn page_until(app: &TestApp, path: &str, needle: &str) -> String {
+    let mut html = String::new();
+    for _ in 0..100 {
+        html = page(app, path).await;
+        if html.contains(needle) {
+            return html;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never showed {needle:?}: {html}");
+}
+
 async fn page(app: &TestApp, path: &str) -> String {
     app.client.get(format!("{}{path}", app.address)).send().await.unwrap().text().await.unwrap()
 }
@@ -75,7 +98,7 @@ async fn sign_up_creates_the_polar_customer_in_the_background() {
             assert_eq!(s, "linked");
             // Polar has it under the user's id.
             let standin = format!("{}/polar/v1/customers/external/{user}", app.address);
-            let token = test_config(&[]).polar.effective_token().unwrap().expose().to_string();
+            let token = standin_token();
             let c: Value = reqwest::Client::new().get(standin).bearer_auth(token).send().await.unwrap().json().await.unwrap();
             assert_eq!(c["id"], id.as_str());
             assert_eq!(c["email"], "lifecycle@example.com");
@@ -191,7 +214,7 @@ async fn a_declined_card_leaves_no_purchase_and_an_expired_checkout_says_so() {
     app.client.post(format!("{url}/expire")).send().await.unwrap();
     assert_eq!(app.client.get(&url).send().await.unwrap().status(), 410);
 
-    let token = test_config(&[]).polar.effective_token().unwrap().expose().to_string();
+    let token = standin_token();
     let polar = |path: String| {
         let token = token.clone();
         async move { reqwest::Client::new().get(path).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() }
@@ -221,7 +244,7 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
     assert_eq!(saved, 0, "nothing saved on bad input");
 
     assert_eq!(go(&app, "/api/billing/details", &form("de 123 456 789")).await, "/settings/billing?done=saved");
-    let token = test_config(&[]).polar.effective_token().unwrap().expose().to_string();
+    let token = standin_token();
     let c: Value = reqwest::Client::new().get(format!("{}/polar/v1/customers/external/{user}", app.address)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_eq!(c["tax_id"], serde_json::json!(["DE123456789", "eu_vat"]));
     assert_eq!(c["billing_address"]["city"], "Berlin");
@@ -322,7 +345,7 @@ async fn story(chaos: bool) -> (TestApp, Uuid) {
     let url = go(&app, "/api/billing/checkout", &[("item", "pack_50")]).await;
     let id = pay(&app, &url, "4242424242424242").await.unwrap();
     wait_ready(&app, &id).await;
-    let token = test_config(&[]).polar.effective_token().unwrap().expose().to_string();
+    let token = standin_token();
     let orders: Value = reqwest::Client::new()
         .get(format!("{}/polar/v1/orders/?external_customer_id={user}&product_billing_type=one_time", app.address))
         .bearer_auth(&token)
@@ -444,7 +467,7 @@ async fn deleting_the_account_deletes_the_polar_customer_and_pseudonymizes_the_u
     let res = app.client.get(format!("{}/billing", app.address)).send().await.unwrap();
     assert!(res.status().is_redirection());
     // Polar no longer has the customer; its subscription was revoked, and the webhooks end the allotment.
-    let token = test_config(&[]).polar.effective_token().unwrap().expose().to_string();
+    let token = standin_token();
     let res = reqwest::Client::new().get(format!("{}/polar/v1/customers/external/{user}", app.address)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(res.status(), 404);
     let mut status = None;
@@ -509,4 +532,58 @@ async fn the_billing_page_shows_credit_history_and_usage() {
     assert!(!first.contains("Free credits") && first.contains("?page=2"));
     let second = page(&app, "/billing?page=2").await;
     assert!(second.contains("Free credits") && second.contains("?page=1"));
+}
+
+#[tokio::test]
+async fn a_downgrade_waits_for_renewal_and_a_failed_renewal_shows_past_due() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "downgrade@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "business")]).await;
+    let id = pay(&app, &url, "4242424242424242").await.unwrap();
+    wait_ready(&app, &id).await;
+    let pricing = page(&app, "/pricing").await;
+    assert!(pricing.contains("Switch to Pro at renewal"), "pricing offers the downgrade at renewal");
+
+    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled");
+    let billing = page_until(&app, "/billing", "<p class=\"plan-name\">Business").await;
+    assert!(billing.contains("Renews on"), "still Business until renewal");
+
+    // Renewal: the pending change applies, and this time the payment fails.
+    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(control(&app, "/renewals/fail-next", serde_json::json!({})).await.status(), 204);
+    assert_eq!(control(&app, &format!("/subscriptions/{sub}/renew"), Value::Null).await.status(), 200);
+    let billing = page_until(&app, "/billing", "Payment past due").await;
+    assert!(billing.contains("Fix payment in the billing portal"), "{billing}");
+    let (plan, status): (Option<String>, String) = sqlx::query_as("SELECT plan, status FROM subscriptions WHERE id = $1").bind(&sub).fetch_one(&app.pool).await.unwrap();
+    assert_eq!((plan.as_deref(), status.as_str()), (Some("pro"), "past_due"));
+}
+
+#[tokio::test]
+async fn a_trial_is_shown_with_its_end() {
+    let app = spawn_app_with(&[("POLAR_STANDIN_TRIAL_DAYS", "14")]).await;
+    sign_up(&app, "trial@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    let id = pay(&app, &url, "4242424242424242").await.unwrap();
+    assert_eq!(wait_ready(&app, &id).await, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
+    let billing = page_until(&app, "/billing", "Trial ends on").await;
+    assert!(billing.contains(">Trial<"), "the trial badge: {billing}");
+}
+
+#[tokio::test]
+async fn the_success_page_refreshes_without_javascript_and_gives_up_with_a_clear_message() {
+    let app = spawn_app().await;
+    sign_up(&app, "waiting@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    // Not paid: the checkout is open, so the page is "processing".
+    let token = standin_token();
+    let checkouts: Value = reqwest::Client::new().get(format!("{}/polar/v1/checkouts/", app.address)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let id = checkouts["items"][0]["id"].as_str().unwrap().to_string();
+    assert!(url.contains(checkouts["items"][0]["client_secret"].as_str().unwrap()));
+    let first = page(&app, &format!("/billing/success?checkout_id={id}")).await;
+    assert!(first.contains("Payment processing"), "{first}");
+    assert!(first.contains(&format!("url=/billing/success?checkout_id={id}&amp;n=1")), "a noscript refresh counts its checks: {first}");
+    let later = page(&app, &format!("/billing/success?checkout_id={id}&n=5")).await;
+    assert!(later.contains("&amp;n=6"), "the count goes on");
+    let last = page(&app, &format!("/billing/success?checkout_id={id}&n=25")).await;
+    assert!(last.contains("This is taking longer than usual") && !last.contains("http-equiv"), "after the last check it stops and explains: {last}");
 }

@@ -187,7 +187,7 @@ pub async fn get_activity(page: u32) -> Result<ActivityView, AppError> {
             when: at.with_timezone(&offset).format("%b %-d, %H:%M").to_string(),
             what: match kind.as_str() {
                 "free_grant" => "Free credits".to_string(),
-                "allotment" => format!("{} plan allotment", meta["plan"].as_str().map(capitalize).unwrap_or_else(|| "Plan".into())),
+                "allotment" => format!("{} plan allotment", meta["plan"].as_str().map(crate::server::util::capitalize).unwrap_or_else(|| "Plan".into())),
                 "daily_accrual" => "Daily allotment".to_string(),
                 "purchase" => "Credit pack".to_string(),
                 "spend" => meta["operation"].as_str().map(|o| format!("API call: {o}")).unwrap_or_else(|| "API call".into()),
@@ -220,10 +220,4 @@ pub async fn get_activity(page: u32) -> Result<ActivityView, AppError> {
         })
         .collect();
     Ok(ActivityView { lines, page, has_more, usage })
-}
-
-#[cfg(feature = "ssr")]
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }

@@ -22,10 +22,7 @@ mod ssr {
     /// hydrated page receives the URL and does a full navigation itself, because the
     /// destination may be a page outside this app's router (Polar's checkout or portal).
     pub fn go(to: &str) -> String {
-        let plain_form = use_context::<http::request::Parts>()
-            .and_then(|p| p.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(|v| v.contains("text/html")))
-            .unwrap_or(false);
-        if plain_form {
+        if crate::api::is_plain_form_post() {
             leptos_axum::redirect(to);
         }
         to.to_string()

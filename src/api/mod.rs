@@ -13,14 +13,20 @@ pub mod keys;
 pub(crate) fn with_status<T>(result: Result<T, crate::error::AppError>) -> Result<T, crate::error::AppError> {
     use leptos::prelude::use_context;
     if let Err(e) = &result {
-        let plain_form = use_context::<http::request::Parts>()
-            .and_then(|p| p.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(|v| v.contains("text/html")))
-            .unwrap_or(false);
-        if !plain_form {
+        if !is_plain_form_post() {
             if let (Some(res), Ok(status)) = (use_context::<leptos_axum::ResponseOptions>(), http::StatusCode::from_u16(e.status_code())) {
                 res.set_status(status);
             }
         }
     }
     result
+}
+
+/// Whether the current server-function call is a plain HTML form post (JavaScript off), which
+/// expects a redirect rather than a value.
+#[cfg(feature = "ssr")]
+pub(crate) fn is_plain_form_post() -> bool {
+    leptos::prelude::use_context::<http::request::Parts>()
+        .and_then(|p| p.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(|v| v.contains("text/html")))
+        .unwrap_or(false)
 }

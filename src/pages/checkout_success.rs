@@ -104,7 +104,7 @@ pub fn CheckoutSuccessPage() -> impl IntoView {
                         let refresh = format!(
                             r#"<meta http-equiv="refresh" content="{};url=/billing/success?checkout_id={}&amp;n={}">"#,
                             delay_secs(n),
-                            urlencoding(&checkout_id().unwrap_or_default()),
+                            crate::pages::signup::urlencode(&checkout_id().unwrap_or_default()),
                             n + 1
                         );
                         view! {
@@ -119,8 +119,4 @@ pub fn CheckoutSuccessPage() -> impl IntoView {
             </Suspense>
         </section>
     }
-}
-
-fn urlencoding(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
 }

@@ -576,10 +576,7 @@ pub async fn invoices(state: &AppState, user: Uuid) -> Result<Vec<InvoiceRow>, A
                 amount: crate::domain::money::format_cents_exact(o.total_amount, &o.currency),
                 status: match o.status.as_str() {
                     "partially_refunded" => "Partially refunded".into(),
-                    s => {
-                        let mut c = s.chars();
-                        c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
-                    }
+                    s => crate::server::util::capitalize(s),
                 },
                 order_id: o.id,
                 invoice,

@@ -4,7 +4,6 @@
 use crate::app::{shell, App};
 use crate::server::config::Config;
 use crate::server::state::AppState;
-use crate::server::polar::PolarClient;
 use crate::server::standin::{StandIn, StandinConfig, WebhookEndpoint};
 use crate::server::{csrf, health, metered, webhooks};
 use axum::routing::{get, post};
@@ -14,7 +13,6 @@ use leptos::config::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use sqlx::PgPool;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -56,10 +54,8 @@ impl Application {
             }
         }
         let standin = start_standin(&config);
-        let leptos_options = leptos_options(addr);
-        let rate_limiter = metered::RateLimiter::new(config.api_rate_limit_per_minute);
-        let polar = config.polar.effective_token().map(|t| PolarClient::new(config.polar.api_url.clone(), t.clone()));
-        let state = AppState { leptos_options, pool, config: Arc::new(config), rate_limiter, webhook_wakeup: Default::default(), polar };
+        let mut state = AppState::new(config, pool);
+        state.leptos_options = leptos_options(addr);
         let mut router = router(state.clone());
         if let Some(s) = standin {
             // Outside the app's middleware: the stand-in is "another site" with its own rules.

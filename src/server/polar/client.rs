@@ -205,12 +205,6 @@ impl PolarClient {
         self
     }
 
-    /// Same client with another per-request timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(timeout).build().expect("HTTP client");
-        self
-    }
-
     fn url(&self, path: &str) -> Url {
         let base = self.base.as_str().trim_end_matches('/');
         Url::parse(&format!("{base}{path}")).expect("valid Polar URL")

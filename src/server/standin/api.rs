@@ -184,23 +184,15 @@ fn uuid_path(id: &str) -> Result<(), Response> {
     uuid::Uuid::parse_str(id).map(|_| ()).map_err(|_| invalid("uuid_parsing", json!(["path", "id"]), "Input should be a valid UUID", json!(id)))
 }
 
-#[derive(serde::Deserialize)]
-struct Page {
-    page: Option<String>,
-    limit: Option<String>,
-}
-
 fn page_params(q: &[(String, String)]) -> Result<(usize, usize), Response> {
-    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    let p = Page { page: get("page"), limit: get("limit") };
-    let page = match p.page {
+    let page = match query_values(q, "page").next() {
         None => 1,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if n >= 1 => n,
             _ => return Err(invalid("greater_than_equal", json!(["query", "page"]), "Input should be greater than or equal to 1", json!(v))),
         },
     };
-    let limit = match p.limit {
+    let limit = match query_values(q, "limit").next() {
         None => 10,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=100).contains(&n) => n,

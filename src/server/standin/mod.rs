@@ -266,11 +266,23 @@ impl StandIn {
         });
     }
 
-    fn file_signature(&self, order_id: &str) -> String {
-        use hmac::{Hmac, Mac};
-        let mut m = Hmac::<sha2::Sha256>::new_from_slice(&self.inner.file_key).expect("any key length");
+    fn file_mac(&self, order_id: &str) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.inner.file_key).expect("any key length");
         m.update(order_id.as_bytes());
-        hex::encode(&m.finalize().into_bytes()[..16])
+        m
+    }
+
+    /// The signature that makes an invoice file URL valid (the MAC's first 16 bytes, hex).
+    fn file_signature(&self, order_id: &str) -> String {
+        use hmac::Mac;
+        hex::encode(&self.file_mac(order_id).finalize().into_bytes()[..16])
+    }
+
+    /// Checks a file URL's signature in constant time.
+    fn file_signature_ok(&self, order_id: &str, sig_hex: &str) -> bool {
+        use hmac::Mac;
+        hex::decode(sig_hex).is_ok_and(|sig| sig.len() == 16 && self.file_mac(order_id).verify_truncated_left(&sig).is_ok())
     }
 }
 

@@ -351,7 +351,7 @@ async fn portal_action(State(s): State<StandIn>, Path(org): Path<String>, Form(f
 
 async fn invoice_file(State(s): State<StandIn>, Path(file): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
     let Some(order_id) = file.strip_suffix(".pdf") else { return not_found_page("No such file.") };
-    let sig_ok = q.get("sig").is_some_and(|sig| crate::server::util::constant_time_eq(sig.as_bytes(), s.file_signature(order_id).as_bytes()));
+    let sig_ok = q.get("sig").is_some_and(|sig| s.file_signature_ok(order_id, sig));
     if !sig_ok {
         return (StatusCode::FORBIDDEN, "This link is not valid.").into_response();
     }

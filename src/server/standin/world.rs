@@ -405,18 +405,7 @@ impl World {
     pub fn checkout_json(&self, c: &Checkout) -> Value {
         let frontend_url = &self.frontend_url;
         let product = self.product(&c.product_id).expect("checkouts point at catalogue products");
-        let products: Vec<Value> = c
-            .product_ids
-            .iter()
-            .filter_map(|id| self.product(id))
-            .map(|p| {
-                let mut v = self.product_base_json(p);
-                v["prices"] = json!([self.price_json(p)]);
-                v["benefits"] = Value::Array(p.benefits.iter().map(|b| self.benefit_json(b)).collect());
-                v["medias"] = json!([]);
-                v
-            })
-            .collect();
+        let products: Vec<Value> = c.product_ids.iter().filter_map(|id| self.product(id)).map(|p| self.product_json(p)).collect();
         let prices: Map<String, Value> = c.product_ids.iter().filter_map(|id| self.product(id)).map(|p| (p.id.clone(), json!([self.price_json(p)]))).collect();
         let amount = product.price_amount;
         let selected = products.iter().find(|p| p["id"] == json!(c.product_id)).cloned().unwrap_or(Value::Null);
