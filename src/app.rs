@@ -2,7 +2,7 @@
 
 use crate::components::layout::{SiteFooter, SiteHeader};
 use crate::pages::{
-    billing::BillingPage, checkout_success::CheckoutSuccessPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
+    billing::BillingPage, change_plan::ChangePlanPage, checkout_success::CheckoutSuccessPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
     pricing::PricingPage, settings_billing::SettingsBillingPage, signup::SignupPage,
 };
 use leptos::prelude::*;
@@ -71,6 +71,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/pricing") view=PricingPage ssr=ssr.clone() />
                         <Route path=path!("/billing") view=BillingPage ssr=ssr.clone() />
                         <Route path=path!("/billing/success") view=CheckoutSuccessPage ssr=ssr.clone() />
+                        <Route path=path!("/billing/change") view=ChangePlanPage ssr=ssr.clone() />
                         <Route path=path!("/settings/billing") view=SettingsBillingPage ssr=ssr.clone() />
                         <Route path=path!("/signup") view=SignupPage ssr=ssr.clone() />
                         <Route path=path!("/login") view=LoginPage ssr=ssr.clone() />

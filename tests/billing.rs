@@ -153,6 +153,17 @@ async fn paying_for_pro_confirms_only_once_access_is_real_then_billing_shows_it(
     assert!(page(&app, "/billing").await.contains("Renews on"));
 
     // Upgrade to Business: at once, with its benefit.
+    // Pro's allotment arrives by webhook; wait for it, so the difference is the upgrade's.
+    let mut before = 0;
+    for _ in 0..100 {
+        let b = balance(&app, user).await;
+        before = b.allotment + b.pending_allotment;
+        if before == 5000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(before, 5000);
     assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
     let mut shown = String::new();
     for _ in 0..50 {
@@ -242,6 +253,29 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
     assert!(err.to_string().contains("DE VAT number"), "{err}");
     let saved: i64 = sqlx::query_scalar("SELECT count(*) FROM billing_details").fetch_one(&app.pool).await.unwrap();
     assert_eq!(saved, 0, "nothing saved on bad input");
+
+    // Without JavaScript the page is rendered anew: it shows the error and what was typed,
+    // once (a reload shows what is saved).
+    let res = app
+        .client
+        .post(format!("{}/api/billing/details", app.address))
+        .header("accept", "text/html")
+        .header("origin", &app.address)
+        .header("referer", format!("{}/settings/billing", app.address))
+        .form(&[("company", "Typed GmbH"), ("line1", "Typed Street 9"), ("postal_code", "10117"), ("city", "Berlin"), ("country", "AT"), ("tax_id", "ATU1")])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_redirection(), "{}", res.status());
+    let back = res.headers()["location"].to_str().unwrap().trim_start_matches(app.address.as_str()).to_string();
+    assert!(back.starts_with("/settings/billing"), "{back}");
+    let html = page(&app, &back).await;
+    assert!(html.contains("value=\"Typed GmbH\"") && html.contains("value=\"Typed Street 9\"") && html.contains("value=\"ATU1\""), "{html}");
+    assert!(html.contains("<option value=\"AT\" selected"), "the typed country stays selected");
+    assert!(html.contains("field-tax_id-error"), "{html}");
+    assert!(!page(&app, "/settings/billing").await.contains("Typed GmbH"));
+    let saved: i64 = sqlx::query_scalar("SELECT count(*) FROM billing_details").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(saved, 0);
 
     assert_eq!(go(&app, "/api/billing/details", &form("de 123 456 789")).await, "/settings/billing?done=saved");
     let token = standin_token();
@@ -586,4 +620,95 @@ async fn the_success_page_refreshes_without_javascript_and_gives_up_with_a_clear
     assert!(later.contains("&amp;n=6"), "the count goes on");
     let last = page(&app, &format!("/billing/success?checkout_id={id}&n=25")).await;
     assert!(last.contains("This is taking longer than usual") && !last.contains("http-equiv"), "after the last check it stops and explains: {last}");
+}
+
+/// `$29.99` → 2999.
+fn cents(s: &str) -> i64 {
+    let digits: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
+    digits.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
+    let app = spawn_app().await;
+    // Anonymous: sign in first, and come back to the same preview.
+    let html = page(&app, "/billing/change?to=business").await;
+    assert!(html.contains("/login?next=/billing/change%3Fto%3Dbusiness"), "{html}");
+
+    let user = sign_up(&app, "preview@example.com").await;
+    let html = page(&app, "/billing/change?to=business").await;
+    assert!(html.contains("This plan change is not available") && html.contains("You have no active subscription."), "{html}");
+
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    let id = pay(&app, &url, "4242424242424242").await.unwrap();
+    wait_ready(&app, &id).await;
+    assert!(page(&app, "/pricing").await.contains("href=\"/billing/change?to=business\""), "pricing links to the preview");
+
+    // The upgrade: a prorated charge now and extra credits for the rest of the period.
+    let html = page(&app, "/billing/change?to=business").await;
+    assert!(html.contains("Upgrade to Business") && html.contains("You are on Pro ($19.00/month, 5,000 credits a month)."), "{html}");
+    assert!(html.contains("$49.00 on") && html.contains("with 15,000 credits a month"), "{html}");
+    let res = call(&app, "/api/billing/plan-change", &[("plan", "business")]).await;
+    assert_eq!(res.status(), 200);
+    let preview: Value = res.json().await.unwrap();
+    assert_eq!(preview["upgrade"], true);
+    let charge = cents(preview["charge_now"].as_str().unwrap());
+    let extra = preview["extra_credits_now"].as_i64().unwrap();
+    // Just bought, so nearly the whole period is left: about the full difference.
+    assert!((2990..=3000).contains(&charge), "{preview}");
+    assert!((9950..=10000).contains(&extra), "{preview}");
+    assert!(html.contains(&format!("+{} credits", group(extra))) || html.contains("credits for the rest of this period"), "{html}");
+
+    // Pro's allotment arrives by webhook; wait for it, so the difference is the upgrade's.
+    let mut before = 0;
+    for _ in 0..100 {
+        let b = balance(&app, user).await;
+        before = b.allotment + b.pending_allotment;
+        if before == 5000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(before, 5000);
+    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
+    // What Polar charged and what the ledger granted match the preview (to the second that
+    // passed in between: a cent, a credit).
+    let orders: Value = reqwest::Client::new()
+        .get(format!("{}/polar/v1/orders/?external_customer_id={user}", app.address))
+        .bearer_auth(standin_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let charged = orders["items"].as_array().unwrap().iter().find(|o| o["billing_reason"] == "subscription_update").unwrap_or_else(|| panic!("no prorated order: {orders}"))["subtotal_amount"].as_i64().unwrap();
+    assert!((charge - charged).abs() <= 1, "previewed {charge}, charged {charged}");
+    let mut granted = 0;
+    for _ in 0..100 {
+        let b = balance(&app, user).await;
+        granted = b.allotment + b.pending_allotment - before;
+        if granted > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!((extra - granted).abs() <= 1, "previewed {extra}, granted {granted}");
+
+    // The downgrade: nothing now, the new plan from the renewal; once scheduled, it says so.
+    let html = page(&app, "/billing/change?to=pro").await;
+    assert!(html.contains("Switch to Pro at renewal") && html.contains("Nothing. You keep your plan and its credits until the renewal."), "{html}");
+    assert!(html.contains("5,000 credits a month instead of 15,000"), "{html}");
+    let preview: Value = call(&app, "/api/billing/plan-change", &[("plan", "pro")]).await.json().await.unwrap();
+    assert_eq!((preview["upgrade"].as_bool(), preview["charge_now"].as_str(), preview["extra_credits_now"].as_i64()), (Some(false), Some("$0.00"), Some(0)));
+    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled");
+    let html = page(&app, "/billing/change?to=pro").await;
+    assert!(html.contains("This switch is already scheduled for"), "{html}");
+    // Not a plan one can switch to.
+    let res = call(&app, "/api/billing/plan-change", &[("plan", "enterprise")]).await;
+    assert_eq!(res.status(), 422);
+}
+
+fn group(n: i64) -> String {
+    tally::domain::money::group_thousands(n as u64)
 }

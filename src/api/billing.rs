@@ -124,6 +124,58 @@ pub async fn change_plan(plan: String) -> Result<String, AppError> {
     )
 }
 
+/// What a plan change would do, as the confirmation page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanChangeView {
+    pub plan: String,
+    pub from_name: String,
+    pub to_name: String,
+    pub upgrade: bool,
+    /// Formatted amounts, e.g. `$10.00`.
+    pub charge_now: String,
+    pub current_price: String,
+    pub new_price: String,
+    pub extra_credits_now: i64,
+    pub current_monthly_credits: i64,
+    pub new_monthly_credits: i64,
+    /// The next renewal, e.g. `December 22, 2026`.
+    pub period_end: String,
+    /// A plan change already scheduled for the renewal.
+    pub pending_name: Option<String>,
+}
+
+/// The preview of switching to `plan` (`pro`, `business`), for a user with a subscription.
+#[server(prefix = "/api", endpoint = "billing/plan-change")]
+pub async fn get_plan_change(plan: String) -> Result<PlanChangeView, AppError> {
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let user = crate::server::auth::require_user().await?;
+            let to: crate::domain::plans::PlanId = plan.parse().map_err(|_| AppError::validation("plan", "Choose Pro or Business."))?;
+            if !to.is_self_serve_paid() {
+                return Err(AppError::validation("plan", "Choose Pro or Business."));
+            }
+            let p = ssr::billing::preview_plan_change(&state, user.id, to, chrono::Utc::now()).await?;
+            let money = |c: i64| crate::domain::money::format_cents_exact(c, &p.currency);
+            Ok(PlanChangeView {
+                plan: to.slug().to_string(),
+                from_name: p.from.name().to_string(),
+                to_name: p.to.name().to_string(),
+                upgrade: p.upgrade,
+                charge_now: money(p.charge_now_cents),
+                current_price: money(p.current_price_cents),
+                new_price: money(p.new_price_cents),
+                extra_credits_now: p.extra_credits_now,
+                current_monthly_credits: p.current_monthly_credits,
+                new_monthly_credits: p.new_monthly_credits,
+                period_end: p.period_end.format("%B %-d, %Y").to_string(),
+                pending_name: p.pending.map(|x| x.name().to_string()),
+            })
+        }
+        .await,
+    )
+}
+
 /// Billing details as the settings page shows and edits them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BillingDetailsView {
@@ -160,6 +212,10 @@ pub struct BillingSettingsView {
     pub invoices: Result<Vec<InvoiceView>, String>,
 }
 
+/// The session flash slot holding billing details a plain form post had rejected.
+#[cfg(feature = "ssr")]
+const DETAILS_DRAFT: &str = "billing_details";
+
 #[server(prefix = "/api", endpoint = "billing/settings")]
 pub async fn get_billing_settings() -> Result<BillingSettingsView, AppError> {
     super::with_status(
@@ -169,9 +225,15 @@ pub async fn get_billing_settings() -> Result<BillingSettingsView, AppError> {
                 leptos_axum::redirect("/login?next=%2Fsettings%2Fbilling");
                 return Err(AppError::Unauthorized);
             };
-            let d = ssr::billing::billing_details(&state.pool, user.id).await?;
-            let has_details = d.is_some();
-            let d = d.unwrap_or_default();
+            let saved = ssr::billing::billing_details(&state.pool, user.id).await?;
+            let has_details = saved.is_some();
+            // A form rejected without JavaScript comes back with what was typed.
+            let headers = leptos::prelude::use_context::<http::request::Parts>().map(|p| p.headers).unwrap_or_default();
+            let draft = crate::server::auth::session::take_flash(&state.pool, &state.config, &headers, DETAILS_DRAFT)
+                .await
+                .map_err(AppError::internal)?
+                .and_then(|v| serde_json::from_value::<ssr::billing::BillingDetails>(v).ok());
+            let d = draft.or(saved).unwrap_or_default();
             let o = |v: Option<String>| v.unwrap_or_default();
             let details = BillingDetailsView {
                 billing_email: o(d.billing_email),
@@ -229,8 +291,19 @@ pub async fn save_billing_details(
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
             let input = ssr::billing::BillingDetails { billing_email, company, line1, line2, city, region, postal_code, country, tax_id, tax_id_kind: None, polar_error: None };
-            let synced = ssr::billing::save_billing_details(&state, user.id, input).await?;
-            Ok(ssr::go(if synced { "/settings/billing?done=saved" } else { "/settings/billing?done=saved-locally" }))
+            match ssr::billing::save_billing_details(&state, user.id, input.clone()).await {
+                Ok(synced) => Ok(ssr::go(if synced { "/settings/billing?done=saved" } else { "/settings/billing?done=saved-locally" })),
+                Err(e) => {
+                    // Without JavaScript the page is rendered anew after the error: keep what
+                    // was typed for it (with JavaScript the form itself keeps it).
+                    if crate::api::is_plain_form_post() {
+                        let headers = leptos::prelude::use_context::<http::request::Parts>().map(|p| p.headers).unwrap_or_default();
+                        let draft = serde_json::to_value(&input).map_err(AppError::internal)?;
+                        crate::server::auth::session::set_flash(&state.pool, &state.config, &headers, DETAILS_DRAFT, &draft).await.map_err(AppError::internal)?;
+                    }
+                    Err(e)
+                }
+            }
         }
         .await,
     )

@@ -38,7 +38,7 @@ pub async fn take_revealed_api_key() -> Result<Option<NewApiKey>, AppError> {
     super::with_status(async {
         crate::server::auth::require_user().await?;
         let state = state()?;
-        Ok(crate::server::auth::session::take_flash(&state.pool, &state.config, &request_headers())
+        Ok(crate::server::auth::session::take_flash(&state.pool, &state.config, &request_headers(), "api_key")
             .await
             .map_err(AppError::internal)?
             .and_then(|v| serde_json::from_value::<NewApiKey>(v).ok()))
@@ -84,7 +84,7 @@ pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError>
         let headers = request_headers();
         let plain_form = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
         if plain_form {
-            crate::server::auth::session::set_flash(&state.pool, &state.config, &headers, &serde_json::to_value(&new).map_err(AppError::internal)?)
+            crate::server::auth::session::set_flash(&state.pool, &state.config, &headers, "api_key", &serde_json::to_value(&new).map_err(AppError::internal)?)
                 .await
                 .map_err(AppError::internal)?;
             Ok(None)

@@ -149,11 +149,11 @@ pub fn BillingPage() -> impl IntoView {
 
 /// Shown when a page needs a signed-in user (with JavaScript on, the server also redirects).
 #[component]
-pub fn SignInPrompt(message: String, next: &'static str) -> impl IntoView {
+pub fn SignInPrompt(message: String, #[prop(into)] next: String) -> impl IntoView {
     view! {
         <section class="panel narrow center" role="alert">
             <p>{message}</p>
-            <p><a class="btn btn--primary" href=format!("/login?next={next}")>"Sign in"</a></p>
+            <p><a class="btn btn--primary" href=format!("/login?next={}", crate::pages::signup::urlencode(&next))>"Sign in"</a></p>
         </section>
     }
 }

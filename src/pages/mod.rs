@@ -1,6 +1,7 @@
 //! One module per page.
 
 pub mod billing;
+pub mod change_plan;
 pub mod checkout_success;
 pub mod home;
 pub mod login;

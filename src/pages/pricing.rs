@@ -2,7 +2,7 @@
 //! checkout for a first plan or a pack, a plan change for subscribers, sign-up for visitors.
 
 use crate::api::account::get_pricing;
-use crate::api::billing::{ChangePlan, StartCheckout};
+use crate::api::billing::StartCheckout;
 use crate::components::form::FormError;
 use crate::components::navigate::follow_redirects;
 use crate::domain::money::{format_cents, group_thousands};
@@ -14,11 +14,9 @@ use leptos_meta::Title;
 pub fn PricingPage() -> impl IntoView {
     let pricing = Resource::new(|| (), |_| get_pricing());
     let checkout = ServerAction::<StartCheckout>::new();
-    let change = ServerAction::<ChangePlan>::new();
     follow_redirects(move || checkout.value().get());
-    follow_redirects(move || change.value().get());
-    let error = Signal::derive(move || checkout.value().get().and_then(|r| r.err()).or_else(|| change.value().get().and_then(|r| r.err())));
-    let busy = move || checkout.pending().get() || change.pending().get();
+    let error = Signal::derive(move || checkout.value().get().and_then(|r| r.err()));
+    let busy = move || checkout.pending().get();
     view! {
         <Title text="Pricing" />
         <section class="page-head">
@@ -56,17 +54,13 @@ pub fn PricingPage() -> impl IntoView {
                                     (_, false, false) => view! { <a class="btn btn--primary btn--block" href="/signup?next=/pricing">"Sign up to upgrade"</a> }.into_any(),
                                     (PlanId::Free, false, true) => view! { <a class="btn btn--ghost btn--block" href="/billing">"Cancel from Billing"</a> }.into_any(),
                                     (plan, false, true) => {
-                                        // No paid plan yet: a checkout. On a paid plan: a change (upgrade now, downgrade at renewal).
+                                        // No paid plan yet: a checkout. On a paid plan: a change (upgrade now,
+                                        // downgrade at renewal), previewed before it is confirmed.
                                         let subscribed = matches!(p.current_plan, Some(PlanId::Pro | PlanId::Business));
                                         let upgrade = p.current_plan == Some(PlanId::Pro) && plan == PlanId::Business;
                                         let label = if !subscribed || upgrade { format!("Upgrade to {}", plan.name()) } else { format!("Switch to {} at renewal", plan.name()) };
                                         if subscribed {
-                                            view! {
-                                                <ActionForm action=change attr:class="inline-form">
-                                                    <input type="hidden" name="plan" value=plan.slug() />
-                                                    <button type="submit" class="btn btn--primary btn--block" disabled=busy>{label}</button>
-                                                </ActionForm>
-                                            }.into_any()
+                                            view! { <a class="btn btn--primary btn--block" href=format!("/billing/change?to={}", plan.slug())>{label}</a> }.into_any()
                                         } else {
                                             view! {
                                                 <ActionForm action=checkout attr:class="inline-form">

@@ -356,11 +356,101 @@ pub async fn change_plan(state: &AppState, user: Uuid, to: PlanId) -> Result<&'s
         return Err(AppError::Conflict { field: None, message: format!("You are already on {}.", to.name()) });
     }
     let product = product_for(state, to.slug())?;
-    let upgrade = matches!((current, to), (PlanId::Pro, PlanId::Business));
+    let upgrade = is_upgrade(current, to);
     let proration = if upgrade { Proration::Invoice } else { Proration::NextPeriod };
     polar(state)?.change_product(&id, &product, proration).await.map_err(polar_failure)?;
     refresh_subscription(state, user, &id).await?;
     Ok(if upgrade { "upgraded" } else { "scheduled" })
+}
+
+/// Moving up (charged now, prorated) rather than down or sideways (at renewal).
+fn is_upgrade(from: PlanId, to: PlanId) -> bool {
+    matches!((from, to), (PlanId::Pro, PlanId::Business))
+}
+
+/// What a plan change would do, shown before the user confirms it. Computed from Polar's
+/// current subscription and the target product, the way Polar prorates (`invoice`: the price
+/// difference for the seconds left in the period) and the way the ledger tops up an upgraded
+/// period (`domain::credits::upgrade_extra`). Polar's invoice has the exact amount with tax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanChangePreview {
+    pub from: PlanId,
+    pub to: PlanId,
+    pub upgrade: bool,
+    pub currency: String,
+    pub current_price_cents: i64,
+    pub new_price_cents: i64,
+    /// Charged at once (an upgrade), before tax; 0 for a change at renewal.
+    pub charge_now_cents: i64,
+    /// Credits added to this period at once (an upgrade), accruing daily to its end.
+    pub extra_credits_now: i64,
+    pub current_monthly_credits: i64,
+    pub new_monthly_credits: i64,
+    /// The end of the current period: the next renewal, and when a downgrade applies.
+    pub period_end: DateTime<Utc>,
+    /// A change already scheduled for the renewal.
+    pub pending: Option<PlanId>,
+}
+
+pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: DateTime<Utc>) -> Result<PlanChangePreview, AppError> {
+    let (id, current) = require_live_subscription(state, user).await?;
+    if current == to {
+        return Err(AppError::Conflict { field: None, message: format!("You are already on {}.", to.name()) });
+    }
+    let product_id = product_for(state, to.slug())?;
+    let client = polar(state)?;
+    let sub = client.get_subscription_raw(&id).await.map_err(polar_failure)?;
+    let product = client.get_product(&product_id).await.map_err(polar_failure)?;
+    let time = |k: &str| sub[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc));
+    let (Some(start), Some(end)) = (time("current_period_start"), time("current_period_end")) else {
+        return Err(AppError::internal(format!("subscription {id} has no current period")));
+    };
+    let config = &state.config;
+    let current_credits = crate::server::webhooks::handlers::plan_of(config, &sub).map(|(_, c)| c).unwrap_or(0);
+    let new_credits = crate::server::webhooks::handlers::plan_of(config, &serde_json::json!({ "product_id": product.id, "product": { "metadata": product.metadata } }))
+        .map(|(_, c)| c)
+        .unwrap_or(0);
+    let price = product.prices.iter().filter(|p| !p.is_archived).find_map(|p| p.price_amount.map(|a| (a, p.price_currency.clone())));
+    let Some((new_price, currency)) = price else {
+        return Err(AppError::Conflict { field: None, message: format!("{} has no fixed price to switch to; contact us.", to.name()) });
+    };
+    let current_price = sub["amount"].as_i64().unwrap_or(0);
+    let upgrade = is_upgrade(current, to);
+    let (charge_now, extra_now) = if upgrade {
+        let period = (end - start).num_seconds().max(1);
+        let left = (end - now).num_seconds().clamp(0, period);
+        // The level the period's allotment was granted at (higher after an earlier upgrade).
+        let level: Option<i64> = sqlx::query_scalar("SELECT (metadata->>'level')::bigint FROM credit_buckets WHERE user_id = $1 AND source_key = $2")
+            .bind(user)
+            .bind(crate::server::ledger::allotment_source(&id, start))
+            .fetch_optional(&state.pool)
+            .await
+            .map_err(AppError::internal)?
+            .flatten();
+        (
+            ((new_price - current_price) * left / period).max(0),
+            crate::domain::credits::upgrade_extra(level.unwrap_or(current_credits), new_credits, start, end, now),
+        )
+    } else {
+        (0, 0)
+    };
+    let pending = sub["pending_update"]["product_id"].as_str().and_then(|p| {
+        crate::server::webhooks::handlers::plan_of(config, &serde_json::json!({ "product_id": p })).map(|(plan, _)| plan)
+    });
+    Ok(PlanChangePreview {
+        from: current,
+        to,
+        upgrade,
+        currency,
+        current_price_cents: current_price,
+        new_price_cents: new_price,
+        charge_now_cents: charge_now,
+        extra_credits_now: extra_now,
+        current_monthly_credits: current_credits,
+        new_monthly_credits: new_credits,
+        period_end: end,
+        pending,
+    })
 }
 
 /// A customer portal session URL for the user.

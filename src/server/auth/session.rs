@@ -133,11 +133,13 @@ mod tests {
     }
 }
 
-/// Stores a one-time value on the request's session, for the next page it renders.
-pub async fn set_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, value: &serde_json::Value) -> Result<(), sqlx::Error> {
+/// Stores a one-time value on the request's session under `slot` (e.g. `api_key`), for the
+/// next page it renders. Slots are independent: one page may read several.
+pub async fn set_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, slot: &str, value: &serde_json::Value) -> Result<(), sqlx::Error> {
     if let Some(token) = token_from_headers(headers) {
-        sqlx::query("UPDATE sessions SET flash = $2 WHERE token_hash = $1")
+        sqlx::query("UPDATE sessions SET flash = coalesce(flash, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb) WHERE token_hash = $1")
             .bind(token_hash(config.session_secret.expose(), &token))
+            .bind(slot)
             .bind(value)
             .execute(pool)
             .await?;
@@ -145,14 +147,16 @@ pub async fn set_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, valu
     Ok(())
 }
 
-/// Reads and clears the session's one-time value.
-pub async fn take_flash(pool: &PgPool, config: &Config, headers: &HeaderMap) -> Result<Option<serde_json::Value>, sqlx::Error> {
+/// Reads and clears the session's one-time value in `slot`.
+pub async fn take_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, slot: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
     let Some(token) = token_from_headers(headers) else { return Ok(None) };
     let flash: Option<Option<serde_json::Value>> = sqlx::query_scalar(
-        "UPDATE sessions s SET flash = NULL FROM (SELECT token_hash, flash FROM sessions WHERE token_hash = $1 FOR UPDATE) old
-          WHERE s.token_hash = old.token_hash AND old.flash IS NOT NULL RETURNING old.flash",
+        "UPDATE sessions s SET flash = nullif(old.flash - $2::text, '{}'::jsonb)
+           FROM (SELECT token_hash, flash FROM sessions WHERE token_hash = $1 FOR UPDATE) old
+          WHERE s.token_hash = old.token_hash AND (old.flash -> $2::text) IS NOT NULL RETURNING old.flash -> $2::text",
     )
     .bind(token_hash(config.session_secret.expose(), &token))
+    .bind(slot)
     .fetch_optional(pool)
     .await?;
     Ok(flash.flatten())

@@ -360,6 +360,10 @@ impl PolarClient {
         Ok(p.items)
     }
 
+    pub async fn get_product(&self, id: &str) -> Result<Product, PolarError> {
+        self.call(Method::GET, &format!("/v1/products/{}", path_segment(id)), &[], None, Idempotency::Safe).await
+    }
+
     pub async fn list_subscriptions(&self, external_customer_id: &str) -> Result<Vec<Subscription>, PolarError> {
         let q = [("external_customer_id", external_customer_id.to_string()), ("limit", "100".into())];
         let p: ListResource<Subscription> = self.call(Method::GET, "/v1/subscriptions/", &q, None, Idempotency::Safe).await?;

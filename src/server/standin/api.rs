@@ -29,6 +29,7 @@ pub fn routes(s: StandIn) -> Router {
         .route("/v1/subscriptions/", get(list_subscriptions))
         .route("/v1/subscriptions/{id}", get(get_subscription).patch(update_subscription).delete(revoke_subscription))
         .route("/v1/products/", get(list_products))
+        .route("/v1/products/{id}", get(get_product))
         .route("/v1/events/ingest", post(ingest_events))
         .route("/v1/customer-meters/", get(list_customer_meters))
         .route("/v1/refunds/", post(create_refund))
@@ -779,6 +780,16 @@ async fn list_products(State(s): State<StandIn>, Query(q): Query<Vec<(String, St
             .map(|p| w.product_json(p))
             .collect();
         list_page(items, &q)
+    })
+}
+
+async fn get_product(State(s): State<StandIn>, Path(id): Path<String>) -> Response {
+    if let Err(r) = uuid_path(&id) {
+        return r;
+    }
+    s.read(|w, _| match w.product(&id) {
+        Some(p) => Json(w.product_json(p)).into_response(),
+        None => not_found(),
     })
 }
 
