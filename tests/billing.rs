@@ -712,3 +712,63 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
 fn group(n: i64) -> String {
     tally::domain::money::group_thousands(n as u64)
 }
+
+async fn text_stats(app: &TestApp, key: &str, chars: usize) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/api/v1/text/stats", app.address))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "text": "a".repeat(chars) }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn paid_only_features_follow_the_granted_benefit_and_fail_closed() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "entitled@example.com").await;
+    // Free: two API keys, even when five are asked for at once.
+    let create = || call(&app, "/api/keys/create", &[("name", "k")]);
+    let (a, b, c, d, e) = tokio::join!(create(), create(), create(), create(), create());
+    let mut created = vec![];
+    for res in [a, b, c, d, e] {
+        match res.status().as_u16() {
+            200 => created.push(res.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_string()),
+            403 => assert!(app_error(res).await.to_string().contains("The Free plan includes 2 API keys"), "the refusal explains"),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(created.len(), 2, "exactly the Free allowance");
+    let key = created[0].clone();
+
+    // Free: up to 10,000 characters a call; longer is refused and costs nothing.
+    let before = balance(&app, user).await.total;
+    let res = text_stats(&app, &key, 10_001).await;
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "plan_required", "{body}");
+    assert_eq!(balance(&app, user).await.total, before);
+    assert_eq!(text_stats(&app, &key, 10_000).await.status(), 200);
+    assert_eq!(balance(&app, user).await.total, before - 10);
+
+    // Pro grants the `pro` benefit: longer texts and more keys.
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    let id = pay(&app, &url, "4242424242424242").await.unwrap();
+    wait_ready(&app, &id).await;
+    let res = text_stats(&app, &key, 10_001).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    assert_eq!(call(&app, "/api/keys/create", &[("name", "third")]).await.status(), 200);
+
+    // Polar unreachable and the last known state older than the grace period: fail closed.
+    sqlx::query("UPDATE polar_customers SET state_stale = true, state_fetched_at = now() - interval '25 hours' WHERE user_id = $1").bind(user).execute(&app.pool).await.unwrap();
+    control(&app, "/outage", serde_json::json!({ "kind": "error", "count": 1000 })).await;
+    let res = text_stats(&app, &key, 10_001).await;
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "billing_unavailable", "{body}");
+    // Within the free limit nothing depends on Polar.
+    assert_eq!(text_stats(&app, &key, 100).await.status(), 200);
+    reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).send().await.unwrap();
+    assert_eq!(text_stats(&app, &key, 10_001).await.status(), 200, "back when Polar is");
+}

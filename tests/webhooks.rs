@@ -386,3 +386,98 @@ async fn signatures_made_by_the_official_standardwebhooks_package_verify_under_b
     assert_eq!(sign(SECRET, KeyScheme::Standard, "npm-1", ts, body.as_bytes()).unwrap(), standard);
     assert_eq!(sign(SECRET, KeyScheme::Legacy, "npm-1", ts, body.as_bytes()).unwrap(), legacy);
 }
+
+/// The real server binary in a child process, on database `db`, with the failpoint that
+/// stops its worker between an event's effects and their commit.
+fn spawn_binary_paused_before_commit(db: &str) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url(db))
+        .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+        .env("SESSION_SECRET", "test-session-secret-test-session-secret")
+        .env("POLAR_WEBHOOK_SECRET", SECRET)
+        .env("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")
+        .env("POLAR_STANDIN_STATE_FILE", "off")
+        .env("RUST_LOG", "warn")
+        .env("TALLY_TEST_FAILPOINT", "worker-before-commit")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the tally binary");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, format!("http://127.0.0.1:{port}"), rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_between_effect_and_done_mark_loses_nothing_and_applies_nothing_twice() {
+    let (pool, db) = fresh_database().await;
+    let (mut child, address, lines) = spawn_binary_paused_before_commit(&db);
+    let ready = async {
+        for _ in 0..300 {
+            if let Ok(res) = reqwest::get(format!("{address}/readyz")).await {
+                if res.status() == 200 {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(ready.await, "the binary came up");
+    let crashed = TestApp { address: address.clone(), pool: pool.clone(), client: reqwest::Client::new(), db_name: db.clone() };
+    let u = user(&crashed).await;
+    let body = pack_order("order.paid", "ord_crash", u, 0);
+    assert_eq!(deliver(&crashed, "msg_crash", &body).await.status(), 202, "acknowledged before processing");
+
+    // The worker has written the grant and the done-mark, and stopped before committing.
+    let reached = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            if line.contains("failpoint worker-before-commit reached for msg_crash") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(reached, "the worker reached the failpoint");
+    let in_flight: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction'").bind(&db).fetch_one(&pool).await.unwrap();
+    assert!(in_flight >= 1, "the event's transaction is open in the killed process");
+
+    // kill -9: no destructor, no rollback from the process; PostgreSQL drops the transaction.
+    child.kill().unwrap();
+    let exit = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(exit.signal(), Some(9));
+    let mut attempts: (String, i32) = (String::new(), -1);
+    for _ in 0..50 {
+        attempts = sqlx::query_as("SELECT status, attempts FROM webhook_events WHERE webhook_id = 'msg_crash'").fetch_one(&pool).await.unwrap();
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction'").bind(&db).fetch_one(&pool).await.unwrap();
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(attempts, ("pending".to_string(), 0), "the event is still stored, untouched");
+    assert_eq!(credits(&crashed, u).await, 0, "and none of its effect survived");
+
+    // A new instance on the same database processes it: exactly once.
+    let app = spawn_app_on(pool, db, &[("POLAR_WEBHOOK_SECRET", SECRET), ("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")]).await;
+    assert_eq!(processed(&app, "msg_crash").await, "done");
+    assert_eq!(deliver(&app, "msg_crash", &body).await.status(), 202, "Polar's retry of it");
+    assert_eq!(credits(&app, u).await, 50);
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE user_id = $1").bind(u).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(entries, 1);
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}

@@ -78,12 +78,26 @@ pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError>
         if name.chars().count() > 60 {
             return Err(AppError::validation("name", "Use at most 60 characters."));
         }
-        let (id, key) = crate::server::api_keys::create(&state.pool, user.id, &name).await.map_err(AppError::internal)?;
+        // Free accounts get FREE_MAX_API_KEYS; more is a paid feature, checked by benefit (and
+        // only then, so creating a first key never waits for Polar).
+        use crate::domain::plans::FREE_MAX_API_KEYS;
+        let mut conn = state.pool.acquire().await.map_err(AppError::internal)?;
+        let live = crate::server::api_keys::count_live(&mut conn, user.id).await.map_err(AppError::internal)?;
+        drop(conn);
+        let mut limit = if live >= FREE_MAX_API_KEYS { paid_key_limit(&state, user.id).await? } else { FREE_MAX_API_KEYS };
+        let mut created = crate::server::api_keys::create(&state.pool, user.id, &name, limit).await.map_err(AppError::internal)?;
+        if created.is_none() && limit == FREE_MAX_API_KEYS {
+            // Another request took the last free place meanwhile.
+            limit = paid_key_limit(&state, user.id).await?;
+            created = crate::server::api_keys::create(&state.pool, user.id, &name, limit).await.map_err(AppError::internal)?;
+        }
+        let Some((id, key)) = created else {
+            return Err(AppError::Conflict { field: Some("name".into()), message: format!("You have {limit} API keys, the most your plan includes. Revoke one to create another.") });
+        };
         tracing::info!(user_id = %user.id, key_id = %id, "API key created");
         let new = NewApiKey { name, key };
         let headers = request_headers();
-        let plain_form = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
-        if plain_form {
+        if super::is_plain_form_post() {
             crate::server::auth::session::set_flash(&state.pool, &state.config, &headers, "api_key", &serde_json::to_value(&new).map_err(AppError::internal)?)
                 .await
                 .map_err(AppError::internal)?;
@@ -93,6 +107,19 @@ pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError>
         }
     }
     .await)
+}
+
+/// The key limit of a paid benefit, or the refusal for an account without one.
+#[cfg(feature = "ssr")]
+async fn paid_key_limit(state: &crate::server::state::AppState, user: uuid::Uuid) -> Result<i64, AppError> {
+    use crate::domain::plans::{FREE_MAX_API_KEYS, PAID_BENEFITS, PAID_MAX_API_KEYS};
+    match crate::server::billing::require_any_benefit(state, user, &PAID_BENEFITS).await {
+        Ok(()) => Ok(PAID_MAX_API_KEYS),
+        Err(AppError::NotEntitled { .. }) => Err(AppError::NotEntitled {
+            message: format!("The Free plan includes {FREE_MAX_API_KEYS} API keys. Revoke one, or upgrade to Pro or Business for up to {PAID_MAX_API_KEYS}."),
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Revokes one of the signed-in user's keys; requests with it fail at once.

@@ -62,6 +62,15 @@ impl FromStr for PlanId {
 #[error("unknown plan `{0}` (expected one of: free, pro, business, enterprise)")]
 pub struct UnknownPlan(pub String);
 
+/// The benefits (matched by their metadata `slug`) that make an account "paid": each lifts the
+/// Free limits below. Checked on the server by `server::billing::require_any_benefit`.
+pub const PAID_BENEFITS: [&str; 2] = ["pro", "business"];
+/// The longest text one metered call takes without a paid benefit.
+pub const FREE_MAX_CHARS: usize = 10_000;
+/// Live API keys without a paid benefit, and with one.
+pub const FREE_MAX_API_KEYS: i64 = 2;
+pub const PAID_MAX_API_KEYS: i64 = 20;
+
 /// What the pricing page shows for a plan. Prices are integer cents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanOffer {
@@ -98,6 +107,7 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
             features: vec![
                 format!("{} credits once, never expiring", crate::domain::money::group_thousands(free_credits.max(0) as u64)),
                 "Buy credit packs any time".into(),
+                "Texts up to 10,000 characters a call, 2 API keys".into(),
                 "Community support".into(),
             ],
         },
@@ -109,6 +119,7 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
             tagline: "For individuals shipping real work.".into(),
             features: vec![
                 "5,000 credits a month, accrued daily".into(),
+                "Texts up to 100,000 characters a call, 20 API keys".into(),
                 "Credit packs that never expire".into(),
                 "Invoices with your VAT id".into(),
             ],
@@ -121,6 +132,7 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
             tagline: "For heavy use and priority help.".into(),
             features: vec![
                 "15,000 credits a month, accrued daily".into(),
+                "Texts up to 100,000 characters a call, 20 API keys".into(),
                 "Credit packs that never expire".into(),
                 "Priority email support".into(),
             ],

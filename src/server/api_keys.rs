@@ -21,8 +21,15 @@ fn hash(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
-/// Creates a key and returns (its id, the plaintext key). The plaintext exists only here.
-pub async fn create(pool: &PgPool, user_id: Uuid, name: &str) -> Result<(Uuid, String), sqlx::Error> {
+/// Creates a key and returns (its id, the plaintext key), or `None` when the user already has
+/// `max_live` live keys. The plaintext exists only here. The user's row is locked so two
+/// concurrent requests cannot both take the last place.
+pub async fn create(pool: &PgPool, user_id: Uuid, name: &str, max_live: i64) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE").bind(user_id).execute(&mut *tx).await?;
+    if count_live(&mut tx, user_id).await? >= max_live {
+        return Ok(None);
+    }
     let key = format!("{PREFIX}{}", random_token(32));
     let prefix: String = key.chars().take(PREFIX.len() + 6).collect();
     let id = sqlx::query_scalar("INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id")
@@ -30,9 +37,15 @@ pub async fn create(pool: &PgPool, user_id: Uuid, name: &str) -> Result<(Uuid, S
         .bind(name)
         .bind(prefix)
         .bind(hash(&key))
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
-    Ok((id, key))
+    tx.commit().await?;
+    Ok(Some((id, key)))
+}
+
+/// How many live (not revoked) keys the user has.
+pub async fn count_live(conn: &mut sqlx::PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL").bind(user_id).fetch_one(conn).await
 }
 
 /// A user's keys that are not revoked, newest first.

@@ -191,14 +191,19 @@ pub async fn invalidate_state(conn: &mut sqlx::PgConnection, user: Uuid) -> Resu
 /// The entitlement guard: `Ok` when the user holds a granted benefit whose metadata `slug` is
 /// `slug`. Follows benefits, never "has a subscription".
 pub async fn require_benefit(state: &AppState, user: Uuid, slug: &str) -> Result<(), AppError> {
+    require_any_benefit(state, user, &[slug]).await
+}
+
+/// Like [`require_benefit`], satisfied by any one of `slugs` (e.g. `PAID_BENEFITS`).
+pub async fn require_any_benefit(state: &AppState, user: Uuid, slugs: &[&str]) -> Result<(), AppError> {
     let read = customer_state(state, user, STATE_TTL).await?;
     if read.stale && Utc::now() - read.fetched_at > STALE_GRACE {
         return Err(AppError::Unavailable { message: "We can't confirm your plan with our billing provider right now. Please try again shortly.".into() });
     }
-    if read.has_benefit(slug) {
+    if slugs.iter().any(|s| read.has_benefit(s)) {
         Ok(())
     } else {
-        Err(AppError::NotEntitled { message: format!("This needs the {slug} benefit, which your plan does not include.") })
+        Err(AppError::NotEntitled { message: format!("This needs the {} benefit, which your plan does not include.", slugs.join(" or ")) })
     }
 }
 

@@ -6,14 +6,20 @@
 //!   and in both cases nothing is spent.
 //! - `Idempotency-Key: …` (optional): a retry with the same key returns the same result and
 //!   spends nothing again.
+//! - Texts over `FREE_MAX_CHARS` (10,000) characters need a paid plan's benefit (`pro` or
+//!   `business`, see `domain::plans::PAID_BENEFITS`): 403 `plan_required` without it, 503
+//!   `billing_unavailable` when Polar cannot confirm the plan (fail closed); nothing is spent.
 //! - Not enough credits: 402 with what is available and what it would cost.
 //! - More than the per-key limit per minute: 429 with `Retry-After`.
 //! - Success: 200 and `X-Credits-Remaining`.
+//!
 //! Every error body is `{"error": {"code": "…", "message": "…"}}` plus details.
 
+use crate::domain::plans::{FREE_MAX_CHARS, PAID_BENEFITS};
+use crate::error::AppError;
 use crate::server::ledger::{self, SpendOutcome};
 use crate::server::state::AppState;
-use crate::server::{api_keys, util};
+use crate::server::{api_keys, billing, util};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -129,6 +135,27 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
     let stats = text_stats(&text);
     if stats.characters > MAX_CHARS {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", &format!("`text` may have at most {MAX_CHARS} characters."), json!({ "field": "text" }));
+    }
+    // Longer texts are a paid feature: the entitlement guard decides (fail closed when Polar
+    // cannot confirm the plan), and nothing is spent when it refuses.
+    if stats.characters > FREE_MAX_CHARS {
+        match billing::require_any_benefit(&state, user_id, &PAID_BENEFITS).await {
+            Ok(()) => {}
+            Err(AppError::NotEntitled { .. }) => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "plan_required",
+                    &format!("Texts over {FREE_MAX_CHARS} characters need the Pro or Business plan."),
+                    json!({ "field": "text", "max_characters": FREE_MAX_CHARS }),
+                )
+            }
+            Err(AppError::Unavailable { message }) => {
+                let mut res = error(StatusCode::SERVICE_UNAVAILABLE, "billing_unavailable", &message, json!({}));
+                res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(30));
+                return res;
+            }
+            Err(e) => return internal(e),
+        }
     }
     let cost = cost_of(stats.characters);
     let idem = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty() && k.len() <= 200);

@@ -32,6 +32,11 @@ fn admin_url() -> String {
     .clone()
 }
 
+/// The URL of test database `db`.
+pub fn database_url(db: &str) -> String {
+    with_db(&admin_url(), db)
+}
+
 fn with_db(admin: &str, db: &str) -> String {
     let (base, _) = admin.rsplit_once('/').expect("admin URL has a database path");
     format!("{base}/{db}")

@@ -70,9 +70,25 @@ pub async fn process_one(pool: &PgPool, config: &Config, now: DateTime<Utc>) -> 
             }
         }
     }
+    failpoint_before_commit(&webhook_id).await;
     tx.commit().await?;
     Ok(true)
 }
+
+/// Test builds only: with `TALLY_TEST_FAILPOINT=worker-before-commit`, the worker stops for
+/// good after an event's effects and its done-mark are written but before they commit, so a
+/// test can `kill -9` the process at exactly that point (`tests/webhooks.rs`). Compiled out of
+/// release builds.
+#[cfg(debug_assertions)]
+async fn failpoint_before_commit(webhook_id: &str) {
+    if std::env::var("TALLY_TEST_FAILPOINT").as_deref() == Ok("worker-before-commit") {
+        eprintln!("failpoint worker-before-commit reached for {webhook_id}");
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(not(debug_assertions))]
+async fn failpoint_before_commit(_: &str) {}
 
 /// Runs forever: drains due events, then waits for a new delivery or a second.
 pub async fn run(pool: PgPool, config: Arc<Config>, wakeup: Arc<Notify>) {
