@@ -54,6 +54,11 @@ ensure_build_tools() {
   command -v psql >/dev/null || apt_install postgresql-client
 }
 
+# Debian's redis-server: the REDIS_URL cache tests start a throwaway one on a free port.
+ensure_redis() {
+  command -v redis-server >/dev/null || { log "installing redis-server for the REDIS_URL tests"; apt_install redis-server; }
+}
+
 ensure_browser() {
   if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
     log "installing Debian's Chromium for the browser tests"

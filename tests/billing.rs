@@ -331,6 +331,7 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
         rate_limiter: tally::server::metered::RateLimiter::new(10),
         webhook_wakeup: Default::default(),
         polar: Some(tally::server::polar::PolarClient::new(url::Url::parse(&format!("{}/polar", app.address)).unwrap(), config.polar.effective_token().unwrap().clone())),
+        redis: None,
     };
     use tally::server::billing::require_benefit;
     assert!(require_benefit(&state, user, "pro").await.is_ok());
@@ -771,4 +772,68 @@ async fn paid_only_features_follow_the_granted_benefit_and_fail_closed() {
     assert_eq!(text_stats(&app, &key, 100).await.status(), 200);
     reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).send().await.unwrap();
     assert_eq!(text_stats(&app, &key, 10_001).await.status(), 200, "back when Polar is");
+}
+
+#[tokio::test]
+async fn with_redis_customer_state_is_read_there_first_dropped_on_change_and_redis_is_optional() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(&[("REDIS_URL", &redis.url)]).await;
+    let user = sign_up(&app, "redis@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    let id = pay(&app, &url, "4242424242424242").await.unwrap();
+    wait_ready(&app, &id).await;
+    let mut r = redis::Client::open(redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = format!("tally:customer_state:{user}");
+    // The purchase's webhooks keep dropping the entry while they arrive; then a read caches it.
+    let mut cached: Option<String> = None;
+    for _ in 0..100 {
+        page_until(&app, "/billing", "<p class=\"plan-name\">Pro").await;
+        cached = redis::AsyncCommands::get(&mut r, &key).await.unwrap();
+        if cached.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cached: Value = serde_json::from_str(&cached.expect("the page's read was cached in Redis")).unwrap();
+    assert!(cached["state"]["granted_benefits"].to_string().contains("\"pro\""), "{cached}");
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut r).await.unwrap();
+    assert!((1..=30).contains(&ttl), "expires with the cache's TTL: {ttl}");
+
+    settle(&app).await;
+    // Reads go to Redis first: an entry saying "no customer" makes the page show Free.
+    let planted = serde_json::json!({ "state": null, "fetched_at": chrono::Utc::now() }).to_string();
+    let _: () = redis::AsyncCommands::set_ex(&mut r, &key, planted, 30).await.unwrap();
+    assert!(page(&app, "/billing").await.contains("<p class=\"plan-name\">Free"));
+
+    // A change at Polar (a renewal, from its webhooks alone): once processed, the entry is gone
+    // and the next read is Polar's truth again.
+    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(control(&app, &format!("/subscriptions/{sub}/renew"), Value::Null).await.status(), 200);
+    page_until(&app, "/billing", "<p class=\"plan-name\">Pro").await;
+
+    // A change made through Tally drops it at once.
+    let _: () = redis::AsyncCommands::set_ex(&mut r, &key, "{}", 30).await.unwrap();
+    go(&app, "/api/billing/cancel", &[("cancel", "true")]).await;
+    let exists: bool = redis::AsyncCommands::exists(&mut r, &key).await.unwrap();
+    assert!(!exists, "canceling dropped the entry");
+
+    // Redis going away is a cache miss, not an outage.
+    drop(r);
+    drop(redis);
+    let html = page(&app, "/billing").await;
+    assert!(html.contains("<p class=\"plan-name\">Pro") && html.contains("it will not renew"), "{html}");
+}
+
+/// Waits until the stand-in's webhooks have stopped arriving and all are processed.
+async fn settle(app: &TestApp) {
+    let mut last = -1;
+    for _ in 0..100 {
+        let (count, pending): (i64, i64) = sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM webhook_events").fetch_one(&app.pool).await.unwrap();
+        if pending == 0 && count == last {
+            return;
+        }
+        last = count;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("webhooks never settled");
 }

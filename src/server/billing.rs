@@ -12,6 +12,7 @@ use crate::server::polar::client::{CheckoutCreate, CustomerUpdate, Proration};
 use crate::server::polar::models::{Address, CustomerState};
 use crate::server::polar::{PolarClient, PolarError};
 use crate::server::state::AppState;
+use crate::server::state_cache::CachedState;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -136,18 +137,28 @@ impl StateRead {
     }
 }
 
-/// The user's Customer State through the cache: served from Postgres when younger than
-/// `max_age` (and not invalidated by a webhook), else read from Polar and stored.
+/// The user's Customer State through the cache: served from Redis (when `REDIS_URL` is set)
+/// or Postgres when younger than `max_age` (and not invalidated by a webhook), else read from
+/// Polar and stored in both. `max_age` zero always asks Polar.
 pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> Result<StateRead, AppError> {
+    let now = Utc::now();
+    let redis = state.redis.as_ref().filter(|_| max_age > Duration::zero());
+    if let Some(r) = redis {
+        if let Some(c) = r.get(user).await.filter(|c| now - c.fetched_at < max_age) {
+            return Ok(StateRead { state: c.state.and_then(|v| serde_json::from_value(v).ok()), fetched_at: c.fetched_at, stale: false });
+        }
+    }
     let row: Option<(Option<Value>, Option<DateTime<Utc>>, bool)> = sqlx::query_as("SELECT state, state_fetched_at, state_stale FROM polar_customers WHERE user_id = $1")
         .bind(user)
         .fetch_optional(&state.pool)
         .await
         .map_err(AppError::internal)?;
-    let now = Utc::now();
     let cached = row.as_ref().filter(|(_, _, stale)| !stale).and_then(|(s, at, _)| Some((s.clone(), (*at)?)));
     if let Some((s, at)) = &cached {
         if now - *at < max_age {
+            if let Some(r) = redis {
+                r.put(user, &CachedState { state: s.clone(), fetched_at: *at }, STATE_TTL - (now - *at)).await;
+            }
             return Ok(StateRead { state: s.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()), fetched_at: *at, stale: false });
         }
     }
@@ -174,12 +185,23 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
     )
     .bind(user)
     .bind(fetched.as_ref().map(|s| s.id.clone()))
-    .bind(json)
+    .bind(&json)
     .bind(now)
     .execute(&state.pool)
     .await
     .map_err(AppError::internal)?;
+    if let Some(r) = &state.redis {
+        r.put(user, &CachedState { state: json, fetched_at: now }, STATE_TTL).await;
+    }
     Ok(StateRead { state: fetched, fetched_at: now, stale: false })
+}
+
+/// Drops the Redis entry of a user whose Customer State just changed (after the change
+/// committed; Postgres was marked stale in the same transaction).
+pub async fn forget_cached_state(state: &AppState, user: Uuid) {
+    if let Some(r) = &state.redis {
+        r.forget(user).await;
+    }
 }
 
 /// Marks the cached state as stale (a `customer.state_changed` webhook, or a change we made).
@@ -340,7 +362,9 @@ async fn refresh_subscription(state: &AppState, user: Uuid, id: &str) -> Result<
         .await
         .map_err(AppError::internal)?;
     invalidate_state(&mut tx, user).await.map_err(AppError::internal)?;
-    tx.commit().await.map_err(AppError::internal)
+    tx.commit().await.map_err(AppError::internal)?;
+    forget_cached_state(state, user).await;
+    Ok(())
 }
 
 async fn require_live_subscription(state: &AppState, user: Uuid) -> Result<(String, PlanId), AppError> {
@@ -753,6 +777,7 @@ pub async fn delete_account(state: &AppState, user: Uuid) -> Result<(), AppError
         sqlx::query(q).bind(user).execute(&mut *tx).await.map_err(AppError::internal)?;
     }
     tx.commit().await.map_err(AppError::internal)?;
+    forget_cached_state(state, user).await;
     tracing::info!(%user, "account deleted");
     Ok(())
 }
@@ -770,5 +795,6 @@ pub async fn reconcile(state: &AppState, user: Uuid) -> Result<PlanId, AppError>
             .map_err(AppError::internal)?;
     }
     tx.commit().await.map_err(AppError::internal)?;
+    forget_cached_state(state, user).await;
     Ok(read.plan())
 }

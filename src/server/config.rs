@@ -140,6 +140,8 @@ pub struct Config {
     pub credit_day_offset: chrono::FixedOffset,
     /// True when `POLAR_MODE` was not set at all (so local mode was chosen by default).
     pub polar_mode_defaulted: bool,
+    /// `REDIS_URL`: a Redis in front of the PostgreSQL Customer State cache (optional).
+    pub redis_url: Option<Secret>,
 }
 
 /// A configuration problem, naming the variable and what it expects. Never carries a
@@ -446,6 +448,12 @@ impl Config {
                 return Err(err("DATABASE_URL", "expected a PostgreSQL URL such as postgres://user:password@host:5432/tally"));
             }
         }
+        let redis_url = var(src, "REDIS_URL").map(Secret::new);
+        if let Some(r) = &redis_url {
+            if !r.expose().starts_with("redis://") || redis::Client::open(r.expose()).is_err() {
+                return Err(err("REDIS_URL", "expected a Redis URL such as redis://127.0.0.1:6379/0 (or leave it unset)"));
+            }
+        }
         let embedded_pg_dir = var(src, "TALLY_PG_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".data/pg"));
         let embedded_pg_port = match var(src, "TALLY_PG_PORT") {
             Some(v) => parse_int("TALLY_PG_PORT", &v, "a TCP port number")?,
@@ -466,6 +474,7 @@ impl Config {
             api_rate_limit_per_minute,
             credit_day_offset,
             polar_mode_defaulted: polar_mode_raw.is_none(),
+            redis_url,
         })
     }
 
@@ -595,6 +604,8 @@ mod tests {
         assert_eq!(load(&[("FREE_CREDITS", "-1")]).unwrap_err().var, "FREE_CREDITS");
         assert_eq!(load(&[("POLAR_PRODUCT_PRO", "pro")]).unwrap_err().var, "POLAR_PRODUCT_PRO");
         assert_eq!(load(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var, "DATABASE_URL");
+        assert_eq!(load(&[("REDIS_URL", "memcached://x")]).unwrap_err().var, "REDIS_URL");
+        assert!(load(&[("REDIS_URL", "redis://127.0.0.1:6379/0")]).unwrap().redis_url.is_some());
         assert_eq!(load(&[("LEPTOS_SITE_ADDR", "3000")]).unwrap_err().var, "LEPTOS_SITE_ADDR");
         assert_eq!(load(&[("ENTERPRISE_DEMO_URL", "calendar")]).unwrap_err().var, "ENTERPRISE_DEMO_URL");
         assert_eq!(load(&[("CREDIT_DAY_BOUNDARY", "Europe/Paris")]).unwrap_err().var, "CREDIT_DAY_BOUNDARY");

@@ -16,5 +16,6 @@ pub mod polar;
 pub mod standin;
 pub mod startup;
 pub mod state;
+pub mod state_cache;
 pub mod util;
 pub mod webhooks;

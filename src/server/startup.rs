@@ -70,7 +70,7 @@ impl Application {
 
     fn spawn_worker(&self) {
         let s = &self.state;
-        tokio::spawn(webhooks::worker::run(s.pool.clone(), s.config.clone(), s.webhook_wakeup.clone()));
+        tokio::spawn(webhooks::worker::run(s.pool.clone(), s.config.clone(), s.webhook_wakeup.clone(), s.redis.clone()));
         if s.polar.is_some() {
             tokio::spawn(crate::server::billing::sync_pending_customers(s.clone()));
         }

@@ -4,6 +4,7 @@
 use crate::server::config::Config;
 use crate::server::metered::RateLimiter;
 use crate::server::polar::PolarClient;
+use crate::server::state_cache::RedisCache;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use sqlx::PgPool;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub webhook_wakeup: Arc<tokio::sync::Notify>,
     /// Polar's API (the stand-in's in local mode). `None` only when no token is configured.
     pub polar: Option<PolarClient>,
+    /// The Redis layer of the Customer State cache (`REDIS_URL`), if configured.
+    pub redis: Option<RedisCache>,
 }
 
 impl AppState {
@@ -27,6 +30,8 @@ impl AppState {
     /// Polar client as the app.
     pub fn new(config: Config, pool: PgPool) -> AppState {
         let polar = config.polar.effective_token().map(|t| PolarClient::new(config.polar.api_url.clone(), t.clone()));
+        // The URL was checked when the configuration was read.
+        let redis = config.redis_url.as_ref().and_then(|u| RedisCache::new(u).ok());
         AppState {
             leptos_options: crate::server::startup::leptos_options(config.bind_addr),
             rate_limiter: RateLimiter::new(config.api_rate_limit_per_minute),
@@ -34,6 +39,7 @@ impl AppState {
             config: Arc::new(config),
             webhook_wakeup: Default::default(),
             polar,
+            redis,
         }
     }
 }

@@ -124,3 +124,35 @@ pub async fn app_error(res: reqwest::Response) -> tally::error::AppError {
 pub async fn user_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&app.pool).await.unwrap()
 }
+
+/// A throwaway `redis-server` (Debian's `redis-server` package) on a free port, without
+/// persistence; stopped when dropped.
+pub struct RedisServer {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for the REDIS_URL tests: apt-get install redis-server (.ci/run installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return RedisServer { url: format!("redis://127.0.0.1:{port}/0"), child };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -48,6 +48,14 @@ async fn dispatch(conn: &mut PgConnection, config: &Config, event_type: &str, pa
     }
 }
 
+/// The user (by Polar's `external_id`) an event is about: `data` itself for `customer.*`
+/// events, `data.customer` for orders and subscriptions. Not checked against the database.
+pub fn event_user(event_type: &str, payload: &Value) -> Option<Uuid> {
+    let data = &payload["data"];
+    let customer = if event_type.starts_with("customer.") { data } else { &data["customer"] };
+    customer["external_id"].as_str().and_then(|x| Uuid::parse_str(x).ok())
+}
+
 /// The Tally user a customer payload (`data` is the customer) belongs to, if any.
 async fn user_of_customer(conn: &mut PgConnection, customer: &Value) -> Result<Option<Uuid>, HandlerError> {
     let Some(id) = customer["external_id"].as_str().and_then(|x| Uuid::parse_str(x).ok()) else { return Ok(None) };

@@ -5,6 +5,7 @@
 //! the event pending with no effect, and it is simply processed again.
 
 use crate::server::config::Config;
+use crate::server::state_cache::RedisCache;
 use crate::server::webhooks::handlers::{self, Outcome};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -22,6 +23,12 @@ pub fn backoff(attempts: i32) -> Duration {
 
 /// Claims and processes one due event; `Ok(false)` when none is due.
 pub async fn process_one(pool: &PgPool, config: &Config, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+    process_one_with(pool, config, None, now).await
+}
+
+/// [`process_one`], then, once the event's effects have committed, drops the Redis entry of
+/// the customer it concerned (when `REDIS_URL` is set).
+pub async fn process_one_with(pool: &PgPool, config: &Config, redis: Option<&RedisCache>, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row: Option<(String, String, Option<Value>, i32)> = sqlx::query_as(
         "SELECT webhook_id, event_type, payload, attempts FROM webhook_events
@@ -72,6 +79,9 @@ pub async fn process_one(pool: &PgPool, config: &Config, now: DateTime<Utc>) -> 
     }
     failpoint_before_commit(&webhook_id).await;
     tx.commit().await?;
+    if let (Some(r), Some(user)) = (redis, handlers::event_user(&event_type, &payload)) {
+        r.forget(user).await;
+    }
     Ok(true)
 }
 
@@ -91,10 +101,10 @@ async fn failpoint_before_commit(webhook_id: &str) {
 async fn failpoint_before_commit(_: &str) {}
 
 /// Runs forever: drains due events, then waits for a new delivery or a second.
-pub async fn run(pool: PgPool, config: Arc<Config>, wakeup: Arc<Notify>) {
+pub async fn run(pool: PgPool, config: Arc<Config>, wakeup: Arc<Notify>, redis: Option<RedisCache>) {
     loop {
         loop {
-            match process_one(&pool, &config, Utc::now()).await {
+            match process_one_with(&pool, &config, redis.as_ref(), Utc::now()).await {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
