@@ -837,3 +837,19 @@ async fn settle(app: &TestApp) {
     }
     panic!("webhooks never settled");
 }
+
+#[tokio::test]
+async fn after_a_change_the_cache_follows_polars_lagging_state_within_seconds() {
+    // Customer State lags changes (Polar caches it); a read right after the upgrade still says
+    // Pro. That answer must not be kept for the whole TTL.
+    let app = spawn_app_with(&[("POLAR_STANDIN_STATE_LAG_MS", "1500")]).await;
+    sign_up(&app, "lag@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    let id = pay(&app, &url, "4242424242424242").await.unwrap();
+    wait_ready(&app, &id).await;
+    settle(&app).await;
+    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
+    assert!(page(&app, "/billing").await.contains("<p class=\"plan-name\">Pro"), "Polar's state has not caught up yet");
+    // page_until gives up after about 10 s, well within the 30 s TTL.
+    page_until(&app, "/billing", "<p class=\"plan-name\">Business").await;
+}

@@ -20,6 +20,11 @@ use uuid::Uuid;
 
 /// How long a Customer State read from Polar is served from the cache.
 pub const STATE_TTL: Duration = Duration::seconds(30);
+/// Polar's Customer State lags a change by about 10 s. For this long after a change (a
+/// webhook, or one Tally made) a read is kept only `SETTLING_TTL`, so the cache does not hold
+/// on to a pre-change answer for a whole `STATE_TTL`.
+pub const SETTLE_WINDOW: Duration = Duration::seconds(20);
+pub const SETTLING_TTL: Duration = Duration::seconds(2);
 /// How long a last known state keeps granting access while Polar is unreachable.
 pub const STALE_GRACE: Duration = Duration::hours(24);
 
@@ -148,16 +153,20 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
             return Ok(StateRead { state: c.state.and_then(|v| serde_json::from_value(v).ok()), fetched_at: c.fetched_at, stale: false });
         }
     }
-    let row: Option<(Option<Value>, Option<DateTime<Utc>>, bool)> = sqlx::query_as("SELECT state, state_fetched_at, state_stale FROM polar_customers WHERE user_id = $1")
-        .bind(user)
-        .fetch_optional(&state.pool)
-        .await
-        .map_err(AppError::internal)?;
-    let cached = row.as_ref().filter(|(_, _, stale)| !stale).and_then(|(s, at, _)| Some((s.clone(), (*at)?)));
+    let row: Option<(Option<Value>, Option<DateTime<Utc>>, bool, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT state, state_fetched_at, state_stale, state_changed_at FROM polar_customers WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(&state.pool)
+            .await
+            .map_err(AppError::internal)?;
+    let settling = row.as_ref().and_then(|r| r.3).is_some_and(|changed| now - changed < SETTLE_WINDOW);
+    let ttl = if settling { SETTLING_TTL } else { STATE_TTL };
+    let max_age = max_age.min(ttl);
+    let cached = row.as_ref().filter(|r| !r.2).and_then(|(s, at, _, _)| Some((s.clone(), (*at)?)));
     if let Some((s, at)) = &cached {
         if now - *at < max_age {
             if let Some(r) = redis {
-                r.put(user, &CachedState { state: s.clone(), fetched_at: *at }, STATE_TTL - (now - *at)).await;
+                r.put(user, &CachedState { state: s.clone(), fetched_at: *at }, ttl - (now - *at)).await;
             }
             return Ok(StateRead { state: s.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()), fetched_at: *at, stale: false });
         }
@@ -168,7 +177,7 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
         Err(PolarError::NotFound { .. }) => None,
         Err(e) if e.is_unavailable() => {
             // The last known state, whatever its age, marked as such.
-            let last = row.and_then(|(s, at, _)| Some((s?, at?)));
+            let last = row.and_then(|(s, at, _, _)| Some((s?, at?)));
             return match last {
                 Some((s, at)) => Ok(StateRead { state: serde_json::from_value(s).ok(), fetched_at: at, stale: true }),
                 None => Err(polar_failure(e)),
@@ -191,7 +200,7 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
     .await
     .map_err(AppError::internal)?;
     if let Some(r) = &state.redis {
-        r.put(user, &CachedState { state: json, fetched_at: now }, STATE_TTL).await;
+        r.put(user, &CachedState { state: json, fetched_at: now }, ttl).await;
     }
     Ok(StateRead { state: fetched, fetched_at: now, stale: false })
 }
@@ -206,7 +215,7 @@ pub async fn forget_cached_state(state: &AppState, user: Uuid) {
 
 /// Marks the cached state as stale (a `customer.state_changed` webhook, or a change we made).
 pub async fn invalidate_state(conn: &mut sqlx::PgConnection, user: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE polar_customers SET state_stale = true WHERE user_id = $1").bind(user).execute(conn).await?;
+    sqlx::query("UPDATE polar_customers SET state_stale = true, state_changed_at = now() WHERE user_id = $1").bind(user).execute(conn).await?;
     Ok(())
 }
 

@@ -455,7 +455,8 @@ impl World {
     }
 
     /// `CustomerState`: the customer, active or trialing subscriptions, and granted benefits.
-    /// Grants younger than `lag` are not visible yet (Polar's state is served from a cache).
+    /// Served as a cache `lag` old would serve it (Polar's state is cached): grants younger
+    /// than `lag` are not visible yet, and grants revoked less than `lag` ago still are.
     pub fn customer_state_json(&self, c: &Customer, now: DateTime<Utc>, lag: Duration) -> Value {
         let mut v = self.customer_json(c);
         let visible_before = now - lag;
@@ -477,7 +478,7 @@ impl World {
         let grants: Vec<Value> = self
             .grants
             .iter()
-            .filter(|g| g.customer_id == c.id && g.revoked_at.is_none() && g.granted_at <= visible_before)
+            .filter(|g| g.customer_id == c.id && g.granted_at <= visible_before && g.revoked_at.is_none_or(|r| r > visible_before))
             .filter_map(|g| {
                 let b = self.benefit(&g.benefit_id)?;
                 Some(json!({
