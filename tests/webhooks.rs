@@ -169,6 +169,20 @@ async fn a_full_refund_claws_back_what_is_unspent_once() {
 }
 
 #[tokio::test]
+async fn a_refund_delivered_before_its_payment_still_takes_the_pack_back_once() {
+    let app = app().await;
+    let u = user(&app).await;
+    deliver(&app, "refund-first", &pack_order("order.refunded", "ord_9", u, 500)).await;
+    assert_eq!(processed(&app, "refund-first").await, "done");
+    for id in ["paid-late", "paid-late-again"] {
+        deliver(&app, id, &pack_order("order.paid", "ord_9", u, 0)).await;
+        assert_eq!(processed(&app, id).await, "done");
+    }
+    assert_eq!(credits(&app, u).await, 0, "granted, then taken back at once");
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn handler_errors_never_reach_polar_and_are_retried_then_parked() {
     let (pool, _) = fresh_database().await;
     let config = test_config(&[("POLAR_WEBHOOK_SECRET", SECRET)]);

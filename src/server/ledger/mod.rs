@@ -287,6 +287,29 @@ pub async fn end_allotment(conn: &mut PgConnection, user_id: Uuid, subscription_
     Ok(())
 }
 
+/// A new period began at `period_start`: the subscription's allotments of earlier periods end
+/// then, even if their period was meant to last longer (a renewal that came early, a billing
+/// cycle reset). Nothing happens to periods that already ended by then.
+pub async fn end_earlier_allotments(conn: &mut PgConnection, user_id: Uuid, subscription_id: &str, period_start: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    // Source keys are `allotment:<subscription>:<period start, RFC 3339 seconds, UTC>`, so
+    // for one subscription an earlier period sorts before a later one.
+    let earlier: Vec<String> = sqlx::query_scalar(
+        "SELECT source_key FROM credit_buckets
+          WHERE user_id = $1 AND kind = 'allotment' AND source_key LIKE $2 AND source_key < $3
+            AND (expires_at IS NULL OR expires_at > $4)",
+    )
+    .bind(user_id)
+    .bind(format!("allotment:{subscription_id}:%"))
+    .bind(allotment_source(subscription_id, period_start))
+    .bind(period_start)
+    .fetch_all(&mut *conn)
+    .await?;
+    for key in earlier {
+        sqlx::query("SELECT credit_end_bucket($1, $2, $3, $4)").bind(user_id).bind(&key).bind(period_start).bind(now).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Spends `cost` credits: all or nothing, never below zero, idempotent on `key`.
 pub async fn spend(conn: &mut PgConnection, user_id: Uuid, cost: i64, key: &str, metadata: &Value, now: DateTime<Utc>) -> Result<SpendOutcome, sqlx::Error> {
     debit(conn, user_id, cost, key, metadata, now, "spend").await
@@ -313,16 +336,35 @@ async fn debit(conn: &mut PgConnection, user_id: Uuid, cost: i64, key: &str, met
 
 /// Takes back what is unspent of a refunded pack; records the shortfall. Idempotent per order.
 pub async fn clawback_pack(conn: &mut PgConnection, user_id: Uuid, order_id: &str, now: DateTime<Utc>) -> Result<ClawbackOutcome, sqlx::Error> {
+    clawback(conn, user_id, order_id, &format!("refund:{order_id}"), now).await
+}
+
+async fn clawback(conn: &mut PgConnection, user_id: Uuid, order_id: &str, key: &str, now: DateTime<Utc>) -> Result<ClawbackOutcome, sqlx::Error> {
     let (applied, clawed_back, shortfall, balance): (bool, Option<i64>, Option<i64>, Option<i64>) =
         sqlx::query_as("SELECT applied, clawed_back, shortfall, balance FROM credit_clawback($1, $2, $3, $4, $5)")
             .bind(user_id)
             .bind(format!("order:{order_id}"))
-            .bind(format!("refund:{order_id}"))
+            .bind(key)
             .bind(json!({ "order_id": order_id }))
             .bind(now)
             .fetch_one(conn)
             .await?;
     Ok(ClawbackOutcome { applied, clawed_back: clawed_back.unwrap_or(0), shortfall: shortfall.unwrap_or(0), balance: balance.unwrap_or(0) })
+}
+
+/// A pack was just granted: if its full refund was recorded first (the refund's webhook
+/// arrived before the payment's), take the pack back now, once. Call it in the grant's
+/// transaction, after the grant: the grant holds the account lock a concurrent refund also
+/// takes, so one of the two always sees the other.
+pub async fn clawback_if_refunded_first(conn: &mut PgConnection, user_id: Uuid, order_id: &str, now: DateTime<Utc>) -> Result<Option<ClawbackOutcome>, sqlx::Error> {
+    let refunded: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_operations WHERE idempotency_key = $1)")
+        .bind(format!("refund:{order_id}"))
+        .fetch_one(&mut *conn)
+        .await?;
+    if !refunded {
+        return Ok(None);
+    }
+    Ok(Some(clawback(conn, user_id, order_id, &format!("refund:{order_id}:after-payment"), now).await?))
 }
 
 #[derive(Debug, thiserror::Error)]

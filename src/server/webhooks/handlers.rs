@@ -120,7 +120,10 @@ async fn order_paid(conn: &mut PgConnection, config: &Config, data: &Value, now:
     let order_id = data["id"].as_str().ok_or_else(|| HandlerError::Invalid("order has no id".into()))?;
     let user = customer_user(conn, data).await?;
     let product_id = data["product_id"].as_str().unwrap_or_default();
-    ledger::grant_pack(conn, user, order_id, credits, product_id, now).await?;
+    if ledger::grant_pack(conn, user, order_id, credits, product_id, now).await?.applied {
+        // Delivered out of order: the full refund came first.
+        ledger::clawback_if_refunded_first(conn, user, order_id, now).await?;
+    }
     Ok(Outcome::Done)
 }
 
@@ -210,6 +213,9 @@ async fn subscription_changed(conn: &mut PgConnection, config: &Config, data: &V
     .await?;
 
     crate::server::billing::invalidate_state(conn, user).await?;
+    // Whatever the status, the current period began at `period_start`: earlier periods'
+    // allotments end then (they may not have been ended yet if their own events came late).
+    ledger::end_earlier_allotments(conn, user, id, period_start, now).await?;
     let Some((plan, allotment)) = plan else { return Ok(Outcome::Done) };
     match status {
         // Access now: this period's allotment (once), and any upgrade within it.
