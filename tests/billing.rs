@@ -1046,3 +1046,36 @@ async fn generated_histories_delivered_shuffled_and_repeated_converge_to_in_orde
         assert_eq!(stored as usize, events.len(), "each event stored once: {context}");
     }
 }
+
+#[tokio::test]
+async fn plans_are_also_sold_yearly_with_a_switch_and_twelve_months_of_credits() {
+    let app = spawn_app().await;
+    // The switch: plain links, the current one marked.
+    let monthly = page(&app, "/pricing").await;
+    assert!(monthly.contains("href=\"/pricing?billing=yearly\"") && monthly.contains("$19") && monthly.contains("/month"), "{monthly}");
+    let yearly = page(&app, "/pricing?billing=yearly").await;
+    assert!(yearly.contains("<a href=\"/pricing?billing=yearly\" aria-current=\"page\">"), "{yearly}");
+    assert!(yearly.contains("$190") && yearly.contains("$490") && yearly.contains("/year"), "{yearly}");
+
+    let user = sign_up(&app, "yearly@example.com").await;
+    assert!(page(&app, "/pricing?billing=yearly").await.contains("name=\"item\" value=\"pro_yearly\""), "the yearly checkout");
+    let url = go(&app, "/api/billing/checkout", &[("item", "pro_yearly")]).await;
+    let id = pay(&app, &url, "4242424242424242").await.unwrap();
+    assert_eq!(wait_ready(&app, &id).await, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
+    settle(&app).await;
+    let (start, end): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT current_period_start, current_period_end FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert!((365..=366).contains(&(end - start).num_days()), "a yearly period");
+    let b = balance(&app, user).await;
+    assert_eq!(b.allotment + b.pending_allotment, 60_000, "twelve months of Pro's credits, accruing daily");
+    assert!(page(&app, "/billing").await.contains("<p class=\"plan-name\">Pro"));
+
+    // A plan change keeps the billing period: Business yearly, previewed per year.
+    let preview: Value = call(&app, "/api/billing/plan-change", &[("plan", "business")]).await.json().await.unwrap();
+    assert_eq!((preview["interval"].as_str(), preview["new_price"].as_str(), preview["new_period_credits"].as_i64()), (Some("year"), Some("$490.00"), Some(180_000)), "{preview}");
+    assert!((29_990..=30_000).contains(&cents(preview["charge_now"].as_str().unwrap())), "{preview}");
+    assert!(page(&app, "/billing/change?to=business").await.contains("then yearly, with 180,000 credits a year"));
+    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
+    let product: String = sqlx::query_scalar("SELECT product_id FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(product, tally::server::standin::product_id("business_yearly"));
+}

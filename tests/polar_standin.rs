@@ -159,7 +159,10 @@ async fn bad_input_gets_422_with_loc_and_msg() {
 async fn the_catalogue_lists_plans_and_packs_with_benefit_metadata() {
     let p = start(|_| {}).await;
     let products = p.client.list_products().await.unwrap();
-    assert_eq!(products.len(), 4);
+    assert_eq!(products.len(), 6);
+    let pro_yearly = products.iter().find(|x| x.id == product_id("pro_yearly")).unwrap();
+    assert_eq!((pro_yearly.recurring_interval.as_deref(), pro_yearly.prices[0].price_amount), (Some("year"), Some(19000)));
+    assert_eq!(pro_yearly.benefits[0].metadata["slug"], "pro", "the same benefit as monthly Pro");
     let pro = products.iter().find(|x| x.id == product_id("pro")).unwrap();
     assert!(pro.is_recurring);
     assert_eq!(pro.prices[0].price_amount, Some(1900));
@@ -417,12 +420,12 @@ async fn the_client_retries_what_is_safe_and_honours_retry_after() {
     // 429 with retry-after: retried after the wait, then succeeds.
     p.control("/outage", json!({ "kind": "rate_limit", "count": 1, "retry_after": 1 })).await;
     let started = std::time::Instant::now();
-    assert_eq!(p.client.list_products().await.unwrap().len(), 4);
+    assert_eq!(p.client.list_products().await.unwrap().len(), 6);
     assert!(started.elapsed() >= Duration::from_millis(900), "waited for retry-after");
 
     // Two 500s: a GET is retried through them.
     p.control("/outage", json!({ "kind": "error", "count": 2 })).await;
-    assert_eq!(p.client.list_products().await.unwrap().len(), 4);
+    assert_eq!(p.client.list_products().await.unwrap().len(), 6);
 
     // A 500 on a create is not repeated (it might have happened): the error surfaces, and the
     // next request goes through (only one request was spent on the outage).

@@ -201,3 +201,16 @@ test("another user's checkout id on the success page is a 404", async ({ browser
   await expect(mallory.getByRole("heading", { name: "Purchase not found" })).toBeVisible();
   await other.close();
 });
+
+test("the pricing page switches between monthly and yearly prices", async ({ page }, testInfo) => {
+  await open(page, testInfo, "/pricing");
+  const pro = page.locator(".plan").filter({ has: page.getByRole("heading", { name: "Pro", exact: true }) });
+  await expect(pro.locator(".plan__price")).toHaveText("$19/month");
+  await page.getByRole("navigation", { name: "Billing period" }).getByRole("link", { name: /^Yearly/ }).click();
+  await expect(page).toHaveURL(/\/pricing\?billing=yearly$/);
+  await expect(pro.locator(".plan__price")).toHaveText("$190/year");
+  await expect(page.getByRole("link", { name: /^Yearly/ })).toHaveAttribute("aria-current", "page");
+  await shot(page, testInfo, "pricing-yearly");
+  await page.getByRole("link", { name: "Monthly" }).click();
+  await expect(pro.locator(".plan__price")).toHaveText("$19/month");
+});

@@ -45,8 +45,21 @@ pub async fn get_pricing() -> Result<PricingView, AppError> {
     use crate::server::state::AppState;
     let state = use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing"))?;
     let user = crate::server::auth::session::current_user().await?;
+    let products = &state.config.polar.products;
+    let mut offers = crate::domain::plans::default_offers(state.config.free_credits);
+    // Yearly prices only for plans whose yearly product is configured.
+    for o in &mut offers {
+        let sold_yearly = match o.plan {
+            PlanId::Pro => products.pro_yearly.is_some(),
+            PlanId::Business => products.business_yearly.is_some(),
+            _ => false,
+        };
+        if !sold_yearly {
+            o.yearly_price_cents = None;
+        }
+    }
     Ok(PricingView {
-        offers: crate::domain::plans::default_offers(state.config.free_credits),
+        offers,
         packs: crate::domain::plans::default_packs(),
         current_plan: match user {
             Some(u) => Some(plan_of_user(&state, u.id).await?.0),

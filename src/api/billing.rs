@@ -136,8 +136,11 @@ pub struct PlanChangeView {
     pub current_price: String,
     pub new_price: String,
     pub extra_credits_now: i64,
-    pub current_monthly_credits: i64,
-    pub new_monthly_credits: i64,
+    /// Credits of one billing period.
+    pub current_period_credits: i64,
+    pub new_period_credits: i64,
+    /// `month` or `year`.
+    pub interval: String,
     /// The next renewal, e.g. `December 22, 2026`.
     pub period_end: String,
     /// A plan change already scheduled for the renewal.
@@ -166,8 +169,9 @@ pub async fn get_plan_change(plan: String) -> Result<PlanChangeView, AppError> {
                 current_price: money(p.current_price_cents),
                 new_price: money(p.new_price_cents),
                 extra_credits_now: p.extra_credits_now,
-                current_monthly_credits: p.current_monthly_credits,
-                new_monthly_credits: p.new_monthly_credits,
+                current_period_credits: p.current_period_credits,
+                new_period_credits: p.new_period_credits,
+                interval: if p.yearly { "year" } else { "month" }.to_string(),
                 period_end: p.period_end.format("%B %-d, %Y").to_string(),
                 pending_name: p.pending.map(|x| x.name().to_string()),
             })

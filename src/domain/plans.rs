@@ -77,6 +77,9 @@ pub struct PlanOffer {
     pub plan: PlanId,
     /// Monthly price in cents; `None` for "talk to us".
     pub monthly_price_cents: Option<i64>,
+    /// Price of a year billed yearly, when the plan is also sold that way.
+    #[serde(default)]
+    pub yearly_price_cents: Option<i64>,
     pub currency: String,
     /// Credits granted per month (Free: once, at sign-up).
     pub monthly_credits: Option<i64>,
@@ -101,6 +104,7 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
         PlanOffer {
             plan: PlanId::Free,
             monthly_price_cents: Some(0),
+            yearly_price_cents: None,
             currency: "usd".into(),
             monthly_credits: Some(free_credits),
             tagline: "Try the API with a one-time credit grant.".into(),
@@ -114,6 +118,7 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
         PlanOffer {
             plan: PlanId::Pro,
             monthly_price_cents: Some(1900),
+            yearly_price_cents: Some(19000),
             currency: "usd".into(),
             monthly_credits: Some(5000),
             tagline: "For individuals shipping real work.".into(),
@@ -127,6 +132,7 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
         PlanOffer {
             plan: PlanId::Business,
             monthly_price_cents: Some(4900),
+            yearly_price_cents: Some(49000),
             currency: "usd".into(),
             monthly_credits: Some(15000),
             tagline: "For heavy use and priority help.".into(),
@@ -140,6 +146,7 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
         PlanOffer {
             plan: PlanId::Enterprise,
             monthly_price_cents: None,
+            yearly_price_cents: None,
             currency: "usd".into(),
             monthly_credits: None,
             tagline: "Volume pricing, SSO and a contract.".into(),

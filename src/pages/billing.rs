@@ -76,7 +76,7 @@ pub fn BillingPage() -> impl IntoView {
                                     {if s.cancel_at_period_end {
                                         format!("Ends on {}; it will not renew.", s.renews_or_ends_on)
                                     } else if s.status == "trialing" {
-                                        format!("Trial ends on {}; then it renews monthly.", s.renews_or_ends_on)
+                                        format!("Trial ends on {}; then it renews.", s.renews_or_ends_on)
                                     } else {
                                         format!("Renews on {}.", s.renews_or_ends_on)
                                     }}

@@ -48,7 +48,7 @@ pub fn ChangePlanPage() -> impl IntoView {
                     view! {
                         <section class="panel narrow" aria-labelledby="change-title">
                             <h1 id="change-title">{title}</h1>
-                            <p class="muted">{format!("You are on {} ({}/month, {} credits a month).", p.from_name, p.current_price, credits(p.current_monthly_credits))}</p>
+                            <p class="muted">{format!("You are on {} ({}/{}, {} credits a {}).", p.from_name, p.current_price, p.interval, credits(p.current_period_credits), p.interval)}</p>
                             {p.pending_name.clone().map(|n| {
                                 let msg = if n == p.to_name {
                                     format!("This switch is already scheduled for {}.", p.period_end)
@@ -71,12 +71,12 @@ pub fn ChangePlanPage() -> impl IntoView {
                                     {if p.upgrade {
                                         format!("+{} credits for the rest of this period, accruing daily until {}.", credits(p.extra_credits_now), p.period_end)
                                     } else {
-                                        format!("From {}: {} credits a month instead of {}. Purchased credits are kept.", p.period_end, credits(p.new_monthly_credits), credits(p.current_monthly_credits))
+                                        format!("From {}: {} credits a {} instead of {}. Purchased credits are kept.", p.period_end, credits(p.new_period_credits), p.interval, credits(p.current_period_credits))
                                     }}
                                 </dd>
                                 <dt>"From the renewal"</dt>
                                 <dd data-testid="renewal-effect">
-                                    {format!("{} on {}, then monthly, with {} credits a month.", p.new_price, p.period_end, credits(p.new_monthly_credits))}
+                                    {format!("{} on {}, then {}ly, with {} credits a {}.", p.new_price, p.period_end, p.interval, credits(p.new_period_credits), p.interval)}
                                 </dd>
                             </dl>
                             <FormError error=error />

@@ -9,6 +9,7 @@ use crate::domain::money::{format_cents, group_thousands};
 use crate::domain::plans::PlanId;
 use leptos::prelude::*;
 use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
 
 #[component]
 pub fn PricingPage() -> impl IntoView {
@@ -17,6 +18,9 @@ pub fn PricingPage() -> impl IntoView {
     follow_redirects(move || checkout.value().get());
     let error = Signal::derive(move || checkout.value().get().and_then(|r| r.err()));
     let busy = move || checkout.pending().get();
+    // `?billing=yearly`: plain links switch the prices, with or without JavaScript.
+    let query = use_query_map();
+    let yearly = move || query.read().get("billing").as_deref() == Some("yearly");
     view! {
         <Title text="Pricing" />
         <section class="page-head">
@@ -30,16 +34,30 @@ pub fn PricingPage() -> impl IntoView {
                 Ok(p) => {
                     let signed_in = p.current_plan.is_some();
                     let demo = p.enterprise_demo_url.clone();
+                    let has_yearly = p.offers.iter().any(|o| o.yearly_price_cents.is_some());
+                    let yearly = yearly() && has_yearly;
                     view! {
+                        {has_yearly.then(|| view! {
+                            <nav class="interval-switch" aria-label="Billing period">
+                                <a href="/pricing" aria-current=(!yearly).then_some("page")>"Monthly"</a>
+                                <a href="/pricing?billing=yearly" aria-current=yearly.then_some("page")>"Yearly "<span class="interval-switch__save">"2 months free"</span></a>
+                            </nav>
+                        })}
                         <ul class="plans">
                             {p.offers.into_iter().map(|o| {
                                 let current = p.current_plan == Some(o.plan);
-                                let price = match o.monthly_price_cents {
+                                // Yearly where the plan is sold yearly; otherwise its monthly price.
+                                let (cents, per_label) = match (yearly, o.yearly_price_cents) {
+                                    (true, Some(y)) => (Some(y), "/year"),
+                                    _ => (o.monthly_price_cents, "/month"),
+                                };
+                                let price = match cents {
                                     Some(0) => "Free".to_string(),
                                     Some(c) => format_cents(c, &o.currency),
                                     None => "Custom".to_string(),
                                 };
-                                let per = o.monthly_price_cents.filter(|c| *c > 0).map(|_| "/month");
+                                let per = cents.filter(|c| *c > 0).map(|_| per_label);
+                                let item = if yearly && o.yearly_price_cents.is_some() { format!("{}_yearly", o.plan.slug()) } else { o.plan.slug().to_string() };
                                 let credits = o.monthly_credits.map(|c| match o.plan {
                                     PlanId::Free => format!("{} credits to start", group_thousands(c as u64)),
                                     _ => format!("{} credits a month", group_thousands(c as u64)),
@@ -64,7 +82,7 @@ pub fn PricingPage() -> impl IntoView {
                                         } else {
                                             view! {
                                                 <ActionForm action=checkout attr:class="inline-form">
-                                                    <input type="hidden" name="item" value=plan.slug() />
+                                                    <input type="hidden" name="item" value=item.clone() />
                                                     <button type="submit" class="btn btn--primary btn--block" disabled=busy>{label}</button>
                                                 </ActionForm>
                                             }.into_any()

@@ -247,11 +247,25 @@ fn product_for(state: &AppState, item: &str) -> Result<String, AppError> {
     let id = match item {
         "pro" => p.pro.clone(),
         "business" => p.business.clone(),
+        "pro_yearly" => p.pro_yearly.clone(),
+        "business_yearly" => p.business_yearly.clone(),
         "pack_50" => p.pack_50.clone(),
         "pack_100" => p.pack_100.clone(),
         _ => return Err(AppError::validation("item", "Choose a plan or a credit pack to buy.")),
     };
     id.ok_or_else(|| AppError::validation("item", "That item is not for sale on this server."))
+}
+
+/// The product of `plan` billed monthly or yearly.
+fn plan_product(state: &AppState, plan: PlanId, yearly: bool) -> Result<String, AppError> {
+    product_for(state, &format!("{}{}", plan.slug(), if yearly { "_yearly" } else { "" }))
+}
+
+/// Whether a subscription as Polar sends it is billed yearly.
+fn is_yearly(state: &AppState, sub: &Value) -> bool {
+    let p = &state.config.polar.products;
+    let product = sub["product_id"].as_str();
+    sub["recurring_interval"] == "year" || (product.is_some() && (p.pro_yearly.as_deref() == product || p.business_yearly.as_deref() == product))
 }
 
 /// The live subscription (id, plan, status) Tally knows of from webhooks.
@@ -280,7 +294,7 @@ pub async fn current_subscription(state: &AppState, user: Uuid) -> Result<Option
 /// Creates a Polar checkout for the signed-in user and returns its URL.
 pub async fn start_checkout(state: &AppState, user: Uuid, email: &str, item: &str) -> Result<String, AppError> {
     let product = product_for(state, item)?;
-    let is_plan = matches!(item, "pro" | "business");
+    let is_plan = matches!(item, "pro" | "business" | "pro_yearly" | "business_yearly");
     if is_plan && current_subscription(state, user).await?.is_some() {
         return Err(AppError::Conflict { field: None, message: "You already have a subscription. Change your plan from the billing page instead.".into() });
     }
@@ -335,15 +349,8 @@ pub async fn checkout_progress(state: &AppState, user: Uuid, checkout_id: &str) 
         S::Succeeded => {}
         _ => return Ok(Progress::Processing),
     }
-    let p = &state.config.polar.products;
     let product = checkout.product_id.clone().unwrap_or_default();
-    let plan = if p.pro.as_deref() == Some(product.as_str()) {
-        Some(PlanId::Pro)
-    } else if p.business.as_deref() == Some(product.as_str()) {
-        Some(PlanId::Business)
-    } else {
-        None
-    };
+    let plan = crate::server::webhooks::handlers::plan_of(&state.config, &serde_json::json!({ "product_id": product })).map(|(plan, _)| plan);
     if let Some(plan) = plan {
         // Fresh from Polar: the cache must not hide the moment access appears.
         let read = customer_state(state, user, Duration::zero()).await?;
@@ -393,7 +400,9 @@ pub async fn change_plan(state: &AppState, user: Uuid, to: PlanId) -> Result<&'s
     if current == to {
         return Err(AppError::Conflict { field: None, message: format!("You are already on {}.", to.name()) });
     }
-    let product = product_for(state, to.slug())?;
+    // The same billing interval as now.
+    let sub = polar(state)?.get_subscription_raw(&id).await.map_err(polar_failure)?;
+    let product = plan_product(state, to, is_yearly(state, &sub))?;
     let upgrade = is_upgrade(current, to);
     let proration = if upgrade { Proration::Invoice } else { Proration::NextPeriod };
     polar(state)?.change_product(&id, &product, proration).await.map_err(polar_failure)?;
@@ -422,8 +431,10 @@ pub struct PlanChangePreview {
     pub charge_now_cents: i64,
     /// Credits added to this period at once (an upgrade), accruing daily to its end.
     pub extra_credits_now: i64,
-    pub current_monthly_credits: i64,
-    pub new_monthly_credits: i64,
+    /// Credits of one billing period (a month, or a year for yearly billing).
+    pub current_period_credits: i64,
+    pub new_period_credits: i64,
+    pub yearly: bool,
     /// The end of the current period: the next renewal, and when a downgrade applies.
     pub period_end: DateTime<Utc>,
     /// A change already scheduled for the renewal.
@@ -435,9 +446,10 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
     if current == to {
         return Err(AppError::Conflict { field: None, message: format!("You are already on {}.", to.name()) });
     }
-    let product_id = product_for(state, to.slug())?;
     let client = polar(state)?;
     let sub = client.get_subscription_raw(&id).await.map_err(polar_failure)?;
+    let yearly = is_yearly(state, &sub);
+    let product_id = plan_product(state, to, yearly)?;
     let product = client.get_product(&product_id).await.map_err(polar_failure)?;
     let time = |k: &str| sub[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc));
     let (Some(start), Some(end)) = (time("current_period_start"), time("current_period_end")) else {
@@ -445,7 +457,7 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
     };
     let config = &state.config;
     let current_credits = crate::server::webhooks::handlers::plan_of(config, &sub).map(|(_, c)| c).unwrap_or(0);
-    let new_credits = crate::server::webhooks::handlers::plan_of(config, &serde_json::json!({ "product_id": product.id, "product": { "metadata": product.metadata } }))
+    let new_credits = crate::server::webhooks::handlers::plan_of(config, &serde_json::json!({ "product_id": product.id, "product": { "metadata": product.metadata, "recurring_interval": product.recurring_interval } }))
         .map(|(_, c)| c)
         .unwrap_or(0);
     let price = product.prices.iter().filter(|p| !p.is_archived).find_map(|p| p.price_amount.map(|a| (a, p.price_currency.clone())));
@@ -484,8 +496,9 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
         new_price_cents: new_price,
         charge_now_cents: charge_now,
         extra_credits_now: extra_now,
-        current_monthly_credits: current_credits,
-        new_monthly_credits: new_credits,
+        current_period_credits: current_credits,
+        new_period_credits: new_credits,
+        yearly,
         period_end: end,
         pending,
     })

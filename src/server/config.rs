@@ -55,6 +55,10 @@ impl PolarMode {
 pub struct PlanMap {
     pub pro: Option<String>,
     pub business: Option<String>,
+    /// The plans billed yearly (optional): the pricing page offers a monthly/yearly switch
+    /// when they are set.
+    pub pro_yearly: Option<String>,
+    pub business_yearly: Option<String>,
     pub pack_50: Option<String>,
     pub pack_100: Option<String>,
 }
@@ -333,12 +337,16 @@ impl Config {
         let products = PlanMap {
             pro: var(src, "POLAR_PRODUCT_PRO"),
             business: var(src, "POLAR_PRODUCT_BUSINESS"),
+            pro_yearly: var(src, "POLAR_PRODUCT_PRO_YEARLY"),
+            business_yearly: var(src, "POLAR_PRODUCT_BUSINESS_YEARLY"),
             pack_50: var(src, "POLAR_PRODUCT_PACK_50"),
             pack_100: var(src, "POLAR_PRODUCT_PACK_100"),
         };
         for (name, value) in [
             ("POLAR_PRODUCT_PRO", &products.pro),
             ("POLAR_PRODUCT_BUSINESS", &products.business),
+            ("POLAR_PRODUCT_PRO_YEARLY", &products.pro_yearly),
+            ("POLAR_PRODUCT_BUSINESS_YEARLY", &products.business_yearly),
             ("POLAR_PRODUCT_PACK_50", &products.pack_50),
             ("POLAR_PRODUCT_PACK_100", &products.pack_100),
         ] {
@@ -405,6 +413,8 @@ impl Config {
             let id = crate::server::standin::product_id;
             products.pro.get_or_insert_with(|| id("pro"));
             products.business.get_or_insert_with(|| id("business"));
+            products.pro_yearly.get_or_insert_with(|| id("pro_yearly"));
+            products.business_yearly.get_or_insert_with(|| id("business_yearly"));
             products.pack_50.get_or_insert_with(|| id("pack_50"));
             products.pack_100.get_or_insert_with(|| id("pack_100"));
         }

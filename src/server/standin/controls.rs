@@ -15,7 +15,7 @@
 //! | `GET /_standin/webhooks/deliveries` | every delivery attempt so far |
 //! | `POST /_standin/outage {"kind": "error"/"timeout"/"rate_limit", "count": n, "retry_after"?}` | the next n API requests fail that way |
 //! | `DELETE /_standin/outage` | ends the outage |
-//! | `GET /_standin/products` | the catalogue's ids by key (`pro`, `business`, `pack_50`, `pack_100`) |
+//! | `GET /_standin/products` | the catalogue's ids by key (`pro`, `business`, `pro_yearly`, `business_yearly`, `pack_50`, `pack_100`) |
 
 use super::api::{invalid, polar_error};
 use super::{lock, product_id, Outage, OutageKind, StandIn, WebhookEndpoint};
@@ -155,7 +155,7 @@ async fn end_outage(State(s): State<StandIn>) -> Response {
 async fn products(State(s): State<StandIn>) -> Response {
     let packs: Vec<String> = s.inner.config.packs.iter().map(|(c, _)| format!("pack_{c}")).collect();
     let mut m = serde_json::Map::new();
-    for key in ["pro", "business"].into_iter().map(String::from).chain(packs) {
+    for key in ["pro", "business", "pro_yearly", "business_yearly"].into_iter().map(String::from).chain(packs) {
         m.insert(key.clone(), json!(product_id(&key)));
     }
     Json(Value::Object(m)).into_response()

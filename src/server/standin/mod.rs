@@ -297,20 +297,25 @@ fn seed(world: &mut World, config: &StandinConfig) {
     world.org = Some(Org { id: stable_id("org"), name: config.org_name.clone(), slug: config.org_slug.clone() });
     let benefit = |key: &str, description: &str, metadata: Map<String, Value>| Benefit { id: stable_id(&format!("benefit/{key}")), description: description.into(), metadata, created_at: created };
     let mut products = vec![];
+    // Each plan monthly, and yearly for ten months' price; both grant the plan's benefit.
     for (key, name, (price, credits)) in [("pro", "Pro", config.pro), ("business", "Business", config.business)] {
-        products.push(Product {
-            id: product_id(key),
-            price_id: stable_id(&format!("price/{key}")),
-            name: name.into(),
-            description: Some(format!("{credits} credits a month")),
-            recurring_interval: Some("month".into()),
-            price_amount: price,
-            currency: "usd".into(),
-            metadata: meta(&[("plan", json!(key)), ("monthly_credits", json!(credits))]),
-            benefits: vec![benefit(key, &format!("{name} plan"), meta(&[("slug", json!(key)), ("monthly_credits", json!(credits))]))],
-            trial_days: config.trial_days,
-            created_at: created,
-        });
+        let plan_benefit = benefit(key, &format!("{name} plan"), meta(&[("slug", json!(key)), ("monthly_credits", json!(credits))]));
+        for (interval, suffix, amount) in [("month", "", price), ("year", "_yearly", price * 10)] {
+            let product_key = format!("{key}{suffix}");
+            products.push(Product {
+                id: product_id(&product_key),
+                price_id: stable_id(&format!("price/{product_key}")),
+                name: if suffix.is_empty() { name.into() } else { format!("{name} (yearly)") },
+                description: Some(format!("{credits} credits a month")),
+                recurring_interval: Some(interval.into()),
+                price_amount: amount,
+                currency: "usd".into(),
+                metadata: meta(&[("plan", json!(key)), ("monthly_credits", json!(credits))]),
+                benefits: vec![plan_benefit.clone()],
+                trial_days: config.trial_days,
+                created_at: created,
+            });
+        }
     }
     for (credits, price) in &config.packs {
         let key = format!("pack_{credits}");

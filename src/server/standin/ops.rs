@@ -38,6 +38,14 @@ pub fn add_month(t: DateTime<Utc>) -> DateTime<Utc> {
     t.checked_add_months(Months::new(1)).unwrap_or(t + Duration::days(30))
 }
 
+/// One billing period after `t` for a product's `recurring_interval` (`month` or `year`).
+pub fn add_period(t: DateTime<Utc>, interval: Option<&str>) -> DateTime<Utc> {
+    match interval {
+        Some("year") => t.checked_add_months(Months::new(12)).unwrap_or(t + Duration::days(365)),
+        _ => add_month(t),
+    }
+}
+
 /// Billing details entered on the hosted checkout page.
 #[derive(Debug, Clone, Default)]
 pub struct PaymentDetails {
@@ -196,7 +204,7 @@ impl World {
                 amount: product.price_amount,
                 currency: product.currency.clone(),
                 current_period_start: now,
-                current_period_end: trial_end.unwrap_or_else(|| add_month(now)),
+                current_period_end: trial_end.unwrap_or_else(|| add_period(now, product.recurring_interval.as_deref())),
                 trial_start: trial_end.map(|_| now),
                 trial_end,
                 cancel_at_period_end: false,
@@ -494,7 +502,7 @@ impl World {
             {
                 let sm = self.subscription_mut(&id).expect("exists");
                 sm.current_period_start = at;
-                sm.current_period_end = add_month(at);
+                sm.current_period_end = add_period(at, product.recurring_interval.as_deref());
                 sm.product_id = product.id.clone();
                 sm.amount = product.price_amount;
                 sm.pending_update = None;

@@ -88,7 +88,7 @@ async fn checkout_page(State(s): State<StandIn>, Path(secret): Path<String>) -> 
 fn render_checkout(s: &StandIn, c: &Checkout, error: Option<&str>, form: &HashMap<String, String>) -> Response {
     let product = s.read(|w, _| w.product(&c.product_id).cloned()).expect("catalogue product");
     let price = format_cents(product.price_amount, &product.currency);
-    let per = if product.recurring_interval.is_some() { " / month" } else { "" };
+    let per = product.recurring_interval.as_deref().map(|i| format!(" / {i}")).unwrap_or_default();
     let summary = format!(
         r#"<section aria-labelledby="what"><h2 id="what">{}</h2><p class="price">{price}<span class="hint">{per}</span></p><p class="hint">{}</p></section>"#,
         esc(&product.name),
@@ -262,15 +262,16 @@ async fn portal_page(State(s): State<StandIn>, Path(org): Path<String>, Query(q)
                 actions.push_str(&action(&format!(r#"<input type="hidden" name="op" value="uncancel"><input type="hidden" name="subscription" value="{id}">"#), "Keep my subscription", ""));
             } else {
                 actions.push_str(&action(&format!(r#"<input type="hidden" name="op" value="cancel"><input type="hidden" name="subscription" value="{id}">"#), "Cancel at period end", "danger"));
-                for other in w.products.iter().filter(|o| o.recurring_interval.is_some() && o.id != sub.product_id) {
+                let interval = w.interval_of(&sub.product_id);
+                for other in w.products.iter().filter(|o| o.recurring_interval.as_deref() == Some(interval.as_str()) && o.id != sub.product_id) {
                     actions.push_str(&action(
                         &format!(r#"<input type="hidden" name="op" value="switch"><input type="hidden" name="subscription" value="{id}"><input type="hidden" name="product" value="{}">"#, esc(&other.id)),
-                        &format!("Switch to {} ({}/month)", esc(&other.name), format_cents(other.price_amount, &other.currency)),
+                        &format!("Switch to {} ({}/{interval})", esc(&other.name), format_cents(other.price_amount, &other.currency)),
                         "secondary",
                     ));
                 }
             }
-            subs.push_str(&format!(r#"<tr><td>{}</td><td>{}/month</td><td>{}</td></tr><tr><td colspan="3"><div class="actions">{actions}</div></td></tr>"#, esc(&p.name), format_cents(sub.amount, &sub.currency), esc(&status)));
+            subs.push_str(&format!(r#"<tr><td>{}</td><td>{}/{}</td><td>{}</td></tr><tr><td colspan="3"><div class="actions">{actions}</div></td></tr>"#, esc(&p.name), format_cents(sub.amount, &sub.currency), w.interval_of(&sub.product_id), esc(&status)));
         }
         if subs.is_empty() {
             subs = r#"<tr><td colspan="3">No active subscription.</td></tr>"#.into();

@@ -256,6 +256,11 @@ impl World {
     pub fn org(&self) -> &Org {
         self.org.as_ref().expect("the stand-in is seeded at start")
     }
+    /// A subscription product's `recurring_interval` (`month` when unknown).
+    pub fn interval_of(&self, product_id: &str) -> String {
+        self.product(product_id).and_then(|p| p.recurring_interval.clone()).unwrap_or_else(|| "month".into())
+    }
+
     pub fn product(&self, id: &str) -> Option<&Product> {
         self.products.iter().find(|p| p.id == id)
     }
@@ -346,7 +351,7 @@ impl World {
     fn subscription_base_json(&self, s: &Subscription) -> Value {
         json!({
             "metadata": s.metadata, "created_at": ts(s.created_at), "modified_at": opt_ts(s.modified_at), "id": s.id,
-            "amount": s.amount, "currency": s.currency, "recurring_interval": "month", "recurring_interval_count": 1,
+            "amount": s.amount, "currency": s.currency, "recurring_interval": self.interval_of(&s.product_id), "recurring_interval_count": 1,
             "status": s.status, "current_period_start": ts(s.current_period_start), "current_period_end": ts(s.current_period_end),
             "current_meter_period_start": null, "current_meter_period_end": null,
             "trial_start": opt_ts(s.trial_start), "trial_end": opt_ts(s.trial_end),
@@ -467,7 +472,7 @@ impl World {
             .map(|s| {
                 json!({
                     "id": s.id, "created_at": ts(s.created_at), "modified_at": opt_ts(s.modified_at), "custom_field_data": {},
-                    "metadata": s.metadata, "status": s.status, "amount": s.amount, "currency": s.currency, "recurring_interval": "month",
+                    "metadata": s.metadata, "status": s.status, "amount": s.amount, "currency": s.currency, "recurring_interval": self.interval_of(&s.product_id),
                     "current_period_start": ts(s.current_period_start), "current_period_end": ts(s.current_period_end),
                     "trial_start": opt_ts(s.trial_start), "trial_end": opt_ts(s.trial_end), "cancel_at_period_end": s.cancel_at_period_end,
                     "canceled_at": opt_ts(s.canceled_at), "started_at": opt_ts(s.started_at), "ends_at": opt_ts(s.ends_at),

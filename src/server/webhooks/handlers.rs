@@ -144,24 +144,28 @@ async fn order_refunded(conn: &mut PgConnection, config: &Config, data: &Value, 
     Ok(Outcome::Done)
 }
 
-/// The plan and monthly allotment a subscription's product stands for: the configured product
-/// ids first, else the product's metadata (`plan`, `monthly_credits`).
+/// The plan a subscription's product stands for, and the allotment of one billing period:
+/// the configured product ids first, else the product's metadata (`plan`, `monthly_credits`).
+/// A yearly product's period carries twelve months of credits (accruing daily all the same).
 pub fn plan_of(config: &Config, data: &Value) -> Option<(PlanId, i64)> {
     let product_id = data["product_id"].as_str().or_else(|| data["product"]["id"].as_str());
     let products = &config.polar.products;
+    let is = |configured: &Option<String>| product_id.is_some() && configured.as_deref() == product_id;
     let meta = &data["product"]["metadata"];
-    let plan = match product_id {
-        Some(p) if products.pro.as_deref() == Some(p) => Some(PlanId::Pro),
-        Some(p) if products.business.as_deref() == Some(p) => Some(PlanId::Business),
-        _ => meta["plan"].as_str().and_then(|s| s.parse::<PlanId>().ok()),
-    }?;
-    let from_meta = metadata_int(&meta["monthly_credits"]);
-    let default = match plan {
+    let plan = if is(&products.pro) || is(&products.pro_yearly) {
+        PlanId::Pro
+    } else if is(&products.business) || is(&products.business_yearly) {
+        PlanId::Business
+    } else {
+        meta["plan"].as_str().and_then(|s| s.parse::<PlanId>().ok())?
+    };
+    let yearly = is(&products.pro_yearly) || is(&products.business_yearly) || data["recurring_interval"] == "year" || data["product"]["recurring_interval"] == "year";
+    let monthly = metadata_int(&meta["monthly_credits"]).unwrap_or(match plan {
         PlanId::Pro => 5000,
         PlanId::Business => 15000,
         _ => 0,
-    };
-    Some((plan, from_meta.unwrap_or(default)))
+    });
+    Some((plan, if yearly { monthly * 12 } else { monthly }))
 }
 
 fn time(data: &Value, key: &str) -> Option<DateTime<Utc>> {
