@@ -152,6 +152,9 @@ test("buy, use and manage a plan end to end", async ({ page }, testInfo) => {
   await expect(page.getByTestId("renewal-effect")).toContainText("$49.00 on");
   await noAxeViolations(page, testInfo);
   await shot(page, testInfo, "journey-change-plan");
+  await page.setViewportSize({ width: 360, height: 740 });
+  expect(await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth), "no sideways overflow at 360 px").toBeLessThanOrEqual(0);
+  await page.setViewportSize({ width: 1280, height: 800 });
   await page.getByRole("button", { name: /^Upgrade and pay / }).click();
   await expect(page).toHaveURL(/\/billing\?done=upgraded$/);
   await expect(page.getByRole("status").filter({ hasText: "Your plan was upgraded." })).toBeVisible();
