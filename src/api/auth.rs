@@ -23,9 +23,7 @@ mod ssr {
         use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing from context"))
     }
 
-    pub fn request_headers() -> http::HeaderMap {
-        use_context::<http::request::Parts>().map(|p| p.headers).unwrap_or_default()
-    }
+    pub(crate) use crate::api::request_headers;
 
     pub async fn client_ip() -> Option<String> {
         leptos_axum::extract::<axum::extract::ConnectInfo<std::net::SocketAddr>>().await.ok().map(|c| c.0.ip().to_string())

@@ -18,6 +18,14 @@ mod ssr {
         use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing"))
     }
 
+    /// A plan one can buy or switch to from the browser: `pro` or `business`.
+    pub fn paid_plan(slug: &str) -> Result<crate::domain::plans::PlanId, AppError> {
+        slug.parse::<crate::domain::plans::PlanId>()
+            .ok()
+            .filter(|p| p.is_self_serve_paid())
+            .ok_or_else(|| AppError::validation("plan", "Choose Pro or Business."))
+    }
+
     /// Where to go next. A plain HTML form post (JavaScript off) gets a 303 there; the
     /// hydrated page receives the URL and does a full navigation itself, because the
     /// destination may be a page outside this app's router (Polar's checkout or portal).
@@ -109,10 +117,7 @@ pub async fn change_plan(plan: String) -> Result<String, AppError> {
         async {
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
-            let to: crate::domain::plans::PlanId = plan.parse().map_err(|_| AppError::validation("plan", "Choose Pro or Business."))?;
-            if !to.is_self_serve_paid() {
-                return Err(AppError::validation("plan", "Choose Pro or Business."));
-            }
+            let to = ssr::paid_plan(&plan)?;
             if ssr::billing::current_subscription(&state, user.id).await?.is_none() {
                 let url = ssr::billing::start_checkout(&state, user.id, &user.email, to.slug()).await?;
                 return Ok(ssr::go(&url));
@@ -154,10 +159,7 @@ pub async fn get_plan_change(plan: String) -> Result<PlanChangeView, AppError> {
         async {
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
-            let to: crate::domain::plans::PlanId = plan.parse().map_err(|_| AppError::validation("plan", "Choose Pro or Business."))?;
-            if !to.is_self_serve_paid() {
-                return Err(AppError::validation("plan", "Choose Pro or Business."));
-            }
+            let to = ssr::paid_plan(&plan)?;
             let p = ssr::billing::preview_plan_change(&state, user.id, to, chrono::Utc::now()).await?;
             let money = |c: i64| crate::domain::money::format_cents_exact(c, &p.currency);
             Ok(PlanChangeView {
@@ -232,8 +234,7 @@ pub async fn get_billing_settings() -> Result<BillingSettingsView, AppError> {
             let saved = ssr::billing::billing_details(&state.pool, user.id).await?;
             let has_details = saved.is_some();
             // A form rejected without JavaScript comes back with what was typed.
-            let headers = leptos::prelude::use_context::<http::request::Parts>().map(|p| p.headers).unwrap_or_default();
-            let draft = crate::server::auth::session::take_flash(&state.pool, &state.config, &headers, DETAILS_DRAFT)
+            let draft = crate::server::auth::session::take_flash(&state.pool, &state.config, &crate::api::request_headers(), DETAILS_DRAFT)
                 .await
                 .map_err(AppError::internal)?
                 .and_then(|v| serde_json::from_value::<ssr::billing::BillingDetails>(v).ok());
@@ -301,9 +302,8 @@ pub async fn save_billing_details(
                     // Without JavaScript the page is rendered anew after the error: keep what
                     // was typed for it (with JavaScript the form itself keeps it).
                     if crate::api::is_plain_form_post() {
-                        let headers = leptos::prelude::use_context::<http::request::Parts>().map(|p| p.headers).unwrap_or_default();
                         let draft = serde_json::to_value(&input).map_err(AppError::internal)?;
-                        crate::server::auth::session::set_flash(&state.pool, &state.config, &headers, DETAILS_DRAFT, &draft).await.map_err(AppError::internal)?;
+                        crate::server::auth::session::set_flash(&state.pool, &state.config, &crate::api::request_headers(), DETAILS_DRAFT, &draft).await.map_err(AppError::internal)?;
                     }
                     Err(e)
                 }

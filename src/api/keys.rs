@@ -26,11 +26,6 @@ fn state() -> Result<crate::server::state::AppState, AppError> {
     use_context::<crate::server::state::AppState>().ok_or_else(|| AppError::internal("AppState missing"))
 }
 
-#[cfg(feature = "ssr")]
-fn request_headers() -> http::HeaderMap {
-    use_context::<http::request::Parts>().map(|p| p.headers).unwrap_or_default()
-}
-
 /// A key created by a JavaScript-off form post, to show once: reading it clears it. Call it
 /// once per page render (a page-level resource), never from a view that may re-render.
 #[server(prefix = "/api", endpoint = "keys/revealed")]
@@ -38,7 +33,7 @@ pub async fn take_revealed_api_key() -> Result<Option<NewApiKey>, AppError> {
     super::with_status(async {
         crate::server::auth::require_user().await?;
         let state = state()?;
-        Ok(crate::server::auth::session::take_flash(&state.pool, &state.config, &request_headers(), "api_key")
+        Ok(crate::server::auth::session::take_flash(&state.pool, &state.config, &super::request_headers(), "api_key")
             .await
             .map_err(AppError::internal)?
             .and_then(|v| serde_json::from_value::<NewApiKey>(v).ok()))
@@ -78,16 +73,12 @@ pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError>
         if name.chars().count() > 60 {
             return Err(AppError::validation("name", "Use at most 60 characters."));
         }
-        // Free accounts get FREE_MAX_API_KEYS; more is a paid feature, checked by benefit (and
-        // only then, so creating a first key never waits for Polar).
+        // Free accounts get FREE_MAX_API_KEYS; more is a paid feature, checked by benefit only
+        // once the free places are taken (so a first key never waits for Polar).
         use crate::domain::plans::FREE_MAX_API_KEYS;
-        let mut conn = state.pool.acquire().await.map_err(AppError::internal)?;
-        let live = crate::server::api_keys::count_live(&mut conn, user.id).await.map_err(AppError::internal)?;
-        drop(conn);
-        let mut limit = if live >= FREE_MAX_API_KEYS { paid_key_limit(&state, user.id).await? } else { FREE_MAX_API_KEYS };
+        let mut limit = FREE_MAX_API_KEYS;
         let mut created = crate::server::api_keys::create(&state.pool, user.id, &name, limit).await.map_err(AppError::internal)?;
-        if created.is_none() && limit == FREE_MAX_API_KEYS {
-            // Another request took the last free place meanwhile.
+        if created.is_none() {
             limit = paid_key_limit(&state, user.id).await?;
             created = crate::server::api_keys::create(&state.pool, user.id, &name, limit).await.map_err(AppError::internal)?;
         }
@@ -96,7 +87,7 @@ pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError>
         };
         tracing::info!(user_id = %user.id, key_id = %id, "API key created");
         let new = NewApiKey { name, key };
-        let headers = request_headers();
+        let headers = super::request_headers();
         if super::is_plain_form_post() {
             crate::server::auth::session::set_flash(&state.pool, &state.config, &headers, "api_key", &serde_json::to_value(&new).map_err(AppError::internal)?)
                 .await

@@ -6,6 +6,12 @@ pub mod billing;
 pub mod auth;
 pub mod keys;
 
+/// The headers of the request being served (empty outside a request).
+#[cfg(feature = "ssr")]
+pub(crate) fn request_headers() -> http::HeaderMap {
+    leptos::prelude::use_context::<http::request::Parts>().map(|p| p.headers).unwrap_or_default()
+}
+
 /// Gives a failed server-function call the HTTP status its error means (422, 401, 409, 429…)
 /// instead of the framework's blanket 500, so logs and proxies see client errors as such.
 /// Plain HTML form posts keep their 302 back to the form (the error travels in the URL).

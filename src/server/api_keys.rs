@@ -44,7 +44,7 @@ pub async fn create(pool: &PgPool, user_id: Uuid, name: &str, max_live: i64) -> 
 }
 
 /// How many live (not revoked) keys the user has.
-pub async fn count_live(conn: &mut sqlx::PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
+async fn count_live(conn: &mut sqlx::PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL").bind(user_id).fetch_one(conn).await
 }
 

@@ -261,13 +261,6 @@ fn plan_product(state: &AppState, plan: PlanId, yearly: bool) -> Result<String, 
     product_for(state, &format!("{}{}", plan.slug(), if yearly { "_yearly" } else { "" }))
 }
 
-/// Whether a subscription as Polar sends it is billed yearly.
-fn is_yearly(state: &AppState, sub: &Value) -> bool {
-    let p = &state.config.polar.products;
-    let product = sub["product_id"].as_str();
-    sub["recurring_interval"] == "year" || (product.is_some() && (p.pro_yearly.as_deref() == product || p.business_yearly.as_deref() == product))
-}
-
 /// The live subscription (id, plan, status) Tally knows of from webhooks.
 pub async fn live_subscription(pool: &PgPool, user: Uuid) -> Result<Option<(String, Option<String>, String)>, AppError> {
     sqlx::query_as(
@@ -402,7 +395,7 @@ pub async fn change_plan(state: &AppState, user: Uuid, to: PlanId) -> Result<&'s
     }
     // The same billing interval as now.
     let sub = polar(state)?.get_subscription_raw(&id).await.map_err(polar_failure)?;
-    let product = plan_product(state, to, is_yearly(state, &sub))?;
+    let product = plan_product(state, to, crate::server::webhooks::handlers::billed_yearly(&state.config, &sub))?;
     let upgrade = is_upgrade(current, to);
     let proration = if upgrade { Proration::Invoice } else { Proration::NextPeriod };
     polar(state)?.change_product(&id, &product, proration).await.map_err(polar_failure)?;
@@ -448,7 +441,7 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
     }
     let client = polar(state)?;
     let sub = client.get_subscription_raw(&id).await.map_err(polar_failure)?;
-    let yearly = is_yearly(state, &sub);
+    let yearly = crate::server::webhooks::handlers::billed_yearly(&state.config, &sub);
     let product_id = plan_product(state, to, yearly)?;
     let product = client.get_product(&product_id).await.map_err(polar_failure)?;
     let time = |k: &str| sub[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc));

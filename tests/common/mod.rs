@@ -140,9 +140,11 @@ impl RedisServer {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is needed for the REDIS_URL tests: apt-get install redis-server (.ci/run installs it)");
+        // Owned at once, so it is stopped (and reaped) even if it never comes up.
+        let server = RedisServer { url: format!("redis://127.0.0.1:{port}/0"), child };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return RedisServer { url: format!("redis://127.0.0.1:{port}/0"), child };
+                return server;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }

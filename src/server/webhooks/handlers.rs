@@ -159,13 +159,21 @@ pub fn plan_of(config: &Config, data: &Value) -> Option<(PlanId, i64)> {
     } else {
         meta["plan"].as_str().and_then(|s| s.parse::<PlanId>().ok())?
     };
-    let yearly = is(&products.pro_yearly) || is(&products.business_yearly) || data["recurring_interval"] == "year" || data["product"]["recurring_interval"] == "year";
     let monthly = metadata_int(&meta["monthly_credits"]).unwrap_or(match plan {
         PlanId::Pro => 5000,
         PlanId::Business => 15000,
         _ => 0,
     });
-    Some((plan, if yearly { monthly * 12 } else { monthly }))
+    Some((plan, if billed_yearly(config, data) { monthly * 12 } else { monthly }))
+}
+
+/// Whether a subscription (or product) as Polar sends it is billed yearly: a configured
+/// yearly product, or `recurring_interval` `year`.
+pub fn billed_yearly(config: &Config, data: &Value) -> bool {
+    let products = &config.polar.products;
+    let product_id = data["product_id"].as_str().or_else(|| data["product"]["id"].as_str());
+    let is = |configured: &Option<String>| product_id.is_some() && configured.as_deref() == product_id;
+    is(&products.pro_yearly) || is(&products.business_yearly) || data["recurring_interval"] == "year" || data["product"]["recurring_interval"] == "year"
 }
 
 fn time(data: &Value, key: &str) -> Option<DateTime<Utc>> {
