@@ -2,8 +2,9 @@
 
 use crate::components::layout::{SiteFooter, SiteHeader};
 use crate::pages::{
-    billing::BillingPage, change_plan::ChangePlanPage, checkout_success::CheckoutSuccessPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
-    pricing::PricingPage, settings_billing::SettingsBillingPage, signup::SignupPage,
+    billing::BillingPage, change_plan::ChangePlanPage, checkout_success::CheckoutSuccessPage, forgot_password::ForgotPasswordPage, home::HomePage,
+    login::LoginPage, not_found::NotFoundPage, pricing::PricingPage, reset_password::ResetPasswordPage, settings_billing::SettingsBillingPage,
+    signup::SignupPage, verify_email::VerifyEmailPage,
 };
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};
@@ -75,6 +76,9 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/settings/billing") view=SettingsBillingPage ssr=ssr.clone() />
                         <Route path=path!("/signup") view=SignupPage ssr=ssr.clone() />
                         <Route path=path!("/login") view=LoginPage ssr=ssr.clone() />
+                        <Route path=path!("/forgot-password") view=ForgotPasswordPage ssr=ssr.clone() />
+                        <Route path=path!("/reset-password") view=ResetPasswordPage ssr=ssr.clone() />
+                        <Route path=path!("/verify-email") view=VerifyEmailPage ssr=ssr.clone() />
                     </Routes>
                 </ErrorBoundary>
             </main>

@@ -37,6 +37,10 @@ pub struct AccountView {
     pub plan_notice: Option<String>,
     /// Whether the user has a Polar customer (so the portal can open).
     pub has_billing_account: bool,
+    /// Whether the account's email address is confirmed (the free credits come with it).
+    pub email_verified: bool,
+    /// The free credits an account receives once confirmed.
+    pub free_credits: i64,
 }
 
 /// The catalogue and, for a signed-in visitor, their plan.
@@ -80,7 +84,7 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
         leptos_axum::redirect(&format!("/login?next={}", url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()));
         return Err(AppError::Unauthorized);
     };
-    let created: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT created_at FROM users WHERE id = $1")
+    let (created, verified): (chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as("SELECT created_at, email_verified_at FROM users WHERE id = $1")
         .bind(user.id)
         .fetch_one(&state.pool)
         .await
@@ -94,6 +98,8 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
         plan,
         plan_notice,
         has_billing_account,
+        email_verified: verified.is_some(),
+        free_credits: state.config.free_credits,
         subscription,
         member_since: created.format("%B %-d, %Y").to_string(),
         credits,

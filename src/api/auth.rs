@@ -25,8 +25,13 @@ mod ssr {
 
     pub(crate) use crate::api::request_headers;
 
-    pub async fn client_ip() -> Option<String> {
-        leptos_axum::extract::<axum::extract::ConnectInfo<std::net::SocketAddr>>().await.ok().map(|c| c.0.ip().to_string())
+    /// The client's address as `client_ip` resolved it (behind trusted proxies, the real one).
+    pub fn client_ip() -> Option<String> {
+        crate::server::client_ip::current().map(|ip| ip.to_string())
+    }
+
+    pub fn accounts(state: &AppState) -> crate::server::auth::users::Accounts<'_> {
+        crate::server::auth::users::Accounts { pool: &state.pool, passwords: &state.passwords, config: &state.config }
     }
 
     /// Replaces whatever session the request carried with a fresh one (no session fixation).
@@ -48,7 +53,8 @@ mod ssr {
 pub async fn sign_up(email: String, password: String, next: Option<String>) -> Result<(), AppError> {
     super::with_status(async {
         let state = ssr::state()?;
-        let user_id = crate::server::auth::users::sign_up(&state.pool, &email, &password, state.config.free_credits).await?;
+        let ip = ssr::client_ip();
+        let user_id = crate::server::auth::users::sign_up(&state, &email, &password, ip.as_deref()).await?;
         // The Polar customer (external_id = user id) is created in the background, so a slow
         // or unreachable Polar never blocks sign-up; its status is kept on the row.
         crate::server::billing::customer_pending(&state.pool, user_id).await.map_err(AppError::internal)?;
@@ -63,8 +69,8 @@ pub async fn sign_up(email: String, password: String, next: Option<String>) -> R
 pub async fn log_in(email: String, password: String, next: Option<String>) -> Result<(), AppError> {
     super::with_status(async {
         let state = ssr::state()?;
-        let ip = ssr::client_ip().await;
-        let user_id = crate::server::auth::users::sign_in(&state.pool, &email, &password, ip.as_deref(), state.config.login_max_failures).await?;
+        let ip = ssr::client_ip();
+        let user_id = crate::server::auth::users::sign_in(ssr::accounts(&state), &email, &password, ip.as_deref()).await?;
         ssr::start_session(&state, user_id).await?;
         ssr::redirect_after_auth(next);
         Ok(())
@@ -85,4 +91,91 @@ pub async fn log_out() -> Result<(), AppError> {
 #[server(prefix = "/api", endpoint = "me")]
 pub async fn get_current_user() -> Result<Option<UserView>, AppError> {
     Ok(crate::server::auth::session::current_user().await?.map(|u| UserView { email: u.email }))
+}
+
+/// What the sign-up page says about the free plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignupInfo {
+    /// Credits granted once the email address is confirmed (`FREE_CREDITS`).
+    pub free_credits: i64,
+}
+
+#[server(prefix = "/api", endpoint = "signup-info")]
+pub async fn get_signup_info() -> Result<SignupInfo, AppError> {
+    let state = ssr::state()?;
+    Ok(SignupInfo { free_credits: state.config.free_credits })
+}
+
+/// Follows an email-confirmation link's form: confirms the address (and grants the free
+/// credits once), then goes to billing (signed in) or sign-in.
+#[server(prefix = "/api", endpoint = "confirm-email")]
+pub async fn confirm_email(token: String) -> Result<(), AppError> {
+    super::with_status(async {
+        let state = ssr::state()?;
+        crate::server::auth::recovery::verify_email(&state, &token).await?;
+        let signed_in = crate::server::auth::session::current_user().await?.is_some();
+        leptos_axum::redirect(if signed_in { "/billing?done=email-confirmed" } else { "/login?done=email-confirmed" });
+        Ok(())
+    }
+    .await)
+}
+
+/// Sends the confirmation link again to the signed-in user.
+#[server(prefix = "/api", endpoint = "resend-confirmation")]
+pub async fn resend_confirmation() -> Result<(), AppError> {
+    super::with_status(async {
+        let state = ssr::state()?;
+        let user = crate::server::auth::require_user().await?;
+        crate::server::auth::recovery::resend_verification(&state, user.id).await?;
+        leptos_axum::redirect("/billing?done=confirmation-sent");
+        Ok(())
+    }
+    .await)
+}
+
+/// "Forgot password": the same answer whether or not the address has an account.
+#[server(prefix = "/api", endpoint = "forgot-password")]
+pub async fn request_password_reset(email: String) -> Result<(), AppError> {
+    super::with_status(async {
+        let state = ssr::state()?;
+        let ip = ssr::client_ip();
+        crate::server::auth::recovery::request_password_reset(&state, &email, ip.as_deref()).await?;
+        leptos_axum::redirect("/forgot-password?sent=1");
+        Ok(())
+    }
+    .await)
+}
+
+/// Whether a reset link still works (the reset page shows its form only then).
+#[server(prefix = "/api", endpoint = "reset-link")]
+pub async fn check_reset_link(token: String) -> Result<bool, AppError> {
+    let state = ssr::state()?;
+    crate::server::auth::recovery::reset_link_usable(&state, &token).await
+}
+
+/// Sets a new password through a reset link, ends every session, and signs this one in.
+#[server(prefix = "/api", endpoint = "reset-password")]
+pub async fn reset_password(token: String, password: String) -> Result<(), AppError> {
+    super::with_status(async {
+        let state = ssr::state()?;
+        let user = crate::server::auth::recovery::reset_password(&state, &token, &password).await?;
+        ssr::start_session(&state, user).await?;
+        leptos_axum::redirect("/billing?done=password-reset");
+        Ok(())
+    }
+    .await)
+}
+
+/// Changes the signed-in user's password (the current one is required); other sessions end.
+#[server(prefix = "/api", endpoint = "change-password")]
+pub async fn change_password(current_password: String, new_password: String) -> Result<(), AppError> {
+    super::with_status(async {
+        let state = ssr::state()?;
+        let user = crate::server::auth::require_user().await?;
+        let ip = ssr::client_ip();
+        crate::server::auth::recovery::change_password(&state, user.id, &current_password, &new_password, ip.as_deref(), &ssr::request_headers()).await?;
+        leptos_axum::redirect("/settings/billing?done=password-changed#password-title");
+        Ok(())
+    }
+    .await)
 }

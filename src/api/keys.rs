@@ -33,12 +33,27 @@ pub async fn take_revealed_api_key() -> Result<Option<NewApiKey>, AppError> {
     super::with_status(async {
         crate::server::auth::require_user().await?;
         let state = state()?;
-        Ok(crate::server::auth::session::take_flash(&state.pool, &state.config, &super::request_headers(), "api_key")
-            .await
-            .map_err(AppError::internal)?
-            .and_then(|v| serde_json::from_value::<NewApiKey>(v).ok()))
+        use crate::server::auth::session;
+        let Some(value) = session::cookie_value(&super::request_headers(), session::NEW_KEY_COOKIE) else { return Ok(None) };
+        session::set_cookie(session::new_key_cookie(&state.config, "", 0));
+        Ok(decode_revealed(&value))
     }
     .await)
+}
+
+/// `<key>.<base64url(name)>`: what the one-time cookie carries.
+#[cfg(feature = "ssr")]
+fn encode_revealed(new: &NewApiKey) -> String {
+    use base64::Engine;
+    format!("{}.{}", new.key, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(new.name.as_bytes()))
+}
+
+#[cfg(feature = "ssr")]
+fn decode_revealed(value: &str) -> Option<NewApiKey> {
+    use base64::Engine;
+    let (key, name) = value.split_once('.')?;
+    let name = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(name).ok()?).ok()?;
+    key.starts_with(crate::server::api_keys::PREFIX).then(|| NewApiKey { name, key: key.to_string() })
 }
 
 /// The signed-in user's live keys, newest first.
@@ -87,11 +102,9 @@ pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError>
         };
         tracing::info!(user_id = %user.id, key_id = %id, "API key created");
         let new = NewApiKey { name, key };
-        let headers = super::request_headers();
         if super::is_plain_form_post() {
-            crate::server::auth::session::set_flash(&state.pool, &state.config, &headers, "api_key", &serde_json::to_value(&new).map_err(AppError::internal)?)
-                .await
-                .map_err(AppError::internal)?;
+            // Never stored: the browser that asked keeps it for the page it is sent back to.
+            crate::server::auth::session::set_cookie(crate::server::auth::session::new_key_cookie(&state.config, &encode_revealed(&new), 300));
             Ok(None)
         } else {
             Ok(Some(new))

@@ -60,6 +60,23 @@ impl fmt::Display for Email {
     }
 }
 
+/// The longest email address accepted anywhere (RFC 5321's path limit), in bytes.
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// The longest password accepted anywhere, in bytes: refused before any hashing, so a
+/// megabyte of "password" costs nothing but the refusal.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Bounds on what a sign-in form may send, checked before anything else happens.
+pub fn check_credential_bounds(email: &str, password: &str) -> Result<(), (&'static str, &'static str)> {
+    if email.len() > MAX_EMAIL_BYTES {
+        return Err(("email", "That email address is too long."));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(("password", "That password is too long."));
+    }
+    Ok(())
+}
+
 /// Password rules for new accounts. Length is what matters (NIST SP 800-63B): at least 10
 /// characters, at most 128 so hashing cost stays bounded.
 pub fn check_new_password(password: &str) -> Result<(), &'static str> {
@@ -92,6 +109,14 @@ mod tests {
         }
         let long = format!("{}@x.io", "a".repeat(260));
         assert_eq!(Email::parse(&long), Err(EmailError::TooLong));
+    }
+
+    #[test]
+    fn credentials_are_bounded_before_anything_else() {
+        assert!(check_credential_bounds("a@b.io", "pw").is_ok());
+        assert_eq!(check_credential_bounds(&"a".repeat(255), "pw").unwrap_err().0, "email");
+        assert_eq!(check_credential_bounds("a@b.io", &"p".repeat(1025)).unwrap_err().0, "password");
+        assert!(check_credential_bounds("a@b.io", &"p".repeat(1024)).is_ok());
     }
 
     #[test]

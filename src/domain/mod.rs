@@ -7,3 +7,4 @@ pub mod money;
 pub mod plans;
 pub mod tax_id;
 pub mod countries;
+pub mod text_stats;

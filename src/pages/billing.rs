@@ -2,6 +2,7 @@
 
 use crate::api::account::{get_account, get_activity};
 use crate::components::activity::ActivitySection;
+use crate::api::auth::ResendConfirmation;
 use crate::api::billing::{OpenPortal, SetCancel};
 use crate::components::form::FormError;
 use crate::components::navigate::follow_redirects;
@@ -17,6 +18,9 @@ fn done_message(done: &str) -> Option<&'static str> {
         "resumed" => "Your subscription continues and renews as usual.",
         "upgraded" => "Your plan was upgraded. The difference for the rest of this period was invoiced, and the extra credits are yours now.",
         "scheduled" => "Your plan changes at the next renewal. Until then nothing changes.",
+        "email-confirmed" => "Your email address is confirmed.",
+        "confirmation-sent" => "We sent the confirmation link again. It works once and expires in 24 hours.",
+        "password-reset" => "Your new password is saved, and every other session was signed out.",
         _ => return None,
     })
 }
@@ -26,9 +30,12 @@ pub fn BillingPage() -> impl IntoView {
     let account = Resource::new(|| (), |_| get_account("/billing".into()));
     let cancel = ServerAction::<SetCancel>::new();
     let portal = ServerAction::<OpenPortal>::new();
+    let resend = ServerAction::<ResendConfirmation>::new();
     follow_redirects(move || cancel.value().get());
     follow_redirects(move || portal.value().get());
-    let error = Signal::derive(move || cancel.value().get().and_then(|r| r.err()).or_else(|| portal.value().get().and_then(|r| r.err())));
+    let error = Signal::derive(move || {
+        cancel.value().get().and_then(|r| r.err()).or_else(|| portal.value().get().and_then(|r| r.err())).or_else(|| resend.value().get().and_then(|r| r.err()))
+    });
     let query = use_query_map();
     let done = move || query.read().get("done").and_then(|d| done_message(&d));
     let history_page = move || query.read().get("page").and_then(|p| p.parse::<u32>().ok()).unwrap_or(1);
@@ -50,6 +57,18 @@ pub fn BillingPage() -> impl IntoView {
                     let sub = a.subscription.clone();
                     let past_due = sub.as_ref().is_some_and(|s| s.status == "past_due");
                     view! {
+                    {(!a.email_verified).then(|| view! {
+                        <div class="alert alert--info" role="status" data-testid="confirm-email">
+                            <p>{if a.free_credits > 0 {
+                                format!("Confirm your email address to receive your {} free credits: open the link we sent to {}.", group_thousands(a.free_credits as u64), a.email)
+                            } else {
+                                format!("Confirm your email address: open the link we sent to {}.", a.email)
+                            }}</p>
+                            <ActionForm action=resend attr:class="inline-form">
+                                <button type="submit" class="btn btn--secondary btn--sm" disabled=move || resend.pending().get()>"Send the link again"</button>
+                            </ActionForm>
+                        </div>
+                    })}
                     {a.plan_notice.clone().map(|n| view! { <div class="alert alert--info" role="status">{n}</div> })}
                     {past_due.then(|| view! {
                         <div class="alert alert--error" role="alert">

@@ -1,6 +1,7 @@
 //! `/settings/billing`: billing details (with the VAT or tax id checked against the country's
 //! format), invoices from Polar with generate and download, and API keys.
 
+use crate::api::auth::ChangePassword;
 use crate::api::billing::{get_billing_settings, BillingDetailsView, DeleteAccount, GenerateInvoice, InvoiceView, SaveBillingDetails};
 use crate::components::api_keys::{ApiKeysData, ApiKeysSection};
 use crate::components::form::{Field, FormError};
@@ -17,6 +18,7 @@ fn done_message(done: &str) -> Option<&'static str> {
         "saved" => "Billing details saved. New invoices carry them.",
         "saved-locally" => "Billing details saved here. Our billing provider could not be reached; they are sent with your next save.",
         "invoice" => "Your invoice is being prepared. Reload in a moment to download it.",
+        "password-changed" => "Your password was changed, and every other session was signed out.",
         _ => return None,
     })
 }
@@ -28,6 +30,7 @@ pub fn SettingsBillingPage() -> impl IntoView {
     let save = ServerAction::<SaveBillingDetails>::new();
     let invoice = ServerAction::<GenerateInvoice>::new();
     let delete = ServerAction::<DeleteAccount>::new();
+    let password = ServerAction::<ChangePassword>::new();
     follow_redirects(move || delete.value().get());
     follow_redirects(move || save.value().get());
     follow_redirects(move || invoice.value().get());
@@ -61,6 +64,7 @@ pub fn SettingsBillingPage() -> impl IntoView {
                             }}
                         </section>
                         <ApiKeysSection data=api_keys />
+                        <PasswordSection change=password />
                         <DeleteAccountSection delete=delete />
                     }.into_any(),
                 })
@@ -149,6 +153,25 @@ fn DetailsForm(
                 <Field name="tax_id" label="VAT or tax id (optional)" autocomplete="off" hint="Checked against your country's format, e.g. DE123456789 for Germany." required=false value=details.tax_id.clone() error=error />
                 <button type="submit" class="btn btn--primary" disabled=move || save.pending().get()>
                     {move || if save.pending().get() { "Saving…" } else { "Save billing details" }}
+                </button>
+            </ActionForm>
+        </section>
+    }
+}
+
+#[component]
+fn PasswordSection(change: ServerAction<ChangePassword>) -> impl IntoView {
+    let error = Signal::derive(move || change.value().get().and_then(|r| r.err()));
+    view! {
+        <section class="panel" aria-labelledby="password-title">
+            <h2 id="password-title">"Password"</h2>
+            <p class="muted">"Changing it signs out every other browser and device, and we mail you that it changed."</p>
+            <ActionForm action=change attr:class="form" attr:aria-label="Change password">
+                <FormError error=error />
+                <Field name="current_password" label="Current password" input_type="password" autocomplete="current-password" error=error />
+                <Field name="new_password" label="New password" input_type="password" autocomplete="new-password" hint="At least 10 characters." error=error />
+                <button type="submit" class="btn btn--primary" disabled=move || change.pending().get()>
+                    {move || if change.pending().get() { "Saving…" } else { "Change password" }}
                 </button>
             </ActionForm>
         </section>

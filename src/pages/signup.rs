@@ -1,6 +1,6 @@
 //! `/signup`: create an account.
 
-use crate::api::auth::SignUp;
+use crate::api::auth::{get_signup_info, SignUp};
 use crate::components::form::{Field, FormError};
 use crate::domain::money::group_thousands;
 use leptos::prelude::*;
@@ -17,11 +17,22 @@ pub fn SignupPage() -> impl IntoView {
         let n = next();
         if n.is_empty() { "/login".to_string() } else { format!("/login?next={}", urlencode(&n)) }
     };
+    let info = Resource::new(|| (), |_| get_signup_info());
     view! {
         <Title text="Create your account" />
         <section class="panel narrow auth">
             <h1>"Create your account"</h1>
-            <p class="muted">{format!("Start on the Free plan with {} credits. No card needed.", group_thousands(1000))}</p>
+            <Suspense fallback=|| view! { <p class="muted">"Start on the Free plan. No card needed."</p> }>
+                {move || info.get().map(|i| {
+                    let credits = i.map(|i| i.free_credits).unwrap_or(0);
+                    let text = if credits > 0 {
+                        format!("Start on the Free plan. No card needed: {} free credits once you confirm your email address.", group_thousands(credits as u64))
+                    } else {
+                        "Start on the Free plan. No card needed.".to_string()
+                    };
+                    view! { <p class="muted" data-testid="free-credits">{text}</p> }
+                })}
+            </Suspense>
             <ActionForm action=action attr:class="form" attr:aria-label="Create your account">
                 <FormError error=error />
                 <Field name="email" label="Email" input_type="email" autocomplete="email" error=error />

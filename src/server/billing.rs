@@ -32,6 +32,38 @@ pub fn polar(state: &AppState) -> Result<&PolarClient, AppError> {
     state.polar.as_ref().ok_or_else(|| AppError::Unavailable { message: "Billing is not configured on this server (POLAR_ACCESS_TOKEN).".into() })
 }
 
+/// The client for reads a page shows: each call bounded by `POLAR_READ_DEADLINE_MS`.
+pub fn polar_reads(state: &AppState) -> Result<&PolarClient, AppError> {
+    state.polar_reads.as_ref().ok_or_else(|| AppError::Unavailable { message: "Billing is not configured on this server (POLAR_ACCESS_TOKEN).".into() })
+}
+
+/// Polar's quota is one budget for the whole organization (500 requests a minute): no single
+/// user may spend more than `POLAR_CALLS_PER_USER_PER_MINUTE` of it. Every server function
+/// that asks Polar for a user goes through this first (after checking what it can locally).
+pub async fn polar_budget(state: &AppState, user: Uuid) -> Result<(), AppError> {
+    let t = crate::server::throttle::Throttle { scope: "polar.user", limit: state.config.polar_calls_per_user_per_minute, window_secs: 60 };
+    match crate::server::throttle::hit(&state.pool, t, &user.to_string(), Utc::now()).await.map_err(AppError::internal)? {
+        Ok(()) => Ok(()),
+        Err(secs) => {
+            tracing::warn!(%user, retry_after_secs = secs, "per-user Polar budget spent");
+            Err(AppError::RateLimited { retry_after_secs: secs })
+        }
+    }
+}
+
+/// The client, once `user`'s budget allows another call.
+pub async fn polar_for(state: &AppState, user: Uuid) -> Result<&PolarClient, AppError> {
+    polar_budget(state, user).await?;
+    polar(state)
+}
+
+/// Records that a Polar order is `user`'s (from a listing Polar answered for that user, or a
+/// webhook about their customer), so its id can be checked before Polar is asked again.
+pub async fn remember_order(conn: &mut sqlx::PgConnection, user: Uuid, order_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO polar_orders (id, user_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING").bind(order_id).bind(user).execute(conn).await?;
+    Ok(())
+}
+
 /// Maps a Polar failure to what the user sees: outages as "try again", the rest logged.
 pub fn polar_failure(e: PolarError) -> AppError {
     if e.is_unavailable() {
@@ -171,7 +203,7 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
             return Ok(StateRead { state: s.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()), fetched_at: *at, stale: false });
         }
     }
-    let client = polar(state)?;
+    let client = polar_reads(state)?;
     let fetched = match client.customer_state(&user.to_string()).await {
         Ok(s) => Some(s),
         Err(PolarError::NotFound { .. }) => None,
@@ -305,7 +337,14 @@ pub async fn start_checkout(state: &AppState, user: Uuid, email: &str, item: &st
         metadata: [("tally_item".to_string(), Value::String(item.into()))].into_iter().collect(),
         ..Default::default()
     };
-    let checkout = polar(state)?.create_checkout(&body).await.map_err(polar_failure)?;
+    let checkout = polar_for(state, user).await?.create_checkout(&body).await.map_err(polar_failure)?;
+    sqlx::query("INSERT INTO checkouts (id, user_id, item) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+        .bind(&checkout.id)
+        .bind(user)
+        .bind(item)
+        .execute(&state.pool)
+        .await
+        .map_err(AppError::internal)?;
     tracing::info!(%user, checkout = %checkout.id, item, "checkout created");
     Ok(checkout.url)
 }
@@ -325,7 +364,22 @@ pub async fn checkout_progress(state: &AppState, user: Uuid, checkout_id: &str) 
     if Uuid::parse_str(checkout_id).is_err() {
         return Err(AppError::NotFound);
     }
-    let client = polar(state)?;
+    // Someone else's checkout (or one Tally never made) looks like no checkout at all, and
+    // costs no call to Polar.
+    let ours: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM checkouts WHERE id = $1 AND user_id = $2)")
+        .bind(checkout_id)
+        .bind(user)
+        .fetch_one(&state.pool)
+        .await
+        .map_err(AppError::internal)?;
+    if !ours {
+        return Err(AppError::NotFound);
+    }
+    // The success page polls: over budget, it is simply still processing (and polls slower).
+    if let Err(AppError::RateLimited { .. }) = polar_budget(state, user).await {
+        return Ok(Progress::Processing);
+    }
+    let client = polar_reads(state)?;
     let checkout = match client.get_checkout(checkout_id).await {
         Ok(c) => c,
         Err(PolarError::NotFound { .. }) => return Err(AppError::NotFound),
@@ -351,6 +405,7 @@ pub async fn checkout_progress(state: &AppState, user: Uuid, checkout_id: &str) 
     }
     let orders = client.orders_for_checkout(checkout_id).await.map_err(polar_failure)?;
     let Some(order) = orders.first() else { return Ok(Progress::Processing) };
+    remember_order(&mut *state.pool.acquire().await.map_err(AppError::internal)?, user, &order.id).await.map_err(AppError::internal)?;
     let credited: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_buckets WHERE user_id = $1 AND source_key = $2)")
         .bind(user)
         .bind(format!("order:{}", order.id))
@@ -383,7 +438,7 @@ async fn require_live_subscription(state: &AppState, user: Uuid) -> Result<(Stri
 /// Cancel at the end of the period (`true`) or keep the subscription (`false`).
 pub async fn set_cancel_at_period_end(state: &AppState, user: Uuid, cancel: bool) -> Result<(), AppError> {
     let (id, _) = require_live_subscription(state, user).await?;
-    polar(state)?.set_cancel_at_period_end(&id, cancel).await.map_err(polar_failure)?;
+    polar_for(state, user).await?.set_cancel_at_period_end(&id, cancel).await.map_err(polar_failure)?;
     refresh_subscription(state, user, &id).await
 }
 
@@ -394,7 +449,7 @@ pub async fn change_plan(state: &AppState, user: Uuid, to: PlanId) -> Result<&'s
         return Err(AppError::Conflict { field: None, message: format!("You are already on {}.", to.name()) });
     }
     // The same billing interval as now.
-    let sub = polar(state)?.get_subscription_raw(&id).await.map_err(polar_failure)?;
+    let sub = polar_for(state, user).await?.get_subscription_raw(&id).await.map_err(polar_failure)?;
     let product = plan_product(state, to, crate::server::webhooks::handlers::billed_yearly(&state.config, &sub))?;
     let upgrade = is_upgrade(current, to);
     let proration = if upgrade { Proration::Invoice } else { Proration::NextPeriod };
@@ -439,7 +494,8 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
     if current == to {
         return Err(AppError::Conflict { field: None, message: format!("You are already on {}.", to.name()) });
     }
-    let client = polar(state)?;
+    polar_budget(state, user).await?;
+    let client = polar_reads(state)?;
     let sub = client.get_subscription_raw(&id).await.map_err(polar_failure)?;
     let yearly = crate::server::webhooks::handlers::billed_yearly(&state.config, &sub);
     let product_id = plan_product(state, to, yearly)?;
@@ -471,7 +527,7 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
             .map_err(AppError::internal)?
             .flatten();
         (
-            ((new_price - current_price) * left / period).max(0),
+            ((new_price as i128 - current_price as i128) * left as i128 / period as i128).clamp(0, i64::MAX as i128) as i64,
             crate::domain::credits::upgrade_extra(level.unwrap_or(current_credits), new_credits, start, end, now),
         )
     } else {
@@ -500,7 +556,7 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
 /// A customer portal session URL for the user.
 pub async fn portal_url(state: &AppState, user: Uuid) -> Result<String, AppError> {
     let back = format!("{}/billing", state.config.app_url.as_str().trim_end_matches('/'));
-    match polar(state)?.create_customer_session(&user.to_string(), Some(&back)).await {
+    match polar_for(state, user).await?.create_customer_session(&user.to_string(), Some(&back)).await {
         Ok(s) => Ok(s.customer_portal_url),
         Err(PolarError::Invalid { .. }) => {
             Err(AppError::Conflict { field: None, message: "You have no billing account with Polar yet; it is created with your first purchase.".into() })
@@ -647,7 +703,7 @@ async fn push_billing_details(state: &AppState, user: Uuid, d: &BillingDetails) 
         tax_id: Some(d.tax_id.clone()),
         ..Default::default()
     };
-    match polar(state)?.update_customer(&user.to_string(), &update).await {
+    match polar_for(state, user).await?.update_customer(&user.to_string(), &update).await {
         Ok(_) => {
             record(None).await?;
             Ok(true)
@@ -690,7 +746,14 @@ pub struct InvoiceRow {
 
 /// The user's orders at Polar, newest first, with where each invoice stands.
 pub async fn invoices(state: &AppState, user: Uuid) -> Result<Vec<InvoiceRow>, AppError> {
-    let orders = polar(state)?.all_orders(&user.to_string()).await.map_err(polar_failure)?;
+    polar_budget(state, user).await?;
+    let orders = polar_reads(state)?.all_orders(&user.to_string()).await.map_err(polar_failure)?;
+    // Polar listed them for this user's customer: they are this user's.
+    let mut conn = state.pool.acquire().await.map_err(AppError::internal)?;
+    for o in &orders {
+        remember_order(&mut conn, user, &o.id).await.map_err(AppError::internal)?;
+    }
+    drop(conn);
     let requested: Vec<String> = sqlx::query_scalar("SELECT order_id FROM invoice_requests WHERE user_id = $1").bind(user).fetch_all(&state.pool).await.map_err(AppError::internal)?;
     Ok(orders
         .into_iter()
@@ -724,7 +787,17 @@ async fn own_order(state: &AppState, user: Uuid, order_id: &str) -> Result<crate
     if Uuid::parse_str(order_id).is_err() {
         return Err(AppError::NotFound);
     }
-    let order = match polar(state)?.get_order(order_id).await {
+    // Checked here first: another user's order id costs no call to Polar.
+    let ours: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM polar_orders WHERE id = $1 AND user_id = $2)")
+        .bind(order_id)
+        .bind(user)
+        .fetch_one(&state.pool)
+        .await
+        .map_err(AppError::internal)?;
+    if !ours {
+        return Err(AppError::NotFound);
+    }
+    let order = match polar_for(state, user).await?.get_order(order_id).await {
         Ok(o) => o,
         Err(PolarError::NotFound { .. }) => return Err(AppError::NotFound),
         Err(e) => return Err(polar_failure(e)),
@@ -765,7 +838,7 @@ pub async fn generate_invoice(state: &AppState, user: Uuid, order_id: &str) -> R
 /// The invoice's download URL, when it is ready (`None`: still preparing).
 pub async fn invoice_url(state: &AppState, user: Uuid, order_id: &str) -> Result<Option<String>, AppError> {
     own_order(state, user, order_id).await?;
-    polar(state)?.invoice(order_id).await.map(|u| u.map(|u| u.url)).map_err(polar_failure)
+    polar_for(state, user).await?.invoice(order_id).await.map(|u| u.map(|u| u.url)).map_err(polar_failure)
 }
 
 // ---- account deletion and reconciliation ----
@@ -776,12 +849,24 @@ pub async fn invoice_url(state: &AppState, user: Uuid, order_id: &str) -> Result
 /// If Polar cannot be reached nothing is deleted (a local-only deletion would leave a paying
 /// subscription behind).
 pub async fn delete_account(state: &AppState, user: Uuid) -> Result<(), AppError> {
-    match polar(state)?.delete_customer(&user.to_string(), state.config.polar.anonymize_on_delete).await {
+    match polar_for(state, user).await?.delete_customer(&user.to_string(), state.config.polar.anonymize_on_delete).await {
         Ok(()) | Err(PolarError::NotFound { .. }) => {}
         Err(e) => return Err(polar_failure(e)),
     }
     let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
     for q in [
+        // Personal data kept elsewhere (before the address is pseudonymized below): what Polar
+        // sent about them (events still waiting are skipped), the mail sent to them, their
+        // links, and the sign-in failures of their address.
+        "UPDATE webhook_events SET payload = NULL, raw_body = NULL,
+                status = CASE WHEN status = 'pending' THEN 'skipped' ELSE status END,
+                last_error = CASE WHEN status = 'pending' THEN 'account deleted before processing' ELSE last_error END,
+                processed_at = coalesce(processed_at, now())
+          WHERE user_id = $1",
+        "DELETE FROM login_failures WHERE email_normalized = (SELECT lower(email) FROM users WHERE id = $1)",
+        "DELETE FROM dev_mailbox WHERE lower(to_address) = (SELECT lower(email) FROM users WHERE id = $1)",
+        "UPDATE outgoing_mail SET to_address = 'deleted', subject = 'deleted', body_text = NULL WHERE user_id = $1",
+        "DELETE FROM account_tokens WHERE user_id = $1",
         "UPDATE users SET email = 'deleted-' || id || '@deleted.invalid', password_hash = '!deleted', deleted_at = now() WHERE id = $1",
         "DELETE FROM sessions WHERE user_id = $1",
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE user_id = $1",

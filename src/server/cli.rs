@@ -71,7 +71,7 @@ pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) 
     if users.is_empty() {
         return Err(format!("no account matches {target}"));
     }
-    let state = crate::server::state::AppState::new(config, pool);
+    let state = crate::server::state::AppState::new(config, pool).map_err(|e| e.to_string())?;
     let mut failed = 0;
     for (id, email) in users {
         match crate::server::billing::reconcile(&state, id).await {
@@ -153,13 +153,14 @@ async fn connect_and_migrate(config: &Config) -> Result<sqlx::PgPool, String> {
             pg.url("tally")
         }
     };
-    let pool = db::connect(&url, 20).await.map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+    let pool = db::connect(&url, db::PoolSettings::of(config)).await.map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
     db::migrate(&pool).await.map_err(|e| format!("applying migrations: {e}"))?;
     Ok(pool)
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    for warning in config.startup_warnings(!cfg!(debug_assertions)) {
+    config.check_release(!cfg!(debug_assertions)).map_err(|e| format!("{e}\nSee .env.example for every variable and what it expects."))?;
+    for warning in config.startup_warnings() {
         tracing::warn!("{}", "!".repeat(72));
         tracing::warn!("{warning}");
         tracing::warn!("{}", "!".repeat(72));

@@ -8,13 +8,41 @@ use std::time::Duration;
 /// The migrations compiled into the binary (`migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// How every connection of a pool behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// `statement_timeout`: no query runs longer (a stuck one would hold its connection and
+    /// its locks).
+    pub statement_timeout_ms: u64,
+    /// `lock_timeout`: no query waits longer for a row lock.
+    pub lock_timeout_ms: u64,
+}
+
+impl PoolSettings {
+    pub fn of(config: &crate::server::config::Config) -> PoolSettings {
+        PoolSettings {
+            max_connections: config.database_pool_size,
+            statement_timeout_ms: config.database_statement_timeout_ms,
+            lock_timeout_ms: config.database_lock_timeout_ms,
+        }
+    }
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_connections: 10, statement_timeout_ms: 10_000, lock_timeout_ms: 5_000 }
+    }
+}
+
 /// Opens a pool on `url`. Statement logging is turned down: queries carry emails and tokens.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(url: &str, settings: PoolSettings) -> Result<PgPool, sqlx::Error> {
     let opts = PgConnectOptions::from_str(url)?
+        .options([("statement_timeout", format!("{}ms", settings.statement_timeout_ms)), ("lock_timeout", format!("{}ms", settings.lock_timeout_ms))])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
     PgPoolOptions::new()
-        .max_connections(max_connections)
+        .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(opts)
         .await

@@ -1,5 +1,6 @@
-//! `/healthz` (the process answers) and `/readyz` (the database answers and every migration
-//! this binary knows is applied). Both JSON, for load balancers and orchestrators.
+//! `/healthz` (the process answers) and `/readyz` (the database answers, every migration this
+//! binary knows is applied, and the background workers are alive: a heartbeat younger than
+//! [`STALLED_AFTER`]). Both JSON, for load balancers and orchestrators.
 
 use crate::server::{db, state::AppState};
 use axum::extract::State;
@@ -11,10 +12,25 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+/// A worker whose heartbeat is older than this is reported stalled.
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn worker(state: &AppState, beat: &crate::server::supervisor::Heartbeat) -> &'static str {
+    if !state.tasks.running.load(std::sync::atomic::Ordering::Relaxed) {
+        return "not_running";
+    }
+    match beat.age() {
+        Some(age) if age <= STALLED_AFTER => "ok",
+        _ => "stalled",
+    }
+}
+
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await.is_ok();
     let migrations = database && db::migrations_applied(&state.pool).await.unwrap_or(false);
-    let ready = database && migrations;
+    let webhook_worker = worker(&state, &state.tasks.webhook_worker);
+    let mail_worker = worker(&state, &state.tasks.mail_worker);
+    let ready = database && migrations && webhook_worker != "stalled" && mail_worker != "stalled";
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
@@ -23,7 +39,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "checks": {
                 "database": if database { "ok" } else { "unreachable" },
                 "migrations": if migrations { "ok" } else if database { "pending" } else { "unknown" },
+                "webhook_worker": webhook_worker,
+                "mail_worker": mail_worker,
             },
+            "worker_restarts": state.tasks.webhook_worker.restarts() + state.tasks.mail_worker.restarts(),
             "polar_mode": state.config.polar.mode.as_str(),
         })),
     )

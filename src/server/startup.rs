@@ -5,11 +5,10 @@ use crate::app::{shell, App};
 use crate::server::config::Config;
 use crate::server::state::AppState;
 use crate::server::standin::{StandIn, StandinConfig, WebhookEndpoint};
-use crate::server::{csrf, health, metered, webhooks};
+use crate::server::{csrf, health, metered, supervisor, webhooks};
 use axum::routing::{get, post};
 use axum::Router;
 use http::header::{HeaderName, HeaderValue};
-use leptos::config::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -23,20 +22,6 @@ pub struct Application {
     router: Router,
     port: u16,
     state: AppState,
-}
-
-/// Leptos' site options, read from the `LEPTOS_*` variables cargo-leptos sets, with the
-/// defaults of this project's `Cargo.toml` when the binary is started directly.
-pub fn leptos_options(bind_addr: SocketAddr) -> LeptosOptions {
-    let env = |k: &str, d: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| d.to_string());
-    let is_prod = env("LEPTOS_ENV", if cfg!(debug_assertions) { "DEV" } else { "PROD" }).eq_ignore_ascii_case("PROD");
-    LeptosOptions::builder()
-        .output_name(env("LEPTOS_OUTPUT_NAME", "tally"))
-        .site_root(env("LEPTOS_SITE_ROOT", "target/site"))
-        .site_pkg_dir(env("LEPTOS_SITE_PKG_DIR", "pkg"))
-        .site_addr(bind_addr)
-        .env(if is_prod { leptos::config::Env::PROD } else { leptos::config::Env::DEV })
-        .build()
 }
 
 impl Application {
@@ -54,8 +39,8 @@ impl Application {
             }
         }
         let standin = start_standin(&config);
-        let mut state = AppState::new(config, pool);
-        state.leptos_options = leptos_options(addr);
+        let mut state = AppState::new(config, pool).map_err(std::io::Error::other)?;
+        state.leptos_options = state.config.site.leptos_options(addr);
         let mut router = router(state.clone());
         if let Some(s) = standin {
             // Outside the app's middleware: the stand-in is "another site" with its own rules.
@@ -68,18 +53,30 @@ impl Application {
         self.port
     }
 
-    fn spawn_worker(&self) {
-        let s = &self.state;
-        tokio::spawn(webhooks::worker::run(s.pool.clone(), s.config.clone(), s.webhook_wakeup.clone(), s.redis.clone()));
+    /// The background tasks, each supervised (restarted if it ends or panics) with a heartbeat
+    /// `/readyz` checks: the webhook worker, the mail worker, the janitor, and the Polar
+    /// customer sync.
+    fn spawn_workers(&self) {
+        let s = self.state.clone();
+        s.tasks.running.store(true, std::sync::atomic::Ordering::Relaxed);
+        let w = s.clone();
+        supervisor::spawn("webhook worker", s.tasks.webhook_worker.clone(), move |beat| {
+            webhooks::worker::run(w.pool.clone(), w.config.clone(), w.webhook_wakeup.clone(), w.redis.clone(), beat)
+        });
+        let m = s.clone();
+        supervisor::spawn("mail worker", s.tasks.mail_worker.clone(), move |beat| crate::server::mail::run(m.pool.clone(), m.mailer.clone(), beat));
+        let j = s.clone();
+        supervisor::spawn("janitor", s.tasks.janitor.clone(), move |beat| crate::server::janitor::run(j.pool.clone(), j.config.clone(), beat));
         if s.polar.is_some() {
-            tokio::spawn(crate::server::billing::sync_pending_customers(s.clone()));
+            let c = s.clone();
+            supervisor::spawn("Polar customer sync", Default::default(), move |_| crate::server::billing::sync_pending_customers(c.clone()));
         }
     }
 
     /// Serves until Ctrl-C or SIGTERM, then finishes in-flight requests. The webhook worker
     /// runs beside it.
     pub async fn run(self) -> std::io::Result<()> {
-        self.spawn_worker();
+        self.spawn_workers();
         axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -87,7 +84,7 @@ impl Application {
 
     /// Serves forever, with the webhook worker (tests: dropped with the runtime).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.spawn_worker();
+        self.spawn_workers();
         axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>()).await
     }
 }
@@ -105,6 +102,8 @@ fn start_standin(config: &Config) -> Option<StandIn> {
     c.retry_base = ms(settings.retry_base_ms);
     c.trial_days = settings.trial_days;
     c.state_file = settings.state_file.clone();
+    c.controls_token = Some(settings.controls_token.expose().to_string());
+    c.rate_limit_per_minute = Some(settings.rate_limit_per_minute).filter(|n| *n > 0);
     if let (Some(secret), Ok(url)) = (&config.polar.webhook_secret, config.app_url.join(&config.polar.webhook_path)) {
         c.endpoints.push(WebhookEndpoint { url: url.to_string(), secret: secret.expose().to_string(), standard: settings.webhook_standard });
     }
@@ -134,15 +133,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/billing/invoices/{order_id}", get(invoice_download))
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(crate::server::metrics::metrics))
         .route("/readyz", get(health::readyz))
         .route(
             "/api/v1/text/stats",
             post(metered::text_stats_handler).layer(axum::extract::DefaultBodyLimit::max(1024 * 1024)),
         )
+        .route("/dev/mailbox", get(crate::server::mail::dev_mailbox::mailbox))
         .leptos_routes(&state, routes, move || shell(shell_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::auth::gate::require_account))
-        .layer(axum::middleware::from_fn(csrf::protect))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), csrf::protect))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::client_ip::middleware))
         .layer(SetResponseHeaderLayer::if_not_present(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY")))
         .layer(SetResponseHeaderLayer::if_not_present(

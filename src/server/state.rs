@@ -1,14 +1,27 @@
 //! `AppState`: what every handler, render and server function can reach, through axum state
 //! and Leptos context (`expect_context::<AppState>()`). No globals.
 
-use crate::server::config::Config;
-use crate::server::metered::RateLimiter;
+use crate::server::auth::password::Passwords;
+use crate::server::config::{Config, ConfigError};
+use crate::server::mail::Mailer;
+use crate::server::metered::{InFlight, RateLimiter};
 use crate::server::polar::PolarClient;
 use crate::server::state_cache::RedisCache;
+use crate::server::supervisor::Heartbeat;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use sqlx::PgPool;
 use std::sync::Arc;
+
+/// The heartbeats of the background tasks (`/readyz` reads them).
+#[derive(Clone, Default)]
+pub struct Tasks {
+    pub webhook_worker: Heartbeat,
+    pub mail_worker: Heartbeat,
+    pub janitor: Heartbeat,
+    /// Whether this process runs them (a command-line task does not).
+    pub running: Arc<std::sync::atomic::AtomicBool>,
+}
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -17,29 +30,47 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-API-key request limit of the metered API (per instance).
     pub rate_limiter: RateLimiter,
+    /// Metered-API calls of one account in flight at once (per instance).
+    pub api_in_flight: InFlight,
+    /// Password hashing, bounded to `PASSWORD_HASH_CONCURRENCY` at once.
+    pub passwords: Passwords,
     /// Wakes the webhook worker when a new event is stored.
     pub webhook_wakeup: Arc<tokio::sync::Notify>,
     /// Polar's API (the stand-in's in local mode). `None` only when no token is configured.
     pub polar: Option<PolarClient>,
+    /// The same client, bounded by `POLAR_READ_DEADLINE_MS` per call: for reads a page shows.
+    #[from_ref(skip)]
+    pub polar_reads: Option<PolarClient>,
     /// The Redis layer of the Customer State cache (`REDIS_URL`), if configured.
     pub redis: Option<RedisCache>,
+    /// Account mail (SMTP, or the dev mailbox in local mode).
+    pub mailer: Mailer,
+    pub tasks: Tasks,
 }
 
 impl AppState {
-    /// The state for a command-line task (no HTTP server): the same pool, configuration and
-    /// Polar client as the app.
-    pub fn new(config: Config, pool: PgPool) -> AppState {
-        let polar = config.polar.effective_token().map(|t| PolarClient::new(config.polar.api_url.clone(), t.clone()));
+    /// The state for the app or a command-line task: one pool, configuration and Polar client.
+    pub fn new(config: Config, pool: PgPool) -> Result<AppState, ConfigError> {
+        let polar = config.polar.effective_token().map(|t| {
+            PolarClient::new(config.polar.api_url.clone(), t.clone()).with_breaker(config.polar_circuit_threshold, std::time::Duration::from_millis(config.polar_circuit_open_ms))
+        });
+        let polar_reads = polar.as_ref().map(|p| p.with_deadline(std::time::Duration::from_millis(config.polar_read_deadline_ms)));
         // The URL was checked when the configuration was read.
         let redis = config.redis_url.as_ref().and_then(|u| RedisCache::new(u).ok());
-        AppState {
-            leptos_options: crate::server::startup::leptos_options(config.bind_addr),
+        let mailer = Mailer::from_config(&config).map_err(|problem| ConfigError { var: "SMTP_URL", problem })?;
+        Ok(AppState {
+            leptos_options: config.site.leptos_options(config.bind_addr),
             rate_limiter: RateLimiter::new(config.api_rate_limit_per_minute),
+            api_in_flight: InFlight::new(config.api_max_in_flight_per_account),
+            passwords: Passwords::new(config.password_hash_concurrency),
             pool,
             config: Arc::new(config),
             webhook_wakeup: Default::default(),
             polar,
+            polar_reads,
             redis,
-        }
+            mailer,
+            tasks: Tasks::default(),
+        })
     }
 }

@@ -10,6 +10,21 @@ pub fn random_token(n: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+/// A plain 500 for a failure of ours: the cause is logged with a reference, which is all the
+/// response shows.
+pub fn internal_response(cause: impl std::fmt::Display) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let reference = short_reference();
+    tracing::error!(%reference, error = %cause, "internal error");
+    (http::StatusCode::INTERNAL_SERVER_ERROR, format!("Something went wrong on our side (reference {reference}).")).into_response()
+}
+
 /// A short random reference that ties an error shown to a user to its log line.
 pub fn short_reference() -> String {
     let mut bytes = [0u8; 4];

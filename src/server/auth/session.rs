@@ -1,5 +1,7 @@
 //! Server-side sessions. The browser holds `tally_session=<random token>` (HttpOnly,
-//! SameSite=Lax, Secure on https); PostgreSQL holds HMAC-SHA256(SESSION_SECRET, token).
+//! SameSite=Lax; on https `__Host-tally_session`, Secure, so no subdomain or plain-http page
+//! can plant or read it); PostgreSQL holds HMAC-SHA256(SESSION_SECRET, token). Expired
+//! sessions are pruned by the janitor.
 
 use crate::error::AppError;
 use crate::server::config::Config;
@@ -15,6 +17,18 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub const COOKIE_NAME: &str = "tally_session";
+/// The session cookie's name on https: the `__Host-` prefix makes browsers insist on
+/// `Secure`, `Path=/` and no `Domain`.
+pub const SECURE_COOKIE_NAME: &str = "__Host-tally_session";
+
+/// The session cookie's name under this configuration.
+pub fn cookie_name(config: &Config) -> &'static str {
+    if config.secure_cookies() {
+        SECURE_COOKIE_NAME
+    } else {
+        COOKIE_NAME
+    }
+}
 pub const SESSION_DAYS: i64 = 30;
 
 /// The signed-in user, as server code sees them.
@@ -30,17 +44,22 @@ fn token_hash(secret: &str, token: &str) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// The session token in a request's `Cookie` headers, if any.
-pub fn token_from_headers(headers: &HeaderMap) -> Option<String> {
+/// The value of cookie `name` in a request's `Cookie` headers, if any (at most 128 bytes).
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_string())
         .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// The session token in a request's `Cookie` headers, if any.
+pub fn token_from_headers(config: &Config, headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, cookie_name(config))
 }
 
 /// Creates a session for `user_id` and returns the `Set-Cookie` value that carries it.
@@ -58,12 +77,19 @@ pub async fn create(pool: &PgPool, config: &Config, user_id: Uuid) -> Result<Hea
 
 /// Deletes the session a request carries (sign-out, or rotation at sign-in).
 pub async fn destroy(pool: &PgPool, config: &Config, headers: &HeaderMap) -> Result<(), sqlx::Error> {
-    if let Some(token) = token_from_headers(headers) {
+    if let Some(token) = token_from_headers(config, headers) {
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash(config.session_secret.expose(), &token))
             .execute(pool)
             .await?;
     }
+    Ok(())
+}
+
+/// Ends every session of `user` except the one `headers` carry (after a password change).
+pub async fn destroy_others(conn: &mut sqlx::PgConnection, config: &Config, user: Uuid, headers: &HeaderMap) -> Result<(), sqlx::Error> {
+    let keep = token_from_headers(config, headers).map(|t| token_hash(config.session_secret.expose(), &t)).unwrap_or_default();
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2").bind(user).bind(keep).execute(conn).await?;
     Ok(())
 }
 
@@ -74,13 +100,24 @@ pub fn clearing_cookie(config: &Config) -> HeaderValue {
 
 fn cookie(config: &Config, token: &str, max_age_secs: i64) -> HeaderValue {
     let secure = if config.secure_cookies() { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"))
-        .expect("cookie is ASCII")
+    HeaderValue::from_str(&format!("{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}", cookie_name(config)))
+        .unwrap_or_else(|_| HeaderValue::from_static("tally_session=; Path=/; Max-Age=0"))
+}
+
+/// The cookie that shows a new API key once after a JavaScript-off form post: the key stays
+/// in the browser that created it (never in the database, not even briefly), only for the
+/// settings page, for at most five minutes, and is cleared by the page that shows it.
+pub const NEW_KEY_COOKIE: &str = "tally_new_key";
+
+pub fn new_key_cookie(config: &Config, value: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if config.secure_cookies() { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{NEW_KEY_COOKIE}={value}; Path=/settings; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("tally_new_key=; Path=/settings; Max-Age=0"))
 }
 
 /// The user a request's session cookie belongs to, if the session exists and has not expired.
 pub async fn user_from_headers(pool: &PgPool, config: &Config, headers: &HeaderMap) -> Result<Option<SessionUser>, sqlx::Error> {
-    let Some(token) = token_from_headers(headers) else { return Ok(None) };
+    let Some(token) = token_from_headers(config, headers) else { return Ok(None) };
     let row: Option<(Uuid, String)> = sqlx::query_as(
         "SELECT u.id, u.email FROM sessions s JOIN users u ON u.id = s.user_id
           WHERE s.token_hash = $1 AND s.expires_at > now()",
@@ -120,10 +157,10 @@ mod tests {
     fn finds_the_session_cookie_among_others() {
         let mut h = HeaderMap::new();
         h.append(COOKIE, HeaderValue::from_static("theme=dark; tally_session=abc123; other=1"));
-        assert_eq!(token_from_headers(&h).as_deref(), Some("abc123"));
+        assert_eq!(cookie_value(&h, COOKIE_NAME).as_deref(), Some("abc123"));
         let mut none = HeaderMap::new();
         none.append(COOKIE, HeaderValue::from_static("tally_sessionx=abc; x=tally_session"));
-        assert_eq!(token_from_headers(&none), None);
+        assert_eq!(cookie_value(&none, COOKIE_NAME), None);
     }
 
     #[test]
@@ -136,7 +173,7 @@ mod tests {
 /// Stores a one-time value on the request's session under `slot` (e.g. `api_key`), for the
 /// next page it renders. Slots are independent: one page may read several.
 pub async fn set_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, slot: &str, value: &serde_json::Value) -> Result<(), sqlx::Error> {
-    if let Some(token) = token_from_headers(headers) {
+    if let Some(token) = token_from_headers(config, headers) {
         sqlx::query("UPDATE sessions SET flash = coalesce(flash, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb) WHERE token_hash = $1")
             .bind(token_hash(config.session_secret.expose(), &token))
             .bind(slot)
@@ -149,7 +186,7 @@ pub async fn set_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, slot
 
 /// Reads and clears the session's one-time value in `slot`.
 pub async fn take_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, slot: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    let Some(token) = token_from_headers(headers) else { return Ok(None) };
+    let Some(token) = token_from_headers(config, headers) else { return Ok(None) };
     let flash: Option<Option<serde_json::Value>> = sqlx::query_scalar(
         "UPDATE sessions s SET flash = nullif(old.flash - $2::text, '{}'::jsonb)
            FROM (SELECT token_hash, flash FROM sessions WHERE token_hash = $1 FOR UPDATE) old

@@ -1,8 +1,15 @@
 //! Creating accounts and checking credentials.
+//!
+//! What is bounded, before any work: emails of at most 254 and passwords of at most 1,024
+//! bytes (422 otherwise, nothing hashed); sign-ups per client address per hour
+//! (`SIGNUP_MAX_PER_HOUR`); sign-in attempts per email and per address (`rate_limit`, counted
+//! atomically); and password hashes running at once (`password::Passwords`).
 
-use crate::domain::email::{check_new_password, Email};
+use crate::domain::email::{check_credential_bounds, check_new_password, Email};
 use crate::error::AppError;
-use crate::server::auth::{password, rate_limit};
+use crate::server::auth::password::{HashError, Passwords};
+use crate::server::auth::rate_limit;
+use crate::server::throttle::{self, Throttle};
 use chrono::Utc;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -10,13 +17,42 @@ use uuid::Uuid;
 /// Name of the unique index on `lower(email)` (migrations/…_accounts.sql).
 const EMAIL_UNIQUE: &str = "users_email_lower_key";
 
-/// Validates and creates an account with its one-time free credits, in one transaction. Field
-/// errors name the field; a taken address is a `Conflict` on `email`.
-pub async fn sign_up(pool: &PgPool, email: &str, password_raw: &str, free_credits: i64) -> Result<Uuid, AppError> {
+/// What account operations need from the app.
+#[derive(Clone, Copy)]
+pub struct Accounts<'a> {
+    pub pool: &'a PgPool,
+    pub passwords: &'a Passwords,
+    pub config: &'a crate::server::config::Config,
+}
+
+pub(crate) fn hash_error(e: HashError) -> AppError {
+    match e {
+        HashError::Busy => AppError::Unavailable { message: "We're handling a lot of sign-ins right now. Please try again in a moment.".into() },
+        HashError::Failed(e) => AppError::internal(e),
+    }
+}
+
+fn bounds(email: &str, password: &str) -> Result<(), AppError> {
+    check_credential_bounds(email, password).map_err(|(field, m)| AppError::validation(field, m))
+}
+
+/// Validates and creates an account, and mails it a verification link (its free credits come
+/// once the address is confirmed). Field errors name the field; a taken address is a
+/// `Conflict` on `email`; too many sign-ups from one address are `RateLimited`.
+pub async fn sign_up(state: &crate::server::state::AppState, email: &str, password_raw: &str, client_ip: Option<&str>) -> Result<Uuid, AppError> {
+    let a = Accounts { pool: &state.pool, passwords: &state.passwords, config: &state.config };
+    bounds(email, password_raw)?;
     let email = Email::parse(email).map_err(|e| AppError::validation("email", e.to_string()))?;
     check_new_password(password_raw).map_err(|m| AppError::validation("password", m))?;
-    let hash = password::hash(password_raw.to_string()).await.map_err(AppError::internal)?;
-    let mut tx = pool.begin().await.map_err(AppError::internal)?;
+    if let Some(ip) = client_ip {
+        let t = Throttle { scope: "signup", limit: a.config.signup_max_per_hour, window_secs: 3600 };
+        if let Err(secs) = throttle::hit(a.pool, t, ip, Utc::now()).await.map_err(AppError::internal)? {
+            tracing::warn!(retry_after_secs = secs, "sign-up throttled for a client address");
+            return Err(AppError::RateLimited { retry_after_secs: secs });
+        }
+    }
+    let hash = a.passwords.hash(password_raw.to_string()).await.map_err(hash_error)?;
+    let mut tx = a.pool.begin().await.map_err(AppError::internal)?;
     let inserted = sqlx::query_scalar::<_, Uuid>("INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id")
         .bind(email.as_str())
         .bind(hash)
@@ -24,8 +60,10 @@ pub async fn sign_up(pool: &PgPool, email: &str, password_raw: &str, free_credit
         .await;
     match inserted {
         Ok(id) => {
-            crate::server::ledger::grant_free(&mut tx, id, free_credits, Utc::now()).await.map_err(AppError::internal)?;
+            // The free credits come with the confirmed address (`recovery::verify_email`).
+            crate::server::auth::recovery::queue_verification(&mut tx, state, id, email.as_str()).await.map_err(AppError::internal)?;
             tx.commit().await.map_err(AppError::internal)?;
+            state.mailer.wake();
             tracing::info!(user_id = %id, "account created");
             Ok(id)
         }
@@ -39,7 +77,8 @@ pub async fn sign_up(pool: &PgPool, email: &str, password_raw: &str, free_credit
 
 /// Checks credentials under the rate limit. Unknown email and wrong password give the same
 /// error and take the same time.
-pub async fn sign_in(pool: &PgPool, email_raw: &str, password_raw: &str, client_ip: Option<&str>, max_failures: i64) -> Result<Uuid, AppError> {
+pub async fn sign_in(a: Accounts<'_>, email_raw: &str, password_raw: &str, client_ip: Option<&str>) -> Result<Uuid, AppError> {
+    bounds(email_raw, password_raw)?;
     let normalized = email_raw.trim().to_lowercase();
     if normalized.is_empty() {
         return Err(AppError::validation("email", "Enter your email address."));
@@ -47,25 +86,31 @@ pub async fn sign_in(pool: &PgPool, email_raw: &str, password_raw: &str, client_
     if password_raw.is_empty() {
         return Err(AppError::validation("password", "Enter your password."));
     }
-    let now = Utc::now();
-    if let Some(secs) = rate_limit::retry_after(pool, &normalized, client_ip, max_failures, now).await.map_err(AppError::internal)? {
-        tracing::warn!(retry_after_secs = secs, "sign-in rate limited");
-        return Err(AppError::RateLimited { retry_after_secs: secs });
-    }
-    let row: Option<(Uuid, String)> = sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = $1")
+    let attempt = match rate_limit::begin(a.pool, &normalized, client_ip, a.config.login_max_failures, Utc::now()).await.map_err(AppError::internal)? {
+        Ok(attempt) => attempt,
+        Err(secs) => {
+            tracing::warn!(retry_after_secs = secs, "sign-in rate limited");
+            return Err(AppError::RateLimited { retry_after_secs: secs });
+        }
+    };
+    let row: Option<(Uuid, String)> = sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = $1 AND deleted_at IS NULL")
         .bind(&normalized)
-        .fetch_optional(pool)
+        .fetch_optional(a.pool)
         .await
         .map_err(AppError::internal)?;
     let (id, stored) = match row {
         Some((id, h)) => (Some(id), Some(h)),
         None => (None, None),
     };
-    if password::verify(password_raw.to_string(), stored).await {
-        rate_limit::clear_for_email(pool, &normalized).await.map_err(AppError::internal)?;
-        Ok(id.expect("verified implies the account exists"))
-    } else {
-        rate_limit::record_failure(pool, &normalized, client_ip, now).await.map_err(AppError::internal)?;
-        Err(AppError::InvalidCredentials)
+    match a.passwords.verify(password_raw.to_string(), stored).await {
+        Ok(true) => {
+            rate_limit::succeeded(a.pool, &normalized, attempt).await.map_err(AppError::internal)?;
+            id.ok_or_else(|| AppError::internal("verified a password for no account"))
+        }
+        Ok(false) => Err(AppError::InvalidCredentials),
+        Err(e) => {
+            rate_limit::abandoned(a.pool, attempt).await.map_err(AppError::internal)?;
+            Err(hash_error(e))
+        }
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! Idempotency keys, by operation:
 //! - free grant: `free:<user id>`
-//! - credit pack: `order:<polar order id>`; its refund: `refund:<polar order id>`
+//! - credit pack: `order:<polar order id>`; its refunds: `refund:<polar order id>:<credits
+//!   claimed back in all>` (one entry each time the claimed total grows, see [`refund_pack`])
 //! - allotment: `allotment:<subscription id>:<period start, RFC 3339>`
 //! - upgrade extra: `upgrade:<subscription id>:<period start>:<new level>`
 //! - spend: the caller's key
@@ -35,15 +36,6 @@ pub enum SpendOutcome {
 pub struct GrantOutcome {
     /// False when the key had already been applied (nothing changed).
     pub applied: bool,
-    pub balance: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClawbackOutcome {
-    pub applied: bool,
-    pub clawed_back: i64,
-    /// Credits of the pack that were already spent and so could not be taken back.
-    pub shortfall: i64,
     pub balance: i64,
 }
 
@@ -334,37 +326,44 @@ async fn debit(conn: &mut PgConnection, user_id: Uuid, cost: i64, key: &str, met
     })
 }
 
-/// Takes back what is unspent of a refunded pack; records the shortfall. Idempotent per order.
-pub async fn clawback_pack(conn: &mut PgConnection, user_id: Uuid, order_id: &str, now: DateTime<Utc>) -> Result<ClawbackOutcome, sqlx::Error> {
-    clawback(conn, user_id, order_id, &format!("refund:{order_id}"), now).await
+/// What a refund of a pack took back now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RefundOutcome {
+    pub clawed_back: i64,
+    /// Credits the refund entitled to that were already spent, so could not be taken back.
+    pub shortfall: i64,
 }
 
-async fn clawback(conn: &mut PgConnection, user_id: Uuid, order_id: &str, key: &str, now: DateTime<Utc>) -> Result<ClawbackOutcome, sqlx::Error> {
-    let (applied, clawed_back, shortfall, balance): (bool, Option<i64>, Option<i64>, Option<i64>) =
-        sqlx::query_as("SELECT applied, clawed_back, shortfall, balance FROM credit_clawback($1, $2, $3, $4, $5)")
-            .bind(user_id)
-            .bind(format!("order:{order_id}"))
-            .bind(key)
-            .bind(json!({ "order_id": order_id }))
-            .bind(now)
-            .fetch_one(conn)
-            .await?;
-    Ok(ClawbackOutcome { applied, clawed_back: clawed_back.unwrap_or(0), shortfall: shortfall.unwrap_or(0), balance: balance.unwrap_or(0) })
-}
-
-/// A pack was just granted: if its full refund was recorded first (the refund's webhook
-/// arrived before the payment's), take the pack back now, once. Call it in the grant's
-/// transaction, after the grant: the grant holds the account lock a concurrent refund also
-/// takes, so one of the two always sees the other.
-pub async fn clawback_if_refunded_first(conn: &mut PgConnection, user_id: Uuid, order_id: &str, now: DateTime<Utc>) -> Result<Option<ClawbackOutcome>, sqlx::Error> {
-    let refunded: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_operations WHERE idempotency_key = $1)")
-        .bind(format!("refund:{order_id}"))
-        .fetch_one(&mut *conn)
+/// A refund of the pack bought with `order_id`, as Polar reports it: `refunded_net` of the
+/// order's `net_amount` (both before tax), cumulative. Takes back the pack's share of what the
+/// refunds came to (credits × refunded ÷ net, rounded down; all of them when `fully`), less
+/// what earlier refunds of the order took; what was already spent is the shortfall. Repeated,
+/// reordered or early deliveries claim each credit once (`migrations/…_pack_refunds.sql`).
+pub async fn refund_pack(conn: &mut PgConnection, user_id: Uuid, order_id: &str, refunded_net: i64, net_amount: i64, fully: bool, now: DateTime<Utc>) -> Result<RefundOutcome, sqlx::Error> {
+    let (clawed_back, shortfall): (Option<i64>, Option<i64>) = sqlx::query_as("SELECT clawed_back, shortfall FROM credit_refund_pack($1, $2, $3, $4, $5, $6)")
+        .bind(user_id)
+        .bind(order_id)
+        .bind(refunded_net)
+        .bind(net_amount)
+        .bind(fully)
+        .bind(now)
+        .fetch_one(conn)
         .await?;
-    if !refunded {
-        return Ok(None);
-    }
-    Ok(Some(clawback(conn, user_id, order_id, &format!("refund:{order_id}:after-payment"), now).await?))
+    Ok(RefundOutcome { clawed_back: clawed_back.unwrap_or(0), shortfall: shortfall.unwrap_or(0) })
+}
+
+/// A pack was just granted: applies refunds of its order recorded before (the refund's event
+/// arrived before the payment's). Call it in the grant's transaction, after the grant: the
+/// grant holds the account lock a concurrent refund also takes, so one of the two always sees
+/// the other.
+pub async fn settle_pack_refund(conn: &mut PgConnection, user_id: Uuid, order_id: &str, now: DateTime<Utc>) -> Result<RefundOutcome, sqlx::Error> {
+    let (clawed_back, shortfall): (Option<i64>, Option<i64>) = sqlx::query_as("SELECT clawed_back, shortfall FROM credit_settle_pack_refund($1, $2, $3)")
+        .bind(user_id)
+        .bind(order_id)
+        .bind(now)
+        .fetch_one(conn)
+        .await?;
+    Ok(RefundOutcome { clawed_back: clawed_back.unwrap_or(0), shortfall: shortfall.unwrap_or(0) })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -94,6 +94,10 @@ pub struct PolarClient {
     token: Secret,
     max_attempts: u32,
     backoff: Duration,
+    /// Shared by every clone: one instance, one breaker.
+    breaker: super::breaker::Breaker,
+    /// The most one call may take, retries included (`None`: the per-attempt timeouts only).
+    deadline: Option<Duration>,
 }
 
 impl std::fmt::Debug for PolarClient {
@@ -195,7 +199,26 @@ impl PolarClient {
             .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("HTTP client");
-        PolarClient { http, base, token, max_attempts: 3, backoff: Duration::from_millis(250) }
+        PolarClient { http, base, token, max_attempts: 3, backoff: Duration::from_millis(250), breaker: Default::default(), deadline: None }
+    }
+
+    /// The same client (same connections and breaker) whose calls give up after `deadline`
+    /// in all, retries included: for what a page shows, which must answer in seconds with the
+    /// last known state rather than wait out a Polar outage.
+    pub fn with_deadline(&self, deadline: Duration) -> Self {
+        let mut c = self.clone();
+        c.deadline = Some(deadline);
+        c
+    }
+
+    /// The same client with its own breaker of these settings (tests).
+    pub fn with_breaker(mut self, threshold: u32, open_for: Duration) -> Self {
+        self.breaker = super::breaker::Breaker::new(threshold, open_for);
+        self
+    }
+
+    pub fn breaker(&self) -> &super::breaker::Breaker {
+        &self.breaker
     }
 
     /// Same client with other retry settings (tests use short waits).
@@ -211,6 +234,20 @@ impl PolarClient {
     }
 
     async fn send(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, idem: Idempotency) -> Result<(StatusCode, axum::body::Bytes), PolarError> {
+        use super::breaker::Permit;
+        if self.breaker.permit(std::time::Instant::now()) == Permit::Refused {
+            return Err(PolarError::Unreachable("circuit open after repeated failures; not calling Polar for a while".into()));
+        }
+        let call = self.send_with_retries(method, path, query, body, idem);
+        let result = match self.deadline {
+            Some(d) => tokio::time::timeout(d, call).await.unwrap_or_else(|_| Err(PolarError::Unreachable("timed out".into()))),
+            None => call.await,
+        };
+        self.breaker.record(!matches!(&result, Err(e) if e.is_unavailable()), std::time::Instant::now());
+        result
+    }
+
+    async fn send_with_retries(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, idem: Idempotency) -> Result<(StatusCode, axum::body::Bytes), PolarError> {
         let mut attempt = 0;
         loop {
             attempt += 1;

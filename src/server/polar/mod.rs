@@ -2,6 +2,7 @@
 //! both of Polar's key schemes. The local stand-in that plays Polar offline is
 //! `server::standin`.
 
+pub mod breaker;
 pub mod client;
 pub mod models;
 pub mod webhook_signature;

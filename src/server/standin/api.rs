@@ -62,6 +62,30 @@ fn refusal(r: Refusal) -> Response {
 
 /// Bearer authentication and the outage switch, before any route.
 async fn guard(State(s): State<StandIn>, req: Request, next: Next) -> Response {
+    let limited = {
+        let mut c = lock(&s.inner.controls);
+        c.requests.push((req.method().to_string(), req.uri().path().to_string()));
+        if c.requests.len() > 20_000 {
+            c.requests.drain(..10_000);
+        }
+        // Polar's quota: one budget of requests a minute per token (500 in production, 100 in
+        // the sandbox), answered 429 with an empty body and `retry-after`.
+        match s.inner.config.rate_limit_per_minute {
+            Some(limit) => {
+                let now = std::time::Instant::now();
+                let window = c.rate_window.get_or_insert((now, 0));
+                if now.duration_since(window.0) >= std::time::Duration::from_secs(60) {
+                    *window = (now, 0);
+                }
+                window.1 += 1;
+                (window.1 > limit).then(|| 60u64.saturating_sub(now.duration_since(window.0).as_secs()).max(1))
+            }
+            None => None,
+        }
+    };
+    if let Some(wait) = limited {
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, wait.to_string())], "").into_response();
+    }
     let outage = {
         let mut c = lock(&s.inner.controls);
         match c.outage.as_mut() {
@@ -845,8 +869,14 @@ async fn create_refund(State(s): State<StandIn>, body: Bytes) -> Response {
         return invalid("missing", json!(["body", "order_id"]), "Field required", Value::Object(b.clone()));
     };
     let reason = b.get("reason").and_then(Value::as_str).unwrap_or("customer_request").to_string();
-    let amount = b.get("amount").and_then(Value::as_i64);
-    s.mutate(|w, now, ev| match w.refund_order(&order_id, amount, &reason, now, ev) {
+    // Required, in net cents (before tax), like Polar's `RefundCreate.amount`.
+    let Some(amount) = b.get("amount").and_then(Value::as_i64) else {
+        return invalid("missing", json!(["body", "amount"]), "Field required", Value::Object(b.clone()));
+    };
+    if amount <= 0 {
+        return invalid("greater_than", json!(["body", "amount"]), "Input should be greater than 0", json!(amount));
+    }
+    s.mutate(|w, now, ev| match w.refund_order(&order_id, Some(amount), &reason, now, ev) {
         Ok(id) => (StatusCode::CREATED, Json(w.refund_json(w.refunds.iter().find(|r| r.id == id).expect("exists")))).into_response(),
         Err(r) => refusal(r),
     })

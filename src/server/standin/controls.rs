@@ -1,5 +1,7 @@
 //! Controls for tests and demos, under `/_standin` (they exist only in the stand-in, which the
-//! app mounts only in local mode). JSON in, JSON out:
+//! app mounts only in local mode). They hand out free plans and refunds and send webhooks
+//! anywhere, so each needs `Authorization: Bearer <controls token>` (the app derives it from
+//! `SESSION_SECRET`, or takes `POLAR_STANDIN_CONTROLS_TOKEN`); without it: 401. JSON in, JSON out:
 //!
 //! | request | effect |
 //! |---|---|
@@ -16,6 +18,7 @@
 //! | `POST /_standin/outage {"kind": "error"/"timeout"/"rate_limit", "count": n, "retry_after"?}` | the next n API requests fail that way |
 //! | `DELETE /_standin/outage` | ends the outage |
 //! | `GET /_standin/products` | the catalogue's ids by key (`pro`, `business`, `pro_yearly`, `business_yearly`, `pack_50`, `pack_100`) |
+//! | `GET /_standin/requests` | every API request received, `[method, path]`, oldest first |
 
 use super::api::{invalid, polar_error};
 use super::{lock, product_id, Outage, OutageKind, StandIn, WebhookEndpoint};
@@ -40,7 +43,20 @@ pub fn routes(s: StandIn) -> Router {
         .route("/_standin/webhooks/deliveries", get(deliveries))
         .route("/_standin/outage", post(outage).delete(end_outage))
         .route("/_standin/products", get(products))
+        .route("/_standin/requests", get(requests))
+        .layer(axum::middleware::from_fn_with_state(s.clone(), require_token))
         .with_state(s)
+}
+
+/// Refuses a control request without the controls token (compared in constant time).
+async fn require_token(State(s): State<StandIn>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Some(expected) = &s.inner.config.controls_token {
+        let given = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        if !crate::server::util::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return (StatusCode::UNAUTHORIZED, Json(json!({ "error": "Unauthorized", "detail": "The stand-in's controls need its controls token." }))).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 fn body(raw: &[u8]) -> Value {
@@ -150,6 +166,10 @@ async fn outage(State(s): State<StandIn>, raw: axum::body::Bytes) -> Response {
 async fn end_outage(State(s): State<StandIn>) -> Response {
     lock(&s.inner.controls).outage = None;
     StatusCode::NO_CONTENT.into_response()
+}
+
+async fn requests(State(s): State<StandIn>) -> Response {
+    Json(s.requests()).into_response()
 }
 
 async fn products(State(s): State<StandIn>) -> Response {

@@ -33,10 +33,10 @@ pub fn render(org: &Org, o: &Order, c: &Customer) -> (String, Vec<u8>) {
     lines.push((11.0, format!("{}    {}", o.description, format_cents(o.amount, &o.currency))));
     lines.push((11.0, String::new()));
     lines.push((11.0, format!("Subtotal: {}", format_cents(o.amount, &o.currency))));
-    lines.push((11.0, format!("Tax: {}", format_cents(0, &o.currency))));
-    lines.push((13.0, format!("Total: {}", format_cents(o.amount, &o.currency))));
+    lines.push((11.0, format!("Tax: {}", format_cents(o.tax_amount, &o.currency))));
+    lines.push((13.0, format!("Total: {}", format_cents(o.amount + o.tax_amount, &o.currency))));
     if o.refunded_amount > 0 {
-        lines.push((11.0, format!("Refunded: {}", format_cents(o.refunded_amount, &o.currency))));
+        lines.push((11.0, format!("Refunded: {} (tax {})", format_cents(o.refunded_amount + o.refunded_tax_amount, &o.currency), format_cents(o.refunded_tax_amount, &o.currency))));
     }
     lines.push((11.0, format!("Status: {}", o.status)));
     (o.invoice_number.clone(), pdf(&lines))

@@ -14,6 +14,7 @@ mod invoice;
 mod ops;
 mod pages;
 mod sender;
+mod tax;
 pub mod world;
 
 use chrono::{DateTime, Utc};
@@ -54,6 +55,11 @@ pub struct StandinConfig {
     pub packs: Vec<(i64, i64)>,
     /// Where to keep the data between restarts (none: memory only).
     pub state_file: Option<PathBuf>,
+    /// The bearer token the test controls (`/_standin/…`) require. `None` leaves them open,
+    /// which only a stand-in alone on a test's own port may do; the app always sets one.
+    pub controls_token: Option<String>,
+    /// API requests allowed per minute, as Polar's quota (`None`: unlimited).
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 impl StandinConfig {
@@ -74,6 +80,8 @@ impl StandinConfig {
             business: (4900, 15000),
             packs: vec![(50, 500), (100, 900)],
             state_file: None,
+            controls_token: None,
+            rate_limit_per_minute: Some(500),
         }
     }
 }
@@ -95,6 +103,10 @@ struct Controls {
     chaos_duplicate: u32,
     chaos_shuffle: bool,
     outage: Option<Outage>,
+    /// Every API request received (method, path), oldest first, for tests.
+    requests: Vec<(String, String)>,
+    /// The current rate-limit window: when it began and how many requests it counted.
+    rate_window: Option<(std::time::Instant, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -230,6 +242,11 @@ impl StandIn {
             (d, s)
         };
         self.inner.sender.send_batch(events.0, duplicate, shuffle);
+    }
+
+    /// Every API request so far, `(method, path)` (for tests and the controls).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        lock(&self.inner.controls).requests.clone()
     }
 
     /// Every delivery attempt so far (for tests and the controls).

@@ -90,7 +90,7 @@ fn render_checkout(s: &StandIn, c: &Checkout, error: Option<&str>, form: &HashMa
     let price = format_cents(product.price_amount, &product.currency);
     let per = product.recurring_interval.as_deref().map(|i| format!(" / {i}")).unwrap_or_default();
     let summary = format!(
-        r#"<section aria-labelledby="what"><h2 id="what">{}</h2><p class="price">{price}<span class="hint">{per}</span></p><p class="hint">{}</p></section>"#,
+        r#"<section aria-labelledby="what"><h2 id="what">{}</h2><p class="price">{price}<span class="hint">{per}</span></p><p class="hint">{}</p><p class="hint">Plus VAT or sales tax for your country; none for a business with a valid VAT id of its country.</p></section>"#,
         esc(&product.name),
         esc(product.description.as_deref().unwrap_or(""))
     );
@@ -291,7 +291,7 @@ async fn portal_page(State(s): State<StandIn>, Path(org): Path<String>, Query(q)
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{invoice}</td></tr>",
                 o.created_at.format("%Y-%m-%d"),
                 esc(&o.description),
-                format_cents(o.amount, &o.currency),
+                format_cents(o.amount + o.tax_amount, &o.currency),
                 esc(&o.status)
             ));
         }

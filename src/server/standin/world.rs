@@ -129,9 +129,16 @@ pub struct Order {
     pub subscription_id: Option<String>,
     pub checkout_id: Option<String>,
     pub billing_reason: String,
+    /// Net amount (before tax; no discounts here).
     pub amount: i64,
+    /// Sales tax charged on top of `amount` (see `standin::tax`).
+    #[serde(default)]
+    pub tax_amount: i64,
     pub currency: String,
+    /// Net amount refunded so far, and the tax refunded with it.
     pub refunded_amount: i64,
+    #[serde(default)]
+    pub refunded_tax_amount: i64,
     pub billing_name: Option<String>,
     pub billing_address: Option<Address>,
     pub invoice_number: String,
@@ -218,7 +225,10 @@ pub struct Session {
 pub struct Refund {
     pub id: String,
     pub order_id: String,
+    /// Net amount refunded, and the tax refunded with it.
     pub amount: i64,
+    #[serde(default)]
+    pub tax_amount: i64,
     pub reason: String,
     pub created_at: DateTime<Utc>,
 }
@@ -383,12 +393,13 @@ impl World {
     pub fn order_json(&self, o: &Order, now: DateTime<Utc>) -> Value {
         let product = self.product(&o.product_id).expect("orders point at catalogue products");
         let refundable = (o.amount - o.refunded_amount).max(0);
+        let total = o.amount + o.tax_amount;
         json!({
             "id": o.id, "created_at": ts(o.created_at), "modified_at": opt_ts(o.modified_at), "status": o.status,
             "paid": matches!(o.status.as_str(), "paid" | "refunded" | "partially_refunded"),
-            "subtotal_amount": o.amount, "discount_amount": 0, "net_amount": o.amount, "tax_amount": 0, "total_amount": o.amount,
-            "applied_balance_amount": 0, "due_amount": if o.status == "pending" { o.amount } else { 0 },
-            "refunded_amount": o.refunded_amount, "refunded_tax_amount": 0, "currency": o.currency,
+            "subtotal_amount": o.amount, "discount_amount": 0, "net_amount": o.amount, "tax_amount": o.tax_amount, "total_amount": total,
+            "applied_balance_amount": 0, "due_amount": if o.status == "pending" { total } else { 0 },
+            "refunded_amount": o.refunded_amount, "refunded_tax_amount": o.refunded_tax_amount, "currency": o.currency,
             "billing_reason": o.billing_reason, "billing_name": o.billing_name,
             "billing_address": o.billing_address.as_ref().map(address_json),
             "invoice_number": o.invoice_number, "is_invoice_generated": o.invoice_generated(now), "receipt_number": null,
@@ -400,10 +411,11 @@ impl World {
             "subscription": o.subscription_id.as_deref().and_then(|id| self.subscriptions.iter().find(|s| s.id == id)).map(|s| self.subscription_base_json(s)),
             "items": [{
                 "created_at": ts(o.created_at), "modified_at": null, "id": stable_id(&format!("item/{}", o.id)), "label": o.description,
-                "amount": o.amount, "tax_amount": 0, "proration": o.proration, "product_price_id": product.price_id,
+                "amount": o.amount, "tax_amount": o.tax_amount, "proration": o.proration, "product_price_id": product.price_id,
                 "start_timestamp": null, "end_timestamp": null,
             }],
-            "description": o.description, "refundable_amount": refundable, "refundable_tax_amount": 0, "units": null,
+            "description": o.description, "refundable_amount": refundable,
+            "refundable_tax_amount": (o.tax_amount - o.refunded_tax_amount).max(0), "units": null,
         })
     }
 
@@ -413,6 +425,11 @@ impl World {
         let products: Vec<Value> = c.product_ids.iter().filter_map(|id| self.product(id)).map(|p| self.product_json(p)).collect();
         let prices: Map<String, Value> = c.product_ids.iter().filter_map(|id| self.product(id)).map(|p| (p.id.clone(), json!([self.price_json(p)]))).collect();
         let amount = product.price_amount;
+        // Tax is known once the buyer's country is (Polar: `null` until it can be computed).
+        let customer = c.customer_id.as_deref().and_then(|id| self.customer(id));
+        let country = c.customer_billing_address.as_ref().map(|a| a.country.clone()).or_else(|| customer.and_then(|k| k.billing_address.as_ref()).map(|a| a.country.clone()));
+        let tax_id = c.customer_tax_id.as_ref().and_then(|t| country.as_deref().and_then(|k| crate::domain::tax_id::validate(k, t).ok())).map(|t| (t.value, t.kind.to_string()));
+        let tax = country.as_deref().map(|k| super::tax::tax_on(amount, Some(k), tax_id.as_ref()));
         let selected = products.iter().find(|p| p["id"] == json!(c.product_id)).cloned().unwrap_or(Value::Null);
         json!({
             "id": c.id, "created_at": ts(c.created_at), "modified_at": opt_ts(c.modified_at), "custom_field_data": {},
@@ -421,7 +438,8 @@ impl World {
             "success_url": c.success_url.clone().unwrap_or_else(|| format!("{frontend_url}/checkout/{}/confirmation", c.client_secret)),
             "return_url": c.return_url, "embed_origin": null, "amount": amount, "seats": null, "min_seats": null, "max_seats": null,
             "units": null, "min_units": null, "max_units": null,
-            "discount_amount": 0, "net_amount": amount, "tax_amount": null, "tax_behavior": null, "total_amount": amount,
+            "discount_amount": 0, "net_amount": amount, "tax_amount": tax, "tax_behavior": tax.map(|_| "exclusive"),
+            "total_amount": amount + tax.unwrap_or(0),
             "currency": product.currency, "allow_trial": c.allow_trial, "active_trial_interval": null, "active_trial_interval_count": null,
             "trial_end": null, "organization_id": self.org().id, "product_id": c.product_id, "product_price_id": product.price_id,
             "discount_id": null, "allow_discount_codes": c.allow_discount_codes, "require_billing_address": c.require_billing_address,
@@ -517,7 +535,7 @@ impl World {
         let o = self.orders.iter().find(|o| o.id == r.order_id).expect("refunds point at orders");
         json!({
             "created_at": ts(r.created_at), "modified_at": null, "id": r.id, "metadata": {}, "status": "succeeded",
-            "reason": r.reason, "amount": r.amount, "tax_amount": 0, "currency": o.currency, "organization_id": self.org().id,
+            "reason": r.reason, "amount": r.amount, "tax_amount": r.tax_amount, "currency": o.currency, "organization_id": self.org().id,
             "order_id": o.id, "subscription_id": o.subscription_id, "customer_id": o.customer_id, "revoke_benefits": false, "dispute": null,
         })
     }

@@ -29,10 +29,11 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let event_type = parsed.as_ref().and_then(|v| v.get("type")).and_then(Value::as_str).map(str::to_string);
     let result = match (&parsed, &event_type) {
-        (Some(payload), Some(t)) => sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        (Some(payload), Some(t)) => sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload, user_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
             .bind(webhook_id)
             .bind(t)
             .bind(payload)
+            .bind(crate::server::webhooks::handlers::event_user(t, payload))
             .execute(&state.pool)
             .await,
         _ => sqlx::query(

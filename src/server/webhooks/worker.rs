@@ -50,7 +50,12 @@ pub async fn process_one_with(pool: &PgPool, config: &Config, redis: Option<&Red
         Ok(outcome) => {
             sp.commit().await?;
             let status = if outcome == Outcome::Done { "done" } else { "skipped" };
-            sqlx::query("UPDATE webhook_events SET status = $2, attempts = attempts + 1, processed_at = $3, last_error = NULL WHERE webhook_id = $1")
+            // An event about a deleted account keeps no personal data once handled.
+            sqlx::query(
+                "UPDATE webhook_events SET status = $2, attempts = attempts + 1, processed_at = $3, last_error = NULL,
+                        payload = CASE WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = webhook_events.user_id AND u.deleted_at IS NOT NULL) THEN NULL ELSE payload END
+                  WHERE webhook_id = $1",
+            )
                 .bind(&webhook_id)
                 .bind(status)
                 .bind(now)
@@ -101,8 +106,9 @@ async fn failpoint_before_commit(webhook_id: &str) {
 async fn failpoint_before_commit(_: &str) {}
 
 /// Runs forever: drains due events, then waits for a new delivery or a second.
-pub async fn run(pool: PgPool, config: Arc<Config>, wakeup: Arc<Notify>, redis: Option<RedisCache>) {
+pub async fn run(pool: PgPool, config: Arc<Config>, wakeup: Arc<Notify>, redis: Option<RedisCache>, heartbeat: crate::server::supervisor::Heartbeat) {
     loop {
+        heartbeat.beat();
         loop {
             match process_one_with(&pool, &config, redis.as_ref(), Utc::now()).await {
                 Ok(true) => continue,

@@ -17,6 +17,7 @@ use tally::server::polar::{PolarClient, PolarError};
 use tally::server::standin::{product_id, StandIn, StandinConfig, WebhookEndpoint};
 
 const TOKEN: &str = "polar_oat_test_token";
+const CONTROLS: &str = "standin-controls-token-for-the-tests-only";
 const LEGACY_SECRET: &str = "polar_whs_legacy-secret-for-tests";
 const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -63,6 +64,7 @@ async fn start(tune: impl FnOnce(&mut StandinConfig)) -> Polar {
     config.payment_delay = (Duration::ZERO, Duration::ZERO);
     config.invoice_delay = Duration::from_millis(300);
     config.retry_base = Duration::from_millis(50);
+    config.controls_token = Some(CONTROLS.into());
     tune(&mut config);
     let standin = StandIn::start(config);
     tokio::spawn(standin.clone().serve(listener));
@@ -96,7 +98,7 @@ impl Polar {
     }
 
     async fn control(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http.post(format!("{}/_standin{path}", self.url)).json(&body).send().await.unwrap()
+        self.http.post(format!("{}/_standin{path}", self.url)).bearer_auth(CONTROLS).json(&body).send().await.unwrap()
     }
 }
 
@@ -234,6 +236,37 @@ async fn paying_on_the_hosted_page_creates_customer_subscription_order_and_grant
         let v: Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["api_version"], "2026-04");
     }
+}
+
+#[tokio::test]
+async fn orders_carry_vat_by_country_reverse_charged_for_a_valid_vat_id_and_refunds_split_it() {
+    let p = start(|_| {}).await;
+    // A French consumer: 20 % VAT on the 5.00 pack.
+    let checkout = p.checkout("user_vat_1", "pack_50").await;
+    assert_eq!(p.pay(&checkout.url, "4242424242424242", "").await.status(), 303);
+    let orders = p.client.list_orders("user_vat_1", 1, 10).await.unwrap().items;
+    let raw: Value = p.http.get(format!("{}/v1/orders/{}", p.url, orders[0].id)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!((raw["net_amount"].as_i64(), raw["tax_amount"].as_i64(), raw["total_amount"].as_i64()), (Some(500), Some(100), Some(600)));
+    assert_eq!(raw["items"][0]["tax_amount"], 100);
+    // The same buyer as a French business with a valid VAT id: reverse charge, no tax.
+    let checkout = p.checkout("user_vat_1", "pack_50").await;
+    assert_eq!(p.pay(&checkout.url, "4242424242424242", "FR61954506077").await.status(), 303);
+    let listed = p.client.list_orders("user_vat_1", 1, 10).await.unwrap().items;
+    let order = listed.iter().find(|o| o.id != orders[0].id).unwrap();
+    let raw2: Value = p.http.get(format!("{}/v1/orders/{}", p.url, order.id)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!((raw2["tax_amount"].as_i64(), raw2["total_amount"].as_i64()), (Some(0), Some(500)));
+    // Refunds are net amounts; the tax goes back in proportion, the rest with the last one.
+    let refund: Value = p.http.post(format!("{}/v1/refunds/", p.url)).bearer_auth(TOKEN).json(&json!({ "order_id": orders[0].id, "reason": "customer_request", "amount": 150 })).send().await.unwrap().json().await.unwrap();
+    assert_eq!((refund["amount"].as_i64(), refund["tax_amount"].as_i64()), (Some(150), Some(30)));
+    let raw: Value = p.http.get(format!("{}/v1/orders/{}", p.url, orders[0].id)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!((raw["status"].as_str(), raw["refunded_amount"].as_i64(), raw["refunded_tax_amount"].as_i64()), (Some("partially_refunded"), Some(150), Some(30)));
+    assert_eq!((raw["refundable_amount"].as_i64(), raw["refundable_tax_amount"].as_i64()), (Some(350), Some(70)));
+    let too_much = p.http.post(format!("{}/v1/refunds/", p.url)).bearer_auth(TOKEN).json(&json!({ "order_id": orders[0].id, "reason": "customer_request", "amount": 351 })).send().await.unwrap();
+    assert_eq!(too_much.status(), 422, "refunds are capped at the net amount left");
+    let rest: Value = p.http.post(format!("{}/v1/refunds/", p.url)).bearer_auth(TOKEN).json(&json!({ "order_id": orders[0].id, "reason": "customer_request", "amount": 350 })).send().await.unwrap().json().await.unwrap();
+    assert_eq!(rest["tax_amount"], 70);
+    let raw: Value = p.http.get(format!("{}/v1/orders/{}", p.url, orders[0].id)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!((raw["status"].as_str(), raw["refunded_amount"].as_i64(), raw["refunded_tax_amount"].as_i64()), (Some("refunded"), Some(500), Some(100)));
 }
 
 #[tokio::test]
@@ -438,9 +471,42 @@ async fn the_client_retries_what_is_safe_and_honours_retry_after() {
     // A lasting outage: GETs give up after their attempts with a typed error.
     p.control("/outage", json!({ "kind": "error", "count": 100 })).await;
     assert_eq!(p.client.get_customer("user-9").await.unwrap_err(), PolarError::Server { status: 500 });
-    p.http.delete(format!("{}/_standin/outage", p.url)).send().await.unwrap();
+    p.http.delete(format!("{}/_standin/outage", p.url)).bearer_auth(CONTROLS).send().await.unwrap();
 
     // Unreachable: a typed error, not a panic.
     let gone = PolarClient::new(url::Url::parse("http://127.0.0.1:9").unwrap(), Secret::new(TOKEN)).with_retries(2, Duration::from_millis(10));
     assert!(matches!(gone.list_products().await.unwrap_err(), PolarError::Unreachable(_)));
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_fails_fast_while_polar_is_down_and_probes_when_it_may_be_back() {
+    let p = start(|_| {}).await;
+    let client = PolarClient::new(url::Url::parse(&p.url).unwrap(), Secret::new(TOKEN)).with_retries(1, Duration::from_millis(1)).with_breaker(3, Duration::from_millis(400));
+    p.control("/outage", json!({ "kind": "error", "count": 100 })).await;
+    for _ in 0..3 {
+        assert!(matches!(client.list_products().await, Err(PolarError::Server { .. })));
+    }
+    assert_eq!(client.breaker().state_name(), "open");
+    let seen = p.standin.requests().len();
+    let e = client.list_products().await.unwrap_err();
+    assert!(matches!(&e, PolarError::Unreachable(m) if m.contains("circuit open")), "{e}");
+    assert!(e.is_unavailable());
+    assert_eq!(p.standin.requests().len(), seen, "an open circuit does not call Polar");
+    p.http.delete(format!("{}/_standin/outage", p.url)).bearer_auth(CONTROLS).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(client.list_products().await.is_ok(), "the probe goes through and closes the circuit");
+    assert_eq!(client.breaker().state_name(), "closed");
+    assert_eq!(client.breaker().opened_total(), 1);
+}
+
+#[tokio::test]
+async fn polar_rate_limits_the_stand_in_too() {
+    let p = start(|c| c.rate_limit_per_minute = Some(5)).await;
+    for _ in 0..5 {
+        assert_eq!(p.http.get(format!("{}/v1/products/", p.url)).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    }
+    let res = p.http.get(format!("{}/v1/products/", p.url)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(res.text().await.unwrap(), "", "Polar's 429 has an empty body");
 }

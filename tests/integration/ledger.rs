@@ -1,11 +1,8 @@
 //! The credit ledger against a real PostgreSQL: semantics, idempotency and concurrency.
 //! Every test ends by checking that balances and buckets equal the sum of their entries.
-#![cfg(feature = "ssr")]
-
-mod common;
 
 use chrono::{DateTime, Duration, FixedOffset, Utc};
-use common::*;
+use crate::helpers::*;
 use serde_json::json;
 use sqlx::PgPool;
 use tally::domain::credits::{allotment_schedule, AllotmentPolicy};
@@ -48,10 +45,12 @@ async fn total(pool: &PgPool, user: Uuid, now: DateTime<Utc>) -> i64 {
 }
 
 #[tokio::test]
-async fn sign_up_grants_the_free_credits_once() {
+async fn the_free_credits_come_once_with_the_confirmed_address() {
     let app = spawn_app().await;
     post_form(&app, "/api/signup", &[("email", "free@example.com"), ("password", "correct horse battery")]).await;
     let user: Uuid = sqlx::query_scalar("SELECT id FROM users").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(ledger::balance(&app.pool, user, Utc::now()).await.unwrap().total, 0, "nothing before the address is confirmed");
+    confirm_email(&app, "free@example.com").await;
     let b = ledger::balance(&app.pool, user, Utc::now()).await.unwrap();
     assert_eq!((b.total, b.free), (1000, 1000));
     // Granting again under the same key changes nothing.
@@ -92,6 +91,37 @@ async fn a_retried_spend_returns_the_first_result_without_spending_again() {
     // Even with the balance now too low for it, a retry gets its first answer, not "insufficient".
     assert_eq!(spend(&pool, user, 70, "req-3", now).await, SpendOutcome::Spent { spent: 70, balance: 0 });
     assert_eq!(spend(&pool, user, 30, "req-1", now).await, SpendOutcome::Duplicate { spent: 30, balance: 70 });
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn the_ledger_refuses_the_key_shapes_it_reserves_whoever_calls_it() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let now = Utc::now();
+    grant_pack(&pool, user, "o1", 10, now).await;
+    let mut conn = pool.acquire().await.unwrap();
+    // Continuation keys (`k#2`), the ledger's own entries, and grant namespaces for spends.
+    for key in ["k#2", "accrual:1:0", "expiry:1:x", "rollover:x", "order:o2", "refund:o1", "allotment:s:t", "upgrade:x", "free:x", ""] {
+        let r = ledger::spend(&mut conn, user, 1, key, &json!({}), now).await;
+        let e = r.expect_err(key);
+        assert!(e.as_database_error().and_then(|d| d.code()).as_deref() == Some("22023"), "{key}: {e}");
+    }
+    for key in ["g#2", "accrual:9:9"] {
+        let g = ledger::Grant {
+            user_id: user,
+            bucket: ledger::BucketKind::Adjustment,
+            entry_kind: "adjustment",
+            source_key: key.into(),
+            amount: 5,
+            expires_at: None,
+            key: key.into(),
+            metadata: json!({}),
+            schedule: None,
+        };
+        assert!(ledger::grant(&mut conn, &g, now).await.is_err(), "{key}");
+    }
+    assert_eq!(total(&pool, user, now).await, 10, "nothing was taken or added");
     assert_consistent(&pool).await;
 }
 
@@ -224,12 +254,49 @@ async fn a_refunded_pack_claws_back_only_what_is_unspent() {
     grant_pack(&pool, user, "ord_9", 100, now).await;
     spend(&pool, user, 70, "s1", now).await; // all from the pack (purchased burns before free)
     let mut conn = pool.acquire().await.unwrap();
-    let c = ledger::clawback_pack(&mut conn, user, "ord_9", now).await.unwrap();
-    assert_eq!((c.applied, c.clawed_back, c.shortfall, c.balance), (true, 30, 70, 10));
-    let again = ledger::clawback_pack(&mut conn, user, "ord_9", now).await.unwrap();
-    assert_eq!((again.applied, again.clawed_back, again.shortfall, again.balance), (false, 30, 70, 10));
+    let c = ledger::refund_pack(&mut conn, user, "ord_9", 500, 500, true, now).await.unwrap();
+    assert_eq!((c.clawed_back, c.shortfall), (30, 70));
+    let again = ledger::refund_pack(&mut conn, user, "ord_9", 500, 500, true, now).await.unwrap();
+    assert_eq!((again.clawed_back, again.shortfall), (0, 0), "once per order");
     drop(conn);
     assert_eq!(total(&pool, user, now).await, 10, "free credits are untouched and nothing went negative");
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn partial_refunds_claw_back_their_share_rounded_down_and_add_up_to_the_whole() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let now = Utc::now();
+    grant_pack(&pool, user, "ord_p", 100, now).await;
+    let mut conn = pool.acquire().await.unwrap();
+    // 5.00 net: 1.99 refunded is 39.8 credits' worth: 39 go back.
+    let c = ledger::refund_pack(&mut conn, user, "ord_p", 199, 500, false, now).await.unwrap();
+    assert_eq!((c.clawed_back, c.shortfall), (39, 0));
+    // The same report again, and an older, smaller one delivered late, take nothing more.
+    assert_eq!(ledger::refund_pack(&mut conn, user, "ord_p", 199, 500, false, now).await.unwrap().clawed_back, 0);
+    assert_eq!(ledger::refund_pack(&mut conn, user, "ord_p", 100, 500, false, now).await.unwrap().clawed_back, 0);
+    // Then 3.00 in all (60 credits), then the rest: the whole pack, each credit once.
+    assert_eq!(ledger::refund_pack(&mut conn, user, "ord_p", 300, 500, false, now).await.unwrap().clawed_back, 21);
+    assert_eq!(ledger::refund_pack(&mut conn, user, "ord_p", 500, 500, true, now).await.unwrap().clawed_back, 40);
+    drop(conn);
+    assert_eq!(total(&pool, user, now).await, 0);
+    assert_consistent(&pool).await;
+}
+
+#[tokio::test]
+async fn a_refund_recorded_before_its_payment_is_settled_by_the_grant() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let now = Utc::now();
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(ledger::refund_pack(&mut conn, user, "ord_e", 250, 500, false, now).await.unwrap(), ledger::RefundOutcome::default());
+    ledger::grant_pack(&mut conn, user, "ord_e", 100, "prod", now).await.unwrap();
+    let settled = ledger::settle_pack_refund(&mut conn, user, "ord_e", now).await.unwrap();
+    assert_eq!(settled.clawed_back, 50, "half refunded: half the pack");
+    assert_eq!(ledger::settle_pack_refund(&mut conn, user, "ord_e", now).await.unwrap().clawed_back, 0);
+    drop(conn);
+    assert_eq!(total(&pool, user, now).await, 50);
     assert_consistent(&pool).await;
 }
 

@@ -1,9 +1,6 @@
 //! Server-rendered pages and health endpoints over real HTTP.
-#![cfg(feature = "ssr")]
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 
 #[tokio::test]
 async fn every_page_renders_on_the_server() {
@@ -46,7 +43,7 @@ async fn account_pages_send_anonymous_visitors_to_sign_in_and_back() {
 #[tokio::test]
 async fn signed_in_users_see_their_billing_page_and_email_in_the_header() {
     let app = spawn_app().await;
-    post_form(&app, "/api/signup", &[("email", "gu@example.com"), ("password", "correct horse battery")]).await;
+    sign_up_confirmed(&app, "gu@example.com").await;
     let html = app.client.get(format!("{}/billing", app.address)).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("Your plan"));
     assert!(html.contains(r#"<span data-testid="credits-total">1,000</span>"#), "the free credits are shown");

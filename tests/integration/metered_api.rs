@@ -1,13 +1,10 @@
 //! The metered API and API keys, over real HTTP against a real PostgreSQL.
-#![cfg(feature = "ssr")]
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::{json, Value};
 
 async fn signed_up_with_key(app: &TestApp, email: &str) -> String {
-    post_form(app, "/api/signup", &[("email", email), ("password", "correct horse battery")]).await;
+    sign_up_confirmed(app, email).await;
     let res = call(app, "/api/keys/create", &[("name", "ci")]).await;
     assert_eq!(res.status(), 200);
     let created: Value = res.json().await.unwrap();
@@ -25,6 +22,10 @@ async fn stats(app: &TestApp, key: Option<&str>, body: &str, idem: Option<&str>)
         req = req.header("idempotency-key", i);
     }
     req.send().await.unwrap()
+}
+
+async fn user_id(app: &TestApp) -> uuid::Uuid {
+    sqlx::query_scalar("SELECT id FROM users").fetch_one(&app.pool).await.unwrap()
 }
 
 async fn balance(app: &TestApp) -> i64 {
@@ -86,15 +87,121 @@ async fn out_of_credits_is_402_with_what_is_available() {
 }
 
 #[tokio::test]
-async fn a_retry_with_the_same_idempotency_key_spends_once() {
+async fn a_retry_with_the_same_idempotency_key_replays_the_first_answer_exactly() {
     let app = spawn_app().await;
     let key = signed_up_with_key(&app, "idem@example.com").await;
+    let first = stats(&app, Some(&key), r#"{"text":"same request"}"#, Some("req-42")).await;
+    assert_eq!(first.status(), 200);
+    let first_headers = first.headers().clone();
+    let first_body = first.bytes().await.unwrap();
+    // Something else is spent between the first answer and its retries.
+    assert_eq!(stats(&app, Some(&key), r#"{"text":"another"}"#, None).await.status(), 200);
     for _ in 0..3 {
         let res = stats(&app, Some(&key), r#"{"text":"same request"}"#, Some("req-42")).await;
         assert_eq!(res.status(), 200);
-        assert_eq!(res.headers()["x-credits-remaining"], "999");
+        for h in ["content-type", "x-credits-remaining"] {
+            assert_eq!(res.headers()[h], first_headers[h], "{h} is the first answer's");
+        }
+        assert_eq!(res.headers()["x-credits-remaining"], "999", "the balance as the first answer told it");
+        assert_eq!(res.headers()["idempotent-replayed"], "true");
+        assert_eq!(res.bytes().await.unwrap(), first_body);
     }
+    assert_eq!(balance(&app).await, 998, "two spends, not five");
+}
+
+#[tokio::test]
+async fn a_used_key_with_another_request_is_refused_and_spends_nothing() {
+    let app = spawn_app().await;
+    let key = signed_up_with_key(&app, "reuse@example.com").await;
+    assert_eq!(stats(&app, Some(&key), r#"{"text":"x"}"#, Some("k")).await.status(), 200);
+    // The attack: pay 1 credit once, then send long texts forever under the same key.
+    let long = json!({ "text": "a".repeat(9_000) }).to_string();
+    for body in [long.as_str(), r#"{"text":"y"}"#, r#"{"text": "x"}"#] {
+        let res = stats(&app, Some(&key), body, Some("k")).await;
+        assert_eq!(res.status(), 422, "{body}");
+        let e: Value = res.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "idempotency_key_reused");
+    }
+    assert_eq!(balance(&app).await, 999, "only the first request spent");
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_requests_under_one_key_spend_once_whatever_their_bodies() {
+    let app = spawn_app_with(&[("API_MAX_IN_FLIGHT_PER_ACCOUNT", "100")]).await;
+    let key = signed_up_with_key(&app, "race@example.com").await;
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let (url, key) = (format!("{}/api/v1/text/stats", app.address), key.clone());
+        // Half send the same body, half a different one each.
+        let body = if i % 2 == 0 { r#"{"text":"same"}"#.to_string() } else { json!({ "text": format!("other {i}") }).to_string() };
+        calls.push(tokio::spawn(async move {
+            let res = reqwest::Client::new().post(url).bearer_auth(key).header("idempotency-key", "one").header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+            (body, res.status().as_u16())
+        }));
+    }
+    let mut winners = std::collections::HashSet::new();
+    for c in calls {
+        let (body, status) = c.await.unwrap();
+        match status {
+            200 => {
+                winners.insert(body);
+            }
+            422 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "every 200 answered the same request: {winners:?}");
     assert_eq!(balance(&app).await, 999);
+}
+
+#[tokio::test]
+async fn a_refused_request_does_not_use_up_its_key() {
+    let app = spawn_app_with(&[("FREE_CREDITS", "2")]).await;
+    let key = signed_up_with_key(&app, "topup@example.com").await;
+    let body = json!({ "text": "a".repeat(2500) }).to_string();
+    assert_eq!(stats(&app, Some(&key), &body, Some("retry-me")).await.status(), 402);
+    tally::server::ledger::adjust(&mut app.pool.acquire().await.unwrap(), user_id(&app).await, 5, "top-up", "adjust:test-top-up", chrono::Utc::now()).await.unwrap();
+    let res = stats(&app, Some(&key), &body, Some("retry-me")).await;
+    assert_eq!(res.status(), 200, "after a top-up the same key succeeds");
+    assert_eq!(balance(&app).await, 4);
+}
+
+#[tokio::test]
+async fn malformed_idempotency_keys_are_refused_not_ignored() {
+    let app = spawn_app().await;
+    let key = signed_up_with_key(&app, "badkey@example.com").await;
+    let raw = |bytes: &[u8]| reqwest::header::HeaderValue::from_bytes(bytes).unwrap();
+    for bad in [raw("a".repeat(256).as_bytes()), raw(b"tab\tkey"), raw("cl\u{e9}".as_bytes())] {
+        let res = reqwest::Client::new()
+            .post(format!("{}/api/v1/text/stats", app.address))
+            .bearer_auth(&key)
+            .header("idempotency-key", bad.clone())
+            .body(r#"{"text":"x"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "{bad:?}");
+        let e: Value = res.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "invalid_idempotency_key");
+    }
+    assert_eq!(balance(&app).await, 1000);
+}
+
+#[tokio::test]
+async fn a_client_key_can_never_collide_with_the_ledgers_own_continuation_keys() {
+    // A spend under `k#2`, then a spend under `k` that burns two buckets (whose second entry
+    // the ledger keys `…#2`): it minted credits before client keys had their own namespace.
+    let app = spawn_app_with(&[("FREE_CREDITS", "1000")]).await;
+    let key = signed_up_with_key(&app, "mint@example.com").await;
+    let user = user_id(&app).await;
+    tally::server::ledger::grant_pack(&mut app.pool.acquire().await.unwrap(), user, "pack-order", 2, "product", chrono::Utc::now()).await.unwrap();
+    assert_eq!(stats(&app, Some(&key), r#"{"text":"x"}"#, Some("k#2")).await.status(), 200);
+    let res = stats(&app, Some(&key), &json!({ "text": "a".repeat(1500) }).to_string(), Some("k")).await;
+    assert_eq!(res.status(), 200, "the two-bucket spend goes through");
+    assert_eq!(res.headers()["x-credits-remaining"], "999");
+    assert_eq!(balance(&app).await, 999);
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty(), "balance, buckets and entries agree");
 }
 
 #[tokio::test]
@@ -158,8 +265,36 @@ async fn key_management_requires_a_signed_in_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_account_cannot_hold_more_than_its_share_of_calls_in_flight() {
+    let app = spawn_app_with(&[("API_MAX_IN_FLIGHT_PER_ACCOUNT", "2"), ("API_RATE_LIMIT_PER_MINUTE", "1000")]).await;
+    let key = signed_up_with_key(&app, "greedy@example.com").await;
+    // Long texts keep each call busy a little while; 40 at once from one account.
+    let body = json!({ "text": "word ".repeat(1500) }).to_string();
+    let mut calls = Vec::new();
+    for _ in 0..40 {
+        let (url, key, body) = (format!("{}/api/v1/text/stats", app.address), key.clone(), body.clone());
+        calls.push(tokio::spawn(async move { reqwest::Client::new().post(url).bearer_auth(key).body(body).send().await.unwrap() }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for c in calls {
+        let res = c.await.unwrap();
+        match res.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                let e: Value = res.json().await.unwrap();
+                assert_eq!(e["error"]["code"], "too_many_in_flight");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(ok >= 2 && refused > 0, "ok {ok}, refused {refused}");
+    assert_eq!(balance(&app).await, 1000 - 8 * ok, "each answered call spent its 8 credits, the refused ones nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_app_instances_on_one_database_never_overspend() {
-    let limit = [("FREE_CREDITS", "50"), ("API_RATE_LIMIT_PER_MINUTE", "1000")];
+    let limit = [("FREE_CREDITS", "50"), ("API_RATE_LIMIT_PER_MINUTE", "1000"), ("API_MAX_IN_FLIGHT_PER_ACCOUNT", "1000")];
     let a = spawn_app_with(&limit).await;
     let key = signed_up_with_key(&a, "two@example.com").await;
     // A second instance: its own HTTP server and pool, the same database.

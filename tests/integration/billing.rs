@@ -2,28 +2,24 @@
 //! stand-in (real HTTP both ways: the app calls the stand-in's API, the stand-in delivers
 //! signed webhooks to the app's receiver), against a fresh real PostgreSQL per test.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
 
 async fn sign_up(app: &TestApp, email: &str) -> Uuid {
-    let res = post_form(app, "/api/signup", &[("email", email), ("password", "correct horse battery")]).await;
-    assert!(res.status().is_redirection(), "{}", res.status());
-    sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_one(&app.pool).await.unwrap()
+    sign_up_confirmed(app, email).await
 }
 
 /// Calls a billing server function as the hydrated page does; returns the URL it answers.
-async fn go(app: &TestApp, path: &str, form: &[(&str, &str)]) -> String {
+pub(crate) async fn go(app: &TestApp, path: &str, form: &[(&str, &str)]) -> String {
     let res = call(app, path, form).await;
     assert_eq!(res.status(), 200, "{path}: {}", res.text().await.unwrap());
     res.json::<String>().await.unwrap()
 }
 
 /// Pays on the stand-in's hosted checkout page; returns the checkout id from the redirect.
-async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> Option<String> {
+pub(crate) async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> Option<String> {
     let res = app
         .client
         .post(format!("{checkout_url}/confirm"))
@@ -39,13 +35,13 @@ async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> Option<String> {
     Some(to.rsplit('=').next().unwrap().to_string())
 }
 
-async fn status(app: &TestApp, checkout_id: &str) -> (u16, Value) {
+pub(crate) async fn status(app: &TestApp, checkout_id: &str) -> (u16, Value) {
     let res = call(app, "/api/billing/checkout-status", &[("checkout_id", checkout_id)]).await;
     let code = res.status().as_u16();
     (code, res.json().await.unwrap())
 }
 
-async fn wait_ready(app: &TestApp, checkout_id: &str) -> Value {
+pub(crate) async fn wait_ready(app: &TestApp, checkout_id: &str) -> Value {
     for _ in 0..100 {
         let (code, v) = status(app, checkout_id).await;
         assert_eq!(code, 200, "{v}");
@@ -58,7 +54,7 @@ async fn wait_ready(app: &TestApp, checkout_id: &str) -> Value {
 }
 
 /// Buys `item` with the test card and waits until the purchase is confirmed.
-async fn buy(app: &TestApp, item: &str) -> Value {
+pub(crate) async fn buy(app: &TestApp, item: &str) -> Value {
     let url = go(app, "/api/billing/checkout", &[("item", item)]).await;
     let id = pay(app, &url, "4242424242424242").await.unwrap();
     wait_ready(app, &id).await
@@ -79,17 +75,17 @@ async fn allotment_reaches(app: &TestApp, user: Uuid, expected: i64) {
 }
 
 /// The token the app's stand-in accepts (derived from the test session secret).
-fn standin_token() -> String {
+pub(crate) fn standin_token() -> String {
     test_config(&[]).polar.effective_token().unwrap().expose().to_string()
 }
 
 /// Calls one of the stand-in's test controls.
-async fn control(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new().post(format!("{}/polar/_standin{path}", app.address)).json(&body).send().await.unwrap()
+pub(crate) async fn control(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new().post(format!("{}/polar/_standin{path}", app.address)).bearer_auth(controls_token()).json(&body).send().await.unwrap()
 }
 
 /// Polls `path` until its HTML contains `needle`.
-async fn page_until(app: &TestApp, path: &str, needle: &str) -> String {
+pub(crate) async fn page_until(app: &TestApp, path: &str, needle: &str) -> String {
     let mut html = String::new();
     for _ in 0..100 {
         html = page(app, path).await;
@@ -101,11 +97,11 @@ async fn page_until(app: &TestApp, path: &str, needle: &str) -> String {
     panic!("{path} never showed {needle:?}: {html}");
 }
 
-async fn page(app: &TestApp, path: &str) -> String {
+pub(crate) async fn page(app: &TestApp, path: &str) -> String {
     app.client.get(format!("{}{path}", app.address)).send().await.unwrap().text().await.unwrap()
 }
 
-async fn balance(app: &TestApp, user: Uuid) -> tally::domain::credits::Balance {
+pub(crate) async fn balance(app: &TestApp, user: Uuid) -> tally::domain::credits::Balance {
     tally::server::ledger::balance(&app.pool, user, chrono::Utc::now()).await.unwrap()
 }
 
@@ -335,22 +331,15 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
     let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
     wait_ready(&app, &checkout_id).await;
 
-    let config = test_config(&[]);
-    let state = tally::server::state::AppState {
-        leptos_options: tally::server::startup::leptos_options("127.0.0.1:0".parse().unwrap()),
-        pool: app.pool.clone(),
-        config: std::sync::Arc::new(config.clone()),
-        rate_limiter: tally::server::metered::RateLimiter::new(10),
-        webhook_wakeup: Default::default(),
-        polar: Some(tally::server::polar::PolarClient::new(url::Url::parse(&format!("{}/polar", app.address)).unwrap(), config.polar.effective_token().unwrap().clone())),
-        redis: None,
-    };
+    let mut config = test_config(&[]);
+    config.polar.api_url = url::Url::parse(&format!("{}/polar", app.address)).unwrap();
+    let state = tally::server::state::AppState::new(config, app.pool.clone()).unwrap();
     use tally::server::billing::require_benefit;
     assert!(require_benefit(&state, user, "pro").await.is_ok());
     assert!(matches!(require_benefit(&state, user, "business").await, Err(tally::error::AppError::NotEntitled { .. })));
 
     // Polar goes down and the cache is stale: the last known state still grants Pro, marked stale.
-    reqwest::Client::new().post(format!("{}/polar/_standin/outage", app.address)).json(&serde_json::json!({ "kind": "error", "count": 1000 })).send().await.unwrap();
+    reqwest::Client::new().post(format!("{}/polar/_standin/outage", app.address)).bearer_auth(controls_token()).json(&serde_json::json!({ "kind": "error", "count": 1000 })).send().await.unwrap();
     sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '1 hour'").execute(&app.pool).await.unwrap();
     let read = tally::server::billing::customer_state(&state, user, tally::server::billing::STATE_TTL).await.unwrap();
     assert!(read.stale && read.has_benefit("pro"));
@@ -364,7 +353,7 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
     // No cached state at all: fail closed.
     sqlx::query("UPDATE polar_customers SET state = NULL, state_fetched_at = NULL").execute(&app.pool).await.unwrap();
     assert!(matches!(require_benefit(&state, user, "pro").await, Err(tally::error::AppError::Unavailable { .. })));
-    reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).send().await.unwrap();
+    reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).bearer_auth(controls_token()).send().await.unwrap();
     assert!(require_benefit(&state, user, "pro").await.is_ok(), "back when Polar is");
 }
 
@@ -377,7 +366,7 @@ async fn story(chaos: bool) -> (TestApp, Uuid) {
     let control = |path: &'static str, body: Value| {
         let address = app.address.clone();
         async move {
-            reqwest::Client::new().post(format!("{address}/polar/_standin{path}")).json(&body).send().await.unwrap();
+            reqwest::Client::new().post(format!("{address}/polar/_standin{path}")).bearer_auth(controls_token()).json(&body).send().await.unwrap();
         }
     };
     if chaos {
@@ -400,7 +389,7 @@ async fn story(chaos: bool) -> (TestApp, Uuid) {
         .unwrap();
     let pack_order = orders["items"][0]["id"].as_str().unwrap().to_string();
     let address = app.address.clone();
-    reqwest::Client::new().post(format!("{address}/polar/_standin/orders/{pack_order}/refund")).json(&serde_json::json!({})).send().await.unwrap();
+    reqwest::Client::new().post(format!("{address}/polar/_standin/orders/{pack_order}/refund")).bearer_auth(controls_token()).json(&serde_json::json!({})).send().await.unwrap();
     // Let every delivery land and every event be processed.
     for _ in 0..100 {
         let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE status = 'pending'").fetch_one(&app.pool).await.unwrap();
@@ -434,7 +423,7 @@ async fn deliveries_repeated_five_times_and_shuffled_converge_to_the_in_order_st
     // the rounding of one credit; anything more would be a double or a missed grant.
     assert!((got.3 - expected.3).abs() <= 1, "allotment {} vs {}", got.3, expected.3);
     // The repeats reached the receiver, and each event was stored once.
-    let deliveries: Value = reqwest::get(format!("{}/polar/_standin/webhooks/deliveries", wild.address)).await.unwrap().json().await.unwrap();
+    let deliveries: Value = reqwest::Client::new().get(format!("{}/polar/_standin/webhooks/deliveries", wild.address)).bearer_auth(controls_token()).send().await.unwrap().json().await.unwrap();
     let mut per_id = std::collections::HashMap::<String, usize>::new();
     for d in deliveries.as_array().unwrap() {
         *per_id.entry(d["webhook_id"].as_str().unwrap().to_string()).or_default() += 1;
@@ -536,9 +525,9 @@ async fn reconcile_restores_what_polar_says_after_local_state_was_lost() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     sqlx::query("DELETE FROM subscriptions").execute(&app.pool).await.unwrap();
     sqlx::query("DELETE FROM polar_customers").execute(&app.pool).await.unwrap();
-    let state = tally::server::state::AppState::new(test_config(&[]), app.pool.clone());
-    let mut state = state;
-    state.polar = Some(tally::server::polar::PolarClient::new(url::Url::parse(&format!("{}/polar", app.address)).unwrap(), test_config(&[]).polar.effective_token().unwrap().clone()));
+    let mut config = test_config(&[]);
+    config.polar.api_url = url::Url::parse(&format!("{}/polar", app.address)).unwrap();
+    let state = tally::server::state::AppState::new(config, app.pool.clone()).unwrap();
     let plan = tally::server::billing::reconcile(&state, user).await.unwrap();
     assert_eq!(plan, tally::domain::plans::PlanId::Business);
     let (plan, status): (Option<String>, String) = sqlx::query_as("SELECT plan, status FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
@@ -757,7 +746,7 @@ async fn paid_only_features_follow_the_granted_benefit_and_fail_closed() {
     assert_eq!(body["error"]["code"], "billing_unavailable", "{body}");
     // Within the free limit nothing depends on Polar.
     assert_eq!(text_stats(&app, &key, 100).await.status(), 200);
-    reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).send().await.unwrap();
+    reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).bearer_auth(controls_token()).send().await.unwrap();
     assert_eq!(text_stats(&app, &key, 10_001).await.status(), 200, "back when Polar is");
 }
 
@@ -1062,4 +1051,75 @@ async fn plans_are_also_sold_yearly_with_a_switch_and_twelve_months_of_credits()
     assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
     let product: String = sqlx::query_scalar("SELECT product_id FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
     assert_eq!(product, tally::server::standin::product_id("business_yearly"));
+}
+
+// ---- Polar's quota and outages ----
+
+/// The stand-in's API requests so far, `(method, path)`.
+async fn standin_requests(app: &TestApp) -> Vec<(String, String)> {
+    reqwest::Client::new().get(format!("{}/polar/_standin/requests", app.address)).bearer_auth(controls_token()).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_stand_ins_controls_refuse_requests_without_the_controls_token() {
+    let app = spawn_app().await;
+    for (path, body) in [("/orders/00000000-0000-4000-8000-000000000000/refund", serde_json::json!({})), ("/webhooks/endpoints", serde_json::json!({ "url": "http://127.0.0.1:9/x", "secret": "s" }))] {
+        let res = reqwest::Client::new().post(format!("{}/polar/_standin{path}", app.address)).json(&body).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+        let res = reqwest::Client::new().post(format!("{}/polar/_standin{path}", app.address)).bearer_auth(standin_token()).json(&body).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{path}: the API token is not the controls token");
+    }
+    assert_eq!(reqwest::Client::new().get(format!("{}/polar/_standin/webhooks/deliveries", app.address)).send().await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn another_users_ids_are_refused_before_polar_is_asked() {
+    let app = spawn_app().await;
+    sign_up(&app, "owner@example.com").await;
+    let url = go(&app, "/api/billing/checkout", &[("item", "pack_50")]).await;
+    let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
+    wait_ready(&app, &checkout_id).await;
+    let order_id: Option<String> = sqlx::query_scalar("SELECT id FROM polar_orders LIMIT 1").fetch_optional(&app.pool).await.unwrap();
+    assert!(order_id.is_some(), "the order is known to be the owner's");
+    let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[]).await;
+    sign_up(&other, "intruder@example.com").await;
+    let before = standin_requests(&app).await.len();
+    assert_eq!(status(&other, &checkout_id).await.0, 404);
+    assert_eq!(call(&other, "/api/billing/invoice", &[("order_id", order_id.as_deref().unwrap_or("00000000-0000-4000-8000-000000000000"))]).await.status(), 404);
+    let after = standin_requests(&app).await;
+    let asked: Vec<_> = after[before..].iter().filter(|(_, p)| p.contains(&checkout_id) || order_id.as_deref().is_some_and(|o| p.contains(o))).collect();
+    assert!(asked.is_empty(), "Polar was asked about another user's ids: {asked:?}");
+}
+
+#[tokio::test]
+async fn each_user_has_a_budget_of_polar_calls() {
+    let app = spawn_app_with(&[("POLAR_CALLS_PER_USER_PER_MINUTE", "3")]).await;
+    sign_up(&app, "busy@example.com").await;
+    for _ in 0..3 {
+        assert_eq!(call(&app, "/api/billing/checkout", &[("item", "pack_50")]).await.status(), 200);
+    }
+    let res = call(&app, "/api/billing/checkout", &[("item", "pack_50")]).await;
+    assert_eq!(res.status(), 429);
+    assert!(matches!(app_error(res).await, tally::error::AppError::RateLimited { .. }));
+    // Another user is not affected.
+    let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[("POLAR_CALLS_PER_USER_PER_MINUTE", "3")]).await;
+    sign_up(&other, "calm@example.com").await;
+    assert_eq!(call(&other, "/api/billing/checkout", &[("item", "pack_50")]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_page_answers_in_seconds_with_the_last_known_plan_while_polar_hangs() {
+    let app = spawn_app().await;
+    let user = sign_up(&app, "hang@example.com").await;
+    buy(&app, "pro").await;
+    page_until(&app, "/billing", "<p class=\"plan-name\">Pro").await;
+    // Polar stops answering (each request hangs for a minute); the cached state is too old
+    // to serve, so the page must ask, and must not wait.
+    control(&app, "/outage", serde_json::json!({ "kind": "timeout", "count": 1000 })).await;
+    sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '1 hour' WHERE user_id = $1").bind(user).execute(&app.pool).await.unwrap();
+    let started = std::time::Instant::now();
+    let html = page(&app, "/billing").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "answered after {:?}", started.elapsed());
+    assert!(html.contains("not answering") && html.contains("<p class=\"plan-name\">Pro"), "the last known plan, with a notice: {html}");
+    reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).bearer_auth(controls_token()).send().await.unwrap();
 }

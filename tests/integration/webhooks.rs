@@ -1,9 +1,6 @@
 //! The Polar webhook receiver and worker, over real HTTP against a real PostgreSQL.
-#![cfg(feature = "ssr")]
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tally::server::polar::webhook_signature::{sign, KeyScheme};
@@ -41,13 +38,21 @@ async fn user(app: &TestApp) -> Uuid {
         .unwrap()
 }
 
+/// A 50-credit pack's order as Polar sends it: 5.00 net plus 19 % German VAT (5.95 in all);
+/// `refunded` is the net refunded so far, with its share of the tax.
 fn pack_order(event: &str, order_id: &str, user: Uuid, refunded: i64) -> String {
+    let status = match refunded {
+        0 => "paid",
+        r if r >= 500 => "refunded",
+        _ => "partially_refunded",
+    };
     json!({
         "type": event,
         "timestamp": "2026-11-22T10:00:00Z",
         "data": {
-            "id": order_id, "status": if refunded > 0 { "refunded" } else { "paid" }, "billing_reason": "purchase",
-            "total_amount": 500, "refunded_amount": refunded, "currency": "usd",
+            "id": order_id, "status": status, "billing_reason": "purchase",
+            "subtotal_amount": 500, "net_amount": 500, "tax_amount": 95, "total_amount": 595,
+            "refunded_amount": refunded, "refunded_tax_amount": refunded * 95 / 500, "currency": "usd",
             "product_id": "11111111-1111-4111-8111-111111111150",
             "product": { "id": "11111111-1111-4111-8111-111111111150", "name": "50 credits", "metadata": {} },
             "customer": { "id": "c0ffee00-0000-4000-8000-000000000001", "external_id": user.to_string(), "email": "jane@example.com" }
@@ -150,22 +155,72 @@ async fn a_verified_but_unparseable_body_is_acknowledged_and_parked() {
 }
 
 #[tokio::test]
-async fn a_full_refund_claws_back_what_is_unspent_once() {
+async fn a_full_refund_of_a_taxed_order_claws_back_what_is_unspent_once() {
     let app = app().await;
     let u = user(&app).await;
     deliver(&app, "paid", &pack_order("order.paid", "ord_7", u, 0)).await;
     assert_eq!(processed(&app, "paid").await, "done");
+    // Refunded in full: 5.00 net (and its 0.95 tax). Polar's refunded_amount is net of tax, so
+    // it never reaches total_amount (5.95); comparing the two took every full refund for partial.
     for id in ["refund-a", "refund-b"] {
         deliver(&app, id, &pack_order("order.refunded", "ord_7", u, 500)).await;
         assert_eq!(processed(&app, id).await, "done");
     }
     assert_eq!(credits(&app, u).await, 0);
-    // A partial refund leaves a pack's credits alone.
-    deliver(&app, "paid-2", &pack_order("order.paid", "ord_8", u, 0)).await;
-    processed(&app, "paid-2").await;
-    deliver(&app, "partial", &pack_order("order.refunded", "ord_8", u, 100)).await;
-    assert_eq!(processed(&app, "partial").await, "skipped");
-    assert_eq!(credits(&app, u).await, 50);
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn partial_refunds_take_back_their_share_of_the_pack_rounded_down() {
+    let app = app().await;
+    let u = user(&app).await;
+    deliver(&app, "paid", &pack_order("order.paid", "ord_8", u, 0)).await;
+    processed(&app, "paid").await;
+    // 1.05 of 5.00 is 10.5 credits' worth: 10 go back.
+    deliver(&app, "partial-1", &pack_order("order.refunded", "ord_8", u, 105)).await;
+    assert_eq!(processed(&app, "partial-1").await, "done");
+    assert_eq!(credits(&app, u).await, 40);
+    // Delivered again, and the refund of the rest: the whole pack, each credit once.
+    deliver(&app, "partial-1-again", &pack_order("order.refunded", "ord_8", u, 105)).await;
+    processed(&app, "partial-1-again").await;
+    assert_eq!(credits(&app, u).await, 40);
+    deliver(&app, "rest", &pack_order("order.refunded", "ord_8", u, 500)).await;
+    processed(&app, "rest").await;
+    assert_eq!(credits(&app, u).await, 0);
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn absurd_credit_metadata_is_refused_with_a_clear_error_never_a_wrap() {
+    let app = sub_app().await;
+    let u = user(&app).await;
+    let start = chrono::Utc::now() - chrono::Duration::days(1);
+    // A yearly plan whose monthly_credits × 12 would overflow i64, and one whose yearly total
+    // is merely out of range.
+    for (id, monthly) in [("huge", i64::MAX / 6), ("yearly", 200_000_000)] {
+        let mut body: Value = serde_json::from_str(&subscription("subscription.active", u, "22222222-2222-4222-8222-222222222299", "active", start, start, None)).unwrap();
+        body["data"]["recurring_interval"] = json!("year");
+        body["data"]["product"]["metadata"] = json!({ "plan": "pro", "monthly_credits": monthly });
+        deliver(&app, id, &body.to_string()).await;
+    }
+    let mut body: Value = serde_json::from_str(&pack_order("order.paid", "ord_huge", u, 0)).unwrap();
+    body["data"]["product"]["metadata"] = json!({ "credits": "-5" });
+    deliver(&app, "negative", &body.to_string()).await;
+    for id in ["huge", "yearly", "negative"] {
+        let error: Option<String> = loop {
+            let (st, err, attempts): (String, Option<String>, i32) =
+                sqlx::query_as("SELECT status, last_error, attempts FROM webhook_events WHERE webhook_id = $1").bind(id).fetch_one(&app.pool).await.unwrap();
+            if attempts > 0 {
+                assert_eq!(st, "pending", "retried, then parked for a person");
+                break err;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let error = error.unwrap();
+        assert!(error.contains("credits") && error.contains("not a whole number from 1") || error.contains("× 12"), "{id}: {error}");
+    }
+    assert_eq!(credits(&app, u).await, 0);
+    assert_eq!(scheduled_allotment(&app).await, 0);
 }
 
 #[tokio::test]
@@ -300,6 +355,38 @@ async fn an_older_event_arriving_late_changes_nothing() {
     assert_eq!(processed(&app, "old").await, "skipped");
     let plan: String = sqlx::query_scalar("SELECT plan FROM subscriptions").fetch_one(&app.pool).await.unwrap();
     assert_eq!(plan, "business");
+    assert_eq!(scheduled_allotment(&app).await, 15000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_state_racing_the_first_stored_one_cannot_overwrite_it() {
+    // Two writers of one new subscription (two instances, or the worker against a refresh):
+    // the newer state's transaction inserts the row first; the older one waits on it, then
+    // must not overwrite it when the newer commits.
+    let app = sub_app().await;
+    let u = user(&app).await;
+    let config = test_config(&[("POLAR_PRODUCT_PRO", PRO), ("POLAR_PRODUCT_BUSINESS", BUSINESS)]);
+    let start = chrono::Utc::now() - chrono::Duration::days(1);
+    let newer: Value = serde_json::from_str(&subscription("subscription.updated", u, BUSINESS, "active", start, start + chrono::Duration::hours(5), None)).unwrap();
+    let older: Value = serde_json::from_str(&subscription("subscription.created", u, PRO, "active", start, start + chrono::Duration::hours(1), None)).unwrap();
+    let handle = tally::server::webhooks::handlers::handle;
+    let mut first = app.pool.begin().await.unwrap();
+    handle(&mut first, &config, "subscription.updated", &newer, chrono::Utc::now()).await.unwrap();
+    let (pool, config2) = (app.pool.clone(), config.clone());
+    let racer = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let outcome = handle(&mut tx, &config2, "subscription.created", &older, chrono::Utc::now()).await.unwrap();
+        tx.commit().await.unwrap();
+        outcome
+    });
+    // Let the older writer reach the row the newer one holds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!racer.is_finished(), "the older writer waits for the newer one");
+    first.commit().await.unwrap();
+    assert_eq!(racer.await.unwrap(), tally::server::webhooks::handlers::Outcome::Skipped);
+    let (plan, modified): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as("SELECT plan, polar_modified_at FROM subscriptions").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(plan, "business");
+    assert_eq!(modified.timestamp(), (start + chrono::Duration::hours(5)).timestamp());
     assert_eq!(scheduled_allotment(&app).await, 15000);
 }
 

@@ -1,0 +1,209 @@
+//! Accounts a person can recover: email verification, password reset and password change.
+//!
+//! - Verification: a link (24 h, single use) sent at sign-up and on request; following it
+//!   confirms the address it was sent to and grants the one-time free credits (so farming them
+//!   takes real inboxes). Requests are throttled per user.
+//! - Reset: "forgot password" always answers the same, whether or not the address has an
+//!   account; an account's owner gets a link (1 h, single use, older links die with it).
+//!   Choosing a new password signs out every session, forgives the email's failed sign-ins
+//!   (so a victim of a lockout gets in this way), and confirms the address. Requests are
+//!   throttled per address and per email.
+//! - Change: needs the current password (checked under the sign-in limiter); signs out every
+//!   other session and mails the owner.
+
+use crate::domain::email::{check_credential_bounds, check_new_password, Email};
+use crate::error::AppError;
+use crate::server::auth::tokens::{self, Purpose};
+use crate::server::auth::users::hash_error;
+use crate::server::auth::{rate_limit, session};
+use crate::server::mail::{self, templates};
+use crate::server::state::AppState;
+use crate::server::throttle::{self, Throttle};
+use chrono::Utc;
+use uuid::Uuid;
+
+const VERIFY_MAILS: Throttle = Throttle { scope: "mail.verify", limit: 5, window_secs: 3600 };
+const RESET_PER_EMAIL: Throttle = Throttle { scope: "mail.reset.email", limit: 3, window_secs: 3600 };
+const RESET_PER_ADDRESS: Throttle = Throttle { scope: "mail.reset.ip", limit: 20, window_secs: 3600 };
+
+fn link(state: &AppState, path: &str, token: &str) -> String {
+    format!("{}{path}?token={token}", state.config.app_url.as_str().trim_end_matches('/'))
+}
+
+fn throttled(r: Result<Result<(), u64>, sqlx::Error>) -> Result<(), AppError> {
+    match r.map_err(AppError::internal)? {
+        Ok(()) => Ok(()),
+        Err(secs) => Err(AppError::RateLimited { retry_after_secs: secs }),
+    }
+}
+
+/// Queues a verification link for the user's address, in `conn`'s transaction.
+pub async fn queue_verification(conn: &mut sqlx::PgConnection, state: &AppState, user: Uuid, email: &str) -> Result<(), sqlx::Error> {
+    let token = tokens::issue(conn, user, Purpose::VerifyEmail, email, Utc::now()).await?;
+    let m = templates::verify_email(state.config.app_url.as_str(), email, &link(state, "/verify-email", &token), state.config.free_credits);
+    mail::enqueue(conn, Some(user), &m).await?;
+    Ok(())
+}
+
+/// Sends (again) the verification link of a signed-in user whose address is not verified.
+pub async fn resend_verification(state: &AppState, user: Uuid) -> Result<(), AppError> {
+    let row: Option<(String, Option<chrono::DateTime<Utc>>)> =
+        sqlx::query_as("SELECT email, email_verified_at FROM users WHERE id = $1 AND deleted_at IS NULL").bind(user).fetch_optional(&state.pool).await.map_err(AppError::internal)?;
+    let Some((email, verified)) = row else { return Err(AppError::Unauthorized) };
+    if verified.is_some() {
+        return Err(AppError::Conflict { field: None, message: "Your email address is already confirmed.".into() });
+    }
+    throttled(throttle::hit(&state.pool, VERIFY_MAILS, &user.to_string(), Utc::now()).await)?;
+    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    queue_verification(&mut tx, state, user, &email).await.map_err(AppError::internal)?;
+    tx.commit().await.map_err(AppError::internal)?;
+    state.mailer.wake();
+    Ok(())
+}
+
+/// What following a verification link did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// Confirmed now; `free_credits` were granted.
+    Confirmed { user: Uuid, free_credits: i64 },
+    /// The address had been confirmed already (by another link).
+    AlreadyConfirmed { user: Uuid },
+}
+
+/// Confirms the address a verification link was sent to, and grants the free credits once.
+/// An unknown, used or expired link, or one for an address the account no longer has, is
+/// refused with a field error on `token`.
+pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, AppError> {
+    let now = Utc::now();
+    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    let invalid = || AppError::validation("token", "This confirmation link is not valid any more. Sign in and ask for a new one.");
+    let Some((user, email)) = tokens::consume(&mut tx, token, Purpose::VerifyEmail, now).await.map_err(AppError::internal)? else {
+        return Err(invalid());
+    };
+    let row: Option<(String, Option<chrono::DateTime<Utc>>)> =
+        sqlx::query_as("SELECT email, email_verified_at FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE").bind(user).fetch_optional(&mut *tx).await.map_err(AppError::internal)?;
+    let Some((current, verified_at)) = row else { return Err(invalid()) };
+    if !current.eq_ignore_ascii_case(&email) {
+        // A link for an address the account no longer has is used up all the same.
+        tx.commit().await.map_err(AppError::internal)?;
+        return Err(invalid());
+    }
+    if verified_at.is_some() {
+        tx.commit().await.map_err(AppError::internal)?;
+        return Ok(Verified::AlreadyConfirmed { user });
+    }
+    confirm_in(&mut tx, state, user, now).await?;
+    tx.commit().await.map_err(AppError::internal)?;
+    tracing::info!(user_id = %user, "email address confirmed");
+    Ok(Verified::Confirmed { user, free_credits: state.config.free_credits })
+}
+
+/// Marks the address confirmed and grants the free credits (once: the ledger's `free:<user>`).
+async fn confirm_in(conn: &mut sqlx::PgConnection, state: &AppState, user: Uuid, now: chrono::DateTime<Utc>) -> Result<(), AppError> {
+    sqlx::query("UPDATE users SET email_verified_at = coalesce(email_verified_at, $2) WHERE id = $1").bind(user).bind(now).execute(&mut *conn).await.map_err(AppError::internal)?;
+    crate::server::ledger::grant_free(conn, user, state.config.free_credits, now).await.map_err(AppError::internal)?;
+    Ok(())
+}
+
+/// "Forgot password": queues a reset link if `email` has an account. Answers the same either
+/// way (no account enumeration), except when throttled.
+pub async fn request_password_reset(state: &AppState, email_raw: &str, client_ip: Option<&str>) -> Result<(), AppError> {
+    if email_raw.len() > crate::domain::email::MAX_EMAIL_BYTES {
+        return Err(AppError::validation("email", "That email address is too long."));
+    }
+    let email = Email::parse(email_raw).map_err(|e| AppError::validation("email", e.to_string()))?;
+    let now = Utc::now();
+    if let Some(ip) = client_ip {
+        throttled(throttle::hit(&state.pool, RESET_PER_ADDRESS, ip, now).await)?;
+    }
+    throttled(throttle::hit(&state.pool, RESET_PER_EMAIL, &email.normalized(), now).await)?;
+    let user: Option<(Uuid, String)> = sqlx::query_as("SELECT id, email FROM users WHERE lower(email) = $1 AND deleted_at IS NULL")
+        .bind(email.normalized())
+        .fetch_optional(&state.pool)
+        .await
+        .map_err(AppError::internal)?;
+    let Some((user, address)) = user else {
+        tracing::info!("password reset asked for an address without an account");
+        return Ok(());
+    };
+    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    let token = tokens::issue(&mut tx, user, Purpose::ResetPassword, &address, now).await.map_err(AppError::internal)?;
+    let m = templates::reset_password(state.config.app_url.as_str(), &address, &link(state, "/reset-password", &token));
+    mail::enqueue(&mut tx, Some(user), &m).await.map_err(AppError::internal)?;
+    tx.commit().await.map_err(AppError::internal)?;
+    state.mailer.wake();
+    tracing::info!(user_id = %user, "password reset link queued");
+    Ok(())
+}
+
+/// Whether a reset link can still be used (its page shows the form only then).
+pub async fn reset_link_usable(state: &AppState, token: &str) -> Result<bool, AppError> {
+    let mut conn = state.pool.acquire().await.map_err(AppError::internal)?;
+    tokens::is_usable(&mut conn, token, Purpose::ResetPassword, Utc::now()).await.map_err(AppError::internal)
+}
+
+/// Sets a new password through a reset link; returns the user, whose every session was ended.
+pub async fn reset_password(state: &AppState, token: &str, new_password: &str) -> Result<Uuid, AppError> {
+    if new_password.len() > crate::domain::email::MAX_PASSWORD_BYTES {
+        return Err(AppError::validation("password", "That password is too long."));
+    }
+    check_new_password(new_password).map_err(|m| AppError::validation("password", m))?;
+    // Hash first (bounded and slow), then use the token and write, in one short transaction.
+    let hash = state.passwords.hash(new_password.to_string()).await.map_err(hash_error)?;
+    let now = Utc::now();
+    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    let Some((user, email)) = tokens::consume(&mut tx, token, Purpose::ResetPassword, now).await.map_err(AppError::internal)? else {
+        return Err(AppError::validation("token", "This reset link is not valid any more. Ask for a new one."));
+    };
+    let updated = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1 AND deleted_at IS NULL AND lower(email) = lower($3)")
+        .bind(user)
+        .bind(&hash)
+        .bind(&email)
+        .execute(&mut *tx)
+        .await
+        .map_err(AppError::internal)?;
+    if updated.rows_affected() != 1 {
+        return Err(AppError::validation("token", "This reset link is not valid any more. Ask for a new one."));
+    }
+    tokens::retire_all(&mut tx, user, Purpose::ResetPassword, now).await.map_err(AppError::internal)?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user).execute(&mut *tx).await.map_err(AppError::internal)?;
+    // Following the link proved the inbox: the address is confirmed.
+    confirm_in(&mut tx, state, user, now).await?;
+    tx.commit().await.map_err(AppError::internal)?;
+    rate_limit::clear_for_email(&state.pool, &email.to_lowercase()).await.map_err(AppError::internal)?;
+    tracing::info!(user_id = %user, "password reset");
+    Ok(user)
+}
+
+/// Changes the signed-in user's password; every other session ends, and the owner is told.
+pub async fn change_password(state: &AppState, user: Uuid, current: &str, new_password: &str, client_ip: Option<&str>, keep_session: &http::HeaderMap) -> Result<(), AppError> {
+    check_credential_bounds("", current).map_err(|_| AppError::validation("current_password", "That password is too long."))?;
+    if new_password.len() > crate::domain::email::MAX_PASSWORD_BYTES {
+        return Err(AppError::validation("new_password", "That password is too long."));
+    }
+    check_new_password(new_password).map_err(|m| AppError::validation("new_password", m))?;
+    let (email, stored): (String, String) =
+        sqlx::query_as("SELECT email, password_hash FROM users WHERE id = $1 AND deleted_at IS NULL").bind(user).fetch_one(&state.pool).await.map_err(AppError::internal)?;
+    let normalized = email.to_lowercase();
+    let attempt = match rate_limit::begin(&state.pool, &normalized, client_ip, state.config.login_max_failures, Utc::now()).await.map_err(AppError::internal)? {
+        Ok(a) => a,
+        Err(secs) => return Err(AppError::RateLimited { retry_after_secs: secs }),
+    };
+    match state.passwords.verify(current.to_string(), Some(stored)).await {
+        Ok(true) => rate_limit::succeeded(&state.pool, &normalized, attempt).await.map_err(AppError::internal)?,
+        Ok(false) => return Err(AppError::validation("current_password", "That is not your current password.")),
+        Err(e) => {
+            rate_limit::abandoned(&state.pool, attempt).await.map_err(AppError::internal)?;
+            return Err(hash_error(e));
+        }
+    }
+    let hash = state.passwords.hash(new_password.to_string()).await.map_err(hash_error)?;
+    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1").bind(user).bind(&hash).execute(&mut *tx).await.map_err(AppError::internal)?;
+    session::destroy_others(&mut tx, &state.config, user, keep_session).await.map_err(AppError::internal)?;
+    mail::enqueue(&mut tx, Some(user), &templates::password_changed(state.config.app_url.as_str(), &email)).await.map_err(AppError::internal)?;
+    tx.commit().await.map_err(AppError::internal)?;
+    state.mailer.wake();
+    tracing::info!(user_id = %user, "password changed");
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! `GET /metrics`: Prometheus text for operators, served only when `METRICS_TOKEN` is set and
+//! sent as `Authorization: Bearer …` (404 otherwise, so it is not advertised). What Polar's
+//! outages and the workers look like from outside: the circuit breaker's state, the webhook
+//! inbox and mail outbox backlogs with their oldest age, parked events, worker restarts.
+
+use crate::server::state::AppState;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(expected) = &state.config.metrics_token else { return StatusCode::NOT_FOUND.into_response() };
+    let given = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    if !crate::server::util::constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let row: Result<(i64, Option<f64>, i64, i64, Option<f64>), sqlx::Error> = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending'),
+                (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM webhook_events WHERE status = 'pending'),
+                (SELECT count(*) FROM webhook_events WHERE status = 'failed'),
+                (SELECT count(*) FROM outgoing_mail WHERE status = 'pending'),
+                (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outgoing_mail WHERE status = 'pending')",
+    )
+    .fetch_one(&state.pool)
+    .await;
+    let (pending, oldest, failed, mail_pending, mail_oldest) = match row {
+        Ok(r) => r,
+        Err(e) => return crate::server::util::internal_response(e),
+    };
+    let (circuit, opened) = state.polar.as_ref().map(|p| (p.breaker().state_name(), p.breaker().opened_total())).unwrap_or(("closed", 0));
+    let t = &state.tasks;
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, lines: &[(String, String)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in lines {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let one = |v: String| vec![(String::new(), v)];
+    metric("tally_polar_circuit_open", "1 while the Polar circuit breaker fails calls fast (0.5 half-open).", "gauge",
+        &one(match circuit { "open" => "1", "half_open" => "0.5", _ => "0" }.into()));
+    metric("tally_polar_circuit_opened_total", "Times the Polar circuit breaker opened.", "counter", &one(opened.to_string()));
+    metric("tally_webhook_events_pending", "Verified webhook events waiting to be applied.", "gauge", &one(pending.to_string()));
+    metric("tally_webhook_oldest_pending_seconds", "Age of the oldest waiting webhook event.", "gauge", &one(format!("{:.3}", oldest.unwrap_or(0.0))));
+    metric("tally_webhook_events_failed", "Webhook events parked after their last attempt (tally webhooks retry).", "gauge", &one(failed.to_string()));
+    metric("tally_mail_pending", "Account mails waiting to be sent.", "gauge", &one(mail_pending.to_string()));
+    metric("tally_mail_oldest_pending_seconds", "Age of the oldest waiting mail.", "gauge", &one(format!("{:.3}", mail_oldest.unwrap_or(0.0))));
+    metric(
+        "tally_worker_restarts_total",
+        "Background tasks restarted after ending or panicking.",
+        "counter",
+        &[
+            ("{task=\"webhook_worker\"}".into(), t.webhook_worker.restarts().to_string()),
+            ("{task=\"mail_worker\"}".into(), t.mail_worker.restarts().to_string()),
+            ("{task=\"janitor\"}".into(), t.janitor.restarts().to_string()),
+        ],
+    );
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,350 @@
+//! Test harness: every test gets its own fresh database on a real PostgreSQL and the real
+//! application listening on port 0.
+//!
+//! The server is `TEST_DATABASE_URL` (an admin URL) when set, otherwise the project's embedded
+//! cluster, started on first use exactly as the app starts it.
+
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use tally::server::config::Config;
+use tally::server::startup::Application;
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    /// A client with a cookie jar that does not follow redirects.
+    pub client: reqwest::Client,
+    pub db_name: String,
+}
+
+fn admin_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+            return url;
+        }
+        let dir = std::env::var("TALLY_PG_DIR").unwrap_or_else(|_| ".data/pg".into());
+        let pg = tally::server::embedded_pg::EmbeddedPg::ensure(std::path::Path::new(&dir), std::env::var("TALLY_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(55439)).expect("start the embedded PostgreSQL");
+        pg.url("postgres")
+    })
+    .clone()
+}
+
+/// The URL of test database `db`.
+pub fn database_url(db: &str) -> String {
+    with_db(&admin_url(), db)
+}
+
+fn with_db(admin: &str, db: &str) -> String {
+    let (base, _) = admin.rsplit_once('/').expect("admin URL has a database path");
+    format!("{base}/{db}")
+}
+
+/// A fresh, migrated database of its own.
+pub async fn fresh_database() -> (PgPool, String) {
+    let admin = admin_url();
+    let name = format!("tally_test_{}", uuid::Uuid::new_v4().simple());
+    tally::server::db::create_database_if_missing(&admin, &name).await.expect("create test database");
+    let pool = tally::server::db::connect(&with_db(&admin, &name), tally::server::db::PoolSettings::default()).await.expect("connect test database");
+    tally::server::db::migrate(&pool).await.expect("migrate test database");
+    (pool, name)
+}
+
+pub fn test_config(extra: &[(&str, &str)]) -> Config {
+    let mut env: HashMap<String, String> = HashMap::new();
+    env.insert("LEPTOS_SITE_ADDR".into(), "127.0.0.1:0".into());
+    env.insert("SESSION_SECRET".into(), "test-session-secret-test-session-secret".into());
+    env.insert("LOGIN_MAX_FAILURES".into(), "3".into());
+    // The built-in Polar stand-in: in memory, fast, retrying quickly.
+    env.insert("POLAR_STANDIN_STATE_FILE".into(), "off".into());
+    env.insert("POLAR_STANDIN_PAYMENT_DELAY_MS".into(), "0".into());
+    env.insert("POLAR_STANDIN_INVOICE_DELAY_MS".into(), "300".into());
+    env.insert("POLAR_STANDIN_RETRY_BASE_MS".into(), "200".into());
+    // A circuit breaker that closes again quickly, so outage tests end in seconds.
+    env.insert("POLAR_CIRCUIT_OPEN_MS".into(), "300".into());
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Config::from_source(&env, || unreachable!("SESSION_SECRET is set")).expect("valid test config")
+}
+
+/// The bearer token of the test app's stand-in controls.
+pub fn controls_token() -> String {
+    test_config(&[]).polar.standin.expect("local mode").controls_token.expose().to_string()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let (pool, db_name) = fresh_database().await;
+    spawn_app_on(pool, db_name, extra).await
+}
+
+/// Another app instance on an existing database (for multi-instance tests).
+pub async fn spawn_app_on(pool: PgPool, db_name: String, extra: &[(&str, &str)]) -> TestApp {
+    let app = Application::build(test_config(extra), pool.clone()).await.expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    // A hung request fails its test after 30 s instead of stalling the whole run.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    TestApp { address, pool, client, db_name }
+}
+
+/// A browser-like form post: URL-encoded, `Accept: text/html`, same-origin `Origin`.
+pub async fn post_form(app: &TestApp, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    app.client
+        .post(format!("{}{path}", app.address))
+        .header("accept", "text/html")
+        .header("origin", &app.address)
+        .header("referer", format!("{}/signup", app.address))
+        .form(form)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// A server-function call as the hydrated app makes it; errors come back as JSON `AppError`.
+pub async fn call(app: &TestApp, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    app.client
+        .post(format!("{}{path}", app.address))
+        .header("origin", &app.address)
+        .form(form)
+        .send()
+        .await
+        .expect("request")
+}
+
+pub async fn app_error(res: reqwest::Response) -> tally::error::AppError {
+    let text = res.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not an AppError ({e}): {text}"))
+}
+
+/// The mail the app delivered to its dev mailbox for `to`, newest first (local mode without
+/// SMTP), read over HTTP as a developer's browser would.
+pub async fn mailbox(app: &TestApp, to: &str) -> Vec<serde_json::Value> {
+    let res = reqwest::Client::new()
+        .get(format!("{}/dev/mailbox", app.address))
+        .query(&[("format", "json"), ("to", to)])
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .expect("dev mailbox");
+    assert_eq!(res.status(), 200, "the dev mailbox answers with the controls token");
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["mails"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits for a mail to `to` whose subject contains `subject`; returns its text.
+pub async fn wait_for_mail(app: &TestApp, to: &str, subject: &str) -> String {
+    for _ in 0..100 {
+        if let Some(m) = mailbox(app, to).await.into_iter().find(|m| m["subject"].as_str().is_some_and(|s| s.contains(subject))) {
+            return m["text"].as_str().unwrap_or_default().to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no mail to {to} about {subject:?} arrived");
+}
+
+/// The link in a mail's text that starts with `prefix` (say `http://…/verify-email?token=`).
+pub fn link_in(text: &str, path: &str) -> String {
+    text.split_whitespace().find(|w| w.contains(path)).unwrap_or_else(|| panic!("no {path} link in: {text}")).to_string()
+}
+
+/// The `token` query value of a link.
+pub fn token_of(link: &str) -> String {
+    url::Url::parse(link).unwrap().query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()).expect("a token")
+}
+
+/// Confirms `email` the way its owner does: the link from the mail, then the page's button.
+pub async fn confirm_email(app: &TestApp, email: &str) {
+    let text = wait_for_mail(app, email, "Confirm your email").await;
+    let token = token_of(&link_in(&text, "/verify-email?token="));
+    let res = post_form(app, "/api/confirm-email", &[("token", &token)]).await;
+    assert!(res.status().is_redirection(), "confirming answers with a redirect: {}", res.status());
+}
+
+/// Signs up (a browser without JavaScript) and confirms the address, so the account holds its
+/// free credits; returns the user id.
+pub async fn sign_up_confirmed(app: &TestApp, email: &str) -> uuid::Uuid {
+    let res = post_form(app, "/api/signup", &[("email", email), ("password", "correct horse battery")]).await;
+    assert!(res.status().is_redirection(), "sign-up: {}", res.status());
+    confirm_email(app, email).await;
+    sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)").bind(email).fetch_one(&app.pool).await.unwrap()
+}
+
+pub async fn user_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&app.pool).await.unwrap()
+}
+
+/// A throwaway `redis-server` (Debian's `redis-server` package) on a free port, without
+/// persistence; stopped when dropped.
+pub struct RedisServer {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for the REDIS_URL tests: apt-get install redis-server (.ci/run installs it)");
+        // Owned at once, so it is stopped (and reaped) even if it never comes up.
+        let server = RedisServer { url: format!("redis://127.0.0.1:{port}/0"), child };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on loopback (for servers that must be told their port up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{what} did not start on port {port}");
+}
+
+/// A real SMTP server (aiosmtpd from PyPI, `tests/support/smtp_sink.py`) on a free port,
+/// keeping every message it receives as a file; stopped when dropped.
+pub struct SmtpSink {
+    pub url: String,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        SmtpSink::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> SmtpSink {
+        let dir = std::env::temp_dir().join(format!("tally-smtp-{}", uuid::Uuid::new_v4().simple()));
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
+        let child = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--port", &port.to_string(), "--dir"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd is needed for the SMTP tests: pip install aiosmtpd (scripts/test installs it)");
+        let sink = SmtpSink { url: format!("smtp://127.0.0.1:{port}"), dir, child };
+        wait_for_port(port, "the SMTP sink");
+        sink
+    }
+
+    /// Every message received so far, as raw RFC 5322 text, oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+        files.sort_by_key(|p| p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0));
+        files.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect()
+    }
+
+    /// Waits for a message to `to` about `subject`; returns its body with quoted-printable
+    /// soft line breaks undone.
+    pub async fn wait_for(&self, to: &str, subject: &str) -> String {
+        for _ in 0..200 {
+            if let Some(m) = self.messages().into_iter().find(|m| m.contains(&format!("X-Envelope-To: {to}")) && m.contains(subject)) {
+                return m.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no mail to {to} about {subject:?} reached the SMTP server");
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real nginx (Debian's package) reverse proxy on `port` in front of `upstream`, configured
+/// as the README's deployment section shows: it appends the client to `X-Forwarded-For` and,
+/// like nginx by default, rewrites `Host` to the upstream's. Stopped when dropped.
+pub struct Nginx {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Nginx {
+    pub fn start(port: u16, upstream: &str) -> Nginx {
+        let dir = std::env::temp_dir().join(format!("tally-nginx-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/nginx.conf"))
+            .unwrap()
+            .replace("{listen}", &format!("127.0.0.1:{port}"))
+            .replace("{upstream}", upstream)
+            .replace("{dir}", dir.to_str().unwrap());
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let nginx = ["/usr/sbin/nginx", "nginx"].into_iter().find(|p| std::path::Path::new(p).exists() || *p == "nginx").unwrap();
+        let child = std::process::Command::new(nginx)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx is needed for the reverse-proxy tests: apt-get install nginx (scripts/test installs it)");
+        let proxy = Nginx { dir, child };
+        wait_for_port(port, "nginx");
+        proxy
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The app behind a real nginx, as deployed: `APP_URL` is the proxy's URL and the proxy is a
+/// trusted one. `address` (and the stand-in's URL, and webhook deliveries) go through nginx.
+pub async fn spawn_app_behind_nginx(extra: &[(&str, &str)]) -> (TestApp, Nginx) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut env: Vec<(&str, &str)> = vec![("APP_URL", url.as_str()), ("TRUSTED_PROXIES", "127.0.0.1/32")];
+    env.extend_from_slice(extra);
+    let (pool, db_name) = fresh_database().await;
+    let app = Application::build(test_config(&env), pool.clone()).await.expect("build app");
+    let upstream = format!("127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let nginx = Nginx::start(port, &upstream);
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).cookie_store(true).timeout(std::time::Duration::from_secs(30)).build().unwrap();
+    (TestApp { address: url, pool, client, db_name }, nginx)
+}

@@ -1,0 +1,14 @@
+//! The integration tests, one binary (one link, one process): every test gets its own fresh
+//! database on a real PostgreSQL and the real application on port 0 (see `helpers`).
+#![cfg(feature = "ssr")]
+
+mod helpers;
+
+mod accounts;
+mod billing;
+mod ledger;
+mod metered_api;
+mod pages;
+mod polar_standin;
+mod proxy;
+mod webhooks;
