@@ -59,6 +59,27 @@ ensure_redis() {
   command -v redis-server >/dev/null || { log "installing redis-server for the REDIS_URL tests"; apt_install redis-server; }
 }
 
+# Debian's nginx: the reverse-proxy tests put a real one in front of the app.
+ensure_nginx() {
+  [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || { log "installing nginx for the reverse-proxy tests"; apt_install nginx; }
+}
+
+# aiosmtpd (PyPI): the real SMTP server the mail tests send through (tests/support/smtp_sink.py).
+ensure_smtp_sink() {
+  python3 -c 'import aiosmtpd' 2>/dev/null || { log "installing aiosmtpd for the mail tests"; python3 -m pip install --quiet --disable-pip-version-check aiosmtpd; }
+}
+
+# Starts nginx from tests/support/nginx.conf on 127.0.0.1:$1 in front of $2 (host:port), with
+# its files under $3; prints its pid.
+start_nginx() {
+  local port="$1" upstream="$2" dir="$3" bin
+  bin="$(command -v nginx || echo /usr/sbin/nginx)"
+  mkdir -p "$dir"
+  sed -e "s|{listen}|127.0.0.1:$port|" -e "s|{upstream}|$upstream|" -e "s|{dir}|$dir|g" "$ROOT/tests/support/nginx.conf" >"$dir/nginx.conf"
+  "$bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >/dev/null 2>&1 &
+  echo $!
+}
+
 ensure_browser() {
   if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
     log "installing Debian's Chromium for the browser tests"

@@ -15,6 +15,9 @@ use leptos_router::{
 
 /// The HTML document the server renders around [`App`].
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    // The page's Content-Security-Policy, with this response's nonce (server only).
+    #[cfg(feature = "ssr")]
+    crate::server::security_headers::set_page_policy();
     view! {
         <!DOCTYPE html>
         <html lang="en">

@@ -5,7 +5,7 @@
 // account deletion, and someone else's checkout id.
 import { test, expect, type Page, type TestInfo } from "@playwright/test";
 import AxeBuilder from "@axe-core/playwright";
-import { PASSWORD, jsEnabled, open, uniqueEmail, watchConsole } from "./helpers";
+import { PASSWORD, jsEnabled, linkIn, open, uniqueEmail, waitForMail, watchConsole } from "./helpers";
 
 async function shot(page: Page, testInfo: TestInfo, name: string) {
   await page.screenshot({ path: `screenshots/${testInfo.project.name}-${name}.png`, fullPage: true });
@@ -48,14 +48,23 @@ test("buy, use and manage a plan end to end", async ({ page }, testInfo) => {
   const errors = watchConsole(page);
   const email = uniqueEmail(testInfo, "journey");
 
-  // Sign up: the free credits are there.
+  // Sign up: the sign-up page promises the free credits, which come with the confirmed address.
   await open(page, testInfo, "/signup");
+  await expect(page.getByTestId("free-credits")).toContainText("1,000 free credits once you confirm your email address");
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Create account" }).click();
   await expect(page).toHaveURL(/\/billing$/);
   if (jsEnabled(testInfo)) await expect(page.locator("body[data-hydrated]")).toBeAttached();
+  await expect(page.getByTestId("confirm-email")).toContainText("Confirm your email address to receive your 1,000 free credits");
+  await expect(page.getByTestId("credits-total")).toHaveText("0");
+  // The confirmation mail, through a real SMTP server, and its link in the browser.
+  const mail = await waitForMail(email, "Confirm your email address");
+  await page.goto(linkIn(mail, "/verify-email?token="));
+  await page.getByRole("button", { name: "Confirm my email address" }).click();
+  await expect(page).toHaveURL(/\/billing\?done=email-confirmed/);
   await expect(page.getByTestId("credits-total")).toHaveText("1,000");
+  await expect(page.getByTestId("confirm-email")).toHaveCount(0);
   await expect(page.locator(".plan-name")).toContainText("Free");
 
   // Pricing → Pro → the hosted checkout → the success page waits, then confirms.

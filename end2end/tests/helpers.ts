@@ -30,8 +30,54 @@ export async function open(page: Page, testInfo: TestInfo, path: string) {
   }
 }
 
-/** Creates an account through the same endpoint the form posts to; the context keeps the cookie. */
+/**
+ * Creates an account through the same endpoint the form posts to and confirms its address
+ * through the mail it was sent; the context keeps the cookie.
+ */
 export async function signUpViaApi(page: Page, email: string) {
   const res = await page.request.post("/api/signup", { form: { email, password: PASSWORD }, maxRedirects: 0 });
+  expect([200, 302]).toContain(res.status());
+  await confirmViaApi(page, email);
+}
+
+/** The stand-in's controls token (scripts/test gives the server and the tests the same one). */
+export function controlsAuth(): Record<string, string> {
+  return { authorization: `Bearer ${process.env.STANDIN_CONTROLS_TOKEN ?? ""}` };
+}
+
+/**
+ * Waits for a mail to `to` whose subject contains `subject` to reach the real SMTP server
+ * scripts/test runs (it keeps each message as a file in MAIL_DIR); returns the message.
+ */
+export async function waitForMail(to: string, subject: string, after = 0): Promise<string> {
+  const fs = await import("node:fs");
+  const path = await import("node:path");
+  const dir = process.env.MAIL_DIR;
+  if (!dir) throw new Error("MAIL_DIR is not set: run the browser tests through scripts/test");
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith(".eml")) : [];
+    const found = files
+      .map((f) => ({ n: Number(f.replace(".eml", "")), text: fs.readFileSync(path.join(dir, f), "utf8") }))
+      .filter((m) => m.n > after && m.text.includes(`X-Envelope-To: ${to}`) && m.text.includes(subject))
+      .sort((a, b) => b.n - a.n);
+    if (found.length > 0) return found[0].text;
+    if (Date.now() > deadline) throw new Error(`no mail to ${to} about "${subject}" arrived`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The first link in a mail that contains `path`. */
+export function linkIn(mail: string, path: string): string {
+  const link = mail.split(/\s+/).find((w) => w.includes(path));
+  if (!link) throw new Error(`no ${path} link in the mail:\n${mail}`);
+  return link;
+}
+
+/** Confirms `email` through the link in its confirmation mail (as its owner would, by API). */
+export async function confirmViaApi(page: Page, email: string) {
+  const mail = await waitForMail(email, "Confirm your email address");
+  const token = new URL(linkIn(mail, "/verify-email?token=")).searchParams.get("token")!;
+  const res = await page.request.post("/api/confirm-email", { form: { token }, maxRedirects: 0 });
   expect([200, 302]).toContain(res.status());
 }

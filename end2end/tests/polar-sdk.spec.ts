@@ -8,6 +8,7 @@ import { Polar } from "@polar-sh/sdk";
 import { validateEvent } from "@polar-sh/sdk/webhooks";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { controlsAuth } from "./helpers";
 
 const TOKEN = process.env.POLAR_ACCESS_TOKEN ?? "standin_e2e_token";
 const LEGACY_SECRET = "polar_whs_contract-test-secret";
@@ -41,9 +42,9 @@ test("the official SDK parses every stand-in endpoint and accepts its webhooks",
   test.skip(testInfo.project.name !== "hydrated", "Node-only contract test; runs once");
   test.setTimeout(120_000);
   const sink = await webhookSink();
-  const reg = await request.post("/polar/_standin/webhooks/endpoints", { data: { url: sink.url, secret: LEGACY_SECRET, standard: false } });
+  const reg = await request.post("/polar/_standin/webhooks/endpoints", { data: { url: sink.url, secret: LEGACY_SECRET, standard: false }, headers: controlsAuth() });
   expect(reg.status()).toBe(201);
-  const ids = await (await request.get("/polar/_standin/products")).json();
+  const ids = await (await request.get("/polar/_standin/products", { headers: controlsAuth() })).json();
 
   const polar = new Polar({ accessToken: TOKEN, serverURL: `${baseURL}/polar` });
   const external = `contract-${Date.now()}`;
@@ -101,7 +102,7 @@ test("the official SDK parses every stand-in endpoint and accepts its webhooks",
   const switched = await polar.subscriptions.update({ id: subId, subscriptionUpdate: { productId: ids.business, prorationBehavior: "invoice" } });
   expect(switched.productId).toBe(ids.business);
   // A renewal (subscription.cycled is newer than this SDK), then the end.
-  expect((await request.post(`/polar/_standin/subscriptions/${subId}/renew`)).status()).toBe(200);
+  expect((await request.post(`/polar/_standin/subscriptions/${subId}/renew`, { headers: controlsAuth() })).status()).toBe(200);
   expect((await polar.subscriptions.revoke({ id: subId })).status).toBe("canceled");
 
   // Usage events and meters.

@@ -31,6 +31,10 @@ pub async fn main() -> ExitCode {
             Ok(pool) => polar_command(config, pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
             Err(e) => Err(e),
         },
+        "webhooks" => match connect_and_migrate(&config).await {
+            Ok(pool) => webhooks_command(&pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
+            Err(e) => Err(e),
+        },
         "credits" => match connect_and_migrate(&config).await {
             Ok(pool) => credits_command(&pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
             Err(e) => Err(e),
@@ -51,11 +55,13 @@ pub async fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: tally [serve | migrate | db-url | db-stop | credits …]
+const USAGE: &str = "usage: tally [serve | migrate | db-url | db-stop | credits … | polar … | webhooks …]
   tally credits balance EMAIL            credits of an account, by source
   tally credits adjust EMAIL DELTA REASON  add (DELTA > 0) or remove credits; REASON is required
   tally credits check                    verify that every balance equals its ledger entries
-  tally polar reconcile EMAIL|--all      re-sync users from Polar (customer link, Customer State, subscriptions)";
+  tally polar reconcile EMAIL|--all      re-sync users from Polar (customer link, Customer State, subscriptions)
+  tally webhooks list                    events waiting or parked, with their last error
+  tally webhooks retry ID|--failed       put a parked event (or every one) back in the queue, due now";
 
 /// `tally polar reconcile EMAIL|--all`: re-reads users from Polar and applies what it says.
 pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) -> Result<(), String> {
@@ -86,6 +92,49 @@ pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) 
         return Err(format!("{failed} account(s) could not be reconciled"));
     }
     Ok(())
+}
+
+/// `tally webhooks list|retry ID|--failed`: the operator's view of the webhook inbox.
+pub async fn webhooks_command(pool: &sqlx::PgPool, args: &[String]) -> Result<(), String> {
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["list"] => {
+            let rows: Vec<(String, String, String, i32, Option<String>)> = sqlx::query_as(
+                "SELECT webhook_id, event_type, status, attempts, last_error FROM webhook_events
+                  WHERE status IN ('pending', 'failed') ORDER BY received_at LIMIT 500",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(|e| e.to_string())?;
+            if rows.is_empty() {
+                println!("nothing waiting or parked");
+            }
+            for (id, kind, status, attempts, error) in rows {
+                println!("{id}  {kind}  {status}  {attempts} attempt(s)  {}", error.unwrap_or_default());
+            }
+            Ok(())
+        }
+        ["retry", target] => {
+            let done = if *target == "--failed" {
+                sqlx::query("UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = now() WHERE status = 'failed' AND payload IS NOT NULL")
+                    .execute(pool)
+                    .await
+            } else {
+                sqlx::query("UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = now() WHERE webhook_id = $1 AND status = 'failed' AND payload IS NOT NULL")
+                    .bind(target)
+                    .execute(pool)
+                    .await
+            }
+            .map_err(|e| e.to_string())?;
+            let n = done.rows_affected();
+            if n == 0 && *target != "--failed" {
+                return Err(format!("no parked event {target} with a payload (see `tally webhooks list`)"));
+            }
+            tracing::info!(requeued = n, "parked webhook events put back in the queue");
+            println!("{n} event(s) queued again; a running app applies them within seconds");
+            Ok(())
+        }
+        _ => Err(format!("usage: tally webhooks list | tally webhooks retry ID|--failed\n{USAGE}")),
+    }
 }
 
 /// `tally credits …`: the administrator's view of the ledger.
@@ -168,9 +217,20 @@ async fn serve(config: Config) -> Result<(), String> {
     let pool = connect_and_migrate(&config).await?;
     let app_url = config.app_url.clone();
     let mode = config.polar.mode;
+    let local = config.polar.standin.clone();
+    let mail_to_dev_mailbox = config.smtp_url.is_none();
     let app = Application::build(config, pool).await.map_err(|e| format!("binding the HTTP port: {e}"))?;
     tracing::info!(polar_mode = mode.as_str(), port = app.port(), "Tally is ready");
     println!("\n  Tally is running at {app_url}\n");
+    if let Some(standin) = &local {
+        // Local mode only, on the terminal (never in the logs): where a developer reads the
+        // mail the app sends, and the token the stand-in's controls ask for.
+        let base = app_url.as_str().trim_end_matches('/');
+        if mail_to_dev_mailbox {
+            println!("  Mail goes to the dev mailbox: {base}/dev/mailbox?token={}", standin.controls_token.expose());
+        }
+        println!("  Stand-in controls (tests, demos): Authorization: Bearer {}\n", standin.controls_token.expose());
+    }
     app.run().await.map_err(|e| e.to_string())
 }
 

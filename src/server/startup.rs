@@ -8,13 +8,11 @@ use crate::server::standin::{StandIn, StandinConfig, WebhookEndpoint};
 use crate::server::{csrf, health, metered, supervisor, webhooks};
 use axum::routing::{get, post};
 use axum::Router;
-use http::header::{HeaderName, HeaderValue};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 pub struct Application {
@@ -145,12 +143,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::auth::gate::require_account))
         .layer(axum::middleware::from_fn_with_state(state.clone(), csrf::protect))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::client_ip::middleware))
-        .layer(SetResponseHeaderLayer::if_not_present(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::if_not_present(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY")))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static("referrer-policy"),
-            HeaderValue::from_static("strict-origin-when-cross-origin"),
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::security_headers::apply))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -6,6 +6,8 @@ mod helpers;
 
 mod accounts;
 mod billing;
+mod fuzz_corpus;
+mod hygiene;
 mod ledger;
 mod metered_api;
 mod pages;

@@ -3,7 +3,7 @@
 use super::Mail;
 
 fn footer(app_url: &str) -> String {
-    format!("\n\n— Tally\n{app_url}\n\nYou get this mail because of your Tally account. If it was not you, you can ignore it.")
+    format!("\n\n-- Tally\n{app_url}\n\nYou get this mail because of your Tally account. If it was not you, you can ignore it.")
 }
 
 pub fn verify_email(app_url: &str, to: &str, link: &str, free_credits: i64) -> Mail {

@@ -63,7 +63,10 @@ async fn dispatch(conn: &mut PgConnection, config: &Config, event_type: &str, pa
 pub fn event_user(event_type: &str, payload: &Value) -> Option<Uuid> {
     let data = &payload["data"];
     let customer = if event_type.starts_with("customer.") { data } else { &data["customer"] };
-    customer["external_id"].as_str().and_then(|x| Uuid::parse_str(x).ok())
+    // Checkouts name the customer by `external_customer_id` (they may have no customer yet).
+    [&customer["external_id"], &data["external_customer_id"], &data["customer_external_id"]]
+        .into_iter()
+        .find_map(|v| v.as_str().and_then(|x| Uuid::parse_str(x).ok()))
 }
 
 /// The Tally user a customer payload (`data` is the customer) belongs to, if any.
