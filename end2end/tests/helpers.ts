@@ -61,10 +61,16 @@ export async function waitForMail(to: string, subject: string, after = 0): Promi
       .map((f) => ({ n: Number(f.replace(".eml", "")), text: fs.readFileSync(path.join(dir, f), "utf8") }))
       .filter((m) => m.n > after && m.text.includes(`X-Envelope-To: ${to}`) && m.text.includes(subject))
       .sort((a, b) => b.n - a.n);
-    if (found.length > 0) return found[0].text;
+    if (found.length > 0) return decodeQuotedPrintable(found[0].text);
     if (Date.now() > deadline) throw new Error(`no mail to ${to} about "${subject}" arrived`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** Undoes quoted-printable soft line breaks and escapes (as a mail reader would). */
+function decodeQuotedPrintable(mail: string): string {
+  if (!/Content-Transfer-Encoding: quoted-printable/i.test(mail)) return mail;
+  return mail.replace(/=\r?\n/g, "").replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
 }
 
 /** The first link in a mail that contains `path`. */

@@ -14,8 +14,8 @@ pub mod templates;
 
 use crate::server::config::Config;
 use chrono::{DateTime, Duration, Utc};
-use lettre::message::header::ContentType;
-use lettre::message::Mailbox;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
@@ -101,12 +101,15 @@ impl Mailer {
             }
             Transport::Smtp(smtp) => {
                 let to: Mailbox = to.parse().map_err(|e| format!("recipient: {e}"))?;
+                // 7-bit when the text allows it (ASCII, short lines: ours are), so a link is never
+                // broken across quoted-printable soft line breaks; else lettre chooses.
+                let body = Body::new_with_encoding(text.to_string(), ContentTransferEncoding::SevenBit).unwrap_or_else(|_| Body::new(text.to_string()));
                 let message = Message::builder()
                     .from(self.from.clone())
                     .to(to)
                     .subject(subject)
                     .header(ContentType::TEXT_PLAIN)
-                    .body(text.to_string())
+                    .body(body)
                     .map_err(|e| e.to_string())?;
                 smtp.send(message).await.map(|_| ()).map_err(|e| e.to_string())
             }
