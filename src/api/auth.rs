@@ -25,9 +25,10 @@ mod ssr {
 
     pub(crate) use crate::api::request_headers;
 
-    /// The client's address as `client_ip` resolved it (behind trusted proxies, the real one).
+    /// The client's address as `client_ip` resolved it (behind trusted proxies, the real one),
+    /// as limits key on it (an IPv6 client by its /64).
     pub fn client_ip() -> Option<String> {
-        crate::server::client_ip::current().map(|ip| ip.to_string())
+        crate::server::client_ip::current().map(crate::server::client_ip::limit_key)
     }
 
     pub fn accounts(state: &AppState) -> crate::server::auth::users::Accounts<'_> {
@@ -112,9 +113,13 @@ pub async fn get_signup_info() -> Result<SignupInfo, AppError> {
 pub async fn confirm_email(token: String) -> Result<(), AppError> {
     super::with_status(async {
         let state = ssr::state()?;
-        crate::server::auth::recovery::verify_email(&state, &token).await?;
+        let verified = crate::server::auth::recovery::verify_email(&state, &token).await?;
         let signed_in = crate::server::auth::session::current_user().await?.is_some();
-        leptos_axum::redirect(if signed_in { "/billing?done=email-confirmed" } else { "/login?done=email-confirmed" });
+        let done = match verified {
+            crate::server::auth::recovery::Verified::Confirmed { free_credits: 0, .. } if state.config.free_credits > 0 => "email-confirmed-claimed",
+            _ => "email-confirmed",
+        };
+        leptos_axum::redirect(&format!("{}?done={done}", if signed_in { "/billing" } else { "/login" }));
         Ok(())
     }
     .await)
@@ -158,7 +163,8 @@ pub async fn check_reset_link(token: String) -> Result<bool, AppError> {
 pub async fn reset_password(token: String, password: String) -> Result<(), AppError> {
     super::with_status(async {
         let state = ssr::state()?;
-        let user = crate::server::auth::recovery::reset_password(&state, &token, &password).await?;
+        let ip = ssr::client_ip();
+        let user = crate::server::auth::recovery::reset_password(&state, &token, &password, ip.as_deref()).await?;
         ssr::start_session(&state, user).await?;
         leptos_axum::redirect("/billing?done=password-reset");
         Ok(())

@@ -19,6 +19,21 @@ pub enum EmailError {
     TooLong,
 }
 
+/// Characters allowed in the local part (RFC 5322 `atext`, plus dots between them). Quoted
+/// local parts, comments and display names (`Name <a@b.c>`) are refused: a mailer would read
+/// `x<me@evil.example>` as a name and an address, so many distinct "emails" would reach one
+/// inbox.
+fn local_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-.".contains(c)
+}
+
+fn domain_ok(domain: &str) -> bool {
+    let labels: Vec<&str> = domain.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        && labels.last().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic() || c == '-' || c.is_ascii_digit()) && !tld.chars().all(|c| c.is_ascii_digit()))
+}
+
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
         let s = raw.trim();
@@ -28,18 +43,30 @@ impl Email {
         if s.len() > 254 {
             return Err(EmailError::TooLong);
         }
-        let (local, domain) = s.split_once('@').ok_or(EmailError::Malformed)?;
+        let (local, domain) = s.rsplit_once('@').ok_or(EmailError::Malformed)?;
         let ok = !local.is_empty()
-            && !domain.is_empty()
-            && !domain.contains('@')
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+            && local.len() <= 64
+            && local.chars().all(local_char)
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..")
+            && domain_ok(domain);
         if !ok {
             return Err(EmailError::Malformed);
         }
         Ok(Self(s.to_string()))
+    }
+
+    /// The inbox the address delivers to, as far as it can be told: lower-cased, without a
+    /// `+tag`, and for Gmail without dots (`A.nn+x@GoogleMail.com` → `ann@gmail.com`). One
+    /// inbox gets the free credits once, however many addresses lead to it.
+    pub fn inbox(&self) -> String {
+        let lower = self.0.to_lowercase();
+        let (local, domain) = lower.rsplit_once('@').unwrap_or((&lower, ""));
+        let local = local.split('+').next().unwrap_or(local);
+        let domain = if domain == "googlemail.com" { "gmail.com" } else { domain };
+        let local = if domain == "gmail.com" { local.replace('.', "") } else { local.to_string() };
+        format!("{local}@{domain}")
     }
 
     /// The address as the user typed it (trimmed).
@@ -104,11 +131,23 @@ mod tests {
     #[test]
     fn malformed_emails_are_rejected_with_a_reason() {
         assert_eq!(Email::parse(""), Err(EmailError::Empty));
-        for bad in ["ann", "ann@", "@x.io", "ann@x", "a b@x.io", "a@b@x.io", "ann@.io", "ann@x."] {
+        for bad in [
+            "ann", "ann@", "@x.io", "ann@x", "a b@x.io", "a@b@x.io", "ann@.io", "ann@x.", "x<me@evil.example>", "<me@evil.example>",
+            "\"q\"@x.io", "a(c)@x.io", "ann@x..io", ".ann@x.io", "ann.@x.io", "an..n@x.io", "ann@-x.io", "ann@x.123", "ann@exämple.io", "ä@x.io",
+        ] {
             assert_eq!(Email::parse(bad), Err(EmailError::Malformed), "{bad}");
         }
         let long = format!("{}@x.io", "a".repeat(260));
         assert_eq!(Email::parse(&long), Err(EmailError::TooLong));
+    }
+
+    #[test]
+    fn addresses_that_reach_one_inbox_share_it() {
+        let inbox = |s: &str| Email::parse(s).unwrap().inbox();
+        assert_eq!(inbox("Ann+promo@Example.com"), "ann@example.com");
+        assert_eq!(inbox("a.n.n+1@googlemail.com"), inbox("ann@gmail.com"));
+        assert_eq!(inbox("a.n.n@example.com"), "a.n.n@example.com", "dots matter outside Gmail");
+        assert!(Email::parse("o'brien+x@sub.example.co.uk").is_ok());
     }
 
     #[test]

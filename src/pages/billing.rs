@@ -19,6 +19,7 @@ fn done_message(done: &str) -> Option<&'static str> {
         "upgraded" => "Your plan was upgraded. The difference for the rest of this period was invoiced, and the extra credits are yours now.",
         "scheduled" => "Your plan changes at the next renewal. Until then nothing changes.",
         "email-confirmed" => "Your email address is confirmed.",
+        "email-confirmed-claimed" => "Your email address is confirmed. Its inbox already received the free credits with another account, so none were added.",
         "confirmation-sent" => "We sent the confirmation link again. It works once and expires in 24 hours.",
         "password-reset" => "Your new password is saved, and every other session was signed out.",
         _ => return None,

@@ -22,7 +22,7 @@ pub fn LoginPage() -> impl IntoView {
         <section class="panel narrow auth">
             <h1>"Sign in"</h1>
             {move || (!next().is_empty()).then(|| view! { <p class="alert alert--info">"Sign in to continue."</p> })}
-            {move || (query.read().get("done").as_deref() == Some("email-confirmed")).then(|| view! { <p class="alert alert--success" role="status">"Your email address is confirmed. Sign in to see your credits."</p> })}
+            {move || (query.read().get("done").is_some_and(|d| d.starts_with("email-confirmed"))).then(|| view! { <p class="alert alert--success" role="status">"Your email address is confirmed. Sign in to see your credits."</p> })}
             <ActionForm action=action attr:class="form" attr:aria-label="Sign in">
                 <FormError error=error />
                 <Field name="email" label="Email" input_type="email" autocomplete="email" error=error />

@@ -865,7 +865,10 @@ pub async fn delete_account(state: &AppState, user: Uuid) -> Result<(), AppError
           WHERE user_id = $1",
         "DELETE FROM login_failures WHERE email_normalized = (SELECT lower(email) FROM users WHERE id = $1)",
         "DELETE FROM dev_mailbox WHERE lower(to_address) = (SELECT lower(email) FROM users WHERE id = $1)",
-        "UPDATE outgoing_mail SET to_address = 'deleted', subject = 'deleted', body_text = NULL WHERE user_id = $1",
+        "UPDATE outgoing_mail SET to_address = 'deleted', subject = 'deleted', body_text = NULL,
+                status = CASE WHEN status = 'pending' THEN 'failed' ELSE status END,
+                last_error = CASE WHEN status = 'pending' THEN 'account deleted before sending' ELSE last_error END
+          WHERE user_id = $1",
         "DELETE FROM account_tokens WHERE user_id = $1",
         "UPDATE users SET email = 'deleted-' || id || '@deleted.invalid', password_hash = '!deleted', deleted_at = now() WHERE id = $1",
         "DELETE FROM sessions WHERE user_id = $1",

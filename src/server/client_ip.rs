@@ -65,13 +65,27 @@ fn hops(headers: &HeaderMap, which: ProxyHeader) -> Vec<Option<IpAddr>> {
     out
 }
 
-/// The client address of a request from `peer`.
+/// What limits key on for a client: an IPv4 address itself; an IPv6 one by its /64, which one
+/// subscriber usually holds whole (else each of its 2^64 addresses would be a new client).
+pub fn limit_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// The client address of a request from `peer`. IPv4-mapped IPv6 addresses (a dual-stack
+/// listener's view of an IPv4 peer) count as the IPv4 addresses they are.
 pub fn resolve(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet], which: ProxyHeader) -> IpAddr {
+    let peer = peer.to_canonical();
     if !trusted(peer, proxies) {
         return peer;
     }
     let mut nearest = peer;
-    for hop in hops(headers, which).into_iter().rev() {
+    for hop in hops(headers, which).into_iter().rev().map(|h| h.map(|ip| ip.to_canonical())) {
         match hop {
             Some(ip) if trusted(ip, proxies) => nearest = ip,
             Some(ip) => return ip,
@@ -141,6 +155,17 @@ mod tests {
         assert_eq!(resolve(ip("10.1.1.1"), &h(&[]), &p, XFF), ip("10.1.1.1"));
         // A hop that does not parse stops the walk at the last trusted proxy.
         assert_eq!(resolve(ip("10.1.1.1"), &h(&[("x-forwarded-for", "1.1.1.1, unknown")]), &p, XFF), ip("10.1.1.1"));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_ipv4_and_ipv6_clients_are_keyed_by_their_64() {
+        let p = nets(&["10.0.0.0/8"]);
+        let hdr = h(&[("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(resolve(ip("::ffff:10.0.0.1"), &hdr, &p, XFF), ip("198.51.100.7"), "a dual-stack listener sees the proxy as ::ffff:10.0.0.1");
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1")), limit_key(ip("2001:db8:1:2:bbbb::9")));
+        assert_ne!(limit_key(ip("2001:db8:1:2::1")), limit_key(ip("2001:db8:1:3::1")));
+        assert_eq!(limit_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
+        assert_eq!(limit_key(ip("203.0.113.5")), "203.0.113.5");
     }
 
     #[test]

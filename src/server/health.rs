@@ -30,7 +30,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let migrations = database && db::migrations_applied(&state.pool).await.unwrap_or(false);
     let webhook_worker = worker(&state, &state.tasks.webhook_worker);
     let mail_worker = worker(&state, &state.tasks.mail_worker);
-    let ready = database && migrations && webhook_worker != "stalled" && mail_worker != "stalled";
+    // Serving needs the database and the webhook worker; a stalled mail worker is reported
+    // (and in /metrics) but does not take the instance out of the load balancer.
+    let ready = database && migrations && webhook_worker != "stalled";
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
@@ -43,6 +45,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                 "mail_worker": mail_worker,
             },
             "worker_restarts": state.tasks.webhook_worker.restarts() + state.tasks.mail_worker.restarts(),
+            "polar_circuit": state.polar.as_ref().map(|p| p.breaker().state_name()),
             "polar_mode": state.config.polar.mode.as_str(),
         })),
     )

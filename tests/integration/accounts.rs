@@ -433,3 +433,33 @@ async fn the_dev_mailbox_needs_the_controls_token() {
     let html = reqwest::Client::new().get(format!("{}/dev/mailbox?token={}", app.address, controls_token())).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("Confirm your email address") && html.contains("/verify-email?token="), "{html}");
 }
+
+#[tokio::test]
+async fn one_inbox_gets_the_free_credits_once() {
+    let app = spawn_app().await;
+    let first = sign_up_confirmed(&app, "ann+one@example.com").await;
+    post_form(&app, "/api/logout", &[]).await;
+    let res = post_form(&app, "/api/signup", &[("email", "Ann+two@Example.com"), ("password", PASSWORD)]).await;
+    assert!(res.status().is_redirection());
+    let text = wait_for_mail(&app, "Ann+two@Example.com", "Confirm").await;
+    let token = token_of(&link_in(&text, "/verify-email?token="));
+    let res = post_form(&app, "/api/confirm-email", &[("token", &token)]).await;
+    assert_eq!(res.headers()["location"], "/billing?done=email-confirmed-claimed", "confirmed, and told why nothing was added");
+    let balances: Vec<(uuid::Uuid, i64)> = sqlx::query_as("SELECT user_id, balance FROM credit_accounts ORDER BY balance DESC").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(balances.iter().map(|(_, b)| *b).sum::<i64>(), 1000, "one inbox, one grant: {balances:?}");
+    assert_eq!(balances[0].0, first);
+    // Addresses a mailer would deliver to one inbox under another name are not addresses here.
+    let res = call(&app, "/api/signup", &[("email", "x<ann@example.com>"), ("password", PASSWORD)]).await;
+    assert_eq!(res.status(), 422);
+}
+
+#[tokio::test]
+async fn guessed_reset_links_are_refused_and_throttled_per_client() {
+    let app = spawn_app().await;
+    for i in 0..30 {
+        let res = call(&app, "/api/reset-password", &[("token", &format!("guess-{i}")), ("password", "a guessed new password")]).await;
+        assert_eq!(res.status(), 422);
+    }
+    let res = call(&app, "/api/reset-password", &[("token", "guess-31"), ("password", "a guessed new password")]).await;
+    assert_eq!(res.status(), 429);
+}

@@ -265,6 +265,34 @@ async fn handler_errors_never_reach_polar_and_are_retried_then_parked() {
     assert!(!tally::server::webhooks::worker::process_one(&pool, &config, now).await.unwrap(), "a parked event is left alone");
 }
 
+#[tokio::test]
+async fn a_handler_that_panics_is_retried_then_parked_not_stuck() {
+    let (pool, _) = fresh_database().await;
+    let config = test_config(&[]);
+    let u = user_in(&pool).await;
+    sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload, received_at) VALUES ('poison', 'tally.test.panic', '{}', now() - interval '1 minute')").execute(&pool).await.unwrap();
+    let good: Value = serde_json::from_str(&pack_order("order.paid", "ord_behind", u, 0)).unwrap();
+    sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ('behind', 'order.paid', $1)").bind(&good).execute(&pool).await.unwrap();
+    let config = tally::server::config::Config { polar: tally::server::config::PolarConfig { products: tally::server::config::PlanMap { pack_50: Some("11111111-1111-4111-8111-111111111150".into()), ..config.polar.products.clone() }, ..config.polar.clone() }, ..config };
+    for round in 0..tally::server::webhooks::worker::MAX_ATTEMPTS {
+        sqlx::query("UPDATE webhook_events SET next_attempt_at = now() WHERE status = 'pending'").execute(&pool).await.unwrap();
+        while tally::server::webhooks::worker::process_one(&pool, &config, chrono::Utc::now()).await.unwrap() {}
+        let (status, attempts, error): (String, i32, Option<String>) =
+            sqlx::query_as("SELECT status, attempts, last_error FROM webhook_events WHERE webhook_id = 'poison'").fetch_one(&pool).await.unwrap();
+        assert_eq!(attempts, round + 1, "each panic is a counted attempt");
+        assert!(error.unwrap().contains("panicked"));
+        if round + 1 == tally::server::webhooks::worker::MAX_ATTEMPTS {
+            assert_eq!(status, "failed", "parked after the last attempt");
+        }
+    }
+    let behind: String = sqlx::query_scalar("SELECT status FROM webhook_events WHERE webhook_id = 'behind'").fetch_one(&pool).await.unwrap();
+    assert_eq!(behind, "done", "the event behind it was not held up");
+}
+
+async fn user_in(pool: &sqlx::PgPool) -> Uuid {
+    sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id").bind(format!("{}@example.com", Uuid::new_v4())).fetch_one(pool).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn several_workers_on_one_inbox_apply_each_event_once() {
     let (pool, _) = fresh_database().await;

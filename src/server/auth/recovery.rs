@@ -25,6 +25,8 @@ use uuid::Uuid;
 const VERIFY_MAILS: Throttle = Throttle { scope: "mail.verify", limit: 5, window_secs: 3600 };
 const RESET_PER_EMAIL: Throttle = Throttle { scope: "mail.reset.email", limit: 3, window_secs: 3600 };
 const RESET_PER_ADDRESS: Throttle = Throttle { scope: "mail.reset.ip", limit: 20, window_secs: 3600 };
+/// Attempts to use reset links, per client address: a guess costs a lookup, never a hash.
+const RESET_ATTEMPTS_PER_ADDRESS: Throttle = Throttle { scope: "reset.attempt.ip", limit: 30, window_secs: 3600 };
 
 fn link(state: &AppState, path: &str, token: &str) -> String {
     format!("{}{path}?token={token}", state.config.app_url.as_str().trim_end_matches('/'))
@@ -64,7 +66,7 @@ pub async fn resend_verification(state: &AppState, user: Uuid) -> Result<(), App
 /// What following a verification link did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verified {
-    /// Confirmed now; `free_credits` were granted.
+    /// Confirmed now; `free_credits` were granted (0: the inbox had claimed them already).
     Confirmed { user: Uuid, free_credits: i64 },
     /// The address had been confirmed already (by another link).
     AlreadyConfirmed { user: Uuid },
@@ -81,7 +83,9 @@ pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, App
         return Err(invalid());
     };
     let row: Option<(String, Option<chrono::DateTime<Utc>>)> =
-        sqlx::query_as("SELECT email, email_verified_at FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE").bind(user).fetch_optional(&mut *tx).await.map_err(AppError::internal)?;
+        // FOR NO KEY UPDATE, like every lock on an account: rows referencing users (a refund's)
+        // take KEY SHARE on it, which FOR UPDATE would block, in the opposite order.
+        sqlx::query_as("SELECT email, email_verified_at FROM users WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE").bind(user).fetch_optional(&mut *tx).await.map_err(AppError::internal)?;
     let Some((current, verified_at)) = row else { return Err(invalid()) };
     if !current.eq_ignore_ascii_case(&email) {
         // A link for an address the account no longer has is used up all the same.
@@ -92,17 +96,30 @@ pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, App
         tx.commit().await.map_err(AppError::internal)?;
         return Ok(Verified::AlreadyConfirmed { user });
     }
-    confirm_in(&mut tx, state, user, now).await?;
+    let granted = confirm_in(&mut tx, state, user, &current, now).await?;
     tx.commit().await.map_err(AppError::internal)?;
-    tracing::info!(user_id = %user, "email address confirmed");
-    Ok(Verified::Confirmed { user, free_credits: state.config.free_credits })
+    tracing::info!(user_id = %user, granted, "email address confirmed");
+    Ok(Verified::Confirmed { user, free_credits: granted })
 }
 
-/// Marks the address confirmed and grants the free credits (once: the ledger's `free:<user>`).
-async fn confirm_in(conn: &mut sqlx::PgConnection, state: &AppState, user: Uuid, now: chrono::DateTime<Utc>) -> Result<(), AppError> {
+/// Marks the address confirmed and grants the free credits, once per inbox (the claim) and
+/// once per account (the ledger's `free:<user>`); the credits granted.
+async fn confirm_in(conn: &mut sqlx::PgConnection, state: &AppState, user: Uuid, email: &str, now: chrono::DateTime<Utc>) -> Result<i64, AppError> {
     sqlx::query("UPDATE users SET email_verified_at = coalesce(email_verified_at, $2) WHERE id = $1").bind(user).bind(now).execute(&mut *conn).await.map_err(AppError::internal)?;
-    crate::server::ledger::grant_free(conn, user, state.config.free_credits, now).await.map_err(AppError::internal)?;
-    Ok(())
+    let inbox = Email::parse(email).map(|e| e.inbox()).unwrap_or_else(|_| email.to_lowercase());
+    let claimed: Option<Uuid> = sqlx::query_scalar("INSERT INTO free_credit_claims (inbox, user_id, claimed_at) VALUES ($1, $2, $3) ON CONFLICT (inbox) DO NOTHING RETURNING user_id")
+        .bind(&inbox)
+        .bind(user)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(AppError::internal)?;
+    if claimed.is_none() {
+        tracing::info!(user_id = %user, "free credits already claimed by this inbox");
+        return Ok(0);
+    }
+    let outcome = crate::server::ledger::grant_free(conn, user, state.config.free_credits, now).await.map_err(AppError::internal)?;
+    Ok(if outcome.applied { state.config.free_credits } else { 0 })
 }
 
 /// "Forgot password": queues a reset link if `email` has an account. Answers the same either
@@ -143,12 +160,20 @@ pub async fn reset_link_usable(state: &AppState, token: &str) -> Result<bool, Ap
 }
 
 /// Sets a new password through a reset link; returns the user, whose every session was ended.
-pub async fn reset_password(state: &AppState, token: &str, new_password: &str) -> Result<Uuid, AppError> {
+pub async fn reset_password(state: &AppState, token: &str, new_password: &str, client_ip: Option<&str>) -> Result<Uuid, AppError> {
     if new_password.len() > crate::domain::email::MAX_PASSWORD_BYTES {
         return Err(AppError::validation("password", "That password is too long."));
     }
     check_new_password(new_password).map_err(|m| AppError::validation("password", m))?;
-    // Hash first (bounded and slow), then use the token and write, in one short transaction.
+    if let Some(ip) = client_ip {
+        throttled(throttle::hit(&state.pool, RESET_ATTEMPTS_PER_ADDRESS, ip, Utc::now()).await)?;
+    }
+    // A guessed or used link costs a lookup, never a hash (which is slow and bounded).
+    if !reset_link_usable(state, token).await? {
+        return Err(AppError::validation("token", "This reset link is not valid any more. Ask for a new one."));
+    }
+    // Hash, then use the token and write, in one short transaction (the token is checked
+    // again there: two uses racing each other get one success).
     let hash = state.passwords.hash(new_password.to_string()).await.map_err(hash_error)?;
     let now = Utc::now();
     let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
@@ -168,7 +193,7 @@ pub async fn reset_password(state: &AppState, token: &str, new_password: &str) -
     tokens::retire_all(&mut tx, user, Purpose::ResetPassword, now).await.map_err(AppError::internal)?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user).execute(&mut *tx).await.map_err(AppError::internal)?;
     // Following the link proved the inbox: the address is confirmed.
-    confirm_in(&mut tx, state, user, now).await?;
+    confirm_in(&mut tx, state, user, &email, now).await?;
     tx.commit().await.map_err(AppError::internal)?;
     rate_limit::clear_for_email(&state.pool, &email.to_lowercase()).await.map_err(AppError::internal)?;
     tracing::info!(user_id = %user, "password reset");

@@ -372,6 +372,8 @@ pub enum AdjustError {
     NoReason,
     #[error("an adjustment of 0 credits changes nothing")]
     Zero,
+    #[error("an adjustment of {0} credits is out of range")]
+    OutOfRange(i64),
     #[error("cannot remove {requested} credits: only {available} are available")]
     Insufficient { requested: i64, available: i64 },
     #[error(transparent)]
@@ -405,7 +407,7 @@ pub async fn adjust(conn: &mut PgConnection, user_id: Uuid, delta: i64, reason: 
         )
         .await?
         .balance),
-        _ => match debit(conn, user_id, -delta, key, &metadata, now, "adjustment").await? {
+        _ => match debit(conn, user_id, delta.checked_neg().ok_or(AdjustError::OutOfRange(delta))?, key, &metadata, now, "adjustment").await? {
             SpendOutcome::Spent { balance, .. } | SpendOutcome::Duplicate { balance, .. } => Ok(balance),
             SpendOutcome::Insufficient { available } => Err(AdjustError::Insufficient { requested: -delta, available }),
         },

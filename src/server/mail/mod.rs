@@ -122,49 +122,52 @@ pub fn backoff(attempts: i32) -> Duration {
     Duration::seconds(2i64.saturating_pow(attempts.clamp(1, 30) as u32).min(3600))
 }
 
-/// Sends up to ten due mails; how many it handled.
-pub async fn send_due(pool: &PgPool, mailer: &Mailer, now: DateTime<Utc>) -> Result<usize, sqlx::Error> {
+/// Sends one due mail, if any; whether there was one. One mail per transaction: a row is
+/// locked only while its own mail is sent, and a crash between sending and committing sends
+/// at most that one again.
+pub async fn send_due(pool: &PgPool, mailer: &Mailer, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let due: Vec<(i64, String, String, Option<String>, i32, String)> = sqlx::query_as(
+    let due: Option<(i64, String, String, Option<String>, i32, String)> = sqlx::query_as(
         "SELECT id, to_address, subject, body_text, attempts, kind FROM outgoing_mail
-          WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED",
+          WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
     )
     .bind(now)
-    .fetch_all(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    let n = due.len();
-    for (id, to, subject, body, attempts, kind) in due {
-        let result = mailer.deliver(pool, &to, &subject, body.as_deref().unwrap_or_default()).await;
-        match result {
-            Ok(()) => {
-                sqlx::query("UPDATE outgoing_mail SET status = 'sent', sent_at = $2, body_text = NULL, attempts = attempts + 1, last_error = NULL WHERE id = $1")
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                tracing::info!(mail_id = id, kind, "mail sent");
-            }
-            Err(e) => {
-                let attempts = attempts + 1;
-                let parked = attempts >= MAX_ATTEMPTS;
-                sqlx::query("UPDATE outgoing_mail SET attempts = $2, last_error = $3, status = $4, next_attempt_at = $5 WHERE id = $1")
-                    .bind(id)
-                    .bind(attempts)
-                    .bind(&e)
-                    .bind(if parked { "failed" } else { "pending" })
-                    .bind(now + backoff(attempts))
-                    .execute(&mut *tx)
-                    .await?;
-                if parked {
-                    tracing::error!(mail_id = id, kind, attempts, error = %e, "mail parked as failed");
-                } else {
-                    tracing::warn!(mail_id = id, kind, attempts, error = %e, "mail not sent; will retry");
-                }
+    let Some((id, to, subject, body, attempts, kind)) = due else { return Ok(false) };
+    match mailer.deliver(pool, &to, &subject, body.as_deref().unwrap_or_default()).await {
+        Ok(()) => {
+            sqlx::query("UPDATE outgoing_mail SET status = 'sent', sent_at = $2, body_text = NULL, attempts = attempts + 1, last_error = NULL WHERE id = $1")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(mail_id = id, kind, "mail sent");
+        }
+        Err(e) => {
+            let attempts = attempts + 1;
+            let parked = attempts >= MAX_ATTEMPTS;
+            // A parked mail keeps no body: its one-time link must not outlive it.
+            sqlx::query(
+                "UPDATE outgoing_mail SET attempts = $2, last_error = $3, status = $4, next_attempt_at = $5,
+                        body_text = CASE WHEN $4 = 'failed' THEN NULL ELSE body_text END WHERE id = $1",
+            )
+            .bind(id)
+            .bind(attempts)
+            .bind(&e)
+            .bind(if parked { "failed" } else { "pending" })
+            .bind(now + backoff(attempts))
+            .execute(&mut *tx)
+            .await?;
+            if parked {
+                tracing::error!(mail_id = id, kind, attempts, error = %e, "mail parked as failed");
+            } else {
+                tracing::warn!(mail_id = id, kind, attempts, error = %e, "mail not sent; will retry");
             }
         }
     }
     tx.commit().await?;
-    Ok(n)
+    Ok(true)
 }
 
 /// Runs forever: sends due mail, then waits for a wake-up or a second.
@@ -173,8 +176,11 @@ pub async fn run(pool: PgPool, mailer: Mailer, heartbeat: crate::server::supervi
         heartbeat.beat();
         loop {
             match send_due(&pool, &mailer, Utc::now()).await {
-                Ok(0) => break,
-                Ok(_) => continue,
+                Ok(false) => break,
+                Ok(true) => {
+                    heartbeat.beat();
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "mail worker: database error");
                     break;

@@ -16,8 +16,9 @@ pub const OPEN_FOR: Duration = Duration::from_secs(30);
 enum State {
     Closed { failures: u32 },
     Open { until: Instant },
-    /// One probe is in flight.
-    HalfOpen,
+    /// One probe is in flight since then. A probe that never reports (its caller went away)
+    /// does not hold the breaker for good: after `open_for` another probe may go.
+    HalfOpen { since: Instant },
 }
 
 /// What the breaker says of a call about to be made.
@@ -56,10 +57,14 @@ impl Breaker {
         match *s {
             State::Closed { .. } => Permit::Go,
             State::Open { until } if now >= until => {
-                *s = State::HalfOpen;
+                *s = State::HalfOpen { since: now };
                 Permit::Go
             }
-            State::Open { .. } | State::HalfOpen => Permit::Refused,
+            State::HalfOpen { since } if now.duration_since(since) >= self.open_for => {
+                *s = State::HalfOpen { since: now };
+                Permit::Go
+            }
+            State::Open { .. } | State::HalfOpen { .. } => Permit::Refused,
         }
     }
 
@@ -77,18 +82,60 @@ impl Breaker {
         };
     }
 
+    /// A permitted call ended without an outcome (its caller went away). Nothing is known of
+    /// Polar, so a closed breaker stays as it is; an abandoned probe opens it again, for the
+    /// next probe to decide.
+    fn abandoned(&self, now: Instant) {
+        let mut s = self.lock();
+        if let State::HalfOpen { .. } = *s {
+            *s = State::Open { until: now + self.open_for };
+        }
+    }
+
+    /// Watches one permitted call: [`Outcome::report`] records how it went; dropped without a
+    /// report (the caller went away mid-call), an abandoned probe opens the breaker again, so
+    /// it can never be left half-open.
+    pub fn watch(&self) -> Outcome<'_> {
+        Outcome::new(self)
+    }
+
     /// `closed`, `open` or `half_open` (for `/metrics` and `/readyz`).
     pub fn state_name(&self) -> &'static str {
         match *self.lock() {
             State::Closed { .. } => "closed",
             State::Open { .. } => "open",
-            State::HalfOpen => "half_open",
+            State::HalfOpen { .. } => "half_open",
         }
     }
 
     /// How many times it has opened since the process started.
     pub fn opened_total(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
+    }
+}
+
+/// See [`Breaker::watch`].
+pub struct Outcome<'a> {
+    breaker: &'a Breaker,
+    reported: bool,
+}
+
+impl<'a> Outcome<'a> {
+    fn new(breaker: &'a Breaker) -> Self {
+        Outcome { breaker, reported: false }
+    }
+
+    pub fn report(mut self, available: bool) {
+        self.reported = true;
+        self.breaker.record(available, Instant::now());
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breaker.abandoned(Instant::now());
+        }
     }
 }
 
@@ -117,6 +164,31 @@ mod tests {
         b.record(true, t0 + Duration::from_secs(22));
         assert_eq!(b.state_name(), "closed");
         assert_eq!(b.opened_total(), 2);
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_does_not_hold_the_breaker_half_open() {
+        let b = Breaker::new(1, Duration::from_secs(10));
+        let t0 = Instant::now();
+        b.record(false, t0);
+        assert_eq!(b.permit(t0 + Duration::from_secs(10)), Permit::Go, "the probe");
+        // Its caller went away: no record. Others fail fast for a while, then may probe again.
+        assert_eq!(b.permit(t0 + Duration::from_secs(15)), Permit::Refused);
+        assert_eq!(b.permit(t0 + Duration::from_secs(21)), Permit::Go);
+    }
+
+    #[test]
+    fn an_abandoned_probe_opens_the_breaker_again_and_an_abandoned_call_changes_nothing() {
+        let b = Breaker::new(1, Duration::from_millis(0));
+        drop(b.watch());
+        assert_eq!(b.state_name(), "closed", "a closed breaker learns nothing from a dropped call");
+        b.record(false, Instant::now());
+        assert_eq!(b.permit(Instant::now()), Permit::Go);
+        assert_eq!(b.state_name(), "half_open");
+        drop(b.watch());
+        assert_eq!(b.state_name(), "open");
+        b.watch().report(true);
+        assert_eq!(b.state_name(), "closed");
     }
 
     #[test]

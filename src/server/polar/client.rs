@@ -238,12 +238,14 @@ impl PolarClient {
         if self.breaker.permit(std::time::Instant::now()) == Permit::Refused {
             return Err(PolarError::Unreachable("circuit open after repeated failures; not calling Polar for a while".into()));
         }
+        // Dropped before it reports (the caller went away), the call counts as a failure.
+        let outcome = self.breaker.watch();
         let call = self.send_with_retries(method, path, query, body, idem);
         let result = match self.deadline {
             Some(d) => tokio::time::timeout(d, call).await.unwrap_or_else(|_| Err(PolarError::Unreachable("timed out".into()))),
             None => call.await,
         };
-        self.breaker.record(!matches!(&result, Err(e) if e.is_unavailable()), std::time::Instant::now());
+        outcome.report(!matches!(&result, Err(e) if e.is_unavailable()));
         result
     }
 

@@ -41,6 +41,12 @@ pub async fn handle(conn: &mut PgConnection, config: &Config, event_type: &str, 
 
 async fn dispatch(conn: &mut PgConnection, config: &Config, event_type: &str, payload: &Value, now: DateTime<Utc>) -> Result<Outcome, HandlerError> {
     let data = &payload["data"];
+    // Debug builds only (compiled out of release): an event type that makes the handler panic,
+    // so a test can prove that a panicking handler is retried and parked, not stuck.
+    #[cfg(debug_assertions)]
+    if event_type == "tally.test.panic" {
+        panic!("test failpoint: a handler panicked");
+    }
     if event_type.starts_with("order.") {
         // Whose order this is, so its id can be checked before Polar is asked (invoices).
         if let (Some(order_id), Some(user)) = (data["id"].as_str(), user_of_customer(conn, &data["customer"]).await?) {
@@ -163,7 +169,7 @@ pub fn refund_of(data: &Value) -> Result<(i64, i64, bool), HandlerError> {
     let refunded = int("refunded_amount").filter(|n| *n >= 0).ok_or_else(|| HandlerError::Invalid("order has no refunded_amount".into()))?;
     // `net_amount` is there since the 2026-04 API; before tax, after discounts.
     let net = int("net_amount")
-        .or_else(|| Some(int("total_amount")? - int("tax_amount").unwrap_or(0)))
+        .or_else(|| int("total_amount")?.checked_sub(int("tax_amount").unwrap_or(0)))
         .filter(|n| *n >= 0)
         .ok_or_else(|| HandlerError::Invalid("order has no net_amount".into()))?;
     let fully = data["status"].as_str() == Some("refunded") || (refunded >= net && refunded > 0);

@@ -45,7 +45,19 @@ pub async fn process_one_with(pool: &PgPool, config: &Config, redis: Option<&Red
     // The handler runs in a savepoint: its effects commit with the done-mark, or roll back
     // alone while the attempt is still recorded.
     let mut sp = tx.begin().await?;
-    let result = handlers::handle(sp.acquire().await?, config, &event_type, &payload, now).await;
+    // A handler that panics on some payload is an error like any other: retried, then parked.
+    // Otherwise the event would roll back unrecorded and be picked first again, for ever,
+    // holding up every event behind it.
+    let result = {
+        use futures::FutureExt;
+        match std::panic::AssertUnwindSafe(handlers::handle(sp.acquire().await?, config, &event_type, &payload, now)).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => {
+                let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                Err(handlers::HandlerError::Invalid(format!("the handler panicked: {what}")))
+            }
+        }
+    };
     match result {
         Ok(outcome) => {
             sp.commit().await?;
@@ -111,7 +123,11 @@ pub async fn run(pool: PgPool, config: Arc<Config>, wakeup: Arc<Notify>, redis: 
         heartbeat.beat();
         loop {
             match process_one_with(&pool, &config, redis.as_ref(), Utc::now()).await {
-                Ok(true) => continue,
+                Ok(true) => {
+                    // Alive while it drains a backlog, not only between backlogs.
+                    heartbeat.beat();
+                    continue;
+                }
                 Ok(false) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "webhook worker: database error");
