@@ -40,7 +40,8 @@ impl Run {
 /// CPU seconds this process has used (user + system), from /proc.
 fn own_cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -145,7 +146,12 @@ async fn main() {
     let accounts = env_num("BENCH_ACCOUNTS", 10_000);
     let admin = match std::env::var("TEST_DATABASE_URL") {
         Ok(u) => u,
-        Err(_) => tally::server::embedded_pg::EmbeddedPg::ensure(std::path::Path::new(".data/pg"), std::env::var("TALLY_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(55439)).expect("embedded PostgreSQL").url("postgres"),
+        Err(_) => tally::server::embedded_pg::EmbeddedPg::ensure(
+            std::path::Path::new(".data/pg"),
+            std::env::var("TALLY_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(55439),
+        )
+        .expect("embedded PostgreSQL")
+        .url("postgres"),
     };
     let admin_pool = PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
     sqlx::query("DROP DATABASE IF EXISTS tally_bench WITH (FORCE)").execute(&admin_pool).await.unwrap();
@@ -186,7 +192,9 @@ async fn main() {
     let users = Arc::new(users);
     println!("Tally spend benchmark: PostgreSQL {version}, synchronous_commit={sync}, fsync={fsync}, {clients} clients, {secs} s per run, {accounts} accounts, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!();
-    println!("| workload | Tally spends/s | p50 ms | p99 ms | ceiling tx/s (pgbench) | p50 ms | p99 ms | Tally ÷ ceiling |");
+    println!(
+        "| workload | Tally spends/s | p50 ms | p99 ms | ceiling tx/s (pgbench) | p50 ms | p99 ms | Tally ÷ ceiling |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (name, hot) in [("one hot account", true), (&*format!("spread over {accounts} accounts"), false)] {
         let cpu0 = own_cpu_secs();
@@ -207,7 +215,10 @@ async fn main() {
     }
     let problems = tally::server::ledger::problems(&pool, None).await.unwrap();
     println!();
-    println!("ledger check after the runs: {}", if problems.is_empty() { "consistent".to_string() } else { format!("{} PROBLEMS", problems.len()) });
+    println!(
+        "ledger check after the runs: {}",
+        if problems.is_empty() { "consistent".to_string() } else { format!("{} PROBLEMS", problems.len()) }
+    );
     pool.close().await;
     sqlx::query("DROP DATABASE IF EXISTS tally_bench WITH (FORCE)").execute(&admin_pool).await.unwrap();
 }

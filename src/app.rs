@@ -2,9 +2,10 @@
 
 use crate::components::layout::{SiteFooter, SiteHeader};
 use crate::pages::{
-    billing::BillingPage, change_plan::ChangePlanPage, checkout_success::CheckoutSuccessPage, forgot_password::ForgotPasswordPage, home::HomePage,
-    login::LoginPage, not_found::NotFoundPage, pricing::PricingPage, reset_password::ResetPasswordPage, settings_billing::SettingsBillingPage,
-    signup::SignupPage, verify_email::VerifyEmailPage,
+    billing::BillingPage, change_plan::ChangePlanPage, checkout_success::CheckoutSuccessPage,
+    forgot_password::ForgotPasswordPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
+    pricing::PricingPage, reset_password::ResetPasswordPage, settings_billing::SettingsBillingPage, signup::SignupPage,
+    verify_email::VerifyEmailPage,
 };
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};

@@ -101,8 +101,14 @@ mod tests {
 
     #[test]
     fn rate_limit_message_rounds_up_to_whole_minutes() {
-        assert_eq!(AppError::RateLimited { retry_after_secs: 30 }.to_string(), "Too many attempts. Try again in 1 minute.");
-        assert_eq!(AppError::RateLimited { retry_after_secs: 601 }.to_string(), "Too many attempts. Try again in 11 minutes.");
+        assert_eq!(
+            AppError::RateLimited { retry_after_secs: 30 }.to_string(),
+            "Too many attempts. Try again in 1 minute."
+        );
+        assert_eq!(
+            AppError::RateLimited { retry_after_secs: 601 }.to_string(),
+            "Too many attempts. Try again in 11 minutes."
+        );
     }
 
     #[test]

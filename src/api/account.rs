@@ -81,15 +81,20 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
     let state = use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing"))?;
     let Some(user) = crate::server::auth::session::current_user().await? else {
         let back = if crate::server::util::is_safe_local_path(&return_to) { return_to } else { "/billing".into() };
-        leptos_axum::redirect(&format!("/login?next={}", url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()));
+        leptos_axum::redirect(&format!(
+            "/login?next={}",
+            url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()
+        ));
         return Err(AppError::Unauthorized);
     };
-    let (created, verified): (chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as("SELECT created_at, email_verified_at FROM users WHERE id = $1")
-        .bind(user.id)
-        .fetch_one(&state.pool)
-        .await
-        .map_err(AppError::internal)?;
-    let credits = crate::server::ledger::balance(&state.pool, user.id, chrono::Utc::now()).await.map_err(AppError::internal)?;
+    let (created, verified): (chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT created_at, email_verified_at FROM users WHERE id = $1")
+            .bind(user.id)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(AppError::internal)?;
+    let credits =
+        crate::server::ledger::balance(&state.pool, user.id, chrono::Utc::now()).await.map_err(AppError::internal)?;
     let offset = state.config.credit_day_offset;
     let (_, subscription) = current_subscription(&state.pool, user.id).await?;
     let (plan, plan_notice, has_billing_account) = plan_of_user(&state, user.id).await?;
@@ -103,7 +108,11 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
         subscription,
         member_since: created.format("%B %-d, %Y").to_string(),
         credits,
-        day_boundary: if offset.local_minus_utc() == 0 { "00:00 UTC".to_string() } else { format!("00:00 UTC{offset}") },
+        day_boundary: if offset.local_minus_utc() == 0 {
+            "00:00 UTC".to_string()
+        } else {
+            format!("00:00 UTC{offset}")
+        },
     })
 }
 
@@ -111,18 +120,28 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
 /// Polar cannot be reached: the last known state, or the last subscription webhook, with a
 /// notice saying so.
 #[cfg(feature = "ssr")]
-async fn plan_of_user(state: &crate::server::state::AppState, user: uuid::Uuid) -> Result<(PlanId, Option<String>, bool), AppError> {
+async fn plan_of_user(
+    state: &crate::server::state::AppState,
+    user: uuid::Uuid,
+) -> Result<(PlanId, Option<String>, bool), AppError> {
     use crate::server::billing;
     match billing::customer_state(state, user, billing::STATE_TTL).await {
         Ok(read) => {
             let notice = read.stale.then(|| {
-                format!("Our billing provider is not answering; this is your plan as of {}.", read.fetched_at.format("%B %-d, %H:%M UTC"))
+                format!(
+                    "Our billing provider is not answering; this is your plan as of {}.",
+                    read.fetched_at.format("%B %-d, %H:%M UTC")
+                )
             });
             Ok((read.plan(), notice, read.state.is_some()))
         }
         Err(AppError::Unavailable { .. }) => {
             let (plan, _) = current_subscription(&state.pool, user).await?;
-            Ok((plan, Some("Our billing provider is not answering; this is your plan as we last heard of it.".into()), false))
+            Ok((
+                plan,
+                Some("Our billing provider is not answering; this is your plan as we last heard of it.".into()),
+                false,
+            ))
         }
         Err(e) => Err(e),
     }
@@ -130,7 +149,10 @@ async fn plan_of_user(state: &crate::server::state::AppState, user: uuid::Uuid) 
 
 /// The user's plan from their live subscription (active, trialing or past due), else Free.
 #[cfg(feature = "ssr")]
-async fn current_subscription(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<(PlanId, Option<SubscriptionView>), AppError> {
+async fn current_subscription(
+    pool: &sqlx::PgPool,
+    user_id: uuid::Uuid,
+) -> Result<(PlanId, Option<SubscriptionView>), AppError> {
     let row: Option<(Option<String>, String, chrono::DateTime<chrono::Utc>, bool)> = sqlx::query_as(
         "SELECT plan, status, current_period_end, cancel_at_period_end FROM subscriptions
           WHERE user_id = $1 AND status IN ('active', 'trialing', 'past_due')
@@ -143,7 +165,11 @@ async fn current_subscription(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Resul
     Ok(match row {
         Some((plan, status, end, cancel)) => (
             plan.and_then(|p| p.parse().ok()).unwrap_or(PlanId::Free),
-            Some(SubscriptionView { status, renews_or_ends_on: end.format("%B %-d, %Y").to_string(), cancel_at_period_end: cancel }),
+            Some(SubscriptionView {
+                status,
+                renews_or_ends_on: end.format("%B %-d, %Y").to_string(),
+                cancel_at_period_end: cancel,
+            }),
         ),
         None => (PlanId::Free, None),
     })
@@ -206,16 +232,27 @@ pub async fn get_activity(page: u32) -> Result<ActivityView, AppError> {
             when: at.with_timezone(&offset).format("%b %-d, %H:%M").to_string(),
             what: match kind.as_str() {
                 "free_grant" => "Free credits".to_string(),
-                "allotment" => format!("{} plan allotment", meta["plan"].as_str().map(crate::server::util::capitalize).unwrap_or_else(|| "Plan".into())),
+                "allotment" => format!(
+                    "{} plan allotment",
+                    meta["plan"].as_str().map(crate::server::util::capitalize).unwrap_or_else(|| "Plan".into())
+                ),
                 "daily_accrual" => "Daily allotment".to_string(),
                 "purchase" => "Credit pack".to_string(),
-                "spend" => meta["operation"].as_str().map(|o| format!("API call: {o}")).unwrap_or_else(|| "API call".into()),
+                "spend" => {
+                    meta["operation"].as_str().map(|o| format!("API call: {o}")).unwrap_or_else(|| "API call".into())
+                }
                 "refund_clawback" => "Refunded pack taken back".to_string(),
-                "adjustment" => meta["reason"].as_str().map(|r| format!("Adjustment: {r}")).unwrap_or_else(|| "Adjustment".into()),
+                "adjustment" => {
+                    meta["reason"].as_str().map(|r| format!("Adjustment: {r}")).unwrap_or_else(|| "Adjustment".into())
+                }
                 "expiry" => "Unused allotment expired".to_string(),
                 other => other.to_string(),
             },
-            amount: if amount > 0 { format!("+{}", crate::domain::money::group_thousands(amount as u64)) } else { format!("-{}", crate::domain::money::group_thousands(amount.unsigned_abs())) },
+            amount: if amount > 0 {
+                format!("+{}", crate::domain::money::group_thousands(amount as u64))
+            } else {
+                format!("-{}", crate::domain::money::group_thousands(amount.unsigned_abs()))
+            },
             is_debit: amount < 0,
         })
         .collect();
@@ -235,7 +272,10 @@ pub async fn get_activity(page: u32) -> Result<ActivityView, AppError> {
         .rev()
         .map(|back| {
             let day = today - chrono::Duration::days(back);
-            UsageDay { label: day.format("%b %-d").to_string(), credits: spent.iter().find(|(d, _)| *d == day).map(|(_, n)| *n).unwrap_or(0) }
+            UsageDay {
+                label: day.format("%b %-d").to_string(),
+                credits: spent.iter().find(|(d, _)| *d == day).map(|(_, n)| *n).unwrap_or(0),
+            }
         })
         .collect();
     Ok(ActivityView { lines, page, has_more, usage })

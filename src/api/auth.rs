@@ -52,37 +52,46 @@ mod ssr {
 /// Creates an account and signs it in, then redirects to `next` (a local path) or `/billing`.
 #[server(prefix = "/api", endpoint = "signup")]
 pub async fn sign_up(email: String, password: String, next: Option<String>) -> Result<(), AppError> {
-    super::with_status(async {
-        let state = ssr::state()?;
-        let ip = ssr::client_ip();
-        let user_id = crate::server::auth::users::sign_up(&state, &email, &password, ip.as_deref()).await?;
-        // The Polar customer (external_id = user id) is created in the background, so a slow
-        // or unreachable Polar never blocks sign-up; its status is kept on the row.
-        crate::server::billing::customer_pending(&state.pool, user_id).await.map_err(AppError::internal)?;
-        ssr::start_session(&state, user_id).await?;
-        ssr::redirect_after_auth(next);
-        Ok(())
-    }.await)
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let ip = ssr::client_ip();
+            let user_id = crate::server::auth::users::sign_up(&state, &email, &password, ip.as_deref()).await?;
+            // The Polar customer (external_id = user id) is created in the background, so a slow
+            // or unreachable Polar never blocks sign-up; its status is kept on the row.
+            crate::server::billing::customer_pending(&state.pool, user_id).await.map_err(AppError::internal)?;
+            ssr::start_session(&state, user_id).await?;
+            ssr::redirect_after_auth(next);
+            Ok(())
+        }
+        .await,
+    )
 }
 
 /// Signs in, rotating the session id, then redirects to `next` or `/billing`.
 #[server(prefix = "/api", endpoint = "login")]
 pub async fn log_in(email: String, password: String, next: Option<String>) -> Result<(), AppError> {
-    super::with_status(async {
-        let state = ssr::state()?;
-        let ip = ssr::client_ip();
-        let user_id = crate::server::auth::users::sign_in(ssr::accounts(&state), &email, &password, ip.as_deref()).await?;
-        ssr::start_session(&state, user_id).await?;
-        ssr::redirect_after_auth(next);
-        Ok(())
-    }.await)
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let ip = ssr::client_ip();
+            let user_id =
+                crate::server::auth::users::sign_in(ssr::accounts(&state), &email, &password, ip.as_deref()).await?;
+            ssr::start_session(&state, user_id).await?;
+            ssr::redirect_after_auth(next);
+            Ok(())
+        }
+        .await,
+    )
 }
 
 /// Ends the session and returns to the home page.
 #[server(prefix = "/api", endpoint = "logout")]
 pub async fn log_out() -> Result<(), AppError> {
     let state = ssr::state()?;
-    crate::server::auth::session::destroy(&state.pool, &state.config, &ssr::request_headers()).await.map_err(AppError::internal)?;
+    crate::server::auth::session::destroy(&state.pool, &state.config, &ssr::request_headers())
+        .await
+        .map_err(AppError::internal)?;
     crate::server::auth::session::set_cookie(crate::server::auth::session::clearing_cookie(&state.config));
     leptos_axum::redirect("/");
     Ok(())
@@ -111,44 +120,54 @@ pub async fn get_signup_info() -> Result<SignupInfo, AppError> {
 /// credits once), then goes to billing (signed in) or sign-in.
 #[server(prefix = "/api", endpoint = "confirm-email")]
 pub async fn confirm_email(token: String) -> Result<(), AppError> {
-    super::with_status(async {
-        let state = ssr::state()?;
-        let verified = crate::server::auth::recovery::verify_email(&state, &token).await?;
-        let signed_in = crate::server::auth::session::current_user().await?.is_some();
-        let done = match verified {
-            crate::server::auth::recovery::Verified::Confirmed { free_credits: 0, .. } if state.config.free_credits > 0 => "email-confirmed-claimed",
-            _ => "email-confirmed",
-        };
-        leptos_axum::redirect(&format!("{}?done={done}", if signed_in { "/billing" } else { "/login" }));
-        Ok(())
-    }
-    .await)
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let verified = crate::server::auth::recovery::verify_email(&state, &token).await?;
+            let signed_in = crate::server::auth::session::current_user().await?.is_some();
+            let done = match verified {
+                crate::server::auth::recovery::Verified::Confirmed { free_credits: 0, .. }
+                    if state.config.free_credits > 0 =>
+                {
+                    "email-confirmed-claimed"
+                }
+                _ => "email-confirmed",
+            };
+            leptos_axum::redirect(&format!("{}?done={done}", if signed_in { "/billing" } else { "/login" }));
+            Ok(())
+        }
+        .await,
+    )
 }
 
 /// Sends the confirmation link again to the signed-in user.
 #[server(prefix = "/api", endpoint = "resend-confirmation")]
 pub async fn resend_confirmation() -> Result<(), AppError> {
-    super::with_status(async {
-        let state = ssr::state()?;
-        let user = crate::server::auth::require_user().await?;
-        crate::server::auth::recovery::resend_verification(&state, user.id).await?;
-        leptos_axum::redirect("/billing?done=confirmation-sent");
-        Ok(())
-    }
-    .await)
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let user = crate::server::auth::require_user().await?;
+            crate::server::auth::recovery::resend_verification(&state, user.id).await?;
+            leptos_axum::redirect("/billing?done=confirmation-sent");
+            Ok(())
+        }
+        .await,
+    )
 }
 
 /// "Forgot password": the same answer whether or not the address has an account.
 #[server(prefix = "/api", endpoint = "forgot-password")]
 pub async fn request_password_reset(email: String) -> Result<(), AppError> {
-    super::with_status(async {
-        let state = ssr::state()?;
-        let ip = ssr::client_ip();
-        crate::server::auth::recovery::request_password_reset(&state, &email, ip.as_deref()).await?;
-        leptos_axum::redirect("/forgot-password?sent=1");
-        Ok(())
-    }
-    .await)
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let ip = ssr::client_ip();
+            crate::server::auth::recovery::request_password_reset(&state, &email, ip.as_deref()).await?;
+            leptos_axum::redirect("/forgot-password?sent=1");
+            Ok(())
+        }
+        .await,
+    )
 }
 
 /// Whether a reset link still works (the reset page shows its form only then).
@@ -161,27 +180,39 @@ pub async fn check_reset_link(token: String) -> Result<bool, AppError> {
 /// Sets a new password through a reset link, ends every session, and signs this one in.
 #[server(prefix = "/api", endpoint = "reset-password")]
 pub async fn reset_password(token: String, password: String) -> Result<(), AppError> {
-    super::with_status(async {
-        let state = ssr::state()?;
-        let ip = ssr::client_ip();
-        let user = crate::server::auth::recovery::reset_password(&state, &token, &password, ip.as_deref()).await?;
-        ssr::start_session(&state, user).await?;
-        leptos_axum::redirect("/billing?done=password-reset");
-        Ok(())
-    }
-    .await)
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let ip = ssr::client_ip();
+            let user = crate::server::auth::recovery::reset_password(&state, &token, &password, ip.as_deref()).await?;
+            ssr::start_session(&state, user).await?;
+            leptos_axum::redirect("/billing?done=password-reset");
+            Ok(())
+        }
+        .await,
+    )
 }
 
 /// Changes the signed-in user's password (the current one is required); other sessions end.
 #[server(prefix = "/api", endpoint = "change-password")]
 pub async fn change_password(current_password: String, new_password: String) -> Result<(), AppError> {
-    super::with_status(async {
-        let state = ssr::state()?;
-        let user = crate::server::auth::require_user().await?;
-        let ip = ssr::client_ip();
-        crate::server::auth::recovery::change_password(&state, user.id, &current_password, &new_password, ip.as_deref(), &ssr::request_headers()).await?;
-        leptos_axum::redirect("/settings/billing?done=password-changed#password-title");
-        Ok(())
-    }
-    .await)
+    super::with_status(
+        async {
+            let state = ssr::state()?;
+            let user = crate::server::auth::require_user().await?;
+            let ip = ssr::client_ip();
+            crate::server::auth::recovery::change_password(
+                &state,
+                user.id,
+                &current_password,
+                &new_password,
+                ip.as_deref(),
+                &ssr::request_headers(),
+            )
+            .await?;
+            leptos_axum::redirect("/settings/billing?done=password-changed#password-title");
+            Ok(())
+        }
+        .await,
+    )
 }

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "ssr")]
 mod ssr {
+    use crate::error::AppError;
     pub use crate::server::billing;
     pub use crate::server::state::AppState;
-    use crate::error::AppError;
     use leptos::prelude::use_context;
 
     pub fn state() -> Result<AppState, AppError> {
@@ -234,10 +234,15 @@ pub async fn get_billing_settings() -> Result<BillingSettingsView, AppError> {
             let saved = ssr::billing::billing_details(&state.pool, user.id).await?;
             let has_details = saved.is_some();
             // A form rejected without JavaScript comes back with what was typed.
-            let draft = crate::server::auth::session::take_flash(&state.pool, &state.config, &crate::api::request_headers(), DETAILS_DRAFT)
-                .await
-                .map_err(AppError::internal)?
-                .and_then(|v| serde_json::from_value::<ssr::billing::BillingDetails>(v).ok());
+            let draft = crate::server::auth::session::take_flash(
+                &state.pool,
+                &state.config,
+                &crate::api::request_headers(),
+                DETAILS_DRAFT,
+            )
+            .await
+            .map_err(AppError::internal)?
+            .and_then(|v| serde_json::from_value::<ssr::billing::BillingDetails>(v).ok());
             let d = draft.or(saved).unwrap_or_default();
             let o = |v: Option<String>| v.unwrap_or_default();
             let details = BillingDetailsView {
@@ -295,15 +300,39 @@ pub async fn save_billing_details(
         async {
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
-            let input = ssr::billing::BillingDetails { billing_email, company, line1, line2, city, region, postal_code, country, tax_id, tax_id_kind: None, polar_error: None };
+            let input = ssr::billing::BillingDetails {
+                billing_email,
+                company,
+                line1,
+                line2,
+                city,
+                region,
+                postal_code,
+                country,
+                tax_id,
+                tax_id_kind: None,
+                polar_error: None,
+            };
             match ssr::billing::save_billing_details(&state, user.id, input.clone()).await {
-                Ok(synced) => Ok(ssr::go(if synced { "/settings/billing?done=saved" } else { "/settings/billing?done=saved-locally" })),
+                Ok(synced) => Ok(ssr::go(if synced {
+                    "/settings/billing?done=saved"
+                } else {
+                    "/settings/billing?done=saved-locally"
+                })),
                 Err(e) => {
                     // Without JavaScript the page is rendered anew after the error: keep what
                     // was typed for it (with JavaScript the form itself keeps it).
                     if crate::api::is_plain_form_post() {
                         let draft = serde_json::to_value(&input).map_err(AppError::internal)?;
-                        crate::server::auth::session::set_flash(&state.pool, &state.config, &crate::api::request_headers(), DETAILS_DRAFT, &draft).await.map_err(AppError::internal)?;
+                        crate::server::auth::session::set_flash(
+                            &state.pool,
+                            &state.config,
+                            &crate::api::request_headers(),
+                            DETAILS_DRAFT,
+                            &draft,
+                        )
+                        .await
+                        .map_err(AppError::internal)?;
                     }
                     Err(e)
                 }
@@ -335,7 +364,10 @@ pub async fn delete_account(confirm_email: String) -> Result<String, AppError> {
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
             if !confirm_email.trim().eq_ignore_ascii_case(&user.email) {
-                return Err(AppError::validation("confirm_email", "Type your account's email address exactly to confirm."));
+                return Err(AppError::validation(
+                    "confirm_email",
+                    "Type your account's email address exactly to confirm.",
+                ));
             }
             ssr::billing::delete_account(&state, user.id).await?;
             crate::server::auth::session::set_cookie(crate::server::auth::session::clearing_cookie(&state.config));

@@ -20,7 +20,6 @@ pub struct NewApiKey {
     pub key: String,
 }
 
-
 #[cfg(feature = "ssr")]
 fn state() -> Result<crate::server::state::AppState, AppError> {
     use_context::<crate::server::state::AppState>().ok_or_else(|| AppError::internal("AppState missing"))
@@ -30,15 +29,19 @@ fn state() -> Result<crate::server::state::AppState, AppError> {
 /// once per page render (a page-level resource), never from a view that may re-render.
 #[server(prefix = "/api", endpoint = "keys/revealed")]
 pub async fn take_revealed_api_key() -> Result<Option<NewApiKey>, AppError> {
-    super::with_status(async {
-        crate::server::auth::require_user().await?;
-        let state = state()?;
-        use crate::server::auth::session;
-        let Some(value) = session::cookie_value(&super::request_headers(), session::NEW_KEY_COOKIE) else { return Ok(None) };
-        session::set_cookie(session::new_key_cookie(&state.config, "", 0));
-        Ok(decode_revealed(&value))
-    }
-    .await)
+    super::with_status(
+        async {
+            crate::server::auth::require_user().await?;
+            let state = state()?;
+            use crate::server::auth::session;
+            let Some(value) = session::cookie_value(&super::request_headers(), session::NEW_KEY_COOKIE) else {
+                return Ok(None);
+            };
+            session::set_cookie(session::new_key_cookie(&state.config, "", 0));
+            Ok(decode_revealed(&value))
+        }
+        .await,
+    )
 }
 
 /// `<key>.<base64url(name)>`: what the one-time cookie carries.
@@ -70,7 +73,13 @@ async fn list_api_keys_inner() -> Result<Vec<ApiKeyView>, AppError> {
     let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%b %-d, %Y %H:%M UTC").to_string();
     Ok(keys
         .into_iter()
-        .map(|k| ApiKeyView { id: k.id.to_string(), name: k.name, prefix: k.prefix, created: fmt(k.created_at), last_used: k.last_used_at.map(fmt) })
+        .map(|k| ApiKeyView {
+            id: k.id.to_string(),
+            name: k.name,
+            prefix: k.prefix,
+            created: fmt(k.created_at),
+            last_used: k.last_used_at.map(fmt),
+        })
         .collect())
 }
 
@@ -78,39 +87,54 @@ async fn list_api_keys_inner() -> Result<Vec<ApiKeyView>, AppError> {
 /// stores it as a one-time flash for the page the browser is redirected to.
 #[server(prefix = "/api", endpoint = "keys/create")]
 pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError> {
-    super::with_status(async {
-        let user = crate::server::auth::require_user().await?;
-        let state = state()?;
-        let name = name.trim().to_string();
-        if name.is_empty() {
-            return Err(AppError::validation("name", "Give the key a name, such as the app that will use it."));
+    super::with_status(
+        async {
+            let user = crate::server::auth::require_user().await?;
+            let state = state()?;
+            let name = name.trim().to_string();
+            if name.is_empty() {
+                return Err(AppError::validation("name", "Give the key a name, such as the app that will use it."));
+            }
+            if name.chars().count() > 60 {
+                return Err(AppError::validation("name", "Use at most 60 characters."));
+            }
+            // Free accounts get FREE_MAX_API_KEYS; more is a paid feature, checked by benefit only
+            // once the free places are taken (so a first key never waits for Polar).
+            use crate::domain::plans::FREE_MAX_API_KEYS;
+            let mut limit = FREE_MAX_API_KEYS;
+            let mut created = crate::server::api_keys::create(&state.pool, user.id, &name, limit)
+                .await
+                .map_err(AppError::internal)?;
+            if created.is_none() {
+                limit = paid_key_limit(&state, user.id).await?;
+                created = crate::server::api_keys::create(&state.pool, user.id, &name, limit)
+                    .await
+                    .map_err(AppError::internal)?;
+            }
+            let Some((id, key)) = created else {
+                return Err(AppError::Conflict {
+                    field: Some("name".into()),
+                    message: format!(
+                        "You have {limit} API keys, the most your plan includes. Revoke one to create another."
+                    ),
+                });
+            };
+            tracing::info!(user_id = %user.id, key_id = %id, "API key created");
+            let new = NewApiKey { name, key };
+            if super::is_plain_form_post() {
+                // Never stored: the browser that asked keeps it for the page it is sent back to.
+                crate::server::auth::session::set_cookie(crate::server::auth::session::new_key_cookie(
+                    &state.config,
+                    &encode_revealed(&new),
+                    300,
+                ));
+                Ok(None)
+            } else {
+                Ok(Some(new))
+            }
         }
-        if name.chars().count() > 60 {
-            return Err(AppError::validation("name", "Use at most 60 characters."));
-        }
-        // Free accounts get FREE_MAX_API_KEYS; more is a paid feature, checked by benefit only
-        // once the free places are taken (so a first key never waits for Polar).
-        use crate::domain::plans::FREE_MAX_API_KEYS;
-        let mut limit = FREE_MAX_API_KEYS;
-        let mut created = crate::server::api_keys::create(&state.pool, user.id, &name, limit).await.map_err(AppError::internal)?;
-        if created.is_none() {
-            limit = paid_key_limit(&state, user.id).await?;
-            created = crate::server::api_keys::create(&state.pool, user.id, &name, limit).await.map_err(AppError::internal)?;
-        }
-        let Some((id, key)) = created else {
-            return Err(AppError::Conflict { field: Some("name".into()), message: format!("You have {limit} API keys, the most your plan includes. Revoke one to create another.") });
-        };
-        tracing::info!(user_id = %user.id, key_id = %id, "API key created");
-        let new = NewApiKey { name, key };
-        if super::is_plain_form_post() {
-            // Never stored: the browser that asked keeps it for the page it is sent back to.
-            crate::server::auth::session::set_cookie(crate::server::auth::session::new_key_cookie(&state.config, &encode_revealed(&new), 300));
-            Ok(None)
-        } else {
-            Ok(Some(new))
-        }
-    }
-    .await)
+        .await,
+    )
 }
 
 /// The key limit of a paid benefit, or the refusal for an account without one.
@@ -129,16 +153,18 @@ async fn paid_key_limit(state: &crate::server::state::AppState, user: uuid::Uuid
 /// Revokes one of the signed-in user's keys; requests with it fail at once.
 #[server(prefix = "/api", endpoint = "keys/revoke")]
 pub async fn revoke_api_key(id: String) -> Result<(), AppError> {
-    super::with_status(async {
-        let user = crate::server::auth::require_user().await?;
-        let state = state()?;
-        let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
-        if crate::server::api_keys::revoke(&state.pool, user.id, id).await.map_err(AppError::internal)? {
-            tracing::info!(user_id = %user.id, key_id = %id, "API key revoked");
-            Ok(())
-        } else {
-            Err(AppError::NotFound)
+    super::with_status(
+        async {
+            let user = crate::server::auth::require_user().await?;
+            let state = state()?;
+            let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
+            if crate::server::api_keys::revoke(&state.pool, user.id, id).await.map_err(AppError::internal)? {
+                tracing::info!(user_id = %user.id, key_id = %id, "API key revoked");
+                Ok(())
+            } else {
+                Err(AppError::NotFound)
+            }
         }
-    }
-    .await)
+        .await,
+    )
 }

@@ -2,8 +2,8 @@
 //! authenticate, call one server-side operation, map the error to an [`AppError`](crate::error::AppError).
 
 pub mod account;
-pub mod billing;
 pub mod auth;
+pub mod billing;
 pub mod keys;
 
 /// The headers of the request being served (empty outside a request).
@@ -20,7 +20,9 @@ pub(crate) fn with_status<T>(result: Result<T, crate::error::AppError>) -> Resul
     use leptos::prelude::use_context;
     if let Err(e) = &result {
         if !is_plain_form_post() {
-            if let (Some(res), Ok(status)) = (use_context::<leptos_axum::ResponseOptions>(), http::StatusCode::from_u16(e.status_code())) {
+            if let (Some(res), Ok(status)) =
+                (use_context::<leptos_axum::ResponseOptions>(), http::StatusCode::from_u16(e.status_code()))
+            {
                 res.set_status(status);
             }
         }
@@ -33,6 +35,8 @@ pub(crate) fn with_status<T>(result: Result<T, crate::error::AppError>) -> Resul
 #[cfg(feature = "ssr")]
 pub(crate) fn is_plain_form_post() -> bool {
     leptos::prelude::use_context::<http::request::Parts>()
-        .and_then(|p| p.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(|v| v.contains("text/html")))
+        .and_then(|p| {
+            p.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(|v| v.contains("text/html"))
+        })
         .unwrap_or(false)
 }

@@ -15,9 +15,16 @@ pub fn UsageChart(days: Vec<UsageDay>) -> impl IntoView {
     let summary = if total == 0 {
         "No credits spent in the last 30 days.".to_string()
     } else {
-        let peak = days.iter().max_by_key(|d| d.credits).map(|d| format!("{} on {}", crate::domain::money::group_thousands(d.credits as u64), d.label)).unwrap_or_default();
+        let peak = days
+            .iter()
+            .max_by_key(|d| d.credits)
+            .map(|d| format!("{} on {}", crate::domain::money::group_thousands(d.credits as u64), d.label))
+            .unwrap_or_default();
         let unit = if total == 1 { "credit" } else { "credits" };
-        format!("{} {unit} spent in the last 30 days; the most in a day: {peak}.", crate::domain::money::group_thousands(total as u64))
+        format!(
+            "{} {unit} spent in the last 30 days; the most in a day: {peak}.",
+            crate::domain::money::group_thousands(total as u64)
+        )
     };
     let first = days.first().map(|d| d.label.clone()).unwrap_or_default();
     let last = days.last().map(|d| d.label.clone()).unwrap_or_default();

@@ -18,7 +18,13 @@ pub fn LocalTime(
             let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_str(&iso));
             if !date.get_time().is_nan() {
                 let options = js_sys::Object::new();
-                for (k, v) in [("month", "short"), ("day", "numeric"), ("hour", "2-digit"), ("minute", "2-digit"), ("timeZoneName", "short")] {
+                for (k, v) in [
+                    ("month", "short"),
+                    ("day", "numeric"),
+                    ("hour", "2-digit"),
+                    ("minute", "2-digit"),
+                    ("timeZoneName", "short"),
+                ] {
                     let _ = js_sys::Reflect::set(&options, &k.into(), &v.into());
                 }
                 set_text.set(String::from(date.to_locale_string("default", &options)));

@@ -1,8 +1,8 @@
 //! Reusable views.
 
+pub mod activity;
 pub mod api_keys;
 pub mod form;
 pub mod layout;
-pub mod navigate;
-pub mod activity;
 pub mod local_time;
+pub mod navigate;

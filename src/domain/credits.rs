@@ -58,7 +58,13 @@ pub fn day_starts(start: DateTime<Utc>, end: DateTime<Utc>, boundary: FixedOffse
 
 /// The schedule that makes `total` credits spendable over `[start, end)` under `policy`.
 /// The amounts always sum to `total`; days that would add nothing are left out.
-pub fn allotment_schedule(policy: AllotmentPolicy, total: i64, start: DateTime<Utc>, end: DateTime<Utc>, boundary: FixedOffset) -> Vec<Accrual> {
+pub fn allotment_schedule(
+    policy: AllotmentPolicy,
+    total: i64,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    boundary: FixedOffset,
+) -> Vec<Accrual> {
     if total <= 0 {
         return Vec::new();
     }
@@ -87,7 +93,13 @@ pub fn allotment_schedule(policy: AllotmentPolicy, total: i64, start: DateTime<U
 /// Because the period's level only ever rises and downgrades wait for renewal, switching
 /// back and forth earns nothing: returning to a plan the period has already been granted at
 /// adds 0.
-pub fn upgrade_extra(granted_level: i64, new_allotment: i64, start: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+pub fn upgrade_extra(
+    granted_level: i64,
+    new_allotment: i64,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> i64 {
     if new_allotment <= granted_level || now >= end || end <= start {
         return 0;
     }
@@ -153,7 +165,13 @@ mod tests {
 
     #[test]
     fn daily_accrual_adds_exactly_the_allotment_with_the_remainder_last() {
-        let s = allotment_schedule(AllotmentPolicy::DailyAccrual, 5000, t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"), utc());
+        let s = allotment_schedule(
+            AllotmentPolicy::DailyAccrual,
+            5000,
+            t("2026-11-01T00:00:00Z"),
+            t("2026-12-01T00:00:00Z"),
+            utc(),
+        );
         assert_eq!(s.len(), 30);
         assert!(s[..29].iter().all(|a| a.amount == 166));
         assert_eq!(s[29].amount, 5000 - 166 * 29);
@@ -163,14 +181,26 @@ mod tests {
 
     #[test]
     fn tiny_allotments_still_sum_exactly() {
-        let s = allotment_schedule(AllotmentPolicy::DailyAccrual, 7, t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"), utc());
+        let s = allotment_schedule(
+            AllotmentPolicy::DailyAccrual,
+            7,
+            t("2026-11-01T00:00:00Z"),
+            t("2026-12-01T00:00:00Z"),
+            utc(),
+        );
         assert_eq!(s.iter().map(|a| a.amount).sum::<i64>(), 7);
         assert!(s.iter().all(|a| a.amount > 0));
     }
 
     #[test]
     fn all_at_period_start_is_one_accrual() {
-        let s = allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 15000, t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"), utc());
+        let s = allotment_schedule(
+            AllotmentPolicy::AllAtPeriodStart,
+            15000,
+            t("2026-11-01T00:00:00Z"),
+            t("2026-12-01T00:00:00Z"),
+            utc(),
+        );
         assert_eq!(s, vec![Accrual { due_at: t("2026-11-01T00:00:00Z"), amount: 15000 }]);
     }
 

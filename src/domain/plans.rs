@@ -51,10 +51,7 @@ impl fmt::Display for PlanId {
 impl FromStr for PlanId {
     type Err = UnknownPlan;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PlanId::ALL
-            .into_iter()
-            .find(|p| p.slug() == s)
-            .ok_or_else(|| UnknownPlan(s.to_string()))
+        PlanId::ALL.into_iter().find(|p| p.slug() == s).ok_or_else(|| UnknownPlan(s.to_string()))
     }
 }
 
@@ -109,7 +106,10 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
             monthly_credits: Some(free_credits),
             tagline: "Try the API with a one-time credit grant.".into(),
             features: vec![
-                format!("{} credits once, never expiring", crate::domain::money::group_thousands(free_credits.max(0) as u64)),
+                format!(
+                    "{} credits once, never expiring",
+                    crate::domain::money::group_thousands(free_credits.max(0) as u64)
+                ),
                 "Buy credit packs any time".into(),
                 "Texts up to 10,000 characters a call, 2 API keys".into(),
                 "Community support".into(),
@@ -150,11 +150,7 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
             currency: "usd".into(),
             monthly_credits: None,
             tagline: "Volume pricing, SSO and a contract.".into(),
-            features: vec![
-                "Custom credit volume".into(),
-                "Annual invoicing".into(),
-                "A named contact".into(),
-            ],
+            features: vec!["Custom credit volume".into(), "Annual invoicing".into(), "A named contact".into()],
         },
     ]
 }

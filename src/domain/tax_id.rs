@@ -87,7 +87,11 @@ pub fn validate(country: &str, raw: &str) -> Result<TaxId, String> {
         if matches(pattern, body) {
             return Ok(TaxId { value: format!("{prefix}{body}"), kind: "eu_vat" });
         }
-        return Err(format!("That is not a {country} VAT number: expected {}, for example {}.", describe(prefix, pattern), example(prefix, pattern)));
+        return Err(format!(
+            "That is not a {country} VAT number: expected {}, for example {}.",
+            describe(prefix, pattern),
+            example(prefix, pattern)
+        ));
     }
     if let Some((_, prefix, pattern, kind)) = OTHER.iter().find(|(c, ..)| *c == country) {
         let body = if prefix.is_empty() { s.as_str() } else { s.strip_prefix(prefix).unwrap_or(&s) };
@@ -95,7 +99,11 @@ pub fn validate(country: &str, raw: &str) -> Result<TaxId, String> {
             let value = if prefix.is_empty() { body.to_string() } else { format!("{prefix}{body}") };
             return Ok(TaxId { value, kind });
         }
-        return Err(format!("That is not a valid {country} tax id: expected {}, for example {}.", describe(prefix, pattern), example(prefix, pattern)));
+        return Err(format!(
+            "That is not a valid {country} tax id: expected {}, for example {}.",
+            describe(prefix, pattern),
+            example(prefix, pattern)
+        ));
     }
     Err(format!("Tax ids for {country} are not supported yet; leave the field empty or contact support."))
 }
@@ -131,7 +139,10 @@ mod tests {
 
     #[test]
     fn eu_vat_numbers_are_normalised_with_their_prefix() {
-        assert_eq!(validate("FR", "fr 61 954 506 077").unwrap(), TaxId { value: "FR61954506077".into(), kind: "eu_vat" });
+        assert_eq!(
+            validate("FR", "fr 61 954 506 077").unwrap(),
+            TaxId { value: "FR61954506077".into(), kind: "eu_vat" }
+        );
         assert_eq!(validate("DE", "123456789").unwrap().value, "DE123456789");
         assert_eq!(validate("AT", "ATU12345678").unwrap().value, "ATU12345678");
         assert_eq!(validate("GR", "EL123456789").unwrap().value, "EL123456789");

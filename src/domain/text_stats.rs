@@ -46,7 +46,9 @@ pub fn parse_body(body: &[u8]) -> Result<String, BodyError> {
     }
     let parsed: Body = serde_json::from_slice(body).map_err(|e| BodyError::Malformed(e.to_string()))?;
     match parsed.text {
-        Some(serde_json::Value::String(s)) if s.chars().count() > MAX_CHARS => Err(BodyError::Invalid("`text` may have at most 100000 characters.")),
+        Some(serde_json::Value::String(s)) if s.chars().count() > MAX_CHARS => {
+            Err(BodyError::Invalid("`text` may have at most 100000 characters."))
+        }
         Some(serde_json::Value::String(s)) => Ok(s),
         Some(_) => Err(BodyError::Invalid("`text` must be a string.")),
         None => Err(BodyError::Invalid("`text` is required.")),
@@ -66,7 +68,10 @@ mod tests {
 
     #[test]
     fn counts_text() {
-        assert_eq!(text_stats("Hello world. How are you?\nFine!"), TextStats { characters: 31, words: 6, lines: 2, sentences: 3 });
+        assert_eq!(
+            text_stats("Hello world. How are you?\nFine!"),
+            TextStats { characters: 31, words: 6, lines: 2, sentences: 3 }
+        );
         assert_eq!(text_stats(""), TextStats { characters: 0, words: 0, lines: 0, sentences: 0 });
         assert_eq!(text_stats("héllo"), TextStats { characters: 5, words: 1, lines: 1, sentences: 1 });
     }

@@ -1,9 +1,9 @@
 //! `/billing`: plan, status and credits for the signed-in user.
 
 use crate::api::account::{get_account, get_activity};
-use crate::components::activity::ActivitySection;
 use crate::api::auth::ResendConfirmation;
 use crate::api::billing::{OpenPortal, SetCancel};
+use crate::components::activity::ActivitySection;
 use crate::components::form::FormError;
 use crate::components::navigate::follow_redirects;
 use crate::domain::money::group_thousands;
@@ -35,7 +35,12 @@ pub fn BillingPage() -> impl IntoView {
     follow_redirects(move || cancel.value().get());
     follow_redirects(move || portal.value().get());
     let error = Signal::derive(move || {
-        cancel.value().get().and_then(|r| r.err()).or_else(|| portal.value().get().and_then(|r| r.err())).or_else(|| resend.value().get().and_then(|r| r.err()))
+        cancel
+            .value()
+            .get()
+            .and_then(|r| r.err())
+            .or_else(|| portal.value().get().and_then(|r| r.err()))
+            .or_else(|| resend.value().get().and_then(|r| r.err()))
     });
     let query = use_query_map();
     let done = move || query.read().get("done").and_then(|d| done_message(&d));

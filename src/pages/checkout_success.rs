@@ -25,12 +25,15 @@ pub fn CheckoutSuccessPage() -> impl IntoView {
     // Checks already made without JavaScript (carried in the URL by the meta refresh).
     let checks_from_url = move || query.read().get("n").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
     let (polls, set_polls) = signal(0u32);
-    let status = Resource::new(move || (checkout_id(), polls.get()), |(id, _)| async move {
-        match id {
-            Some(id) => checkout_status(id).await.map(Some),
-            None => Ok(None),
-        }
-    });
+    let status = Resource::new(
+        move || (checkout_id(), polls.get()),
+        |(id, _)| async move {
+            match id {
+                Some(id) => checkout_status(id).await.map(Some),
+                None => Ok(None),
+            }
+        },
+    );
 
     // Hydrated: poll while processing, with growing pauses, up to MAX_CHECKS.
     Effect::new(move |_| {

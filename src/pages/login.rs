@@ -15,7 +15,11 @@ pub fn LoginPage() -> impl IntoView {
     let next = move || query.read().get("next").unwrap_or_default();
     let signup_href = move || {
         let n = next();
-        if n.is_empty() { "/signup".to_string() } else { format!("/signup?next={}", urlencode(&n)) }
+        if n.is_empty() {
+            "/signup".to_string()
+        } else {
+            format!("/signup?next={}", urlencode(&n))
+        }
     };
     view! {
         <Title text="Sign in" />

@@ -13,10 +13,18 @@ pub fn ResetPasswordPage() -> impl IntoView {
     let error = Signal::derive(move || action.value().get().and_then(|r| r.err()));
     let query = use_query_map();
     let token = move || query.read().get("token").unwrap_or_default();
-    let usable = Resource::new(token, |t| async move { if t.is_empty() { Ok(false) } else { check_reset_link(t).await } });
-    let expired = || view! {
-        <div class="alert alert--error" role="alert">"This reset link is not valid any more: it was used, or more than an hour has passed."</div>
-        <p><a class="btn btn--primary" href="/forgot-password">"Ask for a new link"</a></p>
+    let usable = Resource::new(token, |t| async move {
+        if t.is_empty() {
+            Ok(false)
+        } else {
+            check_reset_link(t).await
+        }
+    });
+    let expired = || {
+        view! {
+            <div class="alert alert--error" role="alert">"This reset link is not valid any more: it was used, or more than an hour has passed."</div>
+            <p><a class="btn btn--primary" href="/forgot-password">"Ask for a new link"</a></p>
+        }
     };
     view! {
         <Title text="Choose a new password" />

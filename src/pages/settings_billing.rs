@@ -2,7 +2,9 @@
 //! format), invoices from Polar with generate and download, and API keys.
 
 use crate::api::auth::ChangePassword;
-use crate::api::billing::{get_billing_settings, BillingDetailsView, DeleteAccount, GenerateInvoice, InvoiceView, SaveBillingDetails};
+use crate::api::billing::{
+    get_billing_settings, BillingDetailsView, DeleteAccount, GenerateInvoice, InvoiceView, SaveBillingDetails,
+};
 use crate::components::api_keys::{ApiKeysData, ApiKeysSection};
 use crate::components::form::{Field, FormError};
 use crate::components::navigate::follow_redirects;
@@ -16,7 +18,9 @@ use leptos_router::hooks::use_query_map;
 fn done_message(done: &str) -> Option<&'static str> {
     Some(match done {
         "saved" => "Billing details saved. New invoices carry them.",
-        "saved-locally" => "Billing details saved here. Our billing provider could not be reached; they are sent with your next save.",
+        "saved-locally" => {
+            "Billing details saved here. Our billing provider could not be reached; they are sent with your next save."
+        }
         "invoice" => "Your invoice is being prepared. Reload in a moment to download it.",
         "password-changed" => "Your password was changed, and every other session was signed out.",
         _ => return None,

@@ -15,7 +15,11 @@ pub fn SignupPage() -> impl IntoView {
     let next = move || query.read().get("next").unwrap_or_default();
     let login_href = move || {
         let n = next();
-        if n.is_empty() { "/login".to_string() } else { format!("/login?next={}", urlencode(&n)) }
+        if n.is_empty() {
+            "/login".to_string()
+        } else {
+            format!("/login?next={}", urlencode(&n))
+        }
     };
     let info = Resource::new(|| (), |_| get_signup_info());
     view! {

@@ -24,7 +24,12 @@ fn hash(key: &str) -> Vec<u8> {
 /// Creates a key and returns (its id, the plaintext key), or `None` when the user already has
 /// `max_live` live keys. The plaintext exists only here. The user's row is locked so two
 /// concurrent requests cannot both take the last place.
-pub async fn create(pool: &PgPool, user_id: Uuid, name: &str, max_live: i64) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+pub async fn create(
+    pool: &PgPool,
+    user_id: Uuid,
+    name: &str,
+    max_live: i64,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE").bind(user_id).execute(&mut *tx).await?;
     if count_live(&mut tx, user_id).await? >= max_live {
@@ -32,20 +37,25 @@ pub async fn create(pool: &PgPool, user_id: Uuid, name: &str, max_live: i64) -> 
     }
     let key = format!("{PREFIX}{}", random_token(32));
     let prefix: String = key.chars().take(PREFIX.len() + 6).collect();
-    let id = sqlx::query_scalar("INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id")
-        .bind(user_id)
-        .bind(name)
-        .bind(prefix)
-        .bind(hash(&key))
-        .fetch_one(&mut *tx)
-        .await?;
+    let id = sqlx::query_scalar(
+        "INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(name)
+    .bind(prefix)
+    .bind(hash(&key))
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Some((id, key)))
 }
 
 /// How many live (not revoked) keys the user has.
 async fn count_live(conn: &mut sqlx::PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL").bind(user_id).fetch_one(conn).await
+    sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(user_id)
+        .fetch_one(conn)
+        .await
 }
 
 /// A user's keys that are not revoked, newest first.
@@ -57,16 +67,20 @@ pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<ApiKeyRow>, sqlx::
     .bind(user_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|(id, name, prefix, created_at, last_used_at)| ApiKeyRow { id, name, prefix, created_at, last_used_at }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, prefix, created_at, last_used_at)| ApiKeyRow { id, name, prefix, created_at, last_used_at })
+        .collect())
 }
 
 /// Revokes one of the user's own keys. Returns false when there is no such live key.
 pub async fn revoke(pool: &PgPool, user_id: Uuid, key_id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
-        .bind(key_id)
-        .bind(user_id)
-        .execute(pool)
-        .await?;
+    let done =
+        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
+            .bind(key_id)
+            .bind(user_id)
+            .execute(pool)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -29,20 +29,31 @@ pub const SETTLING_TTL: Duration = Duration::seconds(2);
 pub const STALE_GRACE: Duration = Duration::hours(24);
 
 pub fn polar(state: &AppState) -> Result<&PolarClient, AppError> {
-    state.polar.as_ref().ok_or_else(|| AppError::Unavailable { message: "Billing is not configured on this server (POLAR_ACCESS_TOKEN).".into() })
+    state.polar.as_ref().ok_or_else(|| AppError::Unavailable {
+        message: "Billing is not configured on this server (POLAR_ACCESS_TOKEN).".into(),
+    })
 }
 
 /// The client for reads a page shows: each call bounded by `POLAR_READ_DEADLINE_MS`.
 pub fn polar_reads(state: &AppState) -> Result<&PolarClient, AppError> {
-    state.polar_reads.as_ref().ok_or_else(|| AppError::Unavailable { message: "Billing is not configured on this server (POLAR_ACCESS_TOKEN).".into() })
+    state.polar_reads.as_ref().ok_or_else(|| AppError::Unavailable {
+        message: "Billing is not configured on this server (POLAR_ACCESS_TOKEN).".into(),
+    })
 }
 
 /// Polar's quota is one budget for the whole organization (500 requests a minute): no single
 /// user may spend more than `POLAR_CALLS_PER_USER_PER_MINUTE` of it. Every server function
 /// that asks Polar for a user goes through this first (after checking what it can locally).
 pub async fn polar_budget(state: &AppState, user: Uuid) -> Result<(), AppError> {
-    let t = crate::server::throttle::Throttle { scope: "polar.user", limit: state.config.polar_calls_per_user_per_minute, window_secs: 60 };
-    match crate::server::throttle::hit(&state.pool, t, &user.to_string(), Utc::now()).await.map_err(AppError::internal)? {
+    let t = crate::server::throttle::Throttle {
+        scope: "polar.user",
+        limit: state.config.polar_calls_per_user_per_minute,
+        window_secs: 60,
+    };
+    match crate::server::throttle::hit(&state.pool, t, &user.to_string(), Utc::now())
+        .await
+        .map_err(AppError::internal)?
+    {
         Ok(()) => Ok(()),
         Err(secs) => {
             tracing::warn!(%user, retry_after_secs = secs, "per-user Polar budget spent");
@@ -60,7 +71,11 @@ pub async fn polar_for(state: &AppState, user: Uuid) -> Result<&PolarClient, App
 /// Records that a Polar order is `user`'s (from a listing Polar answered for that user, or a
 /// webhook about their customer), so its id can be checked before Polar is asked again.
 pub async fn remember_order(conn: &mut sqlx::PgConnection, user: Uuid, order_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO polar_orders (id, user_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING").bind(order_id).bind(user).execute(conn).await?;
+    sqlx::query("INSERT INTO polar_orders (id, user_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(order_id)
+        .bind(user)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -68,7 +83,9 @@ pub async fn remember_order(conn: &mut sqlx::PgConnection, user: Uuid, order_id:
 pub fn polar_failure(e: PolarError) -> AppError {
     if e.is_unavailable() {
         tracing::warn!(error = %e, "Polar unavailable");
-        AppError::Unavailable { message: "Our billing provider is not answering right now. Please try again in a minute.".into() }
+        AppError::Unavailable {
+            message: "Our billing provider is not answering right now. Please try again in a minute.".into(),
+        }
     } else {
         AppError::internal(format!("Polar: {e}"))
     }
@@ -78,7 +95,10 @@ pub fn polar_failure(e: PolarError) -> AppError {
 
 /// Records that `user` needs a Polar customer; the background task creates or links it.
 pub async fn customer_pending(pool: &PgPool, user: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO polar_customers (user_id) VALUES ($1) ON CONFLICT DO NOTHING").bind(user).execute(pool).await?;
+    sqlx::query("INSERT INTO polar_customers (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(user)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -86,12 +106,18 @@ pub async fn customer_pending(pool: &PgPool, user: Uuid) -> Result<(), sqlx::Err
 /// existing customer is linked; a creation race resolves to the one that won.
 pub async fn ensure_customer(state: &AppState, user: Uuid) -> Result<String, AppError> {
     let client = polar(state)?;
-    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&state.pool).await.map_err(AppError::internal)?;
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&state.pool)
+        .await
+        .map_err(AppError::internal)?;
     let external = user.to_string();
     let result = match client.get_customer(&external).await {
         Ok(c) => Ok(c),
         Err(PolarError::NotFound { .. }) => match client.create_customer(&email, &external, None).await {
-            Err(PolarError::Invalid { ref issues, .. }) if issues.iter().any(|i| i.field() == Some("external_id")) => client.get_customer(&external).await,
+            Err(PolarError::Invalid { ref issues, .. }) if issues.iter().any(|i| i.field() == Some("external_id")) => {
+                client.get_customer(&external).await
+            }
             other => other,
         },
         Err(e) => Err(e),
@@ -182,15 +208,20 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
     let redis = state.redis.as_ref().filter(|_| max_age > Duration::zero());
     if let Some(r) = redis {
         if let Some(c) = r.get(user).await.filter(|c| now - c.fetched_at < max_age) {
-            return Ok(StateRead { state: c.state.and_then(|v| serde_json::from_value(v).ok()), fetched_at: c.fetched_at, stale: false });
+            return Ok(StateRead {
+                state: c.state.and_then(|v| serde_json::from_value(v).ok()),
+                fetched_at: c.fetched_at,
+                stale: false,
+            });
         }
     }
-    let row: Option<(Option<Value>, Option<DateTime<Utc>>, bool, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT state, state_fetched_at, state_stale, state_changed_at FROM polar_customers WHERE user_id = $1")
-            .bind(user)
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(AppError::internal)?;
+    let row: Option<(Option<Value>, Option<DateTime<Utc>>, bool, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT state, state_fetched_at, state_stale, state_changed_at FROM polar_customers WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(AppError::internal)?;
     let settling = row.as_ref().and_then(|r| r.3).is_some_and(|changed| now - changed < SETTLE_WINDOW);
     let ttl = if settling { SETTLING_TTL } else { STATE_TTL };
     let max_age = max_age.min(ttl);
@@ -200,7 +231,11 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
             if let Some(r) = redis {
                 r.put(user, &CachedState { state: s.clone(), fetched_at: *at }, ttl - (now - *at)).await;
             }
-            return Ok(StateRead { state: s.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()), fetched_at: *at, stale: false });
+            return Ok(StateRead {
+                state: s.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()),
+                fetched_at: *at,
+                stale: false,
+            });
         }
     }
     let client = polar_reads(state)?;
@@ -247,7 +282,10 @@ pub async fn forget_cached_state(state: &AppState, user: Uuid) {
 
 /// Marks the cached state as stale (a `customer.state_changed` webhook, or a change we made).
 pub async fn invalidate_state(conn: &mut sqlx::PgConnection, user: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE polar_customers SET state_stale = true, state_changed_at = now() WHERE user_id = $1").bind(user).execute(conn).await?;
+    sqlx::query("UPDATE polar_customers SET state_stale = true, state_changed_at = now() WHERE user_id = $1")
+        .bind(user)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -261,12 +299,16 @@ pub async fn require_benefit(state: &AppState, user: Uuid, slug: &str) -> Result
 pub async fn require_any_benefit(state: &AppState, user: Uuid, slugs: &[&str]) -> Result<(), AppError> {
     let read = customer_state(state, user, STATE_TTL).await?;
     if read.stale && Utc::now() - read.fetched_at > STALE_GRACE {
-        return Err(AppError::Unavailable { message: "We can't confirm your plan with our billing provider right now. Please try again shortly.".into() });
+        return Err(AppError::Unavailable {
+            message: "We can't confirm your plan with our billing provider right now. Please try again shortly.".into(),
+        });
     }
     if slugs.iter().any(|s| read.has_benefit(s)) {
         Ok(())
     } else {
-        Err(AppError::NotEntitled { message: format!("This needs the {} benefit, which your plan does not include.", slugs.join(" or ")) })
+        Err(AppError::NotEntitled {
+            message: format!("This needs the {} benefit, which your plan does not include.", slugs.join(" or ")),
+        })
     }
 }
 
@@ -294,7 +336,10 @@ fn plan_product(state: &AppState, plan: PlanId, yearly: bool) -> Result<String, 
 }
 
 /// The live subscription (id, plan, status) Tally knows of from webhooks.
-pub async fn live_subscription(pool: &PgPool, user: Uuid) -> Result<Option<(String, Option<String>, String)>, AppError> {
+pub async fn live_subscription(
+    pool: &PgPool,
+    user: Uuid,
+) -> Result<Option<(String, Option<String>, String)>, AppError> {
     sqlx::query_as(
         "SELECT id, plan, status FROM subscriptions WHERE user_id = $1 AND status IN ('active', 'trialing', 'past_due', 'incomplete')
           ORDER BY polar_modified_at DESC LIMIT 1",
@@ -313,7 +358,9 @@ pub async fn current_subscription(state: &AppState, user: Uuid) -> Result<Option
     if let Some(sub) = read.state.as_ref().and_then(|s| s.active_subscriptions.first()) {
         return Ok(Some((sub.id.clone(), read.plan())));
     }
-    Ok(live_subscription(&state.pool, user).await?.map(|(id, plan, _)| (id, plan.and_then(|p| p.parse().ok()).unwrap_or(PlanId::Free))))
+    Ok(live_subscription(&state.pool, user)
+        .await?
+        .map(|(id, plan, _)| (id, plan.and_then(|p| p.parse().ok()).unwrap_or(PlanId::Free))))
 }
 
 /// Creates a Polar checkout for the signed-in user and returns its URL.
@@ -321,14 +368,19 @@ pub async fn start_checkout(state: &AppState, user: Uuid, email: &str, item: &st
     let product = product_for(state, item)?;
     let is_plan = matches!(item, "pro" | "business" | "pro_yearly" | "business_yearly");
     if is_plan && current_subscription(state, user).await?.is_some() {
-        return Err(AppError::Conflict { field: None, message: "You already have a subscription. Change your plan from the billing page instead.".into() });
+        return Err(AppError::Conflict {
+            field: None,
+            message: "You already have a subscription. Change your plan from the billing page instead.".into(),
+        });
     }
     let details = billing_details(&state.pool, user).await?;
     let app = state.config.app_url.as_str().trim_end_matches('/');
     let body = CheckoutCreate {
         products: vec![product],
         external_customer_id: Some(user.to_string()),
-        customer_email: Some(details.as_ref().and_then(|d| d.billing_email.clone()).unwrap_or_else(|| email.to_string())),
+        customer_email: Some(
+            details.as_ref().and_then(|d| d.billing_email.clone()).unwrap_or_else(|| email.to_string()),
+        ),
         customer_billing_name: details.as_ref().and_then(|d| d.company.clone()),
         customer_billing_address: details.as_ref().map(|d| d.address()),
         customer_tax_id: details.as_ref().and_then(|d| d.tax_id.clone()),
@@ -355,7 +407,10 @@ pub enum Progress {
     /// Paid or being paid; access not confirmed yet.
     Processing,
     /// Access confirmed: the plan's benefit is granted, or the pack's credits are in the ledger.
-    Ready { what: String, is_plan: bool },
+    Ready {
+        what: String,
+        is_plan: bool,
+    },
     Expired,
     Failed,
 }
@@ -397,22 +452,34 @@ pub async fn checkout_progress(state: &AppState, user: Uuid, checkout_id: &str) 
         _ => return Ok(Progress::Processing),
     }
     let product = checkout.product_id.clone().unwrap_or_default();
-    let plan = crate::server::webhooks::handlers::plan_of(&state.config, &serde_json::json!({ "product_id": product })).map(|(plan, _)| plan);
+    let plan = crate::server::webhooks::handlers::plan_of(&state.config, &serde_json::json!({ "product_id": product }))
+        .map(|(plan, _)| plan);
     if let Some(plan) = plan {
         // Fresh from Polar: the cache must not hide the moment access appears.
         let read = customer_state(state, user, Duration::zero()).await?;
-        return Ok(if read.has_benefit(plan.slug()) { Progress::Ready { what: plan.name().to_string(), is_plan: true } } else { Progress::Processing });
+        return Ok(if read.has_benefit(plan.slug()) {
+            Progress::Ready { what: plan.name().to_string(), is_plan: true }
+        } else {
+            Progress::Processing
+        });
     }
     let orders = client.orders_for_checkout(checkout_id).await.map_err(polar_failure)?;
     let Some(order) = orders.first() else { return Ok(Progress::Processing) };
-    remember_order(&mut *state.pool.acquire().await.map_err(AppError::internal)?, user, &order.id).await.map_err(AppError::internal)?;
-    let credited: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_buckets WHERE user_id = $1 AND source_key = $2)")
-        .bind(user)
-        .bind(format!("order:{}", order.id))
-        .fetch_one(&state.pool)
+    remember_order(&mut *state.pool.acquire().await.map_err(AppError::internal)?, user, &order.id)
         .await
         .map_err(AppError::internal)?;
-    Ok(if credited { Progress::Ready { what: order.description.clone(), is_plan: false } } else { Progress::Processing })
+    let credited: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_buckets WHERE user_id = $1 AND source_key = $2)")
+            .bind(user)
+            .bind(format!("order:{}", order.id))
+            .fetch_one(&state.pool)
+            .await
+            .map_err(AppError::internal)?;
+    Ok(if credited {
+        Progress::Ready { what: order.description.clone(), is_plan: false }
+    } else {
+        Progress::Processing
+    })
 }
 
 // ---- subscription changes ----
@@ -422,9 +489,15 @@ pub async fn checkout_progress(state: &AppState, user: Uuid, checkout_id: &str) 
 async fn refresh_subscription(state: &AppState, user: Uuid, id: &str) -> Result<(), AppError> {
     let raw = polar(state)?.get_subscription_raw(id).await.map_err(polar_failure)?;
     let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
-    crate::server::webhooks::handlers::handle(&mut tx, &state.config, "subscription.updated", &serde_json::json!({ "data": raw }), Utc::now())
-        .await
-        .map_err(AppError::internal)?;
+    crate::server::webhooks::handlers::handle(
+        &mut tx,
+        &state.config,
+        "subscription.updated",
+        &serde_json::json!({ "data": raw }),
+        Utc::now(),
+    )
+    .await
+    .map_err(AppError::internal)?;
     invalidate_state(&mut tx, user).await.map_err(AppError::internal)?;
     tx.commit().await.map_err(AppError::internal)?;
     forget_cached_state(state, user).await;
@@ -432,7 +505,9 @@ async fn refresh_subscription(state: &AppState, user: Uuid, id: &str) -> Result<
 }
 
 async fn require_live_subscription(state: &AppState, user: Uuid) -> Result<(String, PlanId), AppError> {
-    current_subscription(state, user).await?.ok_or_else(|| AppError::Conflict { field: None, message: "You have no active subscription.".into() })
+    current_subscription(state, user)
+        .await?
+        .ok_or_else(|| AppError::Conflict { field: None, message: "You have no active subscription.".into() })
 }
 
 /// Cancel at the end of the period (`true`) or keep the subscription (`false`).
@@ -489,7 +564,12 @@ pub struct PlanChangePreview {
     pub pending: Option<PlanId>,
 }
 
-pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: DateTime<Utc>) -> Result<PlanChangePreview, AppError> {
+pub async fn preview_plan_change(
+    state: &AppState,
+    user: Uuid,
+    to: PlanId,
+    now: DateTime<Utc>,
+) -> Result<PlanChangePreview, AppError> {
     let (id, current) = require_live_subscription(state, user).await?;
     if current == to {
         return Err(AppError::Conflict { field: None, message: format!("You are already on {}.", to.name()) });
@@ -500,7 +580,8 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
     let yearly = crate::server::webhooks::handlers::billed_yearly(&state.config, &sub);
     let product_id = plan_product(state, to, yearly)?;
     let product = client.get_product(&product_id).await.map_err(polar_failure)?;
-    let time = |k: &str| sub[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc));
+    let time =
+        |k: &str| sub[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc));
     let (Some(start), Some(end)) = (time("current_period_start"), time("current_period_end")) else {
         return Err(AppError::internal(format!("subscription {id} has no current period")));
     };
@@ -509,9 +590,16 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
     let new_credits = crate::server::webhooks::handlers::plan_of(config, &serde_json::json!({ "product_id": product.id, "product": { "metadata": product.metadata, "recurring_interval": product.recurring_interval } }))
         .map(|(_, c)| c)
         .unwrap_or(0);
-    let price = product.prices.iter().filter(|p| !p.is_archived).find_map(|p| p.price_amount.map(|a| (a, p.price_currency.clone())));
+    let price = product
+        .prices
+        .iter()
+        .filter(|p| !p.is_archived)
+        .find_map(|p| p.price_amount.map(|a| (a, p.price_currency.clone())));
     let Some((new_price, currency)) = price else {
-        return Err(AppError::Conflict { field: None, message: format!("{} has no fixed price to switch to; contact us.", to.name()) });
+        return Err(AppError::Conflict {
+            field: None,
+            message: format!("{} has no fixed price to switch to; contact us.", to.name()),
+        });
     };
     let current_price = sub["amount"].as_i64().unwrap_or(0);
     let upgrade = is_upgrade(current, to);
@@ -519,22 +607,26 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
         let period = (end - start).num_seconds().max(1);
         let left = (end - now).num_seconds().clamp(0, period);
         // The level the period's allotment was granted at (higher after an earlier upgrade).
-        let level: Option<i64> = sqlx::query_scalar("SELECT (metadata->>'level')::bigint FROM credit_buckets WHERE user_id = $1 AND source_key = $2")
-            .bind(user)
-            .bind(crate::server::ledger::allotment_source(&id, start))
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(AppError::internal)?
-            .flatten();
+        let level: Option<i64> = sqlx::query_scalar(
+            "SELECT (metadata->>'level')::bigint FROM credit_buckets WHERE user_id = $1 AND source_key = $2",
+        )
+        .bind(user)
+        .bind(crate::server::ledger::allotment_source(&id, start))
+        .fetch_optional(&state.pool)
+        .await
+        .map_err(AppError::internal)?
+        .flatten();
         (
-            ((new_price as i128 - current_price as i128) * left as i128 / period as i128).clamp(0, i64::MAX as i128) as i64,
+            ((new_price as i128 - current_price as i128) * left as i128 / period as i128).clamp(0, i64::MAX as i128)
+                as i64,
             crate::domain::credits::upgrade_extra(level.unwrap_or(current_credits), new_credits, start, end, now),
         )
     } else {
         (0, 0)
     };
     let pending = sub["pending_update"]["product_id"].as_str().and_then(|p| {
-        crate::server::webhooks::handlers::plan_of(config, &serde_json::json!({ "product_id": p })).map(|(plan, _)| plan)
+        crate::server::webhooks::handlers::plan_of(config, &serde_json::json!({ "product_id": p }))
+            .map(|(plan, _)| plan)
     });
     Ok(PlanChangePreview {
         from: current,
@@ -558,9 +650,10 @@ pub async fn portal_url(state: &AppState, user: Uuid) -> Result<String, AppError
     let back = format!("{}/billing", state.config.app_url.as_str().trim_end_matches('/'));
     match polar_for(state, user).await?.create_customer_session(&user.to_string(), Some(&back)).await {
         Ok(s) => Ok(s.customer_portal_url),
-        Err(PolarError::Invalid { .. }) => {
-            Err(AppError::Conflict { field: None, message: "You have no billing account with Polar yet; it is created with your first purchase.".into() })
-        }
+        Err(PolarError::Invalid { .. }) => Err(AppError::Conflict {
+            field: None,
+            message: "You have no billing account with Polar yet; it is created with your first purchase.".into(),
+        }),
         Err(e) => Err(polar_failure(e)),
     }
 }
@@ -709,11 +802,17 @@ async fn push_billing_details(state: &AppState, user: Uuid, d: &BillingDetails) 
             Ok(true)
         }
         Err(e) if e.is_unavailable() => {
-            record(Some("Not yet sent to our billing provider (unreachable); it will be sent on your next save.".into())).await?;
+            record(Some(
+                "Not yet sent to our billing provider (unreachable); it will be sent on your next save.".into(),
+            ))
+            .await?;
             Ok(false)
         }
         Err(PolarError::Invalid { issues, .. }) => {
-            let msg = issues.first().map(|i| i.msg.clone()).unwrap_or_else(|| "Our billing provider did not accept these details.".into());
+            let msg = issues
+                .first()
+                .map(|i| i.msg.clone())
+                .unwrap_or_else(|| "Our billing provider did not accept these details.".into());
             let field = issues.first().and_then(|i| i.field()).filter(|f| *f == "tax_id").unwrap_or("country");
             record(Some(msg.clone())).await?;
             Err(AppError::validation(field, format!("Polar did not accept this: {msg}")))
@@ -754,7 +853,11 @@ pub async fn invoices(state: &AppState, user: Uuid) -> Result<Vec<InvoiceRow>, A
         remember_order(&mut conn, user, &o.id).await.map_err(AppError::internal)?;
     }
     drop(conn);
-    let requested: Vec<String> = sqlx::query_scalar("SELECT order_id FROM invoice_requests WHERE user_id = $1").bind(user).fetch_all(&state.pool).await.map_err(AppError::internal)?;
+    let requested: Vec<String> = sqlx::query_scalar("SELECT order_id FROM invoice_requests WHERE user_id = $1")
+        .bind(user)
+        .fetch_all(&state.pool)
+        .await
+        .map_err(AppError::internal)?;
     Ok(orders
         .into_iter()
         .map(|o| {
@@ -783,7 +886,11 @@ pub async fn invoices(state: &AppState, user: Uuid) -> Result<Vec<InvoiceRow>, A
 }
 
 /// The order, if it is the user's.
-async fn own_order(state: &AppState, user: Uuid, order_id: &str) -> Result<crate::server::polar::models::Order, AppError> {
+async fn own_order(
+    state: &AppState,
+    user: Uuid,
+    order_id: &str,
+) -> Result<crate::server::polar::models::Order, AppError> {
     if Uuid::parse_str(order_id).is_err() {
         return Err(AppError::NotFound);
     }
@@ -815,15 +922,27 @@ pub async fn generate_invoice(state: &AppState, user: Uuid, order_id: &str) -> R
     let client = polar(state)?;
     if order.billing_name.is_none() || order.billing_address.is_none() {
         let Some(d) = billing_details(&state.pool, user).await? else {
-            return Err(AppError::validation("invoice", "Add your billing details (name and country at least) before generating an invoice."));
+            return Err(AppError::validation(
+                "invoice",
+                "Add your billing details (name and country at least) before generating an invoice.",
+            ));
         };
-        let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&state.pool).await.map_err(AppError::internal)?;
+        let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(AppError::internal)?;
         let name = d.company.clone().unwrap_or(email);
         client.update_order_billing(order_id, &name, &d.address()).await.map_err(polar_failure)?;
     }
     match client.generate_invoice(order_id).await {
         Ok(()) => {}
-        Err(PolarError::Conflict { .. }) => return Err(AppError::Conflict { field: None, message: "This order cannot have an invoice (it is not paid).".into() }),
+        Err(PolarError::Conflict { .. }) => {
+            return Err(AppError::Conflict {
+                field: None,
+                message: "This order cannot have an invoice (it is not paid).".into(),
+            })
+        }
         Err(e) => return Err(polar_failure(e)),
     }
     sqlx::query("INSERT INTO invoice_requests (order_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -849,7 +968,8 @@ pub async fn invoice_url(state: &AppState, user: Uuid, order_id: &str) -> Result
 /// If Polar cannot be reached nothing is deleted (a local-only deletion would leave a paying
 /// subscription behind).
 pub async fn delete_account(state: &AppState, user: Uuid) -> Result<(), AppError> {
-    match polar_for(state, user).await?.delete_customer(&user.to_string(), state.config.polar.anonymize_on_delete).await {
+    match polar_for(state, user).await?.delete_customer(&user.to_string(), state.config.polar.anonymize_on_delete).await
+    {
         Ok(()) | Err(PolarError::NotFound { .. }) => {}
         Err(e) => return Err(polar_failure(e)),
     }
@@ -893,9 +1013,15 @@ pub async fn reconcile(state: &AppState, user: Uuid) -> Result<PlanId, AppError>
     let subs = polar(state)?.list_subscriptions_raw(&user.to_string()).await.map_err(polar_failure)?;
     let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
     for raw in subs {
-        crate::server::webhooks::handlers::handle(&mut tx, &state.config, "subscription.updated", &serde_json::json!({ "data": raw }), Utc::now())
-            .await
-            .map_err(AppError::internal)?;
+        crate::server::webhooks::handlers::handle(
+            &mut tx,
+            &state.config,
+            "subscription.updated",
+            &serde_json::json!({ "data": raw }),
+            Utc::now(),
+        )
+        .await
+        .map_err(AppError::internal)?;
     }
     tx.commit().await.map_err(AppError::internal)?;
     forget_cached_state(state, user).await;

@@ -70,9 +70,16 @@ pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) 
         _ => return Err(format!("usage: tally polar reconcile EMAIL|--all\n{USAGE}")),
     };
     let users: Vec<(uuid::Uuid, String)> = if target == "--all" {
-        sqlx::query_as("SELECT id, email FROM users WHERE deleted_at IS NULL ORDER BY created_at").fetch_all(&pool).await.map_err(|e| e.to_string())?
+        sqlx::query_as("SELECT id, email FROM users WHERE deleted_at IS NULL ORDER BY created_at")
+            .fetch_all(&pool)
+            .await
+            .map_err(|e| e.to_string())?
     } else {
-        sqlx::query_as("SELECT id, email FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL").bind(&target).fetch_all(&pool).await.map_err(|e| e.to_string())?
+        sqlx::query_as("SELECT id, email FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL")
+            .bind(&target)
+            .fetch_all(&pool)
+            .await
+            .map_err(|e| e.to_string())?
     };
     if users.is_empty() {
         return Err(format!("no account matches {target}"));
@@ -151,16 +158,22 @@ pub async fn credits_command(pool: &sqlx::PgPool, args: &[String]) -> Result<(),
         Some("balance") if args.len() == 2 => {
             let user = user_by_email(args[1].clone()).await?;
             let b = crate::server::ledger::balance(pool, user, chrono::Utc::now()).await.map_err(|e| e.to_string())?;
-            println!("total {}  (allotment {}, purchased {}, free {}, adjustment {}; pending allotment {})", b.total, b.allotment, b.purchased, b.free, b.adjustment, b.pending_allotment);
+            println!(
+                "total {}  (allotment {}, purchased {}, free {}, adjustment {}; pending allotment {})",
+                b.total, b.allotment, b.purchased, b.free, b.adjustment, b.pending_allotment
+            );
             Ok(())
         }
         Some("adjust") if args.len() >= 4 => {
             let user = user_by_email(args[1].clone()).await?;
-            let delta: i64 = args[2].parse().map_err(|_| format!("DELTA must be a whole number of credits, got `{}`", args[2]))?;
+            let delta: i64 =
+                args[2].parse().map_err(|_| format!("DELTA must be a whole number of credits, got `{}`", args[2]))?;
             let reason = args[3..].join(" ");
             let key = format!("adjust:{}", uuid::Uuid::new_v4());
             let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
-            let balance = crate::server::ledger::adjust(&mut conn, user, delta, &reason, &key, chrono::Utc::now()).await.map_err(|e| e.to_string())?;
+            let balance = crate::server::ledger::adjust(&mut conn, user, delta, &reason, &key, chrono::Utc::now())
+                .await
+                .map_err(|e| e.to_string())?;
             tracing::info!(%user, delta, %reason, %key, "credit adjustment");
             println!("adjusted by {delta}; balance now {balance} (entry {key})");
             Ok(())
@@ -188,7 +201,8 @@ fn init_tracing() {
 }
 
 fn embedded(config: &Config) -> Result<EmbeddedPg, String> {
-    EmbeddedPg::ensure(&config.embedded_pg_dir, config.embedded_pg_port).map_err(|e| format!("embedded PostgreSQL: {e}"))
+    EmbeddedPg::ensure(&config.embedded_pg_dir, config.embedded_pg_port)
+        .map_err(|e| format!("embedded PostgreSQL: {e}"))
 }
 
 /// Connects to `DATABASE_URL`, or to the embedded cluster's `tally` database, and migrates.
@@ -198,17 +212,22 @@ async fn connect_and_migrate(config: &Config) -> Result<sqlx::PgPool, String> {
         None => {
             let pg = embedded(config)?;
             tracing::info!(port = pg.port, dir = %pg.data_dir.display(), "using the embedded PostgreSQL (DATABASE_URL is not set)");
-            db::create_database_if_missing(&pg.url("postgres"), "tally").await.map_err(|e| format!("creating database tally: {e}"))?;
+            db::create_database_if_missing(&pg.url("postgres"), "tally")
+                .await
+                .map_err(|e| format!("creating database tally: {e}"))?;
             pg.url("tally")
         }
     };
-    let pool = db::connect(&url, db::PoolSettings::of(config)).await.map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+    let pool =
+        db::connect(&url, db::PoolSettings::of(config)).await.map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
     db::migrate(&pool).await.map_err(|e| format!("applying migrations: {e}"))?;
     Ok(pool)
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    config.check_release(!cfg!(debug_assertions)).map_err(|e| format!("{e}\nSee .env.example for every variable and what it expects."))?;
+    config
+        .check_release(!cfg!(debug_assertions))
+        .map_err(|e| format!("{e}\nSee .env.example for every variable and what it expects."))?;
     for warning in config.startup_warnings() {
         tracing::warn!("{}", "!".repeat(72));
         tracing::warn!("{warning}");

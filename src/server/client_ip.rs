@@ -56,7 +56,10 @@ fn hops(headers: &HeaderMap, which: ProxyHeader) -> Vec<Option<IpAddr>> {
             match which {
                 ProxyHeader::XForwardedFor => out.push(parse_hop(element)),
                 ProxyHeader::Forwarded => {
-                    let for_ = element.split(';').filter_map(|p| p.trim().split_once('=')).find(|(k, _)| k.trim().eq_ignore_ascii_case("for"));
+                    let for_ = element
+                        .split(';')
+                        .filter_map(|p| p.trim().split_once('='))
+                        .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"));
                     out.push(for_.and_then(|(_, v)| parse_hop(v)));
                 }
             }
@@ -98,7 +101,11 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet], which: Prox
 
 /// Resolves [`ClientIp`] for every request.
 pub async fn middleware(State(state): State<crate::server::state::AppState>, mut req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let ip = resolve(peer, req.headers(), &state.config.trusted_proxies, state.config.trusted_proxy_header);
     req.extensions_mut().insert(ClientIp(ip));
     next.run(req).await
@@ -161,7 +168,11 @@ mod tests {
     fn ipv4_mapped_peers_are_ipv4_and_ipv6_clients_are_keyed_by_their_64() {
         let p = nets(&["10.0.0.0/8"]);
         let hdr = h(&[("x-forwarded-for", "198.51.100.7")]);
-        assert_eq!(resolve(ip("::ffff:10.0.0.1"), &hdr, &p, XFF), ip("198.51.100.7"), "a dual-stack listener sees the proxy as ::ffff:10.0.0.1");
+        assert_eq!(
+            resolve(ip("::ffff:10.0.0.1"), &hdr, &p, XFF),
+            ip("198.51.100.7"),
+            "a dual-stack listener sees the proxy as ::ffff:10.0.0.1"
+        );
         assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1")), limit_key(ip("2001:db8:1:2:bbbb::9")));
         assert_ne!(limit_key(ip("2001:db8:1:2::1")), limit_key(ip("2001:db8:1:3::1")));
         assert_eq!(limit_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
@@ -171,7 +182,10 @@ mod tests {
     #[test]
     fn the_forwarded_header_is_read_only_when_configured() {
         let p = nets(&["127.0.0.1/32"]);
-        let hdr = h(&[("forwarded", r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https"#), ("x-forwarded-for", "5.5.5.5")]);
+        let hdr = h(&[
+            ("forwarded", r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https"#),
+            ("x-forwarded-for", "5.5.5.5"),
+        ]);
         assert_eq!(resolve(ip("127.0.0.1"), &hdr, &p, ProxyHeader::Forwarded), ip("2001:db8:cafe::17"));
         assert_eq!(resolve(ip("127.0.0.1"), &hdr, &p, XFF), ip("5.5.5.5"));
     }

@@ -22,12 +22,20 @@ fn exempt(path: &str) -> bool {
 }
 
 pub async fn protect(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) || exempt(req.uri().path()) || req.uri().path() == state.config.polar.webhook_path {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || exempt(req.uri().path())
+        || req.uri().path() == state.config.polar.webhook_path
+    {
         return next.run(req).await;
     }
     if is_cross_site(req.headers(), &state.config.app_origin()) {
         tracing::warn!(path = %req.uri().path(), "cross-site request refused");
-        return (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from("Cross-site request refused.")).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            Body::from("Cross-site request refused."),
+        )
+            .into_response();
     }
     next.run(req).await
 }
@@ -63,7 +71,10 @@ mod tests {
 
     #[test]
     fn same_origin_posts_pass_whatever_the_host_header_says() {
-        assert!(!is_cross_site(&headers(&[("host", "127.0.0.1:3000"), ("origin", "https://app.example.com")]), APP), "a proxy rewrote Host");
+        assert!(
+            !is_cross_site(&headers(&[("host", "127.0.0.1:3000"), ("origin", "https://app.example.com")]), APP),
+            "a proxy rewrote Host"
+        );
         assert!(!is_cross_site(&headers(&[("origin", "https://APP.example.com")]), APP));
         assert!(!is_cross_site(&headers(&[("sec-fetch-site", "same-origin")]), APP));
         assert!(!is_cross_site(&headers(&[]), APP));
@@ -72,10 +83,19 @@ mod tests {
 
     #[test]
     fn other_origins_are_refused_scheme_and_port_included() {
-        for o in ["https://evil.example", "null", "http://app.example.com", "https://app.example.com:8443", "https://app.example.com.evil.example"] {
+        for o in [
+            "https://evil.example",
+            "null",
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "https://app.example.com.evil.example",
+        ] {
             assert!(is_cross_site(&headers(&[("host", "app.example.com"), ("origin", o)]), APP), "{o}");
         }
-        assert!(is_cross_site(&headers(&[("host", "evil.example"), ("origin", "https://evil.example")]), APP), "a forged Host does not help");
+        assert!(
+            is_cross_site(&headers(&[("host", "evil.example"), ("origin", "https://evil.example")]), APP),
+            "a forged Host does not help"
+        );
         assert!(is_cross_site(&headers(&[("sec-fetch-site", "cross-site")]), APP));
         assert!(is_cross_site(&headers(&[("sec-fetch-site", "same-site")]), APP));
     }

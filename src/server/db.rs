@@ -38,7 +38,10 @@ impl Default for PoolSettings {
 /// Opens a pool on `url`. Statement logging is turned down: queries carry emails and tokens.
 pub async fn connect(url: &str, settings: PoolSettings) -> Result<PgPool, sqlx::Error> {
     let opts = PgConnectOptions::from_str(url)?
-        .options([("statement_timeout", format!("{}ms", settings.statement_timeout_ms)), ("lock_timeout", format!("{}ms", settings.lock_timeout_ms))])
+        .options([
+            ("statement_timeout", format!("{}ms", settings.statement_timeout_ms)),
+            ("lock_timeout", format!("{}ms", settings.lock_timeout_ms)),
+        ])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
     PgPoolOptions::new()

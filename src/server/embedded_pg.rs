@@ -86,7 +86,11 @@ impl EmbeddedPg {
                 "-t".into(),
                 "60".into(),
                 "-o".into(),
-                format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300", pg.port, sock_dir.display()),
+                format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
+                    pg.port,
+                    sock_dir.display()
+                ),
                 "start".into(),
             ],
         )
@@ -103,12 +107,18 @@ impl EmbeddedPg {
     /// Stops the cluster (fast shutdown). Used by scripts and tests; the app leaves it running
     /// so the next start is instant.
     pub fn stop(&self) -> Result<(), EmbeddedPgError> {
-        self.run_pg("pg_ctl", &["-D".into(), self.data_dir.display().to_string(), "-m".into(), "fast".into(), "-w".into(), "stop".into()])
+        self.run_pg(
+            "pg_ctl",
+            &["-D".into(), self.data_dir.display().to_string(), "-m".into(), "fast".into(), "-w".into(), "stop".into()],
+        )
     }
 
     /// The port of the postmaster running on our data dir, if one is alive.
     fn running_port(&self) -> Option<u16> {
-        let status = self.pg_command("pg_ctl", &["-D".into(), self.data_dir.display().to_string(), "status".into()]).output().ok()?;
+        let status = self
+            .pg_command("pg_ctl", &["-D".into(), self.data_dir.display().to_string(), "status".into()])
+            .output()
+            .ok()?;
         if !status.status.success() {
             return None;
         }
@@ -151,7 +161,11 @@ fn check(cmd: &str, out: std::process::Output) -> Result<(), EmbeddedPgError> {
     } else {
         Err(EmbeddedPgError::Command {
             cmd: cmd.to_string(),
-            detail: format!("{}{}", String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim()),
+            detail: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         })
     }
 }
@@ -183,7 +197,9 @@ fn find_bin_dir() -> Option<PathBuf> {
     if let Some((_, bin)) = majors.pop() {
         return Some(bin);
     }
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).find(|p| p.join("initdb").exists() && p.join("pg_ctl").exists()))
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).find(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+    })
 }
 
 fn is_root() -> bool {

@@ -44,10 +44,11 @@ pub fn webhook_verify(data: &[u8]) {
 fn config() -> &'static Config {
     static C: OnceLock<Config> = OnceLock::new();
     C.get_or_init(|| {
-        let env: HashMap<String, String> = [("SESSION_SECRET", "fuzz-session-secret-fuzz-session-secret"), ("POLAR_STANDIN_STATE_FILE", "off")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: HashMap<String, String> =
+            [("SESSION_SECRET", "fuzz-session-secret-fuzz-session-secret"), ("POLAR_STANDIN_STATE_FILE", "off")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         match Config::from_source(&env, String::new) {
             Ok(c) => c,
             Err(e) => panic!("fuzz configuration: {e}"),

@@ -10,7 +10,11 @@ use axum::response::{IntoResponse, Response};
 
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(expected) = &state.config.metrics_token else { return StatusCode::NOT_FOUND.into_response() };
-    let given = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
     if !crate::server::util::constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -27,7 +31,8 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         Ok(r) => r,
         Err(e) => return crate::server::util::internal_response(e),
     };
-    let (circuit, opened) = state.polar.as_ref().map(|p| (p.breaker().state_name(), p.breaker().opened_total())).unwrap_or(("closed", 0));
+    let (circuit, opened) =
+        state.polar.as_ref().map(|p| (p.breaker().state_name(), p.breaker().opened_total())).unwrap_or(("closed", 0));
     let t = &state.tasks;
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, kind: &str, lines: &[(String, String)]| {
@@ -37,14 +42,48 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         }
     };
     let one = |v: String| vec![(String::new(), v)];
-    metric("tally_polar_circuit_open", "1 while the Polar circuit breaker fails calls fast (0.5 half-open).", "gauge",
-        &one(match circuit { "open" => "1", "half_open" => "0.5", _ => "0" }.into()));
-    metric("tally_polar_circuit_opened_total", "Times the Polar circuit breaker opened.", "counter", &one(opened.to_string()));
-    metric("tally_webhook_events_pending", "Verified webhook events waiting to be applied.", "gauge", &one(pending.to_string()));
-    metric("tally_webhook_oldest_pending_seconds", "Age of the oldest waiting webhook event.", "gauge", &one(format!("{:.3}", oldest.unwrap_or(0.0))));
-    metric("tally_webhook_events_failed", "Webhook events parked after their last attempt (tally webhooks retry).", "gauge", &one(failed.to_string()));
+    metric(
+        "tally_polar_circuit_open",
+        "1 while the Polar circuit breaker fails calls fast (0.5 half-open).",
+        "gauge",
+        &one(match circuit {
+            "open" => "1",
+            "half_open" => "0.5",
+            _ => "0",
+        }
+        .into()),
+    );
+    metric(
+        "tally_polar_circuit_opened_total",
+        "Times the Polar circuit breaker opened.",
+        "counter",
+        &one(opened.to_string()),
+    );
+    metric(
+        "tally_webhook_events_pending",
+        "Verified webhook events waiting to be applied.",
+        "gauge",
+        &one(pending.to_string()),
+    );
+    metric(
+        "tally_webhook_oldest_pending_seconds",
+        "Age of the oldest waiting webhook event.",
+        "gauge",
+        &one(format!("{:.3}", oldest.unwrap_or(0.0))),
+    );
+    metric(
+        "tally_webhook_events_failed",
+        "Webhook events parked after their last attempt (tally webhooks retry).",
+        "gauge",
+        &one(failed.to_string()),
+    );
     metric("tally_mail_pending", "Account mails waiting to be sent.", "gauge", &one(mail_pending.to_string()));
-    metric("tally_mail_oldest_pending_seconds", "Age of the oldest waiting mail.", "gauge", &one(format!("{:.3}", mail_oldest.unwrap_or(0.0))));
+    metric(
+        "tally_mail_oldest_pending_seconds",
+        "Age of the oldest waiting mail.",
+        "gauge",
+        &one(format!("{:.3}", mail_oldest.unwrap_or(0.0))),
+    );
     metric(
         "tally_worker_restarts_total",
         "Background tasks restarted after ending or panicking.",

@@ -24,6 +24,6 @@ pub mod startup;
 pub mod state;
 pub mod state_cache;
 pub mod supervisor;
-pub mod util;
 pub mod throttle;
+pub mod util;
 pub mod webhooks;

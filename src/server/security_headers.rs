@@ -53,9 +53,15 @@ pub async fn apply(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     }
     if state.config.secure_cookies() {
-        h.insert(http::header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=63072000; includeSubDomains"));
+        h.insert(
+            http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
     }
-    let dynamic = h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html") || t.starts_with("application/json"));
+    let dynamic = h
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html") || t.starts_with("application/json"));
     if signed_in && dynamic && !static_file {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

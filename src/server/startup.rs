@@ -3,8 +3,8 @@
 
 use crate::app::{shell, App};
 use crate::server::config::Config;
-use crate::server::state::AppState;
 use crate::server::standin::{StandIn, StandinConfig, WebhookEndpoint};
+use crate::server::state::AppState;
 use crate::server::{csrf, health, metered, supervisor, webhooks};
 use axum::routing::{get, post};
 use axum::Router;
@@ -62,12 +62,18 @@ impl Application {
             webhooks::worker::run(w.pool.clone(), w.config.clone(), w.webhook_wakeup.clone(), w.redis.clone(), beat)
         });
         let m = s.clone();
-        supervisor::spawn("mail worker", s.tasks.mail_worker.clone(), move |beat| crate::server::mail::run(m.pool.clone(), m.mailer.clone(), beat));
+        supervisor::spawn("mail worker", s.tasks.mail_worker.clone(), move |beat| {
+            crate::server::mail::run(m.pool.clone(), m.mailer.clone(), beat)
+        });
         let j = s.clone();
-        supervisor::spawn("janitor", s.tasks.janitor.clone(), move |beat| crate::server::janitor::run(j.pool.clone(), j.config.clone(), beat));
+        supervisor::spawn("janitor", s.tasks.janitor.clone(), move |beat| {
+            crate::server::janitor::run(j.pool.clone(), j.config.clone(), beat)
+        });
         if s.polar.is_some() {
             let c = s.clone();
-            supervisor::spawn("Polar customer sync", Default::default(), move |_| crate::server::billing::sync_pending_customers(c.clone()));
+            supervisor::spawn("Polar customer sync", Default::default(), move |_| {
+                crate::server::billing::sync_pending_customers(c.clone())
+            });
         }
     }
 
@@ -103,10 +109,18 @@ fn start_standin(config: &Config) -> Option<StandIn> {
     c.controls_token = Some(settings.controls_token.expose().to_string());
     c.rate_limit_per_minute = Some(settings.rate_limit_per_minute).filter(|n| *n > 0);
     if let (Some(secret), Ok(url)) = (&config.polar.webhook_secret, config.app_url.join(&config.polar.webhook_path)) {
-        c.endpoints.push(WebhookEndpoint { url: url.to_string(), secret: secret.expose().to_string(), standard: settings.webhook_standard });
+        c.endpoints.push(WebhookEndpoint {
+            url: url.to_string(),
+            secret: secret.expose().to_string(),
+            standard: settings.webhook_standard,
+        });
     }
     for (url, secret, standard) in &settings.extra_endpoints {
-        c.endpoints.push(WebhookEndpoint { url: url.clone(), secret: secret.expose().to_string(), standard: *standard });
+        c.endpoints.push(WebhookEndpoint {
+            url: url.clone(),
+            secret: secret.expose().to_string(),
+            standard: *standard,
+        });
     }
     Some(StandIn::start(c))
 }
@@ -127,7 +141,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             &state.config.polar.webhook_path,
-            post(webhooks::receiver::receive).layer(axum::extract::DefaultBodyLimit::max(webhooks::receiver::MAX_BODY_BYTES)),
+            post(webhooks::receiver::receive)
+                .layer(axum::extract::DefaultBodyLimit::max(webhooks::receiver::MAX_BODY_BYTES)),
         )
         .route("/billing/invoices/{order_id}", get(invoice_download))
         .route("/healthz", get(health::healthz))
@@ -160,12 +175,20 @@ async fn invoice_download(
     let user = match crate::server::auth::session::user_from_headers(&state.pool, &state.config, &headers).await {
         Ok(Some(u)) => u,
         Ok(None) => return Redirect::to("/login?next=%2Fsettings%2Fbilling").into_response(),
-        Err(e) => return (http::StatusCode::INTERNAL_SERVER_ERROR, crate::error::AppError::internal(e).to_string()).into_response(),
+        Err(e) => {
+            return (http::StatusCode::INTERNAL_SERVER_ERROR, crate::error::AppError::internal(e).to_string())
+                .into_response()
+        }
     };
     match crate::server::billing::invoice_url(&state, user.id, &order_id).await {
         Ok(Some(url)) => Redirect::to(&url).into_response(),
-        Ok(None) => (http::StatusCode::NOT_FOUND, "This invoice is still being prepared. Try again in a moment.").into_response(),
-        Err(e) => (http::StatusCode::from_u16(e.status_code()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR), e.to_string()).into_response(),
+        Ok(None) => (http::StatusCode::NOT_FOUND, "This invoice is still being prepared. Try again in a moment.")
+            .into_response(),
+        Err(e) => (
+            http::StatusCode::from_u16(e.status_code()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+            e.to_string(),
+        )
+            .into_response(),
     }
 }
 

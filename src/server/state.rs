@@ -52,9 +52,13 @@ impl AppState {
     /// The state for the app or a command-line task: one pool, configuration and Polar client.
     pub fn new(config: Config, pool: PgPool) -> Result<AppState, ConfigError> {
         let polar = config.polar.effective_token().map(|t| {
-            PolarClient::new(config.polar.api_url.clone(), t.clone()).with_breaker(config.polar_circuit_threshold, std::time::Duration::from_millis(config.polar_circuit_open_ms))
+            PolarClient::new(config.polar.api_url.clone(), t.clone()).with_breaker(
+                config.polar_circuit_threshold,
+                std::time::Duration::from_millis(config.polar_circuit_open_ms),
+            )
         });
-        let polar_reads = polar.as_ref().map(|p| p.with_deadline(std::time::Duration::from_millis(config.polar_read_deadline_ms)));
+        let polar_reads =
+            polar.as_ref().map(|p| p.with_deadline(std::time::Duration::from_millis(config.polar_read_deadline_ms)));
         // The URL was checked when the configuration was read.
         let redis = config.redis_url.as_ref().and_then(|u| RedisCache::new(u).ok());
         let mailer = Mailer::from_config(&config).map_err(|problem| ConfigError { var: "SMTP_URL", problem })?;

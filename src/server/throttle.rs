@@ -17,7 +17,12 @@ pub struct Throttle {
 }
 
 /// Counts a hit on `subject`; `Err(seconds)` until the window ends when over the limit.
-pub async fn hit(pool: &PgPool, t: Throttle, subject: &str, now: DateTime<Utc>) -> Result<Result<(), u64>, sqlx::Error> {
+pub async fn hit(
+    pool: &PgPool,
+    t: Throttle,
+    subject: &str,
+    now: DateTime<Utc>,
+) -> Result<Result<(), u64>, sqlx::Error> {
     let window = t.window_secs.max(1);
     let start = now.timestamp().div_euclid(window) * window;
     let count: i32 = sqlx::query_scalar(

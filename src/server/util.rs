@@ -22,7 +22,8 @@ pub fn internal_response(cause: impl std::fmt::Display) -> axum::response::Respo
     use axum::response::IntoResponse;
     let reference = short_reference();
     tracing::error!(%reference, error = %cause, "internal error");
-    (http::StatusCode::INTERNAL_SERVER_ERROR, format!("Something went wrong on our side (reference {reference}).")).into_response()
+    (http::StatusCode::INTERNAL_SERVER_ERROR, format!("Something went wrong on our side (reference {reference})."))
+        .into_response()
 }
 
 /// A short random reference that ties an error shown to a user to its log line.
@@ -60,7 +61,8 @@ mod tests {
     fn only_local_paths_are_safe_redirects() {
         assert!(is_safe_local_path("/billing"));
         assert!(is_safe_local_path("/billing/success?checkout_id=abc"));
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "billing", "", "/a\r\nSet-Cookie: x=y"] {
+        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "billing", "", "/a\r\nSet-Cookie: x=y"]
+        {
             assert!(!is_safe_local_path(bad), "{bad}");
         }
     }

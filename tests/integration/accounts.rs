@@ -49,17 +49,27 @@ async fn cookies_are_secure_when_the_app_is_served_over_https() {
 #[tokio::test]
 async fn sign_up_redirects_to_a_safe_next_path_only() {
     let app = spawn_app().await;
-    let res = post_form(&app, "/api/signup", &[("email", "n1@example.com"), ("password", PASSWORD), ("next", "/pricing")]).await;
+    let res =
+        post_form(&app, "/api/signup", &[("email", "n1@example.com"), ("password", PASSWORD), ("next", "/pricing")])
+            .await;
     assert_eq!(res.headers()["location"], "/pricing");
     let app2 = spawn_app().await;
-    let res = post_form(&app2, "/api/signup", &[("email", "n2@example.com"), ("password", PASSWORD), ("next", "//evil.example/x")]).await;
+    let res = post_form(
+        &app2,
+        "/api/signup",
+        &[("email", "n2@example.com"), ("password", PASSWORD), ("next", "//evil.example/x")],
+    )
+    .await;
     assert_eq!(res.headers()["location"], "/billing");
 }
 
 #[tokio::test]
 async fn emails_are_unique_whatever_their_case() {
     let app = spawn_app().await;
-    assert!(call(&app, "/api/signup", &[("email", "bo@example.com"), ("password", PASSWORD)]).await.status().is_success());
+    assert!(call(&app, "/api/signup", &[("email", "bo@example.com"), ("password", PASSWORD)])
+        .await
+        .status()
+        .is_success());
     let res = call(&app, "/api/signup", &[("email", "  BO@Example.COM "), ("password", PASSWORD)]).await;
     assert_eq!(res.status(), 409, "a conflict is a client error, with its JSON body");
     match app_error(res).await {
@@ -80,7 +90,9 @@ async fn concurrent_sign_ups_with_one_email_create_one_account() {
         let client = reqwest::Client::new();
         let url = format!("{}/api/signup", app.address);
         let email = if i % 2 == 0 { "race@example.com" } else { "RACE@example.com" };
-        tasks.push(tokio::spawn(async move { client.post(url).form(&[("email", email), ("password", PASSWORD)]).send().await.unwrap().status() }));
+        tasks.push(tokio::spawn(async move {
+            client.post(url).form(&[("email", email), ("password", PASSWORD)]).send().await.unwrap().status()
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -118,8 +130,11 @@ async fn a_failed_form_post_returns_to_the_form_with_the_error_in_the_url() {
 async fn unknown_email_and_wrong_password_get_the_same_answer() {
     let app = spawn_app().await;
     call(&app, "/api/signup", &[("email", "cy@example.com"), ("password", PASSWORD)]).await;
-    let wrong = app_error(call(&app, "/api/login", &[("email", "cy@example.com"), ("password", "wrong password!")]).await).await;
-    let unknown = app_error(call(&app, "/api/login", &[("email", "nobody@example.com"), ("password", PASSWORD)]).await).await;
+    let wrong =
+        app_error(call(&app, "/api/login", &[("email", "cy@example.com"), ("password", "wrong password!")]).await)
+            .await;
+    let unknown =
+        app_error(call(&app, "/api/login", &[("email", "nobody@example.com"), ("password", PASSWORD)]).await).await;
     assert_eq!(wrong, AppError::InvalidCredentials);
     assert_eq!(unknown, AppError::InvalidCredentials);
 }
@@ -137,8 +152,15 @@ async fn sign_in_rotates_the_session_and_sign_out_ends_it() {
 
     // The old token no longer opens a session.
     let stale = reqwest::Client::new();
-    let me: Option<serde_json::Value> =
-        stale.post(format!("{}/api/me", app.address)).header("cookie", &first).send().await.unwrap().json().await.unwrap();
+    let me: Option<serde_json::Value> = stale
+        .post(format!("{}/api/me", app.address))
+        .header("cookie", &first)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(me.is_none());
     let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&app.pool).await.unwrap();
     assert_eq!(sessions, 1);
@@ -158,7 +180,13 @@ async fn repeated_failures_lock_sign_in_for_that_email_even_with_the_right_passw
     let app = spawn_app().await; // LOGIN_MAX_FAILURES=3 in tests
     call(&app, "/api/signup", &[("email", "ed@example.com"), ("password", PASSWORD)]).await;
     for _ in 0..3 {
-        assert_eq!(app_error(call(&app, "/api/login", &[("email", "ed@example.com"), ("password", "guess guess guess")]).await).await, AppError::InvalidCredentials);
+        assert_eq!(
+            app_error(
+                call(&app, "/api/login", &[("email", "ed@example.com"), ("password", "guess guess guess")]).await
+            )
+            .await,
+            AppError::InvalidCredentials
+        );
     }
     match app_error(call(&app, "/api/login", &[("email", "ed@example.com"), ("password", PASSWORD)]).await).await {
         AppError::RateLimited { retry_after_secs } => assert!(retry_after_secs > 0 && retry_after_secs <= 15 * 60),
@@ -166,7 +194,10 @@ async fn repeated_failures_lock_sign_in_for_that_email_even_with_the_right_passw
     }
     // Another account is not affected by ed's lock (the per-address limit is 4x higher).
     call(&app, "/api/signup", &[("email", "fi@example.com"), ("password", PASSWORD)]).await;
-    assert!(call(&app, "/api/login", &[("email", "fi@example.com"), ("password", PASSWORD)]).await.status().is_success());
+    assert!(call(&app, "/api/login", &[("email", "fi@example.com"), ("password", PASSWORD)])
+        .await
+        .status()
+        .is_success());
 }
 
 #[tokio::test]
@@ -211,7 +242,15 @@ async fn a_burst_of_concurrent_wrong_passwords_gets_at_most_the_limit_checked() 
         let url = format!("{}/api/login", app.address);
         let origin = app.address.clone();
         tasks.push(tokio::spawn(async move {
-            reqwest::Client::new().post(url).header("origin", origin).form(&[("email", "burst@example.com"), ("password", "wrong password!")]).send().await.unwrap().status().as_u16()
+            reqwest::Client::new()
+                .post(url)
+                .header("origin", origin)
+                .form(&[("email", "burst@example.com"), ("password", "wrong password!")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     let mut checked = 0;
@@ -223,7 +262,11 @@ async fn a_burst_of_concurrent_wrong_passwords_gets_at_most_the_limit_checked() 
         }
     }
     assert!(checked <= 3, "{checked} wrong passwords were checked; the limit is 3");
-    let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures WHERE email_normalized = 'burst@example.com'").fetch_one(&app.pool).await.unwrap();
+    let counted: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM login_failures WHERE email_normalized = 'burst@example.com'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(counted, checked as i64);
 }
 
@@ -250,7 +293,12 @@ async fn oversized_credentials_are_refused_before_anything_is_hashed_or_counted(
 async fn sign_ups_are_throttled_per_client_address() {
     let app = spawn_app_with(&[("SIGNUP_MAX_PER_HOUR", "2")]).await;
     for i in 0..2 {
-        assert_eq!(call(&app, "/api/signup", &[("email", &format!("farm{i}@example.com")), ("password", PASSWORD)]).await.status(), 200);
+        assert_eq!(
+            call(&app, "/api/signup", &[("email", &format!("farm{i}@example.com")), ("password", PASSWORD)])
+                .await
+                .status(),
+            200
+        );
     }
     let res = call(&app, "/api/signup", &[("email", "farm2@example.com"), ("password", PASSWORD)]).await;
     assert_eq!(res.status(), 429);
@@ -268,50 +316,96 @@ async fn a_locked_out_owner_gets_in_with_a_reset_link() {
     for _ in 0..4 {
         call(&app, "/api/login", &[("email", "locked@example.com"), ("password", "someone guessing")]).await;
     }
-    assert_eq!(call(&app, "/api/login", &[("email", "locked@example.com"), ("password", PASSWORD)]).await.status(), 429, "locked out");
+    assert_eq!(
+        call(&app, "/api/login", &[("email", "locked@example.com"), ("password", PASSWORD)]).await.status(),
+        429,
+        "locked out"
+    );
     assert_eq!(post_form(&app, "/api/forgot-password", &[("email", "locked@example.com")]).await.status(), 302);
     let text = wait_for_mail(&app, "locked@example.com", "Reset your Tally password").await;
     let token = token_of(&link_in(&text, "/reset-password?token="));
-    let res = post_form(&app, "/api/reset-password", &[("token", &token), ("password", "a brand new passphrase")]).await;
+    let res =
+        post_form(&app, "/api/reset-password", &[("token", &token), ("password", "a brand new passphrase")]).await;
     assert_eq!(res.status(), 302);
     assert_eq!(res.headers()["location"], "/billing?done=password-reset");
     let me: Option<serde_json::Value> = call(&app, "/api/me", &[]).await.json().await.unwrap();
     assert_eq!(me.unwrap()["email"], "locked@example.com", "signed in by the reset");
     post_form(&app, "/api/logout", &[]).await;
-    assert_eq!(call(&app, "/api/login", &[("email", "locked@example.com"), ("password", "a brand new passphrase")]).await.status(), 200, "and no longer locked out");
+    assert_eq!(
+        call(&app, "/api/login", &[("email", "locked@example.com"), ("password", "a brand new passphrase")])
+            .await
+            .status(),
+        200,
+        "and no longer locked out"
+    );
 }
 
 #[tokio::test]
 async fn reset_links_are_single_use_expiring_and_stored_only_as_hashes() {
     let app = spawn_app().await;
     sign_up_confirmed(&app, "reset@example.com").await;
-    let other = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let other =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
     // A second session, which the reset must end.
-    other.post(format!("{}/api/login", app.address)).header("origin", &app.address).form(&[("email", "reset@example.com"), ("password", PASSWORD)]).send().await.unwrap();
+    other
+        .post(format!("{}/api/login", app.address))
+        .header("origin", &app.address)
+        .form(&[("email", "reset@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
     post_form(&app, "/api/forgot-password", &[("email", "reset@example.com")]).await;
     let token = token_of(&link_in(&wait_for_mail(&app, "reset@example.com", "Reset").await, "/reset-password?token="));
-    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM account_tokens WHERE purpose = 'reset_password'").fetch_all(&app.pool).await.unwrap();
+    let stored: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT token_hash FROM account_tokens WHERE purpose = 'reset_password'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     assert!(stored.iter().all(|h| h.len() == 32 && *h != token.as_bytes()), "only a hash is kept");
-    assert!(page_text(&app, &format!("/reset-password?token={token}")).await.contains("New password"), "the form shows while the link works");
-    assert_eq!(call(&app, "/api/reset-password", &[("token", &token), ("password", "first new passphrase")]).await.status(), 200);
+    assert!(
+        page_text(&app, &format!("/reset-password?token={token}")).await.contains("New password"),
+        "the form shows while the link works"
+    );
+    assert_eq!(
+        call(&app, "/api/reset-password", &[("token", &token), ("password", "first new passphrase")]).await.status(),
+        200
+    );
     let res = call(&app, "/api/reset-password", &[("token", &token), ("password", "second new passphrase")]).await;
     assert_eq!(res.status(), 422, "a link works once");
     assert_eq!(app_error(res).await.field(), Some("token"));
     assert!(page_text(&app, &format!("/reset-password?token={token}")).await.contains("not valid any more"));
-    let me: Option<serde_json::Value> = other.post(format!("{}/api/me", app.address)).send().await.unwrap().json().await.unwrap();
+    let me: Option<serde_json::Value> =
+        other.post(format!("{}/api/me", app.address)).send().await.unwrap().json().await.unwrap();
     assert!(me.is_none(), "every other session ended");
     // An expired link.
     post_form(&app, "/api/forgot-password", &[("email", "reset@example.com")]).await;
     for _ in 0..100 {
-        if mailbox(&app, "reset@example.com").await.iter().filter(|m| m["subject"].as_str().unwrap().contains("Reset")).count() == 2 {
+        if mailbox(&app, "reset@example.com")
+            .await
+            .iter()
+            .filter(|m| m["subject"].as_str().unwrap().contains("Reset"))
+            .count()
+            == 2
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let newest = mailbox(&app, "reset@example.com").await.into_iter().find(|m| m["subject"].as_str().unwrap().contains("Reset")).unwrap();
+    let newest = mailbox(&app, "reset@example.com")
+        .await
+        .into_iter()
+        .find(|m| m["subject"].as_str().unwrap().contains("Reset"))
+        .unwrap();
     let late = token_of(&link_in(newest["text"].as_str().unwrap(), "/reset-password?token="));
-    sqlx::query("UPDATE account_tokens SET expires_at = now() - interval '1 second' WHERE used_at IS NULL").execute(&app.pool).await.unwrap();
-    assert_eq!(call(&app, "/api/reset-password", &[("token", &late), ("password", "third new passphrase")]).await.status(), 422, "an expired link is refused");
+    sqlx::query("UPDATE account_tokens SET expires_at = now() - interval '1 second' WHERE used_at IS NULL")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&app, "/api/reset-password", &[("token", &late), ("password", "third new passphrase")]).await.status(),
+        422,
+        "an expired link is refused"
+    );
 }
 
 async fn page_text(app: &TestApp, path: &str) -> String {
@@ -335,14 +429,35 @@ async fn changing_the_password_needs_the_current_one_and_ends_the_other_sessions
     let app = spawn_app().await;
     sign_up_confirmed(&app, "change@example.com").await;
     let other = reqwest::Client::builder().cookie_store(true).build().unwrap();
-    other.post(format!("{}/api/login", app.address)).header("origin", &app.address).form(&[("email", "change@example.com"), ("password", PASSWORD)]).send().await.unwrap();
-    let res = call(&app, "/api/change-password", &[("current_password", "not my password"), ("new_password", "another fine passphrase")]).await;
+    other
+        .post(format!("{}/api/login", app.address))
+        .header("origin", &app.address)
+        .form(&[("email", "change@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let res = call(
+        &app,
+        "/api/change-password",
+        &[("current_password", "not my password"), ("new_password", "another fine passphrase")],
+    )
+    .await;
     assert_eq!(res.status(), 422);
     assert_eq!(app_error(res).await.field(), Some("current_password"));
-    assert_eq!(call(&app, "/api/change-password", &[("current_password", PASSWORD), ("new_password", "another fine passphrase")]).await.status(), 200);
+    assert_eq!(
+        call(
+            &app,
+            "/api/change-password",
+            &[("current_password", PASSWORD), ("new_password", "another fine passphrase")]
+        )
+        .await
+        .status(),
+        200
+    );
     let mine: Option<serde_json::Value> = call(&app, "/api/me", &[]).await.json().await.unwrap();
     assert!(mine.is_some(), "this session stays");
-    let theirs: Option<serde_json::Value> = other.post(format!("{}/api/me", app.address)).send().await.unwrap().json().await.unwrap();
+    let theirs: Option<serde_json::Value> =
+        other.post(format!("{}/api/me", app.address)).send().await.unwrap().json().await.unwrap();
     assert!(theirs.is_none(), "the other one ended");
     wait_for_mail(&app, "change@example.com", "password was changed").await;
 }
@@ -365,7 +480,10 @@ async fn confirmation_links_work_once_and_only_for_the_address_they_were_sent_to
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let fresh = token_of(&link_in(mailbox(&app, "conf@example.com").await[0]["text"].as_str().unwrap(), "/verify-email?token="));
+    let fresh = token_of(&link_in(
+        mailbox(&app, "conf@example.com").await[0]["text"].as_str().unwrap(),
+        "/verify-email?token=",
+    ));
     assert_eq!(call(&app, "/api/confirm-email", &[("token", &fresh)]).await.status(), 200);
     assert_eq!(call(&app, "/api/confirm-email", &[("token", &fresh)]).await.status(), 422);
     let balance: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts").fetch_one(&app.pool).await.unwrap();
@@ -379,15 +497,25 @@ async fn account_mail_goes_out_through_a_real_smtp_server() {
     let app = spawn_app_with(&[("SMTP_URL", &smtp.url), ("MAIL_FROM", "Tally Tests <tests@tally.example>")]).await;
     post_form(&app, "/api/signup", &[("email", "smtp@example.com"), ("password", PASSWORD)]).await;
     let mail = smtp.wait_for("smtp@example.com", "Confirm your email address").await;
-    assert!(mail.contains("From: \"Tally Tests\" <tests@tally.example>") || mail.contains("From: Tally Tests <tests@tally.example>"), "{mail}");
+    assert!(
+        mail.contains("From: \"Tally Tests\" <tests@tally.example>")
+            || mail.contains("From: Tally Tests <tests@tally.example>"),
+        "{mail}"
+    );
     let token = token_of(&link_in(&mail, "/verify-email?token="));
     assert_eq!(post_form(&app, "/api/confirm-email", &[("token", &token)]).await.status(), 302);
     let balance: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts").fetch_one(&app.pool).await.unwrap();
     assert_eq!(balance, 1000);
-    let (status, body): (String, Option<String>) = sqlx::query_as("SELECT status, body_text FROM outgoing_mail").fetch_one(&app.pool).await.unwrap();
+    let (status, body): (String, Option<String>) =
+        sqlx::query_as("SELECT status, body_text FROM outgoing_mail").fetch_one(&app.pool).await.unwrap();
     assert_eq!((status.as_str(), body), ("sent", None), "a sent mail's body (its one-time link) is not kept");
     // With SMTP configured there is no dev mailbox.
-    let res = reqwest::Client::new().get(format!("{}/dev/mailbox", app.address)).bearer_auth(controls_token()).send().await.unwrap();
+    let res = reqwest::Client::new()
+        .get(format!("{}/dev/mailbox", app.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
 }
 
@@ -397,13 +525,15 @@ async fn mail_waits_while_the_smtp_server_is_down_and_goes_out_when_it_is_back()
     let app = spawn_app_with(&[("SMTP_URL", &format!("smtp://127.0.0.1:{port}"))]).await;
     post_form(&app, "/api/signup", &[("email", "later@example.com"), ("password", PASSWORD)]).await;
     for _ in 0..100 {
-        let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM outgoing_mail").fetch_one(&app.pool).await.unwrap();
+        let attempts: i32 =
+            sqlx::query_scalar("SELECT attempts FROM outgoing_mail").fetch_one(&app.pool).await.unwrap();
         if attempts > 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let (status, error): (String, Option<String>) = sqlx::query_as("SELECT status, last_error FROM outgoing_mail").fetch_one(&app.pool).await.unwrap();
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, last_error FROM outgoing_mail").fetch_one(&app.pool).await.unwrap();
     assert_eq!(status, "pending", "kept for a retry: {error:?}");
     assert!(error.is_some());
     // The server comes up on that port; the retry is due now.
@@ -426,11 +556,23 @@ async fn the_dev_mailbox_needs_the_controls_token() {
     let app = spawn_app().await;
     post_form(&app, "/api/signup", &[("email", "dev@example.com"), ("password", PASSWORD)]).await;
     wait_for_mail(&app, "dev@example.com", "Confirm").await;
-    let anonymous = reqwest::Client::new().get(format!("{}/dev/mailbox?format=json", app.address)).send().await.unwrap();
+    let anonymous =
+        reqwest::Client::new().get(format!("{}/dev/mailbox?format=json", app.address)).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
-    let wrong = reqwest::Client::new().get(format!("{}/dev/mailbox?format=json&token=guess", app.address)).send().await.unwrap();
+    let wrong = reqwest::Client::new()
+        .get(format!("{}/dev/mailbox?format=json&token=guess", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
-    let html = reqwest::Client::new().get(format!("{}/dev/mailbox?token={}", app.address, controls_token())).send().await.unwrap().text().await.unwrap();
+    let html = reqwest::Client::new()
+        .get(format!("{}/dev/mailbox?token={}", app.address, controls_token()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("Confirm your email address") && html.contains("/verify-email?token="), "{html}");
 }
 
@@ -444,8 +586,16 @@ async fn one_inbox_gets_the_free_credits_once() {
     let text = wait_for_mail(&app, "Ann+two@Example.com", "Confirm").await;
     let token = token_of(&link_in(&text, "/verify-email?token="));
     let res = post_form(&app, "/api/confirm-email", &[("token", &token)]).await;
-    assert_eq!(res.headers()["location"], "/billing?done=email-confirmed-claimed", "confirmed, and told why nothing was added");
-    let balances: Vec<(uuid::Uuid, i64)> = sqlx::query_as("SELECT user_id, balance FROM credit_accounts ORDER BY balance DESC").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(
+        res.headers()["location"],
+        "/billing?done=email-confirmed-claimed",
+        "confirmed, and told why nothing was added"
+    );
+    let balances: Vec<(uuid::Uuid, i64)> =
+        sqlx::query_as("SELECT user_id, balance FROM credit_accounts ORDER BY balance DESC")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(balances.iter().map(|(_, b)| *b).sum::<i64>(), 1000, "one inbox, one grant: {balances:?}");
     assert_eq!(balances[0].0, first);
     // Addresses a mailer would deliver to one inbox under another name are not addresses here.
@@ -457,7 +607,12 @@ async fn one_inbox_gets_the_free_credits_once() {
 async fn guessed_reset_links_are_refused_and_throttled_per_client() {
     let app = spawn_app().await;
     for i in 0..30 {
-        let res = call(&app, "/api/reset-password", &[("token", &format!("guess-{i}")), ("password", "a guessed new password")]).await;
+        let res = call(
+            &app,
+            "/api/reset-password",
+            &[("token", &format!("guess-{i}")), ("password", "a guessed new password")],
+        )
+        .await;
         assert_eq!(res.status(), 422);
     }
     let res = call(&app, "/api/reset-password", &[("token", "guess-31"), ("password", "a guessed new password")]).await;

@@ -23,7 +23,15 @@ pub(crate) async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> Option
     let res = app
         .client
         .post(format!("{checkout_url}/confirm"))
-        .form(&[("email", "payer@example.com"), ("billing_name", "Ada Lovelace"), ("country", "DE"), ("line1", "Unter den Linden 1"), ("postal_code", "10117"), ("city", "Berlin"), ("card", card)])
+        .form(&[
+            ("email", "payer@example.com"),
+            ("billing_name", "Ada Lovelace"),
+            ("country", "DE"),
+            ("line1", "Unter den Linden 1"),
+            ("postal_code", "10117"),
+            ("city", "Berlin"),
+            ("card", card),
+        ])
         .send()
         .await
         .unwrap();
@@ -81,7 +89,13 @@ pub(crate) fn standin_token() -> String {
 
 /// Calls one of the stand-in's test controls.
 pub(crate) async fn control(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new().post(format!("{}/polar/_standin{path}", app.address)).bearer_auth(controls_token()).json(&body).send().await.unwrap()
+    reqwest::Client::new()
+        .post(format!("{}/polar/_standin{path}", app.address))
+        .bearer_auth(controls_token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Polls `path` until its HTML contains `needle`.
@@ -110,13 +124,19 @@ async fn sign_up_creates_the_polar_customer_in_the_background() {
     let app = spawn_app().await;
     let user = sign_up(&app, "lifecycle@example.com").await;
     for _ in 0..150 {
-        let row: Option<(String, Option<String>)> = sqlx::query_as("SELECT status, polar_customer_id FROM polar_customers WHERE user_id = $1").bind(user).fetch_optional(&app.pool).await.unwrap();
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, polar_customer_id FROM polar_customers WHERE user_id = $1")
+                .bind(user)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
         if let Some((s, Some(id))) = row {
             assert_eq!(s, "linked");
             // Polar has it under the user's id.
             let standin = format!("{}/polar/v1/customers/external/{user}", app.address);
             let token = standin_token();
-            let c: Value = reqwest::Client::new().get(standin).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let c: Value =
+                reqwest::Client::new().get(standin).bearer_auth(token).send().await.unwrap().json().await.unwrap();
             assert_eq!(c["id"], id.as_str());
             assert_eq!(c["email"], "lifecycle@example.com");
             return;
@@ -192,7 +212,10 @@ async fn a_pack_is_confirmed_when_its_credits_are_in_the_ledger() {
     let before = balance(&app, user).await.total;
     let url = go(&app, "/api/billing/checkout", &[("item", "pack_100")]).await;
     let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
-    assert_eq!(wait_ready(&app, &checkout_id).await, serde_json::json!({ "Ready": { "what": "100 credits", "is_plan": false } }));
+    assert_eq!(
+        wait_ready(&app, &checkout_id).await,
+        serde_json::json!({ "Ready": { "what": "100 credits", "is_plan": false } })
+    );
     let after = balance(&app, user).await;
     assert_eq!(after.total, before + 100);
     assert_eq!(after.purchased, 100);
@@ -211,15 +234,31 @@ async fn someone_elses_checkout_is_not_found_and_bad_items_are_refused() {
     assert_eq!(code, 404);
     let (code, _) = status(&other, "not-a-uuid").await;
     assert_eq!(code, 404);
-    let page = other.client.get(format!("{}/billing/success?checkout_id={checkout_id}", other.address)).send().await.unwrap().text().await.unwrap();
+    let page = other
+        .client
+        .get(format!("{}/billing/success?checkout_id={checkout_id}", other.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("Purchase not found"), "{page}");
 
     // Only slugs from the server's map: no product ids, prices or users from the browser.
-    let res = call(&other, "/api/billing/checkout", &[("item", tally::server::standin::product_id("pro").as_str())]).await;
+    let res =
+        call(&other, "/api/billing/checkout", &[("item", tally::server::standin::product_id("pro").as_str())]).await;
     assert_eq!(res.status(), 422);
     // Anonymous visitors are sent to sign in.
     let anon = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let res = anon.post(format!("{}/api/billing/checkout", app.address)).header("accept", "text/html").header("origin", &app.address).form(&[("item", "pro")]).send().await.unwrap();
+    let res = anon
+        .post(format!("{}/api/billing/checkout", app.address))
+        .header("accept", "text/html")
+        .header("origin", &app.address)
+        .form(&[("item", "pro")])
+        .send()
+        .await
+        .unwrap();
     assert!(res.status().is_redirection());
     assert_eq!(res.headers()["location"], "/login?next=%2Fpricing");
 }
@@ -236,7 +275,9 @@ async fn a_declined_card_leaves_no_purchase_and_an_expired_checkout_says_so() {
     let token = standin_token();
     let polar = |path: String| {
         let token = token.clone();
-        async move { reqwest::Client::new().get(path).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            reqwest::Client::new().get(path).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap()
+        }
     };
     let checkouts = polar(format!("{}/polar/v1/checkouts/", app.address)).await;
     let id = checkouts["items"][0]["id"].as_str().unwrap().to_string();
@@ -252,7 +293,14 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
     let app = spawn_app().await;
     let user = sign_up(&app, "invoices@example.com").await;
     let form = |tax: &'static str| {
-        vec![("company", "Ada GmbH"), ("line1", "Unter den Linden 1"), ("postal_code", "10117"), ("city", "Berlin"), ("country", "DE"), ("tax_id", tax)]
+        vec![
+            ("company", "Ada GmbH"),
+            ("line1", "Unter den Linden 1"),
+            ("postal_code", "10117"),
+            ("city", "Berlin"),
+            ("country", "DE"),
+            ("tax_id", tax),
+        ]
     };
     let res = call(&app, "/api/billing/details", &form("DE123")).await;
     assert_eq!(res.status(), 422);
@@ -270,7 +318,14 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
         .header("accept", "text/html")
         .header("origin", &app.address)
         .header("referer", format!("{}/settings/billing", app.address))
-        .form(&[("company", "Typed GmbH"), ("line1", "Typed Street 9"), ("postal_code", "10117"), ("city", "Berlin"), ("country", "AT"), ("tax_id", "ATU1")])
+        .form(&[
+            ("company", "Typed GmbH"),
+            ("line1", "Typed Street 9"),
+            ("postal_code", "10117"),
+            ("city", "Berlin"),
+            ("country", "AT"),
+            ("tax_id", "ATU1"),
+        ])
         .send()
         .await
         .unwrap();
@@ -278,7 +333,12 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
     let back = res.headers()["location"].to_str().unwrap().trim_start_matches(app.address.as_str()).to_string();
     assert!(back.starts_with("/settings/billing"), "{back}");
     let html = page(&app, &back).await;
-    assert!(html.contains("value=\"Typed GmbH\"") && html.contains("value=\"Typed Street 9\"") && html.contains("value=\"ATU1\""), "{html}");
+    assert!(
+        html.contains("value=\"Typed GmbH\"")
+            && html.contains("value=\"Typed Street 9\"")
+            && html.contains("value=\"ATU1\""),
+        "{html}"
+    );
     assert!(html.contains("<option value=\"AT\" selected"), "the typed country stays selected");
     assert!(html.contains("field-tax_id-error"), "{html}");
     assert!(!page(&app, "/settings/billing").await.contains("Typed GmbH"));
@@ -287,7 +347,15 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
 
     assert_eq!(go(&app, "/api/billing/details", &form("de 123 456 789")).await, "/settings/billing?done=saved");
     let token = standin_token();
-    let c: Value = reqwest::Client::new().get(format!("{}/polar/v1/customers/external/{user}", app.address)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let c: Value = reqwest::Client::new()
+        .get(format!("{}/polar/v1/customers/external/{user}", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(c["tax_id"], serde_json::json!(["DE123456789", "eu_vat"]));
     assert_eq!(c["billing_address"]["city"], "Berlin");
 
@@ -319,7 +387,10 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
     // Another user cannot download or generate it.
     let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[]).await;
     sign_up(&other, "other@example.com").await;
-    assert_eq!(other.client.get(format!("{}/billing/invoices/{order_id}", other.address)).send().await.unwrap().status(), 404);
+    assert_eq!(
+        other.client.get(format!("{}/billing/invoices/{order_id}", other.address)).send().await.unwrap().status(),
+        404
+    );
     assert_eq!(call(&other, "/api/billing/invoice", &[("order_id", &order_id)]).await.status(), 404);
 }
 
@@ -339,8 +410,17 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
     assert!(matches!(require_benefit(&state, user, "business").await, Err(tally::error::AppError::NotEntitled { .. })));
 
     // Polar goes down and the cache is stale: the last known state still grants Pro, marked stale.
-    reqwest::Client::new().post(format!("{}/polar/_standin/outage", app.address)).bearer_auth(controls_token()).json(&serde_json::json!({ "kind": "error", "count": 1000 })).send().await.unwrap();
-    sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '1 hour'").execute(&app.pool).await.unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/polar/_standin/outage", app.address))
+        .bearer_auth(controls_token())
+        .json(&serde_json::json!({ "kind": "error", "count": 1000 }))
+        .send()
+        .await
+        .unwrap();
+    sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '1 hour'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let read = tally::server::billing::customer_state(&state, user, tally::server::billing::STATE_TTL).await.unwrap();
     assert!(read.stale && read.has_benefit("pro"));
     assert!(require_benefit(&state, user, "pro").await.is_ok());
@@ -348,12 +428,20 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
     assert!(billing.contains("not answering") && billing.contains("<p class=\"plan-name\">Pro"), "{billing}");
 
     // Too old to trust: fail closed.
-    sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '2 days'").execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '2 days'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     assert!(matches!(require_benefit(&state, user, "pro").await, Err(tally::error::AppError::Unavailable { .. })));
     // No cached state at all: fail closed.
     sqlx::query("UPDATE polar_customers SET state = NULL, state_fetched_at = NULL").execute(&app.pool).await.unwrap();
     assert!(matches!(require_benefit(&state, user, "pro").await, Err(tally::error::AppError::Unavailable { .. })));
-    reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).bearer_auth(controls_token()).send().await.unwrap();
+    reqwest::Client::new()
+        .delete(format!("{}/polar/_standin/outage", app.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap();
     assert!(require_benefit(&state, user, "pro").await.is_ok(), "back when Polar is");
 }
 
@@ -366,7 +454,13 @@ async fn story(chaos: bool) -> (TestApp, Uuid) {
     let control = |path: &'static str, body: Value| {
         let address = app.address.clone();
         async move {
-            reqwest::Client::new().post(format!("{address}/polar/_standin{path}")).bearer_auth(controls_token()).json(&body).send().await.unwrap();
+            reqwest::Client::new()
+                .post(format!("{address}/polar/_standin{path}"))
+                .bearer_auth(controls_token())
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
         }
     };
     if chaos {
@@ -389,11 +483,25 @@ async fn story(chaos: bool) -> (TestApp, Uuid) {
         .unwrap();
     let pack_order = orders["items"][0]["id"].as_str().unwrap().to_string();
     let address = app.address.clone();
-    reqwest::Client::new().post(format!("{address}/polar/_standin/orders/{pack_order}/refund")).bearer_auth(controls_token()).json(&serde_json::json!({})).send().await.unwrap();
+    reqwest::Client::new()
+        .post(format!("{address}/polar/_standin/orders/{pack_order}/refund"))
+        .bearer_auth(controls_token())
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     // Let every delivery land and every event be processed.
     for _ in 0..100 {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE status = 'pending'").fetch_one(&app.pool).await.unwrap();
-        let refunded: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhook_events WHERE event_type = 'order.refunded' AND status <> 'pending')").fetch_one(&app.pool).await.unwrap();
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE status = 'pending'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        let refunded: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM webhook_events WHERE event_type = 'order.refunded' AND status <> 'pending')",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
         if pending == 0 && refunded {
             break;
         }
@@ -404,7 +512,12 @@ async fn story(chaos: bool) -> (TestApp, Uuid) {
 }
 
 async fn outcome(app: &TestApp, user: Uuid) -> (Vec<(Option<String>, String, bool)>, i64, i64, i64) {
-    let subs: Vec<(Option<String>, String, bool)> = sqlx::query_as("SELECT plan, status, cancel_at_period_end FROM subscriptions WHERE user_id = $1").bind(user).fetch_all(&app.pool).await.unwrap();
+    let subs: Vec<(Option<String>, String, bool)> =
+        sqlx::query_as("SELECT plan, status, cancel_at_period_end FROM subscriptions WHERE user_id = $1")
+            .bind(user)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     let b = balance(app, user).await;
     assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
     (subs, b.purchased, b.free, b.allotment + b.pending_allotment)
@@ -423,7 +536,15 @@ async fn deliveries_repeated_five_times_and_shuffled_converge_to_the_in_order_st
     // the rounding of one credit; anything more would be a double or a missed grant.
     assert!((got.3 - expected.3).abs() <= 1, "allotment {} vs {}", got.3, expected.3);
     // The repeats reached the receiver, and each event was stored once.
-    let deliveries: Value = reqwest::Client::new().get(format!("{}/polar/_standin/webhooks/deliveries", wild.address)).bearer_auth(controls_token()).send().await.unwrap().json().await.unwrap();
+    let deliveries: Value = reqwest::Client::new()
+        .get(format!("{}/polar/_standin/webhooks/deliveries", wild.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut per_id = std::collections::HashMap::<String, usize>::new();
     for d in deliveries.as_array().unwrap() {
         *per_id.entry(d["webhook_id"].as_str().unwrap().to_string()).or_default() += 1;
@@ -472,8 +593,15 @@ async fn the_standin_also_delivers_to_endpoints_configured_by_environment() {
     assert!(got.iter().any(|(.., b)| b.contains("\"order.paid\"")), "order.paid delivered");
     let now = chrono::Utc::now().timestamp();
     for (id, ts, sig, body) in &got {
-        let h = tally::server::polar::webhook_signature::SignedHeaders { id: Some(id), timestamp: Some(ts), signature: Some(sig) };
-        assert_eq!(tally::server::polar::webhook_signature::verify(secret, h, body.as_bytes(), now), Ok(tally::server::polar::webhook_signature::KeyScheme::Legacy));
+        let h = tally::server::polar::webhook_signature::SignedHeaders {
+            id: Some(id),
+            timestamp: Some(ts),
+            signature: Some(sig),
+        };
+        assert_eq!(
+            tally::server::polar::webhook_signature::verify(secret, h, body.as_bytes(), now),
+            Ok(tally::server::polar::webhook_signature::KeyScheme::Legacy)
+        );
     }
 }
 
@@ -488,21 +616,42 @@ async fn deleting_the_account_deletes_the_polar_customer_and_pseudonymizes_the_u
     assert_eq!(res.status(), 422);
     assert_eq!(app_error(res).await.field(), Some("confirm_email"));
 
-    assert_eq!(go(&app, "/api/account/delete", &[("confirm_email", "Leaving@Example.com")]).await, "/?done=account-deleted");
-    let (email, deleted): (String, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as("SELECT email, deleted_at FROM users WHERE id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(
+        go(&app, "/api/account/delete", &[("confirm_email", "Leaving@Example.com")]).await,
+        "/?done=account-deleted"
+    );
+    let (email, deleted): (String, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT email, deleted_at FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert!(email.ends_with("@deleted.invalid") && deleted.is_some());
-    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(sessions, 0);
     // Signed out: account pages send the browser to sign in.
     let res = app.client.get(format!("{}/billing", app.address)).send().await.unwrap();
     assert!(res.status().is_redirection());
     // Polar no longer has the customer; its subscription was revoked, and the webhooks end the allotment.
     let token = standin_token();
-    let res = reqwest::Client::new().get(format!("{}/polar/v1/customers/external/{user}", app.address)).bearer_auth(&token).send().await.unwrap();
+    let res = reqwest::Client::new()
+        .get(format!("{}/polar/v1/customers/external/{user}", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     let mut status = None;
     for _ in 0..100 {
-        status = sqlx::query_scalar::<_, String>("SELECT status FROM subscriptions WHERE user_id = $1").bind(user).fetch_optional(&app.pool).await.unwrap();
+        status = sqlx::query_scalar::<_, String>("SELECT status FROM subscriptions WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap();
         if status.as_deref() == Some("canceled") {
             break;
         }
@@ -530,9 +679,18 @@ async fn reconcile_restores_what_polar_says_after_local_state_was_lost() {
     let state = tally::server::state::AppState::new(config, app.pool.clone()).unwrap();
     let plan = tally::server::billing::reconcile(&state, user).await.unwrap();
     assert_eq!(plan, tally::domain::plans::PlanId::Business);
-    let (plan, status): (Option<String>, String) = sqlx::query_as("SELECT plan, status FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    let (plan, status): (Option<String>, String) =
+        sqlx::query_as("SELECT plan, status FROM subscriptions WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!((plan.as_deref(), status.as_str()), (Some("business"), "active"));
-    let linked: String = sqlx::query_scalar("SELECT status FROM polar_customers WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    let linked: String = sqlx::query_scalar("SELECT status FROM polar_customers WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(linked, "linked");
 }
 
@@ -546,7 +704,16 @@ async fn the_billing_page_shows_credit_history_and_usage() {
     for i in 0..3 {
         let key = format!("h{i}");
         let mut conn = app.pool.acquire().await.unwrap();
-        tally::server::ledger::spend(&mut conn, user, 2, &key, &serde_json::json!({ "operation": "text.stats" }), chrono::Utc::now()).await.unwrap();
+        tally::server::ledger::spend(
+            &mut conn,
+            user,
+            2,
+            &key,
+            &serde_json::json!({ "operation": "text.stats" }),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
     }
     let billing = page(&app, "/billing").await;
     assert!(billing.contains("API call: text.stats") && billing.contains(">-2<"), "{billing}");
@@ -554,7 +721,16 @@ async fn the_billing_page_shows_credit_history_and_usage() {
     // Pagination: 15 lines a page; more spends push the free grant to page 2.
     for i in 3..20 {
         let mut conn = app.pool.acquire().await.unwrap();
-        tally::server::ledger::spend(&mut conn, user, 1, &format!("h{i}"), &serde_json::json!({ "operation": "text.stats" }), chrono::Utc::now()).await.unwrap();
+        tally::server::ledger::spend(
+            &mut conn,
+            user,
+            1,
+            &format!("h{i}"),
+            &serde_json::json!({ "operation": "text.stats" }),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
     }
     let first = page(&app, "/billing").await;
     assert!(!first.contains("Free credits") && first.contains("?page=2"));
@@ -575,12 +751,21 @@ async fn a_downgrade_waits_for_renewal_and_a_failed_renewal_shows_past_due() {
     assert!(billing.contains("Renews on"), "still Business until renewal");
 
     // Renewal: the pending change applies, and this time the payment fails.
-    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(control(&app, "/renewals/fail-next", serde_json::json!({})).await.status(), 204);
     assert_eq!(control(&app, &format!("/subscriptions/{sub}/renew"), Value::Null).await.status(), 200);
     let billing = page_until(&app, "/billing", "Payment past due").await;
     assert!(billing.contains("Fix payment in the billing portal"), "{billing}");
-    let (plan, status): (Option<String>, String) = sqlx::query_as("SELECT plan, status FROM subscriptions WHERE id = $1").bind(&sub).fetch_one(&app.pool).await.unwrap();
+    let (plan, status): (Option<String>, String) =
+        sqlx::query_as("SELECT plan, status FROM subscriptions WHERE id = $1")
+            .bind(&sub)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!((plan.as_deref(), status.as_str()), (Some("pro"), "past_due"));
 }
 
@@ -592,7 +777,10 @@ async fn a_trial_is_shown_with_its_end() {
     let id = pay(&app, &url, "4242424242424242").await.unwrap();
     assert_eq!(wait_ready(&app, &id).await, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
     let billing = page_until(&app, "/billing", "Trial ends on").await;
-    assert!(billing.contains(">Trial<") && billing.contains("; then it renews."), "the trial badge and what follows: {billing}");
+    assert!(
+        billing.contains(">Trial<") && billing.contains("; then it renews."),
+        "the trial badge and what follows: {billing}"
+    );
 }
 
 #[tokio::test]
@@ -602,16 +790,30 @@ async fn the_success_page_refreshes_without_javascript_and_gives_up_with_a_clear
     let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
     // Not paid: the checkout is open, so the page is "processing".
     let token = standin_token();
-    let checkouts: Value = reqwest::Client::new().get(format!("{}/polar/v1/checkouts/", app.address)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let checkouts: Value = reqwest::Client::new()
+        .get(format!("{}/polar/v1/checkouts/", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = checkouts["items"][0]["id"].as_str().unwrap().to_string();
     assert!(url.contains(checkouts["items"][0]["client_secret"].as_str().unwrap()));
     let first = page(&app, &format!("/billing/success?checkout_id={id}")).await;
     assert!(first.contains("Payment processing"), "{first}");
-    assert!(first.contains(&format!("url=/billing/success?checkout_id={id}&amp;n=1")), "a noscript refresh counts its checks: {first}");
+    assert!(
+        first.contains(&format!("url=/billing/success?checkout_id={id}&amp;n=1")),
+        "a noscript refresh counts its checks: {first}"
+    );
     let later = page(&app, &format!("/billing/success?checkout_id={id}&n=5")).await;
     assert!(later.contains("&amp;n=6"), "the count goes on");
     let last = page(&app, &format!("/billing/success?checkout_id={id}&n=25")).await;
-    assert!(last.contains("This is taking longer than usual") && !last.contains("http-equiv"), "after the last check it stops and explains: {last}");
+    assert!(
+        last.contains("This is taking longer than usual") && !last.contains("http-equiv"),
+        "after the last check it stops and explains: {last}"
+    );
 }
 
 /// `$29.99` → 2999.
@@ -629,14 +831,23 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
 
     let user = sign_up(&app, "preview@example.com").await;
     let html = page(&app, "/billing/change?to=business").await;
-    assert!(html.contains("This plan change is not available") && html.contains("You have no active subscription."), "{html}");
+    assert!(
+        html.contains("This plan change is not available") && html.contains("You have no active subscription."),
+        "{html}"
+    );
 
     buy(&app, "pro").await;
-    assert!(page(&app, "/pricing").await.contains("href=\"/billing/change?to=business\""), "pricing links to the preview");
+    assert!(
+        page(&app, "/pricing").await.contains("href=\"/billing/change?to=business\""),
+        "pricing links to the preview"
+    );
 
     // The upgrade: a prorated charge now and extra credits for the rest of the period.
     let html = page(&app, "/billing/change?to=business").await;
-    assert!(html.contains("Upgrade to Business") && html.contains("You are on Pro ($19.00/month, 5,000 credits a month)."), "{html}");
+    assert!(
+        html.contains("Upgrade to Business") && html.contains("You are on Pro ($19.00/month, 5,000 credits a month)."),
+        "{html}"
+    );
     assert!(html.contains("$49.00 on") && html.contains("with 15,000 credits a month"), "{html}");
     let res = call(&app, "/api/billing/plan-change", &[("plan", "business")]).await;
     assert_eq!(res.status(), 200);
@@ -648,7 +859,11 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
     assert!((2990..=3000).contains(&charge), "{preview}");
     assert!((9950..=10000).contains(&extra), "{preview}");
     // The page says the same (rendered a moment apart: within a credit).
-    let shown: i64 = html.split("+").find_map(|t| t.split_once(" credits for the rest of this period")).map(|(n, _)| n.replace(',', "").parse().unwrap()).expect("the credits line");
+    let shown: i64 = html
+        .split("+")
+        .find_map(|t| t.split_once(" credits for the rest of this period"))
+        .map(|(n, _)| n.replace(',', "").parse().unwrap())
+        .expect("the credits line");
     assert!((shown - extra).abs() <= 1, "page {shown}, preview {extra}");
 
     // Pro's allotment arrives by webhook; wait for it, so the difference is the upgrade's.
@@ -665,7 +880,14 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
         .json()
         .await
         .unwrap();
-    let charged = orders["items"].as_array().unwrap().iter().find(|o| o["billing_reason"] == "subscription_update").unwrap_or_else(|| panic!("no prorated order: {orders}"))["subtotal_amount"].as_i64().unwrap();
+    let charged = orders["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["billing_reason"] == "subscription_update")
+        .unwrap_or_else(|| panic!("no prorated order: {orders}"))["subtotal_amount"]
+        .as_i64()
+        .unwrap();
     assert!((charge - charged).abs() <= 1, "previewed {charge}, charged {charged}");
     let mut granted = 0;
     for _ in 0..100 {
@@ -680,10 +902,17 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
 
     // The downgrade: nothing now, the new plan from the renewal; once scheduled, it says so.
     let html = page(&app, "/billing/change?to=pro").await;
-    assert!(html.contains("Switch to Pro at renewal") && html.contains("Nothing. You keep your plan and its credits until the renewal."), "{html}");
+    assert!(
+        html.contains("Switch to Pro at renewal")
+            && html.contains("Nothing. You keep your plan and its credits until the renewal."),
+        "{html}"
+    );
     assert!(html.contains("5,000 credits a month instead of 15,000"), "{html}");
     let preview: Value = call(&app, "/api/billing/plan-change", &[("plan", "pro")]).await.json().await.unwrap();
-    assert_eq!((preview["upgrade"].as_bool(), preview["charge_now"].as_str(), preview["extra_credits_now"].as_i64()), (Some(false), Some("$0.00"), Some(0)));
+    assert_eq!(
+        (preview["upgrade"].as_bool(), preview["charge_now"].as_str(), preview["extra_credits_now"].as_i64()),
+        (Some(false), Some("$0.00"), Some(0))
+    );
     assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled");
     let html = page(&app, "/billing/change?to=pro").await;
     assert!(html.contains("This switch is already scheduled for"), "{html}");
@@ -713,7 +942,10 @@ async fn paid_only_features_follow_the_granted_benefit_and_fail_closed() {
     for res in [a, b, c, d, e] {
         match res.status().as_u16() {
             200 => created.push(res.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_string()),
-            403 => assert!(app_error(res).await.to_string().contains("The Free plan includes 2 API keys"), "the refusal explains"),
+            403 => assert!(
+                app_error(res).await.to_string().contains("The Free plan includes 2 API keys"),
+                "the refusal explains"
+            ),
             other => panic!("unexpected {other}"),
         }
     }
@@ -746,7 +978,12 @@ async fn paid_only_features_follow_the_granted_benefit_and_fail_closed() {
     assert_eq!(body["error"]["code"], "billing_unavailable", "{body}");
     // Within the free limit nothing depends on Polar.
     assert_eq!(text_stats(&app, &key, 100).await.status(), 200);
-    reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).bearer_auth(controls_token()).send().await.unwrap();
+    reqwest::Client::new()
+        .delete(format!("{}/polar/_standin/outage", app.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(text_stats(&app, &key, 10_001).await.status(), 200, "back when Polar is");
 }
 
@@ -781,7 +1018,11 @@ async fn with_redis_customer_state_is_read_there_first_dropped_on_change_and_red
 
     // A change at Polar (a renewal, from its webhooks alone): once processed, the entry is gone
     // and the next read is Polar's truth again.
-    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(control(&app, &format!("/subscriptions/{sub}/renew"), Value::Null).await.status(), 200);
     page_until(&app, "/billing", "<p class=\"plan-name\">Pro").await;
 
@@ -802,7 +1043,11 @@ async fn with_redis_customer_state_is_read_there_first_dropped_on_change_and_red
 async fn settle(app: &TestApp) {
     let mut last = -1;
     for _ in 0..100 {
-        let (count, pending): (i64, i64) = sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM webhook_events").fetch_one(&app.pool).await.unwrap();
+        let (count, pending): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM webhook_events")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
         if pending == 0 && count == last {
             return;
         }
@@ -871,7 +1116,14 @@ fn generate_history(rng: &mut rand::rngs::StdRng) -> Vec<Op> {
             // A downgrade applies at the renewal; the model need not know when.
             Op::Renew | Op::Downgrade => {}
         }
-        if matches!(op, Op::Renew) && plan.is_some() && ops.iter().rev().take_while(|o| !matches!(o, Op::Renew | Op::Subscribe(_) | Op::Upgrade)).any(|o| matches!(o, Op::Downgrade)) {
+        if matches!(op, Op::Renew)
+            && plan.is_some()
+            && ops
+                .iter()
+                .rev()
+                .take_while(|o| !matches!(o, Op::Renew | Op::Subscribe(_) | Op::Upgrade))
+                .any(|o| matches!(o, Op::Downgrade))
+        {
             plan = Some("pro");
         }
         ops.push(op);
@@ -898,14 +1150,27 @@ async fn play(app: &TestApp, user: Uuid, ops: &[Op]) {
                 let id = pay(app, &url, "4242424242424242").await.unwrap();
                 wait_ready(app, &id).await;
             }
-            Op::Upgrade => assert_eq!(go(app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded"),
-            Op::Downgrade => assert_eq!(go(app, "/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled"),
-            Op::Cancel | Op::Uncancel => {
-                go(app, "/api/billing/cancel", &[("cancel", if matches!(op, Op::Cancel) { "true" } else { "false" })]).await;
+            Op::Upgrade => {
+                assert_eq!(go(app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded")
             }
-            Op::Renew => assert_eq!(control(app, &format!("/subscriptions/{}/renew", live_sub().await), Value::Null).await.status(), 200),
+            Op::Downgrade => {
+                assert_eq!(go(app, "/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled")
+            }
+            Op::Cancel | Op::Uncancel => {
+                go(app, "/api/billing/cancel", &[("cancel", if matches!(op, Op::Cancel) { "true" } else { "false" })])
+                    .await;
+            }
+            Op::Renew => assert_eq!(
+                control(app, &format!("/subscriptions/{}/renew", live_sub().await), Value::Null).await.status(),
+                200
+            ),
             Op::Revoke => {
-                let res = reqwest::Client::new().delete(format!("{}/polar/v1/subscriptions/{}", app.address, live_sub().await)).bearer_auth(&token).send().await.unwrap();
+                let res = reqwest::Client::new()
+                    .delete(format!("{}/polar/v1/subscriptions/{}", app.address, live_sub().await))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(res.status(), 200);
             }
             Op::RefundPack => {
@@ -929,7 +1194,14 @@ async fn replay(app: &TestApp, events: &[(String, Value)]) {
     for (id, body) in events {
         let body = body.to_string();
         let ts = chrono::Utc::now().timestamp();
-        let sig = tally::server::polar::webhook_signature::sign(&secret, tally::server::polar::webhook_signature::KeyScheme::Standard, id, ts, body.as_bytes()).unwrap();
+        let sig = tally::server::polar::webhook_signature::sign(
+            &secret,
+            tally::server::polar::webhook_signature::KeyScheme::Standard,
+            id,
+            ts,
+            body.as_bytes(),
+        )
+        .unwrap();
         let res = reqwest::Client::new()
             .post(format!("{}/api/webhooks/polar", app.address))
             .header("content-type", "application/json")
@@ -945,7 +1217,10 @@ async fn replay(app: &TestApp, events: &[(String, Value)]) {
     settle(app).await;
 }
 
-type Snapshot = (Vec<(String, Option<String>, String, bool, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>, tally::domain::credits::Balance);
+type Snapshot = (
+    Vec<(String, Option<String>, String, bool, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
+    tally::domain::credits::Balance,
+);
 
 async fn snapshot(app: &TestApp, user: Uuid, at: chrono::DateTime<chrono::Utc>) -> Snapshot {
     let subs = sqlx::query_as("SELECT id, plan, status, cancel_at_period_end, current_period_start, current_period_end FROM subscriptions WHERE user_id = $1 ORDER BY id")
@@ -972,7 +1247,8 @@ async fn generated_histories_delivered_shuffled_and_repeated_converge_to_in_orde
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
     let cases: u64 = std::env::var("TALLY_PROP_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
-    let base: u64 = std::env::var("TALLY_PROP_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| rand::thread_rng().gen());
+    let base: u64 =
+        std::env::var("TALLY_PROP_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| rand::thread_rng().gen());
     for case in 0..cases {
         let seed = base.wrapping_add(case);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -983,19 +1259,26 @@ async fn generated_histories_delivered_shuffled_and_repeated_converge_to_in_orde
         let origin = spawn_app().await;
         let user = sign_up(&origin, &format!("prop{case}@example.com")).await;
         play(&origin, user, &ops).await;
-        let events: Vec<(String, Value)> = sqlx::query_as("SELECT webhook_id, payload FROM webhook_events WHERE payload IS NOT NULL ORDER BY received_at, webhook_id")
-            .fetch_all(&origin.pool)
-            .await
-            .unwrap();
+        let events: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT webhook_id, payload FROM webhook_events WHERE payload IS NOT NULL ORDER BY received_at, webhook_id",
+        )
+        .fetch_all(&origin.pool)
+        .await
+        .unwrap();
 
         // Replayed to a fresh Tally in that order, and to another shuffled with repeats.
         let in_order = spawn_app().await;
         let shuffled = spawn_app().await;
         for app in [&in_order, &shuffled] {
-            sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, 'replay@example.com', 'x')").bind(user).execute(&app.pool).await.unwrap();
+            sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, 'replay@example.com', 'x')")
+                .bind(user)
+                .execute(&app.pool)
+                .await
+                .unwrap();
         }
         replay(&in_order, &events).await;
-        let mut chaos: Vec<(String, Value)> = events.iter().flat_map(|e| std::iter::repeat_n(e.clone(), rng.gen_range(1..=5))).collect();
+        let mut chaos: Vec<(String, Value)> =
+            events.iter().flat_map(|e| std::iter::repeat_n(e.clone(), rng.gen_range(1..=5))).collect();
         chaos.shuffle(&mut rng);
         replay(&shuffled, &chaos).await;
 
@@ -1003,18 +1286,28 @@ async fn generated_histories_delivered_shuffled_and_repeated_converge_to_in_orde
         let expected = snapshot(&in_order, user, at).await;
         let got = snapshot(&shuffled, user, at).await;
         assert_eq!(got.0, expected.0, "subscriptions: {context}");
-        assert_eq!((got.1.purchased, got.1.free, got.1.adjustment, got.1.next_accrual_at), (expected.1.purchased, expected.1.free, expected.1.adjustment, expected.1.next_accrual_at), "{context}");
+        assert_eq!(
+            (got.1.purchased, got.1.free, got.1.adjustment, got.1.next_accrual_at),
+            (expected.1.purchased, expected.1.free, expected.1.adjustment, expected.1.next_accrual_at),
+            "{context}"
+        );
         // One bounded exception: when a period's first state (say Pro) is only seen after a
         // later one (Business), the period is granted at the later level from its start, so it
         // may differ by the prorated difference for the time in between: here, seconds, so at
         // most the rounding of one credit. A double grant or a missed one would be thousands.
         let allotment = |b: &tally::domain::credits::Balance| b.allotment + b.pending_allotment;
-        assert!((allotment(&got.1) - allotment(&expected.1)).abs() <= 1, "allotment {:?} vs {:?}: {context}", got.1, expected.1);
+        assert!(
+            (allotment(&got.1) - allotment(&expected.1)).abs() <= 1,
+            "allotment {:?} vs {:?}: {context}",
+            got.1,
+            expected.1
+        );
         // And Tally as it lived through the history agrees on every subscription and purchase.
         let lived = snapshot(&origin, user, at).await;
         assert_eq!(lived.0, expected.0, "{context}");
         assert_eq!(lived.1.purchased, expected.1.purchased, "{context}");
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events").fetch_one(&shuffled.pool).await.unwrap();
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_events").fetch_one(&shuffled.pool).await.unwrap();
         assert_eq!(stored as usize, events.len(), "each event stored once: {context}");
     }
 }
@@ -1024,13 +1317,19 @@ async fn plans_are_also_sold_yearly_with_a_switch_and_twelve_months_of_credits()
     let app = spawn_app().await;
     // The switch: plain links, the current one marked.
     let monthly = page(&app, "/pricing").await;
-    assert!(monthly.contains("href=\"/pricing?billing=yearly\"") && monthly.contains("$19") && monthly.contains("/month"), "{monthly}");
+    assert!(
+        monthly.contains("href=\"/pricing?billing=yearly\"") && monthly.contains("$19") && monthly.contains("/month"),
+        "{monthly}"
+    );
     let yearly = page(&app, "/pricing?billing=yearly").await;
     assert!(yearly.contains("<a href=\"/pricing?billing=yearly\" aria-current=\"page\">"), "{yearly}");
     assert!(yearly.contains("$190") && yearly.contains("$490") && yearly.contains("/year"), "{yearly}");
 
     let user = sign_up(&app, "yearly@example.com").await;
-    assert!(page(&app, "/pricing?billing=yearly").await.contains("name=\"item\" value=\"pro_yearly\""), "the yearly checkout");
+    assert!(
+        page(&app, "/pricing?billing=yearly").await.contains("name=\"item\" value=\"pro_yearly\""),
+        "the yearly checkout"
+    );
     let url = go(&app, "/api/billing/checkout", &[("item", "pro_yearly")]).await;
     let hosted = reqwest::get(&url).await.unwrap().text().await.unwrap();
     assert!(hosted.contains("$190") && hosted.contains(" / year"), "the hosted checkout names the period: {hosted}");
@@ -1038,18 +1337,30 @@ async fn plans_are_also_sold_yearly_with_a_switch_and_twelve_months_of_credits()
     assert_eq!(wait_ready(&app, &id).await, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
     settle(&app).await;
     let (start, end): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as("SELECT current_period_start, current_period_end FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+        sqlx::query_as("SELECT current_period_start, current_period_end FROM subscriptions WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert!((365..=366).contains(&(end - start).num_days()), "a yearly period");
     allotment_reaches(&app, user, 60_000).await; // twelve months of Pro's credits, accruing daily
     assert!(page(&app, "/billing").await.contains("<p class=\"plan-name\">Pro"));
 
     // A plan change keeps the billing period: Business yearly, previewed per year.
     let preview: Value = call(&app, "/api/billing/plan-change", &[("plan", "business")]).await.json().await.unwrap();
-    assert_eq!((preview["interval"].as_str(), preview["new_price"].as_str(), preview["new_period_credits"].as_i64()), (Some("year"), Some("$490.00"), Some(180_000)), "{preview}");
+    assert_eq!(
+        (preview["interval"].as_str(), preview["new_price"].as_str(), preview["new_period_credits"].as_i64()),
+        (Some("year"), Some("$490.00"), Some(180_000)),
+        "{preview}"
+    );
     assert!((29_990..=30_000).contains(&cents(preview["charge_now"].as_str().unwrap())), "{preview}");
     assert!(page(&app, "/billing/change?to=business").await.contains("then yearly, with 180,000 credits a year"));
     assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
-    let product: String = sqlx::query_scalar("SELECT product_id FROM subscriptions WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    let product: String = sqlx::query_scalar("SELECT product_id FROM subscriptions WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(product, tally::server::standin::product_id("business_yearly"));
 }
 
@@ -1057,19 +1368,49 @@ async fn plans_are_also_sold_yearly_with_a_switch_and_twelve_months_of_credits()
 
 /// The stand-in's API requests so far, `(method, path)`.
 async fn standin_requests(app: &TestApp) -> Vec<(String, String)> {
-    reqwest::Client::new().get(format!("{}/polar/_standin/requests", app.address)).bearer_auth(controls_token()).send().await.unwrap().json().await.unwrap()
+    reqwest::Client::new()
+        .get(format!("{}/polar/_standin/requests", app.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn the_stand_ins_controls_refuse_requests_without_the_controls_token() {
     let app = spawn_app().await;
-    for (path, body) in [("/orders/00000000-0000-4000-8000-000000000000/refund", serde_json::json!({})), ("/webhooks/endpoints", serde_json::json!({ "url": "http://127.0.0.1:9/x", "secret": "s" }))] {
-        let res = reqwest::Client::new().post(format!("{}/polar/_standin{path}", app.address)).json(&body).send().await.unwrap();
+    for (path, body) in [
+        ("/orders/00000000-0000-4000-8000-000000000000/refund", serde_json::json!({})),
+        ("/webhooks/endpoints", serde_json::json!({ "url": "http://127.0.0.1:9/x", "secret": "s" })),
+    ] {
+        let res = reqwest::Client::new()
+            .post(format!("{}/polar/_standin{path}", app.address))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 401, "{path}");
-        let res = reqwest::Client::new().post(format!("{}/polar/_standin{path}", app.address)).bearer_auth(standin_token()).json(&body).send().await.unwrap();
+        let res = reqwest::Client::new()
+            .post(format!("{}/polar/_standin{path}", app.address))
+            .bearer_auth(standin_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 401, "{path}: the API token is not the controls token");
     }
-    assert_eq!(reqwest::Client::new().get(format!("{}/polar/_standin/webhooks/deliveries", app.address)).send().await.unwrap().status(), 401);
+    assert_eq!(
+        reqwest::Client::new()
+            .get(format!("{}/polar/_standin/webhooks/deliveries", app.address))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -1079,15 +1420,28 @@ async fn another_users_ids_are_refused_before_polar_is_asked() {
     let url = go(&app, "/api/billing/checkout", &[("item", "pack_50")]).await;
     let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
     wait_ready(&app, &checkout_id).await;
-    let order_id: Option<String> = sqlx::query_scalar("SELECT id FROM polar_orders LIMIT 1").fetch_optional(&app.pool).await.unwrap();
+    let order_id: Option<String> =
+        sqlx::query_scalar("SELECT id FROM polar_orders LIMIT 1").fetch_optional(&app.pool).await.unwrap();
     assert!(order_id.is_some(), "the order is known to be the owner's");
     let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[]).await;
     sign_up(&other, "intruder@example.com").await;
     let before = standin_requests(&app).await.len();
     assert_eq!(status(&other, &checkout_id).await.0, 404);
-    assert_eq!(call(&other, "/api/billing/invoice", &[("order_id", order_id.as_deref().unwrap_or("00000000-0000-4000-8000-000000000000"))]).await.status(), 404);
+    assert_eq!(
+        call(
+            &other,
+            "/api/billing/invoice",
+            &[("order_id", order_id.as_deref().unwrap_or("00000000-0000-4000-8000-000000000000"))]
+        )
+        .await
+        .status(),
+        404
+    );
     let after = standin_requests(&app).await;
-    let asked: Vec<_> = after[before..].iter().filter(|(_, p)| p.contains(&checkout_id) || order_id.as_deref().is_some_and(|o| p.contains(o))).collect();
+    let asked: Vec<_> = after[before..]
+        .iter()
+        .filter(|(_, p)| p.contains(&checkout_id) || order_id.as_deref().is_some_and(|o| p.contains(o)))
+        .collect();
     assert!(asked.is_empty(), "Polar was asked about another user's ids: {asked:?}");
 }
 
@@ -1116,10 +1470,22 @@ async fn a_page_answers_in_seconds_with_the_last_known_plan_while_polar_hangs() 
     // Polar stops answering (each request hangs for a minute); the cached state is too old
     // to serve, so the page must ask, and must not wait.
     control(&app, "/outage", serde_json::json!({ "kind": "timeout", "count": 1000 })).await;
-    sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '1 hour' WHERE user_id = $1").bind(user).execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '1 hour' WHERE user_id = $1")
+        .bind(user)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let html = page(&app, "/billing").await;
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "answered after {:?}", started.elapsed());
-    assert!(html.contains("not answering") && html.contains("<p class=\"plan-name\">Pro"), "the last known plan, with a notice: {html}");
-    reqwest::Client::new().delete(format!("{}/polar/_standin/outage", app.address)).bearer_auth(controls_token()).send().await.unwrap();
+    assert!(
+        html.contains("not answering") && html.contains("<p class=\"plan-name\">Pro"),
+        "the last known plan, with a notice: {html}"
+    );
+    reqwest::Client::new()
+        .delete(format!("{}/polar/_standin/outage", app.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap();
 }

@@ -9,7 +9,8 @@ fn every_kept_fuzz_input_still_passes_its_target() {
     for target in ["webhook_verify", "webhook_event", "tax_id", "metered_request"] {
         let check = tally::server::fuzzing::target(target).expect("a known target");
         let dir = root.join(target);
-        let files: Vec<_> = std::fs::read_dir(&dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+        let files: Vec<_> =
+            std::fs::read_dir(&dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
         assert!(!files.is_empty(), "no corpus for {target} in {}", dir.display());
         for f in files {
             let data = std::fs::read(&f).unwrap();

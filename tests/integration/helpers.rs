@@ -25,7 +25,11 @@ fn admin_url() -> String {
             return url;
         }
         let dir = std::env::var("TALLY_PG_DIR").unwrap_or_else(|_| ".data/pg".into());
-        let pg = tally::server::embedded_pg::EmbeddedPg::ensure(std::path::Path::new(&dir), std::env::var("TALLY_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(55439)).expect("start the embedded PostgreSQL");
+        let pg = tally::server::embedded_pg::EmbeddedPg::ensure(
+            std::path::Path::new(&dir),
+            std::env::var("TALLY_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(55439),
+        )
+        .expect("start the embedded PostgreSQL");
         pg.url("postgres")
     })
     .clone()
@@ -46,7 +50,9 @@ pub async fn fresh_database() -> (PgPool, String) {
     let admin = admin_url();
     let name = format!("tally_test_{}", uuid::Uuid::new_v4().simple());
     tally::server::db::create_database_if_missing(&admin, &name).await.expect("create test database");
-    let pool = tally::server::db::connect(&with_db(&admin, &name), tally::server::db::PoolSettings::default()).await.expect("connect test database");
+    let pool = tally::server::db::connect(&with_db(&admin, &name), tally::server::db::PoolSettings::default())
+        .await
+        .expect("connect test database");
     tally::server::db::migrate(&pool).await.expect("migrate test database");
     (pool, name)
 }
@@ -145,7 +151,9 @@ pub async fn mailbox(app: &TestApp, to: &str) -> Vec<serde_json::Value> {
 /// Waits for a mail to `to` whose subject contains `subject`; returns its text.
 pub async fn wait_for_mail(app: &TestApp, to: &str, subject: &str) -> String {
     for _ in 0..100 {
-        if let Some(m) = mailbox(app, to).await.into_iter().find(|m| m["subject"].as_str().is_some_and(|s| s.contains(subject))) {
+        if let Some(m) =
+            mailbox(app, to).await.into_iter().find(|m| m["subject"].as_str().is_some_and(|s| s.contains(subject)))
+        {
             return m["text"].as_str().unwrap_or_default().to_string();
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -155,12 +163,20 @@ pub async fn wait_for_mail(app: &TestApp, to: &str, subject: &str) -> String {
 
 /// The link in a mail's text that starts with `prefix` (say `http://…/verify-email?token=`).
 pub fn link_in(text: &str, path: &str) -> String {
-    text.split_whitespace().find(|w| w.contains(path)).unwrap_or_else(|| panic!("no {path} link in: {text}")).to_string()
+    text.split_whitespace()
+        .find(|w| w.contains(path))
+        .unwrap_or_else(|| panic!("no {path} link in: {text}"))
+        .to_string()
 }
 
 /// The `token` query value of a link.
 pub fn token_of(link: &str) -> String {
-    url::Url::parse(link).unwrap().query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()).expect("a token")
+    url::Url::parse(link)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .expect("a token")
 }
 
 /// Confirms `email` the way its owner does: the link from the mail, then the page's button.
@@ -177,7 +193,11 @@ pub async fn sign_up_confirmed(app: &TestApp, email: &str) -> uuid::Uuid {
     let res = post_form(app, "/api/signup", &[("email", email), ("password", "correct horse battery")]).await;
     assert!(res.status().is_redirection(), "sign-up: {}", res.status());
     confirm_email(app, email).await;
-    sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)").bind(email).fetch_one(&app.pool).await.unwrap()
+    sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
+        .bind(email)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
 
 pub async fn user_count(app: &TestApp) -> i64 {
@@ -198,7 +218,9 @@ impl RedisServer {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("redis-server is needed for the REDIS_URL tests: apt-get install redis-server (.ci/run installs it)");
+            .expect(
+                "redis-server is needed for the REDIS_URL tests: apt-get install redis-server (.ci/run installs it)",
+            );
         // Owned at once, so it is stopped (and reaped) even if it never comes up.
         let server = RedisServer { url: format!("redis://127.0.0.1:{port}/0"), child };
         for _ in 0..100 {
@@ -255,7 +277,9 @@ impl SmtpSink {
             .arg(&dir)
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("python3 with aiosmtpd is needed for the SMTP tests: pip install aiosmtpd (scripts/test installs it)");
+            .expect(
+                "python3 with aiosmtpd is needed for the SMTP tests: pip install aiosmtpd (scripts/test installs it)",
+            );
         let sink = SmtpSink { url: format!("smtp://127.0.0.1:{port}"), dir, child };
         wait_for_port(port, "the SMTP sink");
         sink
@@ -263,7 +287,9 @@ impl SmtpSink {
 
     /// Every message received so far, as raw RFC 5322 text, oldest first.
     pub fn messages(&self) -> Vec<String> {
-        let mut files: Vec<_> = std::fs::read_dir(&self.dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
         files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
         files.sort_by_key(|p| p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0));
         files.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect()
@@ -273,7 +299,9 @@ impl SmtpSink {
     /// soft line breaks undone.
     pub async fn wait_for(&self, to: &str, subject: &str) -> String {
         for _ in 0..200 {
-            if let Some(m) = self.messages().into_iter().find(|m| m.contains(&format!("X-Envelope-To: {to}")) && m.contains(subject)) {
+            if let Some(m) =
+                self.messages().into_iter().find(|m| m.contains(&format!("X-Envelope-To: {to}")) && m.contains(subject))
+            {
                 return m.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -302,13 +330,17 @@ impl Nginx {
     pub fn start(port: u16, upstream: &str) -> Nginx {
         let dir = std::env::temp_dir().join(format!("tally-nginx-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let conf = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/nginx.conf"))
-            .unwrap()
-            .replace("{listen}", &format!("127.0.0.1:{port}"))
-            .replace("{upstream}", upstream)
-            .replace("{dir}", dir.to_str().unwrap());
+        let conf =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/nginx.conf"))
+                .unwrap()
+                .replace("{listen}", &format!("127.0.0.1:{port}"))
+                .replace("{upstream}", upstream)
+                .replace("{dir}", dir.to_str().unwrap());
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let nginx = ["/usr/sbin/nginx", "nginx"].into_iter().find(|p| std::path::Path::new(p).exists() || *p == "nginx").unwrap();
+        let nginx = ["/usr/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists() || *p == "nginx")
+            .unwrap();
         let child = std::process::Command::new(nginx)
             .arg("-p")
             .arg(&dir)
@@ -345,6 +377,11 @@ pub async fn spawn_app_behind_nginx(extra: &[(&str, &str)]) -> (TestApp, Nginx) 
     let upstream = format!("127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     let nginx = Nginx::start(port, &upstream);
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).cookie_store(true).timeout(std::time::Duration::from_secs(30)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
     (TestApp { address: url, pool, client, db_name }, nginx)
 }

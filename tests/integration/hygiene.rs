@@ -10,7 +10,13 @@ async fn the_janitor_prunes_what_is_past_keeping_and_keeps_webhook_ids() {
     let app = spawn_app().await;
     let user = sign_up_confirmed(&app, "old@example.com").await;
     let p = &app.pool;
-    sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ('\\x01', $1, now() - interval '1 day')").bind(user).execute(p).await.unwrap();
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ('\\x01', $1, now() - interval '1 day')",
+    )
+    .bind(user)
+    .execute(p)
+    .await
+    .unwrap();
     sqlx::query("INSERT INTO login_failures (email_normalized, client_ip, failed_at) VALUES ('old@example.com', '127.0.0.1', now() - interval '1 hour')").execute(p).await.unwrap();
     sqlx::query("INSERT INTO rate_counters (scope, subject, window_start, count) VALUES ('signup', 'x', now() - interval '2 days', 3)").execute(p).await.unwrap();
     sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload, status, processed_at) VALUES ('old', 'order.paid', '{\"data\":{\"email\":\"x@example.com\"}}', 'done', now() - interval '40 days')")
@@ -20,14 +26,34 @@ async fn the_janitor_prunes_what_is_past_keeping_and_keeps_webhook_ids() {
     sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload, status, processed_at) VALUES ('recent', 'order.paid', '{}', 'done', now())").execute(p).await.unwrap();
     let config = test_config(&[]);
     let pruned = tally::server::janitor::run_once(p, &config, chrono::Utc::now()).await.unwrap();
-    assert_eq!((pruned.sessions, pruned.login_failures, pruned.rate_counters, pruned.webhook_payloads), (1, 1, 1, 1), "{pruned:?}");
-    let old: (Option<Value>, String) = sqlx::query_as("SELECT payload, status FROM webhook_events WHERE webhook_id = 'old'").fetch_one(p).await.unwrap();
-    assert_eq!(old, (None, "done".to_string()), "the payload goes, the id stays (a late redelivery is still a duplicate)");
-    let recent: Option<Value> = sqlx::query_scalar("SELECT payload FROM webhook_events WHERE webhook_id = 'recent'").fetch_one(p).await.unwrap();
+    assert_eq!(
+        (pruned.sessions, pruned.login_failures, pruned.rate_counters, pruned.webhook_payloads),
+        (1, 1, 1, 1),
+        "{pruned:?}"
+    );
+    let old: (Option<Value>, String) =
+        sqlx::query_as("SELECT payload, status FROM webhook_events WHERE webhook_id = 'old'")
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert_eq!(
+        old,
+        (None, "done".to_string()),
+        "the payload goes, the id stays (a late redelivery is still a duplicate)"
+    );
+    let recent: Option<Value> = sqlx::query_scalar("SELECT payload FROM webhook_events WHERE webhook_id = 'recent'")
+        .fetch_one(p)
+        .await
+        .unwrap();
     assert!(recent.is_some());
-    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE user_id = $1").bind(user).fetch_one(p).await.unwrap();
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE user_id = $1").bind(user).fetch_one(p).await.unwrap();
     assert_eq!(live, 1, "the live session stays");
-    assert_eq!(tally::server::janitor::run_once(p, &config, chrono::Utc::now()).await.unwrap(), Default::default(), "nothing twice");
+    assert_eq!(
+        tally::server::janitor::run_once(p, &config, chrono::Utc::now()).await.unwrap(),
+        Default::default(),
+        "nothing twice"
+    );
 }
 
 #[tokio::test]
@@ -35,20 +61,42 @@ async fn deleting_an_account_scrubs_its_personal_data_from_the_inbox_and_the_mai
     let app = spawn_app().await;
     let user = sign_up_confirmed(&app, "scrub@example.com").await;
     buy(&app, "pack_50").await;
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE user_id = $1 AND payload IS NOT NULL").bind(user).fetch_one(&app.pool).await.unwrap();
+    let before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE user_id = $1 AND payload IS NOT NULL")
+            .bind(user)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert!(before > 0, "the pack's events are the user's");
     let res = call(&app, "/api/account/delete", &[("confirm_email", "scrub@example.com")]).await;
     assert_eq!(res.status(), 200);
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE payload::text ILIKE '%scrub@example.com%' OR raw_body ILIKE '%scrub@example.com%'").fetch_one(&app.pool).await.unwrap();
-    let named: Vec<String> = sqlx::query_scalar("SELECT event_type FROM webhook_events WHERE payload::text ILIKE '%scrub@example.com%'").fetch_all(&app.pool).await.unwrap();
+    let named: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM webhook_events WHERE payload::text ILIKE '%scrub@example.com%'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(left, 0, "no webhook payload names them: {named:?}");
-    let mails: i64 = sqlx::query_scalar("SELECT count(*) FROM outgoing_mail WHERE to_address ILIKE '%scrub@%' OR body_text IS NOT NULL").fetch_one(&app.pool).await.unwrap();
+    let mails: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outgoing_mail WHERE to_address ILIKE '%scrub@%' OR body_text IS NOT NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(mails, 0);
-    let dev: i64 = sqlx::query_scalar("SELECT count(*) FROM dev_mailbox WHERE to_address ILIKE 'scrub@%'").fetch_one(&app.pool).await.unwrap();
+    let dev: i64 = sqlx::query_scalar("SELECT count(*) FROM dev_mailbox WHERE to_address ILIKE 'scrub@%'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(dev, 0);
     // Events that arrive afterwards about the deleted customer keep nothing once handled.
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    let late: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE status <> 'pending' AND payload::text ILIKE '%scrub@example.com%'").fetch_one(&app.pool).await.unwrap();
+    let late: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_events WHERE status <> 'pending' AND payload::text ILIKE '%scrub@example.com%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(late, 0);
 }
 
@@ -58,15 +106,29 @@ async fn a_new_api_key_is_never_stored_in_plaintext_not_even_for_a_javascript_of
     sign_up_confirmed(&app, "plain@example.com").await;
     let res = post_form(&app, "/api/keys/create", &[("name", "laptop")]).await;
     assert_eq!(res.status(), 302);
-    let cookie = res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).find(|c| c.starts_with("tally_new_key=")).expect("a one-time cookie");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/settings") && cookie.contains("Max-Age=300"), "{cookie}");
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("tally_new_key="))
+        .expect("a one-time cookie");
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Path=/settings")
+            && cookie.contains("Max-Age=300"),
+        "{cookie}"
+    );
     let key = cookie.trim_start_matches("tally_new_key=").split('.').next().unwrap().to_string();
     for table in ["sessions", "api_keys", "webhook_events", "outgoing_mail", "dev_mailbox", "credit_entries"] {
-        let found: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {table} t WHERE row_to_json(t)::text LIKE '%' || $1 || '%')"))
-            .bind(&key[4..])
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let found: bool = sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM {table} t WHERE row_to_json(t)::text LIKE '%' || $1 || '%')"
+        ))
+        .bind(&key[4..])
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
         assert!(!found, "the key is in {table}");
     }
     let html = page(&app, "/settings/billing").await;
@@ -80,9 +142,16 @@ async fn pages_carry_security_headers_and_a_csp_under_which_every_script_has_the
     let res = app.client.get(format!("{}/pricing", app.address)).send().await.unwrap();
     let h = res.headers().clone();
     let csp = h["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("'wasm-unsafe-eval'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("'wasm-unsafe-eval'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     let nonce = csp.split("'nonce-").nth(1).unwrap().split('\'').next().unwrap().to_string();
-    for (k, v) in [("x-frame-options", "DENY"), ("x-content-type-options", "nosniff"), ("referrer-policy", "strict-origin-when-cross-origin")] {
+    for (k, v) in [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "strict-origin-when-cross-origin"),
+    ] {
         assert_eq!(h[k], v);
     }
     assert!(h.get("strict-transport-security").is_none(), "no HSTS on http");
@@ -91,7 +160,10 @@ async fn pages_carry_security_headers_and_a_csp_under_which_every_script_has_the
     let scripts: Vec<&str> = html.split("<script").skip(1).map(|s| &s[..s.find('>').unwrap()]).collect();
     assert!(!scripts.is_empty());
     for s in scripts {
-        assert!(s.contains(&format!("nonce=\"{nonce}\"")) || s.contains(" src="), "a script without the nonce: <script{s}>");
+        assert!(
+            s.contains(&format!("nonce=\"{nonce}\"")) || s.contains(" src="),
+            "a script without the nonce: <script{s}>"
+        );
     }
     let other = app.client.get(format!("{}/pricing", app.address)).send().await.unwrap();
     assert_ne!(other.headers()["content-security-policy"].to_str().unwrap(), csp, "a fresh nonce per response");
@@ -117,19 +189,40 @@ async fn readiness_reports_the_workers_and_metrics_need_their_token() {
     assert_eq!(ready["checks"]["webhook_worker"], "ok", "{ready}");
     assert_eq!(ready["checks"]["mail_worker"], "ok");
     assert_eq!(reqwest::get(format!("{}/metrics", app.address)).await.unwrap().status(), 401);
-    let text = reqwest::Client::new().get(format!("{}/metrics", app.address)).bearer_auth("metrics-token-for-tests").send().await.unwrap().text().await.unwrap();
-    for m in ["tally_polar_circuit_open 0", "tally_webhook_events_pending 0", "tally_mail_pending", "tally_worker_restarts_total{task=\"webhook_worker\"} 0"] {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", app.address))
+        .bearer_auth("metrics-token-for-tests")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for m in [
+        "tally_polar_circuit_open 0",
+        "tally_webhook_events_pending 0",
+        "tally_mail_pending",
+        "tally_worker_restarts_total{task=\"webhook_worker\"} 0",
+    ] {
         assert!(text.contains(m), "{m} missing from:\n{text}");
     }
     let unset = spawn_app().await;
-    assert_eq!(reqwest::get(format!("{}/metrics", unset.address)).await.unwrap().status(), 404, "not served without METRICS_TOKEN");
+    assert_eq!(
+        reqwest::get(format!("{}/metrics", unset.address)).await.unwrap().status(),
+        404,
+        "not served without METRICS_TOKEN"
+    );
 }
 
 #[tokio::test]
 async fn parked_webhooks_can_be_put_back_in_the_queue() {
     let (pool, _) = fresh_database().await;
     let config = test_config(&[]);
-    let user: uuid::Uuid = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ('p@example.com', 'x') RETURNING id").fetch_one(&pool).await.unwrap();
+    let user: uuid::Uuid =
+        sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ('p@example.com', 'x') RETURNING id")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let body = json!({ "type": "order.paid", "data": {
         "id": "ord_parked", "status": "paid", "billing_reason": "purchase", "net_amount": 500, "total_amount": 500, "refunded_amount": 0,
         "product_id": "p", "product": { "id": "p", "metadata": { "credits": 20 } },
@@ -139,11 +232,21 @@ async fn parked_webhooks_can_be_put_back_in_the_queue() {
         .execute(&pool)
         .await
         .unwrap();
-    assert!(tally::server::cli::webhooks_command(&pool, &["retry".into(), "nope".into()]).await.is_err(), "an unknown id is an error");
+    assert!(
+        tally::server::cli::webhooks_command(&pool, &["retry".into(), "nope".into()]).await.is_err(),
+        "an unknown id is an error"
+    );
     tally::server::cli::webhooks_command(&pool, &["retry".into(), "--failed".into()]).await.unwrap();
     while tally::server::webhooks::worker::process_one(&pool, &config, chrono::Utc::now()).await.unwrap() {}
-    let status: String = sqlx::query_scalar("SELECT status FROM webhook_events WHERE webhook_id = 'parked'").fetch_one(&pool).await.unwrap();
+    let status: String = sqlx::query_scalar("SELECT status FROM webhook_events WHERE webhook_id = 'parked'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(status, "done");
-    let balance: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1").bind(user).fetch_one(&pool).await.unwrap();
+    let balance: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(balance, 20);
 }

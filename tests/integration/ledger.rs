@@ -1,8 +1,8 @@
 //! The credit ledger against a real PostgreSQL: semantics, idempotency and concurrency.
 //! Every test ends by checking that balances and buckets equal the sum of their entries.
 
-use chrono::{DateTime, Duration, FixedOffset, Utc};
 use crate::helpers::*;
+use chrono::{DateTime, Duration, FixedOffset, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 use tally::domain::credits::{allotment_schedule, AllotmentPolicy};
@@ -49,7 +49,11 @@ async fn the_free_credits_come_once_with_the_confirmed_address() {
     let app = spawn_app().await;
     post_form(&app, "/api/signup", &[("email", "free@example.com"), ("password", "correct horse battery")]).await;
     let user: Uuid = sqlx::query_scalar("SELECT id FROM users").fetch_one(&app.pool).await.unwrap();
-    assert_eq!(ledger::balance(&app.pool, user, Utc::now()).await.unwrap().total, 0, "nothing before the address is confirmed");
+    assert_eq!(
+        ledger::balance(&app.pool, user, Utc::now()).await.unwrap().total,
+        0,
+        "nothing before the address is confirmed"
+    );
     confirm_email(&app, "free@example.com").await;
     let b = ledger::balance(&app.pool, user, Utc::now()).await.unwrap();
     assert_eq!((b.total, b.free), (1000, 1000));
@@ -102,7 +106,18 @@ async fn the_ledger_refuses_the_key_shapes_it_reserves_whoever_calls_it() {
     grant_pack(&pool, user, "o1", 10, now).await;
     let mut conn = pool.acquire().await.unwrap();
     // Continuation keys (`k#2`), the ledger's own entries, and grant namespaces for spends.
-    for key in ["k#2", "accrual:1:0", "expiry:1:x", "rollover:x", "order:o2", "refund:o1", "allotment:s:t", "upgrade:x", "free:x", ""] {
+    for key in [
+        "k#2",
+        "accrual:1:0",
+        "expiry:1:x",
+        "rollover:x",
+        "order:o2",
+        "refund:o1",
+        "allotment:s:t",
+        "upgrade:x",
+        "free:x",
+        "",
+    ] {
         let r = ledger::spend(&mut conn, user, 1, key, &json!({}), now).await;
         let e = r.expect_err(key);
         assert!(e.as_database_error().and_then(|d| d.code()).as_deref() == Some("22023"), "{key}: {e}");
@@ -158,7 +173,10 @@ async fn a_daily_allotment_accrues_day_by_day_and_expires_at_period_end() {
     let mut conn = pool.acquire().await.unwrap();
     ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule.clone(), 0, start).await.unwrap();
     // Signalled again (a retried webhook): still one allotment.
-    let again = ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule, 0, start + Duration::hours(1)).await.unwrap();
+    let again =
+        ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, schedule, 0, start + Duration::hours(1))
+            .await
+            .unwrap();
     assert!(!again.applied);
     drop(conn);
 
@@ -168,12 +186,18 @@ async fn a_daily_allotment_accrues_day_by_day_and_expires_at_period_end() {
     assert_eq!(b.total, 332, "the refill really adds");
     assert_eq!(b.next_accrual_at, Some(t("2026-11-03T00:00:00Z")));
     assert_eq!(b.pending_allotment, 5000 - 332);
-    assert_eq!(spend(&pool, user, 300, "s1", t("2026-11-02T08:00:00Z")).await, SpendOutcome::Spent { spent: 300, balance: 32 });
+    assert_eq!(
+        spend(&pool, user, 300, "s1", t("2026-11-02T08:00:00Z")).await,
+        SpendOutcome::Spent { spent: 300, balance: 32 }
+    );
     // The last day brings the total granted to exactly the allotment.
     assert_eq!(total(&pool, user, t("2026-11-30T12:00:00Z")).await, 5000 - 300);
     // At period end the unspent allotment expires.
     assert_eq!(total(&pool, user, end).await, 0);
-    let expired: i64 = sqlx::query_scalar("SELECT -sum(amount)::bigint FROM credit_entries WHERE kind = 'expiry'").fetch_one(&pool).await.unwrap();
+    let expired: i64 = sqlx::query_scalar("SELECT -sum(amount)::bigint FROM credit_entries WHERE kind = 'expiry'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(expired, 4700);
     assert_consistent(&pool).await;
 }
@@ -185,11 +209,29 @@ async fn a_late_spend_first_catches_up_on_every_missed_day() {
     let start = t("2026-11-01T00:00:00Z");
     let end = t("2026-12-01T00:00:00Z");
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()), 0, start).await.unwrap();
+    ledger::start_allotment(
+        &mut conn,
+        user,
+        "sub1",
+        "pro",
+        start,
+        end,
+        allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()),
+        0,
+        start,
+    )
+    .await
+    .unwrap();
     drop(conn);
     // Nobody looked for ten days; the spend sees all ten days.
-    assert_eq!(spend(&pool, user, 1000, "s", t("2026-11-10T09:00:00Z")).await, SpendOutcome::Spent { spent: 1000, balance: 0 });
-    let days: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'daily_accrual'").fetch_one(&pool).await.unwrap();
+    assert_eq!(
+        spend(&pool, user, 1000, "s", t("2026-11-10T09:00:00Z")).await,
+        SpendOutcome::Spent { spent: 1000, balance: 0 }
+    );
+    let days: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'daily_accrual'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(days, 10);
     assert_consistent(&pool).await;
 }
@@ -202,9 +244,33 @@ async fn a_renewal_starts_a_new_period_once_and_the_old_one_expires() {
     let p2 = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
     let up = AllotmentPolicy::AllAtPeriodStart;
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", p1.0, p1.1, allotment_schedule(up, 5000, p1.0, p1.1, utc()), 0, p1.0).await.unwrap();
+    ledger::start_allotment(
+        &mut conn,
+        user,
+        "sub1",
+        "pro",
+        p1.0,
+        p1.1,
+        allotment_schedule(up, 5000, p1.0, p1.1, utc()),
+        0,
+        p1.0,
+    )
+    .await
+    .unwrap();
     for _ in 0..3 {
-        ledger::start_allotment(&mut conn, user, "sub1", "pro", p2.0, p2.1, allotment_schedule(up, 5000, p2.0, p2.1, utc()), 0, p2.0).await.unwrap();
+        ledger::start_allotment(
+            &mut conn,
+            user,
+            "sub1",
+            "pro",
+            p2.0,
+            p2.1,
+            allotment_schedule(up, 5000, p2.0, p2.1, utc()),
+            0,
+            p2.0,
+        )
+        .await
+        .unwrap();
     }
     drop(conn);
     assert_eq!(total(&pool, user, p2.0).await, 5000, "the old period's 5,000 expired, the new one's arrived, once");
@@ -220,8 +286,22 @@ async fn a_pack_bought_on_the_free_plan_works_and_survives_revocation() {
     assert!(grant_pack(&pool, user, "ord_1", 50, now).await.applied);
     assert!(!grant_pack(&pool, user, "ord_1", 50, now).await.applied, "once per order id");
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()), 0, now).await.unwrap();
-    ledger::end_allotment(&mut conn, user, "sub1", start, now + Duration::hours(1), now + Duration::hours(1)).await.unwrap();
+    ledger::start_allotment(
+        &mut conn,
+        user,
+        "sub1",
+        "pro",
+        start,
+        end,
+        allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()),
+        0,
+        now,
+    )
+    .await
+    .unwrap();
+    ledger::end_allotment(&mut conn, user, "sub1", start, now + Duration::hours(1), now + Duration::hours(1))
+        .await
+        .unwrap();
     drop(conn);
     let b = ledger::balance(&pool, user, now + Duration::hours(2)).await.unwrap();
     assert_eq!((b.total, b.allotment, b.purchased), (50, 0, 50), "revoke ends the allotment at once; the pack remains");
@@ -234,7 +314,19 @@ async fn cancel_at_period_end_keeps_the_allotment_until_the_end() {
     let user = new_user(&pool).await;
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()), 0, start).await.unwrap();
+    ledger::start_allotment(
+        &mut conn,
+        user,
+        "sub1",
+        "pro",
+        start,
+        end,
+        allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()),
+        0,
+        start,
+    )
+    .await
+    .unwrap();
     // Cancelling at period end ends the bucket at `end`, which is when it expires anyway.
     ledger::end_allotment(&mut conn, user, "sub1", start, end, t("2026-11-20T00:00:00Z")).await.unwrap();
     drop(conn);
@@ -290,7 +382,10 @@ async fn a_refund_recorded_before_its_payment_is_settled_by_the_grant() {
     let user = new_user(&pool).await;
     let now = Utc::now();
     let mut conn = pool.acquire().await.unwrap();
-    assert_eq!(ledger::refund_pack(&mut conn, user, "ord_e", 250, 500, false, now).await.unwrap(), ledger::RefundOutcome::default());
+    assert_eq!(
+        ledger::refund_pack(&mut conn, user, "ord_e", 250, 500, false, now).await.unwrap(),
+        ledger::RefundOutcome::default()
+    );
     ledger::grant_pack(&mut conn, user, "ord_e", 100, "prod", now).await.unwrap();
     let settled = ledger::settle_pack_refund(&mut conn, user, "ord_e", now).await.unwrap();
     assert_eq!(settled.clawed_back, 50, "half refunded: half the pack");
@@ -306,14 +401,21 @@ async fn adjustments_need_a_reason_and_never_go_negative() {
     let user = new_user(&pool).await;
     let now = Utc::now();
     let mut conn = pool.acquire().await.unwrap();
-    assert!(matches!(ledger::adjust(&mut conn, user, 10, "  ", "adj-0", now).await, Err(ledger::AdjustError::NoReason)));
+    assert!(matches!(
+        ledger::adjust(&mut conn, user, 10, "  ", "adj-0", now).await,
+        Err(ledger::AdjustError::NoReason)
+    ));
     assert_eq!(ledger::adjust(&mut conn, user, 25, "goodwill for outage #12", "adj-1", now).await.unwrap(), 25);
     assert!(matches!(
         ledger::adjust(&mut conn, user, -40, "correction", "adj-2", now).await,
         Err(ledger::AdjustError::Insufficient { requested: 40, available: 25 })
     ));
     assert_eq!(ledger::adjust(&mut conn, user, -5, "correction", "adj-3", now).await.unwrap(), 20);
-    let reason: String = sqlx::query_scalar("SELECT metadata->>'reason' FROM credit_entries WHERE idempotency_key = 'adj-1'").fetch_one(&pool).await.unwrap();
+    let reason: String =
+        sqlx::query_scalar("SELECT metadata->>'reason' FROM credit_entries WHERE idempotency_key = 'adj-1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(reason, "goodwill for outage #12");
     drop(conn);
     assert_consistent(&pool).await;
@@ -333,7 +435,8 @@ async fn entries_are_append_only() {
 async fn a_thousand_concurrent_spends_against_500_credits_from_two_instances_succeed_exactly_500_times() {
     let (pool, _) = fresh_database().await;
     // Two independent pools of 20 connections on one database: two app instances.
-    let instance = || sqlx::postgres::PgPoolOptions::new().max_connections(20).connect_with((*pool.connect_options()).clone());
+    let instance =
+        || sqlx::postgres::PgPoolOptions::new().max_connections(20).connect_with((*pool.connect_options()).clone());
     let (pool_a, pool_b) = (instance().await.unwrap(), instance().await.unwrap());
     let user = new_user(&pool_a).await;
     grant_pack(&pool_a, user, "o", 500, Utc::now()).await;
@@ -360,7 +463,10 @@ async fn a_thousand_concurrent_spends_against_500_credits_from_two_instances_suc
     }
     assert_eq!((spent, refused), (500, 500));
     assert_eq!(total(&pool_a, user, Utc::now()).await, 0);
-    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'spend'").fetch_one(&pool_a).await.unwrap();
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'spend'")
+        .fetch_one(&pool_a)
+        .await
+        .unwrap();
     assert_eq!(entries, 500);
     assert_consistent(&pool_a).await;
 }
@@ -412,7 +518,19 @@ async fn daily_accrual_racing_with_spends_loses_and_doubles_nothing() {
     let user = new_user(&pool).await;
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()), 0, start).await.unwrap();
+    ledger::start_allotment(
+        &mut conn,
+        user,
+        "sub1",
+        "pro",
+        start,
+        end,
+        allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()),
+        0,
+        start,
+    )
+    .await
+    .unwrap();
     drop(conn);
     // Day 15 (15 days accrued = 1,500): spends and balance reads (which also accrue) race.
     let now = t("2026-11-15T06:00:00Z");
@@ -433,7 +551,10 @@ async fn daily_accrual_racing_with_spends_loses_and_doubles_nothing() {
         spent += t.await.unwrap() * 10;
     }
     assert_eq!(spent, 1500, "150 spends of 10 fit exactly into 15 accrued days");
-    let accruals: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'daily_accrual'").fetch_one(&pool).await.unwrap();
+    let accruals: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'daily_accrual'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(accruals, 15, "each day accrued exactly once");
     assert_eq!(total(&pool, user, now).await, 0);
     assert_consistent(&pool).await;
@@ -443,13 +564,15 @@ async fn daily_accrual_racing_with_spends_loses_and_doubles_nothing() {
 async fn the_admin_command_adjusts_with_a_reason_and_checks_the_ledger() {
     let (pool, _) = fresh_database().await;
     let user = new_user(&pool).await;
-    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&pool).await.unwrap();
+    let email: String =
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&pool).await.unwrap();
     let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let cmd = tally::server::cli::credits_command;
     assert!(cmd(&pool, &args(&["adjust", &email, "40"])).await.is_err(), "a reason is required");
     cmd(&pool, &args(&["adjust", &email.to_uppercase(), "40", "support", "ticket", "#77"])).await.unwrap();
     assert_eq!(total(&pool, user, Utc::now()).await, 40);
-    let reason: String = sqlx::query_scalar("SELECT metadata->>'reason' FROM credit_entries").fetch_one(&pool).await.unwrap();
+    let reason: String =
+        sqlx::query_scalar("SELECT metadata->>'reason' FROM credit_entries").fetch_one(&pool).await.unwrap();
     assert_eq!(reason, "support ticket #77");
     assert!(cmd(&pool, &args(&["adjust", &email, "-41", "too much"])).await.is_err());
     cmd(&pool, &args(&["check"])).await.unwrap();
@@ -465,14 +588,52 @@ async fn an_upgrade_grants_the_rest_of_the_period_once_and_switching_back_and_fo
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let up = AllotmentPolicy::AllAtPeriodStart;
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(up, 5000, start, end, utc()), 0, start).await.unwrap();
+    ledger::start_allotment(
+        &mut conn,
+        user,
+        "sub1",
+        "pro",
+        start,
+        end,
+        allotment_schedule(up, 5000, start, end, utc()),
+        0,
+        start,
+    )
+    .await
+    .unwrap();
     let halfway = t("2026-11-16T00:00:00Z");
-    let extra = ledger::upgrade_allotment(&mut conn, user, "sub1", "business", 15000, start, end, up, utc(), halfway).await.unwrap();
+    let extra = ledger::upgrade_allotment(&mut conn, user, "sub1", "business", 15000, start, end, up, utc(), halfway)
+        .await
+        .unwrap();
     assert_eq!(extra, 5000, "half of the 10,000 difference");
     // The same upgrade signalled again, a downgrade (effective at renewal) and a return to Business.
-    assert_eq!(ledger::upgrade_allotment(&mut conn, user, "sub1", "business", 15000, start, end, up, utc(), halfway).await.unwrap(), 0);
-    assert_eq!(ledger::upgrade_allotment(&mut conn, user, "sub1", "pro", 5000, start, end, up, utc(), halfway).await.unwrap(), 0);
-    assert_eq!(ledger::upgrade_allotment(&mut conn, user, "sub1", "business", 15000, start, end, up, utc(), t("2026-11-20T00:00:00Z")).await.unwrap(), 0);
+    assert_eq!(
+        ledger::upgrade_allotment(&mut conn, user, "sub1", "business", 15000, start, end, up, utc(), halfway)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        ledger::upgrade_allotment(&mut conn, user, "sub1", "pro", 5000, start, end, up, utc(), halfway).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        ledger::upgrade_allotment(
+            &mut conn,
+            user,
+            "sub1",
+            "business",
+            15000,
+            start,
+            end,
+            up,
+            utc(),
+            t("2026-11-20T00:00:00Z")
+        )
+        .await
+        .unwrap(),
+        0
+    );
     drop(conn);
     assert_eq!(total(&pool, user, halfway).await, 10000);
     assert_eq!(total(&pool, user, end).await, 0, "the upgrade credits expire with the period");
@@ -486,12 +647,29 @@ async fn a_rollover_cap_carries_unspent_allotment_into_one_more_period() {
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let up = AllotmentPolicy::AllAtPeriodStart;
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "pro", start, end, allotment_schedule(up, 5000, start, end, utc()), 1000, start).await.unwrap();
+    ledger::start_allotment(
+        &mut conn,
+        user,
+        "sub1",
+        "pro",
+        start,
+        end,
+        allotment_schedule(up, 5000, start, end, utc()),
+        1000,
+        start,
+    )
+    .await
+    .unwrap();
     drop(conn);
     spend(&pool, user, 3500, "s1", t("2026-11-10T00:00:00Z")).await;
     // 1,500 unspent at period end: 1,000 carry over, 500 expire.
     assert_eq!(total(&pool, user, end).await, 1000);
-    let kinds: Vec<(String, i64)> = sqlx::query_as("SELECT kind, amount FROM credit_entries WHERE effective_at = $1 ORDER BY id").bind(end).fetch_all(&pool).await.unwrap();
+    let kinds: Vec<(String, i64)> =
+        sqlx::query_as("SELECT kind, amount FROM credit_entries WHERE effective_at = $1 ORDER BY id")
+            .bind(end)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(kinds, vec![("expiry".to_string(), -1500), ("allotment".to_string(), 1000)]);
     // The carried credits last one more period and do not roll over again.
     assert_eq!(total(&pool, user, t("2026-12-30T23:00:00Z")).await, 1000);
@@ -505,9 +683,22 @@ async fn all_at_period_start_is_recorded_as_one_allotment_entry() {
     let user = new_user(&pool).await;
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, user, "sub1", "business", start, end, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 15000, start, end, utc()), 0, start).await.unwrap();
+    ledger::start_allotment(
+        &mut conn,
+        user,
+        "sub1",
+        "business",
+        start,
+        end,
+        allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 15000, start, end, utc()),
+        0,
+        start,
+    )
+    .await
+    .unwrap();
     drop(conn);
-    let kinds: Vec<(String, i64)> = sqlx::query_as("SELECT kind, amount FROM credit_entries").fetch_all(&pool).await.unwrap();
+    let kinds: Vec<(String, i64)> =
+        sqlx::query_as("SELECT kind, amount FROM credit_entries").fetch_all(&pool).await.unwrap();
     assert_eq!(kinds, vec![("allotment".to_string(), 15000)]);
     assert_consistent(&pool).await;
 }

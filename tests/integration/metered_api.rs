@@ -14,7 +14,10 @@ async fn signed_up_with_key(app: &TestApp, email: &str) -> String {
 }
 
 async fn stats(app: &TestApp, key: Option<&str>, body: &str, idem: Option<&str>) -> reqwest::Response {
-    let mut req = reqwest::Client::new().post(format!("{}/api/v1/text/stats", app.address)).header("content-type", "application/json").body(body.to_string());
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/api/v1/text/stats", app.address))
+        .header("content-type", "application/json")
+        .body(body.to_string());
     if let Some(k) = key {
         req = req.header("authorization", format!("Bearer {k}"));
     }
@@ -44,9 +47,14 @@ async fn a_call_spends_its_cost_and_reports_what_remains() {
     let long = "a".repeat(2500);
     let res = stats(&app, Some(&key), &json!({ "text": long }).to_string(), None).await;
     assert_eq!(res.headers()["x-credits-remaining"], "996", "2,500 characters cost 3 credits");
-    let used: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar("SELECT last_used_at FROM api_keys").fetch_one(&app.pool).await.unwrap();
+    let used: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT last_used_at FROM api_keys").fetch_one(&app.pool).await.unwrap();
     assert!(used.is_some(), "the key's last use is recorded");
-    let meta: Value = sqlx::query_scalar("SELECT metadata FROM credit_entries WHERE kind = 'spend' ORDER BY id LIMIT 1").fetch_one(&app.pool).await.unwrap();
+    let meta: Value =
+        sqlx::query_scalar("SELECT metadata FROM credit_entries WHERE kind = 'spend' ORDER BY id LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(meta["endpoint"], "/api/v1/text/stats");
     assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
 }
@@ -134,9 +142,21 @@ async fn concurrent_requests_under_one_key_spend_once_whatever_their_bodies() {
     for i in 0..20 {
         let (url, key) = (format!("{}/api/v1/text/stats", app.address), key.clone());
         // Half send the same body, half a different one each.
-        let body = if i % 2 == 0 { r#"{"text":"same"}"#.to_string() } else { json!({ "text": format!("other {i}") }).to_string() };
+        let body = if i % 2 == 0 {
+            r#"{"text":"same"}"#.to_string()
+        } else {
+            json!({ "text": format!("other {i}") }).to_string()
+        };
         calls.push(tokio::spawn(async move {
-            let res = reqwest::Client::new().post(url).bearer_auth(key).header("idempotency-key", "one").header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+            let res = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("idempotency-key", "one")
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
             (body, res.status().as_u16())
         }));
     }
@@ -161,7 +181,16 @@ async fn a_refused_request_does_not_use_up_its_key() {
     let key = signed_up_with_key(&app, "topup@example.com").await;
     let body = json!({ "text": "a".repeat(2500) }).to_string();
     assert_eq!(stats(&app, Some(&key), &body, Some("retry-me")).await.status(), 402);
-    tally::server::ledger::adjust(&mut app.pool.acquire().await.unwrap(), user_id(&app).await, 5, "top-up", "adjust:test-top-up", chrono::Utc::now()).await.unwrap();
+    tally::server::ledger::adjust(
+        &mut app.pool.acquire().await.unwrap(),
+        user_id(&app).await,
+        5,
+        "top-up",
+        "adjust:test-top-up",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     let res = stats(&app, Some(&key), &body, Some("retry-me")).await;
     assert_eq!(res.status(), 200, "after a top-up the same key succeeds");
     assert_eq!(balance(&app).await, 4);
@@ -195,13 +224,25 @@ async fn a_client_key_can_never_collide_with_the_ledgers_own_continuation_keys()
     let app = spawn_app_with(&[("FREE_CREDITS", "1000")]).await;
     let key = signed_up_with_key(&app, "mint@example.com").await;
     let user = user_id(&app).await;
-    tally::server::ledger::grant_pack(&mut app.pool.acquire().await.unwrap(), user, "pack-order", 2, "product", chrono::Utc::now()).await.unwrap();
+    tally::server::ledger::grant_pack(
+        &mut app.pool.acquire().await.unwrap(),
+        user,
+        "pack-order",
+        2,
+        "product",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     assert_eq!(stats(&app, Some(&key), r#"{"text":"x"}"#, Some("k#2")).await.status(), 200);
     let res = stats(&app, Some(&key), &json!({ "text": "a".repeat(1500) }).to_string(), Some("k")).await;
     assert_eq!(res.status(), 200, "the two-bucket spend goes through");
     assert_eq!(res.headers()["x-credits-remaining"], "999");
     assert_eq!(balance(&app).await, 999);
-    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty(), "balance, buckets and entries agree");
+    assert!(
+        tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty(),
+        "balance, buckets and entries agree"
+    );
 }
 
 #[tokio::test]
@@ -225,7 +266,8 @@ async fn keys_are_stored_only_as_hashes() {
     let key = signed_up_with_key(&app, "hash@example.com").await;
     let stored: Vec<u8> = sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_one(&app.pool).await.unwrap();
     assert_eq!(stored.len(), 32);
-    let dump: String = sqlx::query_scalar("SELECT row_to_json(k)::text FROM api_keys k").fetch_one(&app.pool).await.unwrap();
+    let dump: String =
+        sqlx::query_scalar("SELECT row_to_json(k)::text FROM api_keys k").fetch_one(&app.pool).await.unwrap();
     assert!(!dump.contains(&key[4..]), "no plaintext key at rest");
 }
 
@@ -273,7 +315,9 @@ async fn one_account_cannot_hold_more_than_its_share_of_calls_in_flight() {
     let mut calls = Vec::new();
     for _ in 0..40 {
         let (url, key, body) = (format!("{}/api/v1/text/stats", app.address), key.clone(), body.clone());
-        calls.push(tokio::spawn(async move { reqwest::Client::new().post(url).bearer_auth(key).body(body).send().await.unwrap() }));
+        calls.push(tokio::spawn(async move {
+            reqwest::Client::new().post(url).bearer_auth(key).body(body).send().await.unwrap()
+        }));
     }
     let (mut ok, mut refused) = (0, 0);
     for c in calls {
@@ -294,18 +338,31 @@ async fn one_account_cannot_hold_more_than_its_share_of_calls_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_app_instances_on_one_database_never_overspend() {
-    let limit = [("FREE_CREDITS", "50"), ("API_RATE_LIMIT_PER_MINUTE", "1000"), ("API_MAX_IN_FLIGHT_PER_ACCOUNT", "1000")];
+    let limit =
+        [("FREE_CREDITS", "50"), ("API_RATE_LIMIT_PER_MINUTE", "1000"), ("API_MAX_IN_FLIGHT_PER_ACCOUNT", "1000")];
     let a = spawn_app_with(&limit).await;
     let key = signed_up_with_key(&a, "two@example.com").await;
     // A second instance: its own HTTP server and pool, the same database.
-    let pool_b = sqlx::postgres::PgPoolOptions::new().max_connections(10).connect_with((*a.pool.connect_options()).clone()).await.unwrap();
+    let pool_b = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with((*a.pool.connect_options()).clone())
+        .await
+        .unwrap();
     let b = spawn_app_on(pool_b, a.db_name.clone(), &limit).await;
     let mut calls = Vec::new();
     for i in 0..120 {
         let url = format!("{}/api/v1/text/stats", if i % 2 == 0 { &a.address } else { &b.address });
         let key = key.clone();
         calls.push(tokio::spawn(async move {
-            reqwest::Client::new().post(url).bearer_auth(key).json(&json!({ "text": format!("call {i}") })).send().await.unwrap().status().as_u16()
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({ "text": format!("call {i}") }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     let mut ok = 0;

@@ -25,7 +25,18 @@ async fn every_page_renders_on_the_server() {
 async fn pricing_lists_every_plan_with_formatted_prices() {
     let app = spawn_app().await;
     let html = app.client.get(format!("{}/pricing", app.address)).send().await.unwrap().text().await.unwrap();
-    for needle in ["Free", "Pro", "Business", "Enterprise", "$19", "$49", "5,000 credits a month", "15,000 credits a month", "50 credits", "100 credits"] {
+    for needle in [
+        "Free",
+        "Pro",
+        "Business",
+        "Enterprise",
+        "$19",
+        "$49",
+        "5,000 credits a month",
+        "15,000 credits a month",
+        "50 credits",
+        "100 credits",
+    ] {
         assert!(html.contains(needle), "pricing lacks {needle}");
     }
 }
@@ -63,7 +74,8 @@ async fn unknown_paths_get_a_404_page() {
 #[tokio::test]
 async fn health_endpoints_report_process_and_database() {
     let app = spawn_app().await;
-    let h: serde_json::Value = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap().json().await.unwrap();
+    let h: serde_json::Value =
+        app.client.get(format!("{}/healthz", app.address)).send().await.unwrap().json().await.unwrap();
     assert_eq!(h["status"], "ok");
     let res = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
     assert_eq!(res.status(), 200);
@@ -95,7 +107,12 @@ async fn starting_more_instances_never_stalls_a_render_in_progress() {
     let (client, address) = (app.client.clone(), app.address.clone());
     let renders = tokio::spawn(async move {
         for _ in 0..40 {
-            let res = client.get(format!("{address}/pricing")).timeout(std::time::Duration::from_secs(10)).send().await.expect("render finished");
+            let res = client
+                .get(format!("{address}/pricing"))
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await
+                .expect("render finished");
             assert_eq!(res.status(), 200);
             res.text().await.expect("whole body");
         }

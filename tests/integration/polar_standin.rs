@@ -42,7 +42,12 @@ async fn endpoint(fail_first: usize) -> (String, Received) {
             async move {
                 let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
                 let mut list = r.lock().unwrap();
-                list.push((h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"), String::from_utf8_lossy(&body).into_owned()));
+                list.push((
+                    h("webhook-id"),
+                    h("webhook-timestamp"),
+                    h("webhook-signature"),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
                 if list.len() <= fail_first {
                     StatusCode::INTERNAL_SERVER_ERROR
                 } else {
@@ -68,8 +73,13 @@ async fn start(tune: impl FnOnce(&mut StandinConfig)) -> Polar {
     tune(&mut config);
     let standin = StandIn::start(config);
     tokio::spawn(standin.clone().serve(listener));
-    let client = PolarClient::new(url::Url::parse(&url).unwrap(), Secret::new(TOKEN)).with_retries(3, Duration::from_millis(20));
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(30)).build().unwrap();
+    let client =
+        PolarClient::new(url::Url::parse(&url).unwrap(), Secret::new(TOKEN)).with_retries(3, Duration::from_millis(20));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     Polar { url, standin, client, http }
 }
 
@@ -91,7 +101,16 @@ impl Polar {
     async fn pay(&self, checkout_url: &str, card: &str, tax_id: &str) -> reqwest::Response {
         self.http
             .post(format!("{checkout_url}/confirm"))
-            .form(&[("email", "buyer@example.com"), ("billing_name", "Ada Lovelace"), ("country", "FR"), ("line1", "1 rue de la Paix"), ("postal_code", "75002"), ("city", "Paris"), ("tax_id", tax_id), ("card", card)])
+            .form(&[
+                ("email", "buyer@example.com"),
+                ("billing_name", "Ada Lovelace"),
+                ("country", "FR"),
+                ("line1", "1 rue de la Paix"),
+                ("postal_code", "75002"),
+                ("city", "Paris"),
+                ("tax_id", tax_id),
+                ("card", card),
+            ])
             .send()
             .await
             .unwrap()
@@ -113,7 +132,12 @@ async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn types(received: &Received) -> Vec<String> {
-    received.lock().unwrap().iter().map(|(_, _, _, b)| serde_json::from_str::<Value>(b).unwrap()["type"].as_str().unwrap().to_string()).collect()
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, _, b)| serde_json::from_str::<Value>(b).unwrap()["type"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -144,11 +168,25 @@ async fn bad_input_gets_422_with_loc_and_msg() {
     assert_eq!(body["detail"][0]["loc"], json!(["body", "products"]));
     assert_eq!(body["detail"][0]["msg"], "Field required");
 
-    let res = p.http.post(format!("{}/v1/checkouts/", p.url)).bearer_auth(TOKEN).json(&json!({ "products": ["not-a-uuid"] })).send().await.unwrap();
+    let res = p
+        .http
+        .post(format!("{}/v1/checkouts/", p.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "products": ["not-a-uuid"] }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["detail"][0]["loc"], json!(["body", "products", 0]));
 
-    let err = p.client.create_checkout(&CheckoutCreate { products: vec![uuid::Uuid::new_v4().to_string()], ..Default::default() }).await.unwrap_err();
-    assert!(matches!(&err, PolarError::Invalid { issues, .. } if issues[0].msg == "Product does not exist."), "{err:?}");
+    let err = p
+        .client
+        .create_checkout(&CheckoutCreate { products: vec![uuid::Uuid::new_v4().to_string()], ..Default::default() })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PolarError::Invalid { issues, .. } if issues[0].msg == "Product does not exist."),
+        "{err:?}"
+    );
 
     let err = p.client.get_checkout(&uuid::Uuid::new_v4().to_string()).await.unwrap_err();
     assert_eq!(err, PolarError::NotFound { code: "ResourceNotFound".into(), detail: "Not found".into() });
@@ -163,7 +201,10 @@ async fn the_catalogue_lists_plans_and_packs_with_benefit_metadata() {
     let products = p.client.list_products().await.unwrap();
     assert_eq!(products.len(), 6);
     let pro_yearly = products.iter().find(|x| x.id == product_id("pro_yearly")).unwrap();
-    assert_eq!((pro_yearly.recurring_interval.as_deref(), pro_yearly.prices[0].price_amount), (Some("year"), Some(19000)));
+    assert_eq!(
+        (pro_yearly.recurring_interval.as_deref(), pro_yearly.prices[0].price_amount),
+        (Some("year"), Some(19000))
+    );
     assert_eq!(pro_yearly.benefits[0].metadata["slug"], "pro", "the same benefit as monthly Pro");
     let pro = products.iter().find(|x| x.id == product_id("pro")).unwrap();
     assert!(pro.is_recurring);
@@ -178,7 +219,10 @@ async fn the_catalogue_lists_plans_and_packs_with_benefit_metadata() {
 #[tokio::test]
 async fn paying_on_the_hosted_page_creates_customer_subscription_order_and_grants() {
     let (hook, received) = endpoint(0).await;
-    let p = start(|c| c.endpoints.push(WebhookEndpoint { url: hook.clone(), secret: LEGACY_SECRET.into(), standard: false })).await;
+    let p = start(|c| {
+        c.endpoints.push(WebhookEndpoint { url: hook.clone(), secret: LEGACY_SECRET.into(), standard: false })
+    })
+    .await;
     let checkout = p.checkout("user-1", "pro").await;
     assert_eq!(checkout.status, CheckoutStatus::Open);
     assert_eq!(checkout.success_url, format!("http://app.test/billing/success?checkout_id={}", checkout.id));
@@ -219,7 +263,8 @@ async fn paying_on_the_hosted_page_creates_customer_subscription_order_and_grant
     // Polar's sequence for a new subscription, every delivery signed with the legacy key.
     let seen = wait_for(|| {
         let t = types(&received);
-        (t.last().map(String::as_str) == Some("customer.state_changed") && t.contains(&"order.paid".to_string())).then_some(t)
+        (t.last().map(String::as_str) == Some("customer.state_changed") && t.contains(&"order.paid".to_string()))
+            .then_some(t)
     })
     .await;
     let pos = |t: &str| seen.iter().position(|x| x == t).unwrap_or_else(|| panic!("no {t} in {seen:?}"));
@@ -245,28 +290,100 @@ async fn orders_carry_vat_by_country_reverse_charged_for_a_valid_vat_id_and_refu
     let checkout = p.checkout("user_vat_1", "pack_50").await;
     assert_eq!(p.pay(&checkout.url, "4242424242424242", "").await.status(), 303);
     let orders = p.client.list_orders("user_vat_1", 1, 10).await.unwrap().items;
-    let raw: Value = p.http.get(format!("{}/v1/orders/{}", p.url, orders[0].id)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!((raw["net_amount"].as_i64(), raw["tax_amount"].as_i64(), raw["total_amount"].as_i64()), (Some(500), Some(100), Some(600)));
+    let raw: Value = p
+        .http
+        .get(format!("{}/v1/orders/{}", p.url, orders[0].id))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (raw["net_amount"].as_i64(), raw["tax_amount"].as_i64(), raw["total_amount"].as_i64()),
+        (Some(500), Some(100), Some(600))
+    );
     assert_eq!(raw["items"][0]["tax_amount"], 100);
     // The same buyer as a French business with a valid VAT id: reverse charge, no tax.
     let checkout = p.checkout("user_vat_1", "pack_50").await;
     assert_eq!(p.pay(&checkout.url, "4242424242424242", "FR61954506077").await.status(), 303);
     let listed = p.client.list_orders("user_vat_1", 1, 10).await.unwrap().items;
     let order = listed.iter().find(|o| o.id != orders[0].id).unwrap();
-    let raw2: Value = p.http.get(format!("{}/v1/orders/{}", p.url, order.id)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let raw2: Value = p
+        .http
+        .get(format!("{}/v1/orders/{}", p.url, order.id))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!((raw2["tax_amount"].as_i64(), raw2["total_amount"].as_i64()), (Some(0), Some(500)));
     // Refunds are net amounts; the tax goes back in proportion, the rest with the last one.
-    let refund: Value = p.http.post(format!("{}/v1/refunds/", p.url)).bearer_auth(TOKEN).json(&json!({ "order_id": orders[0].id, "reason": "customer_request", "amount": 150 })).send().await.unwrap().json().await.unwrap();
+    let refund: Value = p
+        .http
+        .post(format!("{}/v1/refunds/", p.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "order_id": orders[0].id, "reason": "customer_request", "amount": 150 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!((refund["amount"].as_i64(), refund["tax_amount"].as_i64()), (Some(150), Some(30)));
-    let raw: Value = p.http.get(format!("{}/v1/orders/{}", p.url, orders[0].id)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!((raw["status"].as_str(), raw["refunded_amount"].as_i64(), raw["refunded_tax_amount"].as_i64()), (Some("partially_refunded"), Some(150), Some(30)));
+    let raw: Value = p
+        .http
+        .get(format!("{}/v1/orders/{}", p.url, orders[0].id))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (raw["status"].as_str(), raw["refunded_amount"].as_i64(), raw["refunded_tax_amount"].as_i64()),
+        (Some("partially_refunded"), Some(150), Some(30))
+    );
     assert_eq!((raw["refundable_amount"].as_i64(), raw["refundable_tax_amount"].as_i64()), (Some(350), Some(70)));
-    let too_much = p.http.post(format!("{}/v1/refunds/", p.url)).bearer_auth(TOKEN).json(&json!({ "order_id": orders[0].id, "reason": "customer_request", "amount": 351 })).send().await.unwrap();
+    let too_much = p
+        .http
+        .post(format!("{}/v1/refunds/", p.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "order_id": orders[0].id, "reason": "customer_request", "amount": 351 }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(too_much.status(), 422, "refunds are capped at the net amount left");
-    let rest: Value = p.http.post(format!("{}/v1/refunds/", p.url)).bearer_auth(TOKEN).json(&json!({ "order_id": orders[0].id, "reason": "customer_request", "amount": 350 })).send().await.unwrap().json().await.unwrap();
+    let rest: Value = p
+        .http
+        .post(format!("{}/v1/refunds/", p.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "order_id": orders[0].id, "reason": "customer_request", "amount": 350 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(rest["tax_amount"], 70);
-    let raw: Value = p.http.get(format!("{}/v1/orders/{}", p.url, orders[0].id)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!((raw["status"].as_str(), raw["refunded_amount"].as_i64(), raw["refunded_tax_amount"].as_i64()), (Some("refunded"), Some(500), Some(100)));
+    let raw: Value = p
+        .http
+        .get(format!("{}/v1/orders/{}", p.url, orders[0].id))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (raw["status"].as_str(), raw["refunded_amount"].as_i64(), raw["refunded_tax_amount"].as_i64()),
+        (Some("refunded"), Some(500), Some(100))
+    );
 }
 
 #[tokio::test]
@@ -288,7 +405,10 @@ async fn a_declined_card_returns_the_checkout_to_open_and_expiry_ends_it() {
 #[tokio::test]
 async fn webhooks_are_retried_with_the_same_id_and_a_fresh_timestamp_under_the_standard_scheme() {
     let (hook, received) = endpoint(2).await;
-    let p = start(|c| c.endpoints.push(WebhookEndpoint { url: hook.clone(), secret: STANDARD_SECRET.into(), standard: true })).await;
+    let p = start(|c| {
+        c.endpoints.push(WebhookEndpoint { url: hook.clone(), secret: STANDARD_SECRET.into(), standard: true })
+    })
+    .await;
     p.checkout("user-3", "pro").await;
     let got = wait_for(|| {
         let r = received.lock().unwrap();
@@ -349,7 +469,10 @@ async fn subscriptions_cancel_uncancel_switch_and_revoke() {
     let s = p.client.set_cancel_at_period_end(&sub_id, true).await.unwrap();
     assert!(s.cancel_at_period_end);
     assert_eq!(s.ends_at, Some(s.current_period_end));
-    assert!(p.client.customer_state("user-5").await.unwrap().has_benefit("slug", "pro"), "access continues until the period ends");
+    assert!(
+        p.client.customer_state("user-5").await.unwrap().has_benefit("slug", "pro"),
+        "access continues until the period ends"
+    );
     let s = p.client.set_cancel_at_period_end(&sub_id, false).await.unwrap();
     assert!(!s.cancel_at_period_end && s.ends_at.is_none());
 
@@ -371,7 +494,10 @@ async fn subscriptions_cancel_uncancel_switch_and_revoke() {
 #[tokio::test]
 async fn renewals_cycle_on_the_clock_and_a_failed_payment_is_past_due() {
     let (hook, received) = endpoint(0).await;
-    let p = start(|c| c.endpoints.push(WebhookEndpoint { url: hook.clone(), secret: LEGACY_SECRET.into(), standard: false })).await;
+    let p = start(|c| {
+        c.endpoints.push(WebhookEndpoint { url: hook.clone(), secret: LEGACY_SECRET.into(), standard: false })
+    })
+    .await;
     let checkout = p.checkout("user-6", "pro").await;
     p.pay(&checkout.url, "4242424242424242", "").await;
     let sub_id = p.client.get_checkout(&checkout.id).await.unwrap().subscription_id.unwrap();
@@ -405,18 +531,46 @@ async fn customers_are_created_updated_and_deleted_by_external_id() {
     assert!(matches!(&dup, PolarError::Invalid { issues, .. } if issues[0].field() == Some("external_id")), "{dup:?}");
 
     // A tax id needs a country, and must match its format.
-    let err = p.client.update_customer("user-7", &CustomerUpdate { tax_id: Some(Some("DE123456789".into())), ..Default::default() }).await.unwrap_err();
-    assert!(matches!(&err, PolarError::Invalid { issues, .. } if issues[0].msg == "Country is required to validate tax ID."), "{err:?}");
-    let address = Address { line1: Some("Unter den Linden 1".into()), city: Some("Berlin".into()), postal_code: Some("10117".into()), country: "DE".into(), ..Default::default() };
     let err = p
         .client
-        .update_customer("user-7", &CustomerUpdate { billing_address: Some(address.clone()), tax_id: Some(Some("DE123".into())), ..Default::default() })
+        .update_customer("user-7", &CustomerUpdate { tax_id: Some(Some("DE123456789".into())), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PolarError::Invalid { issues, .. } if issues[0].msg == "Country is required to validate tax ID."),
+        "{err:?}"
+    );
+    let address = Address {
+        line1: Some("Unter den Linden 1".into()),
+        city: Some("Berlin".into()),
+        postal_code: Some("10117".into()),
+        country: "DE".into(),
+        ..Default::default()
+    };
+    let err = p
+        .client
+        .update_customer(
+            "user-7",
+            &CustomerUpdate {
+                billing_address: Some(address.clone()),
+                tax_id: Some(Some("DE123".into())),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(&err, PolarError::Invalid { issues, .. } if issues[0].field() == Some("tax_id")), "{err:?}");
     let c = p
         .client
-        .update_customer("user-7", &CustomerUpdate { billing_name: Some("Ada GmbH".into()), billing_address: Some(address), tax_id: Some(Some("DE123456789".into())), ..Default::default() })
+        .update_customer(
+            "user-7",
+            &CustomerUpdate {
+                billing_name: Some("Ada GmbH".into()),
+                billing_address: Some(address),
+                tax_id: Some(Some("DE123456789".into())),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(c.tax_id, Some(("DE123456789".into(), "eu_vat".into())));
@@ -428,7 +582,10 @@ async fn customers_are_created_updated_and_deleted_by_external_id() {
     assert_eq!(portal.status(), 200);
     assert!(portal.text().await.unwrap().contains("a@example.com"));
     let err = p.client.create_customer_session("nobody", None).await.unwrap_err();
-    assert!(matches!(&err, PolarError::Invalid { issues, .. } if issues[0].msg == "Customer does not exist."), "{err:?}");
+    assert!(
+        matches!(&err, PolarError::Invalid { issues, .. } if issues[0].msg == "Customer does not exist."),
+        "{err:?}"
+    );
 
     p.client.delete_customer("user-7", true).await.unwrap();
     assert!(matches!(p.client.get_customer("user-7").await.unwrap_err(), PolarError::NotFound { .. }));
@@ -439,7 +596,12 @@ async fn customers_are_created_updated_and_deleted_by_external_id() {
 #[tokio::test]
 async fn usage_events_are_idempotent_by_external_id() {
     let p = start(|_| {}).await;
-    let e = |id: &str| tally::server::polar::client::UsageEvent { name: "text.stats".into(), external_customer_id: "user-8".into(), external_id: id.into(), metadata: Default::default() };
+    let e = |id: &str| tally::server::polar::client::UsageEvent {
+        name: "text.stats".into(),
+        external_customer_id: "user-8".into(),
+        external_id: id.into(),
+        metadata: Default::default(),
+    };
     let r = p.client.ingest_events(&[e("a"), e("b")]).await.unwrap();
     assert_eq!((r.inserted, r.duplicates), (2, 0));
     let r = p.client.ingest_events(&[e("a"), e("c")]).await.unwrap();
@@ -474,14 +636,17 @@ async fn the_client_retries_what_is_safe_and_honours_retry_after() {
     p.http.delete(format!("{}/_standin/outage", p.url)).bearer_auth(CONTROLS).send().await.unwrap();
 
     // Unreachable: a typed error, not a panic.
-    let gone = PolarClient::new(url::Url::parse("http://127.0.0.1:9").unwrap(), Secret::new(TOKEN)).with_retries(2, Duration::from_millis(10));
+    let gone = PolarClient::new(url::Url::parse("http://127.0.0.1:9").unwrap(), Secret::new(TOKEN))
+        .with_retries(2, Duration::from_millis(10));
     assert!(matches!(gone.list_products().await.unwrap_err(), PolarError::Unreachable(_)));
 }
 
 #[tokio::test]
 async fn the_circuit_breaker_fails_fast_while_polar_is_down_and_probes_when_it_may_be_back() {
     let p = start(|_| {}).await;
-    let client = PolarClient::new(url::Url::parse(&p.url).unwrap(), Secret::new(TOKEN)).with_retries(1, Duration::from_millis(1)).with_breaker(3, Duration::from_millis(400));
+    let client = PolarClient::new(url::Url::parse(&p.url).unwrap(), Secret::new(TOKEN))
+        .with_retries(1, Duration::from_millis(1))
+        .with_breaker(3, Duration::from_millis(400));
     p.control("/outage", json!({ "kind": "error", "count": 100 })).await;
     for _ in 0..3 {
         assert!(matches!(client.list_products().await, Err(PolarError::Server { .. })));
@@ -503,7 +668,10 @@ async fn the_circuit_breaker_fails_fast_while_polar_is_down_and_probes_when_it_m
 async fn polar_rate_limits_the_stand_in_too() {
     let p = start(|c| c.rate_limit_per_minute = Some(5)).await;
     for _ in 0..5 {
-        assert_eq!(p.http.get(format!("{}/v1/products/", p.url)).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+        assert_eq!(
+            p.http.get(format!("{}/v1/products/", p.url)).bearer_auth(TOKEN).send().await.unwrap().status(),
+            200
+        );
     }
     let res = p.http.get(format!("{}/v1/products/", p.url)).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(res.status(), 429);

@@ -27,22 +27,42 @@ async fn behind_nginx_every_form_the_metered_api_and_webhooks_work() {
     assert!(page(&app, "/billing").await.contains(r#"<span data-testid="credits-total">1,000</span>"#));
     // Sign out, sign in.
     assert_eq!(post_form(&app, "/api/logout", &[]).await.status(), 302);
-    let res = post_form(&app, "/api/login", &[("email", "proxied@example.com"), ("password", "correct horse battery")]).await;
+    let res =
+        post_form(&app, "/api/login", &[("email", "proxied@example.com"), ("password", "correct horse battery")]).await;
     assert_eq!(res.status(), 302, "sign-in through the proxy");
     // Billing details, without JavaScript.
-    let res = post_form(&app, "/api/billing/details", &[("company", "Proxied GmbH"), ("country", "DE"), ("tax_id", "DE123456789")]).await;
+    let res = post_form(
+        &app,
+        "/api/billing/details",
+        &[("company", "Proxied GmbH"), ("country", "DE"), ("tax_id", "DE123456789")],
+    )
+    .await;
     assert!(res.status().is_redirection(), "{}", res.status());
     assert!(page(&app, "/settings/billing").await.contains("Proxied GmbH"));
     // An API key (JavaScript off: shown once on the page it redirects to) and a metered call.
     assert_eq!(post_form(&app, "/api/keys/create", &[("name", "proxy")]).await.status(), 302);
     let settings = page(&app, "/settings/billing").await;
-    let key = settings.split("tly_").nth(1).map(|rest| format!("tly_{}", rest.split(['<', '"', ' ']).next().unwrap())).expect("the new key is shown");
-    let res = reqwest::Client::new().post(format!("{}/api/v1/text/stats", app.address)).bearer_auth(&key).json(&json!({ "text": "through nginx" })).send().await.unwrap();
+    let key = settings
+        .split("tly_")
+        .nth(1)
+        .map(|rest| format!("tly_{}", rest.split(['<', '"', ' ']).next().unwrap()))
+        .expect("the new key is shown");
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/text/stats", app.address))
+        .bearer_auth(&key)
+        .json(&json!({ "text": "through nginx" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-credits-remaining"], "999");
     // A pack bought on the stand-in: its webhooks reach the app through nginx.
     buy(&app, "pack_50").await;
-    let credits: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    let credits: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(credits, 1049);
     // A plan change preview and the portal, as server functions.
     assert!(go(&app, "/api/billing/portal", &[]).await.contains("/portal?customer_session_token="));
@@ -93,7 +113,8 @@ async fn sign_in_limits_key_on_the_real_client_behind_nginx_and_a_forged_header_
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "another client is not locked out");
-    let recorded: Vec<Option<String>> = sqlx::query_scalar("SELECT DISTINCT client_ip FROM login_failures").fetch_all(&app.pool).await.unwrap();
+    let recorded: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT client_ip FROM login_failures").fetch_all(&app.pool).await.unwrap();
     assert_eq!(recorded, vec![Some("127.0.0.2".to_string())], "the failures are keyed on the real client");
 }
 
@@ -111,6 +132,7 @@ async fn without_trusted_proxies_forwarded_headers_are_ignored() {
             .await
             .unwrap();
     }
-    let recorded: Vec<Option<String>> = sqlx::query_scalar("SELECT DISTINCT client_ip FROM login_failures").fetch_all(&app.pool).await.unwrap();
+    let recorded: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT client_ip FROM login_failures").fetch_all(&app.pool).await.unwrap();
     assert_eq!(recorded, vec![Some("127.0.0.4".to_string())]);
 }

@@ -9,10 +9,21 @@ use uuid::Uuid;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 async fn app() -> TestApp {
-    spawn_app_with(&[("POLAR_WEBHOOK_SECRET", SECRET), ("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")]).await
+    spawn_app_with(&[
+        ("POLAR_WEBHOOK_SECRET", SECRET),
+        ("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150"),
+    ])
+    .await
 }
 
-async fn deliver_signed(app: &TestApp, id: &str, body: &str, secret: &str, scheme: KeyScheme, ts: i64) -> reqwest::Response {
+async fn deliver_signed(
+    app: &TestApp,
+    id: &str,
+    body: &str,
+    secret: &str,
+    scheme: KeyScheme,
+    ts: i64,
+) -> reqwest::Response {
     let sig = sign(secret, scheme, id, ts, body.as_bytes()).unwrap();
     reqwest::Client::new()
         .post(format!("{}/api/webhooks/polar", app.address))
@@ -62,7 +73,11 @@ fn pack_order(event: &str, order_id: &str, user: Uuid, refunded: i64) -> String 
 }
 
 async fn status(app: &TestApp, id: &str) -> Option<String> {
-    sqlx::query_scalar("SELECT status FROM webhook_events WHERE webhook_id = $1").bind(id).fetch_optional(&app.pool).await.unwrap()
+    sqlx::query_scalar("SELECT status FROM webhook_events WHERE webhook_id = $1")
+        .bind(id)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
 }
 
 /// Waits until the background worker has finished with an event.
@@ -77,7 +92,11 @@ async fn processed(app: &TestApp, id: &str) -> String {
 }
 
 async fn credits(app: &TestApp, user: Uuid) -> i64 {
-    sqlx::query_scalar("SELECT coalesce((SELECT balance FROM credit_accounts WHERE user_id = $1), 0)").bind(user).fetch_one(&app.pool).await.unwrap()
+    sqlx::query_scalar("SELECT coalesce((SELECT balance FROM credit_accounts WHERE user_id = $1), 0)")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
 
 async fn stored(app: &TestApp) -> i64 {
@@ -117,7 +136,10 @@ async fn bad_signatures_and_timestamps_are_refused_and_nothing_is_stored() {
     let app = app().await;
     let body = json!({ "type": "order.paid", "data": {} }).to_string();
     let now = chrono::Utc::now().timestamp();
-    assert_eq!(deliver_signed(&app, "m1", &body, "whsec_c29tZW90aGVyc2VjcmV0", KeyScheme::Legacy, now).await.status(), 403);
+    assert_eq!(
+        deliver_signed(&app, "m1", &body, "whsec_c29tZW90aGVyc2VjcmV0", KeyScheme::Legacy, now).await.status(),
+        403
+    );
     assert_eq!(deliver_signed(&app, "m2", &body, SECRET, KeyScheme::Legacy, now - 301).await.status(), 401);
     assert_eq!(deliver_signed(&app, "m3", &body, SECRET, KeyScheme::Legacy, now + 301).await.status(), 401);
     // A valid signature over a different body (tampering in transit).
@@ -132,7 +154,12 @@ async fn bad_signatures_and_timestamps_are_refused_and_nothing_is_stored() {
         .await
         .unwrap();
     assert_eq!(res.status(), 403);
-    let res = reqwest::Client::new().post(format!("{}/api/webhooks/polar", app.address)).body(body.clone()).send().await.unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/webhooks/polar", app.address))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401, "missing headers");
     assert_eq!(stored(&app).await, 0);
 }
@@ -149,7 +176,11 @@ async fn an_oversized_body_is_refused_with_413() {
 async fn a_verified_but_unparseable_body_is_acknowledged_and_parked() {
     let app = app().await;
     assert_eq!(deliver(&app, "junk", "not json at all").await.status(), 202);
-    let (status, raw): (String, Option<String>) = sqlx::query_as("SELECT status, raw_body FROM webhook_events WHERE webhook_id = 'junk'").fetch_one(&app.pool).await.unwrap();
+    let (status, raw): (String, Option<String>) =
+        sqlx::query_as("SELECT status, raw_body FROM webhook_events WHERE webhook_id = 'junk'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(status, "failed");
     assert_eq!(raw.as_deref(), Some("not json at all"));
 }
@@ -198,7 +229,16 @@ async fn absurd_credit_metadata_is_refused_with_a_clear_error_never_a_wrap() {
     // A yearly plan whose monthly_credits × 12 would overflow i64, and one whose yearly total
     // is merely out of range.
     for (id, monthly) in [("huge", i64::MAX / 6), ("yearly", 200_000_000)] {
-        let mut body: Value = serde_json::from_str(&subscription("subscription.active", u, "22222222-2222-4222-8222-222222222299", "active", start, start, None)).unwrap();
+        let mut body: Value = serde_json::from_str(&subscription(
+            "subscription.active",
+            u,
+            "22222222-2222-4222-8222-222222222299",
+            "active",
+            start,
+            start,
+            None,
+        ))
+        .unwrap();
         body["data"]["recurring_interval"] = json!("year");
         body["data"]["product"]["metadata"] = json!({ "plan": "pro", "monthly_credits": monthly });
         deliver(&app, id, &body.to_string()).await;
@@ -209,7 +249,11 @@ async fn absurd_credit_metadata_is_refused_with_a_clear_error_never_a_wrap() {
     for id in ["huge", "yearly", "negative"] {
         let error: Option<String> = loop {
             let (st, err, attempts): (String, Option<String>, i32) =
-                sqlx::query_as("SELECT status, last_error, attempts FROM webhook_events WHERE webhook_id = $1").bind(id).fetch_one(&app.pool).await.unwrap();
+                sqlx::query_as("SELECT status, last_error, attempts FROM webhook_events WHERE webhook_id = $1")
+                    .bind(id)
+                    .fetch_one(&app.pool)
+                    .await
+                    .unwrap();
             if attempts > 0 {
                 assert_eq!(st, "pending", "retried, then parked for a person");
                 break err;
@@ -217,7 +261,10 @@ async fn absurd_credit_metadata_is_refused_with_a_clear_error_never_a_wrap() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let error = error.unwrap();
-        assert!(error.contains("credits") && error.contains("not a whole number from 1") || error.contains("× 12"), "{id}: {error}");
+        assert!(
+            error.contains("credits") && error.contains("not a whole number from 1") || error.contains("× 12"),
+            "{id}: {error}"
+        );
     }
     assert_eq!(credits(&app, u).await, 0);
     assert_eq!(scheduled_allotment(&app).await, 0);
@@ -249,7 +296,11 @@ async fn handler_errors_never_reach_polar_and_are_retried_then_parked() {
         b["data"].as_object_mut().unwrap().remove("id");
         b
     };
-    sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ('orphan', 'order.paid', $1)").bind(&body).execute(&pool).await.unwrap();
+    sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ('orphan', 'order.paid', $1)")
+        .bind(&body)
+        .execute(&pool)
+        .await
+        .unwrap();
     let mut now = chrono::Utc::now();
     for attempt in 1..=tally::server::webhooks::worker::MAX_ATTEMPTS {
         assert!(tally::server::webhooks::worker::process_one(&pool, &config, now).await.unwrap());
@@ -262,7 +313,10 @@ async fn handler_errors_never_reach_polar_and_are_retried_then_parked() {
         assert!(!tally::server::webhooks::worker::process_one(&pool, &config, now).await.unwrap());
         now += chrono::Duration::hours(2);
     }
-    assert!(!tally::server::webhooks::worker::process_one(&pool, &config, now).await.unwrap(), "a parked event is left alone");
+    assert!(
+        !tally::server::webhooks::worker::process_one(&pool, &config, now).await.unwrap(),
+        "a parked event is left alone"
+    );
 }
 
 #[tokio::test]
@@ -272,35 +326,70 @@ async fn a_handler_that_panics_is_retried_then_parked_not_stuck() {
     let u = user_in(&pool).await;
     sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload, received_at) VALUES ('poison', 'tally.test.panic', '{}', now() - interval '1 minute')").execute(&pool).await.unwrap();
     let good: Value = serde_json::from_str(&pack_order("order.paid", "ord_behind", u, 0)).unwrap();
-    sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ('behind', 'order.paid', $1)").bind(&good).execute(&pool).await.unwrap();
-    let config = tally::server::config::Config { polar: tally::server::config::PolarConfig { products: tally::server::config::PlanMap { pack_50: Some("11111111-1111-4111-8111-111111111150".into()), ..config.polar.products.clone() }, ..config.polar.clone() }, ..config };
+    sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ('behind', 'order.paid', $1)")
+        .bind(&good)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let config = tally::server::config::Config {
+        polar: tally::server::config::PolarConfig {
+            products: tally::server::config::PlanMap {
+                pack_50: Some("11111111-1111-4111-8111-111111111150".into()),
+                ..config.polar.products.clone()
+            },
+            ..config.polar.clone()
+        },
+        ..config
+    };
     for round in 0..tally::server::webhooks::worker::MAX_ATTEMPTS {
-        sqlx::query("UPDATE webhook_events SET next_attempt_at = now() WHERE status = 'pending'").execute(&pool).await.unwrap();
+        sqlx::query("UPDATE webhook_events SET next_attempt_at = now() WHERE status = 'pending'")
+            .execute(&pool)
+            .await
+            .unwrap();
         while tally::server::webhooks::worker::process_one(&pool, &config, chrono::Utc::now()).await.unwrap() {}
         let (status, attempts, error): (String, i32, Option<String>) =
-            sqlx::query_as("SELECT status, attempts, last_error FROM webhook_events WHERE webhook_id = 'poison'").fetch_one(&pool).await.unwrap();
+            sqlx::query_as("SELECT status, attempts, last_error FROM webhook_events WHERE webhook_id = 'poison'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         assert_eq!(attempts, round + 1, "each panic is a counted attempt");
         assert!(error.unwrap().contains("panicked"));
         if round + 1 == tally::server::webhooks::worker::MAX_ATTEMPTS {
             assert_eq!(status, "failed", "parked after the last attempt");
         }
     }
-    let behind: String = sqlx::query_scalar("SELECT status FROM webhook_events WHERE webhook_id = 'behind'").fetch_one(&pool).await.unwrap();
+    let behind: String = sqlx::query_scalar("SELECT status FROM webhook_events WHERE webhook_id = 'behind'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(behind, "done", "the event behind it was not held up");
 }
 
 async fn user_in(pool: &sqlx::PgPool) -> Uuid {
-    sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id").bind(format!("{}@example.com", Uuid::new_v4())).fetch_one(pool).await.unwrap()
+    sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id")
+        .bind(format!("{}@example.com", Uuid::new_v4()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn several_workers_on_one_inbox_apply_each_event_once() {
     let (pool, _) = fresh_database().await;
     let config = std::sync::Arc::new(test_config(&[("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")]));
-    let u: Uuid = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ('w@example.com', 'x') RETURNING id").fetch_one(&pool).await.unwrap();
+    let u: Uuid =
+        sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ('w@example.com', 'x') RETURNING id")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     for i in 0..40 {
         let body: Value = serde_json::from_str(&pack_order("order.paid", &format!("ord_{}", i % 20), u, 0)).unwrap();
-        sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ($1, 'order.paid', $2)").bind(format!("m{i}")).bind(&body).execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ($1, 'order.paid', $2)")
+            .bind(format!("m{i}"))
+            .bind(&body)
+            .execute(&pool)
+            .await
+            .unwrap();
     }
     let mut workers = Vec::new();
     for _ in 0..4 {
@@ -327,10 +416,24 @@ const PRO: &str = "22222222-2222-4222-8222-222222222201";
 const BUSINESS: &str = "22222222-2222-4222-8222-222222222202";
 
 async fn sub_app() -> TestApp {
-    spawn_app_with(&[("POLAR_WEBHOOK_SECRET", SECRET), ("POLAR_PRODUCT_PRO", PRO), ("POLAR_PRODUCT_BUSINESS", BUSINESS), ("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")]).await
+    spawn_app_with(&[
+        ("POLAR_WEBHOOK_SECRET", SECRET),
+        ("POLAR_PRODUCT_PRO", PRO),
+        ("POLAR_PRODUCT_BUSINESS", BUSINESS),
+        ("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150"),
+    ])
+    .await
 }
 
-fn subscription(event: &str, user: Uuid, product: &str, status: &str, start: chrono::DateTime<chrono::Utc>, modified: chrono::DateTime<chrono::Utc>, ended: Option<chrono::DateTime<chrono::Utc>>) -> String {
+fn subscription(
+    event: &str,
+    user: Uuid,
+    product: &str,
+    status: &str,
+    start: chrono::DateTime<chrono::Utc>,
+    modified: chrono::DateTime<chrono::Utc>,
+    ended: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
     json!({
         "type": event,
         "timestamp": modified,
@@ -347,7 +450,10 @@ fn subscription(event: &str, user: Uuid, product: &str, status: &str, start: chr
 }
 
 async fn scheduled_allotment(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT coalesce(sum(amount), 0)::bigint FROM credit_accruals").fetch_one(&app.pool).await.unwrap()
+    sqlx::query_scalar("SELECT coalesce(sum(amount), 0)::bigint FROM credit_accruals")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -355,15 +461,33 @@ async fn a_subscription_period_grants_its_allotment_once_however_often_it_is_sig
     let app = sub_app().await;
     let u = user(&app).await;
     let start = chrono::Utc::now() - chrono::Duration::days(2);
-    for (i, event) in ["subscription.created", "subscription.active", "subscription.updated", "subscription.updated", "subscription.active"].iter().enumerate() {
+    for (i, event) in [
+        "subscription.created",
+        "subscription.active",
+        "subscription.updated",
+        "subscription.updated",
+        "subscription.active",
+    ]
+    .iter()
+    .enumerate()
+    {
         let id = format!("s{i}");
-        deliver(&app, &id, &subscription(event, u, PRO, "active", start, start + chrono::Duration::seconds(i as i64), None)).await;
+        deliver(
+            &app,
+            &id,
+            &subscription(event, u, PRO, "active", start, start + chrono::Duration::seconds(i as i64), None),
+        )
+        .await;
         assert_eq!(processed(&app, &id).await, "done");
     }
     assert_eq!(scheduled_allotment(&app).await, 5000, "one Pro allotment for the period");
-    let buckets: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_buckets WHERE kind = 'allotment'").fetch_one(&app.pool).await.unwrap();
+    let buckets: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_buckets WHERE kind = 'allotment'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(buckets, 1);
-    let (plan, status): (String, String) = sqlx::query_as("SELECT plan, status FROM subscriptions").fetch_one(&app.pool).await.unwrap();
+    let (plan, status): (String, String) =
+        sqlx::query_as("SELECT plan, status FROM subscriptions").fetch_one(&app.pool).await.unwrap();
     assert_eq!((plan.as_str(), status.as_str()), ("pro", "active"));
     let b = tally::server::ledger::balance(&app.pool, u, chrono::Utc::now()).await.unwrap();
     assert!(b.allotment > 0 && b.allotment < 5000, "accrued day by day: {b:?}");
@@ -375,7 +499,8 @@ async fn an_older_event_arriving_late_changes_nothing() {
     let app = sub_app().await;
     let u = user(&app).await;
     let start = chrono::Utc::now() - chrono::Duration::days(1);
-    let newer = subscription("subscription.updated", u, BUSINESS, "active", start, start + chrono::Duration::hours(5), None);
+    let newer =
+        subscription("subscription.updated", u, BUSINESS, "active", start, start + chrono::Duration::hours(5), None);
     let older = subscription("subscription.created", u, PRO, "active", start, start + chrono::Duration::hours(1), None);
     deliver(&app, "new", &newer).await;
     assert_eq!(processed(&app, "new").await, "done");
@@ -395,8 +520,26 @@ async fn an_older_state_racing_the_first_stored_one_cannot_overwrite_it() {
     let u = user(&app).await;
     let config = test_config(&[("POLAR_PRODUCT_PRO", PRO), ("POLAR_PRODUCT_BUSINESS", BUSINESS)]);
     let start = chrono::Utc::now() - chrono::Duration::days(1);
-    let newer: Value = serde_json::from_str(&subscription("subscription.updated", u, BUSINESS, "active", start, start + chrono::Duration::hours(5), None)).unwrap();
-    let older: Value = serde_json::from_str(&subscription("subscription.created", u, PRO, "active", start, start + chrono::Duration::hours(1), None)).unwrap();
+    let newer: Value = serde_json::from_str(&subscription(
+        "subscription.updated",
+        u,
+        BUSINESS,
+        "active",
+        start,
+        start + chrono::Duration::hours(5),
+        None,
+    ))
+    .unwrap();
+    let older: Value = serde_json::from_str(&subscription(
+        "subscription.created",
+        u,
+        PRO,
+        "active",
+        start,
+        start + chrono::Duration::hours(1),
+        None,
+    ))
+    .unwrap();
     let handle = tally::server::webhooks::handlers::handle;
     let mut first = app.pool.begin().await.unwrap();
     handle(&mut first, &config, "subscription.updated", &newer, chrono::Utc::now()).await.unwrap();
@@ -412,7 +555,8 @@ async fn an_older_state_racing_the_first_stored_one_cannot_overwrite_it() {
     assert!(!racer.is_finished(), "the older writer waits for the newer one");
     first.commit().await.unwrap();
     assert_eq!(racer.await.unwrap(), tally::server::webhooks::handlers::Outcome::Skipped);
-    let (plan, modified): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as("SELECT plan, polar_modified_at FROM subscriptions").fetch_one(&app.pool).await.unwrap();
+    let (plan, modified): (String, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT plan, polar_modified_at FROM subscriptions").fetch_one(&app.pool).await.unwrap();
     assert_eq!(plan, "business");
     assert_eq!(modified.timestamp(), (start + chrono::Duration::hours(5)).timestamp());
     assert_eq!(scheduled_allotment(&app).await, 15000);
@@ -462,13 +606,23 @@ async fn events_for_customers_who_are_not_tally_users_are_acknowledged_and_skipp
     let (pool, _) = fresh_database().await;
     let config = test_config(&[("POLAR_WEBHOOK_SECRET", SECRET)]);
     for (i, external) in ["not-a-uuid", &Uuid::new_v4().to_string()].into_iter().enumerate() {
-        let mut body: Value = serde_json::from_str(&pack_order("order.paid", &format!("ord_{i}"), Uuid::new_v4(), 0)).unwrap();
+        let mut body: Value =
+            serde_json::from_str(&pack_order("order.paid", &format!("ord_{i}"), Uuid::new_v4(), 0)).unwrap();
         body["data"]["customer"]["external_id"] = json!(external);
         body["data"]["product"]["metadata"]["credits"] = json!(10);
-        sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ($1, 'order.paid', $2)").bind(format!("x{i}")).bind(&body).execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload) VALUES ($1, 'order.paid', $2)")
+            .bind(format!("x{i}"))
+            .bind(&body)
+            .execute(&pool)
+            .await
+            .unwrap();
     }
     while tally::server::webhooks::worker::process_one(&pool, &config, chrono::Utc::now()).await.unwrap() {}
-    let statuses: Vec<(String, i32)> = sqlx::query_as("SELECT status, attempts FROM webhook_events ORDER BY webhook_id").fetch_all(&pool).await.unwrap();
+    let statuses: Vec<(String, i32)> =
+        sqlx::query_as("SELECT status, attempts FROM webhook_events ORDER BY webhook_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(statuses, vec![("skipped".to_string(), 1), ("skipped".to_string(), 1)]);
 }
 
@@ -486,7 +640,13 @@ fn npm_signatures(secret: &str, id: &str, ts: i64, body: &str) -> (String, Strin
         const legacy = new Webhook(Buffer.from(secret, "utf-8").toString("base64")).sign(id, at, body);
         console.log(JSON.stringify({ standard, legacy }));
     "#;
-    let out = std::process::Command::new("node").arg("-e").arg(script).args([secret, id, &ts.to_string(), body]).current_dir(dir).output().expect("run node");
+    let out = std::process::Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .args([secret, id, &ts.to_string(), body])
+        .current_dir(dir)
+        .output()
+        .expect("run node");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     (v["standard"].as_str().unwrap().to_string(), v["legacy"].as_str().unwrap().to_string())
@@ -563,7 +723,8 @@ async fn a_kill_9_between_effect_and_done_mark_loses_nothing_and_applies_nothing
         false
     };
     assert!(ready.await, "the binary came up");
-    let crashed = TestApp { address: address.clone(), pool: pool.clone(), client: reqwest::Client::new(), db_name: db.clone() };
+    let crashed =
+        TestApp { address: address.clone(), pool: pool.clone(), client: reqwest::Client::new(), db_name: db.clone() };
     let u = user(&crashed).await;
     let body = pack_order("order.paid", "ord_crash", u, 0);
     assert_eq!(deliver(&crashed, "msg_crash", &body).await.status(), 202, "acknowledged before processing");
@@ -581,7 +742,13 @@ async fn a_kill_9_between_effect_and_done_mark_loses_nothing_and_applies_nothing
     .await
     .unwrap();
     assert!(reached, "the worker reached the failpoint");
-    let in_flight: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction'").bind(&db).fetch_one(&pool).await.unwrap();
+    let in_flight: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction'",
+    )
+    .bind(&db)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert!(in_flight >= 1, "the event's transaction is open in the killed process");
 
     // kill -9: no destructor, no rollback from the process; PostgreSQL drops the transaction.
@@ -591,8 +758,17 @@ async fn a_kill_9_between_effect_and_done_mark_loses_nothing_and_applies_nothing
     assert_eq!(exit.signal(), Some(9));
     let mut attempts: (String, i32) = (String::new(), -1);
     for _ in 0..50 {
-        attempts = sqlx::query_as("SELECT status, attempts FROM webhook_events WHERE webhook_id = 'msg_crash'").fetch_one(&pool).await.unwrap();
-        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction'").bind(&db).fetch_one(&pool).await.unwrap();
+        attempts = sqlx::query_as("SELECT status, attempts FROM webhook_events WHERE webhook_id = 'msg_crash'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction'",
+        )
+        .bind(&db)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         if open == 0 {
             break;
         }
@@ -602,11 +778,20 @@ async fn a_kill_9_between_effect_and_done_mark_loses_nothing_and_applies_nothing
     assert_eq!(credits(&crashed, u).await, 0, "and none of its effect survived");
 
     // A new instance on the same database processes it: exactly once.
-    let app = spawn_app_on(pool, db, &[("POLAR_WEBHOOK_SECRET", SECRET), ("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")]).await;
+    let app = spawn_app_on(
+        pool,
+        db,
+        &[("POLAR_WEBHOOK_SECRET", SECRET), ("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")],
+    )
+    .await;
     assert_eq!(processed(&app, "msg_crash").await, "done");
     assert_eq!(deliver(&app, "msg_crash", &body).await.status(), 202, "Polar's retry of it");
     assert_eq!(credits(&app, u).await, 50);
-    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE user_id = $1").bind(u).fetch_one(&app.pool).await.unwrap();
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE user_id = $1")
+        .bind(u)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(entries, 1);
     assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
 }

@@ -33,7 +33,10 @@ impl Passwords {
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
-        let permit = tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned()).await.map_err(|_| HashError::Busy)?.map_err(|_| HashError::Busy)?;
+        let permit = tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| HashError::Busy)?
+            .map_err(|_| HashError::Busy)?;
         let out = tokio::task::spawn_blocking(move || {
             let _held = permit;
             f()
@@ -46,7 +49,10 @@ impl Passwords {
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
         self.run(move || {
             let salt = SaltString::generate(&mut OsRng);
-            Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| HashError::Failed(e.to_string()))
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| HashError::Failed(e.to_string()))
         })
         .await?
     }
@@ -57,7 +63,9 @@ impl Passwords {
         self.run(move || {
             let known = stored.is_some();
             let phc = stored.unwrap_or_else(|| dummy_hash().to_string());
-            let ok = PasswordHash::new(&phc).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false);
+            let ok = PasswordHash::new(&phc)
+                .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+                .unwrap_or(false);
             ok && known
         })
         .await

@@ -21,11 +21,23 @@ pub struct Attempt {
 }
 
 /// Reserves an attempt for `email` from `ip`, or `Err(seconds)` until one is allowed.
-pub async fn begin(pool: &PgPool, email: &str, ip: Option<&str>, max: i64, now: DateTime<Utc>) -> Result<Result<Attempt, u64>, sqlx::Error> {
+pub async fn begin(
+    pool: &PgPool,
+    email: &str,
+    ip: Option<&str>,
+    max: i64,
+    now: DateTime<Utc>,
+) -> Result<Result<Attempt, u64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tally.login.email:' || $1, 0))").bind(email).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tally.login.email:' || $1, 0))")
+        .bind(email)
+        .execute(&mut *tx)
+        .await?;
     if let Some(ip) = ip {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tally.login.ip:' || $1, 0))").bind(ip).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tally.login.ip:' || $1, 0))")
+            .bind(ip)
+            .execute(&mut *tx)
+            .await?;
     }
     let mut until = blocked_until(&mut tx, "email_normalized", email, max, now).await?;
     if let Some(ip) = ip {
@@ -35,26 +47,35 @@ pub async fn begin(pool: &PgPool, email: &str, ip: Option<&str>, max: i64, now: 
         tx.commit().await?;
         return Ok(Err((t - now).num_seconds().max(1) as u64));
     }
-    let id: i64 = sqlx::query_scalar("INSERT INTO login_failures (email_normalized, client_ip, failed_at) VALUES ($1, $2, $3) RETURNING id")
-        .bind(email)
-        .bind(ip)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO login_failures (email_normalized, client_ip, failed_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(email)
+    .bind(ip)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Ok(Attempt { id }))
 }
 
 /// When the window opened by the oldest of the last `max` failures for `column = value` closes,
 /// if there were `max` failures within the window.
-async fn blocked_until(conn: &mut sqlx::PgConnection, column: &'static str, value: &str, max: i64, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+async fn blocked_until(
+    conn: &mut sqlx::PgConnection,
+    column: &'static str,
+    value: &str,
+    max: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     let since = now - Duration::minutes(WINDOW_MINUTES);
     // `column` is one of two constants, never input.
     let sql = format!(
         "SELECT count(*), min(failed_at) FROM (SELECT failed_at FROM login_failures
            WHERE {column} = $1 AND failed_at > $2 ORDER BY failed_at DESC LIMIT $3) recent"
     );
-    let (count, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(&sql).bind(value).bind(since).bind(max).fetch_one(conn).await?;
+    let (count, oldest): (i64, Option<DateTime<Utc>>) =
+        sqlx::query_as(&sql).bind(value).bind(since).bind(max).fetch_one(conn).await?;
     Ok(if count >= max { oldest.map(|t| t + Duration::minutes(WINDOW_MINUTES)) } else { None })
 }
 

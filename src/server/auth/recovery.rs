@@ -40,9 +40,19 @@ fn throttled(r: Result<Result<(), u64>, sqlx::Error>) -> Result<(), AppError> {
 }
 
 /// Queues a verification link for the user's address, in `conn`'s transaction.
-pub async fn queue_verification(conn: &mut sqlx::PgConnection, state: &AppState, user: Uuid, email: &str) -> Result<(), sqlx::Error> {
+pub async fn queue_verification(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    user: Uuid,
+    email: &str,
+) -> Result<(), sqlx::Error> {
     let token = tokens::issue(conn, user, Purpose::VerifyEmail, email, Utc::now()).await?;
-    let m = templates::verify_email(state.config.app_url.as_str(), email, &link(state, "/verify-email", &token), state.config.free_credits);
+    let m = templates::verify_email(
+        state.config.app_url.as_str(),
+        email,
+        &link(state, "/verify-email", &token),
+        state.config.free_credits,
+    );
     mail::enqueue(conn, Some(user), &m).await?;
     Ok(())
 }
@@ -50,7 +60,11 @@ pub async fn queue_verification(conn: &mut sqlx::PgConnection, state: &AppState,
 /// Sends (again) the verification link of a signed-in user whose address is not verified.
 pub async fn resend_verification(state: &AppState, user: Uuid) -> Result<(), AppError> {
     let row: Option<(String, Option<chrono::DateTime<Utc>>)> =
-        sqlx::query_as("SELECT email, email_verified_at FROM users WHERE id = $1 AND deleted_at IS NULL").bind(user).fetch_optional(&state.pool).await.map_err(AppError::internal)?;
+        sqlx::query_as("SELECT email, email_verified_at FROM users WHERE id = $1 AND deleted_at IS NULL")
+            .bind(user)
+            .fetch_optional(&state.pool)
+            .await
+            .map_err(AppError::internal)?;
     let Some((email, verified)) = row else { return Err(AppError::Unauthorized) };
     if verified.is_some() {
         return Err(AppError::Conflict { field: None, message: "Your email address is already confirmed.".into() });
@@ -78,8 +92,12 @@ pub enum Verified {
 pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, AppError> {
     let now = Utc::now();
     let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
-    let invalid = || AppError::validation("token", "This confirmation link is not valid any more. Sign in and ask for a new one.");
-    let Some((user, email)) = tokens::consume(&mut tx, token, Purpose::VerifyEmail, now).await.map_err(AppError::internal)? else {
+    let invalid = || {
+        AppError::validation("token", "This confirmation link is not valid any more. Sign in and ask for a new one.")
+    };
+    let Some((user, email)) =
+        tokens::consume(&mut tx, token, Purpose::VerifyEmail, now).await.map_err(AppError::internal)?
+    else {
         return Err(invalid());
     };
     let row: Option<(String, Option<chrono::DateTime<Utc>>)> =
@@ -104,8 +122,19 @@ pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, App
 
 /// Marks the address confirmed and grants the free credits, once per inbox (the claim) and
 /// once per account (the ledger's `free:<user>`); the credits granted.
-async fn confirm_in(conn: &mut sqlx::PgConnection, state: &AppState, user: Uuid, email: &str, now: chrono::DateTime<Utc>) -> Result<i64, AppError> {
-    sqlx::query("UPDATE users SET email_verified_at = coalesce(email_verified_at, $2) WHERE id = $1").bind(user).bind(now).execute(&mut *conn).await.map_err(AppError::internal)?;
+async fn confirm_in(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    user: Uuid,
+    email: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<i64, AppError> {
+    sqlx::query("UPDATE users SET email_verified_at = coalesce(email_verified_at, $2) WHERE id = $1")
+        .bind(user)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(AppError::internal)?;
     let inbox = Email::parse(email).map(|e| e.inbox()).unwrap_or_else(|_| email.to_lowercase());
     let claimed: Option<Uuid> = sqlx::query_scalar("INSERT INTO free_credit_claims (inbox, user_id, claimed_at) VALUES ($1, $2, $3) ON CONFLICT (inbox) DO NOTHING RETURNING user_id")
         .bind(&inbox)
@@ -118,13 +147,19 @@ async fn confirm_in(conn: &mut sqlx::PgConnection, state: &AppState, user: Uuid,
         tracing::info!(user_id = %user, "free credits already claimed by this inbox");
         return Ok(0);
     }
-    let outcome = crate::server::ledger::grant_free(conn, user, state.config.free_credits, now).await.map_err(AppError::internal)?;
+    let outcome = crate::server::ledger::grant_free(conn, user, state.config.free_credits, now)
+        .await
+        .map_err(AppError::internal)?;
     Ok(if outcome.applied { state.config.free_credits } else { 0 })
 }
 
 /// "Forgot password": queues a reset link if `email` has an account. Answers the same either
 /// way (no account enumeration), except when throttled.
-pub async fn request_password_reset(state: &AppState, email_raw: &str, client_ip: Option<&str>) -> Result<(), AppError> {
+pub async fn request_password_reset(
+    state: &AppState,
+    email_raw: &str,
+    client_ip: Option<&str>,
+) -> Result<(), AppError> {
     if email_raw.len() > crate::domain::email::MAX_EMAIL_BYTES {
         return Err(AppError::validation("email", "That email address is too long."));
     }
@@ -134,17 +169,19 @@ pub async fn request_password_reset(state: &AppState, email_raw: &str, client_ip
         throttled(throttle::hit(&state.pool, RESET_PER_ADDRESS, ip, now).await)?;
     }
     throttled(throttle::hit(&state.pool, RESET_PER_EMAIL, &email.normalized(), now).await)?;
-    let user: Option<(Uuid, String)> = sqlx::query_as("SELECT id, email FROM users WHERE lower(email) = $1 AND deleted_at IS NULL")
-        .bind(email.normalized())
-        .fetch_optional(&state.pool)
-        .await
-        .map_err(AppError::internal)?;
+    let user: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT id, email FROM users WHERE lower(email) = $1 AND deleted_at IS NULL")
+            .bind(email.normalized())
+            .fetch_optional(&state.pool)
+            .await
+            .map_err(AppError::internal)?;
     let Some((user, address)) = user else {
         tracing::info!("password reset asked for an address without an account");
         return Ok(());
     };
     let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
-    let token = tokens::issue(&mut tx, user, Purpose::ResetPassword, &address, now).await.map_err(AppError::internal)?;
+    let token =
+        tokens::issue(&mut tx, user, Purpose::ResetPassword, &address, now).await.map_err(AppError::internal)?;
     let m = templates::reset_password(state.config.app_url.as_str(), &address, &link(state, "/reset-password", &token));
     mail::enqueue(&mut tx, Some(user), &m).await.map_err(AppError::internal)?;
     tx.commit().await.map_err(AppError::internal)?;
@@ -160,7 +197,12 @@ pub async fn reset_link_usable(state: &AppState, token: &str) -> Result<bool, Ap
 }
 
 /// Sets a new password through a reset link; returns the user, whose every session was ended.
-pub async fn reset_password(state: &AppState, token: &str, new_password: &str, client_ip: Option<&str>) -> Result<Uuid, AppError> {
+pub async fn reset_password(
+    state: &AppState,
+    token: &str,
+    new_password: &str,
+    client_ip: Option<&str>,
+) -> Result<Uuid, AppError> {
     if new_password.len() > crate::domain::email::MAX_PASSWORD_BYTES {
         return Err(AppError::validation("password", "That password is too long."));
     }
@@ -177,21 +219,29 @@ pub async fn reset_password(state: &AppState, token: &str, new_password: &str, c
     let hash = state.passwords.hash(new_password.to_string()).await.map_err(hash_error)?;
     let now = Utc::now();
     let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
-    let Some((user, email)) = tokens::consume(&mut tx, token, Purpose::ResetPassword, now).await.map_err(AppError::internal)? else {
+    let Some((user, email)) =
+        tokens::consume(&mut tx, token, Purpose::ResetPassword, now).await.map_err(AppError::internal)?
+    else {
         return Err(AppError::validation("token", "This reset link is not valid any more. Ask for a new one."));
     };
-    let updated = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1 AND deleted_at IS NULL AND lower(email) = lower($3)")
-        .bind(user)
-        .bind(&hash)
-        .bind(&email)
-        .execute(&mut *tx)
-        .await
-        .map_err(AppError::internal)?;
+    let updated = sqlx::query(
+        "UPDATE users SET password_hash = $2 WHERE id = $1 AND deleted_at IS NULL AND lower(email) = lower($3)",
+    )
+    .bind(user)
+    .bind(&hash)
+    .bind(&email)
+    .execute(&mut *tx)
+    .await
+    .map_err(AppError::internal)?;
     if updated.rows_affected() != 1 {
         return Err(AppError::validation("token", "This reset link is not valid any more. Ask for a new one."));
     }
     tokens::retire_all(&mut tx, user, Purpose::ResetPassword, now).await.map_err(AppError::internal)?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user).execute(&mut *tx).await.map_err(AppError::internal)?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .map_err(AppError::internal)?;
     // Following the link proved the inbox: the address is confirmed.
     confirm_in(&mut tx, state, user, &email, now).await?;
     tx.commit().await.map_err(AppError::internal)?;
@@ -201,19 +251,35 @@ pub async fn reset_password(state: &AppState, token: &str, new_password: &str, c
 }
 
 /// Changes the signed-in user's password; every other session ends, and the owner is told.
-pub async fn change_password(state: &AppState, user: Uuid, current: &str, new_password: &str, client_ip: Option<&str>, keep_session: &http::HeaderMap) -> Result<(), AppError> {
-    check_credential_bounds("", current).map_err(|_| AppError::validation("current_password", "That password is too long."))?;
+pub async fn change_password(
+    state: &AppState,
+    user: Uuid,
+    current: &str,
+    new_password: &str,
+    client_ip: Option<&str>,
+    keep_session: &http::HeaderMap,
+) -> Result<(), AppError> {
+    check_credential_bounds("", current)
+        .map_err(|_| AppError::validation("current_password", "That password is too long."))?;
     if new_password.len() > crate::domain::email::MAX_PASSWORD_BYTES {
         return Err(AppError::validation("new_password", "That password is too long."));
     }
     check_new_password(new_password).map_err(|m| AppError::validation("new_password", m))?;
     let (email, stored): (String, String) =
-        sqlx::query_as("SELECT email, password_hash FROM users WHERE id = $1 AND deleted_at IS NULL").bind(user).fetch_one(&state.pool).await.map_err(AppError::internal)?;
+        sqlx::query_as("SELECT email, password_hash FROM users WHERE id = $1 AND deleted_at IS NULL")
+            .bind(user)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(AppError::internal)?;
     let normalized = email.to_lowercase();
-    let attempt = match rate_limit::begin(&state.pool, &normalized, client_ip, state.config.login_max_failures, Utc::now()).await.map_err(AppError::internal)? {
-        Ok(a) => a,
-        Err(secs) => return Err(AppError::RateLimited { retry_after_secs: secs }),
-    };
+    let attempt =
+        match rate_limit::begin(&state.pool, &normalized, client_ip, state.config.login_max_failures, Utc::now())
+            .await
+            .map_err(AppError::internal)?
+        {
+            Ok(a) => a,
+            Err(secs) => return Err(AppError::RateLimited { retry_after_secs: secs }),
+        };
     match state.passwords.verify(current.to_string(), Some(stored)).await {
         Ok(true) => rate_limit::succeeded(&state.pool, &normalized, attempt).await.map_err(AppError::internal)?,
         Ok(false) => return Err(AppError::validation("current_password", "That is not your current password.")),
@@ -224,9 +290,16 @@ pub async fn change_password(state: &AppState, user: Uuid, current: &str, new_pa
     }
     let hash = state.passwords.hash(new_password.to_string()).await.map_err(hash_error)?;
     let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
-    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1").bind(user).bind(&hash).execute(&mut *tx).await.map_err(AppError::internal)?;
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(user)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(AppError::internal)?;
     session::destroy_others(&mut tx, &state.config, user, keep_session).await.map_err(AppError::internal)?;
-    mail::enqueue(&mut tx, Some(user), &templates::password_changed(state.config.app_url.as_str(), &email)).await.map_err(AppError::internal)?;
+    mail::enqueue(&mut tx, Some(user), &templates::password_changed(state.config.app_url.as_str(), &email))
+        .await
+        .map_err(AppError::internal)?;
     tx.commit().await.map_err(AppError::internal)?;
     state.mailer.wake();
     tracing::info!(user_id = %user, "password changed");

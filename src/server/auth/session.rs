@@ -87,9 +87,19 @@ pub async fn destroy(pool: &PgPool, config: &Config, headers: &HeaderMap) -> Res
 }
 
 /// Ends every session of `user` except the one `headers` carry (after a password change).
-pub async fn destroy_others(conn: &mut sqlx::PgConnection, config: &Config, user: Uuid, headers: &HeaderMap) -> Result<(), sqlx::Error> {
-    let keep = token_from_headers(config, headers).map(|t| token_hash(config.session_secret.expose(), &t)).unwrap_or_default();
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2").bind(user).bind(keep).execute(conn).await?;
+pub async fn destroy_others(
+    conn: &mut sqlx::PgConnection,
+    config: &Config,
+    user: Uuid,
+    headers: &HeaderMap,
+) -> Result<(), sqlx::Error> {
+    let keep =
+        token_from_headers(config, headers).map(|t| token_hash(config.session_secret.expose(), &t)).unwrap_or_default();
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2")
+        .bind(user)
+        .bind(keep)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -100,8 +110,11 @@ pub fn clearing_cookie(config: &Config) -> HeaderValue {
 
 fn cookie(config: &Config, token: &str, max_age_secs: i64) -> HeaderValue {
     let secure = if config.secure_cookies() { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}", cookie_name(config)))
-        .unwrap_or_else(|_| HeaderValue::from_static("tally_session=; Path=/; Max-Age=0"))
+    HeaderValue::from_str(&format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}",
+        cookie_name(config)
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("tally_session=; Path=/; Max-Age=0"))
 }
 
 /// The cookie that shows a new API key once after a JavaScript-off form post: the key stays
@@ -111,12 +124,18 @@ pub const NEW_KEY_COOKIE: &str = "tally_new_key";
 
 pub fn new_key_cookie(config: &Config, value: &str, max_age_secs: i64) -> HeaderValue {
     let secure = if config.secure_cookies() { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{NEW_KEY_COOKIE}={value}; Path=/settings; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("tally_new_key=; Path=/settings; Max-Age=0"))
+    HeaderValue::from_str(&format!(
+        "{NEW_KEY_COOKIE}={value}; Path=/settings; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("tally_new_key=; Path=/settings; Max-Age=0"))
 }
 
 /// The user a request's session cookie belongs to, if the session exists and has not expired.
-pub async fn user_from_headers(pool: &PgPool, config: &Config, headers: &HeaderMap) -> Result<Option<SessionUser>, sqlx::Error> {
+pub async fn user_from_headers(
+    pool: &PgPool,
+    config: &Config,
+    headers: &HeaderMap,
+) -> Result<Option<SessionUser>, sqlx::Error> {
     let Some(token) = token_from_headers(config, headers) else { return Ok(None) };
     let row: Option<(Uuid, String)> = sqlx::query_as(
         "SELECT u.id, u.email FROM sessions s JOIN users u ON u.id = s.user_id
@@ -137,7 +156,8 @@ pub async fn require_user() -> Result<SessionUser, AppError> {
 
 /// Like [`require_user`], but `None` for anonymous visitors.
 pub async fn current_user() -> Result<Option<SessionUser>, AppError> {
-    let state = leptos::prelude::use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing from context"))?;
+    let state = leptos::prelude::use_context::<AppState>()
+        .ok_or_else(|| AppError::internal("AppState missing from context"))?;
     let Some(parts) = leptos::prelude::use_context::<http::request::Parts>() else { return Ok(None) };
     user_from_headers(&state.pool, &state.config, &parts.headers).await.map_err(AppError::internal)
 }
@@ -172,7 +192,13 @@ mod tests {
 
 /// Stores a one-time value on the request's session under `slot` (e.g. `api_key`), for the
 /// next page it renders. Slots are independent: one page may read several.
-pub async fn set_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, slot: &str, value: &serde_json::Value) -> Result<(), sqlx::Error> {
+pub async fn set_flash(
+    pool: &PgPool,
+    config: &Config,
+    headers: &HeaderMap,
+    slot: &str,
+    value: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
     if let Some(token) = token_from_headers(config, headers) {
         sqlx::query("UPDATE sessions SET flash = coalesce(flash, '{}'::jsonb) || jsonb_build_object($2::text, $3::jsonb) WHERE token_hash = $1")
             .bind(token_hash(config.session_secret.expose(), &token))
@@ -185,7 +211,12 @@ pub async fn set_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, slot
 }
 
 /// Reads and clears the session's one-time value in `slot`.
-pub async fn take_flash(pool: &PgPool, config: &Config, headers: &HeaderMap, slot: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+pub async fn take_flash(
+    pool: &PgPool,
+    config: &Config,
+    headers: &HeaderMap,
+    slot: &str,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
     let Some(token) = token_from_headers(config, headers) else { return Ok(None) };
     let flash: Option<Option<serde_json::Value>> = sqlx::query_scalar(
         "UPDATE sessions s SET flash = nullif(old.flash - $2::text, '{}'::jsonb)

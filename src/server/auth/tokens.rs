@@ -36,7 +36,13 @@ fn hash(token: &str) -> Vec<u8> {
 }
 
 /// Issues a token for `user` and `email`; returns the token for the link.
-pub async fn issue(conn: &mut PgConnection, user: Uuid, purpose: Purpose, email: &str, now: DateTime<Utc>) -> Result<String, sqlx::Error> {
+pub async fn issue(
+    conn: &mut PgConnection,
+    user: Uuid,
+    purpose: Purpose,
+    email: &str,
+    now: DateTime<Utc>,
+) -> Result<String, sqlx::Error> {
     let token = crate::server::util::random_token(32);
     sqlx::query("INSERT INTO account_tokens (token_hash, user_id, purpose, email, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(hash(&token))
@@ -52,7 +58,12 @@ pub async fn issue(conn: &mut PgConnection, user: Uuid, purpose: Purpose, email:
 
 /// Uses a token: `(user, email it was sent to)` if it exists for `purpose`, is unused and has
 /// not expired; it can never be used again.
-pub async fn consume(conn: &mut PgConnection, token: &str, purpose: Purpose, now: DateTime<Utc>) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+pub async fn consume(
+    conn: &mut PgConnection,
+    token: &str,
+    purpose: Purpose,
+    now: DateTime<Utc>,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
     if token.is_empty() || token.len() > 128 {
         return Ok(None);
     }
@@ -65,7 +76,12 @@ pub async fn consume(conn: &mut PgConnection, token: &str, purpose: Purpose, now
 }
 
 /// Whether a token is still usable (a page shows its form only then); nothing is changed.
-pub async fn is_usable(conn: &mut PgConnection, token: &str, purpose: Purpose, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+pub async fn is_usable(
+    conn: &mut PgConnection,
+    token: &str,
+    purpose: Purpose,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
     if token.is_empty() || token.len() > 128 {
         return Ok(false);
     }
@@ -78,7 +94,12 @@ pub async fn is_usable(conn: &mut PgConnection, token: &str, purpose: Purpose, n
 }
 
 /// Retires every other unused token of the user for `purpose` (after a reset, older links die).
-pub async fn retire_all(conn: &mut PgConnection, user: Uuid, purpose: Purpose, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+pub async fn retire_all(
+    conn: &mut PgConnection,
+    user: Uuid,
+    purpose: Purpose,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE account_tokens SET used_at = $3 WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL")
         .bind(user)
         .bind(purpose.as_str())

@@ -27,7 +27,9 @@ pub struct Accounts<'a> {
 
 pub(crate) fn hash_error(e: HashError) -> AppError {
     match e {
-        HashError::Busy => AppError::Unavailable { message: "We're handling a lot of sign-ins right now. Please try again in a moment.".into() },
+        HashError::Busy => AppError::Unavailable {
+            message: "We're handling a lot of sign-ins right now. Please try again in a moment.".into(),
+        },
         HashError::Failed(e) => AppError::internal(e),
     }
 }
@@ -39,7 +41,12 @@ fn bounds(email: &str, password: &str) -> Result<(), AppError> {
 /// Validates and creates an account, and mails it a verification link (its free credits come
 /// once the address is confirmed). Field errors name the field; a taken address is a
 /// `Conflict` on `email`; too many sign-ups from one address are `RateLimited`.
-pub async fn sign_up(state: &crate::server::state::AppState, email: &str, password_raw: &str, client_ip: Option<&str>) -> Result<Uuid, AppError> {
+pub async fn sign_up(
+    state: &crate::server::state::AppState,
+    email: &str,
+    password_raw: &str,
+    client_ip: Option<&str>,
+) -> Result<Uuid, AppError> {
     let a = Accounts { pool: &state.pool, passwords: &state.passwords, config: &state.config };
     bounds(email, password_raw)?;
     let email = Email::parse(email).map_err(|e| AppError::validation("email", e.to_string()))?;
@@ -53,15 +60,18 @@ pub async fn sign_up(state: &crate::server::state::AppState, email: &str, passwo
     }
     let hash = a.passwords.hash(password_raw.to_string()).await.map_err(hash_error)?;
     let mut tx = a.pool.begin().await.map_err(AppError::internal)?;
-    let inserted = sqlx::query_scalar::<_, Uuid>("INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id")
-        .bind(email.as_str())
-        .bind(hash)
-        .fetch_one(&mut *tx)
-        .await;
+    let inserted =
+        sqlx::query_scalar::<_, Uuid>("INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id")
+            .bind(email.as_str())
+            .bind(hash)
+            .fetch_one(&mut *tx)
+            .await;
     match inserted {
         Ok(id) => {
             // The free credits come with the confirmed address (`recovery::verify_email`).
-            crate::server::auth::recovery::queue_verification(&mut tx, state, id, email.as_str()).await.map_err(AppError::internal)?;
+            crate::server::auth::recovery::queue_verification(&mut tx, state, id, email.as_str())
+                .await
+                .map_err(AppError::internal)?;
             tx.commit().await.map_err(AppError::internal)?;
             state.mailer.wake();
             tracing::info!(user_id = %id, "account created");
@@ -77,7 +87,12 @@ pub async fn sign_up(state: &crate::server::state::AppState, email: &str, passwo
 
 /// Checks credentials under the rate limit. Unknown email and wrong password give the same
 /// error and take the same time.
-pub async fn sign_in(a: Accounts<'_>, email_raw: &str, password_raw: &str, client_ip: Option<&str>) -> Result<Uuid, AppError> {
+pub async fn sign_in(
+    a: Accounts<'_>,
+    email_raw: &str,
+    password_raw: &str,
+    client_ip: Option<&str>,
+) -> Result<Uuid, AppError> {
     bounds(email_raw, password_raw)?;
     let normalized = email_raw.trim().to_lowercase();
     if normalized.is_empty() {
@@ -86,18 +101,22 @@ pub async fn sign_in(a: Accounts<'_>, email_raw: &str, password_raw: &str, clien
     if password_raw.is_empty() {
         return Err(AppError::validation("password", "Enter your password."));
     }
-    let attempt = match rate_limit::begin(a.pool, &normalized, client_ip, a.config.login_max_failures, Utc::now()).await.map_err(AppError::internal)? {
+    let attempt = match rate_limit::begin(a.pool, &normalized, client_ip, a.config.login_max_failures, Utc::now())
+        .await
+        .map_err(AppError::internal)?
+    {
         Ok(attempt) => attempt,
         Err(secs) => {
             tracing::warn!(retry_after_secs = secs, "sign-in rate limited");
             return Err(AppError::RateLimited { retry_after_secs: secs });
         }
     };
-    let row: Option<(Uuid, String)> = sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = $1 AND deleted_at IS NULL")
-        .bind(&normalized)
-        .fetch_optional(a.pool)
-        .await
-        .map_err(AppError::internal)?;
+    let row: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = $1 AND deleted_at IS NULL")
+            .bind(&normalized)
+            .fetch_optional(a.pool)
+            .await
+            .map_err(AppError::internal)?;
     let (id, stored) = match row {
         Some((id, h)) => (Some(id), Some(h)),
         None => (None, None),

@@ -102,24 +102,30 @@ impl Config {
             None | Some("local") => PolarMode::Local,
             Some("sandbox") => PolarMode::Sandbox,
             Some("production") => PolarMode::Production,
-            Some(other) => return Err(err("POLAR_MODE", format!("expected one of local, sandbox, production; got `{other}`"))),
+            Some(other) => {
+                return Err(err("POLAR_MODE", format!("expected one of local, sandbox, production; got `{other}`")))
+            }
         };
         let m = mode.as_str();
 
         let bind_addr: SocketAddr = match var(src, "LEPTOS_SITE_ADDR").or_else(|| var(src, "BIND_ADDR")) {
-            Some(v) => v.parse().map_err(|_| err("LEPTOS_SITE_ADDR", format!("expected host:port such as 127.0.0.1:3000, got `{v}`")))?,
+            Some(v) => v.parse().map_err(|_| {
+                err("LEPTOS_SITE_ADDR", format!("expected host:port such as 127.0.0.1:3000, got `{v}`"))
+            })?,
             None => SocketAddr::from(([127, 0, 0, 1], 3000)),
         };
 
         let app_url = match var(src, "APP_URL") {
             Some(v) => parse_url("APP_URL", &v)?,
             None if mode == PolarMode::Local => {
-                let host = if bind_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { bind_addr.ip().to_string() };
+                let host =
+                    if bind_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { bind_addr.ip().to_string() };
                 parse_url("APP_URL", &format!("http://{host}:{}", bind_addr.port()))?
             }
             None => return Err(err("APP_URL", format!("required in {m} mode: the public https URL of this app"))),
         };
-        if mode == PolarMode::Local && !is_loopback_host(&app_url) && !parse_bool(src, "LOCAL_ALLOW_PUBLIC_URL", false)? {
+        if mode == PolarMode::Local && !is_loopback_host(&app_url) && !parse_bool(src, "LOCAL_ALLOW_PUBLIC_URL", false)?
+        {
             return Err(err(
                 "APP_URL",
                 format!("POLAR_MODE=local serves the Polar stand-in, which takes no money, but APP_URL ({app_url}) is not a loopback address; use POLAR_MODE=sandbox or production, or set LOCAL_ALLOW_PUBLIC_URL=true for a demo"),
@@ -127,15 +133,26 @@ impl Config {
         }
 
         let session_secret = match var(src, "SESSION_SECRET") {
-            Some(v) if v.len() < 32 => return Err(err("SESSION_SECRET", "expected at least 32 characters of random text (for example `openssl rand -hex 32`)")),
+            Some(v) if v.len() < 32 => {
+                return Err(err(
+                    "SESSION_SECRET",
+                    "expected at least 32 characters of random text (for example `openssl rand -hex 32`)",
+                ))
+            }
             Some(v) => Secret::new(v),
             None if mode == PolarMode::Local => Secret::new(local_secret()),
-            None => return Err(err("SESSION_SECRET", format!("required in {m} mode: at least 32 characters of random text"))),
+            None => {
+                return Err(err(
+                    "SESSION_SECRET",
+                    format!("required in {m} mode: at least 32 characters of random text"),
+                ))
+            }
         };
 
         let polar = polar::read(src, mode, &app_url, &session_secret)?;
 
-        let enterprise_demo_url = var(src, "ENTERPRISE_DEMO_URL").map(|v| parse_url("ENTERPRISE_DEMO_URL", &v)).transpose()?;
+        let enterprise_demo_url =
+            var(src, "ENTERPRISE_DEMO_URL").map(|v| parse_url("ENTERPRISE_DEMO_URL", &v)).transpose()?;
         let whole = "a whole number";
         let free_credits = int_at_least(src, "FREE_CREDITS", 0i64, 1000, "a whole number of credits")?;
         let login_max_failures = int_at_least(src, "LOGIN_MAX_FAILURES", 1i64, 5, whole)?;
@@ -149,15 +166,22 @@ impl Config {
         let polar_circuit_open_ms = int_at_least(src, "POLAR_CIRCUIT_OPEN_MS", 1u64, 30_000, "milliseconds")?;
         let polar_read_deadline_ms = int_at_least(src, "POLAR_READ_DEADLINE_MS", 100u64, 2_500, "milliseconds")?;
         let credit_day_offset = match var(src, "CREDIT_DAY_BOUNDARY") {
-            Some(v) => crate::domain::credits::parse_offset(&v)
-                .ok_or_else(|| err("CREDIT_DAY_BOUNDARY", format!("expected UTC or a fixed offset such as +02:00 or -05:00, got `{v}`")))?,
+            Some(v) => crate::domain::credits::parse_offset(&v).ok_or_else(|| {
+                err(
+                    "CREDIT_DAY_BOUNDARY",
+                    format!("expected UTC or a fixed offset such as +02:00 or -05:00, got `{v}`"),
+                )
+            })?,
             None => chrono::FixedOffset::east_opt(0).ok_or_else(|| err("CREDIT_DAY_BOUNDARY", "UTC"))?,
         };
 
         let database_url = var(src, "DATABASE_URL").map(Secret::new);
         match &database_url {
             Some(db) if !(db.expose().starts_with("postgres://") || db.expose().starts_with("postgresql://")) => {
-                return Err(err("DATABASE_URL", "expected a PostgreSQL URL such as postgres://user:password@host:5432/tally"));
+                return Err(err(
+                    "DATABASE_URL",
+                    "expected a PostgreSQL URL such as postgres://user:password@host:5432/tally",
+                ));
             }
             None if mode != PolarMode::Local => {
                 return Err(err("DATABASE_URL", format!("required in {m} mode: the embedded cluster trusts every local connection and is for development only")));
@@ -165,12 +189,16 @@ impl Config {
             _ => {}
         }
         let database_pool_size = int_at_least(src, "DATABASE_POOL_SIZE", 2u32, 20, whole)?;
-        let database_statement_timeout_ms = int_at_least(src, "DATABASE_STATEMENT_TIMEOUT_MS", 100u64, 10_000, "milliseconds")?;
+        let database_statement_timeout_ms =
+            int_at_least(src, "DATABASE_STATEMENT_TIMEOUT_MS", 100u64, 10_000, "milliseconds")?;
         let database_lock_timeout_ms = int_at_least(src, "DATABASE_LOCK_TIMEOUT_MS", 100u64, 5_000, "milliseconds")?;
         let redis_url = var(src, "REDIS_URL").map(Secret::new);
         if let Some(r) = &redis_url {
             if !r.expose().starts_with("redis://") || redis::Client::open(r.expose()).is_err() {
-                return Err(err("REDIS_URL", "expected a Redis URL such as redis://127.0.0.1:6379/0 (or leave it unset)"));
+                return Err(err(
+                    "REDIS_URL",
+                    "expected a Redis URL such as redis://127.0.0.1:6379/0 (or leave it unset)",
+                ));
             }
         }
         let embedded_pg_dir = var(src, "TALLY_PG_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".data/pg"));
@@ -180,38 +208,62 @@ impl Config {
         };
 
         let mut trusted_proxies = vec![];
-        for item in var(src, "TRUSTED_PROXIES").unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in var(src, "TRUSTED_PROXIES").unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty())
+        {
             let net = item
                 .parse::<ipnet::IpNet>()
                 .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| err("TRUSTED_PROXIES", format!("expected comma-separated addresses or CIDRs such as 10.0.0.0/8,127.0.0.1, got `{item}`")))?;
+                .map_err(|_| {
+                    err(
+                        "TRUSTED_PROXIES",
+                        format!(
+                            "expected comma-separated addresses or CIDRs such as 10.0.0.0/8,127.0.0.1, got `{item}`"
+                        ),
+                    )
+                })?;
             trusted_proxies.push(net);
         }
         let trusted_proxy_header = match var(src, "TRUSTED_PROXY_HEADER").map(|v| v.to_ascii_lowercase()).as_deref() {
             None | Some("x-forwarded-for") => ProxyHeader::XForwardedFor,
             Some("forwarded") => ProxyHeader::Forwarded,
-            Some(other) => return Err(err("TRUSTED_PROXY_HEADER", format!("expected x-forwarded-for or forwarded, got `{other}`"))),
+            Some(other) => {
+                return Err(err(
+                    "TRUSTED_PROXY_HEADER",
+                    format!("expected x-forwarded-for or forwarded, got `{other}`"),
+                ))
+            }
         };
 
         let smtp_url = var(src, "SMTP_URL").map(Secret::new);
         match &smtp_url {
             Some(u) if !(u.expose().starts_with("smtp://") || u.expose().starts_with("smtps://")) => {
-                return Err(err("SMTP_URL", "expected smtp://user:password@host:587 (STARTTLS) or smtps://…:465 (TLS)"));
+                return Err(err(
+                    "SMTP_URL",
+                    "expected smtp://user:password@host:587 (STARTTLS) or smtps://…:465 (TLS)",
+                ));
             }
             None if mode != PolarMode::Local => {
-                return Err(err("SMTP_URL", format!("required in {m} mode: email verification and password reset need a mail server")));
+                return Err(err(
+                    "SMTP_URL",
+                    format!("required in {m} mode: email verification and password reset need a mail server"),
+                ));
             }
             _ => {}
         }
-        let mail_from = var(src, "MAIL_FROM").unwrap_or_else(|| format!("Tally <no-reply@{}>", app_url.host_str().unwrap_or("localhost")));
+        let mail_from = var(src, "MAIL_FROM")
+            .unwrap_or_else(|| format!("Tally <no-reply@{}>", app_url.host_str().unwrap_or("localhost")));
         if !mail_from.contains('@') {
-            return Err(err("MAIL_FROM", format!("expected an address such as `Tally <billing@example.com>`, got `{mail_from}`")));
+            return Err(err(
+                "MAIL_FROM",
+                format!("expected an address such as `Tally <billing@example.com>`, got `{mail_from}`"),
+            ));
         }
         let metrics_token = match var(src, "METRICS_TOKEN") {
             Some(t) if t.len() < 16 => return Err(err("METRICS_TOKEN", "expected at least 16 characters")),
             t => t.map(Secret::new),
         };
-        let webhook_payload_retention_days = int_at_least(src, "WEBHOOK_PAYLOAD_RETENTION_DAYS", 1i64, 30, "a whole number of days")?;
+        let webhook_payload_retention_days =
+            int_at_least(src, "WEBHOOK_PAYLOAD_RETENTION_DAYS", 1i64, 30, "a whole number of days")?;
         let site = SiteOptions::read(src)?;
 
         Ok(Config {
@@ -279,8 +331,16 @@ impl Config {
                 w.push(format!("APP_URL is {} and POLAR_MODE is local (LOCAL_ALLOW_PUBLIC_URL): visitors reach the stand-in checkout, which takes no money.", self.app_url));
             }
             // A real Polar token (prefixed) in local mode is likely a mix-up.
-            if self.polar.access_token.as_ref().is_some_and(|t| t.expose().starts_with("polar_oat_") || t.expose().starts_with("polar_pat_")) {
-                w.push("POLAR_ACCESS_TOKEN is set but POLAR_MODE is local: it only unlocks the stand-in, never Polar.".to_string());
+            if self
+                .polar
+                .access_token
+                .as_ref()
+                .is_some_and(|t| t.expose().starts_with("polar_oat_") || t.expose().starts_with("polar_pat_"))
+            {
+                w.push(
+                    "POLAR_ACCESS_TOKEN is set but POLAR_MODE is local: it only unlocks the stand-in, never Polar."
+                        .to_string(),
+                );
             }
         }
         w

@@ -1,7 +1,10 @@
 //! Which Polar Tally talks to, with which token and products, and how the local stand-in
 //! behaves (`POLAR_*`, `POLAR_STANDIN_*`).
 
-use super::source::{derive_secret, err, int_at_least, is_loopback_host, is_uuid, parse_bool, parse_int, parse_url, var, ConfigError, Secret, Source};
+use super::source::{
+    derive_secret, err, int_at_least, is_loopback_host, is_uuid, parse_bool, parse_int, parse_url, var, ConfigError,
+    Secret, Source,
+};
 use std::path::PathBuf;
 use url::Url;
 
@@ -100,14 +103,24 @@ pub struct StandinSettings {
     pub extra_endpoints: Vec<(String, Secret, bool)>,
 }
 
-fn standin_settings(src: &dyn Source, session_secret: &Secret, configured_token: Option<&Secret>) -> Result<StandinSettings, ConfigError> {
+fn standin_settings(
+    src: &dyn Source,
+    session_secret: &Secret,
+    configured_token: Option<&Secret>,
+) -> Result<StandinSettings, ConfigError> {
     let payment_delay_ms = match var(src, "POLAR_STANDIN_PAYMENT_DELAY_MS") {
         None => (1000, 2000),
         Some(v) => {
-            let bad = || err("POLAR_STANDIN_PAYMENT_DELAY_MS", format!("expected milliseconds such as 1500 or a range such as 1000-2000, got `{v}`"));
+            let bad = || {
+                err(
+                    "POLAR_STANDIN_PAYMENT_DELAY_MS",
+                    format!("expected milliseconds such as 1500 or a range such as 1000-2000, got `{v}`"),
+                )
+            };
             match v.split_once('-') {
                 Some((a, b)) => {
-                    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+                    let (a, b): (u64, u64) =
+                        (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
                     if a > b {
                         return Err(bad());
                     }
@@ -133,7 +146,9 @@ fn standin_settings(src: &dyn Source, session_secret: &Secret, configured_token:
     let webhook_standard = match var(src, "POLAR_STANDIN_WEBHOOK_SCHEME").as_deref() {
         None | Some("standard") => true,
         Some("legacy") => false,
-        Some(other) => return Err(err("POLAR_STANDIN_WEBHOOK_SCHEME", format!("expected standard or legacy, got `{other}`"))),
+        Some(other) => {
+            return Err(err("POLAR_STANDIN_WEBHOOK_SCHEME", format!("expected standard or legacy, got `{other}`")))
+        }
     };
     let state_file = match var(src, "POLAR_STANDIN_STATE_FILE").as_deref() {
         Some("off") => None,
@@ -141,8 +156,18 @@ fn standin_settings(src: &dyn Source, session_secret: &Secret, configured_token:
         None => Some(PathBuf::from(".data/polar-standin.json")),
     };
     let mut extra_endpoints = vec![];
-    for item in var(src, "POLAR_STANDIN_WEBHOOK_ENDPOINTS").unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let bad = || err("POLAR_STANDIN_WEBHOOK_ENDPOINTS", "expected comma-separated url|secret|standard or url|secret|legacy entries");
+    for item in var(src, "POLAR_STANDIN_WEBHOOK_ENDPOINTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let bad = || {
+            err(
+                "POLAR_STANDIN_WEBHOOK_ENDPOINTS",
+                "expected comma-separated url|secret|standard or url|secret|legacy entries",
+            )
+        };
         let parts: Vec<&str> = item.split('|').collect();
         let [url, secret, scheme] = parts.as_slice() else { return Err(bad()) };
         parse_url("POLAR_STANDIN_WEBHOOK_ENDPOINTS", url)?;
@@ -157,14 +182,22 @@ fn standin_settings(src: &dyn Source, session_secret: &Secret, configured_token:
         extra_endpoints.push((url.to_string(), Secret::new(*secret), standard));
     }
     let controls_token = match var(src, "POLAR_STANDIN_CONTROLS_TOKEN") {
-        Some(t) if t.len() < 32 => return Err(err("POLAR_STANDIN_CONTROLS_TOKEN", "expected at least 32 characters of random text")),
+        Some(t) if t.len() < 32 => {
+            return Err(err("POLAR_STANDIN_CONTROLS_TOKEN", "expected at least 32 characters of random text"))
+        }
         Some(t) => Secret::new(t),
-        None => Secret::new(derive_secret(session_secret, "polar-standin-controls", false).replacen("polar_oat_local_", "standin_controls_", 1)),
+        None => Secret::new(derive_secret(session_secret, "polar-standin-controls", false).replacen(
+            "polar_oat_local_",
+            "standin_controls_",
+            1,
+        )),
     };
     Ok(StandinSettings {
         extra_endpoints,
         // A configured token is the one the stand-in accepts (tests that call it directly set one).
-        access_token: configured_token.cloned().unwrap_or_else(|| Secret::new(derive_secret(session_secret, "polar-standin-token", false))),
+        access_token: configured_token
+            .cloned()
+            .unwrap_or_else(|| Secret::new(derive_secret(session_secret, "polar-standin-token", false))),
         payment_delay_ms,
         invoice_delay_ms: ms("POLAR_STANDIN_INVOICE_DELAY_MS", 1500)?,
         state_lag_ms: ms("POLAR_STANDIN_STATE_LAG_MS", 0)?,
@@ -173,13 +206,23 @@ fn standin_settings(src: &dyn Source, session_secret: &Secret, configured_token:
         retry_base_ms: ms("POLAR_STANDIN_RETRY_BASE_MS", 2000)?,
         state_file,
         controls_token,
-        rate_limit_per_minute: int_at_least(src, "POLAR_STANDIN_RATE_LIMIT", 0u32, 500, "a whole number of requests a minute")?,
+        rate_limit_per_minute: int_at_least(
+            src,
+            "POLAR_STANDIN_RATE_LIMIT",
+            0u32,
+            500,
+            "a whole number of requests a minute",
+        )?,
     })
 }
 
 /// Reads the Polar settings for `mode`, given the app's public URL and session secret.
-pub(super) fn read(src: &dyn Source, mode: PolarMode, app_url: &Url, session_secret: &Secret) -> Result<PolarConfig, ConfigError> {
-
+pub(super) fn read(
+    src: &dyn Source,
+    mode: PolarMode,
+    app_url: &Url,
+    session_secret: &Secret,
+) -> Result<PolarConfig, ConfigError> {
     let access_token = var(src, "POLAR_ACCESS_TOKEN").map(Secret::new);
     let webhook_secret = var(src, "POLAR_WEBHOOK_SECRET").map(Secret::new);
     let products = PlanMap {
@@ -218,10 +261,16 @@ pub(super) fn read(src: &dyn Source, mode: PolarMode, app_url: &Url, session_sec
     if mode != PolarMode::Local {
         let m = mode.as_str();
         if access_token.is_none() {
-            return Err(err("POLAR_ACCESS_TOKEN", format!("required in {m} mode: an Organization Access Token (polar_oat_…) from the {m} dashboard")));
+            return Err(err(
+                "POLAR_ACCESS_TOKEN",
+                format!("required in {m} mode: an Organization Access Token (polar_oat_…) from the {m} dashboard"),
+            ));
         }
         if webhook_secret.is_none() {
-            return Err(err("POLAR_WEBHOOK_SECRET", format!("required in {m} mode: the secret of the webhook endpoint you registered in the {m} dashboard")));
+            return Err(err(
+                "POLAR_WEBHOOK_SECRET",
+                format!("required in {m} mode: the secret of the webhook endpoint you registered in the {m} dashboard"),
+            ));
         }
         for (name, value) in [("POLAR_PRODUCT_PRO", &products.pro), ("POLAR_PRODUCT_BUSINESS", &products.business)] {
             if value.is_none() {
@@ -237,7 +286,10 @@ pub(super) fn read(src: &dyn Source, mode: PolarMode, app_url: &Url, session_sec
             return Err(err("POLAR_API_URL", "POLAR_MODE=production but the API URL points at Polar's sandbox; use POLAR_MODE=sandbox or remove POLAR_API_URL"));
         }
         if app_url.scheme() != "https" || is_loopback_host(app_url) {
-            return Err(err("APP_URL", "POLAR_MODE=production needs the public https URL customers use, not a local or http address"));
+            return Err(err(
+                "APP_URL",
+                "POLAR_MODE=production needs the public https URL customers use, not a local or http address",
+            ));
         }
         if access_token.as_ref().is_some_and(|t| t.expose().to_ascii_lowercase().contains("sandbox")) {
             return Err(err("POLAR_ACCESS_TOKEN", "POLAR_MODE=production but the token looks like a sandbox token"));
@@ -250,7 +302,8 @@ pub(super) fn read(src: &dyn Source, mode: PolarMode, app_url: &Url, session_sec
     let (webhook_secret, standin) = if mode == PolarMode::Local {
         let settings = standin_settings(src, &session_secret, access_token.as_ref())?;
         // The stand-in signs with this secret; a configured one wins.
-        let secret = webhook_secret.or_else(|| Some(Secret::new(derive_secret(&session_secret, "polar-standin-webhook", true))));
+        let secret =
+            webhook_secret.or_else(|| Some(Secret::new(derive_secret(&session_secret, "polar-standin-webhook", true))));
         (secret, Some(settings))
     } else {
         (webhook_secret, None)
@@ -269,8 +322,20 @@ pub(super) fn read(src: &dyn Source, mode: PolarMode, app_url: &Url, session_sec
 
     let webhook_path = var(src, "POLAR_WEBHOOK_PATH").unwrap_or_else(|| "/api/webhooks/polar".into());
     if !webhook_path.starts_with('/') || webhook_path.contains(['?', '#', ' ', '{']) {
-        return Err(err("POLAR_WEBHOOK_PATH", format!("expected a URL path such as /api/webhooks/polar, got `{webhook_path}`")));
+        return Err(err(
+            "POLAR_WEBHOOK_PATH",
+            format!("expected a URL path such as /api/webhooks/polar, got `{webhook_path}`"),
+        ));
     }
     let anonymize_on_delete = parse_bool(src, "POLAR_DELETE_ANONYMIZE", true)?;
-    Ok(PolarConfig { mode, api_url, access_token, webhook_secret, webhook_path, products, standin, anonymize_on_delete })
+    Ok(PolarConfig {
+        mode,
+        api_url,
+        access_token,
+        webhook_secret,
+        webhook_path,
+        products,
+        standin,
+        anonymize_on_delete,
+    })
 }

@@ -20,7 +20,8 @@ impl SiteOptions {
             output_name: env("LEPTOS_OUTPUT_NAME", "tally"),
             site_root: env("LEPTOS_SITE_ROOT", "target/site"),
             pkg_dir: env("LEPTOS_SITE_PKG_DIR", "pkg"),
-            production: env("LEPTOS_ENV", if cfg!(debug_assertions) { "DEV" } else { "PROD" }).eq_ignore_ascii_case("PROD"),
+            production: env("LEPTOS_ENV", if cfg!(debug_assertions) { "DEV" } else { "PROD" })
+                .eq_ignore_ascii_case("PROD"),
         })
     }
 

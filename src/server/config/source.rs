@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::fmt;
 use url::Url;
 
-
 /// A secret string. Its `Debug`/`Display` print `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -80,7 +79,11 @@ pub(super) fn parse_url(var_name: &'static str, value: &str) -> Result<Url, Conf
     Ok(url)
 }
 
-pub(super) fn parse_int<T: std::str::FromStr>(var_name: &'static str, value: &str, expected: &str) -> Result<T, ConfigError> {
+pub(super) fn parse_int<T: std::str::FromStr>(
+    var_name: &'static str,
+    value: &str,
+    expected: &str,
+) -> Result<T, ConfigError> {
     value.parse::<T>().map_err(|_| err(var_name, format!("expected {expected}, got `{value}`")))
 }
 
@@ -90,7 +93,9 @@ pub(super) fn is_uuid(s: &str) -> bool {
 
 pub fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost"),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+        }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
@@ -108,7 +113,13 @@ pub(super) fn parse_bool(src: &dyn Source, key: &'static str, default: bool) -> 
 }
 
 /// A whole number of at least `min`, or the default when unset.
-pub(super) fn int_at_least<T: std::str::FromStr + PartialOrd + Copy + fmt::Display>(src: &dyn Source, key: &'static str, min: T, default: T, expected: &str) -> Result<T, ConfigError> {
+pub(super) fn int_at_least<T: std::str::FromStr + PartialOrd + Copy + fmt::Display>(
+    src: &dyn Source,
+    key: &'static str,
+    min: T,
+    default: T,
+    expected: &str,
+) -> Result<T, ConfigError> {
     match var(src, key) {
         None => Ok(default),
         Some(v) => {
@@ -120,7 +131,6 @@ pub(super) fn int_at_least<T: std::str::FromStr + PartialOrd + Copy + fmt::Displ
         }
     }
 }
-
 
 /// A secret derived from the session secret for one purpose: a `whsec_` webhook secret
 /// (32 bytes, base64) or a `polar_oat_local_` token.

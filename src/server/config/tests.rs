@@ -47,13 +47,23 @@ fn empty_environment_runs_locally_on_embedded_defaults() {
     assert!(standin.webhook_standard);
     assert_eq!(c.polar.products.pro.as_deref(), Some(crate::server::standin::product_id("pro").as_str()));
     assert!(load(&[("POLAR_STANDIN_PAYMENT_DELAY_MS", "2000-1000")]).is_err());
-    assert_eq!(load(&[("POLAR_STANDIN_PAYMENT_DELAY_MS", "10")]).unwrap().polar.standin.unwrap().payment_delay_ms, (10, 10));
+    assert_eq!(
+        load(&[("POLAR_STANDIN_PAYMENT_DELAY_MS", "10")]).unwrap().polar.standin.unwrap().payment_delay_ms,
+        (10, 10)
+    );
     assert_eq!(load(&[("POLAR_STANDIN_WEBHOOK_SCHEME", "v2")]).unwrap_err().var, "POLAR_STANDIN_WEBHOOK_SCHEME");
-    let extra = load(&[("POLAR_STANDIN_WEBHOOK_ENDPOINTS", "http://127.0.0.1:9000/hook|whsec_abc|legacy, https://x.example/h|s2|standard")]).unwrap();
+    let extra = load(&[(
+        "POLAR_STANDIN_WEBHOOK_ENDPOINTS",
+        "http://127.0.0.1:9000/hook|whsec_abc|legacy, https://x.example/h|s2|standard",
+    )])
+    .unwrap();
     let extra = &extra.polar.standin.as_ref().unwrap().extra_endpoints;
     assert_eq!(extra.len(), 2);
     assert!(!extra[0].2 && extra[1].2);
-    assert_eq!(load(&[("POLAR_STANDIN_WEBHOOK_ENDPOINTS", "http://x|s")]).unwrap_err().var, "POLAR_STANDIN_WEBHOOK_ENDPOINTS");
+    assert_eq!(
+        load(&[("POLAR_STANDIN_WEBHOOK_ENDPOINTS", "http://x|s")]).unwrap_err().var,
+        "POLAR_STANDIN_WEBHOOK_ENDPOINTS"
+    );
     // Sandbox and production have no stand-in.
     assert!(load(&sandbox()).unwrap().polar.standin.is_none());
 }
@@ -68,7 +78,16 @@ fn unknown_polar_mode_names_the_variable_and_the_choices() {
 #[test]
 fn sandbox_mode_requires_token_secret_and_products() {
     assert!(load(&sandbox()).is_ok());
-    for missing in ["APP_URL", "SESSION_SECRET", "POLAR_ACCESS_TOKEN", "POLAR_WEBHOOK_SECRET", "POLAR_PRODUCT_PRO", "POLAR_PRODUCT_BUSINESS", "DATABASE_URL", "SMTP_URL"] {
+    for missing in [
+        "APP_URL",
+        "SESSION_SECRET",
+        "POLAR_ACCESS_TOKEN",
+        "POLAR_WEBHOOK_SECRET",
+        "POLAR_PRODUCT_PRO",
+        "POLAR_PRODUCT_BUSINESS",
+        "DATABASE_URL",
+        "SMTP_URL",
+    ] {
         let pairs: Vec<_> = sandbox().into_iter().filter(|(k, _)| *k != missing).collect();
         let e = load(&pairs).unwrap_err();
         assert_eq!(e.var, missing, "{e}");

@@ -13,8 +13,8 @@
 //! - spend: the caller's key
 //! - adjustment: the caller's key (the CLI makes one)
 
-pub use crate::domain::credits::Balance;
 use crate::domain::credits::Accrual;
+pub use crate::domain::credits::Balance;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -80,27 +80,36 @@ pub async fn grant(conn: &mut PgConnection, g: &Grant, now: DateTime<Utc>) -> Re
         Some(s) => (Some(s.iter().map(|a| a.due_at).collect()), Some(s.iter().map(|a| a.amount).collect())),
         None => (None, None),
     };
-    let (applied, balance): (bool, i64) = sqlx::query_as("SELECT applied, balance FROM credit_grant($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-        .bind(g.user_id)
-        .bind(g.bucket.as_str())
-        .bind(g.entry_kind)
-        .bind(&g.source_key)
-        .bind(g.amount)
-        .bind(g.expires_at)
-        .bind(&g.key)
-        .bind(&g.metadata)
-        .bind(now)
-        .bind(due)
-        .bind(amounts)
-        .fetch_one(conn)
-        .await?;
+    let (applied, balance): (bool, i64) =
+        sqlx::query_as("SELECT applied, balance FROM credit_grant($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+            .bind(g.user_id)
+            .bind(g.bucket.as_str())
+            .bind(g.entry_kind)
+            .bind(&g.source_key)
+            .bind(g.amount)
+            .bind(g.expires_at)
+            .bind(&g.key)
+            .bind(&g.metadata)
+            .bind(now)
+            .bind(due)
+            .bind(amounts)
+            .fetch_one(conn)
+            .await?;
     Ok(GrantOutcome { applied, balance })
 }
 
 /// The one-time free credits of a new account. Never expires; burned last.
-pub async fn grant_free(conn: &mut PgConnection, user_id: Uuid, amount: i64, now: DateTime<Utc>) -> Result<GrantOutcome, sqlx::Error> {
+pub async fn grant_free(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> Result<GrantOutcome, sqlx::Error> {
     if amount <= 0 {
-        sqlx::query("INSERT INTO credit_accounts (user_id) VALUES ($1) ON CONFLICT DO NOTHING").bind(user_id).execute(&mut *conn).await?;
+        sqlx::query("INSERT INTO credit_accounts (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
         return Ok(GrantOutcome { applied: false, balance: current_balance(conn, user_id).await? });
     }
     grant(
@@ -123,11 +132,21 @@ pub async fn grant_free(conn: &mut PgConnection, user_id: Uuid, amount: i64, now
 
 /// The stored balance (0 for a user with no credit account yet). No maintenance step.
 async fn current_balance(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT coalesce((SELECT balance FROM credit_accounts WHERE user_id = $1), 0)").bind(user_id).fetch_one(conn).await
+    sqlx::query_scalar("SELECT coalesce((SELECT balance FROM credit_accounts WHERE user_id = $1), 0)")
+        .bind(user_id)
+        .fetch_one(conn)
+        .await
 }
 
 /// A purchased credit pack: granted once per order, never expires, survives plan changes.
-pub async fn grant_pack(conn: &mut PgConnection, user_id: Uuid, order_id: &str, credits: i64, product_id: &str, now: DateTime<Utc>) -> Result<GrantOutcome, sqlx::Error> {
+pub async fn grant_pack(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    order_id: &str,
+    credits: i64,
+    product_id: &str,
+    now: DateTime<Utc>,
+) -> Result<GrantOutcome, sqlx::Error> {
     grant(
         conn,
         &Grant {
@@ -220,7 +239,10 @@ pub async fn upgrade_allotment(
     let source = allotment_source(subscription_id, period_start);
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // Lock order: the account row, then the bucket (as in the SQL functions).
-    sqlx::query("SELECT 1 FROM credit_accounts WHERE user_id = $1 FOR NO KEY UPDATE").bind(user_id).execute(&mut *tx).await?;
+    sqlx::query("SELECT 1 FROM credit_accounts WHERE user_id = $1 FOR NO KEY UPDATE")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     let level: Option<i64> = sqlx::query_scalar("SELECT (metadata->>'level')::bigint FROM credit_buckets WHERE user_id = $1 AND source_key = $2 FOR NO KEY UPDATE")
         .bind(user_id)
         .bind(&source)
@@ -268,7 +290,14 @@ pub async fn upgrade_allotment(
 
 /// Ends a period's allotment at `at` (a revoked subscription): unspent credits expire and the
 /// remaining days never accrue. Purchased and free credits are untouched.
-pub async fn end_allotment(conn: &mut PgConnection, user_id: Uuid, subscription_id: &str, period_start: DateTime<Utc>, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+pub async fn end_allotment(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    subscription_id: &str,
+    period_start: DateTime<Utc>,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT credit_end_bucket($1, $2, $3, $4)")
         .bind(user_id)
         .bind(allotment_source(subscription_id, period_start))
@@ -282,7 +311,13 @@ pub async fn end_allotment(conn: &mut PgConnection, user_id: Uuid, subscription_
 /// A new period began at `period_start`: the subscription's allotments of earlier periods end
 /// then, even if their period was meant to last longer (a renewal that came early, a billing
 /// cycle reset). Nothing happens to periods that already ended by then.
-pub async fn end_earlier_allotments(conn: &mut PgConnection, user_id: Uuid, subscription_id: &str, period_start: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+pub async fn end_earlier_allotments(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    subscription_id: &str,
+    period_start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     // Source keys are `allotment:<subscription>:<period start, RFC 3339 seconds, UTC>`, so
     // for one subscription an earlier period sorts before a later one.
     let earlier: Vec<String> = sqlx::query_scalar(
@@ -297,17 +332,38 @@ pub async fn end_earlier_allotments(conn: &mut PgConnection, user_id: Uuid, subs
     .fetch_all(&mut *conn)
     .await?;
     for key in earlier {
-        sqlx::query("SELECT credit_end_bucket($1, $2, $3, $4)").bind(user_id).bind(&key).bind(period_start).bind(now).execute(&mut *conn).await?;
+        sqlx::query("SELECT credit_end_bucket($1, $2, $3, $4)")
+            .bind(user_id)
+            .bind(&key)
+            .bind(period_start)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
 
 /// Spends `cost` credits: all or nothing, never below zero, idempotent on `key`.
-pub async fn spend(conn: &mut PgConnection, user_id: Uuid, cost: i64, key: &str, metadata: &Value, now: DateTime<Utc>) -> Result<SpendOutcome, sqlx::Error> {
+pub async fn spend(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    cost: i64,
+    key: &str,
+    metadata: &Value,
+    now: DateTime<Utc>,
+) -> Result<SpendOutcome, sqlx::Error> {
     debit(conn, user_id, cost, key, metadata, now, "spend").await
 }
 
-async fn debit(conn: &mut PgConnection, user_id: Uuid, cost: i64, key: &str, metadata: &Value, now: DateTime<Utc>, kind: &str) -> Result<SpendOutcome, sqlx::Error> {
+async fn debit(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    cost: i64,
+    key: &str,
+    metadata: &Value,
+    now: DateTime<Utc>,
+    kind: &str,
+) -> Result<SpendOutcome, sqlx::Error> {
     let (status, spent, balance): (String, Option<i64>, Option<i64>) =
         sqlx::query_as("SELECT status, spent, balance FROM credit_spend($1, $2, $3, $4, $5, $6)")
             .bind(user_id)
@@ -339,16 +395,25 @@ pub struct RefundOutcome {
 /// refunds came to (credits × refunded ÷ net, rounded down; all of them when `fully`), less
 /// what earlier refunds of the order took; what was already spent is the shortfall. Repeated,
 /// reordered or early deliveries claim each credit once (`migrations/…_pack_refunds.sql`).
-pub async fn refund_pack(conn: &mut PgConnection, user_id: Uuid, order_id: &str, refunded_net: i64, net_amount: i64, fully: bool, now: DateTime<Utc>) -> Result<RefundOutcome, sqlx::Error> {
-    let (clawed_back, shortfall): (Option<i64>, Option<i64>) = sqlx::query_as("SELECT clawed_back, shortfall FROM credit_refund_pack($1, $2, $3, $4, $5, $6)")
-        .bind(user_id)
-        .bind(order_id)
-        .bind(refunded_net)
-        .bind(net_amount)
-        .bind(fully)
-        .bind(now)
-        .fetch_one(conn)
-        .await?;
+pub async fn refund_pack(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    order_id: &str,
+    refunded_net: i64,
+    net_amount: i64,
+    fully: bool,
+    now: DateTime<Utc>,
+) -> Result<RefundOutcome, sqlx::Error> {
+    let (clawed_back, shortfall): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT clawed_back, shortfall FROM credit_refund_pack($1, $2, $3, $4, $5, $6)")
+            .bind(user_id)
+            .bind(order_id)
+            .bind(refunded_net)
+            .bind(net_amount)
+            .bind(fully)
+            .bind(now)
+            .fetch_one(conn)
+            .await?;
     Ok(RefundOutcome { clawed_back: clawed_back.unwrap_or(0), shortfall: shortfall.unwrap_or(0) })
 }
 
@@ -356,13 +421,19 @@ pub async fn refund_pack(conn: &mut PgConnection, user_id: Uuid, order_id: &str,
 /// arrived before the payment's). Call it in the grant's transaction, after the grant: the
 /// grant holds the account lock a concurrent refund also takes, so one of the two always sees
 /// the other.
-pub async fn settle_pack_refund(conn: &mut PgConnection, user_id: Uuid, order_id: &str, now: DateTime<Utc>) -> Result<RefundOutcome, sqlx::Error> {
-    let (clawed_back, shortfall): (Option<i64>, Option<i64>) = sqlx::query_as("SELECT clawed_back, shortfall FROM credit_settle_pack_refund($1, $2, $3)")
-        .bind(user_id)
-        .bind(order_id)
-        .bind(now)
-        .fetch_one(conn)
-        .await?;
+pub async fn settle_pack_refund(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    order_id: &str,
+    now: DateTime<Utc>,
+) -> Result<RefundOutcome, sqlx::Error> {
+    let (clawed_back, shortfall): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT clawed_back, shortfall FROM credit_settle_pack_refund($1, $2, $3)")
+            .bind(user_id)
+            .bind(order_id)
+            .bind(now)
+            .fetch_one(conn)
+            .await?;
     Ok(RefundOutcome { clawed_back: clawed_back.unwrap_or(0), shortfall: shortfall.unwrap_or(0) })
 }
 
@@ -382,7 +453,14 @@ pub enum AdjustError {
 
 /// An administrator's correction, with a required reason. Positive adds a non-expiring
 /// adjustment bucket; negative removes credits in burn order and never goes below zero.
-pub async fn adjust(conn: &mut PgConnection, user_id: Uuid, delta: i64, reason: &str, key: &str, now: DateTime<Utc>) -> Result<i64, AdjustError> {
+pub async fn adjust(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    delta: i64,
+    reason: &str,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<i64, AdjustError> {
     let reason = reason.trim();
     if reason.is_empty() {
         return Err(AdjustError::NoReason);
@@ -407,7 +485,17 @@ pub async fn adjust(conn: &mut PgConnection, user_id: Uuid, delta: i64, reason: 
         )
         .await?
         .balance),
-        _ => match debit(conn, user_id, delta.checked_neg().ok_or(AdjustError::OutOfRange(delta))?, key, &metadata, now, "adjustment").await? {
+        _ => match debit(
+            conn,
+            user_id,
+            delta.checked_neg().ok_or(AdjustError::OutOfRange(delta))?,
+            key,
+            &metadata,
+            now,
+            "adjustment",
+        )
+        .await?
+        {
             SpendOutcome::Spent { balance, .. } | SpendOutcome::Duplicate { balance, .. } => Ok(balance),
             SpendOutcome::Insufficient { available } => Err(AdjustError::Insufficient { requested: -delta, available }),
         },
@@ -418,15 +506,20 @@ pub async fn adjust(conn: &mut PgConnection, user_id: Uuid, delta: i64, reason: 
 /// reports is what a spend would see.
 pub async fn balance(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result<Balance, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let has_account: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_accounts WHERE user_id = $1)").bind(user_id).fetch_one(&mut *tx).await?;
+    let has_account: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_accounts WHERE user_id = $1)")
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
     if !has_account {
         return Ok(Balance::default());
     }
     sqlx::query("SELECT credit_maintain($1, $2)").bind(user_id).bind(now).execute(&mut *tx).await?;
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT kind, coalesce(sum(remaining), 0)::bigint FROM credit_buckets WHERE user_id = $1 GROUP BY kind")
-        .bind(user_id)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT kind, coalesce(sum(remaining), 0)::bigint FROM credit_buckets WHERE user_id = $1 GROUP BY kind",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *tx)
+    .await?;
     let (pending, next): (Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
         "SELECT sum(a.amount)::bigint, min(a.due_at) FROM credit_accruals a JOIN credit_buckets b ON b.id = a.bucket_id
           WHERE a.user_id = $1 AND a.applied_at IS NULL AND (b.expires_at IS NULL OR a.due_at < b.expires_at)",
@@ -434,7 +527,10 @@ pub async fn balance(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result
     .bind(user_id)
     .fetch_one(&mut *tx)
     .await?;
-    let total: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1").bind(user_id).fetch_one(&mut *tx).await?;
+    let total: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
     let mut b = Balance { total, pending_allotment: pending.unwrap_or(0), next_accrual_at: next, ..Default::default() };
     for (kind, sum) in rows {

@@ -28,7 +28,13 @@ fn linkify(text: &str) -> String {
     text.split('\n')
         .map(|line| {
             line.split(' ')
-                .map(|w| if w.starts_with("http://") || w.starts_with("https://") { format!(r#"<a href="{0}">{0}</a>"#, esc(w)) } else { esc(w) })
+                .map(|w| {
+                    if w.starts_with("http://") || w.starts_with("https://") {
+                        format!(r#"<a href="{0}">{0}</a>"#, esc(w))
+                    } else {
+                        esc(w)
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         })
@@ -37,7 +43,14 @@ fn linkify(text: &str) -> String {
 }
 
 pub async fn mailbox(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<MailboxQuery>) -> Response {
-    let Some(expected) = state.config.polar.standin.as_ref().filter(|_| state.mailer.uses_dev_mailbox()).map(|s| s.controls_token.expose().to_string()) else {
+    let Some(expected) = state
+        .config
+        .polar
+        .standin
+        .as_ref()
+        .filter(|_| state.mailer.uses_dev_mailbox())
+        .map(|s| s.controls_token.expose().to_string())
+    else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let given = headers
@@ -48,7 +61,11 @@ pub async fn mailbox(State(state): State<AppState>, headers: HeaderMap, Query(q)
         .or(q.token.clone())
         .unwrap_or_default();
     if !crate::server::util::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        return (StatusCode::UNAUTHORIZED, "The dev mailbox needs the stand-in's controls token (printed at start-up).").into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            "The dev mailbox needs the stand-in's controls token (printed at start-up).",
+        )
+            .into_response();
     }
     let rows: Vec<(i64, String, String, String, String, chrono::DateTime<chrono::Utc>)> = match sqlx::query_as(
         "SELECT id, to_address, from_address, subject, body_text, created_at FROM dev_mailbox
@@ -61,7 +78,11 @@ pub async fn mailbox(State(state): State<AppState>, headers: HeaderMap, Query(q)
         Ok(r) => r,
         Err(e) => return crate::server::util::internal_response(e),
     };
-    let wants_json = q.format.as_deref() == Some("json") || headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
+    let wants_json = q.format.as_deref() == Some("json")
+        || headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/json"));
     if wants_json {
         let mails: Vec<_> = rows.iter().map(|(id, to, from, subject, text, at)| json!({ "id": id, "to": to, "from": from, "subject": subject, "text": text, "created_at": at })).collect();
         return Json(json!({ "mails": mails })).into_response();

@@ -89,21 +89,24 @@ impl Mailer {
     async fn deliver(&self, pool: &PgPool, to: &str, subject: &str, text: &str) -> Result<(), String> {
         match &self.transport {
             Transport::DevMailbox => {
-                sqlx::query("INSERT INTO dev_mailbox (to_address, from_address, subject, body_text) VALUES ($1, $2, $3, $4)")
-                    .bind(to)
-                    .bind(self.from.to_string())
-                    .bind(subject)
-                    .bind(text)
-                    .execute(pool)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                sqlx::query(
+                    "INSERT INTO dev_mailbox (to_address, from_address, subject, body_text) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(to)
+                .bind(self.from.to_string())
+                .bind(subject)
+                .bind(text)
+                .execute(pool)
+                .await
+                .map_err(|e| e.to_string())?;
                 Ok(())
             }
             Transport::Smtp(smtp) => {
                 let to: Mailbox = to.parse().map_err(|e| format!("recipient: {e}"))?;
                 // 7-bit when the text allows it (ASCII, short lines: ours are), so a link is never
                 // broken across quoted-printable soft line breaks; else lettre chooses.
-                let body = Body::new_with_encoding(text.to_string(), ContentTransferEncoding::SevenBit).unwrap_or_else(|_| Body::new(text.to_string()));
+                let body = Body::new_with_encoding(text.to_string(), ContentTransferEncoding::SevenBit)
+                    .unwrap_or_else(|_| Body::new(text.to_string()));
                 let message = Message::builder()
                     .from(self.from.clone())
                     .to(to)

@@ -58,7 +58,12 @@ pub enum Prior {
     Mismatch,
 }
 
-pub async fn lookup(conn: &mut PgConnection, api_key_id: Uuid, client_key: &str, hash: &[u8]) -> Result<Prior, sqlx::Error> {
+pub async fn lookup(
+    conn: &mut PgConnection,
+    api_key_id: Uuid,
+    client_key: &str,
+    hash: &[u8],
+) -> Result<Prior, sqlx::Error> {
     let row: Option<(Vec<u8>, i16, serde_json::Value, Vec<u8>)> =
         sqlx::query_as("SELECT request_hash, status_code, headers, body FROM api_idempotency WHERE api_key_id = $1 AND client_key = $2")
             .bind(api_key_id)
@@ -71,7 +76,12 @@ pub async fn lookup(conn: &mut PgConnection, api_key_id: Uuid, client_key: &str,
         Some((_, status, headers, body)) => {
             let headers = headers
                 .as_array()
-                .map(|pairs| pairs.iter().filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string()))).collect())
+                .map(|pairs| {
+                    pairs
+                        .iter()
+                        .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string())))
+                        .collect()
+                })
                 .unwrap_or_default();
             Prior::Replay(Answer { status: status as u16, headers, body })
         }
@@ -79,7 +89,13 @@ pub async fn lookup(conn: &mut PgConnection, api_key_id: Uuid, client_key: &str,
 }
 
 /// Records the answer of a request that spent, in the spend's transaction.
-pub async fn record(conn: &mut PgConnection, api_key_id: Uuid, client_key: &str, hash: &[u8], answer: &Answer) -> Result<(), sqlx::Error> {
+pub async fn record(
+    conn: &mut PgConnection,
+    api_key_id: Uuid,
+    client_key: &str,
+    hash: &[u8],
+    answer: &Answer,
+) -> Result<(), sqlx::Error> {
     let headers = serde_json::Value::Array(answer.headers.iter().map(|(k, v)| serde_json::json!([k, v])).collect());
     sqlx::query("INSERT INTO api_idempotency (api_key_id, client_key, request_hash, status_code, headers, body) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(api_key_id)

@@ -92,7 +92,10 @@ fn success(stats: &TextStats, spent: i64, balance: i64) -> Answer {
     });
     Answer {
         status: 200,
-        headers: vec![("content-type".into(), "application/json".into()), ("x-credits-remaining".into(), balance.to_string())],
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-credits-remaining".into(), balance.to_string()),
+        ],
         body: serde_json::to_vec(&body).unwrap_or_default(),
     }
 }
@@ -104,11 +107,23 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
     else {
-        return error(StatusCode::UNAUTHORIZED, "missing_api_key", "Send your API key as `Authorization: Bearer tly_…`.", json!({}));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "Send your API key as `Authorization: Bearer tly_…`.",
+            json!({}),
+        );
     };
     let (key_id, user_id) = match api_keys::authenticate(&state.pool, key).await {
         Ok(Some(ids)) => ids,
-        Ok(None) => return error(StatusCode::UNAUTHORIZED, "invalid_api_key", "This API key is not valid or was revoked.", json!({})),
+        Ok(None) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "This API key is not valid or was revoked.",
+                json!({}),
+            )
+        }
         Err(e) => return internal(e),
     };
     if let Err(wait) = state.rate_limiter.check(key_id, Instant::now()) {
@@ -116,22 +131,28 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
     }
     // Held until this call has answered: one account cannot take every database connection.
     let Some(_slot) = state.api_in_flight.enter(user_id) else {
-        return too_many("too_many_in_flight", &format!("This account already has {} calls in progress; wait for them to finish.", state.api_in_flight.max()), 1);
+        return too_many(
+            "too_many_in_flight",
+            &format!(
+                "This account already has {} calls in progress; wait for them to finish.",
+                state.api_in_flight.max()
+            ),
+            1,
+        );
     };
-    let client_key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => match v.to_str().ok().filter(|k| text_stats::valid_idempotency_key(k)) {
-            Some(k) => Some(k.to_string()),
-            None => {
-                return error(
+    let client_key =
+        match headers.get("idempotency-key") {
+            None => None,
+            Some(v) => match v.to_str().ok().filter(|k| text_stats::valid_idempotency_key(k)) {
+                Some(k) => Some(k.to_string()),
+                None => return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_idempotency_key",
                     "Idempotency-Key must be 1 to 255 printable ASCII characters, without leading or trailing spaces.",
                     json!({ "field": "Idempotency-Key" }),
-                )
-            }
-        },
-    };
+                ),
+            },
+        };
     let hash = idempotency::request_hash("POST", PATH, &body);
     if let Some(k) = &client_key {
         let prior = match state.pool.acquire().await {
@@ -147,8 +168,17 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
     }
     let text = match text_stats::parse_body(&body) {
         Ok(t) => t,
-        Err(BodyError::Malformed(e)) => return error(StatusCode::BAD_REQUEST, "malformed_json", &format!("The body is not valid JSON: {e}"), json!({})),
-        Err(BodyError::Invalid(m)) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", m, json!({ "field": "text" })),
+        Err(BodyError::Malformed(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                &format!("The body is not valid JSON: {e}"),
+                json!({}),
+            )
+        }
+        Err(BodyError::Invalid(m)) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", m, json!({ "field": "text" }))
+        }
     };
     let stats = text_stats::text_stats(&text);
     // Longer texts are a paid feature: the entitlement guard decides (fail closed when Polar
@@ -177,14 +207,27 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
         Some(k) => idempotency::ledger_key(key_id, k),
         None => format!("api:{key_id}:{}", util::random_token(16)),
     };
-    let metadata = json!({ "operation": "text.stats", "endpoint": PATH, "api_key_id": key_id, "characters": stats.characters });
-    let result = spend(&state, user_id, cost, &spend_key, &metadata, client_key.as_deref().map(|k| (key_id, k, hash.as_slice())), &stats).await;
+    let metadata =
+        json!({ "operation": "text.stats", "endpoint": PATH, "api_key_id": key_id, "characters": stats.characters });
+    let result = spend(
+        &state,
+        user_id,
+        cost,
+        &spend_key,
+        &metadata,
+        client_key.as_deref().map(|k| (key_id, k, hash.as_slice())),
+        &stats,
+    )
+    .await;
     match result {
         Ok(Spent::Answered(answer)) => answer.into_response(),
         Ok(Spent::Insufficient { available }) => error(
             StatusCode::PAYMENT_REQUIRED,
             "insufficient_credits",
-            &format!("This request costs {cost} credit{}; you have {available}. Buy a credit pack or upgrade your plan.", if cost == 1 { "" } else { "s" }),
+            &format!(
+                "This request costs {cost} credit{}; you have {available}. Buy a credit pack or upgrade your plan.",
+                if cost == 1 { "" } else { "s" }
+            ),
             json!({ "cost": cost, "available": available }),
         ),
         Ok(Spent::KeyTaken) => match client_key.as_deref() {
@@ -202,7 +245,9 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
 
 enum Spent {
     Answered(Answer),
-    Insufficient { available: i64 },
+    Insufficient {
+        available: i64,
+    },
     /// The ledger already holds a spend under this key.
     KeyTaken,
 }
@@ -232,7 +277,12 @@ async fn spend(
     }
 }
 
-async fn lookup_again(state: &AppState, key_id: uuid::Uuid, client_key: &str, hash: &[u8]) -> Result<Prior, sqlx::Error> {
+async fn lookup_again(
+    state: &AppState,
+    key_id: uuid::Uuid,
+    client_key: &str,
+    hash: &[u8],
+) -> Result<Prior, sqlx::Error> {
     let mut conn = state.pool.acquire().await?;
     idempotency::lookup(&mut conn, key_id, client_key, hash).await
 }
@@ -240,5 +290,10 @@ async fn lookup_again(state: &AppState, key_id: uuid::Uuid, client_key: &str, ha
 fn internal(e: impl std::fmt::Display) -> Response {
     let reference = util::short_reference();
     tracing::error!(%reference, error = %e, "metered API failure");
-    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &format!("Something went wrong on our side (reference {reference})."), json!({}))
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        &format!("Something went wrong on our side (reference {reference})."),
+        json!({}),
+    )
 }

@@ -14,11 +14,17 @@ pub const OPEN_FOR: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// One probe is in flight since then. A probe that never reports (its caller went away)
     /// does not hold the breaker for good: after `open_for` another probe may go.
-    HalfOpen { since: Instant },
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 /// What the breaker says of a call about to be made.
@@ -45,7 +51,12 @@ impl Default for Breaker {
 
 impl Breaker {
     pub fn new(threshold: u32, open_for: Duration) -> Self {
-        Breaker { state: Arc::new(Mutex::new(State::Closed { failures: 0 })), threshold: threshold.max(1), open_for, opened: Arc::default() }
+        Breaker {
+            state: Arc::new(Mutex::new(State::Closed { failures: 0 })),
+            threshold: threshold.max(1),
+            open_for,
+            opened: Arc::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -73,10 +84,15 @@ impl Breaker {
         let mut s = self.lock();
         *s = match (*s, available) {
             (_, true) => State::Closed { failures: 0 },
-            (State::Closed { failures }, false) if failures + 1 < self.threshold => State::Closed { failures: failures + 1 },
+            (State::Closed { failures }, false) if failures + 1 < self.threshold => {
+                State::Closed { failures: failures + 1 }
+            }
             (_, false) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(open_for_secs = self.open_for.as_secs(), "Polar circuit breaker opened: calls fail fast until a probe succeeds");
+                tracing::warn!(
+                    open_for_secs = self.open_for.as_secs(),
+                    "Polar circuit breaker opened: calls fail fast until a probe succeeds"
+                );
                 State::Open { until: now + self.open_for }
             }
         };

@@ -199,7 +199,15 @@ impl PolarClient {
             .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("HTTP client");
-        PolarClient { http, base, token, max_attempts: 3, backoff: Duration::from_millis(250), breaker: Default::default(), deadline: None }
+        PolarClient {
+            http,
+            base,
+            token,
+            max_attempts: 3,
+            backoff: Duration::from_millis(250),
+            breaker: Default::default(),
+            deadline: None,
+        }
     }
 
     /// The same client (same connections and breaker) whose calls give up after `deadline`
@@ -233,27 +241,49 @@ impl PolarClient {
         Url::parse(&format!("{base}{path}")).expect("valid Polar URL")
     }
 
-    async fn send(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, idem: Idempotency) -> Result<(StatusCode, axum::body::Bytes), PolarError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        idem: Idempotency,
+    ) -> Result<(StatusCode, axum::body::Bytes), PolarError> {
         use super::breaker::Permit;
         if self.breaker.permit(std::time::Instant::now()) == Permit::Refused {
-            return Err(PolarError::Unreachable("circuit open after repeated failures; not calling Polar for a while".into()));
+            return Err(PolarError::Unreachable(
+                "circuit open after repeated failures; not calling Polar for a while".into(),
+            ));
         }
         // Dropped before it reports (the caller went away), the call counts as a failure.
         let outcome = self.breaker.watch();
         let call = self.send_with_retries(method, path, query, body, idem);
         let result = match self.deadline {
-            Some(d) => tokio::time::timeout(d, call).await.unwrap_or_else(|_| Err(PolarError::Unreachable("timed out".into()))),
+            Some(d) => {
+                tokio::time::timeout(d, call).await.unwrap_or_else(|_| Err(PolarError::Unreachable("timed out".into())))
+            }
             None => call.await,
         };
         outcome.report(!matches!(&result, Err(e) if e.is_unavailable()));
         result
     }
 
-    async fn send_with_retries(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, idem: Idempotency) -> Result<(StatusCode, axum::body::Bytes), PolarError> {
+    async fn send_with_retries(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        idem: Idempotency,
+    ) -> Result<(StatusCode, axum::body::Bytes), PolarError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = self.http.request(method.clone(), self.url(path)).bearer_auth(self.token.expose()).header("accept", "application/json");
+            let mut req = self
+                .http
+                .request(method.clone(), self.url(path))
+                .bearer_auth(self.token.expose())
+                .header("accept", "application/json");
             if !query.is_empty() {
                 req = req.query(query);
             }
@@ -269,14 +299,25 @@ impl PolarClient {
                         tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
                         continue;
                     }
-                    return Err(PolarError::Unreachable(if e.is_timeout() { "timed out".into() } else { e.without_url().to_string() }));
+                    return Err(PolarError::Unreachable(if e.is_timeout() {
+                        "timed out".into()
+                    } else {
+                        e.without_url().to_string()
+                    }));
                 }
                 Ok(resp) => {
                     let status = resp.status();
-                    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
                     if status == StatusCode::TOO_MANY_REQUESTS && !last {
                         // Polar refuses before doing anything, so any request may be repeated.
-                        let wait = retry_after.map(Duration::from_secs).unwrap_or(self.backoff * 2u32.pow(attempt - 1)).min(Duration::from_secs(30));
+                        let wait = retry_after
+                            .map(Duration::from_secs)
+                            .unwrap_or(self.backoff * 2u32.pow(attempt - 1))
+                            .min(Duration::from_secs(30));
                         tokio::time::sleep(wait).await;
                         continue;
                     }
@@ -294,7 +335,14 @@ impl PolarClient {
         }
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, idem: Idempotency) -> Result<T, PolarError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        idem: Idempotency,
+    ) -> Result<T, PolarError> {
         let (_, bytes) = self.send(method, path, query, body, idem).await?;
         serde_json::from_slice(&bytes).map_err(|e| PolarError::Decode(format!("{path}: {e}")))
     }
@@ -313,42 +361,88 @@ impl PolarClient {
     // ---- customers ----
 
     /// A customer portal session for the customer with this external id.
-    pub async fn create_customer_session(&self, external_customer_id: &str, return_url: Option<&str>) -> Result<CustomerSession, PolarError> {
+    pub async fn create_customer_session(
+        &self,
+        external_customer_id: &str,
+        return_url: Option<&str>,
+    ) -> Result<CustomerSession, PolarError> {
         let body = json!({ "external_customer_id": external_customer_id, "return_url": return_url });
         self.call(Method::POST, "/v1/customer-sessions/", &[], Some(&body), Idempotency::Once).await
     }
 
-    pub async fn create_customer(&self, email: &str, external_id: &str, name: Option<&str>) -> Result<Customer, PolarError> {
+    pub async fn create_customer(
+        &self,
+        email: &str,
+        external_id: &str,
+        name: Option<&str>,
+    ) -> Result<Customer, PolarError> {
         let body = json!({ "email": email, "external_id": external_id, "name": name });
         self.call(Method::POST, "/v1/customers/", &[], Some(&body), Idempotency::Once).await
     }
 
     pub async fn get_customer(&self, external_id: &str) -> Result<Customer, PolarError> {
-        self.call(Method::GET, &format!("/v1/customers/external/{}", path_segment(external_id)), &[], None, Idempotency::Safe).await
+        self.call(
+            Method::GET,
+            &format!("/v1/customers/external/{}", path_segment(external_id)),
+            &[],
+            None,
+            Idempotency::Safe,
+        )
+        .await
     }
 
     pub async fn update_customer(&self, external_id: &str, update: &CustomerUpdate) -> Result<Customer, PolarError> {
         let body = serde_json::to_value(update).expect("serializable");
         // Setting fields to given values: repeating it changes nothing more.
-        self.call(Method::PATCH, &format!("/v1/customers/external/{}", path_segment(external_id)), &[], Some(&body), Idempotency::Safe).await
+        self.call(
+            Method::PATCH,
+            &format!("/v1/customers/external/{}", path_segment(external_id)),
+            &[],
+            Some(&body),
+            Idempotency::Safe,
+        )
+        .await
     }
 
     /// Deletes the customer (204); `anonymize` also scrubs personal data at Polar.
     pub async fn delete_customer(&self, external_id: &str, anonymize: bool) -> Result<(), PolarError> {
-        self.send(Method::DELETE, &format!("/v1/customers/external/{}", path_segment(external_id)), &[("anonymize", anonymize.to_string())], None, Idempotency::Safe)
-            .await
-            .map(|_| ())
+        self.send(
+            Method::DELETE,
+            &format!("/v1/customers/external/{}", path_segment(external_id)),
+            &[("anonymize", anonymize.to_string())],
+            None,
+            Idempotency::Safe,
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn customer_state(&self, external_id: &str) -> Result<CustomerState, PolarError> {
-        self.call(Method::GET, &format!("/v1/customers/external/{}/state", path_segment(external_id)), &[], None, Idempotency::Safe).await
+        self.call(
+            Method::GET,
+            &format!("/v1/customers/external/{}/state", path_segment(external_id)),
+            &[],
+            None,
+            Idempotency::Safe,
+        )
+        .await
     }
 
     // ---- orders and invoices ----
 
     /// One page of a customer's orders, newest first.
-    pub async fn list_orders(&self, external_customer_id: &str, page: u32, limit: u32) -> Result<ListResource<Order>, PolarError> {
-        let q = [("external_customer_id", external_customer_id.to_string()), ("page", page.to_string()), ("limit", limit.to_string()), ("sorting", "-created_at".into())];
+    pub async fn list_orders(
+        &self,
+        external_customer_id: &str,
+        page: u32,
+        limit: u32,
+    ) -> Result<ListResource<Order>, PolarError> {
+        let q = [
+            ("external_customer_id", external_customer_id.to_string()),
+            ("page", page.to_string()),
+            ("limit", limit.to_string()),
+            ("sorting", "-created_at".into()),
+        ];
         self.call(Method::GET, "/v1/orders/", &q, None, Idempotency::Safe).await
     }
 
@@ -372,7 +466,12 @@ impl PolarClient {
     }
 
     /// Sets an order's billing name and address (needed before its invoice is generated).
-    pub async fn update_order_billing(&self, id: &str, billing_name: &str, address: &Address) -> Result<Order, PolarError> {
+    pub async fn update_order_billing(
+        &self,
+        id: &str,
+        billing_name: &str,
+        address: &Address,
+    ) -> Result<Order, PolarError> {
         let body = json!({ "billing_name": billing_name, "billing_address": address });
         self.call(Method::PATCH, &format!("/v1/orders/{}", path_segment(id)), &[], Some(&body), Idempotency::Safe).await
     }
@@ -380,12 +479,17 @@ impl PolarClient {
     /// Asks Polar to generate the invoice (202); it is ready when [`Self::invoice`] stops
     /// answering 404.
     pub async fn generate_invoice(&self, order_id: &str) -> Result<(), PolarError> {
-        self.send(Method::POST, &format!("/v1/orders/{}/invoice", path_segment(order_id)), &[], None, Idempotency::Safe).await.map(|_| ())
+        self.send(Method::POST, &format!("/v1/orders/{}/invoice", path_segment(order_id)), &[], None, Idempotency::Safe)
+            .await
+            .map(|_| ())
     }
 
     /// The invoice's download URL; `Ok(None)` while it is not generated yet.
     pub async fn invoice(&self, order_id: &str) -> Result<Option<InvoiceUrl>, PolarError> {
-        match self.call(Method::GET, &format!("/v1/orders/{}/invoice", path_segment(order_id)), &[], None, Idempotency::Safe).await {
+        match self
+            .call(Method::GET, &format!("/v1/orders/{}/invoice", path_segment(order_id)), &[], None, Idempotency::Safe)
+            .await
+        {
             Ok(u) => Ok(Some(u)),
             Err(PolarError::NotFound { code, .. }) if code == "InvoiceDoesNotExist" => Ok(None),
             Err(e) => Err(e),
@@ -395,7 +499,15 @@ impl PolarClient {
     // ---- products and subscriptions ----
 
     pub async fn list_products(&self) -> Result<Vec<Product>, PolarError> {
-        let p: ListResource<Product> = self.call(Method::GET, "/v1/products/", &[("is_archived", "false".into()), ("limit", "100".into())], None, Idempotency::Safe).await?;
+        let p: ListResource<Product> = self
+            .call(
+                Method::GET,
+                "/v1/products/",
+                &[("is_archived", "false".into()), ("limit", "100".into())],
+                None,
+                Idempotency::Safe,
+            )
+            .await?;
         Ok(p.items)
     }
 
@@ -405,7 +517,8 @@ impl PolarClient {
 
     pub async fn list_subscriptions(&self, external_customer_id: &str) -> Result<Vec<Subscription>, PolarError> {
         let q = [("external_customer_id", external_customer_id.to_string()), ("limit", "100".into())];
-        let p: ListResource<Subscription> = self.call(Method::GET, "/v1/subscriptions/", &q, None, Idempotency::Safe).await?;
+        let p: ListResource<Subscription> =
+            self.call(Method::GET, "/v1/subscriptions/", &q, None, Idempotency::Safe).await?;
         Ok(p.items)
     }
 
@@ -442,13 +555,24 @@ impl PolarClient {
     }
 
     /// Switches the subscription's product; may charge, so it is sent once.
-    pub async fn change_product(&self, id: &str, product_id: &str, proration: Proration) -> Result<Subscription, PolarError> {
-        self.update_subscription(id, json!({ "product_id": product_id, "proration_behavior": proration }), Idempotency::Once).await
+    pub async fn change_product(
+        &self,
+        id: &str,
+        product_id: &str,
+        proration: Proration,
+    ) -> Result<Subscription, PolarError> {
+        self.update_subscription(
+            id,
+            json!({ "product_id": product_id, "proration_behavior": proration }),
+            Idempotency::Once,
+        )
+        .await
     }
 
     /// Ends the subscription now.
     pub async fn revoke_subscription(&self, id: &str) -> Result<Subscription, PolarError> {
-        self.call(Method::DELETE, &format!("/v1/subscriptions/{}", path_segment(id)), &[], None, Idempotency::Safe).await
+        self.call(Method::DELETE, &format!("/v1/subscriptions/{}", path_segment(id)), &[], None, Idempotency::Safe)
+            .await
     }
 
     // ---- usage ----
@@ -460,8 +584,15 @@ impl PolarClient {
     }
 
     pub async fn list_customer_meters(&self, external_customer_id: &str) -> Result<Vec<CustomerMeter>, PolarError> {
-        let p: ListResource<CustomerMeter> =
-            self.call(Method::GET, "/v1/customer-meters/", &[("external_customer_id", external_customer_id.to_string())], None, Idempotency::Safe).await?;
+        let p: ListResource<CustomerMeter> = self
+            .call(
+                Method::GET,
+                "/v1/customer-meters/",
+                &[("external_customer_id", external_customer_id.to_string())],
+                None,
+                Idempotency::Safe,
+            )
+            .await?;
         Ok(p.items)
     }
 }
@@ -483,8 +614,12 @@ fn error_from(status: StatusCode, retry_after: Option<u64>, body: &[u8]) -> Pola
         409 => PolarError::Conflict { code, detail },
         422 => {
             let issues = match raw.get("detail") {
-                Some(Value::Array(items)) => items.iter().filter_map(|i| serde_json::from_value(i.clone()).ok()).collect(),
-                Some(Value::String(msg)) => vec![ValidationIssue { kind: "value_error".into(), loc: vec![json!("body")], msg: msg.clone() }],
+                Some(Value::Array(items)) => {
+                    items.iter().filter_map(|i| serde_json::from_value(i.clone()).ok()).collect()
+                }
+                Some(Value::String(msg)) => {
+                    vec![ValidationIssue { kind: "value_error".into(), loc: vec![json!("body")], msg: msg.clone() }]
+                }
                 _ => vec![],
             };
             PolarError::Invalid { code: Some(code).filter(|c| !c.is_empty()), issues }
@@ -504,12 +639,18 @@ mod tests {
         let e = error_from(StatusCode::UNAUTHORIZED, None, br#"{"error":"invalid_token","error_description":"The access token provided is expired, revoked, malformed, or invalid for other reasons."}"#);
         assert_eq!(e, PolarError::Unauthorized { code: "invalid_token".into() });
         let e = error_from(StatusCode::FORBIDDEN, None, br#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token."}"#);
-        assert!(matches!(e, PolarError::Forbidden { ref code, ref detail } if code == "insufficient_scope" && detail.contains("higher privileges")));
+        assert!(
+            matches!(e, PolarError::Forbidden { ref code, ref detail } if code == "insufficient_scope" && detail.contains("higher privileges"))
+        );
         let e = error_from(StatusCode::NOT_FOUND, None, br#"{"error":"ResourceNotFound","detail":"Not found"}"#);
         assert_eq!(e, PolarError::NotFound { code: "ResourceNotFound".into(), detail: "Not found".into() });
         let e = error_from(StatusCode::NOT_FOUND, None, br#"{"detail":"Not Found"}"#);
         assert!(matches!(e, PolarError::NotFound { ref code, .. } if code == "NotFound"));
-        let e = error_from(StatusCode::CONFLICT, None, br#"{"error":"SubscriptionLocked","detail":"Subscription is pending an update."}"#);
+        let e = error_from(
+            StatusCode::CONFLICT,
+            None,
+            br#"{"error":"SubscriptionLocked","detail":"Subscription is pending an update."}"#,
+        );
         assert!(matches!(e, PolarError::Conflict { ref code, .. } if code == "SubscriptionLocked"));
         let e = error_from(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -524,7 +665,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(e.to_string(), "Polar rejected the input: tax_id: Invalid tax ID.");
-        assert_eq!(error_from(StatusCode::TOO_MANY_REQUESTS, Some(7), b""), PolarError::RateLimited { retry_after: Some(7) });
+        assert_eq!(
+            error_from(StatusCode::TOO_MANY_REQUESTS, Some(7), b""),
+            PolarError::RateLimited { retry_after: Some(7) }
+        );
         assert_eq!(error_from(StatusCode::BAD_GATEWAY, None, b"<html>"), PolarError::Server { status: 502 });
         assert!(PolarError::Server { status: 502 }.is_unavailable());
         assert!(!PolarError::NotFound { code: "x".into(), detail: String::new() }.is_unavailable());

@@ -83,7 +83,8 @@ pub struct SignedHeaders<'a> {
 pub fn verify(secret: &str, headers: SignedHeaders<'_>, body: &[u8], now: i64) -> Result<KeyScheme, VerifyError> {
     let id = headers.id.filter(|v| !v.is_empty()).ok_or(VerifyError::MissingHeader("webhook-id"))?;
     let ts_raw = headers.timestamp.filter(|v| !v.is_empty()).ok_or(VerifyError::MissingHeader("webhook-timestamp"))?;
-    let signature = headers.signature.filter(|v| !v.is_empty()).ok_or(VerifyError::MissingHeader("webhook-signature"))?;
+    let signature =
+        headers.signature.filter(|v| !v.is_empty()).ok_or(VerifyError::MissingHeader("webhook-signature"))?;
     let ts: i64 = ts_raw.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
     if now - ts > TOLERANCE_SECS {
         return Err(VerifyError::TooOld);
@@ -130,7 +131,10 @@ mod tests {
     fn signs_the_published_vectors_under_both_schemes() {
         assert_eq!(sign(SECRET, KeyScheme::Legacy, ID, TS, BODY).unwrap(), LEGACY_SIG);
         assert_eq!(sign(SECRET, KeyScheme::Standard, ID, TS, BODY).unwrap(), STANDARD_SIG);
-        assert_eq!(hex::encode(key_for(SECRET, KeyScheme::Standard).unwrap()), "31f290f6bf06298aab4f08d43c3f082cf648a362da2da4b0");
+        assert_eq!(
+            hex::encode(key_for(SECRET, KeyScheme::Standard).unwrap()),
+            "31f290f6bf06298aab4f08d43c3f082cf648a362da2da4b0"
+        );
     }
 
     #[test]
@@ -157,14 +161,23 @@ mod tests {
     #[test]
     fn tampering_is_rejected() {
         let ts = TS.to_string();
-        assert_eq!(verify(SECRET, headers(LEGACY_SIG, &ts), br#"{"test": 2432232315}"#, TS), Err(VerifyError::NoMatchingSignature));
+        assert_eq!(
+            verify(SECRET, headers(LEGACY_SIG, &ts), br#"{"test": 2432232315}"#, TS),
+            Err(VerifyError::NoMatchingSignature)
+        );
         let other_id = SignedHeaders { id: Some("msg_other"), timestamp: Some(&ts), signature: Some(LEGACY_SIG) };
         assert_eq!(verify(SECRET, other_id, BODY, TS), Err(VerifyError::NoMatchingSignature));
         let shifted = (TS + 1).to_string();
         assert_eq!(verify(SECRET, headers(LEGACY_SIG, &shifted), BODY, TS), Err(VerifyError::NoMatchingSignature));
-        assert_eq!(verify("whsec_wrongsecretwrongsecret", headers(LEGACY_SIG, &ts), BODY, TS), Err(VerifyError::NoMatchingSignature));
+        assert_eq!(
+            verify("whsec_wrongsecretwrongsecret", headers(LEGACY_SIG, &ts), BODY, TS),
+            Err(VerifyError::NoMatchingSignature)
+        );
         // A truncated signature fails the length check.
-        assert_eq!(verify(SECRET, headers("v1,TcxlhK9b6UD6iVI1ZU2tTqp8PEVf", &ts), BODY, TS), Err(VerifyError::NoMatchingSignature));
+        assert_eq!(
+            verify(SECRET, headers("v1,TcxlhK9b6UD6iVI1ZU2tTqp8PEVf", &ts), BODY, TS),
+            Err(VerifyError::NoMatchingSignature)
+        );
         // Only v1 counts.
         let v2 = LEGACY_SIG.replace("v1,", "v2,");
         assert_eq!(verify(SECRET, headers(&v2, &ts), BODY, TS), Err(VerifyError::NoMatchingSignature));

@@ -41,7 +41,11 @@ pub fn routes(s: StandIn) -> Router {
 // ---- errors in Polar's shapes ----
 
 pub(super) fn polar_error(status: u16, error: &str, detail: &str) -> Response {
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(json!({ "error": error, "detail": detail }))).into_response()
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Json(json!({ "error": error, "detail": detail })),
+    )
+        .into_response()
 }
 
 fn not_found() -> Response {
@@ -103,7 +107,8 @@ async fn guard(State(s): State<StandIn>, req: Request, next: Next) -> Response {
             return polar_error(504, "GatewayTimeout", "Gateway Timeout");
         }
         Some(OutageKind::RateLimited { retry_after }) => {
-            return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, retry_after.to_string())], "").into_response();
+            return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, retry_after.to_string())], "")
+                .into_response();
         }
         None => {}
     }
@@ -117,10 +122,15 @@ async fn guard(State(s): State<StandIn>, req: Request, next: Next) -> Response {
         }
         Some(t) if !s.inner.config.access_tokens.iter().any(|k| k == t) => {
             let desc = "The access token provided is expired, revoked, malformed, or invalid for other reasons.";
-            let mut r = (StatusCode::UNAUTHORIZED, Json(json!({ "error": "invalid_token", "error_description": desc }))).into_response();
+            let mut r =
+                (StatusCode::UNAUTHORIZED, Json(json!({ "error": "invalid_token", "error_description": desc })))
+                    .into_response();
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_str(&format!("Bearer realm=\"polar\", error=\"invalid_token\", error_description=\"{desc}\"")).expect("ascii"),
+                HeaderValue::from_str(&format!(
+                    "Bearer realm=\"polar\", error=\"invalid_token\", error_description=\"{desc}\""
+                ))
+                .expect("ascii"),
             );
             r
         }
@@ -133,7 +143,12 @@ async fn guard(State(s): State<StandIn>, req: Request, next: Next) -> Response {
 fn parse_body(body: &Bytes) -> Result<Map<String, Value>, Response> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(invalid("model_attributes_type", json!(["body"]), "Input should be a valid dictionary or object to extract fields from", other)),
+        Ok(other) => Err(invalid(
+            "model_attributes_type",
+            json!(["body"]),
+            "Input should be a valid dictionary or object to extract fields from",
+            other,
+        )),
         Err(e) => Err(invalid("json_invalid", json!(["body", e.column()]), "JSON decode error", json!({}))),
     }
 }
@@ -142,7 +157,9 @@ fn opt_str(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Respo
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(invalid("string_type", json!(["body", key]), "Input should be a valid string", other.clone())),
+        Some(other) => {
+            Err(invalid("string_type", json!(["body", key]), "Input should be a valid string", other.clone()))
+        }
     }
 }
 
@@ -150,7 +167,9 @@ fn opt_bool(body: &Map<String, Value>, key: &str, default: bool) -> Result<bool,
     match body.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(invalid("bool_type", json!(["body", key]), "Input should be a valid boolean", other.clone())),
+        Some(other) => {
+            Err(invalid("bool_type", json!(["body", key]), "Input should be a valid boolean", other.clone()))
+        }
     }
 }
 
@@ -160,11 +179,21 @@ fn metadata(body: &Map<String, Value>, key: &str) -> Result<Map<String, Value>, 
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(m)) => {
             if m.len() > 50 {
-                return Err(invalid("too_long", json!(["body", key]), "Dictionary should have at most 50 items", Value::Object(m.clone())));
+                return Err(invalid(
+                    "too_long",
+                    json!(["body", key]),
+                    "Dictionary should have at most 50 items",
+                    Value::Object(m.clone()),
+                ));
             }
             for (k, v) in m {
                 if k.is_empty() || k.chars().count() > 40 {
-                    return Err(invalid("string_too_long", json!(["body", key, k]), "Key should have 1 to 40 characters", json!(k)));
+                    return Err(invalid(
+                        "string_too_long",
+                        json!(["body", key, k]),
+                        "Key should have 1 to 40 characters",
+                        json!(k),
+                    ));
                 }
                 let ok = match v {
                     Value::String(s) => !s.is_empty() && s.chars().count() <= 500,
@@ -172,12 +201,19 @@ fn metadata(body: &Map<String, Value>, key: &str) -> Result<Map<String, Value>, 
                     _ => false,
                 };
                 if !ok {
-                    return Err(invalid("value_error", json!(["body", key, k]), "Value should be a string of 1 to 500 characters, a number or a boolean", v.clone()));
+                    return Err(invalid(
+                        "value_error",
+                        json!(["body", key, k]),
+                        "Value should be a string of 1 to 500 characters, a number or a boolean",
+                        v.clone(),
+                    ));
                 }
             }
             Ok(m.clone())
         }
-        Some(other) => Err(invalid("dict_type", json!(["body", key]), "Input should be a valid dictionary", other.clone())),
+        Some(other) => {
+            Err(invalid("dict_type", json!(["body", key]), "Input should be a valid dictionary", other.clone()))
+        }
     }
 }
 
@@ -185,28 +221,61 @@ fn address(body: &Map<String, Value>, key: &str) -> Result<Option<Address>, Resp
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => {
-            let field = |k: &str| m.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+            let field =
+                |k: &str| m.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
             let Some(country) = field("country").map(|c| c.to_ascii_uppercase()) else {
-                return Err(invalid("missing", json!(["body", key, "country"]), "Field required", Value::Object(m.clone())));
+                return Err(invalid(
+                    "missing",
+                    json!(["body", key, "country"]),
+                    "Field required",
+                    Value::Object(m.clone()),
+                ));
             };
             if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
-                return Err(invalid("enum", json!(["body", key, "country"]), "Input should be a valid ISO 3166-1 alpha-2 country code", json!(country)));
+                return Err(invalid(
+                    "enum",
+                    json!(["body", key, "country"]),
+                    "Input should be a valid ISO 3166-1 alpha-2 country code",
+                    json!(country),
+                ));
             }
             if ["CU", "IR", "KP", "SY", "RU"].contains(&country.as_str()) {
-                return Err(invalid("enum", json!(["body", key, "country"]), "This country is not supported.", json!(country)));
+                return Err(invalid(
+                    "enum",
+                    json!(["body", key, "country"]),
+                    "This country is not supported.",
+                    json!(country),
+                ));
             }
             let mut state = field("state");
             if matches!(country.as_str(), "US" | "CA") {
-                state = state.map(|s| if s.contains('-') { s.to_ascii_uppercase() } else { format!("{country}-{}", s.to_ascii_uppercase()) });
+                state = state.map(|s| {
+                    if s.contains('-') {
+                        s.to_ascii_uppercase()
+                    } else {
+                        format!("{country}-{}", s.to_ascii_uppercase())
+                    }
+                });
             }
-            Ok(Some(Address { line1: field("line1"), line2: field("line2"), postal_code: field("postal_code"), city: field("city"), state, country }))
+            Ok(Some(Address {
+                line1: field("line1"),
+                line2: field("line2"),
+                postal_code: field("postal_code"),
+                city: field("city"),
+                state,
+                country,
+            }))
         }
-        Some(other) => Err(invalid("model_type", json!(["body", key]), "Input should be a valid dictionary", other.clone())),
+        Some(other) => {
+            Err(invalid("model_type", json!(["body", key]), "Input should be a valid dictionary", other.clone()))
+        }
     }
 }
 
 fn uuid_path(id: &str) -> Result<(), Response> {
-    uuid::Uuid::parse_str(id).map(|_| ()).map_err(|_| invalid("uuid_parsing", json!(["path", "id"]), "Input should be a valid UUID", json!(id)))
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| invalid("uuid_parsing", json!(["path", "id"]), "Input should be a valid UUID", json!(id)))
 }
 
 fn page_params(q: &[(String, String)]) -> Result<(usize, usize), Response> {
@@ -214,14 +283,28 @@ fn page_params(q: &[(String, String)]) -> Result<(usize, usize), Response> {
         None => 1,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if n >= 1 => n,
-            _ => return Err(invalid("greater_than_equal", json!(["query", "page"]), "Input should be greater than or equal to 1", json!(v))),
+            _ => {
+                return Err(invalid(
+                    "greater_than_equal",
+                    json!(["query", "page"]),
+                    "Input should be greater than or equal to 1",
+                    json!(v),
+                ))
+            }
         },
     };
     let limit = match query_values(q, "limit").next() {
         None => 10,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=100).contains(&n) => n,
-            _ => return Err(invalid("less_than_equal", json!(["query", "limit"]), "Input should be between 1 and 100", json!(v))),
+            _ => {
+                return Err(invalid(
+                    "less_than_equal",
+                    json!(["query", "limit"]),
+                    "Input should be between 1 and 100",
+                    json!(v),
+                ))
+            }
         },
     };
     Ok((page, limit))
@@ -256,19 +339,37 @@ async fn create_checkout(State(s): State<StandIn>, body: Bytes) -> Response {
         Err(r) => return r,
     };
     let products: Vec<String> = match b.get("products") {
-        None | Some(Value::Null) => return invalid("missing", json!(["body", "products"]), "Field required", Value::Object(b.clone())),
-        Some(Value::Array(a)) if a.is_empty() => return invalid("too_short", json!(["body", "products"]), "List should have at least 1 item after validation, not 0", json!([])),
+        None | Some(Value::Null) => {
+            return invalid("missing", json!(["body", "products"]), "Field required", Value::Object(b.clone()))
+        }
+        Some(Value::Array(a)) if a.is_empty() => {
+            return invalid(
+                "too_short",
+                json!(["body", "products"]),
+                "List should have at least 1 item after validation, not 0",
+                json!([]),
+            )
+        }
         Some(Value::Array(a)) => {
             let mut ids = vec![];
             for (i, v) in a.iter().enumerate() {
                 match v.as_str().filter(|id| uuid::Uuid::parse_str(id).is_ok()) {
                     Some(id) => ids.push(id.to_string()),
-                    None => return invalid("uuid_parsing", json!(["body", "products", i]), "Input should be a valid UUID", v.clone()),
+                    None => {
+                        return invalid(
+                            "uuid_parsing",
+                            json!(["body", "products", i]),
+                            "Input should be a valid UUID",
+                            v.clone(),
+                        )
+                    }
                 }
             }
             ids
         }
-        Some(other) => return invalid("list_type", json!(["body", "products"]), "Input should be a valid list", other.clone()),
+        Some(other) => {
+            return invalid("list_type", json!(["body", "products"]), "Input should be a valid list", other.clone())
+        }
     };
     let fields = (|| -> Result<_, Response> {
         let external = match opt_str(&b, "external_customer_id")? {
@@ -278,13 +379,23 @@ async fn create_checkout(State(s): State<StandIn>, body: Bytes) -> Response {
         let success_url = opt_str(&b, "success_url")?;
         if let Some(u) = &success_url {
             if url::Url::parse(u).is_err() || u.len() > 2083 {
-                return Err(invalid("url_parsing", json!(["body", "success_url"]), "Input should be a valid URL", json!(u)));
+                return Err(invalid(
+                    "url_parsing",
+                    json!(["body", "success_url"]),
+                    "Input should be a valid URL",
+                    json!(u),
+                ));
             }
         }
         let email = opt_str(&b, "customer_email")?;
         if let Some(e) = &email {
             if Email::parse(e).is_err() {
-                return Err(invalid("value_error", json!(["body", "customer_email"]), "value is not a valid email address", json!(e)));
+                return Err(invalid(
+                    "value_error",
+                    json!(["body", "customer_email"]),
+                    "value is not a valid email address",
+                    json!(e),
+                ));
             }
         }
         Ok((
@@ -305,11 +416,26 @@ async fn create_checkout(State(s): State<StandIn>, body: Bytes) -> Response {
             opt_str(&b, "customer_tax_id")?,
         ))
     })();
-    let (external, success_url, return_url, email, name, customer_id, meta, customer_meta, discounts, require_address, business, trial, billing_name, billing_address, tax_id) =
-        match fields {
-            Ok(f) => f,
-            Err(r) => return r,
-        };
+    let (
+        external,
+        success_url,
+        return_url,
+        email,
+        name,
+        customer_id,
+        meta,
+        customer_meta,
+        discounts,
+        require_address,
+        business,
+        trial,
+        billing_name,
+        billing_address,
+        tax_id,
+    ) = match fields {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     s.mutate(|w, now, _ev| {
         for (i, p) in products.iter().enumerate() {
             if w.product(p).is_none() {
@@ -322,7 +448,11 @@ async fn create_checkout(State(s): State<StandIn>, body: Bytes) -> Response {
             }
         }
         let id = new_id();
-        let linked = external.as_deref().and_then(|x| w.customer_by_external(x)).or_else(|| customer_id.as_deref().and_then(|c| w.customer(c))).cloned();
+        let linked = external
+            .as_deref()
+            .and_then(|x| w.customer_by_external(x))
+            .or_else(|| customer_id.as_deref().and_then(|c| w.customer(c)))
+            .cloned();
         let checkout = super::world::Checkout {
             id: id.clone(),
             client_secret: format!("polar_c_{}", crate::server::util::random_token(30).replace(['-', '_'], "x")),
@@ -334,7 +464,9 @@ async fn create_checkout(State(s): State<StandIn>, body: Bytes) -> Response {
             customer_email: email.or_else(|| linked.as_ref().map(|c| c.email.clone())),
             customer_name: name.or_else(|| linked.as_ref().and_then(|c| c.name.clone())),
             customer_billing_name: billing_name.or_else(|| linked.as_ref().and_then(|c| c.billing_name.clone())),
-            customer_billing_address: billing_address.clone().or_else(|| linked.as_ref().and_then(|c| c.billing_address.clone())),
+            customer_billing_address: billing_address
+                .clone()
+                .or_else(|| linked.as_ref().and_then(|c| c.billing_address.clone())),
             customer_tax_id: tax_id.or_else(|| linked.as_ref().and_then(|c| c.tax_id.as_ref().map(|t| t.0.clone()))),
             success_url: success_url.map(|u| u.replace("{CHECKOUT_ID}", &id)),
             return_url,
@@ -393,7 +525,13 @@ async fn create_session(State(s): State<StandIn>, body: Bytes) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (customer_id, external, return_url) = match (|| Ok::<_, Response>((opt_str(&b, "customer_id")?, opt_str(&b, "external_customer_id")?.or(opt_str(&b, "customer_external_id")?), opt_str(&b, "return_url")?)))() {
+    let (customer_id, external, return_url) = match (|| {
+        Ok::<_, Response>((
+            opt_str(&b, "customer_id")?,
+            opt_str(&b, "external_customer_id")?.or(opt_str(&b, "customer_external_id")?),
+            opt_str(&b, "return_url")?,
+        ))
+    })() {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -401,7 +539,9 @@ async fn create_session(State(s): State<StandIn>, body: Bytes) -> Response {
         let (customer, loc, input) = match (&customer_id, &external) {
             (Some(id), _) => (w.customer(id).filter(|c| c.deleted_at.is_none()).cloned(), "customer_id", id.clone()),
             (None, Some(x)) => (w.customer_by_external(x).cloned(), "external_customer_id", x.clone()),
-            (None, None) => return invalid("missing", json!(["body", "customer_id"]), "Field required", Value::Object(b.clone())),
+            (None, None) => {
+                return invalid("missing", json!(["body", "customer_id"]), "Field required", Value::Object(b.clone()))
+            }
         };
         let Some(customer) = customer else {
             return invalid("value_error", json!(["body", loc]), "Customer does not exist.", json!(input));
@@ -424,7 +564,12 @@ async fn create_session(State(s): State<StandIn>, body: Bytes) -> Response {
 /// Checks a tax id against the billing country, as Polar does on create and update.
 fn tax_id_for(tax_id: &str, country: Option<&str>) -> Result<(String, String), Response> {
     let Some(country) = country else {
-        return Err(invalid("value_error", json!(["body", "billing_address"]), "Country is required to validate tax ID.", Value::Null));
+        return Err(invalid(
+            "value_error",
+            json!(["body", "billing_address"]),
+            "Country is required to validate tax ID.",
+            Value::Null,
+        ));
     };
     crate::domain::tax_id::validate(country, tax_id)
         .map(|t| (t.value, t.kind.to_string()))
@@ -439,8 +584,17 @@ async fn create_customer(State(s): State<StandIn>, body: Bytes) -> Response {
     let parsed = (|| -> Result<_, Response> {
         let email = match opt_str(&b, "email")? {
             Some(e) if Email::parse(&e).is_ok() => e,
-            Some(e) => return Err(invalid("value_error", json!(["body", "email"]), "value is not a valid email address", json!(e))),
-            None => return Err(invalid("missing", json!(["body", "email"]), "Field required", Value::Object(b.clone()))),
+            Some(e) => {
+                return Err(invalid(
+                    "value_error",
+                    json!(["body", "email"]),
+                    "value is not a valid email address",
+                    json!(e),
+                ))
+            }
+            None => {
+                return Err(invalid("missing", json!(["body", "email"]), "Field required", Value::Object(b.clone())))
+            }
         };
         let billing = address(&b, "billing_address")?;
         let tax = match opt_str(&b, "tax_id")? {
@@ -449,7 +603,12 @@ async fn create_customer(State(s): State<StandIn>, body: Bytes) -> Response {
         };
         let name = opt_str(&b, "name")?;
         if name.as_ref().is_some_and(|n| n.chars().count() > 256) {
-            return Err(invalid("string_too_long", json!(["body", "name"]), "String should have at most 256 characters", json!(name)));
+            return Err(invalid(
+                "string_too_long",
+                json!(["body", "name"]),
+                "String should have at most 256 characters",
+                json!(name),
+            ));
         }
         Ok((email, opt_str(&b, "external_id")?, name, billing, tax, metadata(&b, "metadata")?))
     })();
@@ -460,7 +619,14 @@ async fn create_customer(State(s): State<StandIn>, body: Bytes) -> Response {
     s.mutate(|w, now, ev| {
         let id = match w.create_customer(&email, external_id, name, meta, now, ev) {
             Ok(id) => id,
-            Err((field, msg)) => return invalid("value_error", json!(["body", field]), &msg, b.get(field).cloned().unwrap_or(Value::Null)),
+            Err((field, msg)) => {
+                return invalid(
+                    "value_error",
+                    json!(["body", field]),
+                    &msg,
+                    b.get(field).cloned().unwrap_or(Value::Null),
+                )
+            }
         };
         let c = w.customer_mut(&id).expect("just created");
         c.billing_address = billing;
@@ -472,7 +638,12 @@ async fn create_customer(State(s): State<StandIn>, body: Bytes) -> Response {
 async fn list_customers(State(s): State<StandIn>, Query(q): Query<Vec<(String, String)>>) -> Response {
     s.read(|w, _| {
         let email = query_values(&q, "email").next().map(str::to_string);
-        let mut items: Vec<&Customer> = w.customers.iter().filter(|c| c.deleted_at.is_none()).filter(|c| email.as_ref().is_none_or(|e| c.email.eq_ignore_ascii_case(e))).collect();
+        let mut items: Vec<&Customer> = w
+            .customers
+            .iter()
+            .filter(|c| c.deleted_at.is_none())
+            .filter(|c| email.as_ref().is_none_or(|e| c.email.eq_ignore_ascii_case(e)))
+            .collect();
         if sort_newest_first(&q) {
             items.reverse();
         }
@@ -498,10 +669,20 @@ async fn update_customer(State(s): State<StandIn>, Path(external_id): Path<Strin
             let mut c = existing.clone();
             if let Some(e) = opt_str(&b, "email")? {
                 if Email::parse(&e).is_err() {
-                    return Err(invalid("value_error", json!(["body", "email"]), "value is not a valid email address", json!(e)));
+                    return Err(invalid(
+                        "value_error",
+                        json!(["body", "email"]),
+                        "value is not a valid email address",
+                        json!(e),
+                    ));
                 }
                 if w.customer_by_email(&e).is_some_and(|o| o.id != c.id) {
-                    return Err(invalid("value_error", json!(["body", "email"]), "A customer with this email address already exists.", json!(e)));
+                    return Err(invalid(
+                        "value_error",
+                        json!(["body", "email"]),
+                        "A customer with this email address already exists.",
+                        json!(e),
+                    ));
                 }
                 c.email = e;
             }
@@ -515,7 +696,12 @@ async fn update_customer(State(s): State<StandIn>, Path(external_id): Path<Strin
                 match address(&b, "billing_address")? {
                     Some(a) => c.billing_address = Some(a),
                     None if c.billing_address.is_some() => {
-                        return Err(invalid("value_error", json!(["body", "billing_address"]), "Customer billing address cannot be reset to null once set.", Value::Null))
+                        return Err(invalid(
+                            "value_error",
+                            json!(["body", "billing_address"]),
+                            "Customer billing address cannot be reset to null once set.",
+                            Value::Null,
+                        ))
                     }
                     None => {}
                 }
@@ -542,7 +728,11 @@ async fn update_customer(State(s): State<StandIn>, Path(external_id): Path<Strin
     })
 }
 
-async fn delete_customer(State(s): State<StandIn>, Path(external_id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Response {
+async fn delete_customer(
+    State(s): State<StandIn>,
+    Path(external_id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
     let anonymize = query_values(&q, "anonymize").any(|v| v == "true");
     s.mutate(|w, now, ev| {
         let Some(c) = w.customer_by_external(&external_id).cloned() else { return not_found() };
@@ -562,7 +752,8 @@ async fn customer_state(State(s): State<StandIn>, Path(external_id): Path<String
 // ---- orders and invoices ----
 
 fn customer_filter<'a>(w: &'a World, q: &[(String, String)]) -> Option<Vec<&'a str>> {
-    let mut ids: Vec<&str> = query_values(q, "customer_id").filter_map(|id| w.customer(id).map(|c| c.id.as_str())).collect();
+    let mut ids: Vec<&str> =
+        query_values(q, "customer_id").filter_map(|id| w.customer(id).map(|c| c.id.as_str())).collect();
     let externals: Vec<&str> = query_values(q, "external_customer_id").collect();
     for x in &externals {
         if let Some(c) = w.customer_by_external(x) {
@@ -628,7 +819,11 @@ async fn update_order(State(s): State<StandIn>, Path(id): Path<String>, body: By
     s.mutate(|w, now, ev| {
         let Some(o) = w.order_mut(&id) else { return not_found() };
         if o.invoice_ready_at.is_some() {
-            return polar_error(409, "InvoiceAlreadyExists", "An invoice already exists for this order; it cannot be changed.");
+            return polar_error(
+                409,
+                "InvoiceAlreadyExists",
+                "An invoice already exists for this order; it cannot be changed.",
+            );
         }
         if b.contains_key("billing_name") {
             o.billing_name = name;
@@ -651,10 +846,18 @@ async fn generate_invoice(State(s): State<StandIn>, Path(id): Path<String>) -> R
     let result = s.mutate(|w, now, _| {
         let Some(o) = w.order_mut(&id) else { return Err(not_found()) };
         if matches!(o.status.as_str(), "draft" | "void" | "pending") {
-            return Err(polar_error(409, "OrderNotEligibleForInvoice", &format!("Order {id} is not eligible for an invoice.")));
+            return Err(polar_error(
+                409,
+                "OrderNotEligibleForInvoice",
+                &format!("Order {id} is not eligible for an invoice."),
+            ));
         }
         if o.billing_name.is_none() || o.billing_address.is_none() {
-            return Err(polar_error(422, "MissingInvoiceBillingDetails", "Billing name and address are required to generate an invoice."));
+            return Err(polar_error(
+                422,
+                "MissingInvoiceBillingDetails",
+                "Billing name and address are required to generate an invoice.",
+            ));
         }
         if o.invoice_ready_at.is_none() {
             o.invoice_ready_at = Some(now + Duration::from_std(delay).unwrap_or_default());
@@ -734,7 +937,16 @@ async fn update_subscription(State(s): State<StandIn>, Path(id): Path<String>, b
         Ok(r) => r,
         Err(r) => return r,
     };
-    const REASONS: [&str; 8] = ["customer_service", "low_quality", "missing_features", "switched_service", "too_complex", "too_expensive", "unused", "other"];
+    const REASONS: [&str; 8] = [
+        "customer_service",
+        "low_quality",
+        "missing_features",
+        "switched_service",
+        "too_complex",
+        "too_expensive",
+        "unused",
+        "other",
+    ];
     if let Some(r) = &reason {
         if !REASONS.contains(&r.as_str()) {
             return invalid("enum", json!(["body", "customer_cancellation_reason"]), "Input should be 'customer_service', 'low_quality', 'missing_features', 'switched_service', 'too_complex', 'too_expensive', 'unused' or 'other'", json!(r));
@@ -750,15 +962,32 @@ async fn update_subscription(State(s): State<StandIn>, Path(id): Path<String>, b
         } else if let Some(cancel) = b.get("cancel_at_period_end") {
             match cancel.as_bool() {
                 Some(c) => w.cancel_at_period_end(&id, c, reason, comment, now, ev),
-                None => return invalid("bool_type", json!(["body", "cancel_at_period_end"]), "Input should be a valid boolean", cancel.clone()),
+                None => {
+                    return invalid(
+                        "bool_type",
+                        json!(["body", "cancel_at_period_end"]),
+                        "Input should be a valid boolean",
+                        cancel.clone(),
+                    )
+                }
             }
         } else if let Some(product) = b.get("product_id") {
             let Some(product) = product.as_str().filter(|p| uuid::Uuid::parse_str(p).is_ok()) else {
-                return invalid("uuid_parsing", json!(["body", "product_id"]), "Input should be a valid UUID", product.clone());
+                return invalid(
+                    "uuid_parsing",
+                    json!(["body", "product_id"]),
+                    "Input should be a valid UUID",
+                    product.clone(),
+                );
             };
             let proration = b.get("proration_behavior").and_then(Value::as_str).unwrap_or("prorate");
             if !["invoice", "prorate", "next_period", "reset"].contains(&proration) {
-                return invalid("enum", json!(["body", "proration_behavior"]), "Input should be 'invoice', 'prorate', 'next_period' or 'reset'", json!(proration));
+                return invalid(
+                    "enum",
+                    json!(["body", "proration_behavior"]),
+                    "Input should be 'invoice', 'prorate', 'next_period' or 'reset'",
+                    json!(proration),
+                );
             }
             w.change_product(&id, product, if proration == "reset" { "invoice" } else { proration }, now, ev)
         } else if b.contains_key("pending_update") && b["pending_update"].is_null() {
@@ -767,10 +996,17 @@ async fn update_subscription(State(s): State<StandIn>, Path(id): Path<String>, b
             sub.modified_at = Some(now);
             Ok(())
         } else {
-            return invalid("missing", json!(["body"]), "Expected one of: product_id, cancel_at_period_end, revoke, pending_update", Value::Object(b.clone()));
+            return invalid(
+                "missing",
+                json!(["body"]),
+                "Expected one of: product_id, cancel_at_period_end, revoke, pending_update",
+                Value::Object(b.clone()),
+            );
         };
         match result {
-            Ok(()) => Json(w.subscription_json(w.subscriptions.iter().find(|x| x.id == id).expect("exists"))).into_response(),
+            Ok(()) => {
+                Json(w.subscription_json(w.subscriptions.iter().find(|x| x.id == id).expect("exists"))).into_response()
+            }
             Err(r) => refusal(r),
         }
     })
@@ -781,7 +1017,9 @@ async fn revoke_subscription(State(s): State<StandIn>, Path(id): Path<String>) -
         return r;
     }
     s.mutate(|w, now, ev| match w.revoke_subscription(&id, now, ev) {
-        Ok(()) => Json(w.subscription_json(w.subscriptions.iter().find(|x| x.id == id).expect("exists"))).into_response(),
+        Ok(()) => {
+            Json(w.subscription_json(w.subscriptions.iter().find(|x| x.id == id).expect("exists"))).into_response()
+        }
         Err(r) => refusal(r),
     })
 }
@@ -835,12 +1073,37 @@ async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Response {
             let customer_id = e.get("customer_id").and_then(Value::as_str).map(str::to_string);
             let external = e.get("external_customer_id").and_then(Value::as_str).map(str::to_string);
             match (&customer_id, &external) {
-                (Some(c), _) if w.customer(c).is_none() => return invalid("value_error", json!(["body", "events", i, "customer_id"]), "Customer does not exist.", json!(c)),
-                (None, None) => return invalid("missing", json!(["body", "events", i, "external_customer_id"]), "Field required", e.clone()),
+                (Some(c), _) if w.customer(c).is_none() => {
+                    return invalid(
+                        "value_error",
+                        json!(["body", "events", i, "customer_id"]),
+                        "Customer does not exist.",
+                        json!(c),
+                    )
+                }
+                (None, None) => {
+                    return invalid(
+                        "missing",
+                        json!(["body", "events", i, "external_customer_id"]),
+                        "Field required",
+                        e.clone(),
+                    )
+                }
                 _ => {}
             }
-            let timestamp = e.get("timestamp").and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc)).unwrap_or(now);
-            parsed.push(super::world::IngestedEvent { name: name.into(), external_id: e.get("external_id").and_then(Value::as_str).map(str::to_string), external_customer_id: external, customer_id, timestamp });
+            let timestamp = e
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or(now);
+            parsed.push(super::world::IngestedEvent {
+                name: name.into(),
+                external_id: e.get("external_id").and_then(Value::as_str).map(str::to_string),
+                external_customer_id: external,
+                customer_id,
+                timestamp,
+            });
         }
         let (mut inserted, mut duplicates) = (0, 0);
         for e in parsed {
@@ -877,7 +1140,8 @@ async fn create_refund(State(s): State<StandIn>, body: Bytes) -> Response {
         return invalid("greater_than", json!(["body", "amount"]), "Input should be greater than 0", json!(amount));
     }
     s.mutate(|w, now, ev| match w.refund_order(&order_id, Some(amount), &reason, now, ev) {
-        Ok(id) => (StatusCode::CREATED, Json(w.refund_json(w.refunds.iter().find(|r| r.id == id).expect("exists")))).into_response(),
+        Ok(id) => (StatusCode::CREATED, Json(w.refund_json(w.refunds.iter().find(|r| r.id == id).expect("exists"))))
+            .into_response(),
         Err(r) => refusal(r),
     })
 }

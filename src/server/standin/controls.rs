@@ -49,11 +49,24 @@ pub fn routes(s: StandIn) -> Router {
 }
 
 /// Refuses a control request without the controls token (compared in constant time).
-async fn require_token(State(s): State<StandIn>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn require_token(
+    State(s): State<StandIn>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     if let Some(expected) = &s.inner.config.controls_token {
-        let given = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
         if !crate::server::util::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, Json(json!({ "error": "Unauthorized", "detail": "The stand-in's controls need its controls token." }))).into_response();
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "error": "Unauthorized", "detail": "The stand-in's controls need its controls token." })),
+            )
+                .into_response();
         }
     }
     next.run(req).await
@@ -142,7 +155,11 @@ async fn add_endpoint(State(s): State<StandIn>, raw: axum::body::Bytes) -> Respo
     let (Some(url), Some(secret)) = (b["url"].as_str(), b["secret"].as_str()) else {
         return invalid("missing", json!(["body", "url"]), "url and secret are required", b);
     };
-    s.add_endpoint(WebhookEndpoint { url: url.into(), secret: secret.into(), standard: b["standard"].as_bool().unwrap_or(false) });
+    s.add_endpoint(WebhookEndpoint {
+        url: url.into(),
+        secret: secret.into(),
+        standard: b["standard"].as_bool().unwrap_or(false),
+    });
     StatusCode::CREATED.into_response()
 }
 

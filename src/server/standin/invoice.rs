@@ -18,7 +18,11 @@ pub fn render(org: &Org, o: &Order, c: &Customer) -> (String, Vec<u8>) {
         for part in [&a.line1, &a.line2].into_iter().flatten() {
             lines.push((11.0, part.clone()));
         }
-        let city = [a.postal_code.clone(), a.city.clone(), a.state.clone()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+        let city = [a.postal_code.clone(), a.city.clone(), a.state.clone()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
         if !city.is_empty() {
             lines.push((11.0, city));
         }
@@ -36,7 +40,14 @@ pub fn render(org: &Org, o: &Order, c: &Customer) -> (String, Vec<u8>) {
     lines.push((11.0, format!("Tax: {}", format_cents(o.tax_amount, &o.currency))));
     lines.push((13.0, format!("Total: {}", format_cents(o.amount + o.tax_amount, &o.currency))));
     if o.refunded_amount > 0 {
-        lines.push((11.0, format!("Refunded: {} (tax {})", format_cents(o.refunded_amount + o.refunded_tax_amount, &o.currency), format_cents(o.refunded_tax_amount, &o.currency))));
+        lines.push((
+            11.0,
+            format!(
+                "Refunded: {} (tax {})",
+                format_cents(o.refunded_amount + o.refunded_tax_amount, &o.currency),
+                format_cents(o.refunded_tax_amount, &o.currency)
+            ),
+        ));
     }
     lines.push((11.0, format!("Status: {}", o.status)));
     (o.invoice_number.clone(), pdf(&lines))
@@ -89,7 +100,9 @@ fn pdf(lines: &[(f32, String)]) -> Vec<u8> {
     for o in offsets {
         out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
     }
-    out.extend_from_slice(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+    );
     out
 }
 

@@ -156,7 +156,13 @@ impl StandIn {
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut file_key);
         let sender = sender::Sender::new(config.endpoints.clone(), config.retry_base, config.max_attempts);
         let standin = StandIn {
-            inner: Arc::new(Inner { config, world: Mutex::new(world), controls: Mutex::new(Controls::default()), sender, file_key }),
+            inner: Arc::new(Inner {
+                config,
+                world: Mutex::new(world),
+                controls: Mutex::new(Controls::default()),
+                sender,
+                file_key,
+            }),
         };
         // Polar's scheduler: renewals and checkout expiry happen on their own.
         let weak = Arc::downgrade(&standin.inner);
@@ -225,7 +231,10 @@ impl StandIn {
             let _ = std::fs::create_dir_all(dir);
         }
         let tmp = path.with_extension("tmp");
-        let result = serde_json::to_vec(w).map_err(std::io::Error::other).and_then(|b| std::fs::write(&tmp, b)).and_then(|_| std::fs::rename(&tmp, path));
+        let result = serde_json::to_vec(w)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, path));
         if let Err(e) = result {
             tracing::warn!(error = %e, path = %path.display(), "could not save the Polar stand-in's state");
         }
@@ -261,7 +270,10 @@ impl StandIn {
     /// The router: API under `/v1`, hosted pages, invoice files and the controls under
     /// `/_standin`. Mount it where `public_url` points.
     pub fn router(&self) -> axum::Router {
-        axum::Router::new().merge(api::routes(self.clone())).merge(pages::routes(self.clone())).merge(controls::routes(self.clone()))
+        axum::Router::new()
+            .merge(api::routes(self.clone()))
+            .merge(pages::routes(self.clone()))
+            .merge(controls::routes(self.clone()))
     }
 
     /// Serves the stand-in alone on `listener` (tests).
@@ -277,7 +289,11 @@ impl StandIn {
             tokio::time::sleep(s.inner.config.invoice_delay).await;
             s.mutate(|w, now, ev| {
                 if let Some(o) = w.orders.iter().find(|o| o.id == order_id) {
-                    ev.0.push(ops::Event { event_type: "order.updated".into(), timestamp: now, data: w.order_json(o, now) });
+                    ev.0.push(ops::Event {
+                        event_type: "order.updated".into(),
+                        timestamp: now,
+                        data: w.order_json(o, now),
+                    });
                 }
             });
         });
@@ -299,7 +315,8 @@ impl StandIn {
     /// Checks a file URL's signature in constant time.
     fn file_signature_ok(&self, order_id: &str, sig_hex: &str) -> bool {
         use hmac::Mac;
-        hex::decode(sig_hex).is_ok_and(|sig| sig.len() == 16 && self.file_mac(order_id).verify_truncated_left(&sig).is_ok())
+        hex::decode(sig_hex)
+            .is_ok_and(|sig| sig.len() == 16 && self.file_mac(order_id).verify_truncated_left(&sig).is_ok())
     }
 }
 
@@ -312,11 +329,17 @@ fn meta(pairs: &[(&str, Value)]) -> Map<String, Value> {
 fn seed(world: &mut World, config: &StandinConfig) {
     let created = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("valid").with_timezone(&Utc);
     world.org = Some(Org { id: stable_id("org"), name: config.org_name.clone(), slug: config.org_slug.clone() });
-    let benefit = |key: &str, description: &str, metadata: Map<String, Value>| Benefit { id: stable_id(&format!("benefit/{key}")), description: description.into(), metadata, created_at: created };
+    let benefit = |key: &str, description: &str, metadata: Map<String, Value>| Benefit {
+        id: stable_id(&format!("benefit/{key}")),
+        description: description.into(),
+        metadata,
+        created_at: created,
+    };
     let mut products = vec![];
     // Each plan monthly, and yearly for ten months' price; both grant the plan's benefit.
     for (key, name, (price, credits)) in [("pro", "Pro", config.pro), ("business", "Business", config.business)] {
-        let plan_benefit = benefit(key, &format!("{name} plan"), meta(&[("slug", json!(key)), ("monthly_credits", json!(credits))]));
+        let plan_benefit =
+            benefit(key, &format!("{name} plan"), meta(&[("slug", json!(key)), ("monthly_credits", json!(credits))]));
         for (interval, suffix, amount) in [("month", "", price), ("year", "_yearly", price * 10)] {
             let product_key = format!("{key}{suffix}");
             products.push(Product {
@@ -345,7 +368,11 @@ fn seed(world: &mut World, config: &StandinConfig) {
             price_amount: *price,
             currency: "usd".into(),
             metadata: meta(&[("credits", json!(credits))]),
-            benefits: vec![benefit(&key, &format!("{credits} credits"), meta(&[("slug", json!(key)), ("credits", json!(credits))]))],
+            benefits: vec![benefit(
+                &key,
+                &format!("{credits} credits"),
+                meta(&[("slug", json!(key)), ("credits", json!(credits))]),
+            )],
             trial_days: None,
             created_at: created,
         });

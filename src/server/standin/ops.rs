@@ -132,7 +132,12 @@ impl World {
     /// Deletes a customer: subscriptions end now, benefits are revoked, the external id is
     /// freed, and with `anonymize` personal data is scrubbed.
     pub fn delete_customer(&mut self, id: &str, anonymize: bool, now: DateTime<Utc>, ev: &mut Events) {
-        let subs: Vec<String> = self.subscriptions.iter().filter(|s| s.customer_id == id && s.ended_at.is_none()).map(|s| s.id.clone()).collect();
+        let subs: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|s| s.customer_id == id && s.ended_at.is_none())
+            .map(|s| s.id.clone())
+            .collect();
         for s in subs {
             let _ = self.revoke_subscription(&s, now, ev);
         }
@@ -152,8 +157,19 @@ impl World {
 
     /// The hosted page's "pay" after the processing delay: the customer (found or created for
     /// the external id), the order, the subscription and the benefit grants, then `succeeded`.
-    pub fn complete_checkout(&mut self, checkout_id: &str, details: &PaymentDetails, now: DateTime<Utc>, ev: &mut Events) -> Result<(), Refusal> {
-        let c = self.checkouts.iter().find(|c| c.id == checkout_id).cloned().ok_or_else(|| refuse(404, "ResourceNotFound", "Not found"))?;
+    pub fn complete_checkout(
+        &mut self,
+        checkout_id: &str,
+        details: &PaymentDetails,
+        now: DateTime<Utc>,
+        ev: &mut Events,
+    ) -> Result<(), Refusal> {
+        let c = self
+            .checkouts
+            .iter()
+            .find(|c| c.id == checkout_id)
+            .cloned()
+            .ok_or_else(|| refuse(404, "ResourceNotFound", "Not found"))?;
         if c.status == "succeeded" {
             return Ok(());
         }
@@ -169,7 +185,14 @@ impl World {
         let customer_id = match existing {
             Some(id) => id,
             None => self
-                .create_customer(&details.email, c.external_customer_id.clone(), details.name.clone(), c.customer_metadata.clone(), now, ev)
+                .create_customer(
+                    &details.email,
+                    c.external_customer_id.clone(),
+                    details.name.clone(),
+                    c.customer_metadata.clone(),
+                    now,
+                    ev,
+                )
                 .map_err(|(_, m)| refuse(422, "PolarRequestValidationError", m))?,
         };
         {
@@ -287,7 +310,8 @@ impl World {
         let buyer = self.customer(customer_id);
         let country = buyer.and_then(|c| c.billing_address.as_ref()).map(|a| a.country.clone());
         let tax_amount = super::tax::tax_on(amount, country.as_deref(), buyer.and_then(|c| c.tax_id.as_ref()));
-        let prefix: String = self.org().slug.to_ascii_uppercase().chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+        let prefix: String =
+            self.org().slug.to_ascii_uppercase().chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
         self.orders.push(Order {
             id: id.clone(),
             status: "pending".into(),
@@ -314,7 +338,15 @@ impl World {
         id
     }
 
-    fn grant_benefits(&mut self, customer_id: &str, product: &Product, subscription_id: Option<&str>, order_id: Option<&str>, now: DateTime<Utc>, ev: &mut Events) {
+    fn grant_benefits(
+        &mut self,
+        customer_id: &str,
+        product: &Product,
+        subscription_id: Option<&str>,
+        order_id: Option<&str>,
+        now: DateTime<Utc>,
+        ev: &mut Events,
+    ) {
         for b in &product.benefits {
             let id = new_id();
             self.grants.push(Grant {
@@ -334,7 +366,12 @@ impl World {
     }
 
     fn revoke_grants(&mut self, subscription_id: &str, now: DateTime<Utc>, ev: &mut Events) {
-        let ids: Vec<String> = self.grants.iter().filter(|g| g.subscription_id.as_deref() == Some(subscription_id) && g.revoked_at.is_none()).map(|g| g.id.clone()).collect();
+        let ids: Vec<String> = self
+            .grants
+            .iter()
+            .filter(|g| g.subscription_id.as_deref() == Some(subscription_id) && g.revoked_at.is_none())
+            .map(|g| g.id.clone())
+            .collect();
         for id in ids {
             if let Some(g) = self.grants.iter_mut().find(|g| g.id == id) {
                 g.revoked_at = Some(now);
@@ -358,7 +395,8 @@ impl World {
 
     /// Expires open checkouts past `expires_at`.
     pub fn expire_checkouts(&mut self, now: DateTime<Utc>, ev: &mut Events) {
-        let due: Vec<String> = self.checkouts.iter().filter(|c| c.status == "open" && c.expires_at <= now).map(|c| c.id.clone()).collect();
+        let due: Vec<String> =
+            self.checkouts.iter().filter(|c| c.status == "open" && c.expires_at <= now).map(|c| c.id.clone()).collect();
         for id in due {
             if let Some(c) = self.checkout_mut(&id) {
                 c.status = "expired".into();
@@ -371,14 +409,26 @@ impl World {
     }
 
     fn active_subscription(&self, id: &str) -> Result<&Subscription, Refusal> {
-        let s = self.subscriptions.iter().find(|s| s.id == id).ok_or_else(|| refuse(404, "ResourceNotFound", "Not found"))?;
+        let s = self
+            .subscriptions
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| refuse(404, "ResourceNotFound", "Not found"))?;
         if s.ended_at.is_some() || s.status == "canceled" {
             return Err(refuse(403, "AlreadyCanceledSubscription", "This subscription is already canceled."));
         }
         Ok(s)
     }
 
-    pub fn cancel_at_period_end(&mut self, id: &str, cancel: bool, reason: Option<String>, comment: Option<String>, now: DateTime<Utc>, ev: &mut Events) -> Result<(), Refusal> {
+    pub fn cancel_at_period_end(
+        &mut self,
+        id: &str,
+        cancel: bool,
+        reason: Option<String>,
+        comment: Option<String>,
+        now: DateTime<Utc>,
+        ev: &mut Events,
+    ) -> Result<(), Refusal> {
         let s = self.active_subscription(id)?;
         if s.cancel_at_period_end == cancel {
             return Ok(());
@@ -423,9 +473,19 @@ impl World {
 
     /// Switches the product. `invoice`/`prorate`: now, with a prorated order for an upgrade
     /// (`invoice` charges it at once); `next_period`: a pending update applied at renewal.
-    pub fn change_product(&mut self, id: &str, product_id: &str, proration: &str, now: DateTime<Utc>, ev: &mut Events) -> Result<(), Refusal> {
+    pub fn change_product(
+        &mut self,
+        id: &str,
+        product_id: &str,
+        proration: &str,
+        now: DateTime<Utc>,
+        ev: &mut Events,
+    ) -> Result<(), Refusal> {
         let s = self.active_subscription(id)?.clone();
-        let new = self.product(product_id).cloned().ok_or_else(|| refuse(422, "PolarRequestValidationError", "Product does not exist."))?;
+        let new = self
+            .product(product_id)
+            .cloned()
+            .ok_or_else(|| refuse(422, "PolarRequestValidationError", "Product does not exist."))?;
         if new.recurring_interval.is_none() {
             return Err(refuse(422, "PolarRequestValidationError", "Can't update to a one-time product."));
         }
@@ -434,7 +494,12 @@ impl World {
         }
         if proration == "next_period" {
             let sm = self.subscription_mut(id).expect("exists");
-            sm.pending_update = Some(PendingUpdate { id: new_id(), product_id: product_id.into(), applies_at: s.current_period_end, created_at: now });
+            sm.pending_update = Some(PendingUpdate {
+                id: new_id(),
+                product_id: product_id.into(),
+                applies_at: s.current_period_end,
+                created_at: now,
+            });
             sm.modified_at = Some(now);
             self.sub_events(ev, &["subscription.updated"], id, now);
             return Ok(());
@@ -547,7 +612,12 @@ impl World {
             } else {
                 self.order_mut(&order_id).expect("exists").status = "paid".into();
                 self.order_events(ev, &["order.updated", "order.paid"], &order_id, at);
-                let grants: Vec<Grant> = self.grants.iter().filter(|g| g.subscription_id.as_deref() == Some(id.as_str()) && g.revoked_at.is_none()).cloned().collect();
+                let grants: Vec<Grant> = self
+                    .grants
+                    .iter()
+                    .filter(|g| g.subscription_id.as_deref() == Some(id.as_str()) && g.revoked_at.is_none())
+                    .cloned()
+                    .collect();
                 for g in grants {
                     ev.push("benefit_grant.cycled", at, self.grant_json(&g));
                 }
@@ -558,19 +628,43 @@ impl World {
 
     /// Refunds `amount` net cents (default: what is left) of an order; the tax charged on
     /// them goes back with them (`standin::tax::tax_refunded_with`).
-    pub fn refund_order(&mut self, order_id: &str, amount: Option<i64>, reason: &str, now: DateTime<Utc>, ev: &mut Events) -> Result<String, Refusal> {
-        let o = self.orders.iter().find(|o| o.id == order_id).cloned().ok_or_else(|| refuse(404, "ResourceNotFound", "Not found"))?;
+    pub fn refund_order(
+        &mut self,
+        order_id: &str,
+        amount: Option<i64>,
+        reason: &str,
+        now: DateTime<Utc>,
+        ev: &mut Events,
+    ) -> Result<String, Refusal> {
+        let o = self
+            .orders
+            .iter()
+            .find(|o| o.id == order_id)
+            .cloned()
+            .ok_or_else(|| refuse(404, "ResourceNotFound", "Not found"))?;
         let left = o.amount - o.refunded_amount;
         if !matches!(o.status.as_str(), "paid" | "partially_refunded") || left <= 0 {
             return Err(refuse(403, "RefundedAlready", "Order is already fully refunded."));
         }
         let amount = amount.unwrap_or(left);
         if amount <= 0 || amount > left {
-            return Err(refuse(422, "PolarRequestValidationError", format!("Refund amount must be between 1 and {left}.")));
+            return Err(refuse(
+                422,
+                "PolarRequestValidationError",
+                format!("Refund amount must be between 1 and {left}."),
+            ));
         }
-        let tax_amount = super::tax::tax_refunded_with(amount, o.amount, o.refunded_amount, o.tax_amount, o.refunded_tax_amount);
+        let tax_amount =
+            super::tax::tax_refunded_with(amount, o.amount, o.refunded_amount, o.tax_amount, o.refunded_tax_amount);
         let refund_id = new_id();
-        self.refunds.push(Refund { id: refund_id.clone(), order_id: order_id.into(), amount, tax_amount, reason: reason.into(), created_at: now });
+        self.refunds.push(Refund {
+            id: refund_id.clone(),
+            order_id: order_id.into(),
+            amount,
+            tax_amount,
+            reason: reason.into(),
+            created_at: now,
+        });
         let om = self.order_mut(order_id).expect("exists");
         om.refunded_amount += amount;
         om.refunded_tax_amount += tax_amount;

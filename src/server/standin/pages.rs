@@ -64,7 +64,8 @@ a{{color:#1f3fcc}}
 }
 
 fn not_found_page(what: &str) -> Response {
-    (StatusCode::NOT_FOUND, page("Not found", &format!("<section><h1>Not found</h1><p>{}</p></section>", esc(what)))).into_response()
+    (StatusCode::NOT_FOUND, page("Not found", &format!("<section><h1>Not found</h1><p>{}</p></section>", esc(what))))
+        .into_response()
 }
 
 fn find_checkout(s: &StandIn, secret: &str) -> Option<Checkout> {
@@ -96,7 +97,11 @@ fn render_checkout(s: &StandIn, c: &Checkout, error: Option<&str>, form: &HashMa
     );
     match c.status.as_str() {
         "expired" => {
-            let back = c.return_url.as_deref().map(|u| format!(r#"<p><a href="{}">Go back</a></p>"#, esc(u))).unwrap_or_default();
+            let back = c
+                .return_url
+                .as_deref()
+                .map(|u| format!(r#"<p><a href="{}">Go back</a></p>"#, esc(u)))
+                .unwrap_or_default();
             return (StatusCode::GONE, page("Checkout expired", &format!("{summary}<section><h1>This checkout has expired</h1><p>Start a new checkout from the site you came from.</p>{back}</section>"))).into_response();
         }
         "succeeded" => {
@@ -108,7 +113,9 @@ fn render_checkout(s: &StandIn, c: &Checkout, error: Option<&str>, form: &HashMa
     let v = |k: &str, default: Option<&str>| esc(form.get(k).map(String::as_str).or(default).unwrap_or(""));
     let addr = c.customer_billing_address.clone().unwrap_or_default();
     let country = form.get("country").cloned().unwrap_or(addr.country.clone());
-    let error_html = error.map(|e| format!(r#"<p class="error" role="alert" id="checkout-error">{}</p>"#, esc(e))).unwrap_or_default();
+    let error_html = error
+        .map(|e| format!(r#"<p class="error" role="alert" id="checkout-error">{}</p>"#, esc(e)))
+        .unwrap_or_default();
     let body = format!(
         r#"{summary}<section aria-labelledby="pay"><h1 id="pay">Pay {name}</h1>{error_html}
 <form method="post" action="{base}/checkout/{secret}/confirm" novalidate>
@@ -144,7 +151,11 @@ fn render_checkout(s: &StandIn, c: &Checkout, error: Option<&str>, form: &HashMa
     (status, page(&format!("Pay {}", product.name), &body)).into_response()
 }
 
-async fn confirm(State(s): State<StandIn>, Path(secret): Path<String>, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn confirm(
+    State(s): State<StandIn>,
+    Path(secret): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let Some(c) = find_checkout(&s, &secret) else { return not_found_page("This checkout link is not valid.") };
     if c.status != "open" {
         return render_checkout(&s, &c, None, &form);
@@ -154,7 +165,9 @@ async fn confirm(State(s): State<StandIn>, Path(secret): Path<String>, Form(form
     if crate::domain::email::Email::parse(&email).is_err() {
         return render_checkout(&s, &c, Some("Enter a valid email address."), &form);
     }
-    let Some(billing_name) = field("billing_name") else { return render_checkout(&s, &c, Some("Enter the name for the invoice."), &form) };
+    let Some(billing_name) = field("billing_name") else {
+        return render_checkout(&s, &c, Some("Enter the name for the invoice."), &form);
+    };
     let country = field("country").unwrap_or_default().to_ascii_uppercase();
     if crate::domain::countries::name(&country).is_none() || EMBARGOED.contains(&country.as_str()) {
         return render_checkout(&s, &c, Some("Choose your country."), &form);
@@ -168,7 +181,12 @@ async fn confirm(State(s): State<StandIn>, Path(secret): Path<String>, Form(form
     };
     let card: String = form.get("card").map(|c| c.chars().filter(char::is_ascii_digit).collect()).unwrap_or_default();
     if card != CARD_OK && card != CARD_DECLINED {
-        return render_checkout(&s, &c, Some("Use a test card: 4242 4242 4242 4242 (pays) or 4000 0000 0000 0002 (declined)."), &form);
+        return render_checkout(
+            &s,
+            &c,
+            Some("Use a test card: 4242 4242 4242 4242 (pays) or 4000 0000 0000 0002 (declined)."),
+            &form,
+        );
     }
     // The customer clicked Pay: `confirmed` says nothing about the payment yet.
     s.mutate(|w, now, ev| {
@@ -191,13 +209,23 @@ async fn confirm(State(s): State<StandIn>, Path(secret): Path<String>, Form(form
         email,
         name: Some(billing_name.clone()),
         billing_name: Some(billing_name),
-        address: Some(Address { line1: field("line1"), line2: None, postal_code: field("postal_code"), city: field("city"), state: None, country }),
+        address: Some(Address {
+            line1: field("line1"),
+            line2: None,
+            postal_code: field("postal_code"),
+            city: field("city"),
+            state: None,
+            country,
+        }),
         tax_id,
     };
     match s.mutate(|w, now, ev| w.complete_checkout(&c.id, &details, now, ev)) {
         Ok(()) => {
             let c = find_checkout(&s, &secret).expect("exists");
-            let to = c.success_url.clone().unwrap_or_else(|| format!("{}/checkout/{}/confirmation", s.inner.config.public_url, c.client_secret));
+            let to = c
+                .success_url
+                .clone()
+                .unwrap_or_else(|| format!("{}/checkout/{}/confirmation", s.inner.config.public_url, c.client_secret));
             Redirect::to(&to).into_response()
         }
         Err(r) => {
@@ -222,7 +250,11 @@ async fn expire(State(s): State<StandIn>, Path(secret): Path<String>) -> Respons
 
 async fn confirmation(State(s): State<StandIn>, Path(secret): Path<String>) -> Response {
     let Some(c) = find_checkout(&s, &secret) else { return not_found_page("This checkout link is not valid.") };
-    page("Thank you", &format!("<section><h1>Thank you</h1><p>Checkout status: <strong>{}</strong>.</p></section>", esc(&c.status))).into_response()
+    page(
+        "Thank you",
+        &format!("<section><h1>Thank you</h1><p>Checkout status: <strong>{}</strong>.</p></section>", esc(&c.status)),
+    )
+    .into_response()
 }
 
 // ---- customer portal ----
@@ -232,7 +264,11 @@ fn session_customer(s: &StandIn, token: &str) -> Option<String> {
     s.read(|w, _| w.sessions.iter().find(|x| x.token == token && x.expires_at > now).map(|x| x.customer_id.clone()))
 }
 
-async fn portal_page(State(s): State<StandIn>, Path(org): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn portal_page(
+    State(s): State<StandIn>,
+    Path(org): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let token = q.get("customer_session_token").cloned().unwrap_or_default();
     if org != s.inner.config.org_slug {
         return not_found_page("No such organization.");
@@ -309,10 +345,18 @@ async fn portal_page(State(s): State<StandIn>, Path(org): Path<String>, Query(q)
     page("Billing portal", &body).into_response()
 }
 
-async fn portal_action(State(s): State<StandIn>, Path(org): Path<String>, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn portal_action(
+    State(s): State<StandIn>,
+    Path(org): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let token = form.get("token").cloned().unwrap_or_default();
     let Some(customer_id) = session_customer(&s, &token) else {
-        return (StatusCode::UNAUTHORIZED, page("Session expired", "<section><h1>This portal link has expired</h1></section>")).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            page("Session expired", "<section><h1>This portal link has expired</h1></section>"),
+        )
+            .into_response();
     };
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
     let owns_sub = |id: &str| s.read(|w, _| w.subscriptions.iter().any(|x| x.id == id && x.customer_id == customer_id));
@@ -321,19 +365,29 @@ async fn portal_action(State(s): State<StandIn>, Path(org): Path<String>, Form(f
             .mutate(|w, now, ev| w.cancel_at_period_end(&get("subscription"), true, None, None, now, ev))
             .map(|_| "Your subscription will end at the end of the period.")
             .map_err(|r| r.detail),
-        "uncancel" if owns_sub(&get("subscription")) => s.mutate(|w, now, ev| w.cancel_at_period_end(&get("subscription"), false, None, None, now, ev)).map(|_| "Your subscription continues.").map_err(|r| r.detail),
-        "switch" if owns_sub(&get("subscription")) => s.mutate(|w, now, ev| w.change_product(&get("subscription"), &get("product"), "invoice", now, ev)).map(|_| "Your plan was changed.").map_err(|r| r.detail),
+        "uncancel" if owns_sub(&get("subscription")) => s
+            .mutate(|w, now, ev| w.cancel_at_period_end(&get("subscription"), false, None, None, now, ev))
+            .map(|_| "Your subscription continues.")
+            .map_err(|r| r.detail),
+        "switch" if owns_sub(&get("subscription")) => s
+            .mutate(|w, now, ev| w.change_product(&get("subscription"), &get("product"), "invoice", now, ev))
+            .map(|_| "Your plan was changed.")
+            .map_err(|r| r.detail),
         "invoice" => {
             let delay = s.inner.config.invoice_delay;
             let order = get("order");
-            let scheduled = s.mutate(|w, now, _| match w.orders.iter_mut().find(|o| o.id == order && o.customer_id == customer_id) {
-                Some(o) if o.billing_name.is_some() && o.billing_address.is_some() && o.invoice_ready_at.is_none() => {
-                    o.invoice_ready_at = Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
-                    Ok(true)
+            let scheduled = s.mutate(|w, now, _| {
+                match w.orders.iter_mut().find(|o| o.id == order && o.customer_id == customer_id) {
+                    Some(o)
+                        if o.billing_name.is_some() && o.billing_address.is_some() && o.invoice_ready_at.is_none() =>
+                    {
+                        o.invoice_ready_at = Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
+                        Ok(true)
+                    }
+                    Some(o) if o.invoice_ready_at.is_some() => Ok(false),
+                    Some(_) => Err("Add a billing name and address first.".to_string()),
+                    None => Err("No such order.".to_string()),
                 }
-                Some(o) if o.invoice_ready_at.is_some() => Ok(false),
-                Some(_) => Err("Add a billing name and address first.".to_string()),
-                None => Err("No such order.".to_string()),
             });
             if scheduled == Ok(true) {
                 s.announce_invoice_when_ready(order);
@@ -347,10 +401,15 @@ async fn portal_action(State(s): State<StandIn>, Path(org): Path<String>, Form(f
         Err(e) => e,
     };
     let done: String = url::form_urlencoded::byte_serialize(msg.as_bytes()).collect();
-    Redirect::to(&format!("{}/{org}/portal?customer_session_token={token}&done={done}", s.inner.config.public_url)).into_response()
+    Redirect::to(&format!("{}/{org}/portal?customer_session_token={token}&done={done}", s.inner.config.public_url))
+        .into_response()
 }
 
-async fn invoice_file(State(s): State<StandIn>, Path(file): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn invoice_file(
+    State(s): State<StandIn>,
+    Path(file): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let Some(order_id) = file.strip_suffix(".pdf") else { return not_found_page("No such file.") };
     let sig_ok = q.get("sig").is_some_and(|sig| s.file_signature_ok(order_id, sig));
     if !sig_ok {
@@ -363,7 +422,10 @@ async fn invoice_file(State(s): State<StandIn>, Path(file): Path<String>, Query(
     });
     match doc {
         Some((number, pdf)) => (
-            [(header::CONTENT_TYPE, "application/pdf".to_string()), (header::CONTENT_DISPOSITION, format!("attachment; filename=\"invoice-{number}.pdf\""))],
+            [
+                (header::CONTENT_TYPE, "application/pdf".to_string()),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"invoice-{number}.pdf\"")),
+            ],
             pdf,
         )
             .into_response(),

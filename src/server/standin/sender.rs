@@ -57,7 +57,13 @@ impl Sender {
             .user_agent("polar.sh webhooks")
             .build()
             .expect("HTTP client");
-        Sender { endpoints: Arc::new(Mutex::new(endpoints)), log: Default::default(), client, retry_base, max_attempts: max_attempts.max(1) }
+        Sender {
+            endpoints: Arc::new(Mutex::new(endpoints)),
+            log: Default::default(),
+            client,
+            retry_base,
+            max_attempts: max_attempts.max(1),
+        }
     }
 
     pub fn add_endpoint(&self, e: WebhookEndpoint) {
@@ -77,9 +83,17 @@ impl Sender {
             let mut messages: Vec<Message> = vec![];
             for e in &events {
                 let body = serde_json::json!({ "type": e.event_type, "timestamp": ts(e.timestamp), "data": e.data, "api_version": "2026-04" });
-                let m = Message { webhook_id: uuid::Uuid::new_v4().to_string(), event_type: e.event_type.clone(), body: Arc::new(body.to_string()) };
+                let m = Message {
+                    webhook_id: uuid::Uuid::new_v4().to_string(),
+                    event_type: e.event_type.clone(),
+                    body: Arc::new(body.to_string()),
+                };
                 for _ in 0..duplicate {
-                    messages.push(Message { webhook_id: m.webhook_id.clone(), event_type: m.event_type.clone(), body: m.body.clone() });
+                    messages.push(Message {
+                        webhook_id: m.webhook_id.clone(),
+                        event_type: m.event_type.clone(),
+                        body: m.body.clone(),
+                    });
                 }
                 messages.push(m);
             }
@@ -104,7 +118,10 @@ impl Sender {
         for attempt in 2..=self.max_attempts {
             let factor = 2u32.saturating_pow(attempt - 2);
             let jitter: f64 = rand::thread_rng().gen_range(1.0..2.0);
-            tokio::time::sleep(self.retry_base.saturating_mul(factor).mul_f64(jitter).min(Duration::from_secs(20 * 60))).await;
+            tokio::time::sleep(
+                self.retry_base.saturating_mul(factor).mul_f64(jitter).min(Duration::from_secs(20 * 60)),
+            )
+            .await;
             if self.attempt(&endpoint, &m, attempt).await {
                 return;
             }
@@ -117,8 +134,17 @@ impl Sender {
         let now = chrono::Utc::now();
         let timestamp = now.timestamp();
         let scheme = if endpoint.standard { KeyScheme::Standard } else { KeyScheme::Legacy };
-        let Some(signature) = webhook_signature::sign(&endpoint.secret, scheme, &m.webhook_id, timestamp, m.body.as_bytes()) else {
-            self.record(m, endpoint, attempt, None, Some("the endpoint secret has no standard form (expected whsec_ + base64)".into()), now);
+        let Some(signature) =
+            webhook_signature::sign(&endpoint.secret, scheme, &m.webhook_id, timestamp, m.body.as_bytes())
+        else {
+            self.record(
+                m,
+                endpoint,
+                attempt,
+                None,
+                Some("the endpoint secret has no standard form (expected whsec_ + base64)".into()),
+                now,
+            );
             return false;
         };
         let result = self
@@ -138,14 +164,23 @@ impl Sender {
                 status.is_success()
             }
             Err(e) => {
-                let what = if e.is_timeout() { "timed out after 10 s".to_string() } else { format!("could not connect: {e}") };
+                let what =
+                    if e.is_timeout() { "timed out after 10 s".to_string() } else { format!("could not connect: {e}") };
                 self.record(m, endpoint, attempt, None, Some(what), now);
                 false
             }
         }
     }
 
-    fn record(&self, m: &Message, endpoint: &WebhookEndpoint, attempt: u32, status: Option<u16>, error: Option<String>, at: chrono::DateTime<chrono::Utc>) {
+    fn record(
+        &self,
+        m: &Message,
+        endpoint: &WebhookEndpoint,
+        attempt: u32,
+        status: Option<u16>,
+        error: Option<String>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).push(DeliveryRecord {
             webhook_id: m.webhook_id.clone(),
             event_type: m.event_type.clone(),

@@ -9,11 +9,41 @@
 
 /// Standard rates in basis points (1 % = 100).
 const RATES: &[(&str, i64)] = &[
-    ("AT", 2000), ("BE", 2100), ("BG", 2000), ("CY", 1900), ("CZ", 2100), ("DE", 1900), ("DK", 2500), ("EE", 2400),
-    ("ES", 2100), ("FI", 2550), ("FR", 2000), ("GR", 2400), ("HR", 2500), ("HU", 2700), ("IE", 2300), ("IT", 2200),
-    ("LT", 2100), ("LU", 1700), ("LV", 2100), ("MT", 1800), ("NL", 2100), ("PL", 2300), ("PT", 2300), ("RO", 2100),
-    ("SE", 2500), ("SI", 2200), ("SK", 2300),
-    ("GB", 2000), ("NO", 2500), ("CH", 810), ("AU", 1000), ("NZ", 1500), ("JP", 1000), ("CA", 500), ("IN", 1800),
+    ("AT", 2000),
+    ("BE", 2100),
+    ("BG", 2000),
+    ("CY", 1900),
+    ("CZ", 2100),
+    ("DE", 1900),
+    ("DK", 2500),
+    ("EE", 2400),
+    ("ES", 2100),
+    ("FI", 2550),
+    ("FR", 2000),
+    ("GR", 2400),
+    ("HR", 2500),
+    ("HU", 2700),
+    ("IE", 2300),
+    ("IT", 2200),
+    ("LT", 2100),
+    ("LU", 1700),
+    ("LV", 2100),
+    ("MT", 1800),
+    ("NL", 2100),
+    ("PL", 2300),
+    ("PT", 2300),
+    ("RO", 2100),
+    ("SE", 2500),
+    ("SI", 2200),
+    ("SK", 2300),
+    ("GB", 2000),
+    ("NO", 2500),
+    ("CH", 810),
+    ("AU", 1000),
+    ("NZ", 1500),
+    ("JP", 1000),
+    ("CA", 500),
+    ("IN", 1800),
 ];
 
 /// The tax id schemes that reverse-charge in their own country.
@@ -28,7 +58,9 @@ pub fn rate(country: &str) -> i64 {
 pub fn reverse_charged(country: &str, tax_id: Option<&(String, String)>) -> bool {
     tax_id.is_some_and(|(value, kind)| {
         // The id must be the buyer country's own (its normalised form, prefix included, is itself).
-        REVERSE_CHARGE.contains(&kind.as_str()) && crate::domain::tax_id::validate(country, value).is_ok_and(|t| t.kind == kind.as_str() && t.value == *value)
+        REVERSE_CHARGE.contains(&kind.as_str())
+            && crate::domain::tax_id::validate(country, value)
+                .is_ok_and(|t| t.kind == kind.as_str() && t.value == *value)
     })
 }
 

@@ -303,7 +303,8 @@ impl World {
     // ---- wire shapes ----
 
     pub fn customer_json(&self, c: &Customer) -> Value {
-        let external_id = c.external_id.clone().or_else(|| if c.deleted_at.is_some() { c.saved_external_id.clone() } else { None });
+        let external_id =
+            c.external_id.clone().or_else(|| if c.deleted_at.is_some() { c.saved_external_id.clone() } else { None });
         json!({
             "id": c.id, "created_at": ts(c.created_at), "modified_at": opt_ts(c.modified_at), "metadata": c.metadata,
             "external_id": external_id, "email": c.email, "email_verified": false, "type": "individual",
@@ -384,7 +385,9 @@ impl World {
         v["prices"] = json!([self.price_json(product)]);
         v["meters"] = json!([]);
         v["pending_update"] = match &s.pending_update {
-            Some(u) => json!({ "created_at": ts(u.created_at), "modified_at": null, "id": u.id, "applies_at": ts(u.applies_at), "product_id": u.product_id, "seats": null }),
+            Some(u) => {
+                json!({ "created_at": ts(u.created_at), "modified_at": null, "id": u.id, "applies_at": ts(u.applies_at), "product_id": u.product_id, "seats": null })
+            }
             None => Value::Null,
         };
         v
@@ -422,13 +425,27 @@ impl World {
     pub fn checkout_json(&self, c: &Checkout) -> Value {
         let frontend_url = &self.frontend_url;
         let product = self.product(&c.product_id).expect("checkouts point at catalogue products");
-        let products: Vec<Value> = c.product_ids.iter().filter_map(|id| self.product(id)).map(|p| self.product_json(p)).collect();
-        let prices: Map<String, Value> = c.product_ids.iter().filter_map(|id| self.product(id)).map(|p| (p.id.clone(), json!([self.price_json(p)]))).collect();
+        let products: Vec<Value> =
+            c.product_ids.iter().filter_map(|id| self.product(id)).map(|p| self.product_json(p)).collect();
+        let prices: Map<String, Value> = c
+            .product_ids
+            .iter()
+            .filter_map(|id| self.product(id))
+            .map(|p| (p.id.clone(), json!([self.price_json(p)])))
+            .collect();
         let amount = product.price_amount;
         // Tax is known once the buyer's country is (Polar: `null` until it can be computed).
         let customer = c.customer_id.as_deref().and_then(|id| self.customer(id));
-        let country = c.customer_billing_address.as_ref().map(|a| a.country.clone()).or_else(|| customer.and_then(|k| k.billing_address.as_ref()).map(|a| a.country.clone()));
-        let tax_id = c.customer_tax_id.as_ref().and_then(|t| country.as_deref().and_then(|k| crate::domain::tax_id::validate(k, t).ok())).map(|t| (t.value, t.kind.to_string()));
+        let country = c
+            .customer_billing_address
+            .as_ref()
+            .map(|a| a.country.clone())
+            .or_else(|| customer.and_then(|k| k.billing_address.as_ref()).map(|a| a.country.clone()));
+        let tax_id = c
+            .customer_tax_id
+            .as_ref()
+            .and_then(|t| country.as_deref().and_then(|k| crate::domain::tax_id::validate(k, t).ok()))
+            .map(|t| (t.value, t.kind.to_string()));
         let tax = country.as_deref().map(|k| super::tax::tax_on(amount, Some(k), tax_id.as_ref()));
         let selected = products.iter().find(|p| p["id"] == json!(c.product_id)).cloned().unwrap_or(Value::Null);
         json!({

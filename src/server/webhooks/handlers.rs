@@ -32,14 +32,26 @@ pub enum HandlerError {
     NotOurs,
 }
 
-pub async fn handle(conn: &mut PgConnection, config: &Config, event_type: &str, payload: &Value, now: DateTime<Utc>) -> Result<Outcome, HandlerError> {
+pub async fn handle(
+    conn: &mut PgConnection,
+    config: &Config,
+    event_type: &str,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> Result<Outcome, HandlerError> {
     match dispatch(conn, config, event_type, payload, now).await {
         Err(HandlerError::NotOurs) => Ok(Outcome::Skipped),
         other => other,
     }
 }
 
-async fn dispatch(conn: &mut PgConnection, config: &Config, event_type: &str, payload: &Value, now: DateTime<Utc>) -> Result<Outcome, HandlerError> {
+async fn dispatch(
+    conn: &mut PgConnection,
+    config: &Config,
+    event_type: &str,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> Result<Outcome, HandlerError> {
     let data = &payload["data"];
     // Debug builds only (compiled out of release): an event type that makes the handler panic,
     // so a test can prove that a panicking handler is retried and parked, not stuck.
@@ -56,8 +68,14 @@ async fn dispatch(conn: &mut PgConnection, config: &Config, event_type: &str, pa
     match event_type {
         "order.paid" => order_paid(conn, config, data, now).await,
         "order.refunded" => order_refunded(conn, config, data, now).await,
-        "subscription.created" | "subscription.active" | "subscription.updated" | "subscription.cycled" | "subscription.canceled"
-        | "subscription.uncanceled" | "subscription.revoked" | "subscription.past_due" => subscription_changed(conn, config, data, now).await,
+        "subscription.created"
+        | "subscription.active"
+        | "subscription.updated"
+        | "subscription.cycled"
+        | "subscription.canceled"
+        | "subscription.uncanceled"
+        | "subscription.revoked"
+        | "subscription.past_due" => subscription_changed(conn, config, data, now).await,
         "customer.state_changed" | "customer.updated" => customer_changed(conn, data).await,
         "customer.deleted" => customer_deleted(conn, data).await,
         _ => Ok(Outcome::Skipped),
@@ -78,7 +96,10 @@ pub fn event_user(event_type: &str, payload: &Value) -> Option<Uuid> {
 /// The Tally user a customer payload (`data` is the customer) belongs to, if any.
 async fn user_of_customer(conn: &mut PgConnection, customer: &Value) -> Result<Option<Uuid>, HandlerError> {
     let Some(id) = customer["external_id"].as_str().and_then(|x| Uuid::parse_str(x).ok()) else { return Ok(None) };
-    Ok(sqlx::query_scalar("SELECT id FROM users WHERE id = $1 AND deleted_at IS NULL").bind(id).fetch_optional(&mut *conn).await?)
+    Ok(sqlx::query_scalar("SELECT id FROM users WHERE id = $1 AND deleted_at IS NULL")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 /// The customer's state changed at Polar: the cached Customer State is stale; the next read
@@ -123,7 +144,9 @@ fn metadata_credits(v: &Value, what: &str) -> Result<Option<i64>, HandlerError> 
     }
     match metadata_int(v) {
         Some(n) if (1..=MAX_METADATA_CREDITS).contains(&n) => Ok(Some(n)),
-        _ => Err(HandlerError::Invalid(format!("product metadata `{what}` is {v}, not a whole number from 1 to {MAX_METADATA_CREDITS}"))),
+        _ => Err(HandlerError::Invalid(format!(
+            "product metadata `{what}` is {v}, not a whole number from 1 to {MAX_METADATA_CREDITS}"
+        ))),
     }
 }
 
@@ -145,7 +168,12 @@ pub fn pack_credits(config: &Config, data: &Value) -> Result<Option<i64>, Handle
     Ok(from_meta.or(from_config))
 }
 
-async fn order_paid(conn: &mut PgConnection, config: &Config, data: &Value, now: DateTime<Utc>) -> Result<Outcome, HandlerError> {
+async fn order_paid(
+    conn: &mut PgConnection,
+    config: &Config,
+    data: &Value,
+    now: DateTime<Utc>,
+) -> Result<Outcome, HandlerError> {
     // Subscription orders (start, renewal, upgrade) are handled through subscription events.
     if data["billing_reason"].as_str() != Some("purchase") {
         return Ok(Outcome::Skipped);
@@ -166,7 +194,9 @@ async fn order_paid(conn: &mut PgConnection, config: &Config, data: &Value, now:
 /// and whether it is fully refunded.
 pub fn refund_of(data: &Value) -> Result<(i64, i64, bool), HandlerError> {
     let int = |k: &str| data[k].as_i64();
-    let refunded = int("refunded_amount").filter(|n| *n >= 0).ok_or_else(|| HandlerError::Invalid("order has no refunded_amount".into()))?;
+    let refunded = int("refunded_amount")
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| HandlerError::Invalid("order has no refunded_amount".into()))?;
     // `net_amount` is there since the 2026-04 API; before tax, after discounts.
     let net = int("net_amount")
         .or_else(|| int("total_amount")?.checked_sub(int("tax_amount").unwrap_or(0)))
@@ -176,7 +206,12 @@ pub fn refund_of(data: &Value) -> Result<(i64, i64, bool), HandlerError> {
     Ok((refunded, net, fully))
 }
 
-async fn order_refunded(conn: &mut PgConnection, config: &Config, data: &Value, now: DateTime<Utc>) -> Result<Outcome, HandlerError> {
+async fn order_refunded(
+    conn: &mut PgConnection,
+    config: &Config,
+    data: &Value,
+    now: DateTime<Utc>,
+) -> Result<Outcome, HandlerError> {
     if data["billing_reason"].as_str() != Some("purchase") || pack_credits(config, data)?.is_none() {
         return Ok(Outcome::Skipped);
     }
@@ -227,7 +262,11 @@ pub fn period_allotment(config: &Config, data: &Value) -> Result<Option<(PlanId,
         _ => 0,
     });
     let period = if billed_yearly(config, data) {
-        monthly.checked_mul(12).filter(|n| *n <= MAX_METADATA_CREDITS).ok_or_else(|| HandlerError::Invalid(format!("product metadata `monthly_credits` {monthly} × 12 is more than {MAX_METADATA_CREDITS}")))?
+        monthly.checked_mul(12).filter(|n| *n <= MAX_METADATA_CREDITS).ok_or_else(|| {
+            HandlerError::Invalid(format!(
+                "product metadata `monthly_credits` {monthly} × 12 is more than {MAX_METADATA_CREDITS}"
+            ))
+        })?
     } else {
         monthly
     };
@@ -240,7 +279,10 @@ pub fn billed_yearly(config: &Config, data: &Value) -> bool {
     let products = &config.polar.products;
     let product_id = data["product_id"].as_str().or_else(|| data["product"]["id"].as_str());
     let is = |configured: &Option<String>| product_id.is_some() && configured.as_deref() == product_id;
-    is(&products.pro_yearly) || is(&products.business_yearly) || data["recurring_interval"] == "year" || data["product"]["recurring_interval"] == "year"
+    is(&products.pro_yearly)
+        || is(&products.business_yearly)
+        || data["recurring_interval"] == "year"
+        || data["product"]["recurring_interval"] == "year"
 }
 
 fn time(data: &Value, key: &str) -> Option<DateTime<Utc>> {
@@ -250,11 +292,18 @@ fn time(data: &Value, key: &str) -> Option<DateTime<Utc>> {
 /// Every `subscription.*` event carries the whole subscription, so one handler applies them
 /// all: newest state wins (by `modified_at`), then the credit effects of that state, each
 /// idempotent by its ledger key.
-async fn subscription_changed(conn: &mut PgConnection, config: &Config, data: &Value, now: DateTime<Utc>) -> Result<Outcome, HandlerError> {
+async fn subscription_changed(
+    conn: &mut PgConnection,
+    config: &Config,
+    data: &Value,
+    now: DateTime<Utc>,
+) -> Result<Outcome, HandlerError> {
     let id = data["id"].as_str().ok_or_else(|| HandlerError::Invalid("subscription has no id".into()))?;
     let status = data["status"].as_str().ok_or_else(|| HandlerError::Invalid("subscription has no status".into()))?;
-    let period_start = time(data, "current_period_start").ok_or_else(|| HandlerError::Invalid("subscription has no current_period_start".into()))?;
-    let period_end = time(data, "current_period_end").ok_or_else(|| HandlerError::Invalid("subscription has no current_period_end".into()))?;
+    let period_start = time(data, "current_period_start")
+        .ok_or_else(|| HandlerError::Invalid("subscription has no current_period_start".into()))?;
+    let period_end = time(data, "current_period_end")
+        .ok_or_else(|| HandlerError::Invalid("subscription has no current_period_end".into()))?;
     let modified = time(data, "modified_at").or_else(|| time(data, "created_at")).unwrap_or(now);
     let user = customer_user(conn, data).await?;
     let plan = period_allotment(config, data)?;
@@ -299,13 +348,30 @@ async fn subscription_changed(conn: &mut PgConnection, config: &Config, data: &V
     match status {
         // Access now: this period's allotment (once), and any upgrade within it.
         "active" | "trialing" | "past_due" => {
-            let schedule = allotment_schedule(AllotmentPolicy::DailyAccrual, allotment, period_start, period_end, config.credit_day_offset);
+            let schedule = allotment_schedule(
+                AllotmentPolicy::DailyAccrual,
+                allotment,
+                period_start,
+                period_end,
+                config.credit_day_offset,
+            );
             ledger::start_allotment(conn, user, id, plan.slug(), period_start, period_end, schedule, 0, now).await?;
             // The upgrade is worth the rest of the period from when it happened (the event's
             // `modified_at`), not from when this delivery arrived.
             let changed_at = modified.min(now);
-            ledger::upgrade_allotment(conn, user, id, plan.slug(), allotment, period_start, period_end, AllotmentPolicy::DailyAccrual, config.credit_day_offset, changed_at)
-                .await?;
+            ledger::upgrade_allotment(
+                conn,
+                user,
+                id,
+                plan.slug(),
+                allotment,
+                period_start,
+                period_end,
+                AllotmentPolicy::DailyAccrual,
+                config.credit_day_offset,
+                changed_at,
+            )
+            .await?;
         }
         // Access over (revoked, or canceled and ended, or never paid): the allotment ends now.
         "canceled" | "unpaid" | "incomplete_expired" => {

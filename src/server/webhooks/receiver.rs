@@ -15,14 +15,20 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(secret) = state.config.polar.webhook_secret.as_ref() else {
         tracing::error!("webhook received but POLAR_WEBHOOK_SECRET is not configured");
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "webhooks are not configured" }))).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "webhooks are not configured" })))
+            .into_response();
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let signed = SignedHeaders { id: header("webhook-id"), timestamp: header("webhook-timestamp"), signature: header("webhook-signature") };
+    let signed = SignedHeaders {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+    };
     let now = chrono::Utc::now().timestamp();
     if let Err(e) = webhook_signature::verify(secret.expose(), signed, &body, now) {
         tracing::warn!(error = %e, "webhook refused");
-        let status = if e == VerifyError::NoMatchingSignature { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        let status =
+            if e == VerifyError::NoMatchingSignature { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
         return (status, Json(json!({ "error": e.to_string() }))).into_response();
     }
     let webhook_id = signed.id.unwrap_or_default();

@@ -28,7 +28,12 @@ pub async fn process_one(pool: &PgPool, config: &Config, now: DateTime<Utc>) -> 
 
 /// [`process_one`], then, once the event's effects have committed, drops the Redis entry of
 /// the customer it concerned (when `REDIS_URL` is set).
-pub async fn process_one_with(pool: &PgPool, config: &Config, redis: Option<&RedisCache>, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+pub async fn process_one_with(
+    pool: &PgPool,
+    config: &Config,
+    redis: Option<&RedisCache>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row: Option<(String, String, Option<Value>, i32)> = sqlx::query_as(
         "SELECT webhook_id, event_type, payload, attempts FROM webhook_events
@@ -50,10 +55,17 @@ pub async fn process_one_with(pool: &PgPool, config: &Config, redis: Option<&Red
     // holding up every event behind it.
     let result = {
         use futures::FutureExt;
-        match std::panic::AssertUnwindSafe(handlers::handle(sp.acquire().await?, config, &event_type, &payload, now)).catch_unwind().await {
+        match std::panic::AssertUnwindSafe(handlers::handle(sp.acquire().await?, config, &event_type, &payload, now))
+            .catch_unwind()
+            .await
+        {
             Ok(r) => r,
             Err(panic) => {
-                let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
                 Err(handlers::HandlerError::Invalid(format!("the handler panicked: {what}")))
             }
         }
@@ -118,7 +130,13 @@ async fn failpoint_before_commit(webhook_id: &str) {
 async fn failpoint_before_commit(_: &str) {}
 
 /// Runs forever: drains due events, then waits for a new delivery or a second.
-pub async fn run(pool: PgPool, config: Arc<Config>, wakeup: Arc<Notify>, redis: Option<RedisCache>, heartbeat: crate::server::supervisor::Heartbeat) {
+pub async fn run(
+    pool: PgPool,
+    config: Arc<Config>,
+    wakeup: Arc<Notify>,
+    redis: Option<RedisCache>,
+    heartbeat: crate::server::supervisor::Heartbeat,
+) {
     loop {
         heartbeat.beat();
         loop {
