@@ -64,14 +64,6 @@ impl AppError {
         }
     }
 
-    /// Logs `cause` with a fresh reference and returns the user-safe error that carries it.
-    #[cfg(feature = "ssr")]
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        let reference = crate::server::util::short_reference();
-        tracing::error!(%reference, error = %cause, "internal error");
-        AppError::Internal { reference }
-    }
-
     /// The HTTP status this error maps to in JSON APIs.
     pub fn status_code(&self) -> u16 {
         match self {

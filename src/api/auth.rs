@@ -17,11 +17,8 @@ mod ssr {
     use crate::server::auth::session;
     use crate::server::state::AppState;
     use crate::server::util::is_safe_local_path;
-    use leptos::prelude::*;
 
-    pub fn state() -> Result<AppState, AppError> {
-        use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing from context"))
-    }
+    pub(crate) use crate::api::state;
 
     pub(crate) use crate::api::request_headers;
 
@@ -37,8 +34,8 @@ mod ssr {
 
     /// Replaces whatever session the request carried with a fresh one (no session fixation).
     pub async fn start_session(state: &AppState, user_id: uuid::Uuid) -> Result<(), AppError> {
-        session::destroy(&state.pool, &state.config, &request_headers()).await.map_err(AppError::internal)?;
-        let cookie = session::create(&state.pool, &state.config, user_id).await.map_err(AppError::internal)?;
+        session::destroy(&state.pool, &state.config, &request_headers()).await?;
+        let cookie = session::create(&state.pool, &state.config, user_id).await?;
         session::set_cookie(cookie);
         Ok(())
     }
@@ -59,7 +56,7 @@ pub async fn sign_up(email: String, password: String, next: Option<String>) -> R
             let user_id = crate::server::auth::users::sign_up(&state, &email, &password, ip.as_deref()).await?;
             // The Polar customer (external_id = user id) is created in the background, so a slow
             // or unreachable Polar never blocks sign-up; its status is kept on the row.
-            crate::server::billing::customer_pending(&state.pool, user_id).await.map_err(AppError::internal)?;
+            crate::server::billing::customer_pending(&state.pool, user_id).await?;
             ssr::start_session(&state, user_id).await?;
             ssr::redirect_after_auth(next);
             Ok(())
@@ -90,8 +87,7 @@ pub async fn log_in(email: String, password: String, next: Option<String>) -> Re
 pub async fn log_out() -> Result<(), AppError> {
     let state = ssr::state()?;
     crate::server::auth::session::destroy(&state.pool, &state.config, &ssr::request_headers())
-        .await
-        .map_err(AppError::internal)?;
+        .await?;
     crate::server::auth::session::set_cookie(crate::server::auth::session::clearing_cookie(&state.config));
     leptos_axum::redirect("/");
     Ok(())
@@ -174,7 +170,7 @@ pub async fn request_password_reset(email: String) -> Result<(), AppError> {
 #[server(prefix = "/api", endpoint = "reset-link")]
 pub async fn check_reset_link(token: String) -> Result<bool, AppError> {
     let state = ssr::state()?;
-    crate::server::auth::recovery::reset_link_usable(&state, &token).await
+    Ok(crate::server::auth::recovery::reset_link_usable(&state, &token).await?)
 }
 
 /// Sets a new password through a reset link, ends every session, and signs this one in.

@@ -11,12 +11,8 @@ use serde::{Deserialize, Serialize};
 mod ssr {
     use crate::error::AppError;
     pub use crate::server::billing;
-    pub use crate::server::state::AppState;
-    use leptos::prelude::use_context;
 
-    pub fn state() -> Result<AppState, AppError> {
-        use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing"))
-    }
+    pub(crate) use crate::api::state;
 
     /// A plan one can buy or switch to from the browser: `pro` or `business`.
     pub fn paid_plan(slug: &str) -> Result<crate::domain::plans::PlanId, AppError> {
@@ -240,8 +236,7 @@ pub async fn get_billing_settings() -> Result<BillingSettingsView, AppError> {
                 &crate::api::request_headers(),
                 DETAILS_DRAFT,
             )
-            .await
-            .map_err(AppError::internal)?
+            .await?
             .and_then(|v| serde_json::from_value::<ssr::billing::BillingDetails>(v).ok());
             let d = draft.or(saved).unwrap_or_default();
             let o = |v: Option<String>| v.unwrap_or_default();
@@ -323,7 +318,7 @@ pub async fn save_billing_details(
                     // Without JavaScript the page is rendered anew after the error: keep what
                     // was typed for it (with JavaScript the form itself keeps it).
                     if crate::api::is_plain_form_post() {
-                        let draft = serde_json::to_value(&input).map_err(AppError::internal)?;
+                        let draft = serde_json::to_value(&input).map_err(|e| crate::server::errors::internal(&e))?;
                         crate::server::auth::session::set_flash(
                             &state.pool,
                             &state.config,
@@ -331,10 +326,9 @@ pub async fn save_billing_details(
                             DETAILS_DRAFT,
                             &draft,
                         )
-                        .await
-                        .map_err(AppError::internal)?;
+                        .await?;
                     }
-                    Err(e)
+                    Err(e.into())
                 }
             }
         }

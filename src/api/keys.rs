@@ -21,9 +21,7 @@ pub struct NewApiKey {
 }
 
 #[cfg(feature = "ssr")]
-fn state() -> Result<crate::server::state::AppState, AppError> {
-    use_context::<crate::server::state::AppState>().ok_or_else(|| AppError::internal("AppState missing"))
-}
+use super::state;
 
 /// A key created by a JavaScript-off form post, to show once: reading it clears it. Call it
 /// once per page render (a page-level resource), never from a view that may re-render.
@@ -69,7 +67,7 @@ pub async fn list_api_keys() -> Result<Vec<ApiKeyView>, AppError> {
 async fn list_api_keys_inner() -> Result<Vec<ApiKeyView>, AppError> {
     let user = crate::server::auth::require_user().await?;
     let state = state()?;
-    let keys = crate::server::api_keys::list(&state.pool, user.id).await.map_err(AppError::internal)?;
+    let keys = crate::server::api_keys::list(&state.pool, user.id).await?;
     let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%b %-d, %Y %H:%M UTC").to_string();
     Ok(keys
         .into_iter()
@@ -103,13 +101,11 @@ pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError>
             use crate::domain::plans::FREE_MAX_API_KEYS;
             let mut limit = FREE_MAX_API_KEYS;
             let mut created = crate::server::api_keys::create(&state.pool, user.id, &name, limit)
-                .await
-                .map_err(AppError::internal)?;
+                .await?;
             if created.is_none() {
                 limit = paid_key_limit(&state, user.id).await?;
                 created = crate::server::api_keys::create(&state.pool, user.id, &name, limit)
-                    .await
-                    .map_err(AppError::internal)?;
+                    .await?;
             }
             let Some((id, key)) = created else {
                 return Err(AppError::Conflict {
@@ -143,10 +139,10 @@ async fn paid_key_limit(state: &crate::server::state::AppState, user: uuid::Uuid
     use crate::domain::plans::{FREE_MAX_API_KEYS, PAID_BENEFITS, PAID_MAX_API_KEYS};
     match crate::server::billing::require_any_benefit(state, user, &PAID_BENEFITS).await {
         Ok(()) => Ok(PAID_MAX_API_KEYS),
-        Err(AppError::NotEntitled { .. }) => Err(AppError::NotEntitled {
+        Err(crate::server::billing::Error::NotEntitled(_)) => Err(AppError::NotEntitled {
             message: format!("The Free plan includes {FREE_MAX_API_KEYS} API keys. Revoke one, or upgrade to Pro or Business for up to {PAID_MAX_API_KEYS}."),
         }),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -158,7 +154,7 @@ pub async fn revoke_api_key(id: String) -> Result<(), AppError> {
             let user = crate::server::auth::require_user().await?;
             let state = state()?;
             let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
-            if crate::server::api_keys::revoke(&state.pool, user.id, id).await.map_err(AppError::internal)? {
+            if crate::server::api_keys::revoke(&state.pool, user.id, id).await? {
                 tracing::info!(user_id = %user.id, key_id = %id, "API key revoked");
                 Ok(())
             } else {

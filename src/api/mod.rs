@@ -6,6 +6,12 @@ pub mod auth;
 pub mod billing;
 pub mod keys;
 
+/// The server's state, which every server function needs.
+#[cfg(feature = "ssr")]
+pub(crate) fn state() -> Result<crate::server::state::AppState, crate::error::AppError> {
+    leptos::prelude::use_context().ok_or_else(|| crate::server::errors::internal_msg("AppState missing"))
+}
+
 /// The headers of the request being served (empty outside a request).
 #[cfg(feature = "ssr")]
 pub(crate) fn request_headers() -> http::HeaderMap {

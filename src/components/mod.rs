@@ -1,8 +1,14 @@
 //! Reusable views.
 
+pub mod account_notices;
 pub mod activity;
 pub mod api_keys;
+pub mod auth;
+pub mod billing_details;
+pub mod credit_meter;
+pub mod invoices;
 pub mod form;
 pub mod layout;
 pub mod local_time;
 pub mod navigate;
+pub mod plan_panel;

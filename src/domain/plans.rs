@@ -59,6 +59,89 @@ impl FromStr for PlanId {
 #[error("unknown plan `{0}` (expected one of: free, pro, business, enterprise)")]
 pub struct UnknownPlan(pub String);
 
+/// How a plan is billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interval {
+    Month,
+    Year,
+}
+
+/// The terms of a paid plan: written here once, read by the pricing page, the credit
+/// allotments, the stand-in's catalogue and the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanTerms {
+    pub plan: PlanId,
+    pub monthly_price_cents: i64,
+    /// A year billed yearly (ten months' price).
+    pub yearly_price_cents: i64,
+    pub monthly_credits: i64,
+}
+
+pub const PRO: PlanTerms = PlanTerms { plan: PlanId::Pro, monthly_price_cents: 1900, yearly_price_cents: 19000, monthly_credits: 5000 };
+pub const BUSINESS: PlanTerms =
+    PlanTerms { plan: PlanId::Business, monthly_price_cents: 4900, yearly_price_cents: 49000, monthly_credits: 15000 };
+
+impl PlanTerms {
+    /// The terms of a self-serve paid plan.
+    pub fn of(plan: PlanId) -> Option<PlanTerms> {
+        match plan {
+            PlanId::Pro => Some(PRO),
+            PlanId::Business => Some(BUSINESS),
+            _ => None,
+        }
+    }
+}
+
+/// The one-time credit packs: credits and price in cents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackTerms {
+    pub credits: i64,
+    pub price_cents: i64,
+}
+
+pub const PACKS: [PackTerms; 2] = [PackTerms { credits: 50, price_cents: 500 }, PackTerms { credits: 100, price_cents: 900 }];
+
+/// What can be bought: a plan billed by month or year, or a pack of credits. The browser names
+/// an item by its slug (`pro`, `business_yearly`, `pack_50`); only the server maps it to a Polar
+/// product (`server::catalog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Item {
+    Plan { plan: PlanId, interval: Interval },
+    Pack { credits: i64 },
+}
+
+impl Item {
+    /// Everything sold by checkout.
+    pub fn all() -> Vec<Item> {
+        let mut items = vec![];
+        for plan in [PlanId::Pro, PlanId::Business] {
+            for interval in [Interval::Month, Interval::Year] {
+                items.push(Item::Plan { plan, interval });
+            }
+        }
+        items.extend(PACKS.iter().map(|p| Item::Pack { credits: p.credits }));
+        items
+    }
+
+    pub fn slug(self) -> String {
+        match self {
+            Item::Plan { plan, interval: Interval::Month } => plan.slug().to_string(),
+            Item::Plan { plan, interval: Interval::Year } => format!("{}_yearly", plan.slug()),
+            Item::Pack { credits } => format!("pack_{credits}"),
+        }
+    }
+
+    /// The item of a slug, if it is one sold by checkout.
+    pub fn from_slug(slug: &str) -> Option<Item> {
+        Item::all().into_iter().find(|i| i.slug() == slug)
+    }
+
+    pub fn is_plan(self) -> bool {
+        matches!(self, Item::Plan { .. })
+    }
+}
+
 /// The benefits (matched by their metadata `slug`) that make an account "paid": each lifts the
 /// Free limits below. Checked on the server by `server::billing::require_any_benefit`.
 pub const PAID_BENEFITS: [&str; 2] = ["pro", "business"];
@@ -117,13 +200,13 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
         },
         PlanOffer {
             plan: PlanId::Pro,
-            monthly_price_cents: Some(1900),
-            yearly_price_cents: Some(19000),
+            monthly_price_cents: Some(PRO.monthly_price_cents),
+            yearly_price_cents: Some(PRO.yearly_price_cents),
             currency: "usd".into(),
-            monthly_credits: Some(5000),
+            monthly_credits: Some(PRO.monthly_credits),
             tagline: "For individuals shipping real work.".into(),
             features: vec![
-                "5,000 credits a month, accrued daily".into(),
+                format!("{} credits a month, accrued daily", crate::domain::money::group_thousands(PRO.monthly_credits as u64)),
                 "Texts up to 100,000 characters a call, 20 API keys".into(),
                 "Credit packs that never expire".into(),
                 "Invoices with your VAT id".into(),
@@ -131,13 +214,13 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
         },
         PlanOffer {
             plan: PlanId::Business,
-            monthly_price_cents: Some(4900),
-            yearly_price_cents: Some(49000),
+            monthly_price_cents: Some(BUSINESS.monthly_price_cents),
+            yearly_price_cents: Some(BUSINESS.yearly_price_cents),
             currency: "usd".into(),
-            monthly_credits: Some(15000),
+            monthly_credits: Some(BUSINESS.monthly_credits),
             tagline: "For heavy use and priority help.".into(),
             features: vec![
-                "15,000 credits a month, accrued daily".into(),
+                format!("{} credits a month, accrued daily", crate::domain::money::group_thousands(BUSINESS.monthly_credits as u64)),
                 "Texts up to 100,000 characters a call, 20 API keys".into(),
                 "Credit packs that never expire".into(),
                 "Priority email support".into(),
@@ -155,12 +238,17 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
     ]
 }
 
-/// The default credit packs: 50 and 100 credits.
+/// The credit packs on offer ([`PACKS`]).
 pub fn default_packs() -> Vec<CreditPackOffer> {
-    vec![
-        CreditPackOffer { slug: "pack_50".into(), credits: 50, price_cents: 500, currency: "usd".into() },
-        CreditPackOffer { slug: "pack_100".into(), credits: 100, price_cents: 900, currency: "usd".into() },
-    ]
+    PACKS
+        .iter()
+        .map(|p| CreditPackOffer {
+            slug: Item::Pack { credits: p.credits }.slug(),
+            credits: p.credits,
+            price_cents: p.price_cents,
+            currency: "usd".into(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -179,6 +267,17 @@ mod tests {
     fn only_pro_and_business_are_sold_by_checkout() {
         let paid: Vec<_> = PlanId::ALL.into_iter().filter(|p| p.is_self_serve_paid()).collect();
         assert_eq!(paid, vec![PlanId::Pro, PlanId::Business]);
+    }
+
+    #[test]
+    fn items_round_trip_through_their_slugs() {
+        for i in Item::all() {
+            assert_eq!(Item::from_slug(&i.slug()), Some(i));
+        }
+        assert_eq!(Item::from_slug("business_yearly"), Some(Item::Plan { plan: PlanId::Business, interval: Interval::Year }));
+        assert_eq!(Item::from_slug("pack_50"), Some(Item::Pack { credits: 50 }));
+        assert_eq!(Item::from_slug("enterprise"), None);
+        assert_eq!(Item::from_slug("pack_7"), None);
     }
 
     #[test]

@@ -3,16 +3,19 @@
 use crate::api::account::{get_account, get_activity};
 use crate::api::auth::ResendConfirmation;
 use crate::api::billing::{OpenPortal, SetCancel};
+use crate::components::account_notices::AccountNotices;
 use crate::components::activity::ActivitySection;
+use crate::components::auth::SignInPrompt;
+use crate::components::credit_meter::CreditMeter;
 use crate::components::form::FormError;
 use crate::components::navigate::follow_redirects;
-use crate::domain::money::group_thousands;
+use crate::components::plan_panel::PlanPanel;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
 /// What the last action on this page did (`?done=` after its redirect).
-fn done_message(done: &str) -> Option<&'static str> {
+pub fn done_message(done: &str) -> Option<&'static str> {
     Some(match done {
         "canceled" => "Your subscription will end at the end of the period. You keep your plan and credits until then.",
         "resumed" => "Your subscription continues and renews as usual.",
@@ -58,127 +61,32 @@ pub fn BillingPage() -> impl IntoView {
                 // Read both page-level resources here so the server waits for them.
                 let activity = activity.get();
                 account.get().map(|res| match res {
-                Err(e) => view! { <SignInPrompt message=e.to_string() next="/billing" /> }.into_any(),
-                Ok(a) => {
-                    let sub = a.subscription.clone();
-                    let past_due = sub.as_ref().is_some_and(|s| s.status == "past_due");
-                    view! {
-                    {(!a.email_verified).then(|| view! {
-                        <div class="alert alert--info" role="status" data-testid="confirm-email">
-                            <p>{if a.free_credits > 0 {
-                                format!("Confirm your email address to receive your {} free credits: open the link we sent to {}.", group_thousands(a.free_credits as u64), a.email)
-                            } else {
-                                format!("Confirm your email address: open the link we sent to {}.", a.email)
-                            }}</p>
-                            <ActionForm action=resend attr:class="inline-form">
-                                <button type="submit" class="btn btn--secondary btn--sm" disabled=move || resend.pending().get()>"Send the link again"</button>
-                            </ActionForm>
+                    Err(e) => view! { <SignInPrompt message=e.to_string() next="/billing" /> }.into_any(),
+                    Ok(a) => view! {
+                        <AccountNotices account=a.clone() resend=resend portal=portal />
+                        <div class="grid-2">
+                            <PlanPanel account=a.clone() cancel=cancel portal=portal />
+                            <CreditMeter credits=a.credits.clone() day_boundary=a.day_boundary.clone() />
                         </div>
-                    })}
-                    {a.plan_notice.clone().map(|n| view! { <div class="alert alert--info" role="status">{n}</div> })}
-                    {past_due.then(|| view! {
-                        <div class="alert alert--error" role="alert">
-                            <p>"Your last renewal payment failed. Update your payment method to keep your plan."</p>
-                            <ActionForm action=portal attr:class="inline-form">
-                                <button type="submit" class="btn btn--primary btn--sm">"Fix payment in the billing portal"</button>
-                            </ActionForm>
-                        </div>
-                    })}
-                    <div class="grid-2">
-                        <section class="panel" aria-labelledby="plan-title">
-                            <h2 id="plan-title">"Your plan"</h2>
-                            <p class="plan-name">
-                                {a.plan.name()}
-                                {match sub.as_ref().map(|s| s.status.as_str()) {
-                                    Some("past_due") => view! { <span class="badge badge--warn">"Payment past due"</span> }.into_any(),
-                                    Some("trialing") => view! { <span class="badge badge--ok">"Trial"</span> }.into_any(),
-                                    _ if sub.as_ref().is_some_and(|s| s.cancel_at_period_end) => view! { <span class="badge badge--warn">"Ends at period end"</span> }.into_any(),
-                                    _ => view! { <span class="badge badge--ok">"Active"</span> }.into_any(),
-                                }}
-                            </p>
-                            {sub.clone().map(|s| view! {
-                                <p data-testid="renewal">
-                                    {if s.cancel_at_period_end {
-                                        format!("Ends on {}; it will not renew.", s.renews_or_ends_on)
-                                    } else if s.status == "trialing" {
-                                        format!("Trial ends on {}; then it renews.", s.renews_or_ends_on)
-                                    } else {
-                                        format!("Renews on {}.", s.renews_or_ends_on)
-                                    }}
-                                </p>
-                            })}
-                            <p class="muted">{format!("Member since {}", a.member_since)}</p>
-                            <div class="actions">
-                                <a class="btn btn--primary" href="/pricing">{if sub.is_some() { "Change plan" } else { "Upgrade" }}</a>
-                                {sub.clone().map(|s| if s.cancel_at_period_end {
-                                    view! {
-                                        <ActionForm action=cancel attr:class="inline-form">
-                                            <input type="hidden" name="cancel" value="false" />
-                                            <button type="submit" class="btn btn--ghost" disabled=move || cancel.pending().get()>"Keep my subscription"</button>
-                                        </ActionForm>
-                                    }.into_any()
-                                } else {
-                                    view! {
-                                        <ActionForm action=cancel attr:class="inline-form">
-                                            <input type="hidden" name="cancel" value="true" />
-                                            <button type="submit" class="btn btn--danger" disabled=move || cancel.pending().get()>"Cancel at period end"</button>
-                                        </ActionForm>
-                                    }.into_any()
-                                })}
-                                {a.has_billing_account.then(|| view! {
-                                    <ActionForm action=portal attr:class="inline-form">
-                                        <button type="submit" class="btn btn--ghost" disabled=move || portal.pending().get()>"Manage in billing portal"</button>
-                                    </ActionForm>
-                                })}
-                            </div>
-                        </section>
-                        <section class="panel" aria-labelledby="credits-title">
-                            <h2 id="credits-title">"Credits"</h2>
-                            <p class="credits-total"><span data-testid="credits-total">{group_thousands(a.credits.total.max(0) as u64)}</span>" credits available"</p>
-                            <dl class="credit-sources">
-                                {[("This period's allotment", a.credits.allotment), ("Purchased", a.credits.purchased), ("Free", a.credits.free), ("Adjustments", a.credits.adjustment)]
-                                    .into_iter()
-                                    .filter(|(label, n)| *n > 0 || *label == "Free")
-                                    .map(|(label, n)| view! { <div><dt>{label}</dt><dd>{group_thousands(n.max(0) as u64)}</dd></div> })
-                                    .collect_view()}
-                            </dl>
-                            {(a.credits.allotment > 0 || a.credits.pending_allotment > 0).then(|| view! {
-                                <p data-testid="accrual">
-                                    {format!("This period: {} available now, {} more to come day by day until renewal. Unused allotment does not roll over.",
-                                        group_thousands(a.credits.allotment.max(0) as u64), group_thousands(a.credits.pending_allotment.max(0) as u64))}
-                                </p>
-                            })}
-                            {a.credits.next_accrual_at.map(|t| view! {
-                                <p data-testid="next-accrual">"Next credits arrive "
-                                    <crate::components::local_time::LocalTime iso=t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) utc_text=t.format("%b %-d, %H:%M UTC").to_string() />
-                                    "."
-                                </p>
-                            })}
-                            <p class="muted">"Credits are spent soonest-expiring first: this period's allotment, then purchased, then free."</p>
-                            <p class="muted">{format!("Paid plans add their monthly credits day by day; a new day starts at {}.", a.day_boundary)}</p>
-                            <p><a class="btn btn--ghost" href="/pricing#packs-title">"Buy credits"</a></p>
-                        </section>
-                    </div>
-                    {match activity.clone() {
-                        Some(Ok(a)) => view! { <ActivitySection activity=a /> }.into_any(),
-                        Some(Err(e)) => view! { <div class="alert alert--error" role="alert">{format!("Credit history is unavailable: {e}")}</div> }.into_any(),
-                        None => view! { <p class="loading" role="status">"Loading credit history…"</p> }.into_any(),
-                    }}
-                }.into_any()
-                }
-            })
+                        {match activity.clone() {
+                            Some(Ok(a)) => view! { <ActivitySection activity=a /> }.into_any(),
+                            Some(Err(e)) => view! { <div class="alert alert--error" role="alert">{format!("Credit history is unavailable: {e}")}</div> }.into_any(),
+                            None => view! { <p class="loading" role="status">"Loading credit history…"</p> }.into_any(),
+                        }}
+                    }.into_any(),
+                })
             }}
         </Suspense>
     }
 }
 
-/// Shown when a page needs a signed-in user (with JavaScript on, the server also redirects).
-#[component]
-pub fn SignInPrompt(message: String, #[prop(into)] next: String) -> impl IntoView {
-    view! {
-        <section class="panel narrow center" role="alert">
-            <p>{message}</p>
-            <p><a class="btn btn--primary" href=format!("/login?next={}", crate::pages::signup::urlencode(&next))>"Sign in"</a></p>
-        </section>
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_outcome_has_its_message_and_unknown_ones_none() {
+        for done in ["canceled", "resumed", "upgraded", "scheduled", "email-confirmed", "confirmation-sent", "password-reset"] {
+            assert!(super::done_message(done).is_some(), "{done}");
+        }
+        assert_eq!(super::done_message("<script>"), None, "nothing from the URL is echoed");
     }
 }

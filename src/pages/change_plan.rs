@@ -8,7 +8,7 @@ use crate::components::form::FormError;
 use crate::components::navigate::follow_redirects;
 use crate::domain::money::group_thousands;
 use crate::error::AppError;
-use crate::pages::billing::SignInPrompt;
+use crate::components::auth::SignInPrompt;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;

@@ -58,7 +58,7 @@ pub fn CheckoutSuccessPage() -> impl IntoView {
                     Err(AppError::Unauthorized) => view! {
                         <h1>"Sign in to see your purchase"</h1>
                         <p>"Your payment is safe. Sign in with the account you bought with to see it."</p>
-                        <p><a class="btn btn--primary" href=move || format!("/login?next={}", crate::pages::signup::urlencode(&format!("/billing/success?checkout_id={}", checkout_id().unwrap_or_default())))>"Sign in"</a></p>
+                        <p><a class="btn btn--primary" href=move || crate::components::auth::with_next("/login", &format!("/billing/success?checkout_id={}", checkout_id().unwrap_or_default()))>"Sign in"</a></p>
                     }.into_any(),
                     Err(AppError::NotFound) => {
                         // A checkout that is not this user's answers 404, like one that does not exist.
@@ -107,7 +107,7 @@ pub fn CheckoutSuccessPage() -> impl IntoView {
                         let refresh = format!(
                             r#"<meta http-equiv="refresh" content="{};url=/billing/success?checkout_id={}&amp;n={}">"#,
                             delay_secs(n),
-                            crate::pages::signup::urlencode(&checkout_id().unwrap_or_default()),
+                            crate::components::auth::urlencode(&checkout_id().unwrap_or_default()),
                             n + 1
                         );
                         view! {

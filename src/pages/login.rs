@@ -1,8 +1,8 @@
 //! `/login`: sign in.
 
 use crate::api::auth::LogIn;
-use crate::components::form::{Field, FormError};
-use crate::pages::signup::urlencode;
+use crate::components::auth::{with_next, CredentialFields};
+use crate::components::form::FormError;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -13,14 +13,7 @@ pub fn LoginPage() -> impl IntoView {
     let error = Signal::derive(move || action.value().get().and_then(|r| r.err()));
     let query = use_query_map();
     let next = move || query.read().get("next").unwrap_or_default();
-    let signup_href = move || {
-        let n = next();
-        if n.is_empty() {
-            "/signup".to_string()
-        } else {
-            format!("/signup?next={}", urlencode(&n))
-        }
-    };
+    let signup_href = move || with_next("/signup", &next());
     view! {
         <Title text="Sign in" />
         <section class="panel narrow auth">
@@ -29,9 +22,7 @@ pub fn LoginPage() -> impl IntoView {
             {move || (query.read().get("done").is_some_and(|d| d.starts_with("email-confirmed"))).then(|| view! { <p class="alert alert--success" role="status">"Your email address is confirmed. Sign in to see your credits."</p> })}
             <ActionForm action=action attr:class="form" attr:aria-label="Sign in">
                 <FormError error=error />
-                <Field name="email" label="Email" input_type="email" autocomplete="email" error=error />
-                <Field name="password" label="Password" input_type="password" autocomplete="current-password" error=error />
-                <input type="hidden" name="next" value=next />
+                <CredentialFields password_autocomplete="current-password" error=error next=Signal::derive(next) />
                 <button type="submit" class="btn btn--primary btn--block" disabled=move || action.pending().get()>
                     {move || if action.pending().get() { "Signing in…" } else { "Sign in" }}
                 </button>

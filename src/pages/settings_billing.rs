@@ -2,15 +2,14 @@
 //! format), invoices from Polar with generate and download, and API keys.
 
 use crate::api::auth::ChangePassword;
-use crate::api::billing::{
-    get_billing_settings, BillingDetailsView, DeleteAccount, GenerateInvoice, InvoiceView, SaveBillingDetails,
-};
+use crate::api::billing::{get_billing_settings, DeleteAccount, GenerateInvoice, SaveBillingDetails};
 use crate::components::api_keys::{ApiKeysData, ApiKeysSection};
+use crate::components::billing_details::BillingDetailsForm;
 use crate::components::form::{Field, FormError};
+use crate::components::invoices::InvoiceTable;
 use crate::components::navigate::follow_redirects;
-use crate::domain::countries::{COUNTRIES, EMBARGOED};
 use crate::error::AppError;
-use crate::pages::billing::SignInPrompt;
+use crate::components::auth::SignInPrompt;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -57,7 +56,7 @@ pub fn SettingsBillingPage() -> impl IntoView {
                     Err(AppError::Unauthorized) => view! { <SignInPrompt message=AppError::Unauthorized.to_string() next="/settings/billing" /> }.into_any(),
                     Err(e) => view! { <div class="alert alert--error" role="alert">{e.to_string()}</div> }.into_any(),
                     Ok(s) => view! {
-                        <DetailsForm details=s.details has_details=s.has_details account_email=s.account_email save=save error=save_error />
+                        <BillingDetailsForm details=s.details has_details=s.has_details account_email=s.account_email save=save error=save_error />
                         <section class="panel" aria-labelledby="invoices-title">
                             <h2 id="invoices-title">"Invoices"</h2>
                             <FormError error=invoice_error />
@@ -74,92 +73,6 @@ pub fn SettingsBillingPage() -> impl IntoView {
                 })
             }}
         </Suspense>
-    }
-}
-
-#[component]
-fn InvoiceTable(rows: Vec<InvoiceView>, invoice: ServerAction<GenerateInvoice>) -> impl IntoView {
-    view! {
-        <div class="table-wrap">
-            <table class="table">
-                <caption class="visually-hidden">"Your orders and their invoices"</caption>
-                <thead><tr><th scope="col">"Date"</th><th scope="col">"Description"</th><th scope="col">"Amount"</th><th scope="col">"Status"</th><th scope="col">"Invoice"</th></tr></thead>
-                <tbody>
-                    {rows.into_iter().map(|r| {
-                        let label = format!("{} invoice for {} on {}", "Generate", r.description, r.date);
-                        let download = format!("Download invoice for {} on {}", r.description, r.date);
-                        let cell = match r.invoice.as_str() {
-                            "ready" => view! { <a class="btn btn--ghost btn--sm" href=format!("/billing/invoices/{}", r.order_id) aria-label=download>"Download"</a> }.into_any(),
-                            "preparing" => view! { <span class="muted" data-testid="invoice-preparing">"Preparing… "<a href="/settings/billing#invoices-title">"Refresh"</a></span> }.into_any(),
-                            "available" => view! {
-                                <ActionForm action=invoice attr:class="inline-form">
-                                    <input type="hidden" name="order_id" value=r.order_id.clone() />
-                                    <button type="submit" class="btn btn--ghost btn--sm" aria-label=label disabled=move || invoice.pending().get()>"Generate"</button>
-                                </ActionForm>
-                            }.into_any(),
-                            _ => view! { <span class="muted">"Not available"</span> }.into_any(),
-                        };
-                        view! {
-                            <tr>
-                                <td>{r.date}</td>
-                                <td>{r.description}</td>
-                                <td>{r.amount}</td>
-                                <td>{r.status}</td>
-                                <td>{cell}</td>
-                            </tr>
-                        }
-                    }).collect_view()}
-                </tbody>
-            </table>
-        </div>
-    }
-}
-
-#[component]
-fn DetailsForm(
-    details: BillingDetailsView,
-    has_details: bool,
-    account_email: String,
-    save: ServerAction<SaveBillingDetails>,
-    error: Signal<Option<AppError>>,
-) -> impl IntoView {
-    let country_msg = move || error.get().filter(|e| e.field() == Some("country")).map(|e| e.to_string());
-    let selected = details.country.clone();
-    view! {
-        <section class="panel" aria-labelledby="details-title">
-            <h2 id="details-title">"Billing details"</h2>
-            <p class="muted">
-                {if has_details { "These go on your invoices and are sent to Polar, our merchant of record.".to_string() } else { format!("No company, address or VAT id saved yet. Invoices go to {account_email}.") }}
-            </p>
-            {details.sync_notice.clone().map(|n| view! { <div class="alert alert--info" role="status">{n}</div> })}
-            <ActionForm action=save attr:class="form" attr:aria-label="Billing details">
-                <FormError error=error />
-                <Field name="billing_email" label="Billing email (optional)" input_type="email" autocomplete="email" hint="Where invoices go, if not your account email." required=false value=details.billing_email.clone() error=error />
-                <Field name="company" label="Company or name on invoices" autocomplete="organization" required=false value=details.company.clone() error=error />
-                <Field name="line1" label="Address" autocomplete="address-line1" required=false value=details.line1.clone() error=error />
-                <Field name="line2" label="Address line 2 (optional)" autocomplete="address-line2" required=false value=details.line2.clone() error=error />
-                <div class="field-row">
-                    <Field name="postal_code" label="Postal code" autocomplete="postal-code" required=false value=details.postal_code.clone() error=error />
-                    <Field name="city" label="City" autocomplete="address-level2" required=false value=details.city.clone() error=error />
-                </div>
-                <Field name="region" label="State or region (optional)" autocomplete="address-level1" required=false value=details.region.clone() error=error />
-                <div class="field" class:field--invalid=move || country_msg().is_some()>
-                    <label for="field-country">"Country"</label>
-                    <select id="field-country" name="country" autocomplete="country" required aria-invalid=move || country_msg().is_some().then_some("true")>
-                        <option value="" selected=selected.is_empty()>"Choose a country"</option>
-                        {COUNTRIES.iter().filter(|(c, _)| !EMBARGOED.contains(c)).map(|(code, name)| {
-                            let is = *code == selected;
-                            view! { <option value=*code selected=is>{*name}</option> }
-                        }).collect_view()}
-                    </select>
-                    {move || country_msg().map(|m| view! { <p class="field__error">{m}</p> })}
-                </div>
-                <Field name="tax_id" label="VAT or tax id (optional)" autocomplete="off" hint="Checked against your country's format, e.g. DE123456789 for Germany." required=false value=details.tax_id.clone() error=error />
-                <button type="submit" class="btn btn--primary" disabled=move || save.pending().get()>
-                    {move || if save.pending().get() { "Saving…" } else { "Save billing details" }}
-                </button>
-            </ActionForm>
-        </section>
     }
 }
 

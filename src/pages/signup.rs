@@ -1,7 +1,8 @@
 //! `/signup`: create an account.
 
 use crate::api::auth::{get_signup_info, SignUp};
-use crate::components::form::{Field, FormError};
+use crate::components::auth::{with_next, CredentialFields};
+use crate::components::form::FormError;
 use crate::domain::money::group_thousands;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -13,14 +14,7 @@ pub fn SignupPage() -> impl IntoView {
     let error = Signal::derive(move || action.value().get().and_then(|r| r.err()));
     let query = use_query_map();
     let next = move || query.read().get("next").unwrap_or_default();
-    let login_href = move || {
-        let n = next();
-        if n.is_empty() {
-            "/login".to_string()
-        } else {
-            format!("/login?next={}", urlencode(&n))
-        }
-    };
+    let login_href = move || with_next("/login", &next());
     let info = Resource::new(|| (), |_| get_signup_info());
     view! {
         <Title text="Create your account" />
@@ -39,9 +33,7 @@ pub fn SignupPage() -> impl IntoView {
             </Suspense>
             <ActionForm action=action attr:class="form" attr:aria-label="Create your account">
                 <FormError error=error />
-                <Field name="email" label="Email" input_type="email" autocomplete="email" error=error />
-                <Field name="password" label="Password" input_type="password" autocomplete="new-password" hint="At least 10 characters." error=error />
-                <input type="hidden" name="next" value=next />
+                <CredentialFields password_autocomplete="new-password" password_hint="At least 10 characters." error=error next=Signal::derive(next) />
                 <button type="submit" class="btn btn--primary btn--block" disabled=move || action.pending().get()>
                     {move || if action.pending().get() { "Creating your account…" } else { "Create account" }}
                 </button>
@@ -49,14 +41,4 @@ pub fn SignupPage() -> impl IntoView {
             <p class="auth__switch">"Already have an account? " <a href=login_href>"Sign in"</a></p>
         </section>
     }
-}
-
-/// Percent-encodes a query value (for carrying `next` between the two auth pages).
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -8,7 +8,8 @@ use crate::domain::text_stats::{cost_of, parse_body, text_stats, valid_idempoten
 use crate::server::config::Config;
 use crate::server::polar::models::{Customer, CustomerState, Order, Subscription};
 use crate::server::polar::webhook_signature::{sign, verify, KeyScheme, SignedHeaders};
-use crate::server::webhooks::handlers::{event_user, pack_credits, period_allotment, refund_of, MAX_METADATA_CREDITS};
+use crate::server::billing::sync::{pack_credits, refund_of, subscription_allotment, MAX_METADATA_CREDITS};
+use crate::server::webhooks::events::WebhookEvent;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -62,19 +63,22 @@ fn config() -> &'static Config {
 pub fn webhook_event(data: &[u8]) {
     let Ok(payload) = serde_json::from_slice::<serde_json::Value>(data) else { return };
     let kind = payload["type"].as_str().unwrap_or("order.paid").to_string();
-    let _ = event_user(&kind, &payload);
+    let _ = WebhookEvent::user_hint(&kind, &payload);
+    let _ = WebhookEvent::parse(&kind, &payload);
     let d = &payload["data"];
-    if let Ok((refunded, net, _)) = refund_of(d) {
-        assert!(refunded >= 0 && net >= 0);
+    if let Ok(order) = serde_json::from_value::<Order>(d.clone()) {
+        if let Ok((refunded, net, _)) = refund_of(&order) {
+            assert!(refunded >= 0 && net >= 0);
+        }
+        if let Ok(Some(credits)) = pack_credits(config(), &order) {
+            assert!((1..=MAX_METADATA_CREDITS).contains(&credits));
+        }
     }
-    if let Ok(Some((_, credits))) = period_allotment(config(), d) {
-        assert!((0..=MAX_METADATA_CREDITS).contains(&credits), "{credits}");
+    if let Ok(sub) = serde_json::from_value::<Subscription>(d.clone()) {
+        if let Ok(Some((_, credits))) = subscription_allotment(config(), &sub) {
+            assert!((0..=MAX_METADATA_CREDITS).contains(&credits), "{credits}");
+        }
     }
-    if let Ok(Some(credits)) = pack_credits(config(), d) {
-        assert!((1..=MAX_METADATA_CREDITS).contains(&credits));
-    }
-    let _ = serde_json::from_value::<Order>(d.clone());
-    let _ = serde_json::from_value::<Subscription>(d.clone());
     let _ = serde_json::from_value::<CustomerState>(d.clone());
     let _ = serde_json::from_value::<Customer>(d.clone());
 }

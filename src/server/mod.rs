@@ -1,15 +1,18 @@
 //! Everything that runs only on the server: configuration, database, accounts, Polar.
 //! Compiled only with the `ssr` feature, so none of it can reach the wasm bundle.
 
+pub mod account;
 pub mod api_keys;
 pub mod auth;
 pub mod billing;
+pub mod catalog;
 pub mod cli;
 pub mod client_ip;
 pub mod config;
 pub mod csrf;
 pub mod db;
 pub mod embedded_pg;
+pub mod errors;
 pub mod fuzzing;
 pub mod health;
 pub mod janitor;
@@ -18,6 +21,7 @@ pub mod mail;
 pub mod metered;
 pub mod metrics;
 pub mod polar;
+pub mod routes;
 pub mod security_headers;
 pub mod standin;
 pub mod startup;

@@ -1,19 +1,14 @@
 //! Building and running the HTTP application. `Application::build` binds the listener first,
 //! so tests can ask for port 0 and learn the real port before serving.
 
-use crate::app::{shell, App};
 use crate::server::config::Config;
 use crate::server::standin::{StandIn, StandinConfig, WebhookEndpoint};
 use crate::server::state::AppState;
-use crate::server::{csrf, health, metered, supervisor, webhooks};
-use axum::routing::{get, post};
+use crate::server::{supervisor, webhooks};
 use axum::Router;
-use leptos_axum::{generate_route_list, LeptosRoutes};
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
-use tower_http::compression::CompressionLayer;
-use tower_http::trace::TraceLayer;
 
 pub struct Application {
     listener: TcpListener,
@@ -39,7 +34,7 @@ impl Application {
         let standin = start_standin(&config);
         let mut state = AppState::new(config, pool).map_err(std::io::Error::other)?;
         state.leptos_options = state.config.site.leptos_options(addr);
-        let mut router = router(state.clone());
+        let mut router = crate::server::routes::router(state.clone());
         if let Some(s) = standin {
             // Outside the app's middleware: the stand-in is "another site" with its own rules.
             router = router.nest_service("/polar", s.router());
@@ -123,73 +118,6 @@ fn start_standin(config: &Config) -> Option<StandIn> {
         });
     }
     Some(StandIn::start(c))
-}
-
-/// The app's route list, generated once per process. Generating it renders the app with
-/// resource loading suppressed through a process-global flag (leptos_server's
-/// `SuppressResourceLoad`); a page rendering at that moment in another app instance of the same
-/// process (tests start many) would wait forever on its resources (leptos-rs/leptos#4773).
-/// Generating it once, before any instance serves, closes that window.
-fn route_list() -> Vec<leptos_axum::AxumRouteListing> {
-    static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> = std::sync::OnceLock::new();
-    ROUTES.get_or_init(|| generate_route_list(App)).clone()
-}
-
-pub fn router(state: AppState) -> Router {
-    let routes = route_list();
-    let shell_options = state.leptos_options.clone();
-    Router::new()
-        .route(
-            &state.config.polar.webhook_path,
-            post(webhooks::receiver::receive)
-                .layer(axum::extract::DefaultBodyLimit::max(webhooks::receiver::MAX_BODY_BYTES)),
-        )
-        .route("/billing/invoices/{order_id}", get(invoice_download))
-        .route("/healthz", get(health::healthz))
-        .route("/metrics", get(crate::server::metrics::metrics))
-        .route("/readyz", get(health::readyz))
-        .route(
-            "/api/v1/text/stats",
-            post(metered::text_stats_handler).layer(axum::extract::DefaultBodyLimit::max(1024 * 1024)),
-        )
-        .route("/dev/mailbox", get(crate::server::mail::dev_mailbox::mailbox))
-        .leptos_routes(&state, routes, move || shell(shell_options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::auth::gate::require_account))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), csrf::protect))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::client_ip::middleware))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::security_headers::apply))
-        .layer(CompressionLayer::new())
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
-}
-
-/// `GET /billing/invoices/{order_id}`: the signed-in owner of the order is redirected to the
-/// invoice file Polar generated (a fresh, short-lived URL each time).
-async fn invoice_download(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    axum::extract::Path(order_id): axum::extract::Path<String>,
-    headers: http::HeaderMap,
-) -> axum::response::Response {
-    use axum::response::{IntoResponse, Redirect};
-    let user = match crate::server::auth::session::user_from_headers(&state.pool, &state.config, &headers).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return Redirect::to("/login?next=%2Fsettings%2Fbilling").into_response(),
-        Err(e) => {
-            return (http::StatusCode::INTERNAL_SERVER_ERROR, crate::error::AppError::internal(e).to_string())
-                .into_response()
-        }
-    };
-    match crate::server::billing::invoice_url(&state, user.id, &order_id).await {
-        Ok(Some(url)) => Redirect::to(&url).into_response(),
-        Ok(None) => (http::StatusCode::NOT_FOUND, "This invoice is still being prepared. Try again in a moment.")
-            .into_response(),
-        Err(e) => (
-            http::StatusCode::from_u16(e.status_code()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
-            e.to_string(),
-        )
-            .into_response(),
-    }
 }
 
 async fn shutdown_signal() {

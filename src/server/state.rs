@@ -4,7 +4,7 @@
 use crate::server::auth::password::Passwords;
 use crate::server::config::{Config, ConfigError};
 use crate::server::mail::Mailer;
-use crate::server::metered::{InFlight, RateLimiter};
+use crate::server::metered::limits::{InFlight, RateLimiter};
 use crate::server::polar::PolarClient;
 use crate::server::state_cache::RedisCache;
 use crate::server::supervisor::Heartbeat;

@@ -12,9 +12,8 @@
 //!   other session and mails the owner.
 
 use crate::domain::email::{check_credential_bounds, check_new_password, Email};
-use crate::error::AppError;
+use crate::server::auth::Error;
 use crate::server::auth::tokens::{self, Purpose};
-use crate::server::auth::users::hash_error;
 use crate::server::auth::{rate_limit, session};
 use crate::server::mail::{self, templates};
 use crate::server::state::AppState;
@@ -32,10 +31,10 @@ fn link(state: &AppState, path: &str, token: &str) -> String {
     format!("{}{path}?token={token}", state.config.app_url.as_str().trim_end_matches('/'))
 }
 
-fn throttled(r: Result<Result<(), u64>, sqlx::Error>) -> Result<(), AppError> {
-    match r.map_err(AppError::internal)? {
+fn throttled(r: Result<Result<(), u64>, sqlx::Error>) -> Result<(), Error> {
+    match r? {
         Ok(()) => Ok(()),
-        Err(secs) => Err(AppError::RateLimited { retry_after_secs: secs }),
+        Err(secs) => Err(Error::RateLimited(secs)),
     }
 }
 
@@ -58,21 +57,20 @@ pub async fn queue_verification(
 }
 
 /// Sends (again) the verification link of a signed-in user whose address is not verified.
-pub async fn resend_verification(state: &AppState, user: Uuid) -> Result<(), AppError> {
+pub async fn resend_verification(state: &AppState, user: Uuid) -> Result<(), Error> {
     let row: Option<(String, Option<chrono::DateTime<Utc>>)> =
         sqlx::query_as("SELECT email, email_verified_at FROM users WHERE id = $1 AND deleted_at IS NULL")
             .bind(user)
             .fetch_optional(&state.pool)
-            .await
-            .map_err(AppError::internal)?;
-    let Some((email, verified)) = row else { return Err(AppError::Unauthorized) };
+            .await?;
+    let Some((email, verified)) = row else { return Err(Error::Unauthorized) };
     if verified.is_some() {
-        return Err(AppError::Conflict { field: None, message: "Your email address is already confirmed.".into() });
+        return Err(Error::AlreadyConfirmed);
     }
     throttled(throttle::hit(&state.pool, VERIFY_MAILS, &user.to_string(), Utc::now()).await)?;
-    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
-    queue_verification(&mut tx, state, user, &email).await.map_err(AppError::internal)?;
-    tx.commit().await.map_err(AppError::internal)?;
+    let mut tx = state.pool.begin().await?;
+    queue_verification(&mut tx, state, user, &email).await?;
+    tx.commit().await?;
     state.mailer.wake();
     Ok(())
 }
@@ -89,33 +87,33 @@ pub enum Verified {
 /// Confirms the address a verification link was sent to, and grants the free credits once.
 /// An unknown, used or expired link, or one for an address the account no longer has, is
 /// refused with a field error on `token`.
-pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, AppError> {
+pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, Error> {
     let now = Utc::now();
-    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    let mut tx = state.pool.begin().await?;
     let invalid = || {
-        AppError::validation("token", "This confirmation link is not valid any more. Sign in and ask for a new one.")
+        Error::invalid("token", "This confirmation link is not valid any more. Sign in and ask for a new one.")
     };
     let Some((user, email)) =
-        tokens::consume(&mut tx, token, Purpose::VerifyEmail, now).await.map_err(AppError::internal)?
+        tokens::consume(&mut tx, token, Purpose::VerifyEmail, now).await?
     else {
         return Err(invalid());
     };
     let row: Option<(String, Option<chrono::DateTime<Utc>>)> =
         // FOR NO KEY UPDATE, like every lock on an account: rows referencing users (a refund's)
         // take KEY SHARE on it, which FOR UPDATE would block, in the opposite order.
-        sqlx::query_as("SELECT email, email_verified_at FROM users WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE").bind(user).fetch_optional(&mut *tx).await.map_err(AppError::internal)?;
+        sqlx::query_as("SELECT email, email_verified_at FROM users WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE").bind(user).fetch_optional(&mut *tx).await?;
     let Some((current, verified_at)) = row else { return Err(invalid()) };
     if !current.eq_ignore_ascii_case(&email) {
         // A link for an address the account no longer has is used up all the same.
-        tx.commit().await.map_err(AppError::internal)?;
+        tx.commit().await?;
         return Err(invalid());
     }
     if verified_at.is_some() {
-        tx.commit().await.map_err(AppError::internal)?;
+        tx.commit().await?;
         return Ok(Verified::AlreadyConfirmed { user });
     }
     let granted = confirm_in(&mut tx, state, user, &current, now).await?;
-    tx.commit().await.map_err(AppError::internal)?;
+    tx.commit().await?;
     tracing::info!(user_id = %user, granted, "email address confirmed");
     Ok(Verified::Confirmed { user, free_credits: granted })
 }
@@ -128,28 +126,25 @@ async fn confirm_in(
     user: Uuid,
     email: &str,
     now: chrono::DateTime<Utc>,
-) -> Result<i64, AppError> {
+) -> Result<i64, Error> {
     sqlx::query("UPDATE users SET email_verified_at = coalesce(email_verified_at, $2) WHERE id = $1")
         .bind(user)
         .bind(now)
         .execute(&mut *conn)
-        .await
-        .map_err(AppError::internal)?;
+        .await?;
     let inbox = Email::parse(email).map(|e| e.inbox()).unwrap_or_else(|_| email.to_lowercase());
     let claimed: Option<Uuid> = sqlx::query_scalar("INSERT INTO free_credit_claims (inbox, user_id, claimed_at) VALUES ($1, $2, $3) ON CONFLICT (inbox) DO NOTHING RETURNING user_id")
         .bind(&inbox)
         .bind(user)
         .bind(now)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(AppError::internal)?;
+        .await?;
     if claimed.is_none() {
         tracing::info!(user_id = %user, "free credits already claimed by this inbox");
         return Ok(0);
     }
     let outcome = crate::server::ledger::grant_free(conn, user, state.config.free_credits, now)
-        .await
-        .map_err(AppError::internal)?;
+        .await?;
     Ok(if outcome.applied { state.config.free_credits } else { 0 })
 }
 
@@ -159,11 +154,11 @@ pub async fn request_password_reset(
     state: &AppState,
     email_raw: &str,
     client_ip: Option<&str>,
-) -> Result<(), AppError> {
+) -> Result<(), Error> {
     if email_raw.len() > crate::domain::email::MAX_EMAIL_BYTES {
-        return Err(AppError::validation("email", "That email address is too long."));
+        return Err(Error::invalid("email", "That email address is too long."));
     }
-    let email = Email::parse(email_raw).map_err(|e| AppError::validation("email", e.to_string()))?;
+    let email = Email::parse(email_raw).map_err(|e| Error::invalid("email", e.to_string()))?;
     let now = Utc::now();
     if let Some(ip) = client_ip {
         throttled(throttle::hit(&state.pool, RESET_PER_ADDRESS, ip, now).await)?;
@@ -173,27 +168,26 @@ pub async fn request_password_reset(
         sqlx::query_as("SELECT id, email FROM users WHERE lower(email) = $1 AND deleted_at IS NULL")
             .bind(email.normalized())
             .fetch_optional(&state.pool)
-            .await
-            .map_err(AppError::internal)?;
+            .await?;
     let Some((user, address)) = user else {
         tracing::info!("password reset asked for an address without an account");
         return Ok(());
     };
-    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    let mut tx = state.pool.begin().await?;
     let token =
-        tokens::issue(&mut tx, user, Purpose::ResetPassword, &address, now).await.map_err(AppError::internal)?;
+        tokens::issue(&mut tx, user, Purpose::ResetPassword, &address, now).await?;
     let m = templates::reset_password(state.config.app_url.as_str(), &address, &link(state, "/reset-password", &token));
-    mail::enqueue(&mut tx, Some(user), &m).await.map_err(AppError::internal)?;
-    tx.commit().await.map_err(AppError::internal)?;
+    mail::enqueue(&mut tx, Some(user), &m).await?;
+    tx.commit().await?;
     state.mailer.wake();
     tracing::info!(user_id = %user, "password reset link queued");
     Ok(())
 }
 
 /// Whether a reset link can still be used (its page shows the form only then).
-pub async fn reset_link_usable(state: &AppState, token: &str) -> Result<bool, AppError> {
-    let mut conn = state.pool.acquire().await.map_err(AppError::internal)?;
-    tokens::is_usable(&mut conn, token, Purpose::ResetPassword, Utc::now()).await.map_err(AppError::internal)
+pub async fn reset_link_usable(state: &AppState, token: &str) -> Result<bool, Error> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(tokens::is_usable(&mut conn, token, Purpose::ResetPassword, Utc::now()).await?)
 }
 
 /// Sets a new password through a reset link; returns the user, whose every session was ended.
@@ -202,27 +196,27 @@ pub async fn reset_password(
     token: &str,
     new_password: &str,
     client_ip: Option<&str>,
-) -> Result<Uuid, AppError> {
+) -> Result<Uuid, Error> {
     if new_password.len() > crate::domain::email::MAX_PASSWORD_BYTES {
-        return Err(AppError::validation("password", "That password is too long."));
+        return Err(Error::invalid("password", "That password is too long."));
     }
-    check_new_password(new_password).map_err(|m| AppError::validation("password", m))?;
+    check_new_password(new_password).map_err(|m| Error::invalid("password", m))?;
     if let Some(ip) = client_ip {
         throttled(throttle::hit(&state.pool, RESET_ATTEMPTS_PER_ADDRESS, ip, Utc::now()).await)?;
     }
     // A guessed or used link costs a lookup, never a hash (which is slow and bounded).
     if !reset_link_usable(state, token).await? {
-        return Err(AppError::validation("token", "This reset link is not valid any more. Ask for a new one."));
+        return Err(Error::invalid("token", "This reset link is not valid any more. Ask for a new one."));
     }
     // Hash, then use the token and write, in one short transaction (the token is checked
     // again there: two uses racing each other get one success).
-    let hash = state.passwords.hash(new_password.to_string()).await.map_err(hash_error)?;
+    let hash = state.passwords.hash(new_password.to_string()).await?;
     let now = Utc::now();
-    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    let mut tx = state.pool.begin().await?;
     let Some((user, email)) =
-        tokens::consume(&mut tx, token, Purpose::ResetPassword, now).await.map_err(AppError::internal)?
+        tokens::consume(&mut tx, token, Purpose::ResetPassword, now).await?
     else {
-        return Err(AppError::validation("token", "This reset link is not valid any more. Ask for a new one."));
+        return Err(Error::invalid("token", "This reset link is not valid any more. Ask for a new one."));
     };
     let updated = sqlx::query(
         "UPDATE users SET password_hash = $2 WHERE id = $1 AND deleted_at IS NULL AND lower(email) = lower($3)",
@@ -231,21 +225,19 @@ pub async fn reset_password(
     .bind(&hash)
     .bind(&email)
     .execute(&mut *tx)
-    .await
-    .map_err(AppError::internal)?;
+    .await?;
     if updated.rows_affected() != 1 {
-        return Err(AppError::validation("token", "This reset link is not valid any more. Ask for a new one."));
+        return Err(Error::invalid("token", "This reset link is not valid any more. Ask for a new one."));
     }
-    tokens::retire_all(&mut tx, user, Purpose::ResetPassword, now).await.map_err(AppError::internal)?;
+    tokens::retire_all(&mut tx, user, Purpose::ResetPassword, now).await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(user)
         .execute(&mut *tx)
-        .await
-        .map_err(AppError::internal)?;
+        .await?;
     // Following the link proved the inbox: the address is confirmed.
     confirm_in(&mut tx, state, user, &email, now).await?;
-    tx.commit().await.map_err(AppError::internal)?;
-    rate_limit::clear_for_email(&state.pool, &email.to_lowercase()).await.map_err(AppError::internal)?;
+    tx.commit().await?;
+    rate_limit::clear_for_email(&state.pool, &email.to_lowercase()).await?;
     tracing::info!(user_id = %user, "password reset");
     Ok(user)
 }
@@ -258,49 +250,45 @@ pub async fn change_password(
     new_password: &str,
     client_ip: Option<&str>,
     keep_session: &http::HeaderMap,
-) -> Result<(), AppError> {
+) -> Result<(), Error> {
     check_credential_bounds("", current)
-        .map_err(|_| AppError::validation("current_password", "That password is too long."))?;
+        .map_err(|_| Error::invalid("current_password", "That password is too long."))?;
     if new_password.len() > crate::domain::email::MAX_PASSWORD_BYTES {
-        return Err(AppError::validation("new_password", "That password is too long."));
+        return Err(Error::invalid("new_password", "That password is too long."));
     }
-    check_new_password(new_password).map_err(|m| AppError::validation("new_password", m))?;
+    check_new_password(new_password).map_err(|m| Error::invalid("new_password", m))?;
     let (email, stored): (String, String) =
         sqlx::query_as("SELECT email, password_hash FROM users WHERE id = $1 AND deleted_at IS NULL")
             .bind(user)
             .fetch_one(&state.pool)
-            .await
-            .map_err(AppError::internal)?;
+            .await?;
     let normalized = email.to_lowercase();
     let attempt =
         match rate_limit::begin(&state.pool, &normalized, client_ip, state.config.login_max_failures, Utc::now())
-            .await
-            .map_err(AppError::internal)?
+            .await?
         {
             Ok(a) => a,
-            Err(secs) => return Err(AppError::RateLimited { retry_after_secs: secs }),
+            Err(secs) => return Err(Error::RateLimited(secs)),
         };
     match state.passwords.verify(current.to_string(), Some(stored)).await {
-        Ok(true) => rate_limit::succeeded(&state.pool, &normalized, attempt).await.map_err(AppError::internal)?,
-        Ok(false) => return Err(AppError::validation("current_password", "That is not your current password.")),
+        Ok(true) => rate_limit::succeeded(&state.pool, &normalized, attempt).await?,
+        Ok(false) => return Err(Error::invalid("current_password", "That is not your current password.")),
         Err(e) => {
-            rate_limit::abandoned(&state.pool, attempt).await.map_err(AppError::internal)?;
-            return Err(hash_error(e));
+            rate_limit::abandoned(&state.pool, attempt).await?;
+            return Err(e.into());
         }
     }
-    let hash = state.passwords.hash(new_password.to_string()).await.map_err(hash_error)?;
-    let mut tx = state.pool.begin().await.map_err(AppError::internal)?;
+    let hash = state.passwords.hash(new_password.to_string()).await?;
+    let mut tx = state.pool.begin().await?;
     sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
         .bind(user)
         .bind(&hash)
         .execute(&mut *tx)
-        .await
-        .map_err(AppError::internal)?;
-    session::destroy_others(&mut tx, &state.config, user, keep_session).await.map_err(AppError::internal)?;
+        .await?;
+    session::destroy_others(&mut tx, &state.config, user, keep_session).await?;
     mail::enqueue(&mut tx, Some(user), &templates::password_changed(state.config.app_url.as_str(), &email))
-        .await
-        .map_err(AppError::internal)?;
-    tx.commit().await.map_err(AppError::internal)?;
+        .await?;
+    tx.commit().await?;
     state.mailer.wake();
     tracing::info!(user_id = %user, "password changed");
     Ok(())

@@ -157,9 +157,9 @@ pub async fn require_user() -> Result<SessionUser, AppError> {
 /// Like [`require_user`], but `None` for anonymous visitors.
 pub async fn current_user() -> Result<Option<SessionUser>, AppError> {
     let state = leptos::prelude::use_context::<AppState>()
-        .ok_or_else(|| AppError::internal("AppState missing from context"))?;
+        .ok_or_else(|| crate::server::errors::internal_msg("AppState missing from context"))?;
     let Some(parts) = leptos::prelude::use_context::<http::request::Parts>() else { return Ok(None) };
-    user_from_headers(&state.pool, &state.config, &parts.headers).await.map_err(AppError::internal)
+    Ok(user_from_headers(&state.pool, &state.config, &parts.headers).await?)
 }
 
 /// Adds a `Set-Cookie` header to the response being built by Leptos.

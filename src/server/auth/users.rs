@@ -6,8 +6,8 @@
 //! atomically); and password hashes running at once (`password::Passwords`).
 
 use crate::domain::email::{check_credential_bounds, check_new_password, Email};
-use crate::error::AppError;
-use crate::server::auth::password::{HashError, Passwords};
+use crate::server::auth::Error;
+use crate::server::auth::password::Passwords;
 use crate::server::auth::rate_limit;
 use crate::server::throttle::{self, Throttle};
 use chrono::Utc;
@@ -25,41 +25,32 @@ pub struct Accounts<'a> {
     pub config: &'a crate::server::config::Config,
 }
 
-pub(crate) fn hash_error(e: HashError) -> AppError {
-    match e {
-        HashError::Busy => AppError::Unavailable {
-            message: "We're handling a lot of sign-ins right now. Please try again in a moment.".into(),
-        },
-        HashError::Failed(e) => AppError::internal(e),
-    }
-}
-
-fn bounds(email: &str, password: &str) -> Result<(), AppError> {
-    check_credential_bounds(email, password).map_err(|(field, m)| AppError::validation(field, m))
+fn bounds(email: &str, password: &str) -> Result<(), Error> {
+    check_credential_bounds(email, password).map_err(|(field, m)| Error::invalid(field, m))
 }
 
 /// Validates and creates an account, and mails it a verification link (its free credits come
 /// once the address is confirmed). Field errors name the field; a taken address is a
-/// `Conflict` on `email`; too many sign-ups from one address are `RateLimited`.
+/// `Taken`; too many sign-ups from one address are `RateLimited`.
 pub async fn sign_up(
     state: &crate::server::state::AppState,
     email: &str,
     password_raw: &str,
     client_ip: Option<&str>,
-) -> Result<Uuid, AppError> {
+) -> Result<Uuid, Error> {
     let a = Accounts { pool: &state.pool, passwords: &state.passwords, config: &state.config };
     bounds(email, password_raw)?;
-    let email = Email::parse(email).map_err(|e| AppError::validation("email", e.to_string()))?;
-    check_new_password(password_raw).map_err(|m| AppError::validation("password", m))?;
+    let email = Email::parse(email).map_err(|e| Error::invalid("email", e.to_string()))?;
+    check_new_password(password_raw).map_err(|m| Error::invalid("password", m))?;
     if let Some(ip) = client_ip {
         let t = Throttle { scope: "signup", limit: a.config.signup_max_per_hour, window_secs: 3600 };
-        if let Err(secs) = throttle::hit(a.pool, t, ip, Utc::now()).await.map_err(AppError::internal)? {
+        if let Err(secs) = throttle::hit(a.pool, t, ip, Utc::now()).await? {
             tracing::warn!(retry_after_secs = secs, "sign-up throttled for a client address");
-            return Err(AppError::RateLimited { retry_after_secs: secs });
+            return Err(Error::RateLimited(secs));
         }
     }
-    let hash = a.passwords.hash(password_raw.to_string()).await.map_err(hash_error)?;
-    let mut tx = a.pool.begin().await.map_err(AppError::internal)?;
+    let hash = a.passwords.hash(password_raw.to_string()).await?;
+    let mut tx = a.pool.begin().await?;
     let inserted =
         sqlx::query_scalar::<_, Uuid>("INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id")
             .bind(email.as_str())
@@ -70,18 +61,14 @@ pub async fn sign_up(
         Ok(id) => {
             // The free credits come with the confirmed address (`recovery::verify_email`).
             crate::server::auth::recovery::queue_verification(&mut tx, state, id, email.as_str())
-                .await
-                .map_err(AppError::internal)?;
-            tx.commit().await.map_err(AppError::internal)?;
+                .await?;
+            tx.commit().await?;
             state.mailer.wake();
             tracing::info!(user_id = %id, "account created");
             Ok(id)
         }
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some(EMAIL_UNIQUE) => Err(AppError::Conflict {
-            field: Some("email".into()),
-            message: "An account with this email already exists. Sign in instead.".into(),
-        }),
-        Err(e) => Err(AppError::internal(e)),
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some(EMAIL_UNIQUE) => Err(Error::Taken),
+        Err(e) => Err(Error::Db(e)),
     }
 }
 
@@ -92,44 +79,42 @@ pub async fn sign_in(
     email_raw: &str,
     password_raw: &str,
     client_ip: Option<&str>,
-) -> Result<Uuid, AppError> {
+) -> Result<Uuid, Error> {
     bounds(email_raw, password_raw)?;
     let normalized = email_raw.trim().to_lowercase();
     if normalized.is_empty() {
-        return Err(AppError::validation("email", "Enter your email address."));
+        return Err(Error::invalid("email", "Enter your email address."));
     }
     if password_raw.is_empty() {
-        return Err(AppError::validation("password", "Enter your password."));
+        return Err(Error::invalid("password", "Enter your password."));
     }
     let attempt = match rate_limit::begin(a.pool, &normalized, client_ip, a.config.login_max_failures, Utc::now())
-        .await
-        .map_err(AppError::internal)?
+        .await?
     {
         Ok(attempt) => attempt,
         Err(secs) => {
             tracing::warn!(retry_after_secs = secs, "sign-in rate limited");
-            return Err(AppError::RateLimited { retry_after_secs: secs });
+            return Err(Error::RateLimited(secs));
         }
     };
     let row: Option<(Uuid, String)> =
         sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = $1 AND deleted_at IS NULL")
             .bind(&normalized)
             .fetch_optional(a.pool)
-            .await
-            .map_err(AppError::internal)?;
+            .await?;
     let (id, stored) = match row {
         Some((id, h)) => (Some(id), Some(h)),
         None => (None, None),
     };
     match a.passwords.verify(password_raw.to_string(), stored).await {
         Ok(true) => {
-            rate_limit::succeeded(a.pool, &normalized, attempt).await.map_err(AppError::internal)?;
-            id.ok_or_else(|| AppError::internal("verified a password for no account"))
+            rate_limit::succeeded(a.pool, &normalized, attempt).await?;
+            id.ok_or_else(|| Error::Hashing("a password verified for no account".into()))
         }
-        Ok(false) => Err(AppError::InvalidCredentials),
+        Ok(false) => Err(Error::InvalidCredentials),
         Err(e) => {
-            rate_limit::abandoned(a.pool, attempt).await.map_err(AppError::internal)?;
-            Err(hash_error(e))
+            rate_limit::abandoned(a.pool, attempt).await?;
+            Err(e.into())
         }
     }
 }

@@ -51,12 +51,13 @@ pub struct PolarConfig {
     pub webhook_secret: Option<Secret>,
     /// Where Polar delivers webhooks (default `/api/webhooks/polar`).
     pub webhook_path: String,
-    pub products: PlanMap,
     /// Local mode only: how the built-in stand-in behaves.
     pub standin: Option<StandinSettings>,
     /// Whether deleting an account also anonymizes the Polar customer
     /// (`POLAR_DELETE_ANONYMIZE`, default true).
     pub anonymize_on_delete: bool,
+    /// What each product is (`POLAR_PRODUCT_*`, or the stand-in's own ids in local mode).
+    pub catalog: crate::server::catalog::Catalog,
 }
 
 impl PolarConfig {
@@ -311,7 +312,7 @@ pub(super) fn read(
     let mut products = products;
     if mode == PolarMode::Local {
         // The stand-in's catalogue has stable ids; configured ones (if any) still win.
-        let id = crate::server::standin::product_id;
+        let id = crate::server::catalog::standin_product_id;
         products.pro.get_or_insert_with(|| id("pro"));
         products.business.get_or_insert_with(|| id("business"));
         products.pro_yearly.get_or_insert_with(|| id("pro_yearly"));
@@ -328,14 +329,29 @@ pub(super) fn read(
         ));
     }
     let anonymize_on_delete = parse_bool(src, "POLAR_DELETE_ANONYMIZE", true)?;
+    let catalog = catalog_of(&products);
     Ok(PolarConfig {
         mode,
         api_url,
         access_token,
         webhook_secret,
         webhook_path,
-        products,
         standin,
         anonymize_on_delete,
+        catalog,
     })
+}
+
+/// The catalogue of the configured products.
+pub fn catalog_of(products: &PlanMap) -> crate::server::catalog::Catalog {
+    use crate::domain::plans::{Interval, Item, PlanId};
+    let plan = |plan, interval| Item::Plan { plan, interval };
+    crate::server::catalog::Catalog::new([
+        (plan(PlanId::Pro, Interval::Month), products.pro.clone()),
+        (plan(PlanId::Pro, Interval::Year), products.pro_yearly.clone()),
+        (plan(PlanId::Business, Interval::Month), products.business.clone()),
+        (plan(PlanId::Business, Interval::Year), products.business_yearly.clone()),
+        (Item::Pack { credits: 50 }, products.pack_50.clone()),
+        (Item::Pack { credits: 100 }, products.pack_100.clone()),
+    ])
 }

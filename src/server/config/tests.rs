@@ -45,7 +45,9 @@ fn empty_environment_runs_locally_on_embedded_defaults() {
     assert!(c.polar.webhook_secret.as_ref().unwrap().expose().starts_with("whsec_"));
     assert_eq!(standin.payment_delay_ms, (1000, 2000));
     assert!(standin.webhook_standard);
-    assert_eq!(c.polar.products.pro.as_deref(), Some(crate::server::standin::product_id("pro").as_str()));
+    use crate::domain::plans::{Interval, PlanId};
+    let pro = crate::server::catalog::standin_product_id("pro");
+    assert_eq!(c.polar.catalog.plan_product(PlanId::Pro, Interval::Month), Some(pro.as_str()));
     assert!(load(&[("POLAR_STANDIN_PAYMENT_DELAY_MS", "2000-1000")]).is_err());
     assert_eq!(
         load(&[("POLAR_STANDIN_PAYMENT_DELAY_MS", "10")]).unwrap().polar.standin.unwrap().payment_delay_ms,

@@ -13,6 +13,8 @@
 //! - spend: the caller's key
 //! - adjustment: the caller's key (the CLI makes one)
 
+pub mod history;
+
 use crate::domain::credits::Accrual;
 pub use crate::domain::credits::Balance;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -165,27 +167,52 @@ pub async fn grant_pack(
     .await
 }
 
+/// Identifies the bucket of the pack bought with `order_id`.
+pub fn pack_source(order_id: &str) -> String {
+    format!("order:{order_id}")
+}
+
+/// The level a period's allotment was granted at (higher after an upgrade), if it was.
+pub async fn period_level(pool: &PgPool, user_id: Uuid, subscription_id: &str, period_start: DateTime<Utc>) -> Result<Option<i64>, sqlx::Error> {
+    Ok(sqlx::query_scalar("SELECT (metadata->>'level')::bigint FROM credit_buckets WHERE user_id = $1 AND source_key = $2")
+        .bind(user_id)
+        .bind(allotment_source(subscription_id, period_start))
+        .fetch_optional(pool)
+        .await?
+        .flatten())
+}
+
 /// Identifies one subscription period's allotment bucket.
 pub fn allotment_source(subscription_id: &str, period_start: DateTime<Utc>) -> String {
     format!("allotment:{subscription_id}:{}", period_start.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
+/// One billing period of one subscription: what an allotment is granted for.
+#[derive(Debug, Clone, Copy)]
+pub struct Period<'a> {
+    pub user_id: Uuid,
+    pub subscription_id: &'a str,
+    /// The plan's slug, kept on the bucket for the history.
+    pub plan: &'a str,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// A mid-period upgrade: the new plan's allotment for a whole period, accruing as `policy`
+/// says over days that begin at `day_boundary`.
+#[derive(Debug, Clone, Copy)]
+pub struct Upgrade {
+    pub new_allotment: i64,
+    pub policy: crate::domain::credits::AllotmentPolicy,
+    pub day_boundary: chrono::FixedOffset,
+}
+
 /// Starts a subscription period's allotment: `schedule` (see `domain::credits`) says when its
-/// credits become spendable; they expire at `period_end`, except up to `rollover_cap` unspent
-/// credits, which carry over for one more period. Once per (subscription, period start),
-/// however often a renewal is signalled.
-#[allow(clippy::too_many_arguments)]
-pub async fn start_allotment(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    subscription_id: &str,
-    plan: &str,
-    period_start: DateTime<Utc>,
-    period_end: DateTime<Utc>,
-    schedule: Vec<Accrual>,
-    rollover_cap: i64,
-    now: DateTime<Utc>,
-) -> Result<GrantOutcome, sqlx::Error> {
+/// credits become spendable; they expire at the period's end, except up to `rollover_cap`
+/// unspent credits, which carry over for one more period. Once per (subscription, period
+/// start), however often a renewal is signalled.
+pub async fn start_allotment(conn: &mut PgConnection, period: &Period<'_>, schedule: Vec<Accrual>, rollover_cap: i64, now: DateTime<Utc>) -> Result<GrantOutcome, sqlx::Error> {
+    let Period { user_id, subscription_id, plan, start: period_start, end: period_end } = *period;
     let total: i64 = schedule.iter().map(|a| a.amount).sum();
     let source = allotment_source(subscription_id, period_start);
     if total <= 0 {
@@ -218,24 +245,14 @@ pub async fn start_allotment(
     .await
 }
 
-/// A mid-period upgrade to a plan with `new_allotment` credits a month: grants
+/// A mid-period upgrade to a plan with `upgrade.new_allotment` credits a period: grants
 /// `domain::credits::upgrade_extra` more, spread like the allotment over the rest of the
 /// period, into the period's bucket, and raises the period's level. Idempotent per (period,
 /// new level); a downgrade or a return to a level already granted adds nothing. Returns the
 /// extra credits granted by this call.
-#[allow(clippy::too_many_arguments)]
-pub async fn upgrade_allotment(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    subscription_id: &str,
-    new_plan: &str,
-    new_allotment: i64,
-    period_start: DateTime<Utc>,
-    period_end: DateTime<Utc>,
-    policy: crate::domain::credits::AllotmentPolicy,
-    day_boundary: chrono::FixedOffset,
-    now: DateTime<Utc>,
-) -> Result<i64, sqlx::Error> {
+pub async fn upgrade_allotment(conn: &mut PgConnection, period: &Period<'_>, upgrade: Upgrade, now: DateTime<Utc>) -> Result<i64, sqlx::Error> {
+    let Period { user_id, subscription_id, plan: new_plan, start: period_start, end: period_end } = *period;
+    let Upgrade { new_allotment, policy, day_boundary } = upgrade;
     let source = allotment_source(subscription_id, period_start);
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // Lock order: the account row, then the bucket (as in the SQL functions).

@@ -186,7 +186,7 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
     if stats.characters > FREE_MAX_CHARS {
         match billing::require_any_benefit(&state, user_id, &PAID_BENEFITS).await {
             Ok(()) => {}
-            Err(AppError::NotEntitled { .. }) => {
+            Err(billing::Error::NotEntitled(_)) => {
                 return error(
                     StatusCode::FORBIDDEN,
                     "plan_required",
@@ -194,12 +194,13 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
                     json!({ "field": "text", "max_characters": FREE_MAX_CHARS }),
                 )
             }
-            Err(AppError::Unavailable { message }) => {
+            Err(e @ (billing::Error::CannotConfirm | billing::Error::Unavailable(_) | billing::Error::NotConfigured)) => {
+                let message = AppError::from(e).to_string();
                 let mut res = error(StatusCode::SERVICE_UNAVAILABLE, "billing_unavailable", &message, json!({}));
                 res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(30));
                 return res;
             }
-            Err(e) => return internal(e),
+            Err(e) => return internal(crate::server::errors::chain(&e)),
         }
     }
     let cost = text_stats::cost_of(stats.characters);

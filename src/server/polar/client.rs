@@ -522,10 +522,6 @@ impl PolarClient {
         Ok(p.items)
     }
 
-    /// The subscription as Polar sends it (the same JSON as a `subscription.*` webhook's data).
-    pub async fn get_subscription_raw(&self, id: &str) -> Result<Value, PolarError> {
-        self.call(Method::GET, &format!("/v1/subscriptions/{}", path_segment(id)), &[], None, Idempotency::Safe).await
-    }
 
     /// The orders a checkout produced.
     pub async fn orders_for_checkout(&self, checkout_id: &str) -> Result<Vec<Order>, PolarError> {
@@ -534,12 +530,6 @@ impl PolarClient {
         Ok(p.items)
     }
 
-    /// A customer's subscriptions as Polar sends them (webhook-shaped JSON), for reconciling.
-    pub async fn list_subscriptions_raw(&self, external_customer_id: &str) -> Result<Vec<Value>, PolarError> {
-        let q = [("external_customer_id", external_customer_id.to_string()), ("limit", "100".into())];
-        let p: ListResource<Value> = self.call(Method::GET, "/v1/subscriptions/", &q, None, Idempotency::Safe).await?;
-        Ok(p.items)
-    }
 
     pub async fn get_subscription(&self, id: &str) -> Result<Subscription, PolarError> {
         self.call(Method::GET, &format!("/v1/subscriptions/{}", path_segment(id)), &[], None, Idempotency::Safe).await

@@ -156,24 +156,49 @@ impl CustomerState {
     }
 }
 
-/// `Order` (the fields Tally uses).
+/// `Order` (the fields Tally uses). Only what Tally cannot do without is required (`id`,
+/// `status`, `billing_reason`); the rest defaults, as an older or partial payload may lack it.
+/// Amounts are cents: `net_amount` before tax, `tax_amount`, `total_amount` = net + tax;
+/// `refunded_amount` is net of tax too, `refunded_tax_amount` the tax refunded with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     pub id: String,
+    #[serde(default = "epoch")]
     pub created_at: DateTime<Utc>,
+    #[serde(default)]
     pub modified_at: Option<DateTime<Utc>>,
     pub status: OrderStatus,
+    #[serde(default)]
     pub paid: bool,
     pub billing_reason: OrderBillingReason,
+    #[serde(default)]
+    pub subtotal_amount: i64,
+    /// `None` from payloads older than the 2026-04 API: then `total_amount - tax_amount`.
+    #[serde(default)]
+    pub net_amount: Option<i64>,
+    #[serde(default)]
+    pub tax_amount: i64,
+    #[serde(default)]
     pub total_amount: i64,
+    #[serde(default)]
     pub refunded_amount: i64,
+    #[serde(default)]
+    pub refunded_tax_amount: i64,
+    #[serde(default)]
     pub currency: String,
+    #[serde(default)]
     pub customer_id: String,
+    #[serde(default)]
     pub product_id: Option<String>,
+    #[serde(default)]
     pub subscription_id: Option<String>,
+    #[serde(default)]
     pub checkout_id: Option<String>,
+    #[serde(default)]
     pub invoice_number: Option<String>,
+    #[serde(default)]
     pub is_invoice_generated: bool,
+    #[serde(default)]
     pub description: String,
     #[serde(default)]
     pub billing_name: Option<String>,
@@ -181,11 +206,41 @@ pub struct Order {
     pub billing_address: Option<Address>,
     #[serde(default)]
     pub customer: Option<CustomerRef>,
+    #[serde(default)]
+    pub product: Option<ProductRef>,
 }
 
-/// The customer embedded in an order: enough to tell whose it is.
+fn epoch() -> DateTime<Utc> {
+    DateTime::UNIX_EPOCH
+}
+
+impl Order {
+    /// The product's id: `product_id`, else the embedded product's.
+    pub fn product_ref_id(&self) -> Option<&str> {
+        self.product_id.as_deref().or(self.product.as_ref().map(|p| p.id.as_str()))
+    }
+
+    /// The customer's external id (a Tally user id for Tally's customers).
+    pub fn external_customer_id(&self) -> Option<&str> {
+        self.customer.as_ref().and_then(|c| c.external_id.as_deref())
+    }
+}
+
+/// The product embedded in an order or a subscription: what Tally reads of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProductRef {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub recurring_interval: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// The customer embedded in an order or a subscription: enough to tell whose it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerRef {
+    #[serde(default)]
     pub id: String,
     #[serde(default)]
     pub external_id: Option<String>,
@@ -206,18 +261,24 @@ pub struct Address {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Customer {
     pub id: String,
+    #[serde(default = "epoch")]
     pub created_at: DateTime<Utc>,
+    #[serde(default)]
     pub modified_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub external_id: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
+    #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
     pub billing_name: Option<String>,
+    #[serde(default)]
     pub billing_address: Option<Address>,
     /// `[value, format]`, e.g. `["FR61954506077", "eu_vat"]`.
+    #[serde(default)]
     pub tax_id: Option<(String, String)>,
+    #[serde(default)]
     pub deleted_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub metadata: Map<String, Value>,
@@ -233,26 +294,72 @@ pub struct CustomerSession {
     pub customer_id: String,
 }
 
-/// `Subscription` (the fields Tally uses).
+/// `Subscription` (the fields Tally uses). Required: what the local view cannot do without
+/// (`id`, `status`, the current period); the rest defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
     pub id: String,
+    #[serde(default = "epoch")]
     pub created_at: DateTime<Utc>,
+    #[serde(default)]
     pub modified_at: Option<DateTime<Utc>>,
     pub status: SubscriptionStatus,
+    #[serde(default)]
     pub amount: i64,
+    #[serde(default)]
     pub currency: String,
+    #[serde(default)]
+    pub recurring_interval: Option<String>,
     pub current_period_start: DateTime<Utc>,
     pub current_period_end: DateTime<Utc>,
+    #[serde(default)]
     pub trial_end: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub cancel_at_period_end: bool,
+    #[serde(default)]
     pub canceled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub ends_at: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub ended_at: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub customer_id: String,
+    #[serde(default)]
     pub product_id: String,
     #[serde(default)]
     pub metadata: Map<String, Value>,
+    #[serde(default)]
+    pub customer: Option<CustomerRef>,
+    #[serde(default)]
+    pub product: Option<ProductRef>,
+    #[serde(default)]
+    pub pending_update: Option<PendingUpdate>,
+}
+
+impl Subscription {
+    /// The product's id: `product_id`, else the embedded product's.
+    pub fn product_ref_id(&self) -> Option<&str> {
+        Some(self.product_id.as_str()).filter(|p| !p.is_empty()).or(self.product.as_ref().map(|p| p.id.as_str()))
+    }
+
+    /// The customer's external id (a Tally user id for Tally's customers).
+    pub fn external_customer_id(&self) -> Option<&str> {
+        self.customer.as_ref().and_then(|c| c.external_id.as_deref())
+    }
+
+    /// When this state was current: `modified_at`, else `created_at`.
+    pub fn as_of(&self) -> DateTime<Utc> {
+        self.modified_at.unwrap_or(self.created_at)
+    }
+}
+
+/// A change scheduled for the renewal (`next_period` proration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingUpdate {
+    #[serde(default)]
+    pub product_id: Option<String>,
+    #[serde(default)]
+    pub applies_at: Option<DateTime<Utc>>,
 }
 
 /// A product price. Only fixed prices carry `price_amount`; other kinds keep their type.

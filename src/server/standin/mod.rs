@@ -17,6 +17,7 @@ mod sender;
 mod tax;
 pub mod world;
 
+use crate::domain::plans::{BUSINESS, PACKS, PRO};
 use chrono::{DateTime, Utc};
 use ops::Events;
 use serde_json::{json, Map, Value};
@@ -76,9 +77,9 @@ impl StandinConfig {
             retry_base: Duration::from_secs(2),
             max_attempts: 10,
             trial_days: None,
-            pro: (1900, 5000),
-            business: (4900, 15000),
-            packs: vec![(50, 500), (100, 900)],
+            pro: (PRO.monthly_price_cents, PRO.monthly_credits),
+            business: (BUSINESS.monthly_price_cents, BUSINESS.monthly_credits),
+            packs: PACKS.iter().map(|p| (p.credits, p.price_cents)).collect(),
             state_file: None,
             controls_token: None,
             rate_limit_per_minute: Some(500),
@@ -86,10 +87,7 @@ impl StandinConfig {
     }
 }
 
-/// The catalogue's product ids, stable across restarts.
-pub fn product_id(key: &str) -> String {
-    stable_id(&format!("product/{key}"))
-}
+pub use crate::server::catalog::standin_product_id as product_id;
 
 /// Runtime switches set through the controls.
 #[derive(Debug, Default)]

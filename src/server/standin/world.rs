@@ -21,16 +21,7 @@ pub fn new_id() -> String {
     Uuid::new_v4().to_string()
 }
 
-/// Stable ids derived from a name (a hash, shaped as a UUID v4), so the catalogue's product ids are the same on every start
-/// (the app's plan map and bookmarks keep working across restarts).
-pub fn stable_id(name: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("tally/polar-standin/{name}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    // Shaped as a version-4 UUID, like every id Polar hands out.
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
-}
+pub use crate::server::catalog::stable_uuid as stable_id;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Org {

@@ -1,0 +1,150 @@
+//! What the account pages read: the pricing catalogue with the visitor's plan, the account
+//! summary (plan, subscription, credits) and the credit history. The server functions in
+//! `api::account` authenticate and call these; what they return (`views::account`) is what
+//! the pages render.
+//!
+//! A plan comes from Polar's Customer State (granted benefits, through the cache). When Polar
+//! cannot be reached it is the last known state, or failing that the last applied
+//! subscription, with a notice saying which.
+
+use crate::views::account::{AccountView, ActivityView, LedgerLine, PricingView, SubscriptionView, UsageDay};
+use crate::domain::plans::PlanId;
+use crate::server::billing::{self, LiveSubscription};
+use crate::server::ledger::{self, history};
+use crate::server::state::AppState;
+use chrono::{DateTime, FixedOffset, Utc};
+use uuid::Uuid;
+
+/// The user's plan and how sure we are of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRead {
+    pub plan: PlanId,
+    /// Set when the plan is the last known one (Polar unreachable).
+    pub notice: Option<String>,
+    /// Whether Polar has a customer for the user (so the portal can open).
+    pub has_customer: bool,
+}
+
+/// [`PlanRead`] of `user`.
+pub async fn plan_of_user(state: &AppState, user: Uuid) -> Result<PlanRead, billing::Error> {
+    match billing::customer_state(state, user, billing::STATE_TTL).await {
+        Ok(read) => Ok(PlanRead {
+            plan: read.plan(),
+            notice: read.stale.then(|| {
+                format!(
+                    "Our billing provider is not answering; this is your plan as of {}.",
+                    read.fetched_at.format("%B %-d, %H:%M UTC")
+                )
+            }),
+            has_customer: read.state.is_some(),
+        }),
+        Err(billing::Error::Unavailable(_) | billing::Error::NotConfigured) => Ok(PlanRead {
+            plan: billing::live_subscription(&state.pool, user).await?.map(|s| s.plan_id()).unwrap_or(PlanId::Free),
+            notice: Some("Our billing provider is not answering; this is your plan as we last heard of it.".into()),
+            has_customer: false,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The catalogue (yearly prices only for plans sold yearly here) and the visitor's plan.
+pub async fn pricing(state: &AppState, visitor: Option<Uuid>) -> Result<PricingView, billing::Error> {
+    let mut offers = crate::domain::plans::default_offers(state.config.free_credits);
+    for o in &mut offers {
+        if !state.config.polar.catalog.sells_yearly(o.plan) {
+            o.yearly_price_cents = None;
+        }
+    }
+    Ok(PricingView {
+        offers,
+        packs: crate::domain::plans::default_packs(),
+        current_plan: match visitor {
+            Some(u) => Some(plan_of_user(state, u).await?.plan),
+            None => None,
+        },
+        enterprise_demo_url: state.config.enterprise_demo_url.as_ref().map(|u| u.to_string()),
+    })
+}
+
+/// The account page's summary of `user`.
+pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<AccountView, billing::Error> {
+    let (created, verified): (DateTime<Utc>, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT created_at, email_verified_at FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_one(&state.pool)
+            .await?;
+    let credits = ledger::balance(&state.pool, user, Utc::now()).await?;
+    let subscription = billing::live_subscription(&state.pool, user).await?.as_ref().map(subscription_view);
+    let plan = plan_of_user(state, user).await?;
+    Ok(AccountView {
+        email,
+        plan: plan.plan,
+        plan_notice: plan.notice,
+        has_billing_account: plan.has_customer,
+        email_verified: verified.is_some(),
+        free_credits: state.config.free_credits,
+        subscription,
+        member_since: created.format("%B %-d, %Y").to_string(),
+        credits,
+        day_boundary: day_boundary(state.config.credit_day_offset),
+    })
+}
+
+/// The subscription as a page shows it.
+pub fn subscription_view(s: &LiveSubscription) -> SubscriptionView {
+    SubscriptionView {
+        status: s.status.clone(),
+        renews_or_ends_on: s.current_period_end.format("%B %-d, %Y").to_string(),
+        cancel_at_period_end: s.cancel_at_period_end,
+    }
+}
+
+/// When a credit day begins: `00:00 UTC`, `00:00 UTC+02:00`.
+pub fn day_boundary(offset: FixedOffset) -> String {
+    if offset.local_minus_utc() == 0 {
+        "00:00 UTC".to_string()
+    } else {
+        format!("00:00 UTC{offset}")
+    }
+}
+
+/// Lines per page of the credit history.
+pub const PAGE_SIZE: i64 = crate::views::account::LEDGER_PAGE_SIZE;
+
+/// Page `page` (from 1) of the credit history, newest first, and the spend per credit day of
+/// the last 30 days.
+pub async fn activity(state: &AppState, user: Uuid, page: u32) -> Result<ActivityView, sqlx::Error> {
+    let page = page.max(1);
+    let now = Utc::now();
+    let offset = state.config.credit_day_offset;
+    let rows = history::entries(&state.pool, user, now, PAGE_SIZE + 1, (page as i64 - 1) * PAGE_SIZE).await?;
+    let has_more = rows.len() as i64 > PAGE_SIZE;
+    let lines = rows
+        .into_iter()
+        .take(PAGE_SIZE as usize)
+        .map(|e| LedgerLine {
+            when: e.effective_at.with_timezone(&offset).format("%b %-d, %H:%M").to_string(),
+            what: history::describe(&e.kind, &e.metadata),
+            amount: history::signed(e.amount),
+            is_debit: e.amount < 0,
+        })
+        .collect();
+    let usage = history::daily_spend(&state.pool, user, offset, 30, now)
+        .await?
+        .into_iter()
+        .map(|(day, credits)| UsageDay { label: day.format("%b %-d").to_string(), credits })
+        .collect();
+    Ok(ActivityView { lines, page, has_more, usage })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_credit_day_is_named_with_its_offset() {
+        assert_eq!(day_boundary(FixedOffset::east_opt(0).unwrap()), "00:00 UTC");
+        assert_eq!(day_boundary(FixedOffset::east_opt(2 * 3600).unwrap()), "00:00 UTC+02:00");
+        assert_eq!(day_boundary(FixedOffset::west_opt(5 * 3600 + 1800).unwrap()), "00:00 UTC-05:30");
+    }
+}

@@ -1,0 +1,163 @@
+//! The user's Customer State (who has what, from Polar) through the caches, and the
+//! entitlement guard. Reads try Redis (when `REDIS_URL` is set), then PostgreSQL
+//! (`polar_customers.state`, kept [`STATE_TTL`], marked stale by webhooks), then Polar, and
+//! write what they found fresh back up. When Polar cannot be reached the last known state is
+//! served, marked stale; `require_benefit` trusts it for [`STALE_GRACE`], then fails closed.
+
+use super::{polar_reads, Error, Result};
+use crate::domain::plans::PlanId;
+use crate::server::polar::models::CustomerState;
+use crate::server::polar::PolarError;
+use crate::server::state::AppState;
+use crate::server::state_cache::CachedState;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// How long a Customer State read from Polar is served from the cache.
+pub const STATE_TTL: Duration = Duration::seconds(30);
+/// Polar's Customer State lags a change by about 10 s. For this long after a change (a
+/// webhook, or one Tally made) a read is kept only `SETTLING_TTL`, so the cache does not hold
+/// on to a pre-change answer for a whole `STATE_TTL`.
+pub const SETTLE_WINDOW: Duration = Duration::seconds(20);
+pub const SETTLING_TTL: Duration = Duration::seconds(2);
+/// How long a last known state keeps granting access while Polar is unreachable.
+pub const STALE_GRACE: Duration = Duration::hours(24);
+
+/// A Customer State as read: `None` when Polar has no customer for the user yet.
+#[derive(Debug, Clone)]
+pub struct StateRead {
+    pub state: Option<CustomerState>,
+    pub fetched_at: DateTime<Utc>,
+    /// True when Polar could not be reached and this is the last known state.
+    pub stale: bool,
+}
+
+impl StateRead {
+    pub fn has_benefit(&self, slug: &str) -> bool {
+        self.state.as_ref().is_some_and(|s| s.has_benefit("slug", slug))
+    }
+
+    /// The plan the granted benefits stand for (Business over Pro over Free).
+    pub fn plan(&self) -> PlanId {
+        if self.has_benefit("business") {
+            PlanId::Business
+        } else if self.has_benefit("pro") {
+            PlanId::Pro
+        } else {
+            PlanId::Free
+        }
+    }
+}
+
+/// The user's Customer State through the cache: served from Redis (when `REDIS_URL` is set)
+/// or Postgres when younger than `max_age` (and not invalidated by a webhook), else read from
+/// Polar and stored in both. `max_age` zero always asks Polar.
+pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> Result<StateRead> {
+    let now = Utc::now();
+    let redis = state.redis.as_ref().filter(|_| max_age > Duration::zero());
+    if let Some(r) = redis {
+        if let Some(c) = r.get(user).await.filter(|c| now - c.fetched_at < max_age) {
+            return Ok(StateRead {
+                state: c.state.and_then(|v| serde_json::from_value(v).ok()),
+                fetched_at: c.fetched_at,
+                stale: false,
+            });
+        }
+    }
+    let row: Option<(Option<Value>, Option<DateTime<Utc>>, bool, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT state, state_fetched_at, state_stale, state_changed_at FROM polar_customers WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_optional(&state.pool)
+    .await?;
+    let settling = row.as_ref().and_then(|r| r.3).is_some_and(|changed| now - changed < SETTLE_WINDOW);
+    let ttl = if settling { SETTLING_TTL } else { STATE_TTL };
+    let max_age = max_age.min(ttl);
+    let cached = row.as_ref().filter(|r| !r.2).and_then(|(s, at, _, _)| Some((s.clone(), (*at)?)));
+    if let Some((s, at)) = &cached {
+        if now - *at < max_age {
+            if let Some(r) = redis {
+                r.put(user, &CachedState { state: s.clone(), fetched_at: *at }, ttl - (now - *at)).await;
+            }
+            return Ok(StateRead {
+                state: s.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()),
+                fetched_at: *at,
+                stale: false,
+            });
+        }
+    }
+    let client = polar_reads(state)?;
+    let fetched = match client.customer_state(&user.to_string()).await {
+        Ok(s) => Some(s),
+        Err(PolarError::NotFound { .. }) => None,
+        Err(e) if e.is_unavailable() => {
+            // The last known state, whatever its age, marked as such.
+            let last = row.and_then(|(s, at, _, _)| Some((s?, at?)));
+            return match last {
+                Some((s, at)) => Ok(StateRead { state: serde_json::from_value(s).ok(), fetched_at: at, stale: true }),
+                None => Err(Error::from(e)),
+            };
+        }
+        Err(e) => return Err(Error::from(e)),
+    };
+    let json = fetched.as_ref().and_then(|s| serde_json::to_value(s).ok());
+    sqlx::query(
+        "INSERT INTO polar_customers (user_id, polar_customer_id, status, state, state_fetched_at) VALUES ($1, $2, CASE WHEN $2 IS NULL THEN 'pending' ELSE 'linked' END, $3, $4)
+         ON CONFLICT (user_id) DO UPDATE SET state = $3, state_fetched_at = $4, state_stale = false,
+             polar_customer_id = coalesce($2, polar_customers.polar_customer_id),
+             status = CASE WHEN $2 IS NOT NULL AND polar_customers.status <> 'deleted' THEN 'linked' ELSE polar_customers.status END, updated_at = now()",
+    )
+    .bind(user)
+    .bind(fetched.as_ref().map(|s| s.id.clone()))
+    .bind(&json)
+    .bind(now)
+    .execute(&state.pool)
+    .await?;
+    if let Some(r) = &state.redis {
+        r.put(user, &CachedState { state: json, fetched_at: now }, ttl).await;
+    }
+    Ok(StateRead { state: fetched, fetched_at: now, stale: false })
+}
+
+/// Drops the Redis entry of a user whose Customer State just changed (after the change
+/// committed; Postgres was marked stale in the same transaction).
+pub async fn forget_cached_state(state: &AppState, user: Uuid) {
+    if let Some(r) = &state.redis {
+        r.forget(user).await;
+    }
+}
+
+/// Marks the cached state as stale (a `customer.state_changed` webhook, or a change we made).
+pub async fn invalidate_state(conn: &mut sqlx::PgConnection, user: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE polar_customers SET state_stale = true, state_changed_at = now() WHERE user_id = $1")
+        .bind(user)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The entitlement guard: `Ok` when the user holds a granted benefit whose metadata `slug` is
+/// `slug`. Follows benefits, never "has a subscription".
+pub async fn require_benefit(state: &AppState, user: Uuid, slug: &str) -> Result<()> {
+    require_any_benefit(state, user, &[slug]).await
+}
+
+/// Like [`require_benefit`], satisfied by any one of `slugs` (e.g. `PAID_BENEFITS`).
+pub async fn require_any_benefit(state: &AppState, user: Uuid, slugs: &[&str]) -> Result<()> {
+    let read = match customer_state(state, user, STATE_TTL).await {
+        Ok(r) => r,
+        // No state at all and Polar unreachable: fail closed.
+        Err(Error::Unavailable(_)) => return Err(Error::CannotConfirm),
+        Err(e) => return Err(e),
+    };
+    if read.stale && Utc::now() - read.fetched_at > STALE_GRACE {
+        return Err(Error::CannotConfirm);
+    }
+    if slugs.iter().any(|s| read.has_benefit(s)) {
+        Ok(())
+    } else {
+        Err(Error::NotEntitled(format!("This needs the {} benefit, which your plan does not include.", slugs.join(" or "))))
+    }
+}
+

@@ -1,0 +1,137 @@
+//! Billing on top of Polar, by use case. Server functions call these; nothing here trusts the
+//! browser for a product, price or user.
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`customers`] | the user's Polar customer (`external_id` = user id): created or linked in the background, deleted with the account |
+//! | [`customer_state`] | Customer State through the caches, and the entitlement guard (`require_benefit`) |
+//! | [`checkout`] | checkouts and where they stand (the success page) |
+//! | [`subscriptions`] | the live subscription, cancel/undo, plan changes and their preview, the portal |
+//! | [`details`] | billing details (with the VAT id) pushed to the Polar customer |
+//! | [`invoices`] | orders and their invoices |
+//! | [`sync`] | **the one place Polar's objects are applied** locally (subscriptions, orders, refunds, customers): the webhook worker, [`subscriptions`] after a change and [`lifecycle::reconcile`] all call it |
+//! | [`lifecycle`] | account deletion and reconciliation |
+//!
+//! Each operation returns [`Error`], translated once for the browser (`server::errors`).
+//!
+//! Failure policy (documented in the README): when Polar cannot be reached, pages show the
+//! last known Customer State marked as such; `require_benefit` accepts a last known state up
+//! to [`customer_state::STALE_GRACE`] old and fails closed after that, or when there is none.
+//! Polar's quota is shared by every user: each server function that asks Polar for a user
+//! spends that user's [`polar_budget`] first, after checking locally whatever it can (whose
+//! checkout or order an id is).
+
+pub mod checkout;
+pub mod customer_state;
+pub mod customers;
+pub mod details;
+pub mod invoices;
+pub mod lifecycle;
+pub mod subscriptions;
+pub mod sync;
+
+pub use checkout::{checkout_progress, start_checkout, Progress};
+pub use customer_state::{
+    customer_state, forget_cached_state, invalidate_state, require_any_benefit, require_benefit, StateRead, STALE_GRACE, STATE_TTL,
+};
+pub use customers::{customer_pending, ensure_customer, sync_pending_customers};
+pub use details::{billing_details, save_billing_details, BillingDetails};
+pub use invoices::{generate_invoice, invoice_url, invoices, remember_order, InvoiceRow, InvoiceState};
+pub use lifecycle::{delete_account, reconcile};
+pub use subscriptions::{
+    change_plan, current_subscription, live_subscription, portal_url, preview_plan_change, set_cancel_at_period_end,
+    LiveSubscription, PlanChangePreview,
+};
+
+use crate::server::polar::{PolarClient, PolarError};
+use crate::server::state::AppState;
+use chrono::Utc;
+use uuid::Uuid;
+
+/// What can go wrong in billing. The business outcomes a caller may act on are variants of
+/// their own; `Polar` and `Db` are failures of ours or a contract break, logged once with
+/// their source chain where they are translated for the browser.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No Polar token is configured on this server.
+    #[error("billing is not configured on this server (POLAR_ACCESS_TOKEN)")]
+    NotConfigured,
+    /// Polar could not be reached or answered with an outage (no answer, 5xx, 429 after
+    /// retries, a read past its deadline, an open circuit).
+    #[error("Polar is not answering")]
+    Unavailable(#[source] PolarError),
+    /// Polar refused the request or answered what Tally cannot read.
+    #[error("Polar refused or answered unexpectedly")]
+    Polar(#[source] PolarError),
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    /// No such thing for this user (another user's id looks the same).
+    #[error("not found")]
+    NotFound,
+    /// Input refused, with the form field it belongs to.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    /// The request conflicts with the account's state (already subscribed, nothing to cancel).
+    #[error("{0}")]
+    Conflict(String),
+    /// The user's plan does not include the benefit.
+    #[error("{0}")]
+    NotEntitled(String),
+    /// Polar cannot confirm the plan and the last known state is too old to trust.
+    #[error("the plan cannot be confirmed with Polar right now")]
+    CannotConfirm,
+    /// The user's budget of Polar calls is spent; retry in this many seconds.
+    #[error("per-user Polar budget spent; retry in {0} s")]
+    RateLimited(u64),
+}
+
+impl From<PolarError> for Error {
+    fn from(e: PolarError) -> Self {
+        if e.is_unavailable() {
+            Error::Unavailable(e)
+        } else {
+            Error::Polar(e)
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Error::Invalid { field: field.to_string(), message: message.into() }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The Polar client.
+pub fn polar(state: &AppState) -> Result<&PolarClient> {
+    state.polar.as_ref().ok_or(Error::NotConfigured)
+}
+
+/// The client for reads a page shows: each call bounded by `POLAR_READ_DEADLINE_MS`.
+pub fn polar_reads(state: &AppState) -> Result<&PolarClient> {
+    state.polar_reads.as_ref().ok_or(Error::NotConfigured)
+}
+
+/// Polar's quota is one budget for the whole organization (500 requests a minute): no single
+/// user may spend more than `POLAR_CALLS_PER_USER_PER_MINUTE` of it.
+pub async fn polar_budget(state: &AppState, user: Uuid) -> Result<()> {
+    let t = crate::server::throttle::Throttle {
+        scope: "polar.user",
+        limit: state.config.polar_calls_per_user_per_minute,
+        window_secs: 60,
+    };
+    match crate::server::throttle::hit(&state.pool, t, &user.to_string(), Utc::now()).await? {
+        Ok(()) => Ok(()),
+        Err(secs) => {
+            tracing::warn!(%user, retry_after_secs = secs, "per-user Polar budget spent");
+            Err(Error::RateLimited(secs))
+        }
+    }
+}
+
+/// The client, once `user`'s budget allows another call.
+pub async fn polar_for(state: &AppState, user: Uuid) -> Result<&PolarClient> {
+    polar_budget(state, user).await?;
+    polar(state)
+}
