@@ -4,6 +4,7 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARGO_LEPTOS_VERSION=0.3.10   # 0.3.11 needs rustc 1.96
+LEPTOSFMT_VERSION=0.1.33
 export PATH="$HOME/.cargo/bin:$ROOT/end2end/node_modules/.bin:$PATH"
 # The server binary cargo-leptos builds (honours CARGO_TARGET_DIR, as CI sets it).
 TALLY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tally"
@@ -41,6 +42,10 @@ ensure_build_tools() {
     log "installing wasm-bindgen-cli $wbg (must equal Cargo.lock's wasm-bindgen)"
     # Not --locked: its lock file names a webpki-roots release the registry does not serve.
     cargo install --force wasm-bindgen-cli --version "$wbg"
+  fi
+  if ! leptosfmt --version 2>/dev/null | grep -q "$LEPTOSFMT_VERSION"; then
+    log "installing leptosfmt $LEPTOSFMT_VERSION (the view! formatter, about a minute)"
+    cargo install --locked leptosfmt --version "$LEPTOSFMT_VERSION"
   fi
   command -v npm >/dev/null || { log "installing Node.js and npm"; apt_install nodejs npm; }
   if [ ! -x "$ROOT/end2end/node_modules/.bin/wasm-opt" ] || [ "$ROOT/end2end/package-lock.json" -nt "$ROOT/end2end/node_modules/.package-lock.json" ]; then

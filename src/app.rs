@@ -54,10 +54,17 @@ pub fn App() -> impl IntoView {
     view! {
         <Stylesheet id="leptos" href="/pkg/tally.css" />
         <Link rel="icon" type_="image/svg+xml" href="/favicon.svg" />
-        <Meta name="description" content="Tally: plans, checkout, credits and invoices for SaaS teams that sell through Polar." />
-        <Title formatter=|text: String| if text.is_empty() { "Tally".to_string() } else { format!("{text} · Tally") } />
+        <Meta
+            name="description"
+            content="Tally: plans, checkout, credits and invoices for SaaS teams that sell through Polar."
+        />
+        <Title formatter=|text: String| {
+            if text.is_empty() { "Tally".to_string() } else { format!("{text} · Tally") }
+        } />
         <Router>
-            <a class="skip-link" href="#main">"Skip to content"</a>
+            <a class="skip-link" href="#main">
+                "Skip to content"
+            </a>
             <SiteHeader />
             <main id="main" tabindex="-1">
                 <ErrorBoundary fallback=|errors| {
@@ -65,9 +72,17 @@ pub fn App() -> impl IntoView {
                         <section class="panel error-panel" role="alert">
                             <h1>"Something went wrong"</h1>
                             <ul>
-                                {move || errors.get().into_iter().map(|(_, e)| view! { <li>{e.to_string()}</li> }).collect_view()}
+                                {move || {
+                                    errors
+                                        .get()
+                                        .into_iter()
+                                        .map(|(_, e)| view! { <li>{e.to_string()}</li> })
+                                        .collect_view()
+                                }}
                             </ul>
-                            <p><a href="/">"Back to the home page"</a></p>
+                            <p>
+                                <a href="/">"Back to the home page"</a>
+                            </p>
                         </section>
                     }
                 }>

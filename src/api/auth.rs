@@ -86,8 +86,7 @@ pub async fn log_in(email: String, password: String, next: Option<String>) -> Re
 #[server(prefix = "/api", endpoint = "logout")]
 pub async fn log_out() -> Result<(), AppError> {
     let state = ssr::state()?;
-    crate::server::auth::session::destroy(&state.pool, &state.config, &ssr::request_headers())
-        .await?;
+    crate::server::auth::session::destroy(&state.pool, &state.config, &ssr::request_headers()).await?;
     crate::server::auth::session::set_cookie(crate::server::auth::session::clearing_cookie(&state.config));
     leptos_axum::redirect("/");
     Ok(())

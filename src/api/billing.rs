@@ -278,6 +278,8 @@ pub async fn get_billing_settings() -> Result<BillingSettingsView, AppError> {
     )
 }
 
+// A #[server] function's arguments are its form's fields (posted without JavaScript too), so
+// they stay flat here and become `BillingDetails` at once.
 #[allow(clippy::too_many_arguments)]
 #[server(prefix = "/api", endpoint = "billing/details")]
 pub async fn save_billing_details(

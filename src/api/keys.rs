@@ -100,12 +100,10 @@ pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError>
             // once the free places are taken (so a first key never waits for Polar).
             use crate::domain::plans::FREE_MAX_API_KEYS;
             let mut limit = FREE_MAX_API_KEYS;
-            let mut created = crate::server::api_keys::create(&state.pool, user.id, &name, limit)
-                .await?;
+            let mut created = crate::server::api_keys::create(&state.pool, user.id, &name, limit).await?;
             if created.is_none() {
                 limit = paid_key_limit(&state, user.id).await?;
-                created = crate::server::api_keys::create(&state.pool, user.id, &name, limit)
-                    .await?;
+                created = crate::server::api_keys::create(&state.pool, user.id, &name, limit).await?;
             }
             let Some((id, key)) = created else {
                 return Err(AppError::Conflict {

@@ -28,23 +28,46 @@ pub fn AccountNotices(
     let a = account;
     let past_due = a.subscription.as_ref().is_some_and(|s| s.status == "past_due");
     view! {
-        {(!a.email_verified).then(|| view! {
-            <div class="alert alert--info" role="status" data-testid="confirm-email">
-                <p>{confirm_email_text(a.free_credits, &a.email)}</p>
-                <ActionForm action=resend attr:class="inline-form">
-                    <button type="submit" class="btn btn--secondary btn--sm" disabled=move || resend.pending().get()>"Send the link again"</button>
-                </ActionForm>
-            </div>
-        })}
-        {a.plan_notice.clone().map(|n| view! { <div class="alert alert--info" role="status">{n}</div> })}
-        {past_due.then(|| view! {
-            <div class="alert alert--error" role="alert">
-                <p>"Your last renewal payment failed. Update your payment method to keep your plan."</p>
-                <ActionForm action=portal attr:class="inline-form">
-                    <button type="submit" class="btn btn--primary btn--sm">"Fix payment in the billing portal"</button>
-                </ActionForm>
-            </div>
-        })}
+        {(!a.email_verified)
+            .then(|| {
+                view! {
+                    <div class="alert alert--info" role="status" data-testid="confirm-email">
+                        <p>{confirm_email_text(a.free_credits, &a.email)}</p>
+                        <ActionForm action=resend attr:class="inline-form">
+                            <button
+                                type="submit"
+                                class="btn btn--secondary btn--sm"
+                                disabled=move || resend.pending().get()
+                            >
+                                "Send the link again"
+                            </button>
+                        </ActionForm>
+                    </div>
+                }
+            })}
+        {a
+            .plan_notice
+            .clone()
+            .map(|n| {
+                view! {
+                    <div class="alert alert--info" role="status">
+                        {n}
+                    </div>
+                }
+            })}
+        {past_due
+            .then(|| {
+                view! {
+                    <div class="alert alert--error" role="alert">
+                        <p>"Your last renewal payment failed. Update your payment method to keep your plan."</p>
+                        <ActionForm action=portal attr:class="inline-form">
+                            <button type="submit" class="btn btn--primary btn--sm">
+                                "Fix payment in the billing portal"
+                            </button>
+                        </ActionForm>
+                    </div>
+                }
+            })}
     }
 }
 
@@ -58,6 +81,9 @@ mod tests {
             confirm_email_text(1_000, "a@example.com"),
             "Confirm your email address to receive your 1,000 free credits: open the link we sent to a@example.com."
         );
-        assert_eq!(confirm_email_text(0, "a@example.com"), "Confirm your email address: open the link we sent to a@example.com.");
+        assert_eq!(
+            confirm_email_text(0, "a@example.com"),
+            "Confirm your email address: open the link we sent to a@example.com."
+        );
     }
 }

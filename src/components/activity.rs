@@ -30,17 +30,31 @@ pub fn UsageChart(days: Vec<UsageDay>) -> impl IntoView {
     let last = days.last().map(|d| d.label.clone()).unwrap_or_default();
     view! {
         <figure class="usage">
-            <svg class="usage__chart" viewBox=format!("0 0 {width} {}", h + 2.0) preserveAspectRatio="none" role="img" aria-label=summary.clone()>
-                {days.into_iter().enumerate().map(|(i, d)| {
-                    let bh = if d.credits == 0 { 1.0 } else { (d.credits as f64 / max as f64 * h).max(2.0) };
-                    view! {
-                        <rect x=format!("{:.1}", i as f64 * (w + gap)) y=format!("{:.1}", h - bh + 1.0) width=w height=format!("{bh:.1}") rx="1.5" class:usage__bar--zero=d.credits == 0 class="usage__bar">
+            <svg
+                class="usage__chart"
+                viewBox=format!("0 0 {width} {}", h + 2.0)
+                preserveAspectRatio="none"
+                role="img"
+                aria-label=summary.clone()
+            >
+                {days
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        let bh = if d.credits == 0 { 1.0 } else { (d.credits as f64 / max as f64 * h).max(2.0) };
+                        view! {
+                            <rect x=format!("{:.1}", i as f64 * (w + gap)) y=format!("{:.1}", h - bh + 1.0) width=w height=format!("{bh:.1}") rx="1.5" class:usage__bar--zero=d.credits == 0 class="usage__bar">
                             <title>{format!("{}: {} credits", d.label, crate::domain::money::group_thousands(d.credits as u64))}</title>
                         </rect>
-                    }
-                }).collect_view()}
+                        }
+                    })
+                    .collect_view()}
             </svg>
-            <figcaption class="usage__caption"><span>{first}</span><span data-testid="usage-summary">{summary}</span><span>{last}</span></figcaption>
+            <figcaption class="usage__caption">
+                <span>{first}</span>
+                <span data-testid="usage-summary">{summary}</span>
+                <span>{last}</span>
+            </figcaption>
         </figure>
     }
 }
@@ -62,23 +76,61 @@ pub fn ActivitySection(activity: ActivityView) -> impl IntoView {
                     <div class="table-wrap">
                         <table class="table">
                             <caption class="visually-hidden">{format!("Credit history, page {page}")}</caption>
-                            <thead><tr><th scope="col">"When"</th><th scope="col">"What"</th><th scope="col" class="num">"Credits"</th></tr></thead>
+                            <thead>
+                                <tr>
+                                    <th scope="col">"When"</th>
+                                    <th scope="col">"What"</th>
+                                    <th scope="col" class="num">
+                                        "Credits"
+                                    </th>
+                                </tr>
+                            </thead>
                             <tbody>
-                                {lines.into_iter().map(|l| view! {
-                                    <tr>
-                                        <td>{l.when}</td>
-                                        <td>{l.what}</td>
-                                        <td class="num" class:debit=l.is_debit>{l.amount}</td>
-                                    </tr>
-                                }).collect_view()}
+                                {lines
+                                    .into_iter()
+                                    .map(|l| {
+                                        view! {
+                                            <tr>
+                                                <td>{l.when}</td>
+                                                <td>{l.what}</td>
+                                                <td class="num" class:debit=l.is_debit>
+                                                    {l.amount}
+                                                </td>
+                                            </tr>
+                                        }
+                                    })
+                                    .collect_view()}
                             </tbody>
                         </table>
                     </div>
-                }.into_any()
+                }
+                    .into_any()
             }}
             <nav class="pager" aria-label="Credit history pages">
-                {(page > 1).then(|| view! { <a class="btn btn--ghost btn--sm" href=format!("/billing?page={}#history-title", page - 1) rel="prev">"Newer"</a> })}
-                {has_more.then(|| view! { <a class="btn btn--ghost btn--sm" href=format!("/billing?page={}#history-title", page + 1) rel="next">"Older"</a> })}
+                {(page > 1)
+                    .then(|| {
+                        view! {
+                            <a
+                                class="btn btn--ghost btn--sm"
+                                href=format!("/billing?page={}#history-title", page - 1)
+                                rel="prev"
+                            >
+                                "Newer"
+                            </a>
+                        }
+                    })}
+                {has_more
+                    .then(|| {
+                        view! {
+                            <a
+                                class="btn btn--ghost btn--sm"
+                                href=format!("/billing?page={}#history-title", page + 1)
+                                rel="next"
+                            >
+                                "Older"
+                            </a>
+                        }
+                    })}
             </nav>
         </section>
     }

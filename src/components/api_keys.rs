@@ -55,57 +55,114 @@ pub fn ApiKeysSection(data: ApiKeysData) -> impl IntoView {
                 ". Each call spends 1 credit per started 1,000 characters."
             </p>
             <FormError error=revoke_error />
-            <Transition fallback=|| view! { <p class="loading" role="status">"Loading keys…"</p> }>
-                {move || keys.get().map(|res| match res {
-                    Err(e) => view! { <div class="alert alert--error" role="alert">{e.to_string()}</div> }.into_any(),
-                    Ok(keys) => {
-                        let revealed = just_created().or_else(revealed);
-                        view! {
-                            {revealed.map(|k| view! {
-                                <div class="alert alert--success" role="status">
-                                    <p><strong>{format!("Key \u{201c}{}\u{201d} created.", k.name)}</strong> " Copy it now: it won't be shown again."</p>
-                                    <code class="secret" data-testid="new-api-key">{k.key}</code>
-                                </div>
-                            })}
-                            {if keys.is_empty() {
-                                view! { <p class="empty">"No API keys yet. Create one to call the API."</p> }.into_any()
-                            } else {
+            <Transition fallback=|| {
+                view! {
+                    <p class="loading" role="status">
+                        "Loading keys…"
+                    </p>
+                }
+            }>
+                {move || {
+                    keys.get()
+                        .map(|res| match res {
+                            Err(e) => {
                                 view! {
-                                    <div class="table-wrap">
-                                        <table class="table">
-                                            <caption class="visually-hidden">"Your API keys"</caption>
-                                            <thead><tr><th scope="col">"Name"</th><th scope="col">"Key"</th><th scope="col">"Created"</th><th scope="col">"Last used"</th><th scope="col"><span class="visually-hidden">"Actions"</span></th></tr></thead>
-                                            <tbody>
-                                                {keys.into_iter().map(|k| {
-                                                    let label = format!("Revoke key {}", k.name);
-                                                    view! {
-                                                        <tr>
-                                                            <td>{k.name.clone()}</td>
-                                                            <td><code>{format!("{}…", k.prefix)}</code></td>
-                                                            <td>{k.created}</td>
-                                                            <td>{k.last_used.unwrap_or_else(|| "Never".into())}</td>
-                                                            <td>
-                                                                <ActionForm action=revoke attr:class="inline-form">
-                                                                    <input type="hidden" name="id" value=k.id />
-                                                                    <button type="submit" class="btn btn--danger btn--sm" aria-label=label>"Revoke"</button>
-                                                                </ActionForm>
-                                                            </td>
-                                                        </tr>
-                                                    }
-                                                }).collect_view()}
-                                            </tbody>
-                                        </table>
+                                    <div class="alert alert--error" role="alert">
+                                        {e.to_string()}
                                     </div>
-                                }.into_any()
-                            }}
-                        }.into_any()
-                    }
-                })}
+                                }
+                                    .into_any()
+                            }
+                            Ok(keys) => {
+                                let revealed = just_created().or_else(revealed);
+                                view! {
+                                    {revealed
+                                        .map(|k| {
+                                            view! {
+                                                <div class="alert alert--success" role="status">
+                                                    <p>
+                                                        <strong>
+                                                            {format!("Key \u{201c}{}\u{201d} created.", k.name)}
+                                                        </strong>
+                                                        " Copy it now: it won't be shown again."
+                                                    </p>
+                                                    <code class="secret" data-testid="new-api-key">
+                                                        {k.key}
+                                                    </code>
+                                                </div>
+                                            }
+                                        })}
+                                    {if keys.is_empty() {
+                                        view! { <p class="empty">"No API keys yet. Create one to call the API."</p> }
+                                            .into_any()
+                                    } else {
+                                        view! {
+                                            <div class="table-wrap">
+                                                <table class="table">
+                                                    <caption class="visually-hidden">"Your API keys"</caption>
+                                                    <thead>
+                                                        <tr>
+                                                            <th scope="col">"Name"</th>
+                                                            <th scope="col">"Key"</th>
+                                                            <th scope="col">"Created"</th>
+                                                            <th scope="col">"Last used"</th>
+                                                            <th scope="col">
+                                                                <span class="visually-hidden">"Actions"</span>
+                                                            </th>
+                                                        </tr>
+                                                    </thead>
+                                                    <tbody>
+                                                        {keys
+                                                            .into_iter()
+                                                            .map(|k| {
+                                                                let label = format!("Revoke key {}", k.name);
+                                                                view! {
+                                                                    <tr>
+                                                                        <td>{k.name.clone()}</td>
+                                                                        <td>
+                                                                            <code>{format!("{}…", k.prefix)}</code>
+                                                                        </td>
+                                                                        <td>{k.created}</td>
+                                                                        <td>{k.last_used.unwrap_or_else(|| "Never".into())}</td>
+                                                                        <td>
+                                                                            <ActionForm action=revoke attr:class="inline-form">
+                                                                                <input type="hidden" name="id" value=k.id />
+                                                                                <button
+                                                                                    type="submit"
+                                                                                    class="btn btn--danger btn--sm"
+                                                                                    aria-label=label
+                                                                                >
+                                                                                    "Revoke"
+                                                                                </button>
+                                                                            </ActionForm>
+                                                                        </td>
+                                                                    </tr>
+                                                                }
+                                                            })
+                                                            .collect_view()}
+                                                    </tbody>
+                                                </table>
+                                            </div>
+                                        }
+                                            .into_any()
+                                    }}
+                                }
+                                    .into_any()
+                            }
+                        })
+                }}
             </Transition>
             <ActionForm action=create attr:class="form form--inline" attr:aria-label="Create an API key">
                 <FormError error=create_error />
-                <Field name="name" label="New key name" hint="For example the app or server that will use it." error=create_error />
-                <button type="submit" class="btn btn--primary" disabled=move || create.pending().get()>"Create key"</button>
+                <Field
+                    name="name"
+                    label="New key name"
+                    hint="For example the app or server that will use it."
+                    error=create_error
+                />
+                <button type="submit" class="btn btn--primary" disabled=move || create.pending().get()>
+                    "Create key"
+                </button>
             </ActionForm>
         </section>
     }

@@ -36,8 +36,31 @@ pub fn CredentialFields(
     view! {
         <Field name="email" label="Email" input_type="email" autocomplete="email" error=error />
         {match password_hint {
-            Some(hint) => view! { <Field name="password" label="Password" input_type="password" autocomplete=password_autocomplete hint=hint error=error /> }.into_any(),
-            None => view! { <Field name="password" label="Password" input_type="password" autocomplete=password_autocomplete error=error /> }.into_any(),
+            Some(hint) => {
+                view! {
+                    <Field
+                        name="password"
+                        label="Password"
+                        input_type="password"
+                        autocomplete=password_autocomplete
+                        hint=hint
+                        error=error
+                    />
+                }
+                    .into_any()
+            }
+            None => {
+                view! {
+                    <Field
+                        name="password"
+                        label="Password"
+                        input_type="password"
+                        autocomplete=password_autocomplete
+                        error=error
+                    />
+                }
+                    .into_any()
+            }
         }}
         <input type="hidden" name="next" value=next />
     }
@@ -49,7 +72,11 @@ pub fn SignInPrompt(message: String, #[prop(into)] next: String) -> impl IntoVie
     view! {
         <section class="panel narrow center" role="alert">
             <p>{message}</p>
-            <p><a class="btn btn--primary" href=with_next("/login", &next)>"Sign in"</a></p>
+            <p>
+                <a class="btn btn--primary" href=with_next("/login", &next)>
+                    "Sign in"
+                </a>
+            </p>
         </section>
     }
 }
@@ -61,7 +88,10 @@ mod tests {
     #[test]
     fn next_survives_the_trip_between_pages() {
         assert_eq!(with_next("/signup", ""), "/signup");
-        assert_eq!(with_next("/login", "/billing/success?checkout_id=a b"), "/login?next=/billing/success%3Fcheckout_id%3Da%20b");
+        assert_eq!(
+            with_next("/login", "/billing/success?checkout_id=a b"),
+            "/login?next=/billing/success%3Fcheckout_id%3Da%20b"
+        );
         assert_eq!(urlencode("é&"), "%C3%A9%26");
     }
 }

@@ -9,10 +9,15 @@ use leptos::prelude::*;
 /// The sources a balance lists: each with credits, and Free always (so a new account sees
 /// where its free credits went).
 pub fn credit_sources(b: &Balance) -> Vec<(&'static str, i64)> {
-    [("This period's allotment", b.allotment), ("Purchased", b.purchased), ("Free", b.free), ("Adjustments", b.adjustment)]
-        .into_iter()
-        .filter(|(label, n)| *n > 0 || *label == "Free")
-        .collect()
+    [
+        ("This period's allotment", b.allotment),
+        ("Purchased", b.purchased),
+        ("Free", b.free),
+        ("Adjustments", b.adjustment),
+    ]
+    .into_iter()
+    .filter(|(label, n)| *n > 0 || *label == "Free")
+    .collect()
 }
 
 /// What this period's allotment has given and has still to give, when there is one.
@@ -41,23 +46,48 @@ pub fn CreditMeter(
     view! {
         <section class="panel" aria-labelledby="credits-title">
             <h2 id="credits-title">"Credits"</h2>
-            <p class="credits-total"><span data-testid="credits-total">{credit_amount(b.total)}</span>" credits available"</p>
+            <p class="credits-total">
+                <span data-testid="credits-total">{credit_amount(b.total)}</span>
+                " credits available"
+            </p>
             <dl class="credit-sources">
                 {credit_sources(&b)
                     .into_iter()
-                    .map(|(label, n)| view! { <div><dt>{label}</dt><dd>{credit_amount(n)}</dd></div> })
+                    .map(|(label, n)| {
+                        view! {
+                            <div>
+                                <dt>{label}</dt>
+                                <dd>{credit_amount(n)}</dd>
+                            </div>
+                        }
+                    })
                     .collect_view()}
             </dl>
             {accrual_text(&b).map(|t| view! { <p data-testid="accrual">{t}</p> })}
-            {b.next_accrual_at.map(|t| view! {
-                <p data-testid="next-accrual">"Next credits arrive "
-                    <LocalTime iso=t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) utc_text=t.format("%b %-d, %H:%M UTC").to_string() />
-                    "."
-                </p>
-            })}
-            <p class="muted">"Credits are spent soonest-expiring first: this period's allotment, then purchased, then free."</p>
-            <p class="muted">{format!("Paid plans add their monthly credits day by day; a new day starts at {day_boundary}.")}</p>
-            <p><a class="btn btn--ghost" href="/pricing#packs-title">"Buy credits"</a></p>
+            {b
+                .next_accrual_at
+                .map(|t| {
+                    view! {
+                        <p data-testid="next-accrual">
+                            "Next credits arrive "
+                            <LocalTime
+                                iso=t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                                utc_text=t.format("%b %-d, %H:%M UTC").to_string()
+                            /> "."
+                        </p>
+                    }
+                })}
+            <p class="muted">
+                "Credits are spent soonest-expiring first: this period's allotment, then purchased, then free."
+            </p>
+            <p class="muted">
+                {format!("Paid plans add their monthly credits day by day; a new day starts at {day_boundary}.")}
+            </p>
+            <p>
+                <a class="btn btn--ghost" href="/pricing#packs-title">
+                    "Buy credits"
+                </a>
+            </p>
         </section>
     }
 }

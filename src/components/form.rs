@@ -62,6 +62,15 @@ pub fn Field(
 pub fn FormError(#[prop(into)] error: Signal<Option<AppError>>) -> impl IntoView {
     let message = move || error.get().filter(|e| e.field().is_none()).map(|e| e.to_string());
     view! {
-        {move || message().map(|m| view! { <div class="alert alert--error" role="alert">{m}</div> })}
+        {move || {
+            message()
+                .map(|m| {
+                    view! {
+                        <div class="alert alert--error" role="alert">
+                            {m}
+                        </div>
+                    }
+                })
+        }}
     }
 }

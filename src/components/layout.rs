@@ -17,29 +17,50 @@ pub fn SiteHeader() -> impl IntoView {
         <header class="site-header">
             <div class="site-header__inner">
                 <a class="brand" href="/" aria-label="Tally home">
-                    <span class="brand__mark" aria-hidden="true">"T"</span>
+                    <span class="brand__mark" aria-hidden="true">
+                        "T"
+                    </span>
                     <span class="brand__name">"Tally"</span>
                 </a>
                 <nav class="site-nav" aria-label="Main">
                     <A href="/pricing">"Pricing"</A>
-                    <A href="/billing" exact=true>"Billing"</A>
+                    <A href="/billing" exact=true>
+                        "Billing"
+                    </A>
                     <A href="/settings/billing">"Settings"</A>
                 </nav>
                 <div class="site-header__account">
-                    <Transition fallback=|| view! { <span class="muted">"…"</span> }>
+                    <Transition fallback=|| {
+                        view! { <span class="muted">"…"</span> }
+                    }>
                         {move || {
-                            user.get().map(|res| match res {
-                                Ok(Some(u)) => view! {
-                                    <span class="account-email" data-testid="signed-in-user" title="Signed in">{u.email}</span>
-                                    <ActionForm action=logout attr:class="inline-form">
-                                        <button type="submit" class="btn btn--ghost">"Sign out"</button>
-                                    </ActionForm>
-                                }.into_any(),
-                                _ => view! {
-                                    <a class="btn btn--ghost" href="/login">"Sign in"</a>
-                                    <a class="btn btn--primary" href="/signup">"Sign up"</a>
-                                }.into_any(),
-                            })
+                            user.get()
+                                .map(|res| match res {
+                                    Ok(Some(u)) => {
+                                        view! {
+                                            <span class="account-email" data-testid="signed-in-user" title="Signed in">
+                                                {u.email}
+                                            </span>
+                                            <ActionForm action=logout attr:class="inline-form">
+                                                <button type="submit" class="btn btn--ghost">
+                                                    "Sign out"
+                                                </button>
+                                            </ActionForm>
+                                        }
+                                            .into_any()
+                                    }
+                                    _ => {
+                                        view! {
+                                            <a class="btn btn--ghost" href="/login">
+                                                "Sign in"
+                                            </a>
+                                            <a class="btn btn--primary" href="/signup">
+                                                "Sign up"
+                                            </a>
+                                        }
+                                            .into_any()
+                                    }
+                                })
                         }}
                     </Transition>
                 </div>

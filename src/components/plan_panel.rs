@@ -27,40 +27,66 @@ pub fn renewal_text(s: &SubscriptionView) -> String {
 }
 
 #[component]
-pub fn PlanPanel(account: AccountView, cancel: ServerAction<SetCancel>, portal: ServerAction<OpenPortal>) -> impl IntoView {
+pub fn PlanPanel(
+    account: AccountView,
+    cancel: ServerAction<SetCancel>,
+    portal: ServerAction<OpenPortal>,
+) -> impl IntoView {
     let sub = account.subscription.clone();
     let (badge, tone) = status_badge(sub.as_ref());
     view! {
         <section class="panel" aria-labelledby="plan-title">
             <h2 id="plan-title">"Your plan"</h2>
-            <p class="plan-name">
-                {account.plan.name()}
-                <span class=format!("badge badge--{tone}")>{badge}</span>
-            </p>
+            <p class="plan-name">{account.plan.name()} <span class=format!("badge badge--{tone}")>{badge}</span></p>
             {sub.as_ref().map(|s| view! { <p data-testid="renewal">{renewal_text(s)}</p> })}
             <p class="muted">{format!("Member since {}", account.member_since)}</p>
             <div class="actions">
-                <a class="btn btn--primary" href="/pricing">{if sub.is_some() { "Change plan" } else { "Upgrade" }}</a>
-                {sub.map(|s| if s.cancel_at_period_end {
-                    view! {
-                        <ActionForm action=cancel attr:class="inline-form">
-                            <input type="hidden" name="cancel" value="false" />
-                            <button type="submit" class="btn btn--ghost" disabled=move || cancel.pending().get()>"Keep my subscription"</button>
-                        </ActionForm>
-                    }.into_any()
-                } else {
-                    view! {
-                        <ActionForm action=cancel attr:class="inline-form">
-                            <input type="hidden" name="cancel" value="true" />
-                            <button type="submit" class="btn btn--danger" disabled=move || cancel.pending().get()>"Cancel at period end"</button>
-                        </ActionForm>
-                    }.into_any()
-                })}
-                {account.has_billing_account.then(|| view! {
-                    <ActionForm action=portal attr:class="inline-form">
-                        <button type="submit" class="btn btn--ghost" disabled=move || portal.pending().get()>"Manage in billing portal"</button>
-                    </ActionForm>
-                })}
+                <a class="btn btn--primary" href="/pricing">
+                    {if sub.is_some() { "Change plan" } else { "Upgrade" }}
+                </a>
+                {sub
+                    .map(|s| {
+                        if s.cancel_at_period_end {
+                            view! {
+                                <ActionForm action=cancel attr:class="inline-form">
+                                    <input type="hidden" name="cancel" value="false" />
+                                    <button
+                                        type="submit"
+                                        class="btn btn--ghost"
+                                        disabled=move || cancel.pending().get()
+                                    >
+                                        "Keep my subscription"
+                                    </button>
+                                </ActionForm>
+                            }
+                                .into_any()
+                        } else {
+                            view! {
+                                <ActionForm action=cancel attr:class="inline-form">
+                                    <input type="hidden" name="cancel" value="true" />
+                                    <button
+                                        type="submit"
+                                        class="btn btn--danger"
+                                        disabled=move || cancel.pending().get()
+                                    >
+                                        "Cancel at period end"
+                                    </button>
+                                </ActionForm>
+                            }
+                                .into_any()
+                        }
+                    })}
+                {account
+                    .has_billing_account
+                    .then(|| {
+                        view! {
+                            <ActionForm action=portal attr:class="inline-form">
+                                <button type="submit" class="btn btn--ghost" disabled=move || portal.pending().get()>
+                                    "Manage in billing portal"
+                                </button>
+                            </ActionForm>
+                        }
+                    })}
             </div>
         </section>
     }
@@ -71,7 +97,11 @@ mod tests {
     use super::*;
 
     fn sub(status: &str, cancel: bool) -> SubscriptionView {
-        SubscriptionView { status: status.into(), renews_or_ends_on: "January 1, 2027".into(), cancel_at_period_end: cancel }
+        SubscriptionView {
+            status: status.into(),
+            renews_or_ends_on: "January 1, 2027".into(),
+            cancel_at_period_end: cancel,
+        }
     }
 
     #[test]
@@ -80,7 +110,11 @@ mod tests {
         assert_eq!(status_badge(Some(&sub("active", false))), ("Active", "ok"));
         assert_eq!(status_badge(Some(&sub("trialing", false))), ("Trial", "ok"));
         assert_eq!(status_badge(Some(&sub("active", true))), ("Ends at period end", "warn"));
-        assert_eq!(status_badge(Some(&sub("past_due", true))), ("Payment past due", "warn"), "a failed payment outranks the cancellation");
+        assert_eq!(
+            status_badge(Some(&sub("past_due", true))),
+            ("Payment past due", "warn"),
+            "a failed payment outranks the cancellation"
+        );
     }
 
     #[test]

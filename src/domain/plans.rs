@@ -78,7 +78,8 @@ pub struct PlanTerms {
     pub monthly_credits: i64,
 }
 
-pub const PRO: PlanTerms = PlanTerms { plan: PlanId::Pro, monthly_price_cents: 1900, yearly_price_cents: 19000, monthly_credits: 5000 };
+pub const PRO: PlanTerms =
+    PlanTerms { plan: PlanId::Pro, monthly_price_cents: 1900, yearly_price_cents: 19000, monthly_credits: 5000 };
 pub const BUSINESS: PlanTerms =
     PlanTerms { plan: PlanId::Business, monthly_price_cents: 4900, yearly_price_cents: 49000, monthly_credits: 15000 };
 
@@ -100,7 +101,8 @@ pub struct PackTerms {
     pub price_cents: i64,
 }
 
-pub const PACKS: [PackTerms; 2] = [PackTerms { credits: 50, price_cents: 500 }, PackTerms { credits: 100, price_cents: 900 }];
+pub const PACKS: [PackTerms; 2] =
+    [PackTerms { credits: 50, price_cents: 500 }, PackTerms { credits: 100, price_cents: 900 }];
 
 /// What can be bought: a plan billed by month or year, or a pack of credits. The browser names
 /// an item by its slug (`pro`, `business_yearly`, `pack_50`); only the server maps it to a Polar
@@ -206,7 +208,10 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
             monthly_credits: Some(PRO.monthly_credits),
             tagline: "For individuals shipping real work.".into(),
             features: vec![
-                format!("{} credits a month, accrued daily", crate::domain::money::group_thousands(PRO.monthly_credits as u64)),
+                format!(
+                    "{} credits a month, accrued daily",
+                    crate::domain::money::group_thousands(PRO.monthly_credits as u64)
+                ),
                 "Texts up to 100,000 characters a call, 20 API keys".into(),
                 "Credit packs that never expire".into(),
                 "Invoices with your VAT id".into(),
@@ -220,7 +225,10 @@ pub fn default_offers(free_credits: i64) -> Vec<PlanOffer> {
             monthly_credits: Some(BUSINESS.monthly_credits),
             tagline: "For heavy use and priority help.".into(),
             features: vec![
-                format!("{} credits a month, accrued daily", crate::domain::money::group_thousands(BUSINESS.monthly_credits as u64)),
+                format!(
+                    "{} credits a month, accrued daily",
+                    crate::domain::money::group_thousands(BUSINESS.monthly_credits as u64)
+                ),
                 "Texts up to 100,000 characters a call, 20 API keys".into(),
                 "Credit packs that never expire".into(),
                 "Priority email support".into(),
@@ -274,7 +282,10 @@ mod tests {
         for i in Item::all() {
             assert_eq!(Item::from_slug(&i.slug()), Some(i));
         }
-        assert_eq!(Item::from_slug("business_yearly"), Some(Item::Plan { plan: PlanId::Business, interval: Interval::Year }));
+        assert_eq!(
+            Item::from_slug("business_yearly"),
+            Some(Item::Plan { plan: PlanId::Business, interval: Interval::Year })
+        );
         assert_eq!(Item::from_slug("pack_50"), Some(Item::Pack { credits: 50 }));
         assert_eq!(Item::from_slug("enterprise"), None);
         assert_eq!(Item::from_slug("pack_7"), None);

@@ -54,27 +54,64 @@ pub fn BillingPage() -> impl IntoView {
         <section class="page-head">
             <h1>"Billing"</h1>
         </section>
-        {move || done().map(|m| view! { <div class="alert alert--success" role="status">{m}</div> })}
-        <FormError error=error />
-        <Suspense fallback=|| view! { <p class="loading" role="status">"Loading your billing…"</p> }>
-            {move || {
-                // Read both page-level resources here so the server waits for them.
-                let activity = activity.get();
-                account.get().map(|res| match res {
-                    Err(e) => view! { <SignInPrompt message=e.to_string() next="/billing" /> }.into_any(),
-                    Ok(a) => view! {
-                        <AccountNotices account=a.clone() resend=resend portal=portal />
-                        <div class="grid-2">
-                            <PlanPanel account=a.clone() cancel=cancel portal=portal />
-                            <CreditMeter credits=a.credits.clone() day_boundary=a.day_boundary.clone() />
+        {move || {
+            done()
+                .map(|m| {
+                    view! {
+                        <div class="alert alert--success" role="status">
+                            {m}
                         </div>
-                        {match activity.clone() {
-                            Some(Ok(a)) => view! { <ActivitySection activity=a /> }.into_any(),
-                            Some(Err(e)) => view! { <div class="alert alert--error" role="alert">{format!("Credit history is unavailable: {e}")}</div> }.into_any(),
-                            None => view! { <p class="loading" role="status">"Loading credit history…"</p> }.into_any(),
-                        }}
-                    }.into_any(),
+                    }
                 })
+        }}
+        <FormError error=error />
+        <Suspense fallback=|| {
+            view! {
+                <p class="loading" role="status">
+                    "Loading your billing…"
+                </p>
+            }
+        }>
+            {move || {
+                let activity = activity.get();
+                account
+                    .get()
+                    .map(|res| match res {
+                        Err(e) => {
+                            // Read both page-level resources here so the server waits for them.
+                            view! { <SignInPrompt message=e.to_string() next="/billing" /> }
+                                .into_any()
+                        }
+                        Ok(a) => {
+                            view! {
+                                <AccountNotices account=a.clone() resend=resend portal=portal />
+                                <div class="grid-2">
+                                    <PlanPanel account=a.clone() cancel=cancel portal=portal />
+                                    <CreditMeter credits=a.credits.clone() day_boundary=a.day_boundary.clone() />
+                                </div>
+                                {match activity.clone() {
+                                    Some(Ok(a)) => view! { <ActivitySection activity=a /> }.into_any(),
+                                    Some(Err(e)) => {
+                                        view! {
+                                            <div class="alert alert--error" role="alert">
+                                                {format!("Credit history is unavailable: {e}")}
+                                            </div>
+                                        }
+                                            .into_any()
+                                    }
+                                    None => {
+                                        view! {
+                                            <p class="loading" role="status">
+                                                "Loading credit history…"
+                                            </p>
+                                        }
+                                            .into_any()
+                                    }
+                                }}
+                            }
+                                .into_any()
+                        }
+                    })
             }}
         </Suspense>
     }
@@ -84,7 +121,9 @@ pub fn BillingPage() -> impl IntoView {
 mod tests {
     #[test]
     fn every_outcome_has_its_message_and_unknown_ones_none() {
-        for done in ["canceled", "resumed", "upgraded", "scheduled", "email-confirmed", "confirmation-sent", "password-reset"] {
+        for done in
+            ["canceled", "resumed", "upgraded", "scheduled", "email-confirmed", "confirmation-sent", "password-reset"]
+        {
             assert!(super::done_message(done).is_some(), "{done}");
         }
         assert_eq!(super::done_message("<script>"), None, "nothing from the URL is echoed");

@@ -17,25 +17,37 @@ pub fn ForgotPasswordPage() -> impl IntoView {
         <Title text="Reset your password" />
         <section class="panel narrow auth">
             <h1>"Reset your password"</h1>
-            {move || if sent() {
-                view! {
-                    <div class="alert alert--success" role="status">
-                        "If an account exists for that address, we've sent it a link to choose a new password. The link works once and expires in one hour."
-                    </div>
-                    <p class="auth__switch"><a href="/login">"Back to sign in"</a></p>
-                }.into_any()
-            } else {
-                view! {
-                    <p class="muted">"Enter the email address of your account and we'll send you a link to choose a new password."</p>
-                    <ActionForm action=action attr:class="form" attr:aria-label="Reset your password">
-                        <FormError error=error />
-                        <Field name="email" label="Email" input_type="email" autocomplete="email" error=error />
-                        <button type="submit" class="btn btn--primary btn--block" disabled=move || action.pending().get()>
-                            {move || if action.pending().get() { "Sending…" } else { "Send me a reset link" }}
-                        </button>
-                    </ActionForm>
-                    <p class="auth__switch">"Remembered it? " <a href="/login">"Sign in"</a></p>
-                }.into_any()
+            {move || {
+                if sent() {
+                    view! {
+                        <div class="alert alert--success" role="status">
+                            "If an account exists for that address, we've sent it a link to choose a new password. The link works once and expires in one hour."
+                        </div>
+                        <p class="auth__switch">
+                            <a href="/login">"Back to sign in"</a>
+                        </p>
+                    }
+                        .into_any()
+                } else {
+                    view! {
+                        <p class="muted">
+                            "Enter the email address of your account and we'll send you a link to choose a new password."
+                        </p>
+                        <ActionForm action=action attr:class="form" attr:aria-label="Reset your password">
+                            <FormError error=error />
+                            <Field name="email" label="Email" input_type="email" autocomplete="email" error=error />
+                            <button
+                                type="submit"
+                                class="btn btn--primary btn--block"
+                                disabled=move || action.pending().get()
+                            >
+                                {move || if action.pending().get() { "Sending…" } else { "Send me a reset link" }}
+                            </button>
+                        </ActionForm>
+                        <p class="auth__switch">"Remembered it? " <a href="/login">"Sign in"</a></p>
+                    }
+                        .into_any()
+                }
             }}
         </section>
     }

@@ -19,7 +19,16 @@ pub fn LoginPage() -> impl IntoView {
         <section class="panel narrow auth">
             <h1>"Sign in"</h1>
             {move || (!next().is_empty()).then(|| view! { <p class="alert alert--info">"Sign in to continue."</p> })}
-            {move || (query.read().get("done").is_some_and(|d| d.starts_with("email-confirmed"))).then(|| view! { <p class="alert alert--success" role="status">"Your email address is confirmed. Sign in to see your credits."</p> })}
+            {move || {
+                (query.read().get("done").is_some_and(|d| d.starts_with("email-confirmed")))
+                    .then(|| {
+                        view! {
+                            <p class="alert alert--success" role="status">
+                                "Your email address is confirmed. Sign in to see your credits."
+                            </p>
+                        }
+                    })
+            }}
             <ActionForm action=action attr:class="form" attr:aria-label="Sign in">
                 <FormError error=error />
                 <CredentialFields password_autocomplete="current-password" error=error next=Signal::derive(next) />
@@ -27,7 +36,9 @@ pub fn LoginPage() -> impl IntoView {
                     {move || if action.pending().get() { "Signing in…" } else { "Sign in" }}
                 </button>
             </ActionForm>
-            <p class="auth__switch"><a href="/forgot-password">"Forgot your password?"</a></p>
+            <p class="auth__switch">
+                <a href="/forgot-password">"Forgot your password?"</a>
+            </p>
             <p class="auth__switch">"New to Tally? " <a href=signup_href>"Create an account"</a></p>
         </section>
     }

@@ -15,7 +15,11 @@ pub fn NotFoundPage() -> impl IntoView {
             <p class="eyebrow">"404"</p>
             <h1>"We can't find that page"</h1>
             <p>"The link may be old, or the address mistyped."</p>
-            <p><a class="btn btn--primary" href="/">"Go to the home page"</a></p>
+            <p>
+                <a class="btn btn--primary" href="/">
+                    "Go to the home page"
+                </a>
+            </p>
         </section>
     }
 }

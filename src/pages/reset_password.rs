@@ -22,30 +22,80 @@ pub fn ResetPasswordPage() -> impl IntoView {
     });
     let expired = || {
         view! {
-            <div class="alert alert--error" role="alert">"This reset link is not valid any more: it was used, or more than an hour has passed."</div>
-            <p><a class="btn btn--primary" href="/forgot-password">"Ask for a new link"</a></p>
+            <div class="alert alert--error" role="alert">
+                "This reset link is not valid any more: it was used, or more than an hour has passed."
+            </div>
+            <p>
+                <a class="btn btn--primary" href="/forgot-password">
+                    "Ask for a new link"
+                </a>
+            </p>
         }
     };
     view! {
         <Title text="Choose a new password" />
         <section class="panel narrow auth">
             <h1>"Choose a new password"</h1>
-            <Suspense fallback=|| view! { <p class="loading" role="status">"Checking your link…"</p> }>
-                {move || usable.get().map(|ok| match ok {
-                    Ok(true) => view! {
-                        <ActionForm action=action attr:class="form" attr:aria-label="Choose a new password">
-                            <FormError error=error />
-                            {move || error.get().filter(|e| e.field() == Some("token")).map(|e| view! { <div class="alert alert--error" role="alert">{e.to_string()}</div> })}
-                            <Field name="password" label="New password" input_type="password" autocomplete="new-password" hint="At least 10 characters." error=error />
-                            <input type="hidden" name="token" value=token />
-                            <button type="submit" class="btn btn--primary btn--block" disabled=move || action.pending().get()>
-                                {move || if action.pending().get() { "Saving…" } else { "Save and sign in" }}
-                            </button>
-                        </ActionForm>
-                    }.into_any(),
-                    Ok(false) => expired().into_any(),
-                    Err(e) => view! { <div class="alert alert--error" role="alert">{e.to_string()}</div> }.into_any(),
-                })}
+            <Suspense fallback=|| {
+                view! {
+                    <p class="loading" role="status">
+                        "Checking your link…"
+                    </p>
+                }
+            }>
+                {move || {
+                    usable
+                        .get()
+                        .map(|ok| match ok {
+                            Ok(true) => {
+                                view! {
+                                    <ActionForm action=action attr:class="form" attr:aria-label="Choose a new password">
+                                        <FormError error=error />
+                                        {move || {
+                                            error
+                                                .get()
+                                                .filter(|e| e.field() == Some("token"))
+                                                .map(|e| {
+                                                    view! {
+                                                        <div class="alert alert--error" role="alert">
+                                                            {e.to_string()}
+                                                        </div>
+                                                    }
+                                                })
+                                        }}
+                                        <Field
+                                            name="password"
+                                            label="New password"
+                                            input_type="password"
+                                            autocomplete="new-password"
+                                            hint="At least 10 characters."
+                                            error=error
+                                        />
+                                        <input type="hidden" name="token" value=token />
+                                        <button
+                                            type="submit"
+                                            class="btn btn--primary btn--block"
+                                            disabled=move || action.pending().get()
+                                        >
+                                            {move || {
+                                                if action.pending().get() { "Saving…" } else { "Save and sign in" }
+                                            }}
+                                        </button>
+                                    </ActionForm>
+                                }
+                                    .into_any()
+                            }
+                            Ok(false) => expired().into_any(),
+                            Err(e) => {
+                                view! {
+                                    <div class="alert alert--error" role="alert">
+                                        {e.to_string()}
+                                    </div>
+                                }
+                                    .into_any()
+                            }
+                        })
+                }}
             </Suspense>
         </section>
     }

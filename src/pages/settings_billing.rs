@@ -4,12 +4,12 @@
 use crate::api::auth::ChangePassword;
 use crate::api::billing::{get_billing_settings, DeleteAccount, GenerateInvoice, SaveBillingDetails};
 use crate::components::api_keys::{ApiKeysData, ApiKeysSection};
+use crate::components::auth::SignInPrompt;
 use crate::components::billing_details::BillingDetailsForm;
 use crate::components::form::{Field, FormError};
 use crate::components::invoices::InvoiceTable;
 use crate::components::navigate::follow_redirects;
 use crate::error::AppError;
-use crate::components::auth::SignInPrompt;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -46,31 +46,83 @@ pub fn SettingsBillingPage() -> impl IntoView {
         <section class="page-head">
             <h1>"Billing settings"</h1>
         </section>
-        {move || done().map(|m| view! { <div class="alert alert--success" role="status">{m}</div> })}
-        <Suspense fallback=|| view! { <p class="loading" role="status">"Loading your settings…"</p> }>
-            {move || {
-                // Read every page-level resource here, so the server waits for all of them
-                // before it renders (an unread resource is never awaited).
-                api_keys.track();
-                settings.get().map(|res| match res {
-                    Err(AppError::Unauthorized) => view! { <SignInPrompt message=AppError::Unauthorized.to_string() next="/settings/billing" /> }.into_any(),
-                    Err(e) => view! { <div class="alert alert--error" role="alert">{e.to_string()}</div> }.into_any(),
-                    Ok(s) => view! {
-                        <BillingDetailsForm details=s.details has_details=s.has_details account_email=s.account_email save=save error=save_error />
-                        <section class="panel" aria-labelledby="invoices-title">
-                            <h2 id="invoices-title">"Invoices"</h2>
-                            <FormError error=invoice_error />
-                            {match s.invoices {
-                                Err(message) => view! { <div class="alert alert--info" role="status">{format!("Invoices can't be listed right now: {message}")}</div> }.into_any(),
-                                Ok(rows) if rows.is_empty() => view! { <p class="empty">"No invoices yet. They appear here after your first purchase."</p> }.into_any(),
-                                Ok(rows) => view! { <InvoiceTable rows=rows invoice=invoice /> }.into_any(),
-                            }}
-                        </section>
-                        <ApiKeysSection data=api_keys />
-                        <PasswordSection change=password />
-                        <DeleteAccountSection delete=delete />
-                    }.into_any(),
+        {move || {
+            done()
+                .map(|m| {
+                    view! {
+                        <div class="alert alert--success" role="status">
+                            {m}
+                        </div>
+                    }
                 })
+        }}
+        <Suspense fallback=|| {
+            view! {
+                <p class="loading" role="status">
+                    "Loading your settings…"
+                </p>
+            }
+        }>
+            {move || {
+                api_keys.track();
+                settings
+                    .get()
+                    .map(|res| match res {
+                        Err(AppError::Unauthorized) => {
+                            // Read every page-level resource here, so the server waits for all of them
+                            // before it renders (an unread resource is never awaited).
+                            view! {
+                                <SignInPrompt message=AppError::Unauthorized.to_string() next="/settings/billing" />
+                            }
+                                .into_any()
+                        }
+                        Err(e) => {
+                            view! {
+                                <div class="alert alert--error" role="alert">
+                                    {e.to_string()}
+                                </div>
+                            }
+                                .into_any()
+                        }
+                        Ok(s) => {
+                            view! {
+                                <BillingDetailsForm
+                                    details=s.details
+                                    has_details=s.has_details
+                                    account_email=s.account_email
+                                    save=save
+                                    error=save_error
+                                />
+                                <section class="panel" aria-labelledby="invoices-title">
+                                    <h2 id="invoices-title">"Invoices"</h2>
+                                    <FormError error=invoice_error />
+                                    {match s.invoices {
+                                        Err(message) => {
+                                            view! {
+                                                <div class="alert alert--info" role="status">
+                                                    {format!("Invoices can't be listed right now: {message}")}
+                                                </div>
+                                            }
+                                                .into_any()
+                                        }
+                                        Ok(rows) if rows.is_empty() => {
+                                            view! {
+                                                <p class="empty">
+                                                    "No invoices yet. They appear here after your first purchase."
+                                                </p>
+                                            }
+                                                .into_any()
+                                        }
+                                        Ok(rows) => view! { <InvoiceTable rows=rows invoice=invoice /> }.into_any(),
+                                    }}
+                                </section>
+                                <ApiKeysSection data=api_keys />
+                                <PasswordSection change=password />
+                                <DeleteAccountSection delete=delete />
+                            }
+                                .into_any()
+                        }
+                    })
             }}
         </Suspense>
     }
@@ -82,11 +134,26 @@ fn PasswordSection(change: ServerAction<ChangePassword>) -> impl IntoView {
     view! {
         <section class="panel" aria-labelledby="password-title">
             <h2 id="password-title">"Password"</h2>
-            <p class="muted">"Changing it signs out every other browser and device, and we mail you that it changed."</p>
+            <p class="muted">
+                "Changing it signs out every other browser and device, and we mail you that it changed."
+            </p>
             <ActionForm action=change attr:class="form" attr:aria-label="Change password">
                 <FormError error=error />
-                <Field name="current_password" label="Current password" input_type="password" autocomplete="current-password" error=error />
-                <Field name="new_password" label="New password" input_type="password" autocomplete="new-password" hint="At least 10 characters." error=error />
+                <Field
+                    name="current_password"
+                    label="Current password"
+                    input_type="password"
+                    autocomplete="current-password"
+                    error=error
+                />
+                <Field
+                    name="new_password"
+                    label="New password"
+                    input_type="password"
+                    autocomplete="new-password"
+                    hint="At least 10 characters."
+                    error=error
+                />
                 <button type="submit" class="btn btn--primary" disabled=move || change.pending().get()>
                     {move || if change.pending().get() { "Saving…" } else { "Change password" }}
                 </button>
@@ -101,11 +168,21 @@ fn DeleteAccountSection(delete: ServerAction<DeleteAccount>) -> impl IntoView {
     view! {
         <section class="panel panel--danger" aria-labelledby="delete-title">
             <h2 id="delete-title">"Delete account"</h2>
-            <p>"Your subscription ends now (no refund for the rest of the period), your API keys stop working, and you are signed out. Invoices stay available from Polar by email. This cannot be undone."</p>
+            <p>
+                "Your subscription ends now (no refund for the rest of the period), your API keys stop working, and you are signed out. Invoices stay available from Polar by email. This cannot be undone."
+            </p>
             <ActionForm action=delete attr:class="form" attr:aria-label="Delete account">
                 <FormError error=error />
-                <Field name="confirm_email" label="Type your email to confirm" input_type="email" autocomplete="off" error=error />
-                <button type="submit" class="btn btn--danger" disabled=move || delete.pending().get()>"Delete my account"</button>
+                <Field
+                    name="confirm_email"
+                    label="Type your email to confirm"
+                    input_type="email"
+                    autocomplete="off"
+                    error=error
+                />
+                <button type="submit" class="btn btn--danger" disabled=move || delete.pending().get()>
+                    "Delete my account"
+                </button>
             </ActionForm>
         </section>
     }

@@ -20,20 +20,37 @@ pub fn SignupPage() -> impl IntoView {
         <Title text="Create your account" />
         <section class="panel narrow auth">
             <h1>"Create your account"</h1>
-            <Suspense fallback=|| view! { <p class="muted">"Start on the Free plan. No card needed."</p> }>
-                {move || info.get().map(|i| {
-                    let credits = i.map(|i| i.free_credits).unwrap_or(0);
-                    let text = if credits > 0 {
-                        format!("Start on the Free plan. No card needed: {} free credits once you confirm your email address.", group_thousands(credits as u64))
-                    } else {
-                        "Start on the Free plan. No card needed.".to_string()
-                    };
-                    view! { <p class="muted" data-testid="free-credits">{text}</p> }
-                })}
+            <Suspense fallback=|| {
+                view! { <p class="muted">"Start on the Free plan. No card needed."</p> }
+            }>
+                {move || {
+                    info.get()
+                        .map(|i| {
+                            let credits = i.map(|i| i.free_credits).unwrap_or(0);
+                            let text = if credits > 0 {
+                                format!(
+                                    "Start on the Free plan. No card needed: {} free credits once you confirm your email address.",
+                                    group_thousands(credits as u64),
+                                )
+                            } else {
+                                "Start on the Free plan. No card needed.".to_string()
+                            };
+                            view! {
+                                <p class="muted" data-testid="free-credits">
+                                    {text}
+                                </p>
+                            }
+                        })
+                }}
             </Suspense>
             <ActionForm action=action attr:class="form" attr:aria-label="Create your account">
                 <FormError error=error />
-                <CredentialFields password_autocomplete="new-password" password_hint="At least 10 characters." error=error next=Signal::derive(next) />
+                <CredentialFields
+                    password_autocomplete="new-password"
+                    password_hint="At least 10 characters."
+                    error=error
+                    next=Signal::derive(next)
+                />
                 <button type="submit" class="btn btn--primary btn--block" disabled=move || action.pending().get()>
                     {move || if action.pending().get() { "Creating your account…" } else { "Create account" }}
                 </button>

@@ -18,20 +18,45 @@ pub fn VerifyEmailPage() -> impl IntoView {
         <Title text="Confirm your email" />
         <section class="panel narrow auth">
             <h1>"Confirm your email address"</h1>
-            {move || if token().is_empty() {
-                view! { <p class="alert alert--error" role="alert">"This link has no confirmation code. Open the link from the mail we sent you."</p> }.into_any()
-            } else {
-                view! {
-                    <p>"One click and your address is confirmed, and your free credits are added."</p>
-                    <ActionForm action=action attr:class="form" attr:aria-label="Confirm your email address">
-                        <FormError error=error />
-                        {move || error.get().filter(|e| e.field() == Some("token")).map(|e| view! { <div class="alert alert--error" role="alert">{e.to_string()}</div> })}
-                        <input type="hidden" name="token" value=token />
-                        <button type="submit" class="btn btn--primary btn--block" disabled=move || action.pending().get()>
-                            {move || if action.pending().get() { "Confirming…" } else { "Confirm my email address" }}
-                        </button>
-                    </ActionForm>
-                }.into_any()
+            {move || {
+                if token().is_empty() {
+                    view! {
+                        <p class="alert alert--error" role="alert">
+                            "This link has no confirmation code. Open the link from the mail we sent you."
+                        </p>
+                    }
+                        .into_any()
+                } else {
+                    view! {
+                        <p>"One click and your address is confirmed, and your free credits are added."</p>
+                        <ActionForm action=action attr:class="form" attr:aria-label="Confirm your email address">
+                            <FormError error=error />
+                            {move || {
+                                error
+                                    .get()
+                                    .filter(|e| e.field() == Some("token"))
+                                    .map(|e| {
+                                        view! {
+                                            <div class="alert alert--error" role="alert">
+                                                {e.to_string()}
+                                            </div>
+                                        }
+                                    })
+                            }}
+                            <input type="hidden" name="token" value=token />
+                            <button
+                                type="submit"
+                                class="btn btn--primary btn--block"
+                                disabled=move || action.pending().get()
+                            >
+                                {move || {
+                                    if action.pending().get() { "Confirming…" } else { "Confirm my email address" }
+                                }}
+                            </button>
+                        </ActionForm>
+                    }
+                        .into_any()
+                }
             }}
         </section>
     }

@@ -7,11 +7,11 @@
 //! cannot be reached it is the last known state, or failing that the last applied
 //! subscription, with a notice saying which.
 
-use crate::views::account::{AccountView, ActivityView, LedgerLine, PricingView, SubscriptionView, UsageDay};
 use crate::domain::plans::PlanId;
 use crate::server::billing::{self, LiveSubscription};
 use crate::server::ledger::{self, history};
 use crate::server::state::AppState;
+use crate::views::account::{AccountView, ActivityView, LedgerLine, PricingView, SubscriptionView, UsageDay};
 use chrono::{DateTime, FixedOffset, Utc};
 use uuid::Uuid;
 

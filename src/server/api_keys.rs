@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 pub const PREFIX: &str = "tly_";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ApiKeyRow {
     pub id: Uuid,
     pub name: String,
@@ -60,17 +60,13 @@ async fn count_live(conn: &mut sqlx::PgConnection, user_id: Uuid) -> Result<i64,
 
 /// A user's keys that are not revoked, newest first.
 pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
-    let rows: Vec<(Uuid, String, String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    sqlx::query_as(
         "SELECT id, name, prefix, created_at, last_used_at FROM api_keys
           WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",
     )
     .bind(user_id)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, name, prefix, created_at, last_used_at)| ApiKeyRow { id, name, prefix, created_at, last_used_at })
-        .collect())
+    .await
 }
 
 /// Revokes one of the user's own keys. Returns false when there is no such live key.

@@ -67,7 +67,11 @@ mod tests {
     #[test]
     fn products_and_items_map_both_ways() {
         let pro = Item::Plan { plan: PlanId::Pro, interval: Interval::Month };
-        let c = Catalog::new([(pro, Some("p-1".into())), (Item::Pack { credits: 50 }, Some("k-50".into())), (Item::Pack { credits: 100 }, None)]);
+        let c = Catalog::new([
+            (pro, Some("p-1".into())),
+            (Item::Pack { credits: 50 }, Some("k-50".into())),
+            (Item::Pack { credits: 100 }, None),
+        ]);
         assert_eq!(c.product(pro), Some("p-1"));
         assert_eq!(c.item("k-50"), Some(Item::Pack { credits: 50 }));
         assert_eq!(c.item("unknown"), None);

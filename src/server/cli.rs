@@ -105,7 +105,15 @@ pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) 
 pub async fn webhooks_command(pool: &sqlx::PgPool, args: &[String]) -> Result<(), String> {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["list"] => {
-            let rows: Vec<(String, String, String, i32, Option<String>)> = sqlx::query_as(
+            #[derive(sqlx::FromRow)]
+            struct Waiting {
+                webhook_id: String,
+                event_type: String,
+                status: String,
+                attempts: i32,
+                last_error: Option<String>,
+            }
+            let rows: Vec<Waiting> = sqlx::query_as(
                 "SELECT webhook_id, event_type, status, attempts, last_error FROM webhook_events
                   WHERE status IN ('pending', 'failed') ORDER BY received_at LIMIT 500",
             )
@@ -115,7 +123,7 @@ pub async fn webhooks_command(pool: &sqlx::PgPool, args: &[String]) -> Result<()
             if rows.is_empty() {
                 println!("nothing waiting or parked");
             }
-            for (id, kind, status, attempts, error) in rows {
+            for Waiting { webhook_id: id, event_type: kind, status, attempts, last_error: error } in rows {
                 println!("{id}  {kind}  {status}  {attempts} attempt(s)  {}", error.unwrap_or_default());
             }
             Ok(())

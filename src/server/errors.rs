@@ -45,7 +45,8 @@ impl From<billing::Error> for AppError {
                 AppError::Unavailable { message: POLAR_DOWN.into() }
             }
             E::CannotConfirm => AppError::Unavailable {
-                message: "We can't confirm your plan with our billing provider right now. Please try again shortly.".into(),
+                message: "We can't confirm your plan with our billing provider right now. Please try again shortly."
+                    .into(),
             },
             E::NotFound => AppError::NotFound,
             E::Invalid { field, message } => AppError::Validation { field, message },
@@ -61,13 +62,20 @@ impl From<crate::server::auth::Error> for AppError {
     fn from(e: crate::server::auth::Error) -> AppError {
         use crate::server::auth::Error as E;
         match e {
-            E::Invalid { field, message } => AppError::Validation { field: field.to_string(), message: message.into() },
-            E::Taken => AppError::Conflict { field: Some("email".into()), message: "An account with this email already exists. Sign in instead.".into() },
+            E::Invalid { field, message } => AppError::Validation { field: field.to_string(), message },
+            E::Taken => AppError::Conflict {
+                field: Some("email".into()),
+                message: "An account with this email already exists. Sign in instead.".into(),
+            },
             E::InvalidCredentials => AppError::InvalidCredentials,
             E::RateLimited(secs) => AppError::RateLimited { retry_after_secs: secs },
-            E::Busy => AppError::Unavailable { message: "We're handling a lot of sign-ins right now. Please try again in a moment.".into() },
+            E::Busy => AppError::Unavailable {
+                message: "We're handling a lot of sign-ins right now. Please try again in a moment.".into(),
+            },
             E::Unauthorized => AppError::Unauthorized,
-            E::AlreadyConfirmed => AppError::Conflict { field: None, message: "Your email address is already confirmed.".into() },
+            E::AlreadyConfirmed => {
+                AppError::Conflict { field: None, message: "Your email address is already confirmed.".into() }
+            }
             E::Hashing(_) | E::Db(_) => internal(&e),
         }
     }
@@ -88,8 +96,12 @@ mod tests {
         assert_eq!(AppError::from(billing::Error::NotFound), AppError::NotFound);
         assert_eq!(AppError::from(billing::Error::RateLimited(7)), AppError::RateLimited { retry_after_secs: 7 });
         assert!(matches!(AppError::from(billing::Error::Db(sqlx::Error::PoolTimedOut)), AppError::Internal { .. }));
-        let down = AppError::from(billing::Error::Unavailable(crate::server::polar::PolarError::Unreachable("dns".into())));
-        assert!(matches!(down, AppError::Unavailable { ref message } if !message.contains("dns")), "no cause reaches the browser");
+        let down =
+            AppError::from(billing::Error::Unavailable(crate::server::polar::PolarError::Unreachable("dns".into())));
+        assert!(
+            matches!(down, AppError::Unavailable { ref message } if !message.contains("dns")),
+            "no cause reaches the browser"
+        );
     }
 
     #[test]

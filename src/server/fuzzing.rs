@@ -5,10 +5,10 @@
 
 use crate::domain::tax_id::validate;
 use crate::domain::text_stats::{cost_of, parse_body, text_stats, valid_idempotency_key, MAX_CHARS};
+use crate::server::billing::sync::{pack_credits, refund_of, subscription_allotment, MAX_METADATA_CREDITS};
 use crate::server::config::Config;
 use crate::server::polar::models::{Customer, CustomerState, Order, Subscription};
 use crate::server::polar::webhook_signature::{sign, verify, KeyScheme, SignedHeaders};
-use crate::server::billing::sync::{pack_credits, refund_of, subscription_allotment, MAX_METADATA_CREDITS};
 use crate::server::webhooks::events::WebhookEvent;
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -18,16 +18,24 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     if !crate::server::util::constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let row: Result<(i64, Option<f64>, i64, i64, Option<f64>), sqlx::Error> = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending'),
-                (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM webhook_events WHERE status = 'pending'),
-                (SELECT count(*) FROM webhook_events WHERE status = 'failed'),
-                (SELECT count(*) FROM outgoing_mail WHERE status = 'pending'),
-                (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outgoing_mail WHERE status = 'pending')",
+    #[derive(sqlx::FromRow)]
+    struct Backlogs {
+        pending: i64,
+        oldest: Option<f64>,
+        failed: i64,
+        mail_pending: i64,
+        mail_oldest: Option<f64>,
+    }
+    let row: Result<Backlogs, sqlx::Error> = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending') AS pending,
+                (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM webhook_events WHERE status = 'pending') AS oldest,
+                (SELECT count(*) FROM webhook_events WHERE status = 'failed') AS failed,
+                (SELECT count(*) FROM outgoing_mail WHERE status = 'pending') AS mail_pending,
+                (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outgoing_mail WHERE status = 'pending') AS mail_oldest",
     )
     .fetch_one(&state.pool)
     .await;
-    let (pending, oldest, failed, mail_pending, mail_oldest) = match row {
+    let Backlogs { pending, oldest, failed, mail_pending, mail_oldest } = match row {
         Ok(r) => r,
         Err(e) => return crate::server::util::internal_response(e),
     };

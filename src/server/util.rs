@@ -44,6 +44,12 @@ pub fn is_safe_local_path(next: &str) -> bool {
         && next.len() <= 512
 }
 
+/// `past_due` → `Past_due`; `pro` → `Pro`: the first letter upper-cased.
+pub fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,10 +72,4 @@ mod tests {
             assert!(!is_safe_local_path(bad), "{bad}");
         }
     }
-}
-
-/// `past_due` → `Past_due`; `pro` → `Pro`: the first letter upper-cased.
-pub fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }

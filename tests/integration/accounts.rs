@@ -236,7 +236,7 @@ async fn failed_calls_answer_with_the_status_their_error_means() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_concurrent_wrong_passwords_gets_at_most_the_limit_checked() {
     let app = spawn_app().await; // LOGIN_MAX_FAILURES=3
-    sign_up_confirmed(&app, "burst@example.com").await;
+    app.sign_up("burst@example.com").await;
     let mut tasks = vec![];
     for _ in 0..200 {
         let url = format!("{}/api/login", app.address);
@@ -311,7 +311,7 @@ async fn sign_ups_are_throttled_per_client_address() {
 #[tokio::test]
 async fn a_locked_out_owner_gets_in_with_a_reset_link() {
     let app = spawn_app().await;
-    sign_up_confirmed(&app, "locked@example.com").await;
+    app.sign_up("locked@example.com").await;
     post_form(&app, "/api/logout", &[]).await;
     for _ in 0..4 {
         call(&app, "/api/login", &[("email", "locked@example.com"), ("password", "someone guessing")]).await;
@@ -343,7 +343,7 @@ async fn a_locked_out_owner_gets_in_with_a_reset_link() {
 #[tokio::test]
 async fn reset_links_are_single_use_expiring_and_stored_only_as_hashes() {
     let app = spawn_app().await;
-    sign_up_confirmed(&app, "reset@example.com").await;
+    app.sign_up("reset@example.com").await;
     let other =
         reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
     // A second session, which the reset must end.
@@ -415,7 +415,7 @@ async fn page_text(app: &TestApp, path: &str) -> String {
 #[tokio::test]
 async fn forgot_password_says_the_same_for_addresses_without_an_account() {
     let app = spawn_app().await;
-    sign_up_confirmed(&app, "known@example.com").await;
+    app.sign_up("known@example.com").await;
     let known = post_form(&app, "/api/forgot-password", &[("email", "known@example.com")]).await;
     let unknown = post_form(&app, "/api/forgot-password", &[("email", "nobody@example.com")]).await;
     assert_eq!((known.status(), unknown.status()), (reqwest::StatusCode::FOUND, reqwest::StatusCode::FOUND));
@@ -427,7 +427,7 @@ async fn forgot_password_says_the_same_for_addresses_without_an_account() {
 #[tokio::test]
 async fn changing_the_password_needs_the_current_one_and_ends_the_other_sessions() {
     let app = spawn_app().await;
-    sign_up_confirmed(&app, "change@example.com").await;
+    app.sign_up("change@example.com").await;
     let other = reqwest::Client::builder().cookie_store(true).build().unwrap();
     other
         .post(format!("{}/api/login", app.address))
@@ -579,7 +579,7 @@ async fn the_dev_mailbox_needs_the_controls_token() {
 #[tokio::test]
 async fn one_inbox_gets_the_free_credits_once() {
     let app = spawn_app().await;
-    let first = sign_up_confirmed(&app, "ann+one@example.com").await;
+    let first = app.sign_up("ann+one@example.com").await;
     post_form(&app, "/api/logout", &[]).await;
     let res = post_form(&app, "/api/signup", &[("email", "Ann+two@Example.com"), ("password", PASSWORD)]).await;
     assert!(res.status().is_redirection());

@@ -7,72 +7,11 @@ use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
 
-async fn sign_up(app: &TestApp, email: &str) -> Uuid {
-    sign_up_confirmed(app, email).await
-}
-
-/// Calls a billing server function as the hydrated page does; returns the URL it answers.
-pub(crate) async fn go(app: &TestApp, path: &str, form: &[(&str, &str)]) -> String {
-    let res = call(app, path, form).await;
-    assert_eq!(res.status(), 200, "{path}: {}", res.text().await.unwrap());
-    res.json::<String>().await.unwrap()
-}
-
-/// Pays on the stand-in's hosted checkout page; returns the checkout id from the redirect.
-pub(crate) async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> Option<String> {
-    let res = app
-        .client
-        .post(format!("{checkout_url}/confirm"))
-        .form(&[
-            ("email", "payer@example.com"),
-            ("billing_name", "Ada Lovelace"),
-            ("country", "DE"),
-            ("line1", "Unter den Linden 1"),
-            ("postal_code", "10117"),
-            ("city", "Berlin"),
-            ("card", card),
-        ])
-        .send()
-        .await
-        .unwrap();
-    if res.status() != 303 {
-        return None;
-    }
-    let to = res.headers()["location"].to_str().unwrap().to_string();
-    assert!(to.starts_with(&format!("{}/billing/success?checkout_id=", app.address)), "{to}");
-    Some(to.rsplit('=').next().unwrap().to_string())
-}
-
-pub(crate) async fn status(app: &TestApp, checkout_id: &str) -> (u16, Value) {
-    let res = call(app, "/api/billing/checkout-status", &[("checkout_id", checkout_id)]).await;
-    let code = res.status().as_u16();
-    (code, res.json().await.unwrap())
-}
-
-pub(crate) async fn wait_ready(app: &TestApp, checkout_id: &str) -> Value {
-    for _ in 0..100 {
-        let (code, v) = status(app, checkout_id).await;
-        assert_eq!(code, 200, "{v}");
-        if v != Value::String("Processing".into()) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("checkout {checkout_id} never confirmed");
-}
-
-/// Buys `item` with the test card and waits until the purchase is confirmed.
-pub(crate) async fn buy(app: &TestApp, item: &str) -> Value {
-    let url = go(app, "/api/billing/checkout", &[("item", item)]).await;
-    let id = pay(app, &url, "4242424242424242").await.unwrap();
-    wait_ready(app, &id).await
-}
-
 /// Polls until the period's allotment (accrued and still to come) is `expected`.
 async fn allotment_reaches(app: &TestApp, user: Uuid, expected: i64) {
     let mut total = 0;
     for _ in 0..100 {
-        let b = balance(app, user).await;
+        let b = app.balance(user).await;
         total = b.allotment + b.pending_allotment;
         if total == expected {
             return;
@@ -102,7 +41,7 @@ pub(crate) async fn control(app: &TestApp, path: &str, body: Value) -> reqwest::
 pub(crate) async fn page_until(app: &TestApp, path: &str, needle: &str) -> String {
     let mut html = String::new();
     for _ in 0..100 {
-        html = page(app, path).await;
+        html = app.page(path).await;
         if html.contains(needle) {
             return html;
         }
@@ -111,18 +50,10 @@ pub(crate) async fn page_until(app: &TestApp, path: &str, needle: &str) -> Strin
     panic!("{path} never showed {needle:?}: {html}");
 }
 
-pub(crate) async fn page(app: &TestApp, path: &str) -> String {
-    app.client.get(format!("{}{path}", app.address)).send().await.unwrap().text().await.unwrap()
-}
-
-pub(crate) async fn balance(app: &TestApp, user: Uuid) -> tally::domain::credits::Balance {
-    tally::server::ledger::balance(&app.pool, user, chrono::Utc::now()).await.unwrap()
-}
-
 #[tokio::test]
 async fn sign_up_creates_the_polar_customer_in_the_background() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "lifecycle@example.com").await;
+    let user = app.sign_up("lifecycle@example.com").await;
     for _ in 0..150 {
         let row: Option<(String, Option<String>)> =
             sqlx::query_as("SELECT status, polar_customer_id FROM polar_customers WHERE user_id = $1")
@@ -149,19 +80,19 @@ async fn sign_up_creates_the_polar_customer_in_the_background() {
 #[tokio::test]
 async fn paying_for_pro_confirms_only_once_access_is_real_then_billing_shows_it() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "buyer@example.com").await;
-    assert!(page(&app, "/billing").await.contains("<p class=\"plan-name\">Free"));
+    let user = app.sign_up("buyer@example.com").await;
+    assert!(app.page("/billing").await.contains("<p class=\"plan-name\">Free"));
 
-    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    let url = app.go("/api/billing/checkout", &[("item", "pro")]).await;
     assert!(url.starts_with(&format!("{}/polar/checkout/polar_c_", app.address)), "{url}");
-    let checkout_id = pay(&app, &url, "4242 4242 4242 4242").await.expect("paid");
-    let ready = wait_ready(&app, &checkout_id).await;
+    let checkout_id = app.pay(&url, "4242 4242 4242 4242").await.expect("paid");
+    let ready = app.wait_ready(&checkout_id).await;
     assert_eq!(ready, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
 
     // The webhooks the stand-in delivered set up the plan and its allotment.
     let mut billing = String::new();
     for _ in 0..100 {
-        billing = page(&app, "/billing").await;
+        billing = app.page("/billing").await;
         if billing.contains("Renews on") {
             break;
         }
@@ -170,11 +101,11 @@ async fn paying_for_pro_confirms_only_once_access_is_real_then_billing_shows_it(
     assert!(billing.contains("<p class=\"plan-name\">Pro"), "{billing}");
     assert!(billing.contains("Renews on"));
     assert!(billing.contains("Cancel at period end"));
-    assert!(balance(&app, user).await.allotment > 0, "the period's allotment has begun");
+    assert!(app.balance(user).await.allotment > 0, "the period's allotment has begun");
     // The meter: available now, still to come, and when the next credits arrive.
     assert!(billing.contains("more to come day by day until renewal"), "{billing}");
     assert!(billing.contains("Next credits arrive") && billing.contains("<time datetime=\""), "{billing}");
-    let pricing = page(&app, "/pricing").await;
+    let pricing = app.page("/pricing").await;
     let pro_card = pricing.split("<h2 id=\"plan-pro\">").nth(1).unwrap();
     assert!(pro_card.split("plan__cta").nth(1).unwrap().contains("Your current plan"));
 
@@ -183,19 +114,19 @@ async fn paying_for_pro_confirms_only_once_access_is_real_then_billing_shows_it(
     assert_eq!(res.status(), 409);
 
     // Cancel at period end, then undo, through Polar; the page follows at once.
-    go(&app, "/api/billing/cancel", &[("cancel", "true")]).await;
-    let billing = page(&app, "/billing").await;
+    app.go("/api/billing/cancel", &[("cancel", "true")]).await;
+    let billing = app.page("/billing").await;
     assert!(billing.contains("it will not renew") && billing.contains("Keep my subscription"), "{billing}");
-    go(&app, "/api/billing/cancel", &[("cancel", "false")]).await;
-    assert!(page(&app, "/billing").await.contains("Renews on"));
+    app.go("/api/billing/cancel", &[("cancel", "false")]).await;
+    assert!(app.page("/billing").await.contains("Renews on"));
 
     // Upgrade to Business: at once, with its benefit.
     // Pro's allotment arrives by webhook; wait for it, so the difference is the upgrade's.
     allotment_reaches(&app, user, 5000).await;
-    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
+    assert_eq!(app.go("/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
     let mut shown = String::new();
     for _ in 0..50 {
-        shown = page(&app, "/billing").await;
+        shown = app.page("/billing").await;
         if shown.contains("<p class=\"plan-name\">Business") {
             break;
         }
@@ -208,15 +139,15 @@ async fn paying_for_pro_confirms_only_once_access_is_real_then_billing_shows_it(
 #[tokio::test]
 async fn a_pack_is_confirmed_when_its_credits_are_in_the_ledger() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "packs@example.com").await;
-    let before = balance(&app, user).await.total;
-    let url = go(&app, "/api/billing/checkout", &[("item", "pack_100")]).await;
-    let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
+    let user = app.sign_up("packs@example.com").await;
+    let before = app.balance(user).await.total;
+    let url = app.go("/api/billing/checkout", &[("item", "pack_100")]).await;
+    let checkout_id = app.pay(&url, "4242424242424242").await.unwrap();
     assert_eq!(
-        wait_ready(&app, &checkout_id).await,
+        app.wait_ready(&checkout_id).await,
         serde_json::json!({ "Ready": { "what": "100 credits", "is_plan": false } })
     );
-    let after = balance(&app, user).await;
+    let after = app.balance(user).await;
     assert_eq!(after.total, before + 100);
     assert_eq!(after.purchased, 100);
 }
@@ -224,15 +155,15 @@ async fn a_pack_is_confirmed_when_its_credits_are_in_the_ledger() {
 #[tokio::test]
 async fn someone_elses_checkout_is_not_found_and_bad_items_are_refused() {
     let app = spawn_app().await;
-    sign_up(&app, "alice@example.com").await;
-    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
-    let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
+    app.sign_up("alice@example.com").await;
+    let url = app.go("/api/billing/checkout", &[("item", "pro")]).await;
+    let checkout_id = app.pay(&url, "4242424242424242").await.unwrap();
 
     let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[]).await;
-    sign_up(&other, "mallory@example.com").await;
-    let (code, _) = status(&other, &checkout_id).await;
+    other.sign_up("mallory@example.com").await;
+    let (code, _) = other.checkout_status(&checkout_id).await;
     assert_eq!(code, 404);
-    let (code, _) = status(&other, "not-a-uuid").await;
+    let (code, _) = other.checkout_status("not-a-uuid").await;
     assert_eq!(code, 404);
     let page = other
         .client
@@ -266,9 +197,9 @@ async fn someone_elses_checkout_is_not_found_and_bad_items_are_refused() {
 #[tokio::test]
 async fn a_declined_card_leaves_no_purchase_and_an_expired_checkout_says_so() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "declined@example.com").await;
-    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
-    assert_eq!(pay(&app, &url, "4000 0000 0000 0002").await, None, "declined: no redirect to success");
+    let user = app.sign_up("declined@example.com").await;
+    let url = app.go("/api/billing/checkout", &[("item", "pro")]).await;
+    assert_eq!(app.pay(&url, "4000 0000 0000 0002").await, None, "declined: no redirect to success");
     app.client.post(format!("{url}/expire")).send().await.unwrap();
     assert_eq!(app.client.get(&url).send().await.unwrap().status(), 410);
 
@@ -281,17 +212,17 @@ async fn a_declined_card_leaves_no_purchase_and_an_expired_checkout_says_so() {
     };
     let checkouts = polar(format!("{}/polar/v1/checkouts/", app.address)).await;
     let id = checkouts["items"][0]["id"].as_str().unwrap().to_string();
-    assert_eq!(status(&app, &id).await, (200, Value::String("Expired".into())));
-    assert!(page(&app, &format!("/billing/success?checkout_id={id}")).await.contains("This checkout expired"));
+    assert_eq!(app.checkout_status(&id).await, (200, Value::String("Expired".into())));
+    assert!(app.page(&format!("/billing/success?checkout_id={id}")).await.contains("This checkout expired"));
     let orders = polar(format!("{}/polar/v1/orders/?external_customer_id={user}", app.address)).await;
     assert_eq!(orders["items"].as_array().unwrap().len(), 0, "no order after a declined card");
-    assert_eq!(balance(&app, user).await.purchased, 0);
+    assert_eq!(app.balance(user).await.purchased, 0);
 }
 
 #[tokio::test]
 async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_follow() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "invoices@example.com").await;
+    let user = app.sign_up("invoices@example.com").await;
     let form = |tax: &'static str| {
         vec![
             ("company", "Ada GmbH"),
@@ -332,7 +263,7 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
     assert!(res.status().is_redirection(), "{}", res.status());
     let back = res.headers()["location"].to_str().unwrap().trim_start_matches(app.address.as_str()).to_string();
     assert!(back.starts_with("/settings/billing"), "{back}");
-    let html = page(&app, &back).await;
+    let html = app.page(&back).await;
     assert!(
         html.contains("value=\"Typed GmbH\"")
             && html.contains("value=\"Typed Street 9\"")
@@ -341,11 +272,11 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
     );
     assert!(html.contains("<option value=\"AT\" selected"), "the typed country stays selected");
     assert!(html.contains("field-tax_id-error"), "{html}");
-    assert!(!page(&app, "/settings/billing").await.contains("Typed GmbH"));
+    assert!(!app.page("/settings/billing").await.contains("Typed GmbH"));
     let saved: i64 = sqlx::query_scalar("SELECT count(*) FROM billing_details").fetch_one(&app.pool).await.unwrap();
     assert_eq!(saved, 0);
 
-    assert_eq!(go(&app, "/api/billing/details", &form("de 123 456 789")).await, "/settings/billing?done=saved");
+    assert_eq!(app.go("/api/billing/details", &form("de 123 456 789")).await, "/settings/billing?done=saved");
     let token = standin_token();
     let c: Value = reqwest::Client::new()
         .get(format!("{}/polar/v1/customers/external/{user}", app.address))
@@ -360,16 +291,16 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
     assert_eq!(c["billing_address"]["city"], "Berlin");
 
     // A purchase, then its invoice: generate, "preparing", ready, download.
-    let url = go(&app, "/api/billing/checkout", &[("item", "pack_50")]).await;
-    pay(&app, &url, "4242424242424242").await.unwrap();
-    let settings = page(&app, "/settings/billing").await;
+    let url = app.go("/api/billing/checkout", &[("item", "pack_50")]).await;
+    app.pay(&url, "4242424242424242").await.unwrap();
+    let settings = app.page("/settings/billing").await;
     assert!(settings.contains("50 credits") && settings.contains(">Generate<"), "{settings}");
     let order_id = settings.split("name=\"order_id\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-    go(&app, "/api/billing/invoice", &[("order_id", &order_id)]).await;
-    assert!(page(&app, "/settings/billing").await.contains("Preparing"));
+    app.go("/api/billing/invoice", &[("order_id", &order_id)]).await;
+    assert!(app.page("/settings/billing").await.contains("Preparing"));
     let mut ready = false;
     for _ in 0..50 {
-        if page(&app, "/settings/billing").await.contains(&format!("/billing/invoices/{order_id}")) {
+        if app.page("/settings/billing").await.contains(&format!("/billing/invoices/{order_id}")) {
             ready = true;
             break;
         }
@@ -386,7 +317,7 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
 
     // Another user cannot download or generate it.
     let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[]).await;
-    sign_up(&other, "other@example.com").await;
+    other.sign_up("other@example.com").await;
     assert_eq!(
         other.client.get(format!("{}/billing/invoices/{order_id}", other.address)).send().await.unwrap().status(),
         404
@@ -397,17 +328,20 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
 #[tokio::test]
 async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_closed_without_one() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "outage@example.com").await;
-    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
-    let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
-    wait_ready(&app, &checkout_id).await;
+    let user = app.sign_up("outage@example.com").await;
+    let url = app.go("/api/billing/checkout", &[("item", "pro")]).await;
+    let checkout_id = app.pay(&url, "4242424242424242").await.unwrap();
+    app.wait_ready(&checkout_id).await;
 
     let mut config = test_config(&[]);
     config.polar.api_url = url::Url::parse(&format!("{}/polar", app.address)).unwrap();
     let state = tally::server::state::AppState::new(config, app.pool.clone()).unwrap();
     use tally::server::billing::require_benefit;
     assert!(require_benefit(&state, user, "pro").await.is_ok());
-    assert!(matches!(require_benefit(&state, user, "business").await, Err(tally::server::billing::Error::NotEntitled(_))));
+    assert!(matches!(
+        require_benefit(&state, user, "business").await,
+        Err(tally::server::billing::Error::NotEntitled(_))
+    ));
 
     // Polar goes down and the cache is stale: the last known state still grants Pro, marked stale.
     reqwest::Client::new()
@@ -424,7 +358,7 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
     let read = tally::server::billing::customer_state(&state, user, tally::server::billing::STATE_TTL).await.unwrap();
     assert!(read.stale && read.has_benefit("pro"));
     assert!(require_benefit(&state, user, "pro").await.is_ok());
-    let billing = page(&app, "/billing").await;
+    let billing = app.page("/billing").await;
     assert!(billing.contains("not answering") && billing.contains("<p class=\"plan-name\">Pro"), "{billing}");
 
     // Too old to trust: fail closed.
@@ -450,7 +384,7 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
 /// (same webhook ids) and in random order.
 async fn story(chaos: bool) -> (TestApp, Uuid) {
     let app = spawn_app().await;
-    let user = sign_up(&app, "story@example.com").await;
+    let user = app.sign_up("story@example.com").await;
     let control = |path: &'static str, body: Value| {
         let address = app.address.clone();
         async move {
@@ -466,11 +400,11 @@ async fn story(chaos: bool) -> (TestApp, Uuid) {
     if chaos {
         control("/webhooks/chaos", serde_json::json!({ "duplicate": 4, "shuffle": true })).await;
     }
-    buy(&app, "pro").await;
-    go(&app, "/api/billing/change-plan", &[("plan", "business")]).await;
-    go(&app, "/api/billing/cancel", &[("cancel", "true")]).await;
-    go(&app, "/api/billing/cancel", &[("cancel", "false")]).await;
-    buy(&app, "pack_50").await;
+    app.buy("pro").await;
+    app.go("/api/billing/change-plan", &[("plan", "business")]).await;
+    app.go("/api/billing/cancel", &[("cancel", "true")]).await;
+    app.go("/api/billing/cancel", &[("cancel", "false")]).await;
+    app.buy("pack_50").await;
     let token = standin_token();
     let orders: Value = reqwest::Client::new()
         .get(format!("{}/polar/v1/orders/?external_customer_id={user}&product_billing_type=one_time", app.address))
@@ -518,7 +452,7 @@ async fn outcome(app: &TestApp, user: Uuid) -> (Vec<(Option<String>, String, boo
             .fetch_all(&app.pool)
             .await
             .unwrap();
-    let b = balance(app, user).await;
+    let b = app.balance(user).await;
     assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
     (subs, b.purchased, b.free, b.allotment + b.pending_allotment)
 }
@@ -580,9 +514,9 @@ async fn the_standin_also_delivers_to_endpoints_configured_by_environment() {
     tokio::spawn(async move { axum::serve(listener, sink).await.unwrap() });
     let secret = "polar_whs_env-configured";
     let app = spawn_app_with(&[("POLAR_STANDIN_WEBHOOK_ENDPOINTS", &format!("{hook}|{secret}|legacy"))]).await;
-    sign_up(&app, "env-hooks@example.com").await;
-    let url = go(&app, "/api/billing/checkout", &[("item", "pack_50")]).await;
-    pay(&app, &url, "4242424242424242").await.unwrap();
+    app.sign_up("env-hooks@example.com").await;
+    let url = app.go("/api/billing/checkout", &[("item", "pack_50")]).await;
+    app.pay(&url, "4242424242424242").await.unwrap();
     for _ in 0..100 {
         if received.lock().unwrap().iter().any(|(.., b)| b.contains("\"order.paid\"")) {
             break;
@@ -608,16 +542,16 @@ async fn the_standin_also_delivers_to_endpoints_configured_by_environment() {
 #[tokio::test]
 async fn deleting_the_account_deletes_the_polar_customer_and_pseudonymizes_the_user() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "leaving@example.com").await;
-    buy(&app, "pro").await;
-    let credits_before = balance(&app, user).await;
+    let user = app.sign_up("leaving@example.com").await;
+    app.buy("pro").await;
+    let credits_before = app.balance(user).await;
 
     let res = call(&app, "/api/account/delete", &[("confirm_email", "someone@example.com")]).await;
     assert_eq!(res.status(), 422);
     assert_eq!(app_error(res).await.field(), Some("confirm_email"));
 
     assert_eq!(
-        go(&app, "/api/account/delete", &[("confirm_email", "Leaving@Example.com")]).await,
+        app.go("/api/account/delete", &[("confirm_email", "Leaving@Example.com")]).await,
         "/?done=account-deleted"
     );
     let (email, deleted): (String, Option<chrono::DateTime<chrono::Utc>>) =
@@ -652,24 +586,25 @@ async fn deleting_the_account_deletes_the_polar_customer_and_pseudonymizes_the_u
         .await
         .unwrap();
     assert_eq!(status, "canceled");
-    let scheduled: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_accruals WHERE user_id = $1 AND applied_at IS NULL")
-        .bind(user)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let scheduled: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM credit_accruals WHERE user_id = $1 AND applied_at IS NULL")
+            .bind(user)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(scheduled, 0, "no allotment accrues for an account that is gone");
     // The ledger keeps its history and totals; free credits stay on the books.
-    assert_eq!(balance(&app, user).await.free, credits_before.free);
+    assert_eq!(app.balance(user).await.free, credits_before.free);
     assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
     // The address can sign up again as a new account.
-    sign_up(&app, "leaving@example.com").await;
+    app.sign_up("leaving@example.com").await;
 }
 
 #[tokio::test]
 async fn reconcile_restores_what_polar_says_after_local_state_was_lost() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "reconcile@example.com").await;
-    buy(&app, "business").await;
+    let user = app.sign_up("reconcile@example.com").await;
+    app.buy("business").await;
     // Let the checkout's webhooks land, then lose the local view.
     tokio::time::sleep(Duration::from_millis(800)).await;
     sqlx::query("DELETE FROM subscriptions").execute(&app.pool).await.unwrap();
@@ -697,8 +632,8 @@ async fn reconcile_restores_what_polar_says_after_local_state_was_lost() {
 #[tokio::test]
 async fn the_billing_page_shows_credit_history_and_usage() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "history@example.com").await;
-    let billing = page(&app, "/billing").await;
+    let user = app.sign_up("history@example.com").await;
+    let billing = app.page("/billing").await;
     assert!(billing.contains("Free credits") && billing.contains("+1,000"), "the free grant is in the history");
     assert!(billing.contains("No credits spent in the last 30 days."));
     for i in 0..3 {
@@ -715,7 +650,7 @@ async fn the_billing_page_shows_credit_history_and_usage() {
         .await
         .unwrap();
     }
-    let billing = page(&app, "/billing").await;
+    let billing = app.page("/billing").await;
     assert!(billing.contains("API call: text.stats") && billing.contains(">-2<"), "{billing}");
     assert!(billing.contains("6 credits spent in the last 30 days"), "the chart sums today's spend");
     // Pagination: 15 lines a page; more spends push the free grant to page 2.
@@ -732,21 +667,21 @@ async fn the_billing_page_shows_credit_history_and_usage() {
         .await
         .unwrap();
     }
-    let first = page(&app, "/billing").await;
+    let first = app.page("/billing").await;
     assert!(!first.contains("Free credits") && first.contains("?page=2"));
-    let second = page(&app, "/billing?page=2").await;
+    let second = app.page("/billing?page=2").await;
     assert!(second.contains("Free credits") && second.contains("?page=1"));
 }
 
 #[tokio::test]
 async fn a_downgrade_waits_for_renewal_and_a_failed_renewal_shows_past_due() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "downgrade@example.com").await;
-    buy(&app, "business").await;
-    let pricing = page(&app, "/pricing").await;
+    let user = app.sign_up("downgrade@example.com").await;
+    app.buy("business").await;
+    let pricing = app.page("/pricing").await;
     assert!(pricing.contains("Switch to Pro at renewal"), "pricing offers the downgrade at renewal");
 
-    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled");
+    assert_eq!(app.go("/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled");
     let billing = page_until(&app, "/billing", "<p class=\"plan-name\">Business").await;
     assert!(billing.contains("Renews on"), "still Business until renewal");
 
@@ -772,10 +707,10 @@ async fn a_downgrade_waits_for_renewal_and_a_failed_renewal_shows_past_due() {
 #[tokio::test]
 async fn a_trial_is_shown_with_its_end() {
     let app = spawn_app_with(&[("POLAR_STANDIN_TRIAL_DAYS", "14")]).await;
-    sign_up(&app, "trial@example.com").await;
-    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
-    let id = pay(&app, &url, "4242424242424242").await.unwrap();
-    assert_eq!(wait_ready(&app, &id).await, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
+    app.sign_up("trial@example.com").await;
+    let url = app.go("/api/billing/checkout", &[("item", "pro")]).await;
+    let id = app.pay(&url, "4242424242424242").await.unwrap();
+    assert_eq!(app.wait_ready(&id).await, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
     let billing = page_until(&app, "/billing", "Trial ends on").await;
     assert!(
         billing.contains(">Trial<") && billing.contains("; then it renews."),
@@ -786,8 +721,8 @@ async fn a_trial_is_shown_with_its_end() {
 #[tokio::test]
 async fn the_success_page_refreshes_without_javascript_and_gives_up_with_a_clear_message() {
     let app = spawn_app().await;
-    sign_up(&app, "waiting@example.com").await;
-    let url = go(&app, "/api/billing/checkout", &[("item", "pro")]).await;
+    app.sign_up("waiting@example.com").await;
+    let url = app.go("/api/billing/checkout", &[("item", "pro")]).await;
     // Not paid: the checkout is open, so the page is "processing".
     let token = standin_token();
     let checkouts: Value = reqwest::Client::new()
@@ -801,15 +736,15 @@ async fn the_success_page_refreshes_without_javascript_and_gives_up_with_a_clear
         .unwrap();
     let id = checkouts["items"][0]["id"].as_str().unwrap().to_string();
     assert!(url.contains(checkouts["items"][0]["client_secret"].as_str().unwrap()));
-    let first = page(&app, &format!("/billing/success?checkout_id={id}")).await;
+    let first = app.page(&format!("/billing/success?checkout_id={id}")).await;
     assert!(first.contains("Payment processing"), "{first}");
     assert!(
         first.contains(&format!("url=/billing/success?checkout_id={id}&amp;n=1")),
         "a noscript refresh counts its checks: {first}"
     );
-    let later = page(&app, &format!("/billing/success?checkout_id={id}&n=5")).await;
+    let later = app.page(&format!("/billing/success?checkout_id={id}&n=5")).await;
     assert!(later.contains("&amp;n=6"), "the count goes on");
-    let last = page(&app, &format!("/billing/success?checkout_id={id}&n=25")).await;
+    let last = app.page(&format!("/billing/success?checkout_id={id}&n=25")).await;
     assert!(
         last.contains("This is taking longer than usual") && !last.contains("http-equiv"),
         "after the last check it stops and explains: {last}"
@@ -826,24 +761,24 @@ fn cents(s: &str) -> i64 {
 async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
     let app = spawn_app().await;
     // Anonymous: sign in first, and come back to the same preview.
-    let html = page(&app, "/billing/change?to=business").await;
+    let html = app.page("/billing/change?to=business").await;
     assert!(html.contains("/login?next=/billing/change%3Fto%3Dbusiness"), "{html}");
 
-    let user = sign_up(&app, "preview@example.com").await;
-    let html = page(&app, "/billing/change?to=business").await;
+    let user = app.sign_up("preview@example.com").await;
+    let html = app.page("/billing/change?to=business").await;
     assert!(
         html.contains("This plan change is not available") && html.contains("You have no active subscription."),
         "{html}"
     );
 
-    buy(&app, "pro").await;
+    app.buy("pro").await;
     assert!(
-        page(&app, "/pricing").await.contains("href=\"/billing/change?to=business\""),
+        app.page("/pricing").await.contains("href=\"/billing/change?to=business\""),
         "pricing links to the preview"
     );
 
     // The upgrade: a prorated charge now and extra credits for the rest of the period.
-    let html = page(&app, "/billing/change?to=business").await;
+    let html = app.page("/billing/change?to=business").await;
     assert!(
         html.contains("Upgrade to Business") && html.contains("You are on Pro ($19.00/month, 5,000 credits a month)."),
         "{html}"
@@ -868,7 +803,7 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
 
     // Pro's allotment arrives by webhook; wait for it, so the difference is the upgrade's.
     allotment_reaches(&app, user, 5000).await;
-    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
+    assert_eq!(app.go("/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
     // What Polar charged and what the ledger granted match the preview (to the second that
     // passed in between: a cent, a credit).
     let orders: Value = reqwest::Client::new()
@@ -891,7 +826,7 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
     assert!((charge - charged).abs() <= 1, "previewed {charge}, charged {charged}");
     let mut granted = 0;
     for _ in 0..100 {
-        let b = balance(&app, user).await;
+        let b = app.balance(user).await;
         granted = b.allotment + b.pending_allotment - 5000;
         if granted > 0 {
             break;
@@ -901,7 +836,7 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
     assert!((extra - granted).abs() <= 1, "previewed {extra}, granted {granted}");
 
     // The downgrade: nothing now, the new plan from the renewal; once scheduled, it says so.
-    let html = page(&app, "/billing/change?to=pro").await;
+    let html = app.page("/billing/change?to=pro").await;
     assert!(
         html.contains("Switch to Pro at renewal")
             && html.contains("Nothing. You keep your plan and its credits until the renewal."),
@@ -913,8 +848,8 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
         (preview["upgrade"].as_bool(), preview["charge_now"].as_str(), preview["extra_credits_now"].as_i64()),
         (Some(false), Some("$0.00"), Some(0))
     );
-    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled");
-    let html = page(&app, "/billing/change?to=pro").await;
+    assert_eq!(app.go("/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled");
+    let html = app.page("/billing/change?to=pro").await;
     assert!(html.contains("This switch is already scheduled for"), "{html}");
     // Not a plan one can switch to.
     let res = call(&app, "/api/billing/plan-change", &[("plan", "enterprise")]).await;
@@ -922,19 +857,13 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
 }
 
 async fn text_stats(app: &TestApp, key: &str, chars: usize) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{}/api/v1/text/stats", app.address))
-        .bearer_auth(key)
-        .json(&serde_json::json!({ "text": "a".repeat(chars) }))
-        .send()
-        .await
-        .unwrap()
+    app.spend(Some(key), &serde_json::json!({ "text": "a".repeat(chars) }).to_string(), None).await
 }
 
 #[tokio::test]
 async fn paid_only_features_follow_the_granted_benefit_and_fail_closed() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "entitled@example.com").await;
+    let user = app.sign_up("entitled@example.com").await;
     // Free: two API keys, even when five are asked for at once.
     let create = || call(&app, "/api/keys/create", &[("name", "k")]);
     let (a, b, c, d, e) = tokio::join!(create(), create(), create(), create(), create());
@@ -953,17 +882,17 @@ async fn paid_only_features_follow_the_granted_benefit_and_fail_closed() {
     let key = created[0].clone();
 
     // Free: up to 10,000 characters a call; longer is refused and costs nothing.
-    let before = balance(&app, user).await.total;
+    let before = app.balance(user).await.total;
     let res = text_stats(&app, &key, 10_001).await;
     assert_eq!(res.status(), 403);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "plan_required", "{body}");
-    assert_eq!(balance(&app, user).await.total, before);
+    assert_eq!(app.balance(user).await.total, before);
     assert_eq!(text_stats(&app, &key, 10_000).await.status(), 200);
-    assert_eq!(balance(&app, user).await.total, before - 10);
+    assert_eq!(app.balance(user).await.total, before - 10);
 
     // Pro grants the `pro` benefit: longer texts and more keys.
-    buy(&app, "pro").await;
+    app.buy("pro").await;
     let res = text_stats(&app, &key, 10_001).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     assert_eq!(call(&app, "/api/keys/create", &[("name", "third")]).await.status(), 200);
@@ -991,8 +920,8 @@ async fn paid_only_features_follow_the_granted_benefit_and_fail_closed() {
 async fn with_redis_customer_state_is_read_there_first_dropped_on_change_and_redis_is_optional() {
     let redis = RedisServer::start();
     let app = spawn_app_with(&[("REDIS_URL", &redis.url)]).await;
-    let user = sign_up(&app, "redis@example.com").await;
-    buy(&app, "pro").await;
+    let user = app.sign_up("redis@example.com").await;
+    app.buy("pro").await;
     let mut r = redis::Client::open(redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let key = format!("tally:customer_state:{user}");
     // The purchase's webhooks keep dropping the entry while they arrive; then a read caches it.
@@ -1014,7 +943,7 @@ async fn with_redis_customer_state_is_read_there_first_dropped_on_change_and_red
     // Reads go to Redis first: an entry saying "no customer" makes the page show Free.
     let planted = serde_json::json!({ "state": null, "fetched_at": chrono::Utc::now() }).to_string();
     let _: () = redis::AsyncCommands::set_ex(&mut r, &key, planted, 30).await.unwrap();
-    assert!(page(&app, "/billing").await.contains("<p class=\"plan-name\">Free"));
+    assert!(app.page("/billing").await.contains("<p class=\"plan-name\">Free"));
 
     // A change at Polar (a renewal, from its webhooks alone): once processed, the entry is gone
     // and the next read is Polar's truth again.
@@ -1028,14 +957,14 @@ async fn with_redis_customer_state_is_read_there_first_dropped_on_change_and_red
 
     // A change made through Tally drops it at once.
     let _: () = redis::AsyncCommands::set_ex(&mut r, &key, "{}", 30).await.unwrap();
-    go(&app, "/api/billing/cancel", &[("cancel", "true")]).await;
+    app.go("/api/billing/cancel", &[("cancel", "true")]).await;
     let exists: bool = redis::AsyncCommands::exists(&mut r, &key).await.unwrap();
     assert!(!exists, "canceling dropped the entry");
 
     // Redis going away is a cache miss, not an outage.
     drop(r);
     drop(redis);
-    let html = page(&app, "/billing").await;
+    let html = app.page("/billing").await;
     assert!(html.contains("<p class=\"plan-name\">Pro") && html.contains("it will not renew"), "{html}");
 }
 
@@ -1062,11 +991,11 @@ async fn after_a_change_the_cache_follows_polars_lagging_state_within_seconds() 
     // Customer State lags changes (Polar caches it); a read right after the upgrade still says
     // Pro. That answer must not be kept for the whole TTL.
     let app = spawn_app_with(&[("POLAR_STANDIN_STATE_LAG_MS", "1500")]).await;
-    sign_up(&app, "lag@example.com").await;
-    buy(&app, "pro").await;
+    app.sign_up("lag@example.com").await;
+    app.buy("pro").await;
     settle(&app).await;
-    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
-    assert!(page(&app, "/billing").await.contains("<p class=\"plan-name\">Pro"), "Polar's state has not caught up yet");
+    assert_eq!(app.go("/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
+    assert!(app.page("/billing").await.contains("<p class=\"plan-name\">Pro"), "Polar's state has not caught up yet");
     // page_until gives up after about 10 s, well within the 30 s TTL.
     page_until(&app, "/billing", "<p class=\"plan-name\">Business").await;
 }
@@ -1146,18 +1075,18 @@ async fn play(app: &TestApp, user: Uuid, ops: &[Op]) {
         match *op {
             Op::BuyPack | Op::Subscribe(_) => {
                 let item = if let Op::Subscribe(p) = *op { p } else { "pack_50" };
-                let url = go(app, "/api/billing/checkout", &[("item", item)]).await;
-                let id = pay(app, &url, "4242424242424242").await.unwrap();
-                wait_ready(app, &id).await;
+                let url = app.go("/api/billing/checkout", &[("item", item)]).await;
+                let id = app.pay(&url, "4242424242424242").await.unwrap();
+                app.wait_ready(&id).await;
             }
             Op::Upgrade => {
-                assert_eq!(go(app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded")
+                assert_eq!(app.go("/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded")
             }
             Op::Downgrade => {
-                assert_eq!(go(app, "/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled")
+                assert_eq!(app.go("/api/billing/change-plan", &[("plan", "pro")]).await, "/billing?done=scheduled")
             }
             Op::Cancel | Op::Uncancel => {
-                go(app, "/api/billing/cancel", &[("cancel", if matches!(op, Op::Cancel) { "true" } else { "false" })])
+                app.go("/api/billing/cancel", &[("cancel", if matches!(op, Op::Cancel) { "true" } else { "false" })])
                     .await;
             }
             Op::Renew => assert_eq!(
@@ -1230,9 +1159,9 @@ async fn snapshot(app: &TestApp, user: Uuid, at: chrono::DateTime<chrono::Utc>) 
         .unwrap();
     assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty(), "the ledger balances");
     if std::env::var("TALLY_PROP_DEBUG").is_ok() {
-        let b: Vec<(String, String, i64, Option<chrono::DateTime<chrono::Utc>>, Value)> = sqlx::query_as("SELECT kind, source_key, remaining, expires_at, metadata FROM credit_buckets WHERE user_id = $1 ORDER BY id").bind(user).fetch_all(&app.pool).await.unwrap();
+        let b: Vec<Value> = sqlx::query_scalar("SELECT jsonb_build_object('kind', kind, 'source_key', source_key, 'remaining', remaining, 'expires_at', expires_at, 'metadata', metadata) FROM credit_buckets WHERE user_id = $1 ORDER BY id").bind(user).fetch_all(&app.pool).await.unwrap();
         eprintln!("BUCKETS {}: {b:#?}", app.address);
-        let e: Vec<(String, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as("SELECT webhook_id, event_type, payload->'data'->>'id', payload->'data'->>'status', payload->'data'->>'modified_at' FROM webhook_events ORDER BY received_at").fetch_all(&app.pool).await.unwrap();
+        let e: Vec<Value> = sqlx::query_scalar("SELECT jsonb_build_object('webhook_id', webhook_id, 'type', event_type, 'id', payload->'data'->>'id', 'status', payload->'data'->>'status', 'modified_at', payload->'data'->>'modified_at') FROM webhook_events ORDER BY received_at").fetch_all(&app.pool).await.unwrap();
         eprintln!("EVENTS {}: {e:#?}", app.address);
     }
     (subs, tally::server::ledger::balance(&app.pool, user, at).await.unwrap())
@@ -1257,7 +1186,7 @@ async fn generated_histories_delivered_shuffled_and_repeated_converge_to_in_orde
 
         // The history happens once, with Polar's deliveries in order.
         let origin = spawn_app().await;
-        let user = sign_up(&origin, &format!("prop{case}@example.com")).await;
+        let user = origin.sign_up(&format!("prop{case}@example.com")).await;
         play(&origin, user, &ops).await;
         let events: Vec<(String, Value)> = sqlx::query_as(
             "SELECT webhook_id, payload FROM webhook_events WHERE payload IS NOT NULL ORDER BY received_at, webhook_id",
@@ -1316,25 +1245,25 @@ async fn generated_histories_delivered_shuffled_and_repeated_converge_to_in_orde
 async fn plans_are_also_sold_yearly_with_a_switch_and_twelve_months_of_credits() {
     let app = spawn_app().await;
     // The switch: plain links, the current one marked.
-    let monthly = page(&app, "/pricing").await;
+    let monthly = app.page("/pricing").await;
     assert!(
         monthly.contains("href=\"/pricing?billing=yearly\"") && monthly.contains("$19") && monthly.contains("/month"),
         "{monthly}"
     );
-    let yearly = page(&app, "/pricing?billing=yearly").await;
+    let yearly = app.page("/pricing?billing=yearly").await;
     assert!(yearly.contains("<a href=\"/pricing?billing=yearly\" aria-current=\"page\">"), "{yearly}");
     assert!(yearly.contains("$190") && yearly.contains("$490") && yearly.contains("/year"), "{yearly}");
 
-    let user = sign_up(&app, "yearly@example.com").await;
+    let user = app.sign_up("yearly@example.com").await;
     assert!(
-        page(&app, "/pricing?billing=yearly").await.contains("name=\"item\" value=\"pro_yearly\""),
+        app.page("/pricing?billing=yearly").await.contains("name=\"item\" value=\"pro_yearly\""),
         "the yearly checkout"
     );
-    let url = go(&app, "/api/billing/checkout", &[("item", "pro_yearly")]).await;
+    let url = app.go("/api/billing/checkout", &[("item", "pro_yearly")]).await;
     let hosted = reqwest::get(&url).await.unwrap().text().await.unwrap();
     assert!(hosted.contains("$190") && hosted.contains(" / year"), "the hosted checkout names the period: {hosted}");
-    let id = pay(&app, &url, "4242424242424242").await.unwrap();
-    assert_eq!(wait_ready(&app, &id).await, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
+    let id = app.pay(&url, "4242424242424242").await.unwrap();
+    assert_eq!(app.wait_ready(&id).await, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
     settle(&app).await;
     let (start, end): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
         sqlx::query_as("SELECT current_period_start, current_period_end FROM subscriptions WHERE user_id = $1")
@@ -1344,7 +1273,7 @@ async fn plans_are_also_sold_yearly_with_a_switch_and_twelve_months_of_credits()
             .unwrap();
     assert!((365..=366).contains(&(end - start).num_days()), "a yearly period");
     allotment_reaches(&app, user, 60_000).await; // twelve months of Pro's credits, accruing daily
-    assert!(page(&app, "/billing").await.contains("<p class=\"plan-name\">Pro"));
+    assert!(app.page("/billing").await.contains("<p class=\"plan-name\">Pro"));
 
     // A plan change keeps the billing period: Business yearly, previewed per year.
     let preview: Value = call(&app, "/api/billing/plan-change", &[("plan", "business")]).await.json().await.unwrap();
@@ -1354,8 +1283,8 @@ async fn plans_are_also_sold_yearly_with_a_switch_and_twelve_months_of_credits()
         "{preview}"
     );
     assert!((29_990..=30_000).contains(&cents(preview["charge_now"].as_str().unwrap())), "{preview}");
-    assert!(page(&app, "/billing/change?to=business").await.contains("then yearly, with 180,000 credits a year"));
-    assert_eq!(go(&app, "/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
+    assert!(app.page("/billing/change?to=business").await.contains("then yearly, with 180,000 credits a year"));
+    assert_eq!(app.go("/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
     let product: String = sqlx::query_scalar("SELECT product_id FROM subscriptions WHERE user_id = $1")
         .bind(user)
         .fetch_one(&app.pool)
@@ -1416,17 +1345,17 @@ async fn the_stand_ins_controls_refuse_requests_without_the_controls_token() {
 #[tokio::test]
 async fn another_users_ids_are_refused_before_polar_is_asked() {
     let app = spawn_app().await;
-    sign_up(&app, "owner@example.com").await;
-    let url = go(&app, "/api/billing/checkout", &[("item", "pack_50")]).await;
-    let checkout_id = pay(&app, &url, "4242424242424242").await.unwrap();
-    wait_ready(&app, &checkout_id).await;
+    app.sign_up("owner@example.com").await;
+    let url = app.go("/api/billing/checkout", &[("item", "pack_50")]).await;
+    let checkout_id = app.pay(&url, "4242424242424242").await.unwrap();
+    app.wait_ready(&checkout_id).await;
     let order_id: Option<String> =
         sqlx::query_scalar("SELECT id FROM polar_orders LIMIT 1").fetch_optional(&app.pool).await.unwrap();
     assert!(order_id.is_some(), "the order is known to be the owner's");
     let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[]).await;
-    sign_up(&other, "intruder@example.com").await;
+    other.sign_up("intruder@example.com").await;
     let before = standin_requests(&app).await.len();
-    assert_eq!(status(&other, &checkout_id).await.0, 404);
+    assert_eq!(other.checkout_status(&checkout_id).await.0, 404);
     assert_eq!(
         call(
             &other,
@@ -1448,7 +1377,7 @@ async fn another_users_ids_are_refused_before_polar_is_asked() {
 #[tokio::test]
 async fn each_user_has_a_budget_of_polar_calls() {
     let app = spawn_app_with(&[("POLAR_CALLS_PER_USER_PER_MINUTE", "3")]).await;
-    sign_up(&app, "busy@example.com").await;
+    app.sign_up("busy@example.com").await;
     for _ in 0..3 {
         assert_eq!(call(&app, "/api/billing/checkout", &[("item", "pack_50")]).await.status(), 200);
     }
@@ -1457,15 +1386,15 @@ async fn each_user_has_a_budget_of_polar_calls() {
     assert!(matches!(app_error(res).await, tally::error::AppError::RateLimited { .. }));
     // Another user is not affected.
     let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[("POLAR_CALLS_PER_USER_PER_MINUTE", "3")]).await;
-    sign_up(&other, "calm@example.com").await;
+    other.sign_up("calm@example.com").await;
     assert_eq!(call(&other, "/api/billing/checkout", &[("item", "pack_50")]).await.status(), 200);
 }
 
 #[tokio::test]
 async fn a_page_answers_in_seconds_with_the_last_known_plan_while_polar_hangs() {
     let app = spawn_app().await;
-    let user = sign_up(&app, "hang@example.com").await;
-    buy(&app, "pro").await;
+    let user = app.sign_up("hang@example.com").await;
+    app.buy("pro").await;
     page_until(&app, "/billing", "<p class=\"plan-name\">Pro").await;
     // Polar stops answering (each request hangs for a minute); the cached state is too old
     // to serve, so the page must ask, and must not wait.
@@ -1476,7 +1405,7 @@ async fn a_page_answers_in_seconds_with_the_last_known_plan_while_polar_hangs() 
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    let html = page(&app, "/billing").await;
+    let html = app.page("/billing").await;
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "answered after {:?}", started.elapsed());
     assert!(
         html.contains("not answering") && html.contains("<p class=\"plan-name\">Pro"),

@@ -187,17 +187,139 @@ pub async fn confirm_email(app: &TestApp, email: &str) {
     assert!(res.status().is_redirection(), "confirming answers with a redirect: {}", res.status());
 }
 
-/// Signs up (a browser without JavaScript) and confirms the address, so the account holds its
-/// free credits; returns the user id.
-pub async fn sign_up_confirmed(app: &TestApp, email: &str) -> uuid::Uuid {
-    let res = post_form(app, "/api/signup", &[("email", email), ("password", "correct horse battery")]).await;
-    assert!(res.status().is_redirection(), "sign-up: {}", res.status());
-    confirm_email(app, email).await;
-    sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
-        .bind(email)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+/// What tests do as a customer, a client of the metered API, or as Polar, each named once.
+impl TestApp {
+    /// Signs up (a browser without JavaScript) and confirms the address, so the account holds
+    /// its free credits; returns the user id.
+    pub async fn sign_up(&self, email: &str) -> uuid::Uuid {
+        let res = post_form(self, "/api/signup", &[("email", email), ("password", "correct horse battery")]).await;
+        assert!(res.status().is_redirection(), "sign-up: {}", res.status());
+        confirm_email(self, email).await;
+        sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
+            .bind(email)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Calls a server function as the hydrated page does and expects 200; returns the URL it
+    /// answers (where the page would navigate).
+    pub async fn go(&self, path: &str, form: &[(&str, &str)]) -> String {
+        let res = call(self, path, form).await;
+        assert_eq!(res.status(), 200, "{path}: {}", res.text().await.unwrap());
+        res.json::<String>().await.unwrap()
+    }
+
+    /// Pays on the stand-in's hosted checkout page; returns the checkout id from the redirect,
+    /// or `None` when the payment was refused.
+    pub async fn pay(&self, checkout_url: &str, card: &str) -> Option<String> {
+        let res = self
+            .client
+            .post(format!("{checkout_url}/confirm"))
+            .form(&[
+                ("email", "payer@example.com"),
+                ("billing_name", "Ada Lovelace"),
+                ("country", "DE"),
+                ("line1", "Unter den Linden 1"),
+                ("postal_code", "10117"),
+                ("city", "Berlin"),
+                ("card", card),
+            ])
+            .send()
+            .await
+            .unwrap();
+        if res.status() != 303 {
+            return None;
+        }
+        let to = res.headers()["location"].to_str().unwrap().to_string();
+        assert!(to.starts_with(&format!("{}/billing/success?checkout_id=", self.address)), "{to}");
+        Some(to.rsplit('=').next().unwrap().to_string())
+    }
+
+    /// What the success page's status call answers for `checkout_id`.
+    pub async fn checkout_status(&self, checkout_id: &str) -> (u16, serde_json::Value) {
+        let res = call(self, "/api/billing/checkout-status", &[("checkout_id", checkout_id)]).await;
+        let code = res.status().as_u16();
+        (code, res.json().await.unwrap())
+    }
+
+    /// Polls the checkout's status until it is no longer `Processing`.
+    pub async fn wait_ready(&self, checkout_id: &str) -> serde_json::Value {
+        for _ in 0..100 {
+            let (code, v) = self.checkout_status(checkout_id).await;
+            assert_eq!(code, 200, "{v}");
+            if v != serde_json::Value::String("Processing".into()) {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("checkout {checkout_id} never confirmed");
+    }
+
+    /// Buys `item` with the test card and waits until the purchase is confirmed.
+    pub async fn buy(&self, item: &str) -> serde_json::Value {
+        let url = self.go("/api/billing/checkout", &[("item", item)]).await;
+        let id = self.pay(&url, "4242424242424242").await.unwrap();
+        self.wait_ready(&id).await
+    }
+
+    /// Creates an API key for the signed-in user; returns the secret, shown only this once.
+    pub async fn create_api_key(&self, name: &str) -> String {
+        let res = call(self, "/api/keys/create", &[("name", name)]).await;
+        assert_eq!(res.status(), 200);
+        let created: serde_json::Value = res.json().await.unwrap();
+        let key = created["key"].as_str().unwrap().to_string();
+        assert!(key.starts_with("tly_"));
+        key
+    }
+
+    /// Spends through the metered API (`POST /api/v1/text/stats` with a JSON `body`), as an
+    /// outside client does: its own connection, no cookies.
+    pub async fn spend(&self, key: Option<&str>, body: &str, idempotency_key: Option<&str>) -> reqwest::Response {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/api/v1/text/stats", self.address))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        if let Some(i) = idempotency_key {
+            req = req.header("idempotency-key", i);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Delivers a webhook as Polar does: `body` signed with `secret` under `scheme` at `ts`.
+    pub async fn deliver_webhook(
+        &self,
+        id: &str,
+        body: &str,
+        secret: &str,
+        scheme: tally::server::polar::webhook_signature::KeyScheme,
+        ts: i64,
+    ) -> reqwest::Response {
+        let sig = tally::server::polar::webhook_signature::sign(secret, scheme, id, ts, body.as_bytes()).unwrap();
+        reqwest::Client::new()
+            .post(format!("{}/api/webhooks/polar", self.address))
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The page at `path` as this client's browser gets it.
+    pub async fn page(&self, path: &str) -> String {
+        self.client.get(format!("{}{path}", self.address)).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// `user`'s balance now, read from the ledger.
+    pub async fn balance(&self, user: uuid::Uuid) -> tally::domain::credits::Balance {
+        tally::server::ledger::balance(&self.pool, user, chrono::Utc::now()).await.unwrap()
+    }
 }
 
 pub async fn user_count(app: &TestApp) -> i64 {

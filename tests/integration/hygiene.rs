@@ -1,14 +1,13 @@
 //! What is kept and what is sent back: pruning, scrubbing on deletion, no secrets at rest,
 //! security headers, the workers seen from outside, and the operator's retry of parked events.
 
-use crate::billing::{buy, page};
 use crate::helpers::*;
 use serde_json::{json, Value};
 
 #[tokio::test]
 async fn the_janitor_prunes_what_is_past_keeping_and_keeps_webhook_ids() {
     let app = spawn_app().await;
-    let user = sign_up_confirmed(&app, "old@example.com").await;
+    let user = app.sign_up("old@example.com").await;
     let p = &app.pool;
     sqlx::query(
         "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ('\\x01', $1, now() - interval '1 day')",
@@ -59,8 +58,8 @@ async fn the_janitor_prunes_what_is_past_keeping_and_keeps_webhook_ids() {
 #[tokio::test]
 async fn deleting_an_account_scrubs_its_personal_data_from_the_inbox_and_the_mail() {
     let app = spawn_app().await;
-    let user = sign_up_confirmed(&app, "scrub@example.com").await;
-    buy(&app, "pack_50").await;
+    let user = app.sign_up("scrub@example.com").await;
+    app.buy("pack_50").await;
     let before: i64 =
         sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE user_id = $1 AND payload IS NOT NULL")
             .bind(user)
@@ -103,7 +102,7 @@ async fn deleting_an_account_scrubs_its_personal_data_from_the_inbox_and_the_mai
 #[tokio::test]
 async fn a_new_api_key_is_never_stored_in_plaintext_not_even_for_a_javascript_off_page() {
     let app = spawn_app().await;
-    sign_up_confirmed(&app, "plain@example.com").await;
+    app.sign_up("plain@example.com").await;
     let res = post_form(&app, "/api/keys/create", &[("name", "laptop")]).await;
     assert_eq!(res.status(), 302);
     let cookie = res
@@ -131,9 +130,9 @@ async fn a_new_api_key_is_never_stored_in_plaintext_not_even_for_a_javascript_of
         .unwrap();
         assert!(!found, "the key is in {table}");
     }
-    let html = page(&app, "/settings/billing").await;
+    let html = app.page("/settings/billing").await;
     assert!(html.contains(&key), "shown once");
-    assert!(!page(&app, "/settings/billing").await.contains(&key), "and only once");
+    assert!(!app.page("/settings/billing").await.contains(&key), "and only once");
 }
 
 #[tokio::test]
@@ -168,7 +167,7 @@ async fn pages_carry_security_headers_and_a_csp_under_which_every_script_has_the
     let other = app.client.get(format!("{}/pricing", app.address)).send().await.unwrap();
     assert_ne!(other.headers()["content-security-policy"].to_str().unwrap(), csp, "a fresh nonce per response");
     // Signed in: the account's pages are never stored.
-    sign_up_confirmed(&app, "headers@example.com").await;
+    app.sign_up("headers@example.com").await;
     let res = app.client.get(format!("{}/billing", app.address)).send().await.unwrap();
     assert_eq!(res.headers()["cache-control"], "no-store");
     let res = call(&app, "/api/account", &[("return_to", "/billing")]).await;

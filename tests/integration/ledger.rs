@@ -151,7 +151,15 @@ async fn credits_burn_soonest_expiring_first_then_purchased_then_free() {
     ledger::grant_free(&mut conn, user, 1000, now).await.unwrap();
     ledger::grant_pack(&mut conn, user, "o1", 50, "prod", now).await.unwrap();
     let schedule = allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 100, start, end, utc());
-    ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end }, schedule, 0, now).await.unwrap();
+    ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end },
+        schedule,
+        0,
+        now,
+    )
+    .await
+    .unwrap();
     drop(conn);
 
     spend(&pool, user, 120, "s1", now).await;
@@ -171,12 +179,25 @@ async fn a_daily_allotment_accrues_day_by_day_and_expires_at_period_end() {
     let end = t("2026-12-01T00:00:00Z");
     let schedule = allotment_schedule(AllotmentPolicy::DailyAccrual, 5000, start, end, utc());
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end }, schedule.clone(), 0, start).await.unwrap();
+    ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end },
+        schedule.clone(),
+        0,
+        start,
+    )
+    .await
+    .unwrap();
     // Signalled again (a retried webhook): still one allotment.
-    let again =
-        ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end }, schedule, 0, start + Duration::hours(1))
-            .await
-            .unwrap();
+    let again = ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end },
+        schedule,
+        0,
+        start + Duration::hours(1),
+    )
+    .await
+    .unwrap();
     assert!(!again.applied);
     drop(conn);
 
@@ -209,7 +230,13 @@ async fn a_late_spend_first_catches_up_on_every_missed_day() {
     let start = t("2026-11-01T00:00:00Z");
     let end = t("2026-12-01T00:00:00Z");
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end }, allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()), 0, start)
+    ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end },
+        allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()),
+        0,
+        start,
+    )
     .await
     .unwrap();
     drop(conn);
@@ -234,11 +261,23 @@ async fn a_renewal_starts_a_new_period_once_and_the_old_one_expires() {
     let p2 = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
     let up = AllotmentPolicy::AllAtPeriodStart;
-    ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start: p1.0, end: p1.1 }, allotment_schedule(up, 5000, p1.0, p1.1, utc()), 0, p1.0)
+    ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start: p1.0, end: p1.1 },
+        allotment_schedule(up, 5000, p1.0, p1.1, utc()),
+        0,
+        p1.0,
+    )
     .await
     .unwrap();
     for _ in 0..3 {
-        ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start: p2.0, end: p2.1 }, allotment_schedule(up, 5000, p2.0, p2.1, utc()), 0, p2.0)
+        ledger::start_allotment(
+            &mut conn,
+            &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start: p2.0, end: p2.1 },
+            allotment_schedule(up, 5000, p2.0, p2.1, utc()),
+            0,
+            p2.0,
+        )
         .await
         .unwrap();
     }
@@ -256,7 +295,13 @@ async fn a_pack_bought_on_the_free_plan_works_and_survives_revocation() {
     assert!(grant_pack(&pool, user, "ord_1", 50, now).await.applied);
     assert!(!grant_pack(&pool, user, "ord_1", 50, now).await.applied, "once per order id");
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end }, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()), 0, now)
+    ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end },
+        allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()),
+        0,
+        now,
+    )
     .await
     .unwrap();
     ledger::end_allotment(&mut conn, user, "sub1", start, now + Duration::hours(1), now + Duration::hours(1))
@@ -274,7 +319,13 @@ async fn cancel_at_period_end_keeps_the_allotment_until_the_end() {
     let user = new_user(&pool).await;
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end }, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()), 0, start)
+    ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end },
+        allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 5000, start, end, utc()),
+        0,
+        start,
+    )
     .await
     .unwrap();
     // Cancelling at period end ends the bucket at `end`, which is when it expires anyway.
@@ -468,7 +519,13 @@ async fn daily_accrual_racing_with_spends_loses_and_doubles_nothing() {
     let user = new_user(&pool).await;
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end }, allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()), 0, start)
+    ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end },
+        allotment_schedule(AllotmentPolicy::DailyAccrual, 3000, start, end, utc()),
+        0,
+        start,
+    )
     .await
     .unwrap();
     drop(conn);
@@ -528,27 +585,55 @@ async fn an_upgrade_grants_the_rest_of_the_period_once_and_switching_back_and_fo
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let up = AllotmentPolicy::AllAtPeriodStart;
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end }, allotment_schedule(up, 5000, start, end, utc()), 0, start)
+    ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end },
+        allotment_schedule(up, 5000, start, end, utc()),
+        0,
+        start,
+    )
     .await
     .unwrap();
     let halfway = t("2026-11-16T00:00:00Z");
-    let extra = ledger::upgrade_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "business", start, end }, ledger::Upgrade { new_allotment: 15000, policy: up, day_boundary: utc() }, halfway)
-        .await
-        .unwrap();
+    let extra = ledger::upgrade_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "business", start, end },
+        ledger::Upgrade { new_allotment: 15000, policy: up, day_boundary: utc() },
+        halfway,
+    )
+    .await
+    .unwrap();
     assert_eq!(extra, 5000, "half of the 10,000 difference");
     // The same upgrade signalled again, a downgrade (effective at renewal) and a return to Business.
     assert_eq!(
-        ledger::upgrade_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "business", start, end }, ledger::Upgrade { new_allotment: 15000, policy: up, day_boundary: utc() }, halfway)
-            .await
-            .unwrap(),
+        ledger::upgrade_allotment(
+            &mut conn,
+            &ledger::Period { user_id: user, subscription_id: "sub1", plan: "business", start, end },
+            ledger::Upgrade { new_allotment: 15000, policy: up, day_boundary: utc() },
+            halfway
+        )
+        .await
+        .unwrap(),
         0
     );
     assert_eq!(
-        ledger::upgrade_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end }, ledger::Upgrade { new_allotment: 5000, policy: up, day_boundary: utc() }, halfway).await.unwrap(),
+        ledger::upgrade_allotment(
+            &mut conn,
+            &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end },
+            ledger::Upgrade { new_allotment: 5000, policy: up, day_boundary: utc() },
+            halfway
+        )
+        .await
+        .unwrap(),
         0
     );
     assert_eq!(
-        ledger::upgrade_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "business", start, end }, ledger::Upgrade { new_allotment: 15000, policy: up, day_boundary: utc() }, t("2026-11-20T00:00:00Z"))
+        ledger::upgrade_allotment(
+            &mut conn,
+            &ledger::Period { user_id: user, subscription_id: "sub1", plan: "business", start, end },
+            ledger::Upgrade { new_allotment: 15000, policy: up, day_boundary: utc() },
+            t("2026-11-20T00:00:00Z")
+        )
         .await
         .unwrap(),
         0
@@ -566,7 +651,13 @@ async fn a_rollover_cap_carries_unspent_allotment_into_one_more_period() {
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let up = AllotmentPolicy::AllAtPeriodStart;
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end }, allotment_schedule(up, 5000, start, end, utc()), 1000, start)
+    ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "pro", start, end },
+        allotment_schedule(up, 5000, start, end, utc()),
+        1000,
+        start,
+    )
     .await
     .unwrap();
     drop(conn);
@@ -592,7 +683,13 @@ async fn all_at_period_start_is_recorded_as_one_allotment_entry() {
     let user = new_user(&pool).await;
     let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
     let mut conn = pool.acquire().await.unwrap();
-    ledger::start_allotment(&mut conn, &ledger::Period { user_id: user, subscription_id: "sub1", plan: "business", start, end }, allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 15000, start, end, utc()), 0, start)
+    ledger::start_allotment(
+        &mut conn,
+        &ledger::Period { user_id: user, subscription_id: "sub1", plan: "business", start, end },
+        allotment_schedule(AllotmentPolicy::AllAtPeriodStart, 15000, start, end, utc()),
+        0,
+        start,
+    )
     .await
     .unwrap();
     drop(conn);

@@ -1,5 +1,8 @@
 //! The integration tests, one binary (one link, one process): every test gets its own fresh
 //! database on a real PostgreSQL and the real application on port 0 (see `helpers`).
+
+// The whole crate is test code: a panic is how a helper reports a failure.
+#![allow(clippy::unwrap_used)]
 #![cfg(feature = "ssr")]
 
 mod helpers;

@@ -4,27 +4,8 @@ use crate::helpers::*;
 use serde_json::{json, Value};
 
 async fn signed_up_with_key(app: &TestApp, email: &str) -> String {
-    sign_up_confirmed(app, email).await;
-    let res = call(app, "/api/keys/create", &[("name", "ci")]).await;
-    assert_eq!(res.status(), 200);
-    let created: Value = res.json().await.unwrap();
-    let key = created["key"].as_str().unwrap().to_string();
-    assert!(key.starts_with("tly_"));
-    key
-}
-
-async fn stats(app: &TestApp, key: Option<&str>, body: &str, idem: Option<&str>) -> reqwest::Response {
-    let mut req = reqwest::Client::new()
-        .post(format!("{}/api/v1/text/stats", app.address))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    if let Some(i) = idem {
-        req = req.header("idempotency-key", i);
-    }
-    req.send().await.unwrap()
+    app.sign_up(email).await;
+    app.create_api_key("ci").await
 }
 
 async fn user_id(app: &TestApp) -> uuid::Uuid {
@@ -39,13 +20,13 @@ async fn balance(app: &TestApp) -> i64 {
 async fn a_call_spends_its_cost_and_reports_what_remains() {
     let app = spawn_app().await;
     let key = signed_up_with_key(&app, "api@example.com").await;
-    let res = stats(&app, Some(&key), r#"{"text":"Hello world. How are you?"}"#, None).await;
+    let res = app.spend(Some(&key), r#"{"text":"Hello world. How are you?"}"#, None).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-credits-remaining"], "999");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body, json!({ "characters": 25, "words": 5, "lines": 1, "sentences": 2, "credits_spent": 1 }));
     let long = "a".repeat(2500);
-    let res = stats(&app, Some(&key), &json!({ "text": long }).to_string(), None).await;
+    let res = app.spend(Some(&key), &json!({ "text": long }).to_string(), None).await;
     assert_eq!(res.headers()["x-credits-remaining"], "996", "2,500 characters cost 3 credits");
     let used: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT last_used_at FROM api_keys").fetch_one(&app.pool).await.unwrap();
@@ -71,14 +52,14 @@ async fn bad_requests_get_json_errors_and_spend_nothing() {
         (Some(key.as_str()), r#"{"text":42}"#, 422, "invalid_input"),
     ];
     for (k, body, status, code) in cases {
-        let res = stats(&app, k, body, None).await;
+        let res = app.spend(k, body, None).await;
         assert_eq!(res.status(), status, "{body}");
         let e: Value = res.json().await.unwrap();
         assert_eq!(e["error"]["code"], code, "{body}");
         assert!(e["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     let too_long = json!({ "text": "a".repeat(100_001) }).to_string();
-    assert_eq!(stats(&app, Some(&key), &too_long, None).await.status(), 422);
+    assert_eq!(app.spend(Some(&key), &too_long, None).await.status(), 422);
     assert_eq!(balance(&app).await, 1000, "nothing was spent");
 }
 
@@ -86,7 +67,7 @@ async fn bad_requests_get_json_errors_and_spend_nothing() {
 async fn out_of_credits_is_402_with_what_is_available() {
     let app = spawn_app_with(&[("FREE_CREDITS", "2")]).await;
     let key = signed_up_with_key(&app, "poor@example.com").await;
-    let res = stats(&app, Some(&key), &json!({ "text": "a".repeat(3000) }).to_string(), None).await;
+    let res = app.spend(Some(&key), &json!({ "text": "a".repeat(3000) }).to_string(), None).await;
     assert_eq!(res.status(), 402);
     let e: Value = res.json().await.unwrap();
     assert_eq!(e["error"]["code"], "insufficient_credits");
@@ -98,14 +79,14 @@ async fn out_of_credits_is_402_with_what_is_available() {
 async fn a_retry_with_the_same_idempotency_key_replays_the_first_answer_exactly() {
     let app = spawn_app().await;
     let key = signed_up_with_key(&app, "idem@example.com").await;
-    let first = stats(&app, Some(&key), r#"{"text":"same request"}"#, Some("req-42")).await;
+    let first = app.spend(Some(&key), r#"{"text":"same request"}"#, Some("req-42")).await;
     assert_eq!(first.status(), 200);
     let first_headers = first.headers().clone();
     let first_body = first.bytes().await.unwrap();
     // Something else is spent between the first answer and its retries.
-    assert_eq!(stats(&app, Some(&key), r#"{"text":"another"}"#, None).await.status(), 200);
+    assert_eq!(app.spend(Some(&key), r#"{"text":"another"}"#, None).await.status(), 200);
     for _ in 0..3 {
-        let res = stats(&app, Some(&key), r#"{"text":"same request"}"#, Some("req-42")).await;
+        let res = app.spend(Some(&key), r#"{"text":"same request"}"#, Some("req-42")).await;
         assert_eq!(res.status(), 200);
         for h in ["content-type", "x-credits-remaining"] {
             assert_eq!(res.headers()[h], first_headers[h], "{h} is the first answer's");
@@ -121,11 +102,11 @@ async fn a_retry_with_the_same_idempotency_key_replays_the_first_answer_exactly(
 async fn a_used_key_with_another_request_is_refused_and_spends_nothing() {
     let app = spawn_app().await;
     let key = signed_up_with_key(&app, "reuse@example.com").await;
-    assert_eq!(stats(&app, Some(&key), r#"{"text":"x"}"#, Some("k")).await.status(), 200);
+    assert_eq!(app.spend(Some(&key), r#"{"text":"x"}"#, Some("k")).await.status(), 200);
     // The attack: pay 1 credit once, then send long texts forever under the same key.
     let long = json!({ "text": "a".repeat(9_000) }).to_string();
     for body in [long.as_str(), r#"{"text":"y"}"#, r#"{"text": "x"}"#] {
-        let res = stats(&app, Some(&key), body, Some("k")).await;
+        let res = app.spend(Some(&key), body, Some("k")).await;
         assert_eq!(res.status(), 422, "{body}");
         let e: Value = res.json().await.unwrap();
         assert_eq!(e["error"]["code"], "idempotency_key_reused");
@@ -180,7 +161,7 @@ async fn a_refused_request_does_not_use_up_its_key() {
     let app = spawn_app_with(&[("FREE_CREDITS", "2")]).await;
     let key = signed_up_with_key(&app, "topup@example.com").await;
     let body = json!({ "text": "a".repeat(2500) }).to_string();
-    assert_eq!(stats(&app, Some(&key), &body, Some("retry-me")).await.status(), 402);
+    assert_eq!(app.spend(Some(&key), &body, Some("retry-me")).await.status(), 402);
     tally::server::ledger::adjust(
         &mut app.pool.acquire().await.unwrap(),
         user_id(&app).await,
@@ -191,7 +172,7 @@ async fn a_refused_request_does_not_use_up_its_key() {
     )
     .await
     .unwrap();
-    let res = stats(&app, Some(&key), &body, Some("retry-me")).await;
+    let res = app.spend(Some(&key), &body, Some("retry-me")).await;
     assert_eq!(res.status(), 200, "after a top-up the same key succeeds");
     assert_eq!(balance(&app).await, 4);
 }
@@ -234,8 +215,8 @@ async fn a_client_key_can_never_collide_with_the_ledgers_own_continuation_keys()
     )
     .await
     .unwrap();
-    assert_eq!(stats(&app, Some(&key), r#"{"text":"x"}"#, Some("k#2")).await.status(), 200);
-    let res = stats(&app, Some(&key), &json!({ "text": "a".repeat(1500) }).to_string(), Some("k")).await;
+    assert_eq!(app.spend(Some(&key), r#"{"text":"x"}"#, Some("k#2")).await.status(), 200);
+    let res = app.spend(Some(&key), &json!({ "text": "a".repeat(1500) }).to_string(), Some("k")).await;
     assert_eq!(res.status(), 200, "the two-bucket spend goes through");
     assert_eq!(res.headers()["x-credits-remaining"], "999");
     assert_eq!(balance(&app).await, 999);
@@ -255,7 +236,7 @@ async fn a_revoked_key_stops_working_at_once() {
     assert!(!list.to_string().contains(&key), "the full key is never listed");
     let id = list[0]["id"].as_str().unwrap().to_string();
     assert_eq!(call(&app, "/api/keys/revoke", &[("id", &id)]).await.status(), 200);
-    assert_eq!(stats(&app, Some(&key), r#"{"text":"x"}"#, None).await.status(), 401);
+    assert_eq!(app.spend(Some(&key), r#"{"text":"x"}"#, None).await.status(), 401);
     // Nobody else can revoke (or even see) it.
     assert_eq!(call(&app, "/api/keys/revoke", &[("id", &id)]).await.status(), 404);
 }
@@ -276,9 +257,9 @@ async fn each_key_is_rate_limited_with_retry_after() {
     let app = spawn_app_with(&[("API_RATE_LIMIT_PER_MINUTE", "3")]).await;
     let key = signed_up_with_key(&app, "rate@example.com").await;
     for _ in 0..3 {
-        assert_eq!(stats(&app, Some(&key), r#"{"text":"x"}"#, None).await.status(), 200);
+        assert_eq!(app.spend(Some(&key), r#"{"text":"x"}"#, None).await.status(), 200);
     }
-    let res = stats(&app, Some(&key), r#"{"text":"x"}"#, None).await;
+    let res = app.spend(Some(&key), r#"{"text":"x"}"#, None).await;
     assert_eq!(res.status(), 429);
     let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait));

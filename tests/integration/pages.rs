@@ -54,7 +54,7 @@ async fn account_pages_send_anonymous_visitors_to_sign_in_and_back() {
 #[tokio::test]
 async fn signed_in_users_see_their_billing_page_and_email_in_the_header() {
     let app = spawn_app().await;
-    sign_up_confirmed(&app, "gu@example.com").await;
+    app.sign_up("gu@example.com").await;
     let html = app.client.get(format!("{}/billing", app.address)).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("Your plan"));
     assert!(html.contains(r#"<span data-testid="credits-total">1,000</span>"#), "the free credits are shown");

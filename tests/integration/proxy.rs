@@ -3,7 +3,6 @@
 //! proxy's URL as `APP_URL`, with the proxy in `TRUSTED_PROXIES`. Every request below, the
 //! stand-in's API calls and its webhook deliveries included, goes through nginx.
 
-use crate::billing::{buy, go, page};
 use crate::helpers::*;
 use serde_json::json;
 use std::net::IpAddr;
@@ -23,8 +22,8 @@ fn client_from(ip: &str) -> reqwest::Client {
 async fn behind_nginx_every_form_the_metered_api_and_webhooks_work() {
     let (app, _nginx) = spawn_app_behind_nginx(&[]).await;
     // Sign-up and confirmation: form posts whose Origin is APP_URL while nginx rewrote Host.
-    let user = sign_up_confirmed(&app, "proxied@example.com").await;
-    assert!(page(&app, "/billing").await.contains(r#"<span data-testid="credits-total">1,000</span>"#));
+    let user = app.sign_up("proxied@example.com").await;
+    assert!(app.page("/billing").await.contains(r#"<span data-testid="credits-total">1,000</span>"#));
     // Sign out, sign in.
     assert_eq!(post_form(&app, "/api/logout", &[]).await.status(), 302);
     let res =
@@ -38,10 +37,10 @@ async fn behind_nginx_every_form_the_metered_api_and_webhooks_work() {
     )
     .await;
     assert!(res.status().is_redirection(), "{}", res.status());
-    assert!(page(&app, "/settings/billing").await.contains("Proxied GmbH"));
+    assert!(app.page("/settings/billing").await.contains("Proxied GmbH"));
     // An API key (JavaScript off: shown once on the page it redirects to) and a metered call.
     assert_eq!(post_form(&app, "/api/keys/create", &[("name", "proxy")]).await.status(), 302);
-    let settings = page(&app, "/settings/billing").await;
+    let settings = app.page("/settings/billing").await;
     let key = settings
         .split("tly_")
         .nth(1)
@@ -57,7 +56,7 @@ async fn behind_nginx_every_form_the_metered_api_and_webhooks_work() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-credits-remaining"], "999");
     // A pack bought on the stand-in: its webhooks reach the app through nginx.
-    buy(&app, "pack_50").await;
+    app.buy("pack_50").await;
     let credits: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
         .bind(user)
         .fetch_one(&app.pool)
@@ -65,7 +64,7 @@ async fn behind_nginx_every_form_the_metered_api_and_webhooks_work() {
         .unwrap();
     assert_eq!(credits, 1049);
     // A plan change preview and the portal, as server functions.
-    assert!(go(&app, "/api/billing/portal", &[]).await.contains("/portal?customer_session_token="));
+    assert!(app.go("/api/billing/portal", &[]).await.contains("/portal?customer_session_token="));
     // Cross-site posts are still refused, whatever Host says.
     let res = app
         .client
@@ -82,7 +81,7 @@ async fn behind_nginx_every_form_the_metered_api_and_webhooks_work() {
 async fn sign_in_limits_key_on_the_real_client_behind_nginx_and_a_forged_header_changes_nothing() {
     // LOGIN_MAX_FAILURES=3: an address may fail 12 times in 15 minutes.
     let (app, _nginx) = spawn_app_behind_nginx(&[]).await;
-    sign_up_confirmed(&app, "victim@example.com").await;
+    app.sign_up("victim@example.com").await;
     let attacker = client_from("127.0.0.2");
     let mut limited = false;
     for i in 0..20 {

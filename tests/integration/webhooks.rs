@@ -16,29 +16,8 @@ async fn app() -> TestApp {
     .await
 }
 
-async fn deliver_signed(
-    app: &TestApp,
-    id: &str,
-    body: &str,
-    secret: &str,
-    scheme: KeyScheme,
-    ts: i64,
-) -> reqwest::Response {
-    let sig = sign(secret, scheme, id, ts, body.as_bytes()).unwrap();
-    reqwest::Client::new()
-        .post(format!("{}/api/webhooks/polar", app.address))
-        .header("content-type", "application/json")
-        .header("webhook-id", id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", sig)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn deliver(app: &TestApp, id: &str, body: &str) -> reqwest::Response {
-    deliver_signed(app, id, body, SECRET, KeyScheme::Legacy, chrono::Utc::now().timestamp()).await
+    app.deliver_webhook(id, body, SECRET, KeyScheme::Legacy, chrono::Utc::now().timestamp()).await
 }
 
 async fn user(app: &TestApp) -> Uuid {
@@ -126,8 +105,8 @@ async fn both_polar_key_schemes_are_accepted() {
     let app = app().await;
     let now = chrono::Utc::now().timestamp();
     let body = json!({ "type": "checkout.created", "data": {} }).to_string();
-    assert_eq!(deliver_signed(&app, "msg_legacy", &body, SECRET, KeyScheme::Legacy, now).await.status(), 202);
-    assert_eq!(deliver_signed(&app, "msg_std", &body, SECRET, KeyScheme::Standard, now).await.status(), 202);
+    assert_eq!(app.deliver_webhook("msg_legacy", &body, SECRET, KeyScheme::Legacy, now).await.status(), 202);
+    assert_eq!(app.deliver_webhook("msg_std", &body, SECRET, KeyScheme::Standard, now).await.status(), 202);
     assert_eq!(processed(&app, "msg_std").await, "skipped", "types without a handler are stored and skipped");
 }
 
@@ -137,11 +116,11 @@ async fn bad_signatures_and_timestamps_are_refused_and_nothing_is_stored() {
     let body = json!({ "type": "order.paid", "data": {} }).to_string();
     let now = chrono::Utc::now().timestamp();
     assert_eq!(
-        deliver_signed(&app, "m1", &body, "whsec_c29tZW90aGVyc2VjcmV0", KeyScheme::Legacy, now).await.status(),
+        app.deliver_webhook("m1", &body, "whsec_c29tZW90aGVyc2VjcmV0", KeyScheme::Legacy, now).await.status(),
         403
     );
-    assert_eq!(deliver_signed(&app, "m2", &body, SECRET, KeyScheme::Legacy, now - 301).await.status(), 401);
-    assert_eq!(deliver_signed(&app, "m3", &body, SECRET, KeyScheme::Legacy, now + 301).await.status(), 401);
+    assert_eq!(app.deliver_webhook("m2", &body, SECRET, KeyScheme::Legacy, now - 301).await.status(), 401);
+    assert_eq!(app.deliver_webhook("m3", &body, SECRET, KeyScheme::Legacy, now + 301).await.status(), 401);
     // A valid signature over a different body (tampering in transit).
     let sig = sign(SECRET, KeyScheme::Legacy, "m4", now, body.as_bytes()).unwrap();
     let res = reqwest::Client::new()
@@ -308,7 +287,10 @@ async fn handler_errors_never_reach_polar_and_are_retried_then_parked() {
             sqlx::query_as("SELECT status, attempts, last_error FROM webhook_events").fetch_one(&pool).await.unwrap();
         assert_eq!(attempts, attempt);
         let err = err.unwrap();
-        assert!(err.contains("the order cannot be read") && err.contains("`id`"), "the error is kept for a human: {err}");
+        assert!(
+            err.contains("the order cannot be read") && err.contains("`id`"),
+            "the error is kept for a human: {err}"
+        );
         assert_eq!(status, if attempt == tally::server::webhooks::worker::MAX_ATTEMPTS { "failed" } else { "pending" });
         // Not due again until its backoff has passed.
         assert!(!tally::server::webhooks::worker::process_one(&pool, &config, now).await.unwrap());

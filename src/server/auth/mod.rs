@@ -53,4 +53,3 @@ impl From<password::HashError> for Error {
         }
     }
 }
-

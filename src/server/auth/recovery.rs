@@ -12,8 +12,8 @@
 //!   other session and mails the owner.
 
 use crate::domain::email::{check_credential_bounds, check_new_password, Email};
-use crate::server::auth::Error;
 use crate::server::auth::tokens::{self, Purpose};
+use crate::server::auth::Error;
 use crate::server::auth::{rate_limit, session};
 use crate::server::mail::{self, templates};
 use crate::server::state::AppState;
@@ -90,12 +90,9 @@ pub enum Verified {
 pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, Error> {
     let now = Utc::now();
     let mut tx = state.pool.begin().await?;
-    let invalid = || {
-        Error::invalid("token", "This confirmation link is not valid any more. Sign in and ask for a new one.")
-    };
-    let Some((user, email)) =
-        tokens::consume(&mut tx, token, Purpose::VerifyEmail, now).await?
-    else {
+    let invalid =
+        || Error::invalid("token", "This confirmation link is not valid any more. Sign in and ask for a new one.");
+    let Some((user, email)) = tokens::consume(&mut tx, token, Purpose::VerifyEmail, now).await? else {
         return Err(invalid());
     };
     let row: Option<(String, Option<chrono::DateTime<Utc>>)> =
@@ -143,18 +140,13 @@ async fn confirm_in(
         tracing::info!(user_id = %user, "free credits already claimed by this inbox");
         return Ok(0);
     }
-    let outcome = crate::server::ledger::grant_free(conn, user, state.config.free_credits, now)
-        .await?;
+    let outcome = crate::server::ledger::grant_free(conn, user, state.config.free_credits, now).await?;
     Ok(if outcome.applied { state.config.free_credits } else { 0 })
 }
 
 /// "Forgot password": queues a reset link if `email` has an account. Answers the same either
 /// way (no account enumeration), except when throttled.
-pub async fn request_password_reset(
-    state: &AppState,
-    email_raw: &str,
-    client_ip: Option<&str>,
-) -> Result<(), Error> {
+pub async fn request_password_reset(state: &AppState, email_raw: &str, client_ip: Option<&str>) -> Result<(), Error> {
     if email_raw.len() > crate::domain::email::MAX_EMAIL_BYTES {
         return Err(Error::invalid("email", "That email address is too long."));
     }
@@ -174,8 +166,7 @@ pub async fn request_password_reset(
         return Ok(());
     };
     let mut tx = state.pool.begin().await?;
-    let token =
-        tokens::issue(&mut tx, user, Purpose::ResetPassword, &address, now).await?;
+    let token = tokens::issue(&mut tx, user, Purpose::ResetPassword, &address, now).await?;
     let m = templates::reset_password(state.config.app_url.as_str(), &address, &link(state, "/reset-password", &token));
     mail::enqueue(&mut tx, Some(user), &m).await?;
     tx.commit().await?;
@@ -213,9 +204,7 @@ pub async fn reset_password(
     let hash = state.passwords.hash(new_password.to_string()).await?;
     let now = Utc::now();
     let mut tx = state.pool.begin().await?;
-    let Some((user, email)) =
-        tokens::consume(&mut tx, token, Purpose::ResetPassword, now).await?
-    else {
+    let Some((user, email)) = tokens::consume(&mut tx, token, Purpose::ResetPassword, now).await? else {
         return Err(Error::invalid("token", "This reset link is not valid any more. Ask for a new one."));
     };
     let updated = sqlx::query(
@@ -230,10 +219,7 @@ pub async fn reset_password(
         return Err(Error::invalid("token", "This reset link is not valid any more. Ask for a new one."));
     }
     tokens::retire_all(&mut tx, user, Purpose::ResetPassword, now).await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user).execute(&mut *tx).await?;
     // Following the link proved the inbox: the address is confirmed.
     confirm_in(&mut tx, state, user, &email, now).await?;
     tx.commit().await?;
@@ -280,14 +266,9 @@ pub async fn change_password(
     }
     let hash = state.passwords.hash(new_password.to_string()).await?;
     let mut tx = state.pool.begin().await?;
-    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-        .bind(user)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1").bind(user).bind(&hash).execute(&mut *tx).await?;
     session::destroy_others(&mut tx, &state.config, user, keep_session).await?;
-    mail::enqueue(&mut tx, Some(user), &templates::password_changed(state.config.app_url.as_str(), &email))
-        .await?;
+    mail::enqueue(&mut tx, Some(user), &templates::password_changed(state.config.app_url.as_str(), &email)).await?;
     tx.commit().await?;
     state.mailer.wake();
     tracing::info!(user_id = %user, "password changed");

@@ -169,27 +169,6 @@ pub fn set_cookie(value: HeaderValue) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_session_cookie_among_others() {
-        let mut h = HeaderMap::new();
-        h.append(COOKIE, HeaderValue::from_static("theme=dark; tally_session=abc123; other=1"));
-        assert_eq!(cookie_value(&h, COOKIE_NAME).as_deref(), Some("abc123"));
-        let mut none = HeaderMap::new();
-        none.append(COOKIE, HeaderValue::from_static("tally_sessionx=abc; x=tally_session"));
-        assert_eq!(cookie_value(&none, COOKIE_NAME), None);
-    }
-
-    #[test]
-    fn stored_hash_depends_on_the_secret() {
-        assert_ne!(token_hash("secret-a", "t"), token_hash("secret-b", "t"));
-        assert_eq!(token_hash("secret-a", "t"), token_hash("secret-a", "t"));
-    }
-}
-
 /// Stores a one-time value on the request's session under `slot` (e.g. `api_key`), for the
 /// next page it renders. Slots are independent: one page may read several.
 pub async fn set_flash(
@@ -228,4 +207,25 @@ pub async fn take_flash(
     .fetch_optional(pool)
     .await?;
     Ok(flash.flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_session_cookie_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("theme=dark; tally_session=abc123; other=1"));
+        assert_eq!(cookie_value(&h, COOKIE_NAME).as_deref(), Some("abc123"));
+        let mut none = HeaderMap::new();
+        none.append(COOKIE, HeaderValue::from_static("tally_sessionx=abc; x=tally_session"));
+        assert_eq!(cookie_value(&none, COOKIE_NAME), None);
+    }
+
+    #[test]
+    fn stored_hash_depends_on_the_secret() {
+        assert_ne!(token_hash("secret-a", "t"), token_hash("secret-b", "t"));
+        assert_eq!(token_hash("secret-a", "t"), token_hash("secret-a", "t"));
+    }
 }

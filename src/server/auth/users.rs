@@ -6,9 +6,9 @@
 //! atomically); and password hashes running at once (`password::Passwords`).
 
 use crate::domain::email::{check_credential_bounds, check_new_password, Email};
-use crate::server::auth::Error;
 use crate::server::auth::password::Passwords;
 use crate::server::auth::rate_limit;
+use crate::server::auth::Error;
 use crate::server::throttle::{self, Throttle};
 use chrono::Utc;
 use sqlx::PgPool;
@@ -60,8 +60,7 @@ pub async fn sign_up(
     match inserted {
         Ok(id) => {
             // The free credits come with the confirmed address (`recovery::verify_email`).
-            crate::server::auth::recovery::queue_verification(&mut tx, state, id, email.as_str())
-                .await?;
+            crate::server::auth::recovery::queue_verification(&mut tx, state, id, email.as_str()).await?;
             tx.commit().await?;
             state.mailer.wake();
             tracing::info!(user_id = %id, "account created");
@@ -88,15 +87,14 @@ pub async fn sign_in(
     if password_raw.is_empty() {
         return Err(Error::invalid("password", "Enter your password."));
     }
-    let attempt = match rate_limit::begin(a.pool, &normalized, client_ip, a.config.login_max_failures, Utc::now())
-        .await?
-    {
-        Ok(attempt) => attempt,
-        Err(secs) => {
-            tracing::warn!(retry_after_secs = secs, "sign-in rate limited");
-            return Err(Error::RateLimited(secs));
-        }
-    };
+    let attempt =
+        match rate_limit::begin(a.pool, &normalized, client_ip, a.config.login_max_failures, Utc::now()).await? {
+            Ok(attempt) => attempt,
+            Err(secs) => {
+                tracing::warn!(retry_after_secs = secs, "sign-in rate limited");
+                return Err(Error::RateLimited(secs));
+            }
+        };
     let row: Option<(Uuid, String)> =
         sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = $1 AND deleted_at IS NULL")
             .bind(&normalized)

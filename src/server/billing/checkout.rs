@@ -19,7 +19,12 @@ use uuid::Uuid;
 /// The item a slug names and the product it is sold as on this server.
 pub fn item_for_sale(state: &AppState, slug: &str) -> Result<(Item, String)> {
     let item = Item::from_slug(slug).ok_or_else(|| Error::invalid("item", "Choose a plan or a credit pack to buy."))?;
-    let product = state.config.polar.catalog.product(item).ok_or_else(|| Error::invalid("item", "That item is not for sale on this server."))?;
+    let product = state
+        .config
+        .polar
+        .catalog
+        .product(item)
+        .ok_or_else(|| Error::invalid("item", "That item is not for sale on this server."))?;
     Ok((item, product.to_string()))
 }
 
@@ -27,14 +32,18 @@ pub fn item_for_sale(state: &AppState, slug: &str) -> Result<(Item, String)> {
 pub async fn start_checkout(state: &AppState, user: Uuid, email: &str, slug: &str) -> Result<String> {
     let (item, product) = item_for_sale(state, slug)?;
     if item.is_plan() && current_subscription(state, user).await?.is_some() {
-        return Err(Error::Conflict("You already have a subscription. Change your plan from the billing page instead.".into()));
+        return Err(Error::Conflict(
+            "You already have a subscription. Change your plan from the billing page instead.".into(),
+        ));
     }
     let details = super::details::billing_details(&state.pool, user).await?;
     let app = state.config.app_url.as_str().trim_end_matches('/');
     let body = CheckoutCreate {
         products: vec![product],
         external_customer_id: Some(user.to_string()),
-        customer_email: Some(details.as_ref().and_then(|d| d.billing_email.clone()).unwrap_or_else(|| email.to_string())),
+        customer_email: Some(
+            details.as_ref().and_then(|d| d.billing_email.clone()).unwrap_or_else(|| email.to_string()),
+        ),
         customer_billing_name: details.as_ref().and_then(|d| d.company.clone()),
         customer_billing_address: details.as_ref().map(|d| d.address()),
         customer_tax_id: details.as_ref().and_then(|d| d.tax_id.clone()),
@@ -60,7 +69,10 @@ pub enum Progress {
     /// Paid or being paid; access not confirmed yet.
     Processing,
     /// Access confirmed: the plan's benefit is granted, or the pack's credits are in the ledger.
-    Ready { what: String, is_plan: bool },
+    Ready {
+        what: String,
+        is_plan: bool,
+    },
     Expired,
     Failed,
 }
@@ -111,10 +123,15 @@ pub async fn checkout_progress(state: &AppState, user: Uuid, checkout_id: &str) 
     let orders = client.orders_for_checkout(checkout_id).await?;
     let Some(order) = orders.first() else { return Ok(Progress::Processing) };
     remember_order(&mut *state.pool.acquire().await?, user, &order.id).await?;
-    let credited: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_buckets WHERE user_id = $1 AND source_key = $2)")
-        .bind(user)
-        .bind(crate::server::ledger::pack_source(&order.id))
-        .fetch_one(&state.pool)
-        .await?;
-    Ok(if credited { Progress::Ready { what: order.description.clone(), is_plan: false } } else { Progress::Processing })
+    let credited: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_buckets WHERE user_id = $1 AND source_key = $2)")
+            .bind(user)
+            .bind(crate::server::ledger::pack_source(&order.id))
+            .fetch_one(&state.pool)
+            .await?;
+    Ok(if credited {
+        Progress::Ready { what: order.description.clone(), is_plan: false }
+    } else {
+        Progress::Processing
+    })
 }

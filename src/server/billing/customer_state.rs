@@ -50,6 +50,15 @@ impl StateRead {
     }
 }
 
+/// The customer state as last stored, and whether it is known to be out of date.
+#[derive(sqlx::FromRow)]
+struct StoredState {
+    state: Option<Value>,
+    state_fetched_at: Option<DateTime<Utc>>,
+    state_stale: bool,
+    state_changed_at: Option<DateTime<Utc>>,
+}
+
 /// The user's Customer State through the cache: served from Redis (when `REDIS_URL` is set)
 /// or Postgres when younger than `max_age` (and not invalidated by a webhook), else read from
 /// Polar and stored in both. `max_age` zero always asks Polar.
@@ -65,16 +74,16 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
             });
         }
     }
-    let row: Option<(Option<Value>, Option<DateTime<Utc>>, bool, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let row: Option<StoredState> = sqlx::query_as(
         "SELECT state, state_fetched_at, state_stale, state_changed_at FROM polar_customers WHERE user_id = $1",
     )
     .bind(user)
     .fetch_optional(&state.pool)
     .await?;
-    let settling = row.as_ref().and_then(|r| r.3).is_some_and(|changed| now - changed < SETTLE_WINDOW);
+    let settling = row.as_ref().and_then(|r| r.state_changed_at).is_some_and(|changed| now - changed < SETTLE_WINDOW);
     let ttl = if settling { SETTLING_TTL } else { STATE_TTL };
     let max_age = max_age.min(ttl);
-    let cached = row.as_ref().filter(|r| !r.2).and_then(|(s, at, _, _)| Some((s.clone(), (*at)?)));
+    let cached = row.as_ref().filter(|r| !r.state_stale).and_then(|r| Some((r.state.clone(), r.state_fetched_at?)));
     if let Some((s, at)) = &cached {
         if now - *at < max_age {
             if let Some(r) = redis {
@@ -93,7 +102,7 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
         Err(PolarError::NotFound { .. }) => None,
         Err(e) if e.is_unavailable() => {
             // The last known state, whatever its age, marked as such.
-            let last = row.and_then(|(s, at, _, _)| Some((s?, at?)));
+            let last = row.and_then(|r| Some((r.state?, r.state_fetched_at?)));
             return match last {
                 Some((s, at)) => Ok(StateRead { state: serde_json::from_value(s).ok(), fetched_at: at, stale: true }),
                 None => Err(Error::from(e)),
@@ -157,7 +166,9 @@ pub async fn require_any_benefit(state: &AppState, user: Uuid, slugs: &[&str]) -
     if slugs.iter().any(|s| read.has_benefit(s)) {
         Ok(())
     } else {
-        Err(Error::NotEntitled(format!("This needs the {} benefit, which your plan does not include.", slugs.join(" or "))))
+        Err(Error::NotEntitled(format!(
+            "This needs the {} benefit, which your plan does not include.",
+            slugs.join(" or ")
+        )))
     }
 }
-

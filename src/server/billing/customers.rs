@@ -11,7 +11,10 @@ use uuid::Uuid;
 
 /// Records that `user` needs a Polar customer; the background task creates or links it.
 pub async fn customer_pending(pool: &PgPool, user: Uuid) -> Result<()> {
-    sqlx::query("INSERT INTO polar_customers (user_id) VALUES ($1) ON CONFLICT DO NOTHING").bind(user).execute(pool).await?;
+    sqlx::query("INSERT INTO polar_customers (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(user)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -19,7 +22,8 @@ pub async fn customer_pending(pool: &PgPool, user: Uuid) -> Result<()> {
 /// creation race resolves to the one that won.
 pub async fn ensure_customer(state: &AppState, user: Uuid) -> Result<String> {
     let client = polar(state)?;
-    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&state.pool).await?;
+    let email: String =
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&state.pool).await?;
     let external = user.to_string();
     let result = match client.get_customer(&external).await {
         Ok(c) => Ok(c),

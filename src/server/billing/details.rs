@@ -12,7 +12,7 @@ use crate::server::state::AppState;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct BillingDetails {
     pub billing_email: Option<String>,
     pub company: Option<String>,
@@ -41,26 +41,12 @@ impl BillingDetails {
 }
 
 pub async fn billing_details(pool: &PgPool, user: Uuid) -> Result<Option<BillingDetails>> {
-    let row: Option<(Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, String, Option<String>, Option<String>, Option<String>)> =
-        sqlx::query_as(
-            "SELECT billing_email, company, line1, line2, city, region, postal_code, country, tax_id, tax_id_kind, polar_error FROM billing_details WHERE user_id = $1",
-        )
-        .bind(user)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.map(|r| BillingDetails {
-        billing_email: r.0,
-        company: r.1,
-        line1: r.2,
-        line2: r.3,
-        city: r.4,
-        region: r.5,
-        postal_code: r.6,
-        country: r.7,
-        tax_id: r.8,
-        tax_id_kind: r.9,
-        polar_error: r.10,
-    }))
+    Ok(sqlx::query_as(
+        "SELECT billing_email, company, line1, line2, city, region, postal_code, country, tax_id, tax_id_kind, polar_error FROM billing_details WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_optional(pool)
+    .await?)
 }
 
 fn clean(v: Option<String>, field: &str, max: usize) -> Result<Option<String>> {
@@ -131,10 +117,10 @@ async fn push_billing_details(state: &AppState, user: Uuid, d: &BillingDetails) 
             .bind(err)
             .execute(&state.pool)
             .await
-            
     };
     if let Err(e) = ensure_customer(state, user).await {
-        record(Some("Not yet sent to our billing provider (unreachable); it will be sent on your next save.".into())).await?;
+        record(Some("Not yet sent to our billing provider (unreachable); it will be sent on your next save.".into()))
+            .await?;
         return match e {
             Error::Unavailable(_) => Ok(false),
             other => Err(other),
@@ -170,4 +156,3 @@ async fn push_billing_details(state: &AppState, user: Uuid, d: &BillingDetails) 
         Err(e) => Err(e.into()),
     }
 }
-

@@ -13,7 +13,11 @@ use uuid::Uuid;
 /// Records that a Polar order is `user`'s (from a listing Polar answered for that user, or a
 /// webhook about their customer), so its id can be checked before Polar is asked again.
 pub async fn remember_order(conn: &mut sqlx::PgConnection, user: Uuid, order_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO polar_orders (id, user_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING").bind(order_id).bind(user).execute(conn).await?;
+    sqlx::query("INSERT INTO polar_orders (id, user_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(order_id)
+        .bind(user)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -79,11 +83,7 @@ pub async fn invoices(state: &AppState, user: Uuid) -> Result<Vec<InvoiceRow>> {
 }
 
 /// The order, if it is the user's.
-async fn own_order(
-    state: &AppState,
-    user: Uuid,
-    order_id: &str,
-) -> Result<Order> {
+async fn own_order(state: &AppState, user: Uuid, order_id: &str) -> Result<Order> {
     if Uuid::parse_str(order_id).is_err() {
         return Err(Error::NotFound);
     }
@@ -119,10 +119,8 @@ pub async fn generate_invoice(state: &AppState, user: Uuid, order_id: &str) -> R
                 "Add your billing details (name and country at least) before generating an invoice.",
             ));
         };
-        let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
-            .bind(user)
-            .fetch_one(&state.pool)
-            .await?;
+        let email: String =
+            sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&state.pool).await?;
         let name = d.company.clone().unwrap_or(email);
         client.update_order_billing(order_id, &name, &d.address()).await?;
     }
@@ -146,4 +144,3 @@ pub async fn invoice_url(state: &AppState, user: Uuid, order_id: &str) -> Result
     own_order(state, user, order_id).await?;
     Ok(polar_for(state, user).await?.invoice(order_id).await?.map(|u| u.url))
 }
-

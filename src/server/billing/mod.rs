@@ -32,7 +32,8 @@ pub mod sync;
 
 pub use checkout::{checkout_progress, start_checkout, Progress};
 pub use customer_state::{
-    customer_state, forget_cached_state, invalidate_state, require_any_benefit, require_benefit, StateRead, STALE_GRACE, STATE_TTL,
+    customer_state, forget_cached_state, invalidate_state, require_any_benefit, require_benefit, StateRead,
+    STALE_GRACE, STATE_TTL,
 };
 pub use customers::{customer_pending, ensure_customer, sync_pending_customers};
 pub use details::{billing_details, save_billing_details, BillingDetails};

@@ -149,7 +149,12 @@ pub struct PlanChangePreview {
     pub pending: Option<PlanId>,
 }
 
-pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: DateTime<Utc>) -> Result<PlanChangePreview> {
+pub async fn preview_plan_change(
+    state: &AppState,
+    user: Uuid,
+    to: PlanId,
+    now: DateTime<Utc>,
+) -> Result<PlanChangePreview> {
     let (id, current) = require_live_subscription(state, user).await?;
     if current == to {
         return Err(Error::Conflict(format!("You are already on {}.", to.name())));
@@ -168,8 +173,15 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
         recurring_interval: product.recurring_interval.clone(),
         metadata: product.metadata.clone(),
     };
-    let new_credits = sync::period_allotment(config, Some(&product.id), Some(&target), None).map_err(invalid)?.map(|(_, c)| c).unwrap_or(0);
-    let price = product.prices.iter().filter(|p| !p.is_archived).find_map(|p| p.price_amount.map(|a| (a, p.price_currency.clone())));
+    let new_credits = sync::period_allotment(config, Some(&product.id), Some(&target), None)
+        .map_err(invalid)?
+        .map(|(_, c)| c)
+        .unwrap_or(0);
+    let price = product
+        .prices
+        .iter()
+        .filter(|p| !p.is_archived)
+        .find_map(|p| p.price_amount.map(|a| (a, p.price_currency.clone())));
     let Some((new_price, currency)) = price else {
         return Err(Error::Conflict(format!("{} has no fixed price to switch to; contact us.", to.name())));
     };
@@ -181,13 +193,18 @@ pub async fn preview_plan_change(state: &AppState, user: Uuid, to: PlanId, now: 
         // The level the period's allotment was granted at (higher after an earlier upgrade).
         let level = crate::server::ledger::period_level(&state.pool, user, &id, start).await?;
         (
-            ((new_price as i128 - current_price as i128) * left as i128 / period as i128).clamp(0, i64::MAX as i128) as i64,
+            ((new_price as i128 - current_price as i128) * left as i128 / period as i128).clamp(0, i64::MAX as i128)
+                as i64,
             crate::domain::credits::upgrade_extra(level.unwrap_or(current_credits), new_credits, start, end, now),
         )
     } else {
         (0, 0)
     };
-    let pending = sub.pending_update.as_ref().and_then(|u| u.product_id.as_deref()).and_then(|p| sync::plan_of_product(config, p));
+    let pending = sub
+        .pending_update
+        .as_ref()
+        .and_then(|u| u.product_id.as_deref())
+        .and_then(|p| sync::plan_of_product(config, p));
     Ok(PlanChangePreview {
         from: current,
         to,
@@ -210,7 +227,9 @@ pub async fn portal_url(state: &AppState, user: Uuid) -> Result<String> {
     let back = format!("{}/billing", state.config.app_url.as_str().trim_end_matches('/'));
     match polar_for(state, user).await?.create_customer_session(&user.to_string(), Some(&back)).await {
         Ok(s) => Ok(s.customer_portal_url),
-        Err(PolarError::Invalid { .. }) => Err(Error::Conflict("You have no billing account with Polar yet; it is created with your first purchase.".into())),
+        Err(PolarError::Invalid { .. }) => Err(Error::Conflict(
+            "You have no billing account with Polar yet; it is created with your first purchase.".into(),
+        )),
         Err(e) => Err(e.into()),
     }
 }

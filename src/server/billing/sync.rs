@@ -24,7 +24,9 @@ use crate::domain::credits::{allotment_schedule, AllotmentPolicy};
 use crate::domain::plans::{Interval, Item, PlanId, PlanTerms};
 use crate::server::config::Config;
 use crate::server::ledger;
-use crate::server::polar::models::{Customer, Order, OrderBillingReason, OrderStatus, ProductRef, Subscription, SubscriptionStatus};
+use crate::server::polar::models::{
+    Customer, Order, OrderBillingReason, OrderStatus, ProductRef, Subscription, SubscriptionStatus,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -77,13 +79,20 @@ fn metadata_credits(v: Option<&Value>, what: &str) -> Result<Option<i64>> {
     let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(None) };
     match metadata_int(v) {
         Some(n) if (1..=MAX_METADATA_CREDITS).contains(&n) => Ok(Some(n)),
-        _ => Err(Error::Invalid(format!("product metadata `{what}` is {v}, not a whole number from 1 to {MAX_METADATA_CREDITS}"))),
+        _ => Err(Error::Invalid(format!(
+            "product metadata `{what}` is {v}, not a whole number from 1 to {MAX_METADATA_CREDITS}"
+        ))),
     }
 }
 
 /// What a product is: the catalogue's item, or (for products not configured here) what its
 /// metadata says (`plan`, and `recurring_interval` or the subscription's interval).
-fn plan_and_interval(config: &Config, product_id: Option<&str>, product: Option<&ProductRef>, interval: Option<&str>) -> Option<(PlanId, Interval)> {
+fn plan_and_interval(
+    config: &Config,
+    product_id: Option<&str>,
+    product: Option<&ProductRef>,
+    interval: Option<&str>,
+) -> Option<(PlanId, Interval)> {
     if let Some(Item::Plan { plan, interval }) = product_id.and_then(|p| config.polar.catalog.item(p)) {
         return Some((plan, interval));
     }
@@ -97,23 +106,30 @@ pub fn billed_yearly(config: &Config, sub: &Subscription) -> bool {
     if let Some(Item::Plan { interval, .. }) = sub.product_ref_id().and_then(|p| config.polar.catalog.item(p)) {
         return interval == Interval::Year;
     }
-    sub.recurring_interval.as_deref() == Some("year") || sub.product.as_ref().and_then(|p| p.recurring_interval.as_deref()) == Some("year")
+    sub.recurring_interval.as_deref() == Some("year")
+        || sub.product.as_ref().and_then(|p| p.recurring_interval.as_deref()) == Some("year")
 }
 
 /// The plan a product stands for and the allotment of one billing period: the monthly credits
 /// from the product's metadata (`monthly_credits`) or the plan's terms, twelve times that for a
 /// yearly product (accruing daily all the same).
-pub fn period_allotment(config: &Config, product_id: Option<&str>, product: Option<&ProductRef>, interval: Option<&str>) -> Result<Option<(PlanId, i64)>> {
+pub fn period_allotment(
+    config: &Config,
+    product_id: Option<&str>,
+    product: Option<&ProductRef>,
+    interval: Option<&str>,
+) -> Result<Option<(PlanId, i64)>> {
     let Some((plan, interval)) = plan_and_interval(config, product_id, product, interval) else { return Ok(None) };
     let monthly = match metadata_credits(product.and_then(|p| p.metadata.get("monthly_credits")), "monthly_credits")? {
         Some(n) => n,
         None => PlanTerms::of(plan).map(|t| t.monthly_credits).unwrap_or(0),
     };
     let period = match interval {
-        Interval::Year => monthly
-            .checked_mul(12)
-            .filter(|n| *n <= MAX_METADATA_CREDITS)
-            .ok_or_else(|| Error::Invalid(format!("product metadata `monthly_credits` {monthly} × 12 is more than {MAX_METADATA_CREDITS}")))?,
+        Interval::Year => monthly.checked_mul(12).filter(|n| *n <= MAX_METADATA_CREDITS).ok_or_else(|| {
+            Error::Invalid(format!(
+                "product metadata `monthly_credits` {monthly} × 12 is more than {MAX_METADATA_CREDITS}"
+            ))
+        })?,
         Interval::Month => monthly,
     };
     Ok(Some((plan, period)))
@@ -144,7 +160,9 @@ pub fn pack_credits(config: &Config, order: &Order) -> Result<Option<i64>> {
 /// net of tax, like `net_amount`; the tax refunded is `refunded_tax_amount`), the net amount,
 /// and whether it is fully refunded.
 pub fn refund_of(order: &Order) -> Result<(i64, i64, bool)> {
-    let refunded = Some(order.refunded_amount).filter(|n| *n >= 0).ok_or_else(|| Error::Invalid("order has a negative refunded_amount".into()))?;
+    let refunded = Some(order.refunded_amount)
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| Error::Invalid("order has a negative refunded_amount".into()))?;
     // `net_amount` is there since the 2026-04 API; before tax, after discounts.
     let net = order
         .net_amount
@@ -169,7 +187,12 @@ pub async fn order_seen(conn: &mut PgConnection, order: &Order) -> Result<()> {
 
 /// A paid order: a pack's credits, once per order (subscription orders are applied through
 /// their subscription).
-pub async fn order_paid(conn: &mut PgConnection, config: &Config, order: &Order, now: DateTime<Utc>) -> Result<Applied> {
+pub async fn order_paid(
+    conn: &mut PgConnection,
+    config: &Config,
+    order: &Order,
+    now: DateTime<Utc>,
+) -> Result<Applied> {
     if !is_pack_purchase(order) {
         return Ok(Applied::Skipped);
     }
@@ -185,7 +208,12 @@ pub async fn order_paid(conn: &mut PgConnection, config: &Config, order: &Order,
 
 /// A refunded order: a full refund takes back what is unspent of the pack; a partial one its
 /// share, rounded down (the customer keeps the fraction).
-pub async fn order_refunded(conn: &mut PgConnection, config: &Config, order: &Order, now: DateTime<Utc>) -> Result<Applied> {
+pub async fn order_refunded(
+    conn: &mut PgConnection,
+    config: &Config,
+    order: &Order,
+    now: DateTime<Utc>,
+) -> Result<Applied> {
     if !is_pack_purchase(order) || pack_credits(config, order)?.is_none() {
         return Ok(Applied::Skipped);
     }
@@ -200,7 +228,12 @@ pub async fn order_refunded(conn: &mut PgConnection, config: &Config, order: &Or
 
 /// A subscription as Polar has it: newest state wins (by `modified_at`), then the credit
 /// effects of that state, each idempotent by its ledger key.
-pub async fn subscription(conn: &mut PgConnection, config: &Config, sub: &Subscription, now: DateTime<Utc>) -> Result<Applied> {
+pub async fn subscription(
+    conn: &mut PgConnection,
+    config: &Config,
+    sub: &Subscription,
+    now: DateTime<Utc>,
+) -> Result<Applied> {
     let Some(user) = user_of_external(conn, sub.external_customer_id()).await? else { return Ok(Applied::Skipped) };
     let modified = sub.modified_at.or(Some(sub.created_at).filter(|t| *t != DateTime::UNIX_EPOCH)).unwrap_or(now);
     let plan = subscription_allotment(config, sub)?;
@@ -247,11 +280,16 @@ pub async fn subscription(conn: &mut PgConnection, config: &Config, sub: &Subscr
     match sub.status {
         // Access now: this period's allotment (once), and any upgrade within it.
         SubscriptionStatus::Active | SubscriptionStatus::Trialing | SubscriptionStatus::PastDue => {
-            let schedule = allotment_schedule(AllotmentPolicy::DailyAccrual, allotment, start, end, config.credit_day_offset);
+            let schedule =
+                allotment_schedule(AllotmentPolicy::DailyAccrual, allotment, start, end, config.credit_day_offset);
             ledger::start_allotment(conn, &period, schedule, 0, now).await?;
             // The upgrade is worth the rest of the period from when it happened (the state's
             // `modified_at`), not from when this delivery arrived.
-            let upgrade = ledger::Upgrade { new_allotment: allotment, policy: AllotmentPolicy::DailyAccrual, day_boundary: config.credit_day_offset };
+            let upgrade = ledger::Upgrade {
+                new_allotment: allotment,
+                policy: AllotmentPolicy::DailyAccrual,
+                day_boundary: config.credit_day_offset,
+            };
             ledger::upgrade_allotment(conn, &period, upgrade, modified.min(now)).await?;
         }
         // Access over (revoked, or canceled and ended, or never paid): the allotment ends now.
@@ -267,14 +305,18 @@ pub async fn subscription(conn: &mut PgConnection, config: &Config, sub: &Subscr
 /// The customer's state changed at Polar: the cached Customer State is stale; the next read
 /// fetches it (re-reading instead of trusting this payload's place in the delivery order).
 pub async fn customer_changed(conn: &mut PgConnection, customer: &Customer) -> Result<Applied> {
-    let Some(user) = user_of_external(conn, customer.external_id.as_deref()).await? else { return Ok(Applied::Skipped) };
+    let Some(user) = user_of_external(conn, customer.external_id.as_deref()).await? else {
+        return Ok(Applied::Skipped);
+    };
     crate::server::billing::invalidate_state(conn, user).await?;
     Ok(Applied::Done)
 }
 
 /// The customer was deleted at Polar: detach it (a later purchase creates a new one).
 pub async fn customer_deleted(conn: &mut PgConnection, customer: &Customer) -> Result<Applied> {
-    let Some(user) = user_of_external(conn, customer.external_id.as_deref()).await? else { return Ok(Applied::Skipped) };
+    let Some(user) = user_of_external(conn, customer.external_id.as_deref()).await? else {
+        return Ok(Applied::Skipped);
+    };
     sqlx::query(
         "UPDATE polar_customers SET status = 'deleted', polar_customer_id = NULL, state = NULL, state_fetched_at = NULL, state_stale = false, updated_at = now()
           WHERE user_id = $1 AND polar_customer_id = $2",

@@ -301,10 +301,10 @@ pub(super) fn read(
     }
 
     let (webhook_secret, standin) = if mode == PolarMode::Local {
-        let settings = standin_settings(src, &session_secret, access_token.as_ref())?;
+        let settings = standin_settings(src, session_secret, access_token.as_ref())?;
         // The stand-in signs with this secret; a configured one wins.
         let secret =
-            webhook_secret.or_else(|| Some(Secret::new(derive_secret(&session_secret, "polar-standin-webhook", true))));
+            webhook_secret.or_else(|| Some(Secret::new(derive_secret(session_secret, "polar-standin-webhook", true))));
         (secret, Some(settings))
     } else {
         (webhook_secret, None)
@@ -330,16 +330,7 @@ pub(super) fn read(
     }
     let anonymize_on_delete = parse_bool(src, "POLAR_DELETE_ANONYMIZE", true)?;
     let catalog = catalog_of(&products);
-    Ok(PolarConfig {
-        mode,
-        api_url,
-        access_token,
-        webhook_secret,
-        webhook_path,
-        standin,
-        anonymize_on_delete,
-        catalog,
-    })
+    Ok(PolarConfig { mode, api_url, access_token, webhook_secret, webhook_path, standin, anonymize_on_delete, catalog })
 }
 
 /// The catalogue of the configured products.

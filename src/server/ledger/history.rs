@@ -83,7 +83,9 @@ pub fn describe(kind: &str, metadata: &Value) -> String {
         },
         "daily_accrual" => "Daily allotment".to_string(),
         "purchase" => "Credit pack".to_string(),
-        "spend" => metadata["operation"].as_str().map(|o| format!("API call: {o}")).unwrap_or_else(|| "API call".into()),
+        "spend" => {
+            metadata["operation"].as_str().map(|o| format!("API call: {o}")).unwrap_or_else(|| "API call".into())
+        }
         "refund_clawback" => "Refunded pack taken back".to_string(),
         "adjustment" => {
             metadata["reason"].as_str().map(|r| format!("Adjustment: {r}")).unwrap_or_else(|| "Adjustment".into())

@@ -173,13 +173,20 @@ pub fn pack_source(order_id: &str) -> String {
 }
 
 /// The level a period's allotment was granted at (higher after an upgrade), if it was.
-pub async fn period_level(pool: &PgPool, user_id: Uuid, subscription_id: &str, period_start: DateTime<Utc>) -> Result<Option<i64>, sqlx::Error> {
-    Ok(sqlx::query_scalar("SELECT (metadata->>'level')::bigint FROM credit_buckets WHERE user_id = $1 AND source_key = $2")
-        .bind(user_id)
-        .bind(allotment_source(subscription_id, period_start))
-        .fetch_optional(pool)
-        .await?
-        .flatten())
+pub async fn period_level(
+    pool: &PgPool,
+    user_id: Uuid,
+    subscription_id: &str,
+    period_start: DateTime<Utc>,
+) -> Result<Option<i64>, sqlx::Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT (metadata->>'level')::bigint FROM credit_buckets WHERE user_id = $1 AND source_key = $2",
+    )
+    .bind(user_id)
+    .bind(allotment_source(subscription_id, period_start))
+    .fetch_optional(pool)
+    .await?
+    .flatten())
 }
 
 /// Identifies one subscription period's allotment bucket.
@@ -211,7 +218,13 @@ pub struct Upgrade {
 /// credits become spendable; they expire at the period's end, except up to `rollover_cap`
 /// unspent credits, which carry over for one more period. Once per (subscription, period
 /// start), however often a renewal is signalled.
-pub async fn start_allotment(conn: &mut PgConnection, period: &Period<'_>, schedule: Vec<Accrual>, rollover_cap: i64, now: DateTime<Utc>) -> Result<GrantOutcome, sqlx::Error> {
+pub async fn start_allotment(
+    conn: &mut PgConnection,
+    period: &Period<'_>,
+    schedule: Vec<Accrual>,
+    rollover_cap: i64,
+    now: DateTime<Utc>,
+) -> Result<GrantOutcome, sqlx::Error> {
     let Period { user_id, subscription_id, plan, start: period_start, end: period_end } = *period;
     let total: i64 = schedule.iter().map(|a| a.amount).sum();
     let source = allotment_source(subscription_id, period_start);
@@ -250,7 +263,12 @@ pub async fn start_allotment(conn: &mut PgConnection, period: &Period<'_>, sched
 /// period, into the period's bucket, and raises the period's level. Idempotent per (period,
 /// new level); a downgrade or a return to a level already granted adds nothing. Returns the
 /// extra credits granted by this call.
-pub async fn upgrade_allotment(conn: &mut PgConnection, period: &Period<'_>, upgrade: Upgrade, now: DateTime<Utc>) -> Result<i64, sqlx::Error> {
+pub async fn upgrade_allotment(
+    conn: &mut PgConnection,
+    period: &Period<'_>,
+    upgrade: Upgrade,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
     let Period { user_id, subscription_id, plan: new_plan, start: period_start, end: period_end } = *period;
     let Upgrade { new_allotment, policy, day_boundary } = upgrade;
     let source = allotment_source(subscription_id, period_start);

@@ -19,6 +19,17 @@ pub struct MailboxQuery {
     to: Option<String>,
 }
 
+/// One mail in the dev mailbox.
+#[derive(sqlx::FromRow)]
+struct Mail {
+    id: i64,
+    to_address: String,
+    from_address: String,
+    subject: String,
+    body_text: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -67,7 +78,7 @@ pub async fn mailbox(State(state): State<AppState>, headers: HeaderMap, Query(q)
         )
             .into_response();
     }
-    let rows: Vec<(i64, String, String, String, String, chrono::DateTime<chrono::Utc>)> = match sqlx::query_as(
+    let rows: Vec<Mail> = match sqlx::query_as(
         "SELECT id, to_address, from_address, subject, body_text, created_at FROM dev_mailbox
           WHERE ($1::text IS NULL OR lower(to_address) = lower($1)) ORDER BY id DESC LIMIT 200",
     )
@@ -84,14 +95,14 @@ pub async fn mailbox(State(state): State<AppState>, headers: HeaderMap, Query(q)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("application/json"));
     if wants_json {
-        let mails: Vec<_> = rows.iter().map(|(id, to, from, subject, text, at)| json!({ "id": id, "to": to, "from": from, "subject": subject, "text": text, "created_at": at })).collect();
+        let mails: Vec<_> = rows.iter().map(|m| json!({ "id": m.id, "to": m.to_address, "from": m.from_address, "subject": m.subject, "text": m.body_text, "created_at": m.created_at })).collect();
         return Json(json!({ "mails": mails })).into_response();
     }
     let items: String = if rows.is_empty() {
         "<p>No mail yet.</p>".into()
     } else {
         rows.iter()
-            .map(|(_, to, from, subject, text, at)| {
+            .map(|Mail { to_address: to, from_address: from, subject, body_text: text, created_at: at, .. }| {
                 format!(
                     r#"<article><h2>{}</h2><p class="meta">To {} · from {} · {}</p><p>{}</p></article>"#,
                     esc(subject),

@@ -125,19 +125,30 @@ pub fn backoff(attempts: i32) -> Duration {
     Duration::seconds(2i64.saturating_pow(attempts.clamp(1, 30) as u32).min(3600))
 }
 
+/// The oldest mail that is due, as the sender claims it.
+#[derive(sqlx::FromRow)]
+struct DueMail {
+    id: i64,
+    to_address: String,
+    subject: String,
+    body_text: Option<String>,
+    attempts: i32,
+    kind: String,
+}
+
 /// Sends one due mail, if any; whether there was one. One mail per transaction: a row is
 /// locked only while its own mail is sent, and a crash between sending and committing sends
 /// at most that one again.
 pub async fn send_due(pool: &PgPool, mailer: &Mailer, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let due: Option<(i64, String, String, Option<String>, i32, String)> = sqlx::query_as(
+    let due: Option<DueMail> = sqlx::query_as(
         "SELECT id, to_address, subject, body_text, attempts, kind FROM outgoing_mail
           WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
     )
     .bind(now)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((id, to, subject, body, attempts, kind)) = due else { return Ok(false) };
+    let Some(DueMail { id, to_address: to, subject, body_text: body, attempts, kind }) = due else { return Ok(false) };
     match mailer.deliver(pool, &to, &subject, body.as_deref().unwrap_or_default()).await {
         Ok(()) => {
             sqlx::query("UPDATE outgoing_mail SET status = 'sent', sent_at = $2, body_text = NULL, attempts = attempts + 1, last_error = NULL WHERE id = $1")

@@ -194,7 +194,9 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
                     json!({ "field": "text", "max_characters": FREE_MAX_CHARS }),
                 )
             }
-            Err(e @ (billing::Error::CannotConfirm | billing::Error::Unavailable(_) | billing::Error::NotConfigured)) => {
+            Err(
+                e @ (billing::Error::CannotConfirm | billing::Error::Unavailable(_) | billing::Error::NotConfigured),
+            ) => {
                 let message = AppError::from(e).to_string();
                 let mut res = error(StatusCode::SERVICE_UNAVAILABLE, "billing_unavailable", &message, json!({}));
                 res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(30));

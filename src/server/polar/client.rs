@@ -522,14 +522,12 @@ impl PolarClient {
         Ok(p.items)
     }
 
-
     /// The orders a checkout produced.
     pub async fn orders_for_checkout(&self, checkout_id: &str) -> Result<Vec<Order>, PolarError> {
         let q = [("checkout_id", checkout_id.to_string()), ("limit", "10".into())];
         let p: ListResource<Order> = self.call(Method::GET, "/v1/orders/", &q, None, Idempotency::Safe).await?;
         Ok(p.items)
     }
-
 
     pub async fn get_subscription(&self, id: &str) -> Result<Subscription, PolarError> {
         self.call(Method::GET, &format!("/v1/subscriptions/{}", path_segment(id)), &[], None, Idempotency::Safe).await

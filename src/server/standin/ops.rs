@@ -214,7 +214,6 @@ impl World {
                 self.customer_updated(&customer_id, now, ev);
             }
         }
-        let cust = self.customer(&customer_id).cloned().expect("customer exists");
         let mut subscription_id = None;
         if product.recurring_interval.is_some() {
             let id = new_id();
@@ -248,16 +247,16 @@ impl World {
             subscription_id = Some(id);
         }
         let order_id = self.new_order(
-            &customer_id,
-            &product,
-            subscription_id.clone(),
-            Some(c.id.clone()),
-            if subscription_id.is_some() { "subscription_create" } else { "purchase" },
-            product.price_amount,
-            false,
-            c.metadata.clone(),
-            cust.billing_name.clone().or(cust.name.clone()),
-            cust.billing_address.clone(),
+            NewOrder {
+                customer_id: &customer_id,
+                product: &product,
+                subscription_id: subscription_id.clone(),
+                checkout_id: Some(c.id.clone()),
+                billing_reason: if subscription_id.is_some() { "subscription_create" } else { "purchase" },
+                amount: product.price_amount,
+                proration: false,
+                metadata: c.metadata.clone(),
+            },
             now,
         );
         self.order_events(ev, &["order.created"], &order_id, now);
@@ -289,21 +288,22 @@ impl World {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn new_order(
-        &mut self,
-        customer_id: &str,
-        product: &Product,
-        subscription_id: Option<String>,
-        checkout_id: Option<String>,
-        billing_reason: &str,
-        amount: i64,
-        proration: bool,
-        metadata: Map<String, Value>,
-        billing_name: Option<String>,
-        billing_address: Option<Address>,
-        now: DateTime<Utc>,
-    ) -> String {
+    /// A pending order billed to the customer's billing name and address as they are now.
+    fn new_order(&mut self, o: NewOrder<'_>, now: DateTime<Utc>) -> String {
+        let NewOrder {
+            customer_id,
+            product,
+            subscription_id,
+            checkout_id,
+            billing_reason,
+            amount,
+            proration,
+            metadata,
+        } = o;
+        let (billing_name, billing_address) = self
+            .customer(customer_id)
+            .map(|c| (c.billing_name.clone().or(c.name.clone()), c.billing_address.clone()))
+            .unwrap_or_default();
         self.invoice_counter += 1;
         let id = new_id();
         // Tax by the buyer's billing country as it is now (reverse charge for a valid VAT id).
@@ -519,18 +519,17 @@ impl World {
         self.revoke_grants(id, now, ev);
         self.grant_benefits(&s.customer_id, &new, Some(id), None, now, ev);
         if prorated > 0 && proration == "invoice" {
-            let cust = self.customer(&s.customer_id).cloned().expect("customer exists");
             let order_id = self.new_order(
-                &s.customer_id,
-                &new,
-                Some(id.into()),
-                None,
-                "subscription_update",
-                prorated,
-                true,
-                s.metadata.clone(),
-                cust.billing_name.or(cust.name),
-                cust.billing_address,
+                NewOrder {
+                    customer_id: &s.customer_id,
+                    product: &new,
+                    subscription_id: Some(id.into()),
+                    checkout_id: None,
+                    billing_reason: "subscription_update",
+                    amount: prorated,
+                    proration: true,
+                    metadata: s.metadata.clone(),
+                },
                 now,
             );
             self.order_events(ev, &["order.created"], &order_id, now);
@@ -592,18 +591,17 @@ impl World {
                 self.revoke_grants(&id, at, ev);
                 self.grant_benefits(&s.customer_id, &product, Some(&id), None, at, ev);
             }
-            let cust = self.customer(&s.customer_id).cloned().expect("customer exists");
             let order_id = self.new_order(
-                &s.customer_id,
-                &product,
-                Some(id.clone()),
-                None,
-                "subscription_cycle",
-                product.price_amount,
-                false,
-                s.metadata.clone(),
-                cust.billing_name.or(cust.name),
-                cust.billing_address,
+                NewOrder {
+                    customer_id: &s.customer_id,
+                    product: &product,
+                    subscription_id: Some(id.clone()),
+                    checkout_id: None,
+                    billing_reason: "subscription_cycle",
+                    amount: product.price_amount,
+                    proration: false,
+                    metadata: s.metadata.clone(),
+                },
                 at,
             );
             self.order_events(ev, &["order.created"], &order_id, at);
@@ -676,4 +674,16 @@ impl World {
         self.order_events(ev, &["order.updated", "order.refunded"], order_id, now);
         Ok(refund_id)
     }
+}
+
+/// What an order is for; whom it bills comes from the customer (`World::new_order`).
+struct NewOrder<'a> {
+    customer_id: &'a str,
+    product: &'a Product,
+    subscription_id: Option<String>,
+    checkout_id: Option<String>,
+    billing_reason: &'static str,
+    amount: i64,
+    proration: bool,
+    metadata: Map<String, Value>,
 }

@@ -25,12 +25,21 @@ pub enum CustomerEvent {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum WebhookEvent {
-    Order { event: OrderEvent, order: Box<Order> },
+    Order {
+        event: OrderEvent,
+        order: Box<Order>,
+    },
     /// Every `subscription.*` event Tally applies carries the whole subscription.
     Subscription(Box<Subscription>),
-    Customer { event: CustomerEvent, customer: Box<Customer> },
+    Customer {
+        event: CustomerEvent,
+        customer: Box<Customer>,
+    },
     /// A type Tally does not act on, with its payload as it came.
-    Unknown { event_type: String, payload: Value },
+    Unknown {
+        event_type: String,
+        payload: Value,
+    },
 }
 
 /// The subscription events whose object Tally applies.
@@ -57,14 +66,21 @@ impl WebhookEvent {
                     "order.refunded" => OrderEvent::Refunded,
                     _ => OrderEvent::Other,
                 };
-                WebhookEvent::Order { event, order: Box::new(serde_json::from_value(data()).map_err(|e| read("order", e))?) }
+                WebhookEvent::Order {
+                    event,
+                    order: Box::new(serde_json::from_value(data()).map_err(|e| read("order", e))?),
+                }
             }
-            t if SUBSCRIPTION_EVENTS.contains(&t) => {
-                WebhookEvent::Subscription(Box::new(serde_json::from_value(data()).map_err(|e| read("subscription", e))?))
-            }
+            t if SUBSCRIPTION_EVENTS.contains(&t) => WebhookEvent::Subscription(Box::new(
+                serde_json::from_value(data()).map_err(|e| read("subscription", e))?,
+            )),
             "customer.state_changed" | "customer.updated" | "customer.deleted" => {
-                let event = if event_type == "customer.deleted" { CustomerEvent::Deleted } else { CustomerEvent::Changed };
-                WebhookEvent::Customer { event, customer: Box::new(serde_json::from_value(data()).map_err(|e| read("customer", e))?) }
+                let event =
+                    if event_type == "customer.deleted" { CustomerEvent::Deleted } else { CustomerEvent::Changed };
+                WebhookEvent::Customer {
+                    event,
+                    customer: Box::new(serde_json::from_value(data()).map_err(|e| read("customer", e))?),
+                }
             }
             other => WebhookEvent::Unknown { event_type: other.to_string(), payload: payload.clone() },
         })
@@ -90,12 +106,22 @@ mod tests {
     #[test]
     fn known_events_become_their_objects_and_others_are_kept_as_they_came() {
         let sub = json!({ "type": "subscription.cycled", "data": { "id": "s", "status": "active", "current_period_start": "2026-11-01T00:00:00Z", "current_period_end": "2026-12-01T00:00:00Z" } });
-        assert!(matches!(WebhookEvent::parse("subscription.cycled", &sub), Ok(WebhookEvent::Subscription(s)) if s.id == "s"));
+        assert!(
+            matches!(WebhookEvent::parse("subscription.cycled", &sub), Ok(WebhookEvent::Subscription(s)) if s.id == "s")
+        );
         let order = json!({ "data": { "id": "o", "status": "paid", "billing_reason": "purchase" } });
-        assert!(matches!(WebhookEvent::parse("order.paid", &order), Ok(WebhookEvent::Order { event: OrderEvent::Paid, .. })));
+        assert!(matches!(
+            WebhookEvent::parse("order.paid", &order),
+            Ok(WebhookEvent::Order { event: OrderEvent::Paid, .. })
+        ));
         let other = json!({ "type": "benefit_grant.created", "data": { "x": 1 } });
-        assert_eq!(WebhookEvent::parse("benefit_grant.created", &other), Ok(WebhookEvent::Unknown { event_type: "benefit_grant.created".into(), payload: other.clone() }));
+        assert_eq!(
+            WebhookEvent::parse("benefit_grant.created", &other),
+            Ok(WebhookEvent::Unknown { event_type: "benefit_grant.created".into(), payload: other.clone() })
+        );
         let broken = json!({ "data": { "id": "s" } });
-        assert!(WebhookEvent::parse("subscription.updated", &broken).unwrap_err().contains("subscription cannot be read"));
+        assert!(WebhookEvent::parse("subscription.updated", &broken)
+            .unwrap_err()
+            .contains("subscription cannot be read"));
     }
 }

@@ -31,7 +31,13 @@ impl From<sync::Error> for HandlerError {
 }
 
 /// Applies one stored event (`payload` is the whole delivery: `{"type", "data", …}`).
-pub async fn handle(conn: &mut PgConnection, config: &Config, event_type: &str, payload: &Value, now: DateTime<Utc>) -> Result<Outcome, HandlerError> {
+pub async fn handle(
+    conn: &mut PgConnection,
+    config: &Config,
+    event_type: &str,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> Result<Outcome, HandlerError> {
     // Debug builds only (compiled out of release): an event type that makes the handler panic,
     // so a test can prove that a panicking handler is retried and parked, not stuck.
     #[cfg(debug_assertions)]
@@ -48,8 +54,12 @@ pub async fn handle(conn: &mut PgConnection, config: &Config, event_type: &str, 
             }
         }
         WebhookEvent::Subscription(sub) => sync::subscription(conn, config, &sub, now).await?,
-        WebhookEvent::Customer { event: CustomerEvent::Changed, customer } => sync::customer_changed(conn, &customer).await?,
-        WebhookEvent::Customer { event: CustomerEvent::Deleted, customer } => sync::customer_deleted(conn, &customer).await?,
+        WebhookEvent::Customer { event: CustomerEvent::Changed, customer } => {
+            sync::customer_changed(conn, &customer).await?
+        }
+        WebhookEvent::Customer { event: CustomerEvent::Deleted, customer } => {
+            sync::customer_deleted(conn, &customer).await?
+        }
         WebhookEvent::Unknown { .. } => Applied::Skipped,
     })
 }

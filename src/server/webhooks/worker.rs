@@ -35,7 +35,7 @@ pub async fn process_one_with(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, String, Option<Value>, i32)> = sqlx::query_as(
+    let row: Option<DueEvent> = sqlx::query_as(
         "SELECT webhook_id, event_type, payload, attempts FROM webhook_events
           WHERE status = 'pending' AND next_attempt_at <= $1
           ORDER BY received_at LIMIT 1 FOR UPDATE SKIP LOCKED",
@@ -43,7 +43,7 @@ pub async fn process_one_with(
     .bind(now)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((webhook_id, event_type, payload, attempts)) = row else {
+    let Some(DueEvent { webhook_id, event_type, payload, attempts }) = row else {
         return Ok(false);
     };
     let payload = payload.unwrap_or(Value::Null);
@@ -112,6 +112,15 @@ pub async fn process_one_with(
         r.forget(user).await;
     }
     Ok(true)
+}
+
+/// The oldest event that is due, as the worker claims it.
+#[derive(sqlx::FromRow)]
+struct DueEvent {
+    webhook_id: String,
+    event_type: String,
+    payload: Option<Value>,
+    attempts: i32,
 }
 
 /// Test builds only: with `TALLY_TEST_FAILPOINT=worker-before-commit`, the worker stops for

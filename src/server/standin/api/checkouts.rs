@@ -154,7 +154,11 @@ pub(super) async fn create_checkout(State(s): State<StandIn>, body: Bytes) -> Re
         };
         w.checkouts.push(checkout);
         let json = w.checkout_json(w.checkouts.last().expect("just pushed"));
-        _ev.0.push(crate::server::standin::ops::Event { event_type: "checkout.created".into(), timestamp: now, data: json.clone() });
+        _ev.0.push(crate::server::standin::ops::Event {
+            event_type: "checkout.created".into(),
+            timestamp: now,
+            data: json.clone(),
+        });
         (StatusCode::CREATED, Json(json)).into_response()
     })
 }

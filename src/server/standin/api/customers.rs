@@ -99,7 +99,11 @@ pub(super) async fn get_customer(State(s): State<StandIn>, Path(external_id): Pa
     })
 }
 
-pub(super) async fn update_customer(State(s): State<StandIn>, Path(external_id): Path<String>, body: Bytes) -> Response {
+pub(super) async fn update_customer(
+    State(s): State<StandIn>,
+    Path(external_id): Path<String>,
+    body: Bytes,
+) -> Response {
     let b = match parse_body(&body) {
         Ok(b) => b,
         Err(r) => return r,

@@ -66,6 +66,9 @@ pub(super) async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Resp
 }
 
 /// The catalogue has no meters (Tally meters credits itself), so every customer's list is empty.
-pub(super) async fn list_customer_meters(State(_s): State<StandIn>, Query(q): Query<Vec<(String, String)>>) -> Response {
+pub(super) async fn list_customer_meters(
+    State(_s): State<StandIn>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
     list_page(vec![], &q)
 }

@@ -84,7 +84,11 @@ pub(super) async fn update_order(State(s): State<StandIn>, Path(id): Path<String
         }
         o.modified_at = Some(now);
         let json = w.order_json(w.orders.iter().find(|o| o.id == id).expect("exists"), now);
-        ev.0.push(crate::server::standin::ops::Event { event_type: "order.updated".into(), timestamp: now, data: json.clone() });
+        ev.0.push(crate::server::standin::ops::Event {
+            event_type: "order.updated".into(),
+            timestamp: now,
+            data: json.clone(),
+        });
         Json(json).into_response()
     })
 }
@@ -141,7 +145,6 @@ pub(super) async fn get_invoice(State(s): State<StandIn>, Path(id): Path<String>
         }
     }
 }
-
 
 pub(super) async fn create_refund(State(s): State<StandIn>, body: Bytes) -> Response {
     let b = match parse_body(&body) {
