@@ -5,6 +5,7 @@
 //! - account tokens a week after they expired or were used;
 //! - recorded metered-API answers older than `metered::idempotency::RETENTION_DAYS`;
 //! - dev-mailbox mail older than a week;
+//! - usage events Polar has had for `usage::RETENTION_DAYS` (pending and parked ones stay);
 //!
 //! and it erases the payload of webhook events processed more than
 //! `WEBHOOK_PAYLOAD_RETENTION_DAYS` ago (the row and its `webhook-id` stay, so a late
@@ -25,6 +26,7 @@ pub struct Pruned {
     pub api_answers: u64,
     pub webhook_payloads: u64,
     pub dev_mail: u64,
+    pub usage_events: u64,
 }
 
 /// Runs `sql` (which must delete or update at most one batch, bound `$1` = cutoff) until it
@@ -67,6 +69,12 @@ pub async fn run_once(pool: &PgPool, config: &Config, now: DateTime<Utc>) -> Res
         )
         .await?,
         dev_mail: drain(pool, "DELETE FROM dev_mailbox WHERE id IN (SELECT id FROM dev_mailbox WHERE created_at < $1 LIMIT 5000)", now - Duration::days(7)).await?,
+        usage_events: drain(
+            pool,
+            "DELETE FROM usage_outbox WHERE id IN (SELECT id FROM usage_outbox WHERE status = 'sent' AND sent_at < $1 LIMIT 5000)",
+            now - Duration::days(crate::server::usage::RETENTION_DAYS),
+        )
+        .await?,
     })
 }
 

@@ -39,6 +39,10 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         Ok(r) => r,
         Err(e) => return crate::server::util::internal_response(e),
     };
+    let (usage_pending, usage_oldest, usage_failed) = match crate::server::usage::backlog(&state.pool).await {
+        Ok(b) => b,
+        Err(e) => return crate::server::util::internal_response(e),
+    };
     let (circuit, opened) =
         state.polar.as_ref().map(|p| (p.breaker().state_name(), p.breaker().opened_total())).unwrap_or(("closed", 0));
     let t = &state.tasks;
@@ -93,6 +97,24 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         &one(format!("{:.3}", mail_oldest.unwrap_or(0.0))),
     );
     metric(
+        "tally_usage_events_pending",
+        "Usage events (spends) not yet at Polar's meters.",
+        "gauge",
+        &one(usage_pending.to_string()),
+    );
+    metric(
+        "tally_usage_oldest_pending_seconds",
+        "Age of the oldest usage event not yet at Polar.",
+        "gauge",
+        &one(format!("{:.3}", usage_oldest.unwrap_or(0.0))),
+    );
+    metric(
+        "tally_usage_events_failed",
+        "Usage events Polar refused, parked with its message.",
+        "gauge",
+        &one(usage_failed.to_string()),
+    );
+    metric(
         "tally_worker_restarts_total",
         "Background tasks restarted after ending or panicking.",
         "counter",
@@ -100,6 +122,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
             ("{task=\"webhook_worker\"}".into(), t.webhook_worker.restarts().to_string()),
             ("{task=\"mail_worker\"}".into(), t.mail_worker.restarts().to_string()),
             ("{task=\"janitor\"}".into(), t.janitor.restarts().to_string()),
+            ("{task=\"usage_shipper\"}".into(), t.usage_shipper.restarts().to_string()),
         ],
     );
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

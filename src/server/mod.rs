@@ -29,5 +29,6 @@ pub mod state;
 pub mod state_cache;
 pub mod supervisor;
 pub mod throttle;
+pub mod usage;
 pub mod util;
 pub mod webhooks;

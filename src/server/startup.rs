@@ -47,8 +47,8 @@ impl Application {
     }
 
     /// The background tasks, each supervised (restarted if it ends or panics) with a heartbeat
-    /// `/readyz` checks: the webhook worker, the mail worker, the janitor, and the Polar
-    /// customer sync.
+    /// `/readyz` checks: the webhook worker, the mail worker, the janitor, the usage shipper
+    /// (spends to Polar's meters) and the Polar customer sync.
     fn spawn_workers(&self) {
         let s = self.state.clone();
         s.tasks.running.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -64,7 +64,11 @@ impl Application {
         supervisor::spawn("janitor", s.tasks.janitor.clone(), move |beat| {
             crate::server::janitor::run(j.pool.clone(), j.config.clone(), beat)
         });
-        if s.polar.is_some() {
+        if let Some(polar) = s.polar.clone() {
+            let u = s.clone();
+            supervisor::spawn("usage shipper", s.tasks.usage_shipper.clone(), move |beat| {
+                crate::server::usage::shipper::run(u.pool.clone(), polar.clone(), beat)
+            });
             let c = s.clone();
             supervisor::spawn("Polar customer sync", Default::default(), move |_| {
                 crate::server::billing::sync_pending_customers(c.clone())

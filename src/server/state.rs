@@ -19,6 +19,7 @@ pub struct Tasks {
     pub webhook_worker: Heartbeat,
     pub mail_worker: Heartbeat,
     pub janitor: Heartbeat,
+    pub usage_shipper: Heartbeat,
     /// Whether this process runs them (a command-line task does not).
     pub running: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -23,11 +23,23 @@ async fn the_janitor_prunes_what_is_past_keeping_and_keeps_webhook_ids() {
         .await
         .unwrap();
     sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload, status, processed_at) VALUES ('recent', 'order.paid', '{}', 'done', now())").execute(p).await.unwrap();
+    for (key, status, sent_days_ago) in
+        [("old-sent", "sent", 101), ("recent-sent", "sent", 5), ("old-parked", "failed", 0)]
+    {
+        sqlx::query("INSERT INTO usage_outbox (user_id, external_id, units, occurred_at, status, sent_at) VALUES ($1, $2, 1, now() - interval '200 days', $3, CASE WHEN $3 = 'sent' THEN now() - make_interval(days => $4) END)")
+            .bind(user)
+            .bind(key)
+            .bind(status)
+            .bind(sent_days_ago)
+            .execute(p)
+            .await
+            .unwrap();
+    }
     let config = test_config(&[]);
     let pruned = tally::server::janitor::run_once(p, &config, chrono::Utc::now()).await.unwrap();
     assert_eq!(
-        (pruned.sessions, pruned.login_failures, pruned.rate_counters, pruned.webhook_payloads),
-        (1, 1, 1, 1),
+        (pruned.sessions, pruned.login_failures, pruned.rate_counters, pruned.webhook_payloads, pruned.usage_events),
+        (1, 1, 1, 1, 1),
         "{pruned:?}"
     );
     let old: (Option<Value>, String) =
@@ -48,6 +60,9 @@ async fn the_janitor_prunes_what_is_past_keeping_and_keeps_webhook_ids() {
     let live: i64 =
         sqlx::query_scalar("SELECT count(*) FROM sessions WHERE user_id = $1").bind(user).fetch_one(p).await.unwrap();
     assert_eq!(live, 1, "the live session stays");
+    let usage: Vec<String> =
+        sqlx::query_scalar("SELECT external_id FROM usage_outbox ORDER BY external_id").fetch_all(p).await.unwrap();
+    assert_eq!(usage, ["old-parked", "recent-sent"], "a parked usage event is never pruned");
     assert_eq!(
         tally::server::janitor::run_once(p, &config, chrono::Utc::now()).await.unwrap(),
         Default::default(),

@@ -16,4 +16,5 @@ mod metered_api;
 mod pages;
 mod polar_standin;
 mod proxy;
+mod usage;
 mod webhooks;

@@ -600,6 +600,7 @@ async fn usage_events_are_idempotent_by_external_id() {
         name: "text.stats".into(),
         external_customer_id: "user-8".into(),
         external_id: id.into(),
+        timestamp: None,
         metadata: Default::default(),
     };
     let r = p.client.ingest_events(&[e("a"), e("b")]).await.unwrap();

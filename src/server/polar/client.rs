@@ -170,6 +170,9 @@ pub struct UsageEvent {
     pub external_customer_id: String,
     /// Your idempotency key: a repeat is counted in `duplicates`, not inserted.
     pub external_id: String,
+    /// When it happened (Polar bills it in the period it is received, POLAR.md §2.8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
 }

@@ -42,6 +42,7 @@ pub fn routes(s: StandIn) -> Router {
         .route("/_standin/webhooks/endpoints", post(add_endpoint))
         .route("/_standin/webhooks/deliveries", get(deliveries))
         .route("/_standin/outage", post(outage).delete(end_outage))
+        .route("/_standin/events/refuse", post(refuse_events))
         .route("/_standin/products", get(products))
         .route("/_standin/requests", get(requests))
         .layer(axum::middleware::from_fn_with_state(s.clone(), require_token))
@@ -132,6 +133,16 @@ async fn expire(State(s): State<StandIn>, Path(id): Path<String>) -> Response {
 async fn duplicate_next(State(s): State<StandIn>, raw: axum::body::Bytes) -> Response {
     let times = body(&raw)["times"].as_u64().unwrap_or(1).min(20) as u32;
     lock(&s.inner.controls).duplicate_next = times;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `{"external_ids": [...]}`: ingestion refuses batches holding these events with a 422.
+async fn refuse_events(State(s): State<StandIn>, raw: axum::body::Bytes) -> Response {
+    let ids: Vec<String> = body(&raw)["external_ids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).take(1000).collect())
+        .unwrap_or_default();
+    lock(&s.inner.controls).refuse_events = ids;
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -101,6 +101,9 @@ struct Controls {
     chaos_duplicate: u32,
     chaos_shuffle: bool,
     outage: Option<Outage>,
+    /// Usage events (by `external_id`) that ingestion refuses with a 422 naming them, as
+    /// Polar refuses an event it finds invalid (the whole batch, nothing inserted).
+    refuse_events: Vec<String>,
     /// Every API request received (method, path), oldest first, for tests.
     requests: Vec<(String, String)>,
     /// The current rate-limit window: when it began and how many requests it counted.

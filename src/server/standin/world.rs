@@ -231,6 +231,58 @@ pub struct IngestedEvent {
     pub external_customer_id: Option<String>,
     pub customer_id: Option<String>,
     pub timestamp: DateTime<Utc>,
+    /// When the stand-in received it: customer meters count it once they are recomputed.
+    #[serde(default = "Utc::now")]
+    pub received_at: DateTime<Utc>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// The one meter the stand-in's catalogue has: Tally's usage events summed by their
+/// `metadata.credits` (filter `name eq credits.spent`, aggregation `sum`).
+pub fn credits_meter_id() -> String {
+    crate::server::catalog::stable_uuid("meter:credits")
+}
+
+impl World {
+    /// A customer's meter as Polar computes it from ingested events, recomputed `lag` behind
+    /// (Polar debounces recomputation): events received less than `lag` ago are not counted.
+    pub fn customer_meter_json(&self, c: &Customer, now: DateTime<Utc>, lag: Duration) -> Value {
+        let counted_before = now - lag;
+        let consumed: i64 = self
+            .events
+            .iter()
+            .filter(|e| e.received_at <= counted_before && e.name == crate::server::usage::EVENT_NAME)
+            .filter(|e| {
+                e.customer_id.as_deref() == Some(c.id.as_str())
+                    || (e.external_customer_id.is_some() && e.external_customer_id == c.external_id)
+            })
+            .filter_map(|e| e.metadata.get(crate::server::usage::UNITS_PROPERTY).and_then(Value::as_i64))
+            .sum();
+        let meter_id = credits_meter_id();
+        json!({
+            "id": crate::server::catalog::stable_uuid(&format!("customer-meter:{}:{meter_id}", c.id)),
+            "created_at": c.created_at,
+            "modified_at": null,
+            "customer_id": c.id,
+            "meter_id": meter_id,
+            "consumed_units": consumed as f64,
+            "credited_units": 0,
+            "balance": -(consumed as f64),
+            "customer": self.customer_json(c),
+            "meter": {
+                "id": meter_id,
+                "created_at": c.created_at,
+                "modified_at": null,
+                "name": "API credits",
+                "filter": { "conjunction": "and", "clauses": [{ "property": "name", "operator": "eq", "value": crate::server::usage::EVENT_NAME }] },
+                "aggregation": { "func": "sum", "property": format!("metadata.{}", crate::server::usage::UNITS_PROPERTY) },
+                "organization_id": self.org.as_ref().map(|o| o.id.clone()),
+                "metadata": {},
+                "archived_at": null,
+            },
+        })
+    }
 }
 
 /// Everything the stand-in knows. Lists keep creation order, which is the order Polar lists

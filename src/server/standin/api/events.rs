@@ -10,6 +10,7 @@ pub(super) async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Resp
     let Some(events) = b.get("events").and_then(Value::as_array).cloned() else {
         return invalid("missing", json!(["body", "events"]), "Field required", Value::Object(b.clone()));
     };
+    let refused = lock(&s.inner.controls).refuse_events.clone();
     s.mutate(|w, now, _| {
         // All or nothing: check every event first.
         let mut parsed = vec![];
@@ -17,6 +18,9 @@ pub(super) async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Resp
             let Some(name) = e.get("name").and_then(Value::as_str).filter(|n| !n.is_empty() && n.len() <= 128) else {
                 return invalid("missing", json!(["body", "events", i, "name"]), "Field required", e.clone());
             };
+            if let Some(x) = e.get("external_id").and_then(Value::as_str).filter(|x| refused.iter().any(|r| r == x)) {
+                return invalid("value_error", json!(["body", "events", i, "external_id"]), "Event refused.", json!(x));
+            }
             let customer_id = e.get("customer_id").and_then(Value::as_str).map(str::to_string);
             let external = e.get("external_customer_id").and_then(Value::as_str).map(str::to_string);
             match (&customer_id, &external) {
@@ -50,6 +54,8 @@ pub(super) async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Resp
                 external_customer_id: external,
                 customer_id,
                 timestamp,
+                received_at: now,
+                metadata: e.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default(),
             });
         }
         let (mut inserted, mut duplicates) = (0, 0);
@@ -65,10 +71,24 @@ pub(super) async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Resp
     })
 }
 
-/// The catalogue has no meters (Tally meters credits itself), so every customer's list is empty.
-pub(super) async fn list_customer_meters(
-    State(_s): State<StandIn>,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    list_page(vec![], &q)
+/// Each customer's meters (the stand-in has one, `credits_meter_id`), computed from the
+/// events ingested for them, recomputed `POLAR_STANDIN_STATE_LAG_MS` behind as Polar's are.
+pub(super) async fn list_customer_meters(State(s): State<StandIn>, Query(q): Query<Vec<(String, String)>>) -> Response {
+    let lag = Duration::from_std(s.inner.config.state_lag).unwrap_or_default();
+    let external: Vec<&str> = query_values(&q, "external_customer_id").collect();
+    let customers: Vec<&str> = query_values(&q, "customer_id").collect();
+    let meters: Vec<&str> = query_values(&q, "meter_id").collect();
+    let items = s.read(|w, now| {
+        w.customers
+            .iter()
+            .filter(|c| c.deleted_at.is_none())
+            .filter(|c| external.is_empty() || c.external_id.as_deref().is_some_and(|x| external.contains(&x)))
+            .filter(|c| customers.is_empty() || customers.contains(&c.id.as_str()))
+            .filter(|_| {
+                meters.is_empty() || meters.contains(&crate::server::standin::world::credits_meter_id().as_str())
+            })
+            .map(|c| w.customer_meter_json(c, now, lag))
+            .collect::<Vec<_>>()
+    });
+    list_page(items, &q)
 }

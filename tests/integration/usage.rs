@@ -1,0 +1,227 @@
+//! Usage billing: every spend mirrored to Polar's meters (the stand-in's) exactly once, over
+//! real HTTP, whatever happens between the spend and Polar.
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The token the app's stand-in accepts (derived from the test session secret).
+fn standin_token() -> String {
+    test_config(&[]).polar.effective_token().unwrap().expose().to_string()
+}
+
+/// The user's credits meter at the stand-in, as Polar's API answers it.
+async fn polar_consumed(app: &TestApp, user: Uuid) -> Option<f64> {
+    let res = reqwest::Client::new()
+        .get(format!("{}/polar/v1/customer-meters/", app.address))
+        .query(&[("external_customer_id", user.to_string())])
+        .bearer_auth(standin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page: Value = res.json().await.unwrap();
+    page["items"].as_array().unwrap().first().map(|m| m["consumed_units"].as_f64().unwrap())
+}
+
+/// Credits the ledger recorded as spent by `user`.
+async fn ledger_spent(app: &TestApp, user: Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(-sum(amount), 0)::bigint FROM credit_entries WHERE user_id = $1 AND kind = 'spend'",
+    )
+    .bind(user)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+async fn outbox(app: &TestApp, status: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status = $1")
+        .bind(status)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until nothing is pending and Polar's meter reads `expected`.
+async fn meter_reaches(app: &TestApp, user: Uuid, expected: i64) {
+    let mut seen = None;
+    for _ in 0..150 {
+        seen = polar_consumed(app, user).await;
+        if outbox(app, "pending").await == 0 && seen == Some(expected as f64) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("Polar's meter read {seen:?}, the ledger {expected}; pending: {}", outbox(app, "pending").await);
+}
+
+async fn spender(app: &TestApp, email: &str) -> (Uuid, String) {
+    let user = app.sign_up(email).await;
+    let key = app.create_api_key("usage").await;
+    (user, key)
+}
+
+async fn spend_chars(app: &TestApp, key: &str, chars: usize) {
+    let res = app.spend(Some(key), &json!({ "text": "a".repeat(chars) }).to_string(), None).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn every_spend_reaches_polars_meter_once_even_when_sent_again() {
+    let app = spawn_app().await;
+    let (user, key) = spender(&app, "meter@example.com").await;
+    for chars in [10, 2_000, 5_500, 1] {
+        spend_chars(&app, &key, chars).await;
+    }
+    let spent = ledger_spent(&app, user).await;
+    assert!(spent >= 4, "spends recorded: {spent}");
+    meter_reaches(&app, user, spent).await;
+    assert_eq!(outbox(&app, "failed").await, 0);
+
+    // A crash between sending and marking: every row goes out again, and Polar counts
+    // them as duplicates, not twice.
+    sqlx::query("UPDATE usage_outbox SET status = 'pending', sent_at = NULL").execute(&app.pool).await.unwrap();
+    meter_reaches(&app, user, spent).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(polar_consumed(&app, user).await, Some(spent as f64), "a resend is not counted twice");
+}
+
+#[tokio::test]
+async fn a_spend_that_rolls_back_is_never_mirrored_and_the_outbox_matches_the_ledger() {
+    let app = spawn_app_with(&[("FREE_CREDITS", "3")]).await;
+    let (user, key) = spender(&app, "rollback@example.com").await;
+    spend_chars(&app, &key, 10).await;
+    // Out of credits: refused with 402, nothing spent, nothing to mirror.
+    let res = app.spend(Some(&key), &json!({ "text": "a".repeat(3000) }).to_string(), None).await;
+    assert_eq!(res.status(), 402);
+    assert_eq!(ledger_spent(&app, user).await, 1);
+    let rows: i64 = sqlx::query_scalar("SELECT coalesce(sum(units), 0)::bigint FROM usage_outbox WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, ledger_spent(&app, user).await);
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE user_id = $1 AND kind = 'spend'")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mirrored: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(entries, mirrored, "one outbox row per spend entry");
+}
+
+#[tokio::test]
+async fn while_polar_is_down_or_rate_limiting_usage_waits_and_nothing_is_parked() {
+    let app = spawn_app().await;
+    let (user, key) = spender(&app, "outage-usage@example.com").await;
+    let control = |path: &'static str, body: Value| {
+        let url = format!("{}/polar/_standin{path}", app.address);
+        async move { reqwest::Client::new().post(url).bearer_auth(controls_token()).json(&body).send().await.unwrap() }
+    };
+    assert_eq!(control("/outage", json!({ "kind": "error", "count": 100000 })).await.status(), 204);
+    spend_chars(&app, &key, 10).await;
+    spend_chars(&app, &key, 10).await;
+    // The shipper tries, fails and defers: the rows stay pending with their attempts counted.
+    let mut attempts = 0;
+    for _ in 0..100 {
+        attempts = sqlx::query_scalar("SELECT coalesce(max(attempts), 0) FROM usage_outbox")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if attempts > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(attempts > 0, "the shipper tried");
+    assert_eq!(outbox(&app, "failed").await, 0, "an outage parks nothing");
+    assert_eq!(outbox(&app, "pending").await, 2);
+
+    // Then a 429 storm with Retry-After: still nothing parked.
+    assert_eq!(
+        control("/outage", json!({ "kind": "rate_limit", "retry_after": 1, "count": 100000 })).await.status(),
+        204
+    );
+    sqlx::query("UPDATE usage_outbox SET next_attempt_at = now()").execute(&app.pool).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(outbox(&app, "failed").await, 0, "a 429 parks nothing");
+
+    // Polar is back: everything arrives, once.
+    reqwest::Client::new()
+        .delete(format!("{}/polar/_standin/outage", app.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap();
+    sqlx::query("UPDATE usage_outbox SET next_attempt_at = now()").execute(&app.pool).await.unwrap();
+    meter_reaches(&app, user, ledger_spent(&app, user).await).await;
+}
+
+#[tokio::test]
+async fn two_instances_shipping_one_outbox_send_each_spend_once() {
+    let app = spawn_app().await;
+    // A second instance on the same database and the same Polar (the first one's stand-in).
+    let polar = format!("{}/polar", app.address);
+    let other = spawn_app_on(app.pool.clone(), app.db_name.clone(), &[("POLAR_API_URL", &polar)]).await;
+    let (user, key) = spender(&app, "two@example.com").await;
+    // Forty calls, alternating instances, a few at a time (under the per-account in-flight cap).
+    for round in 0..8 {
+        let calls = (0..5).map(|i| {
+            let (a, b, key) = (&app, &other, key.clone());
+            async move {
+                let target = if (round * 5 + i) % 2 == 0 { a } else { b };
+                spend_chars(target, &key, 1).await;
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+    let spent = ledger_spent(&app, user).await;
+    assert_eq!(spent, 40);
+    // Both instances' shippers run against the one outbox; Polar's meter is the ledger's sum,
+    // and the stand-in inserted each event once (no duplicates were needed to get there).
+    meter_reaches(&app, user, spent).await;
+    let sent_twice: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE attempts > 1").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(sent_twice, 0, "SKIP LOCKED: no row was claimed by both");
+}
+
+#[tokio::test]
+async fn an_event_polar_refuses_is_parked_alone_and_the_rest_of_its_batch_goes_through() {
+    let app = spawn_app().await;
+    let (user, key) = spender(&app, "refused@example.com").await;
+    let control = |path: &'static str, body: Value| {
+        let url = format!("{}/polar/_standin{path}", app.address);
+        async move { reqwest::Client::new().post(url).bearer_auth(controls_token()).json(&body).send().await.unwrap() }
+    };
+    // Hold the events back (Polar down) so that they leave as one batch.
+    control("/outage", json!({ "kind": "error", "count": 100000 })).await;
+    for _ in 0..3 {
+        spend_chars(&app, &key, 10).await;
+    }
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT external_id, units FROM usage_outbox ORDER BY id").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(control("/events/refuse", json!({ "external_ids": [rows[1].0] })).await.status(), 204);
+    reqwest::Client::new()
+        .delete(format!("{}/polar/_standin/outage", app.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap();
+    sqlx::query("UPDATE usage_outbox SET next_attempt_at = now()").execute(&app.pool).await.unwrap();
+    meter_reaches(&app, user, rows[0].1 + rows[2].1).await;
+    let parked: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT external_id, last_error FROM usage_outbox WHERE status = 'failed'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].0, rows[1].0);
+    assert!(parked[0].1.as_deref().unwrap_or_default().contains("refused"), "{parked:?}");
+}
