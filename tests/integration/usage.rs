@@ -128,7 +128,7 @@ async fn while_polar_is_down_or_rate_limiting_usage_waits_and_nothing_is_parked(
     spend_chars(&app, &key, 10).await;
     spend_chars(&app, &key, 10).await;
     // The shipper tries, fails and defers: the rows stay pending with their attempts counted.
-    let mut attempts = 0;
+    let mut attempts: i32 = 0;
     for _ in 0..100 {
         attempts = sqlx::query_scalar("SELECT coalesce(max(attempts), 0) FROM usage_outbox")
             .fetch_one(&app.pool)
@@ -224,4 +224,101 @@ async fn an_event_polar_refuses_is_parked_alone_and_the_rest_of_its_batch_goes_t
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert_eq!(parked[0].0, rows[1].0);
     assert!(parked[0].1.as_deref().unwrap_or_default().contains("refused"), "{parked:?}");
+}
+
+#[tokio::test]
+async fn a_kill_9_between_sending_and_marking_sends_again_and_polar_counts_it_once() {
+    // Polar (the stand-in of an app of its own) outlives the process that is killed.
+    let polar = spawn_app().await;
+    let polar_url = format!("{}/polar", polar.address);
+    let (pool, db) = fresh_database().await;
+    let user: Uuid = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ('crash@example.com', 'x') RETURNING id")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("{polar_url}/v1/customers/"))
+        .bearer_auth(standin_token())
+        .json(&json!({ "email": "crash@example.com", "external_id": user.to_string() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let now = chrono::Utc::now();
+    let mut conn = pool.acquire().await.unwrap();
+    tally::server::ledger::grant_pack(&mut conn, user, "ord_crash", 100, "prod_pack", now).await.unwrap();
+    for (i, cost) in [3, 5, 7].into_iter().enumerate() {
+        tally::server::ledger::spend(&mut conn, user, cost, &format!("crash-{i}"), &json!({}), now).await.unwrap();
+    }
+    drop(conn);
+
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url(&db))
+        .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+        .env("SESSION_SECRET", "test-session-secret-test-session-secret")
+        .env("POLAR_API_URL", &polar_url)
+        .env("POLAR_STANDIN_STATE_FILE", "off")
+        .env("RUST_LOG", "warn")
+        .env("TALLY_TEST_FAILPOINT", "usage-before-commit")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the tally binary");
+    let stderr = child.stderr.take().unwrap();
+    let reached = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let lines = std::io::BufReader::new(stderr).lines().map_while(Result::ok);
+        for line in lines {
+            if line.contains("failpoint usage-before-commit reached with 3 events") {
+                return true;
+            }
+        }
+        false
+    });
+    let reached = tokio::time::timeout(Duration::from_secs(60), reached).await.expect("in time").unwrap();
+    assert!(reached, "the shipper sent the batch and stopped before committing its mark");
+    // Polar has the three events already.
+    let mut seen = None;
+    for _ in 0..50 {
+        seen = polar_consumed(&polar, user).await;
+        if seen == Some(15.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, Some(15.0));
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // PostgreSQL drops the killed process's transaction: the rows are pending again.
+    let mut pending: i64 = 0;
+    for _ in 0..50 {
+        pending = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status = 'pending' AND attempts = 0")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if pending == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending, 3, "the mark did not survive the kill");
+
+    // Another instance sends them again; Polar counts them as duplicates.
+    let app = spawn_app_on(pool, db, &[("POLAR_API_URL", &polar_url)]).await;
+    let mut sent: i64 = 0;
+    for _ in 0..100 {
+        sent = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status = 'sent'").fetch_one(&app.pool).await.unwrap();
+        if sent == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sent, 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(polar_consumed(&polar, user).await, Some(15.0), "sent twice, counted once");
 }

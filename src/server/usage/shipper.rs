@@ -63,9 +63,24 @@ pub async fn ship_due(pool: &PgPool, polar: &PolarClient, now: DateTime<Utc>) ->
         return Ok(Shipped::Nothing);
     }
     let outcome = send(&mut tx, polar, &due, now).await?;
+    failpoint_before_commit(due.len()).await;
     tx.commit().await?;
     Ok(outcome)
 }
+
+/// Test builds only: with `TALLY_TEST_FAILPOINT=usage-before-commit` the shipper stops for
+/// good after Polar has the batch and the rows are marked sent, before the mark commits, so a
+/// test can `kill -9` the process exactly there (`tests/integration/usage.rs`).
+#[cfg(debug_assertions)]
+async fn failpoint_before_commit(events: usize) {
+    if std::env::var("TALLY_TEST_FAILPOINT").as_deref() == Ok("usage-before-commit") {
+        eprintln!("failpoint usage-before-commit reached with {events} events");
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(not(debug_assertions))]
+async fn failpoint_before_commit(_: usize) {}
 
 /// The events a 422 names (`loc` = `["body", "events", i, …]`), as indices into the batch.
 fn refused_indices(e: &PolarError, len: usize) -> Vec<usize> {
