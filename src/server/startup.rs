@@ -67,7 +67,12 @@ impl Application {
         if let Some(polar) = s.polar.clone() {
             let u = s.clone();
             supervisor::spawn("usage shipper", s.tasks.usage_shipper.clone(), move |beat| {
-                crate::server::usage::shipper::run(u.pool.clone(), polar.clone(), beat)
+                crate::server::usage::shipper::run(
+                    u.pool.clone(),
+                    polar.clone(),
+                    u.config.usage_ingest_requests_per_minute,
+                    beat,
+                )
             });
             let c = s.clone();
             supervisor::spawn("Polar customer sync", Default::default(), move |_| {

@@ -232,10 +232,11 @@ async fn a_kill_9_between_sending_and_marking_sends_again_and_polar_counts_it_on
     let polar = spawn_app().await;
     let polar_url = format!("{}/polar", polar.address);
     let (pool, db) = fresh_database().await;
-    let user: Uuid = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ('crash@example.com', 'x') RETURNING id")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let user: Uuid =
+        sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ('crash@example.com', 'x') RETURNING id")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let res = reqwest::Client::new()
         .post(format!("{polar_url}/v1/customers/"))
         .bearer_auth(standin_token())
@@ -312,7 +313,10 @@ async fn a_kill_9_between_sending_and_marking_sends_again_and_polar_counts_it_on
     let app = spawn_app_on(pool, db, &[("POLAR_API_URL", &polar_url)]).await;
     let mut sent: i64 = 0;
     for _ in 0..100 {
-        sent = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status = 'sent'").fetch_one(&app.pool).await.unwrap();
+        sent = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status = 'sent'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
         if sent == 3 {
             break;
         }
@@ -321,4 +325,39 @@ async fn a_kill_9_between_sending_and_marking_sends_again_and_polar_counts_it_on
     assert_eq!(sent, 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(polar_consumed(&polar, user).await, Some(15.0), "sent twice, counted once");
+}
+
+#[tokio::test]
+async fn every_instance_shares_one_budget_of_ingestion_requests() {
+    let budget = [("USAGE_INGEST_REQUESTS_PER_MINUTE", "5")];
+    let app = spawn_app_with(&budget).await;
+    let polar = format!("{}/polar", app.address);
+    let other =
+        spawn_app_on(app.pool.clone(), app.db_name.clone(), &[budget[0], ("POLAR_API_URL", polar.as_str())]).await;
+    let (user, key) = spender(&app, "budget@example.com").await;
+    // Another instance has used this minute's budget (and the next one's, so that the test
+    // cannot straddle a window).
+    sqlx::query(
+        "INSERT INTO rate_counters (scope, subject, window_start, count)
+         SELECT 'polar_ingest', 'token', to_timestamp(floor(extract(epoch FROM now()) / 60) * 60 + w * 60), 5
+           FROM generate_series(0, 1) AS w",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    spend_chars(&app, &key, 10).await;
+    spend_chars(&other, &key, 10).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(outbox(&app, "sent").await, 0, "neither instance sends past the shared budget");
+    assert_eq!(outbox(&app, "pending").await, 2);
+    let deferred: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE next_attempt_at > now()")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(deferred, 2, "they wait for the next window");
+
+    // A new minute: they go.
+    sqlx::query("DELETE FROM rate_counters WHERE scope = 'polar_ingest'").execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE usage_outbox SET next_attempt_at = now()").execute(&app.pool).await.unwrap();
+    meter_reaches(&app, user, ledger_spent(&app, user).await).await;
 }

@@ -55,6 +55,10 @@ pub struct Config {
     pub login_max_failures: i64,
     /// Sign-ups allowed per client address per hour (`SIGNUP_MAX_PER_HOUR`, 10).
     pub signup_max_per_hour: u32,
+    /// Ingestion requests all instances together may send Polar per minute
+    /// (`USAGE_INGEST_REQUESTS_PER_MINUTE`, 60): Polar's quota (500/min, sandbox 100) is per
+    /// token and shared with every other call, so usage takes a bounded share of it.
+    pub usage_ingest_requests_per_minute: u32,
     /// Password hashes computed at once (`PASSWORD_HASH_CONCURRENCY`, the number of cores):
     /// each takes 19 MiB, so a flood of sign-ins queues instead of exhausting memory.
     pub password_hash_concurrency: usize,
@@ -157,6 +161,7 @@ impl Config {
         let free_credits = int_at_least(src, "FREE_CREDITS", 0i64, 1000, "a whole number of credits")?;
         let login_max_failures = int_at_least(src, "LOGIN_MAX_FAILURES", 1i64, 5, whole)?;
         let signup_max_per_hour = int_at_least(src, "SIGNUP_MAX_PER_HOUR", 1u32, 10, whole)?;
+        let usage_ingest_requests_per_minute = int_at_least(src, "USAGE_INGEST_REQUESTS_PER_MINUTE", 1u32, 60, whole)?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let password_hash_concurrency = int_at_least(src, "PASSWORD_HASH_CONCURRENCY", 1usize, cores, whole)?;
         let api_rate_limit_per_minute = int_at_least(src, "API_RATE_LIMIT_PER_MINUTE", 1u32, 120, whole)?;
@@ -282,6 +287,7 @@ impl Config {
             free_credits,
             login_max_failures,
             signup_max_per_hour,
+            usage_ingest_requests_per_minute,
             password_hash_concurrency,
             api_rate_limit_per_minute,
             api_max_in_flight_per_account,

@@ -3,6 +3,7 @@
 use super::{BATCH, EVENT_NAME, UNITS_PROPERTY};
 use crate::server::polar::client::{PolarClient, UsageEvent};
 use crate::server::polar::PolarError;
+use crate::server::throttle::{self, Throttle};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -49,7 +50,15 @@ pub fn backoff(attempts: i32) -> Duration {
 /// Claims up to [`BATCH`] due rows (`FOR UPDATE SKIP LOCKED`, so instances never send the
 /// same rows at once), sends them and records the outcome, in one transaction: a crash
 /// before the commit leaves them pending, and their resend is deduplicated by Polar.
-pub async fn ship_due(pool: &PgPool, polar: &PolarClient, now: DateTime<Utc>) -> Result<Shipped, sqlx::Error> {
+///
+/// Each request first takes a slot of `per_minute`, counted in PostgreSQL and so shared by
+/// every instance; without one the batch waits for the next minute.
+pub async fn ship_due(
+    pool: &PgPool,
+    polar: &PolarClient,
+    per_minute: u32,
+    now: DateTime<Utc>,
+) -> Result<Shipped, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let due: Vec<Due> = sqlx::query_as(
         "SELECT id, user_id, external_id, units, occurred_at, attempts FROM usage_outbox
@@ -62,7 +71,8 @@ pub async fn ship_due(pool: &PgPool, polar: &PolarClient, now: DateTime<Utc>) ->
     if due.is_empty() {
         return Ok(Shipped::Nothing);
     }
-    let outcome = send(&mut tx, polar, &due, now).await?;
+    let budget = Throttle { scope: "polar_ingest", limit: per_minute, window_secs: 60 };
+    let outcome = send(&mut tx, pool, polar, budget, &due, now).await?;
     failpoint_before_commit(due.len()).await;
     tx.commit().await?;
     Ok(outcome)
@@ -103,7 +113,9 @@ fn refused_indices(e: &PolarError, len: usize) -> Vec<usize> {
 /// until the refused event is alone.
 async fn send(
     tx: &mut PgConnection,
+    pool: &PgPool,
     polar: &PolarClient,
+    budget: Throttle,
     rows: &[Due],
     now: DateTime<Utc>,
 ) -> Result<Shipped, sqlx::Error> {
@@ -112,6 +124,17 @@ async fn send(
     while let Some(part) = parts.pop() {
         if part.is_empty() {
             continue;
+        }
+        if let Err(secs) = throttle::hit(pool, budget, "token", now).await? {
+            let rest: Vec<i64> = part.iter().chain(parts.iter().flatten()).map(|d| d.id).collect();
+            let wait = Duration::seconds(secs as i64);
+            sqlx::query("UPDATE usage_outbox SET next_attempt_at = $2 WHERE id = ANY($1)")
+                .bind(&rest)
+                .bind(now + wait)
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(events = rest.len(), wait_s = secs, "usage ingestion budget used up for this minute");
+            return Ok(Shipped::Deferred { sent, wait });
         }
         let events: Vec<UsageEvent> = part.iter().map(|d| event(d)).collect();
         match polar.ingest_events(&events).await {
@@ -185,10 +208,10 @@ async fn mark_sent(tx: &mut PgConnection, rows: &[&Due], now: DateTime<Utc>) -> 
 }
 
 /// Runs forever: ships while a full batch keeps coming, otherwise every second.
-pub async fn run(pool: PgPool, polar: PolarClient, heartbeat: crate::server::supervisor::Heartbeat) {
+pub async fn run(pool: PgPool, polar: PolarClient, per_minute: u32, heartbeat: crate::server::supervisor::Heartbeat) {
     loop {
         heartbeat.beat();
-        match ship_due(&pool, &polar, Utc::now()).await {
+        match ship_due(&pool, &polar, per_minute, Utc::now()).await {
             Ok(Shipped::Sent { sent, parked }) if (sent + parked) as i64 == BATCH => continue,
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "usage shipper: database error"),
