@@ -213,6 +213,36 @@ async fn main() {
             ours.tps() / ceiling.tps()
         );
     }
+    // The usage outbox (a trigger on every spend entry, issue 13): the same runs with it
+    // switched off and on again, to show what mirroring every spend to Polar costs.
+    println!();
+    println!("| workload | usage outbox off spends/s | p99 ms | on spends/s | p99 ms | on ÷ off |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, hot) in [("one hot account", true), (&*format!("spread over {accounts} accounts"), false)] {
+        sqlx::query("ALTER TABLE credit_entries DISABLE TRIGGER credit_entries_usage_outbox")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let off = run_ours(&pool, users.clone(), hot, clients, secs).await;
+        sqlx::query("ALTER TABLE credit_entries ENABLE TRIGGER credit_entries_usage_outbox")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let on = run_ours(&pool, users.clone(), hot, clients, secs).await;
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} |",
+            off.tps(),
+            off.p99_ms,
+            on.tps(),
+            on.p99_ms,
+            on.tps() / off.tps()
+        );
+    }
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_outbox").fetch_one(&pool).await.unwrap();
+    let mirrored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'spend'").fetch_one(&pool).await.unwrap();
+    println!();
+    println!("usage outbox rows: {outbox} for {mirrored} spend entries (the runs with the outbox off wrote none)");
     let problems = tally::server::ledger::problems(&pool, None).await.unwrap();
     println!();
     println!(

@@ -10,7 +10,9 @@
 CREATE TABLE usage_outbox (
     id              bigserial PRIMARY KEY,
     user_id         uuid NOT NULL,
-    external_id     text NOT NULL CONSTRAINT usage_outbox_external_id UNIQUE,
+    -- The entry's idempotency key, unique in credit_entries (so not indexed again here: this
+    -- insert is on the spend path, and the trigger is its only writer).
+    external_id     text NOT NULL,
     -- Credits consumed (positive); a correction would be negative, on a Sum meter.
     units           bigint NOT NULL CHECK (units <> 0),
     occurred_at     timestamptz NOT NULL,
@@ -20,8 +22,12 @@ CREATE TABLE usage_outbox (
     last_error      text,
     sent_at         timestamptz
 );
-CREATE INDEX usage_outbox_due ON usage_outbox (next_attempt_at, id) WHERE status = 'pending';
-CREATE INDEX usage_outbox_user ON usage_outbox (user_id, occurred_at);
+-- The shipper's claim: pending rows in order (a small index, rows leave it once sent).
+CREATE INDEX usage_outbox_pending ON usage_outbox (id) WHERE status = 'pending';
+-- Parked rows (rare), for /metrics; sent rows by age, for the janitor's pruning. Neither is
+-- touched by a spend: rows enter them when the shipper marks them.
+CREATE INDEX usage_outbox_failed ON usage_outbox (id) WHERE status = 'failed';
+CREATE INDEX usage_outbox_sent ON usage_outbox (sent_at) WHERE status = 'sent';
 
 CREATE FUNCTION usage_outbox_from_spend() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
