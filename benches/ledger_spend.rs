@@ -54,6 +54,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64, secs: u64) -> Run {
+    // Every run spends under keys of its own (a repeated key is a replay, not a spend).
+    static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     let start = Instant::now();
@@ -71,7 +74,7 @@ async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64,
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
                 let user = if hot { users[0] } else { users[(rng % users.len() as u64) as usize] };
-                let key = format!("bench:{hot}:{c}:{i}");
+                let key = format!("bench:{run}:{hot}:{c}:{i}");
                 let t0 = Instant::now();
                 let out = tally::server::ledger::spend(&mut conn, user, 1, &key, &json!({}), Utc::now()).await.unwrap();
                 assert!(matches!(out, tally::server::ledger::SpendOutcome::Spent { .. }), "{out:?}");

@@ -109,7 +109,15 @@ test("the official SDK parses every stand-in endpoint and accepts its webhooks",
   const ingested = await polar.events.ingest({ events: [{ name: "text.stats", externalCustomerId: external, externalId: `${external}-1` }] });
   expect(ingested).toMatchObject({ inserted: 1, duplicates: 0 });
   expect((await polar.events.ingest({ events: [{ name: "text.stats", externalCustomerId: external, externalId: `${external}-1` }] })).duplicates).toBe(1);
-  await collect(await polar.customerMeters.list({ externalCustomerId: external }));
+  // Tally's usage events (credits.spent, summed by metadata.credits) make the customer's meter.
+  await polar.events.ingest({ events: [{ name: "credits.spent", externalCustomerId: external, externalId: `${external}-spend`, metadata: { credits: 7 } }] });
+  // Recomputed behind, as Polar's are (POLAR_STANDIN_STATE_LAG_MS).
+  const meter = async () => (await collect(await polar.customerMeters.list({ externalCustomerId: external })))[0];
+  await expect.poll(async () => (await meter())?.consumedUnits, { timeout: 15_000 }).toBe(7);
+  const meters = await collect(await polar.customerMeters.list({ externalCustomerId: external }));
+  expect(meters).toHaveLength(1);
+  expect(meters[0]).toMatchObject({ consumedUnits: 7, creditedUnits: 0, balance: -7 });
+  expect(meters[0].meter).toMatchObject({ name: "API credits", unit: "scalar" });
 
   // A pack bought and refunded.
   const pack = await polar.checkouts.create({ products: [ids.pack_50], externalCustomerId: external });

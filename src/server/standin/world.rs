@@ -275,6 +275,7 @@ impl World {
                 "created_at": c.created_at,
                 "modified_at": null,
                 "name": "API credits",
+                "unit": "scalar",
                 "filter": { "conjunction": "and", "clauses": [{ "property": "name", "operator": "eq", "value": crate::server::usage::EVENT_NAME }] },
                 "aggregation": { "func": "sum", "property": format!("metadata.{}", crate::server::usage::UNITS_PROPERTY) },
                 "organization_id": self.org.as_ref().map(|o| o.id.clone()),
