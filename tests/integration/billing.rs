@@ -544,6 +544,21 @@ async fn deleting_the_account_deletes_the_polar_customer_and_pseudonymizes_the_u
     let app = spawn_app().await;
     let user = app.sign_up("leaving@example.com").await;
     app.buy("pro").await;
+    // Access is confirmed from Customer State; the subscription's own webhook may land a little
+    // later. Wait for it, so the account has a live subscription here when it is deleted.
+    let mut live = 0i64;
+    for _ in 0..100 {
+        live = sqlx::query_scalar("SELECT count(*) FROM subscriptions WHERE user_id = $1 AND status = 'active'")
+            .bind(user)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if live == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(live, 1, "the subscription was applied");
     let credits_before = app.balance(user).await;
 
     let res = call(&app, "/api/account/delete", &[("confirm_email", "someone@example.com")]).await;
