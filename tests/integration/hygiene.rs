@@ -217,6 +217,10 @@ async fn readiness_reports_the_workers_and_metrics_need_their_token() {
         "tally_webhook_events_pending 0",
         "tally_mail_pending",
         "tally_worker_restarts_total{task=\"webhook_worker\"} 0",
+        "tally_usage_events_pending 0",
+        "tally_usage_events_failed 0",
+        "tally_usage_oldest_pending_seconds 0.000",
+        "tally_worker_restarts_total{task=\"usage_shipper\"} 0",
     ] {
         assert!(text.contains(m), "{m} missing from:\n{text}");
     }

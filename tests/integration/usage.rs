@@ -1,6 +1,7 @@
 //! Usage billing: every spend mirrored to Polar's meters (the stand-in's) exactly once, over
 //! real HTTP, whatever happens between the spend and Polar.
 
+use crate::billing::control;
 use crate::helpers::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -55,6 +56,17 @@ async fn meter_reaches(app: &TestApp, user: Uuid, expected: i64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("Polar's meter read {seen:?}, the ledger {expected}; pending: {}", outbox(app, "pending").await);
+}
+
+/// Polar answers again.
+async fn end_outage(app: &TestApp) {
+    let res = reqwest::Client::new()
+        .delete(format!("{}/polar/_standin/outage", app.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
 }
 
 async fn spender(app: &TestApp, email: &str) -> (Uuid, String) {
@@ -120,11 +132,7 @@ async fn a_spend_that_rolls_back_is_never_mirrored_and_the_outbox_matches_the_le
 async fn while_polar_is_down_or_rate_limiting_usage_waits_and_nothing_is_parked() {
     let app = spawn_app().await;
     let (user, key) = spender(&app, "outage-usage@example.com").await;
-    let control = |path: &'static str, body: Value| {
-        let url = format!("{}/polar/_standin{path}", app.address);
-        async move { reqwest::Client::new().post(url).bearer_auth(controls_token()).json(&body).send().await.unwrap() }
-    };
-    assert_eq!(control("/outage", json!({ "kind": "error", "count": 100000 })).await.status(), 204);
+    assert_eq!(control(&app, "/outage", json!({ "kind": "error", "count": 100000 })).await.status(), 204);
     spend_chars(&app, &key, 10).await;
     spend_chars(&app, &key, 10).await;
     // The shipper tries, fails and defers: the rows stay pending with their attempts counted.
@@ -145,7 +153,7 @@ async fn while_polar_is_down_or_rate_limiting_usage_waits_and_nothing_is_parked(
 
     // Then a 429 storm with Retry-After: still nothing parked.
     assert_eq!(
-        control("/outage", json!({ "kind": "rate_limit", "retry_after": 1, "count": 100000 })).await.status(),
+        control(&app, "/outage", json!({ "kind": "rate_limit", "retry_after": 1, "count": 100000 })).await.status(),
         204
     );
     sqlx::query("UPDATE usage_outbox SET next_attempt_at = now()").execute(&app.pool).await.unwrap();
@@ -153,12 +161,7 @@ async fn while_polar_is_down_or_rate_limiting_usage_waits_and_nothing_is_parked(
     assert_eq!(outbox(&app, "failed").await, 0, "a 429 parks nothing");
 
     // Polar is back: everything arrives, once.
-    reqwest::Client::new()
-        .delete(format!("{}/polar/_standin/outage", app.address))
-        .bearer_auth(controls_token())
-        .send()
-        .await
-        .unwrap();
+    end_outage(&app).await;
     sqlx::query("UPDATE usage_outbox SET next_attempt_at = now()").execute(&app.pool).await.unwrap();
     meter_reaches(&app, user, ledger_spent(&app, user).await).await;
 }
@@ -195,25 +198,16 @@ async fn two_instances_shipping_one_outbox_send_each_spend_once() {
 async fn an_event_polar_refuses_is_parked_alone_and_the_rest_of_its_batch_goes_through() {
     let app = spawn_app().await;
     let (user, key) = spender(&app, "refused@example.com").await;
-    let control = |path: &'static str, body: Value| {
-        let url = format!("{}/polar/_standin{path}", app.address);
-        async move { reqwest::Client::new().post(url).bearer_auth(controls_token()).json(&body).send().await.unwrap() }
-    };
     // Hold the events back (Polar down) so that they leave as one batch.
-    control("/outage", json!({ "kind": "error", "count": 100000 })).await;
+    control(&app, "/outage", json!({ "kind": "error", "count": 100000 })).await;
     for _ in 0..3 {
         spend_chars(&app, &key, 10).await;
     }
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT external_id, units FROM usage_outbox ORDER BY id").fetch_all(&app.pool).await.unwrap();
     assert_eq!(rows.len(), 3);
-    assert_eq!(control("/events/refuse", json!({ "external_ids": [rows[1].0] })).await.status(), 204);
-    reqwest::Client::new()
-        .delete(format!("{}/polar/_standin/outage", app.address))
-        .bearer_auth(controls_token())
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(control(&app, "/events/refuse", json!({ "external_ids": [rows[1].0] })).await.status(), 204);
+    end_outage(&app).await;
     sqlx::query("UPDATE usage_outbox SET next_attempt_at = now()").execute(&app.pool).await.unwrap();
     meter_reaches(&app, user, rows[0].1 + rows[2].1).await;
     let parked: Vec<(String, Option<String>)> =
