@@ -10,6 +10,9 @@
 //! entry with a unique key (one statement, a CTE), with the same clients, duration and
 //! durability (synchronous_commit as the server has it).
 
+// Benchmark code: a panic is how it reports a broken setup.
+#![allow(clippy::unwrap_used)]
+
 use chrono::Utc;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;

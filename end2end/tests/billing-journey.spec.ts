@@ -5,7 +5,7 @@
 // account deletion, and someone else's checkout id.
 import { test, expect, type Page, type TestInfo } from "@playwright/test";
 import AxeBuilder from "@axe-core/playwright";
-import { PASSWORD, jsEnabled, linkIn, open, uniqueEmail, waitForMail, watchConsole } from "./helpers";
+import { PASSWORD, jsEnabled, linkIn, open, payOnCheckout, uniqueEmail, waitForMail, watchConsole } from "./helpers";
 
 async function shot(page: Page, testInfo: TestInfo, name: string) {
   await page.screenshot({ path: `screenshots/${testInfo.project.name}-${name}.png`, fullPage: true });
@@ -20,16 +20,6 @@ async function noAxeViolations(page: Page, testInfo: TestInfo) {
 async function credits(page: Page, testInfo: TestInfo): Promise<number> {
   await open(page, testInfo, "/billing");
   return Number((await page.getByTestId("credits-total").textContent())!.replace(/,/g, ""));
-}
-
-/** Fills the stand-in's hosted checkout and pays with `card`. */
-async function payOnCheckout(page: Page, card: string) {
-  await expect(page).toHaveURL(/\/polar\/checkout\/polar_c_/);
-  await page.getByLabel("Name on invoice").fill("Ada Lovelace");
-  await page.getByLabel("Country").selectOption("DE");
-  await page.getByLabel("Address").first().fill("Unter den Linden 1");
-  await page.getByLabel(/^Card number/).fill(card);
-  await page.getByRole("button", { name: /^Pay / }).click();
 }
 
 async function fillBillingDetails(page: Page, testInfo: TestInfo, taxId: string) {

@@ -87,3 +87,13 @@ export async function confirmViaApi(page: Page, email: string) {
   const res = await page.request.post("/api/confirm-email", { form: { token }, maxRedirects: 0 });
   expect([200, 302]).toContain(res.status());
 }
+
+/** Fills the stand-in's hosted checkout and pays with `card`. */
+export async function payOnCheckout(page: Page, card: string) {
+  await expect(page).toHaveURL(/\/polar\/checkout\/polar_c_/);
+  await page.getByLabel("Name on invoice").fill("Ada Lovelace");
+  await page.getByLabel("Country").selectOption("DE");
+  await page.getByLabel("Address").first().fill("Unter den Linden 1");
+  await page.getByLabel(/^Card number/).fill(card);
+  await page.getByRole("button", { name: /^Pay / }).click();
+}

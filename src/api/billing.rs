@@ -22,15 +22,7 @@ mod ssr {
             .ok_or_else(|| AppError::validation("plan", "Choose Pro or Business."))
     }
 
-    /// Where to go next. A plain HTML form post (JavaScript off) gets a 303 there; the
-    /// hydrated page receives the URL and does a full navigation itself, because the
-    /// destination may be a page outside this app's router (Polar's checkout or portal).
-    pub fn go(to: &str) -> String {
-        if crate::api::is_plain_form_post() {
-            leptos_axum::redirect(to);
-        }
-        to.to_string()
-    }
+    pub(crate) use crate::api::go;
 }
 
 /// Starts a Polar checkout for a plan (`pro`, `business`) or a pack (`pack_50`, `pack_100`)

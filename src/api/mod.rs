@@ -5,11 +5,23 @@ pub mod account;
 pub mod auth;
 pub mod billing;
 pub mod keys;
+pub mod usage;
 
 /// The server's state, which every server function needs.
 #[cfg(feature = "ssr")]
 pub(crate) fn state() -> Result<crate::server::state::AppState, crate::error::AppError> {
     leptos::prelude::use_context().ok_or_else(|| crate::server::errors::internal_msg("AppState missing"))
+}
+
+/// Where to go next. A plain HTML form post (JavaScript off) gets a 303 there; the hydrated
+/// page receives the URL and does a full navigation itself, because the destination may be a
+/// page outside this app's router (Polar's checkout or portal).
+#[cfg(feature = "ssr")]
+pub(crate) fn go(to: &str) -> String {
+    if is_plain_form_post() {
+        leptos_axum::redirect(to);
+    }
+    to.to_string()
 }
 
 /// The headers of the request being served (empty outside a request).

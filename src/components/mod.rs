@@ -12,3 +12,4 @@ pub mod layout;
 pub mod local_time;
 pub mod navigate;
 pub mod plan_panel;
+pub mod usage;

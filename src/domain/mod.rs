@@ -8,3 +8,4 @@ pub mod money;
 pub mod plans;
 pub mod tax_id;
 pub mod text_stats;
+pub mod usage;

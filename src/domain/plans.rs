@@ -76,12 +76,25 @@ pub struct PlanTerms {
     /// A year billed yearly (ten months' price).
     pub yearly_price_cents: i64,
     pub monthly_credits: i64,
+    /// The metered price of credits past the allotment on the monthly product (the stand-in's
+    /// catalogue; with real Polar, the product's own `metered_unit` price decides).
+    pub overage: Option<crate::domain::usage::OverageTerms>,
 }
 
-pub const PRO: PlanTerms =
-    PlanTerms { plan: PlanId::Pro, monthly_price_cents: 1900, yearly_price_cents: 19000, monthly_credits: 5000 };
-pub const BUSINESS: PlanTerms =
-    PlanTerms { plan: PlanId::Business, monthly_price_cents: 4900, yearly_price_cents: 49000, monthly_credits: 15000 };
+pub const PRO: PlanTerms = PlanTerms {
+    plan: PlanId::Pro,
+    monthly_price_cents: 1900,
+    yearly_price_cents: 19000,
+    monthly_credits: 5000,
+    overage: Some(crate::domain::usage::OverageTerms { unit_cents: 1, cap_cents: Some(5000) }),
+};
+pub const BUSINESS: PlanTerms = PlanTerms {
+    plan: PlanId::Business,
+    monthly_price_cents: 4900,
+    yearly_price_cents: 49000,
+    monthly_credits: 15000,
+    overage: Some(crate::domain::usage::OverageTerms { unit_cents: 1, cap_cents: Some(15000) }),
+};
 
 impl PlanTerms {
     /// The terms of a self-serve paid plan.

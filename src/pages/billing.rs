@@ -3,6 +3,7 @@
 use crate::api::account::{get_account, get_activity};
 use crate::api::auth::ResendConfirmation;
 use crate::api::billing::{OpenPortal, SetCancel};
+use crate::api::usage::{get_usage, DismissAlert};
 use crate::components::account_notices::AccountNotices;
 use crate::components::activity::ActivitySection;
 use crate::components::auth::SignInPrompt;
@@ -10,6 +11,7 @@ use crate::components::credit_meter::CreditMeter;
 use crate::components::form::FormError;
 use crate::components::navigate::follow_redirects;
 use crate::components::plan_panel::PlanPanel;
+use crate::components::usage::{UsageAlerts, UsagePanel};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -35,6 +37,9 @@ pub fn BillingPage() -> impl IntoView {
     let cancel = ServerAction::<SetCancel>::new();
     let portal = ServerAction::<OpenPortal>::new();
     let resend = ServerAction::<ResendConfirmation>::new();
+    let dismiss = ServerAction::<DismissAlert>::new();
+    // Refetched after a dismissal, so the banner goes without a reload.
+    let usage = Resource::new(move || dismiss.version().get(), |_| get_usage());
     follow_redirects(move || cancel.value().get());
     follow_redirects(move || portal.value().get());
     let error = Signal::derive(move || {
@@ -44,6 +49,7 @@ pub fn BillingPage() -> impl IntoView {
             .and_then(|r| r.err())
             .or_else(|| portal.value().get().and_then(|r| r.err()))
             .or_else(|| resend.value().get().and_then(|r| r.err()))
+            .or_else(|| dismiss.value().get().and_then(|r| r.err()))
     });
     let query = use_query_map();
     let done = move || query.read().get("done").and_then(|d| done_message(&d));
@@ -74,6 +80,7 @@ pub fn BillingPage() -> impl IntoView {
         }>
             {move || {
                 let activity = activity.get();
+                let usage = usage.get();
                 account
                     .get()
                     .map(|res| match res {
@@ -85,10 +92,26 @@ pub fn BillingPage() -> impl IntoView {
                         Ok(a) => {
                             view! {
                                 <AccountNotices account=a.clone() resend=resend portal=portal />
+                                {match usage.clone() {
+                                    Some(Ok(u)) => view! { <UsageAlerts alerts=u.alerts dismiss=dismiss /> }.into_any(),
+                                    _ => ().into_any(),
+                                }}
                                 <div class="grid-2">
                                     <PlanPanel account=a.clone() cancel=cancel portal=portal />
                                     <CreditMeter credits=a.credits.clone() day_boundary=a.day_boundary.clone() />
                                 </div>
+                                {match usage.clone() {
+                                    Some(Ok(u)) => view! { <UsagePanel period=u.period /> }.into_any(),
+                                    Some(Err(e)) => {
+                                        view! {
+                                            <div class="alert alert--error" role="alert">
+                                                {format!("Usage is unavailable: {e}")}
+                                            </div>
+                                        }
+                                            .into_any()
+                                    }
+                                    None => ().into_any(),
+                                }}
                                 {match activity.clone() {
                                     Some(Ok(a)) => view! { <ActivitySection activity=a /> }.into_any(),
                                     Some(Err(e)) => {

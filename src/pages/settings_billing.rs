@@ -3,12 +3,14 @@
 
 use crate::api::auth::ChangePassword;
 use crate::api::billing::{get_billing_settings, DeleteAccount, GenerateInvoice, SaveBillingDetails};
+use crate::api::usage::{get_usage, SaveUsageSettings};
 use crate::components::api_keys::{ApiKeysData, ApiKeysSection};
 use crate::components::auth::SignInPrompt;
 use crate::components::billing_details::BillingDetailsForm;
 use crate::components::form::{Field, FormError};
 use crate::components::invoices::InvoiceTable;
 use crate::components::navigate::follow_redirects;
+use crate::components::usage::UsageSettingsForm;
 use crate::error::AppError;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -22,6 +24,7 @@ fn done_message(done: &str) -> Option<&'static str> {
         }
         "invoice" => "Your invoice is being prepared. Reload in a moment to download it.",
         "password-changed" => "Your password was changed, and every other session was signed out.",
+        "usage-saved" => "Usage settings saved. They apply from your next call.",
         _ => return None,
     })
 }
@@ -34,6 +37,9 @@ pub fn SettingsBillingPage() -> impl IntoView {
     let invoice = ServerAction::<GenerateInvoice>::new();
     let delete = ServerAction::<DeleteAccount>::new();
     let password = ServerAction::<ChangePassword>::new();
+    let usage_save = ServerAction::<SaveUsageSettings>::new();
+    let usage = Resource::new(|| (), |_| get_usage());
+    follow_redirects(move || usage_save.value().get());
     follow_redirects(move || delete.value().get());
     follow_redirects(move || save.value().get());
     follow_redirects(move || invoice.value().get());
@@ -65,6 +71,7 @@ pub fn SettingsBillingPage() -> impl IntoView {
         }>
             {move || {
                 api_keys.track();
+                let usage = usage.get();
                 settings
                     .get()
                     .map(|res| match res {
@@ -116,6 +123,20 @@ pub fn SettingsBillingPage() -> impl IntoView {
                                         Ok(rows) => view! { <InvoiceTable rows=rows invoice=invoice /> }.into_any(),
                                     }}
                                 </section>
+                                {match usage.clone() {
+                                    Some(Ok(u)) => {
+                                        view! { <UsageSettingsForm settings=u.settings save=usage_save /> }.into_any()
+                                    }
+                                    Some(Err(e)) => {
+                                        view! {
+                                            <div class="alert alert--error" role="alert">
+                                                {format!("Usage settings are unavailable: {e}")}
+                                            </div>
+                                        }
+                                            .into_any()
+                                    }
+                                    None => ().into_any(),
+                                }}
                                 <ApiKeysSection data=api_keys />
                                 <PasswordSection change=password />
                                 <DeleteAccountSection delete=delete />

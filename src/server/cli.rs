@@ -60,6 +60,7 @@ const USAGE: &str = "usage: tally [serve | migrate | db-url | db-stop | credits 
   tally credits adjust EMAIL DELTA REASON  add (DELTA > 0) or remove credits; REASON is required
   tally credits check                    verify that every balance equals its ledger entries
   tally polar reconcile EMAIL|--all      re-sync users from Polar (customer link, Customer State, subscriptions)
+                                         and report usage drift against Polar's meters
   tally webhooks list                    events waiting or parked, with their last error
   tally webhooks retry ID|--failed       put a parked event (or every one) back in the queue, due now";
 
@@ -92,6 +93,27 @@ pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) 
             Err(e) => {
                 failed += 1;
                 println!("{email}: failed: {e}");
+                continue;
+            }
+        }
+        // Usage: the ledger against Polar's meters (see `usage::reconcile`).
+        let Some(polar) = state.polar.as_ref() else { continue };
+        match crate::server::usage::reconcile::measure(&state.pool, polar, id, chrono::Utc::now()).await {
+            Ok(drifts) => {
+                for d in drifts {
+                    println!(
+                        "  {}: ledger {}, Polar {}, in flight {}, drift {}",
+                        d.event,
+                        d.ledger,
+                        d.polar,
+                        d.in_flight,
+                        d.unexplained()
+                    );
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("  usage: failed: {e}");
             }
         }
     }

@@ -43,6 +43,10 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         Ok(b) => b,
         Err(e) => return crate::server::util::internal_response(e),
     };
+    let (drift, drifting) = match crate::server::usage::reconcile::last_drift(&state.pool).await {
+        Ok(d) => d,
+        Err(e) => return crate::server::util::internal_response(e),
+    };
     let (circuit, opened) =
         state.polar.as_ref().map(|p| (p.breaker().state_name(), p.breaker().opened_total())).unwrap_or(("closed", 0));
     let t = &state.tasks;
@@ -115,6 +119,18 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         &one(usage_failed.to_string()),
     );
     metric(
+        "tally_usage_drift_credits",
+        "Credits the last `tally polar reconcile` found neither at Polar nor on their way (sum over accounts and meters).",
+        "gauge",
+        &one(drift.to_string()),
+    );
+    metric(
+        "tally_usage_drift_accounts",
+        "Accounts with usage drift at the last reconcile.",
+        "gauge",
+        &one(drifting.to_string()),
+    );
+    metric(
         "tally_worker_restarts_total",
         "Background tasks restarted after ending or panicking.",
         "counter",
@@ -123,6 +139,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
             ("{task=\"mail_worker\"}".into(), t.mail_worker.restarts().to_string()),
             ("{task=\"janitor\"}".into(), t.janitor.restarts().to_string()),
             ("{task=\"usage_shipper\"}".into(), t.usage_shipper.restarts().to_string()),
+            ("{task=\"usage_alerts\"}".into(), t.usage_alerts.restarts().to_string()),
         ],
     );
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

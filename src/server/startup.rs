@@ -47,7 +47,7 @@ impl Application {
     }
 
     /// The background tasks, each supervised (restarted if it ends or panics) with a heartbeat
-    /// `/readyz` checks: the webhook worker, the mail worker, the janitor, the usage shipper
+    /// `/readyz` checks: the webhook worker, the mail worker, the usage alerts, the janitor, the usage shipper
     /// (spends to Polar's meters) and the Polar customer sync.
     fn spawn_workers(&self) {
         let s = self.state.clone();
@@ -59,6 +59,10 @@ impl Application {
         let m = s.clone();
         supervisor::spawn("mail worker", s.tasks.mail_worker.clone(), move |beat| {
             crate::server::mail::run(m.pool.clone(), m.mailer.clone(), beat)
+        });
+        let a = s.clone();
+        supervisor::spawn("usage alerts", s.tasks.usage_alerts.clone(), move |beat| {
+            crate::server::usage::alerts::run(a.pool.clone(), a.mailer.clone(), a.config.app_url.to_string(), beat)
         });
         let j = s.clone();
         supervisor::spawn("janitor", s.tasks.janitor.clone(), move |beat| {

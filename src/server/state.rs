@@ -20,6 +20,7 @@ pub struct Tasks {
     pub mail_worker: Heartbeat,
     pub janitor: Heartbeat,
     pub usage_shipper: Heartbeat,
+    pub usage_alerts: Heartbeat,
     /// Whether this process runs them (a command-line task does not).
     pub running: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -221,6 +221,9 @@ async fn readiness_reports_the_workers_and_metrics_need_their_token() {
         "tally_usage_events_failed 0",
         "tally_usage_oldest_pending_seconds 0.000",
         "tally_worker_restarts_total{task=\"usage_shipper\"} 0",
+        "tally_worker_restarts_total{task=\"usage_alerts\"} 0",
+        "tally_usage_drift_credits 0",
+        "tally_usage_drift_accounts 0",
     ] {
         assert!(text.contains(m), "{m} missing from:\n{text}");
     }

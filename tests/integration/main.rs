@@ -13,6 +13,7 @@ mod fuzz_corpus;
 mod hygiene;
 mod ledger;
 mod metered_api;
+mod overage;
 mod pages;
 mod polar_standin;
 mod proxy;

@@ -355,3 +355,49 @@ async fn every_instance_shares_one_budget_of_ingestion_requests() {
     sqlx::query("UPDATE usage_outbox SET next_attempt_at = now()").execute(&app.pool).await.unwrap();
     meter_reaches(&app, user, ledger_spent(&app, user).await).await;
 }
+
+#[tokio::test]
+async fn reconcile_reports_drift_when_polar_misses_an_event_and_none_when_it_has_all() {
+    let app = spawn_app_with(&[("METRICS_TOKEN", "metrics-token-for-tests")]).await;
+    let (user, key) = spender(&app, "drift@example.com").await;
+    for chars in [3_000, 1] {
+        spend_chars(&app, &key, chars).await;
+    }
+    let spent = ledger_spent(&app, user).await;
+    meter_reaches(&app, user, spent).await;
+    let polar = tally::server::polar::client::PolarClient::new(
+        url::Url::parse(&format!("{}/polar", app.address)).unwrap(),
+        tally::server::config::Secret::new(standin_token()),
+    );
+    let measure = || tally::server::usage::reconcile::measure(&app.pool, &polar, user, chrono::Utc::now());
+    let drifts = measure().await.unwrap();
+    assert_eq!(drifts[0].event, "credits.spent");
+    assert_eq!((drifts[0].ledger, drifts[0].polar, drifts[0].unexplained()), (spent, spent, 0));
+    assert_eq!(drifts[1].unexplained(), 0, "no overage on either side");
+
+    // A spend whose event was lost (marked sent while Polar was down, so never delivered):
+    // reported as drift, and on /metrics.
+    assert_eq!(control(&app, "/outage", json!({ "kind": "error", "count": 100000 })).await.status(), 204);
+    let lost = app.spend(Some(&key), &json!({ "text": "lost" }).to_string(), None).await;
+    assert_eq!(lost.status(), 200);
+    let marked = sqlx::query("UPDATE usage_outbox SET status = 'sent', sent_at = now() WHERE status = 'pending'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(marked.rows_affected(), 1);
+    end_outage(&app).await;
+    let drifts = measure().await.unwrap();
+    assert_eq!((drifts[0].ledger, drifts[0].polar, drifts[0].in_flight), (spent + 1, spent, 0));
+    assert_eq!(drifts[0].unexplained(), 1, "{drifts:?}");
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", app.address))
+        .bearer_auth("metrics-token-for-tests")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tally_usage_drift_credits 1\n"), "{metrics}");
+    assert!(metrics.contains("tally_usage_drift_accounts 1\n"), "{metrics}");
+}

@@ -53,6 +53,8 @@ pub async fn delete_account(state: &AppState, user: Uuid) -> Result<()> {
     .await?;
     for (sub, start) in &live {
         crate::server::ledger::end_allotment(&mut tx, user, sub, *start, now, now).await?;
+        let key = crate::server::ledger::allotment_source(sub, *start);
+        crate::server::ledger::period::end(&mut tx, user, &key, now).await?;
     }
     for q in [
         // Personal data kept elsewhere (before the address is pseudonymized below): the mail
@@ -64,6 +66,7 @@ pub async fn delete_account(state: &AppState, user: Uuid) -> Result<()> {
                 last_error = CASE WHEN status = 'pending' THEN 'account deleted before sending' ELSE last_error END
           WHERE user_id = $1",
         "DELETE FROM account_tokens WHERE user_id = $1",
+        "DELETE FROM usage_settings WHERE user_id = $1",
         "UPDATE users SET email = 'deleted-' || id || '@deleted.invalid', password_hash = '!deleted', deleted_at = now() WHERE id = $1",
         "DELETE FROM sessions WHERE user_id = $1",
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE user_id = $1",

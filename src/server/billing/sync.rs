@@ -291,11 +291,20 @@ pub async fn subscription(
                 day_boundary: config.credit_day_offset,
             };
             ledger::upgrade_allotment(conn, &period, upgrade, modified.min(now)).await?;
+            // The period the spends count into, with the plan's metered price (overage) if the
+            // subscription has one. Overage only while it is active and set to renew: not in a
+            // trial, not past due, not once set to end, so nothing is run up that a last or
+            // failing invoice might not collect.
+            let key = ledger::allotment_source(&sub.id, start);
+            let overage =
+                sub.overage_terms().filter(|_| sub.status == SubscriptionStatus::Active && !sub.cancel_at_period_end);
+            ledger::period::start(conn, user, &key, start, end, allotment, overage).await?;
         }
         // Access over (revoked, or canceled and ended, or never paid): the allotment ends now.
         SubscriptionStatus::Canceled | SubscriptionStatus::Unpaid | SubscriptionStatus::IncompleteExpired => {
             let at = sub.ended_at.unwrap_or(now).min(end);
             ledger::end_allotment(conn, user, &sub.id, start, at, now).await?;
+            ledger::period::end(conn, user, &ledger::allotment_source(&sub.id, start), at).await?;
         }
         _ => {}
     }

@@ -10,10 +10,11 @@
 //!   claimed back in all>` (one entry each time the claimed total grows, see [`refund_pack`])
 //! - allotment: `allotment:<subscription id>:<period start, RFC 3339>`
 //! - upgrade extra: `upgrade:<subscription id>:<period start>:<new level>`
-//! - spend: the caller's key
+//! - spend: the caller's key; the overage it takes, `<key>#overage` (see [`period`])
 //! - adjustment: the caller's key (the CLI makes one)
 
 pub mod history;
+pub mod period;
 
 use crate::domain::credits::Accrual;
 pub use crate::domain::credits::Balance;
@@ -32,6 +33,9 @@ pub enum SpendOutcome {
     Duplicate { spent: i64, balance: i64 },
     /// Not enough credits; nothing was spent. `available` is the spendable balance.
     Insufficient { available: i64 },
+    /// The shortfall would take the period's overage past its cap (the plan's, or the user's
+    /// lower one); nothing was spent.
+    OverCap { available: i64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,6 +417,7 @@ async fn debit(
     Ok(match status.as_str() {
         "spent" => SpendOutcome::Spent { spent, balance },
         "duplicate" => SpendOutcome::Duplicate { spent, balance },
+        "over_cap" => SpendOutcome::OverCap { available: balance },
         _ => SpendOutcome::Insufficient { available: balance },
     })
 }
@@ -532,7 +537,9 @@ pub async fn adjust(
         .await?
         {
             SpendOutcome::Spent { balance, .. } | SpendOutcome::Duplicate { balance, .. } => Ok(balance),
-            SpendOutcome::Insufficient { available } => Err(AdjustError::Insufficient { requested: -delta, available }),
+            SpendOutcome::Insufficient { available } | SpendOutcome::OverCap { available } => {
+                Err(AdjustError::Insufficient { requested: -delta, available })
+            }
         },
     }
 }

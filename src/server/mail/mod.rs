@@ -76,6 +76,12 @@ impl Mailer {
         Ok(Mailer { transport, from, wakeup: Arc::default() })
     }
 
+    /// A mailer that delivers to the dev mailbox, from `from` (benchmarks and tools).
+    pub fn dev_mailbox(from: &str) -> Result<Mailer, String> {
+        let from: Mailbox = from.parse().map_err(|e| format!("from: {e}"))?;
+        Ok(Mailer { transport: Transport::DevMailbox, from, wakeup: Arc::default() })
+    }
+
     /// Whether mail goes to the dev mailbox (local mode without `SMTP_URL`).
     pub fn uses_dev_mailbox(&self) -> bool {
         matches!(self.transport, Transport::DevMailbox)

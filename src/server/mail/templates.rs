@@ -44,3 +44,38 @@ pub fn password_changed(app_url: &str, to: &str) -> Mail {
         ),
     }
 }
+
+/// A usage alert (`domain::usage::Alert`): what crossed, what is left, where to act.
+pub fn usage_alert(
+    app_url: &str,
+    to: &str,
+    alert: crate::domain::usage::Alert,
+    balance: i64,
+    spent: i64,
+    allotment: i64,
+) -> Mail {
+    use crate::domain::money::group_thousands as n;
+    let usage = if allotment > 0 {
+        format!("This period you have used {} of your {} credits.", n(spent.max(0) as u64), n(allotment as u64))
+    } else {
+        String::new()
+    };
+    let next = match alert {
+        crate::domain::usage::Alert::OverageStarted => {
+            "Further calls are billed as overage at the end of the period, up to your cap."
+        }
+        _ => "You can buy a credit pack, change your plan or adjust these alerts on your billing page.",
+    };
+    Mail {
+        kind: "usage_alert",
+        to: to.to_string(),
+        subject: alert.headline(),
+        text: format!(
+            "Hello,\n\n{}. {usage} Your balance is now {} credits.\n\n{next}\n\n{}/billing{}",
+            alert.headline(),
+            n(balance.max(0) as u64),
+            app_url.trim_end_matches('/'),
+            footer(app_url)
+        ),
+    }
+}

@@ -10,7 +10,9 @@
 //! - Texts over `FREE_MAX_CHARS` (10,000) characters need a paid plan's benefit (`pro` or
 //!   `business`, see `domain::plans::PAID_BENEFITS`): 403 `plan_required` without it, 503
 //!   `billing_unavailable` when Polar cannot confirm the plan (fail closed); nothing is spent.
-//! - Not enough credits: 402 with what is available and what it would cost.
+//! - Not enough credits: 402 `insufficient_credits` with what is available and what it would
+//!   cost; with overage on (a plan with a metered price, and the user opted in) the shortfall
+//!   is overage instead, and 402 `spend_cap_reached` names the cap it would pass.
 //! - More than the per-key limit per minute: 429 `rate_limited` with `Retry-After`; more than
 //!   `API_MAX_IN_FLIGHT_PER_ACCOUNT` calls of one account at once: 429 `too_many_in_flight`.
 //! - Success: 200 and `X-Credits-Remaining`.
@@ -233,6 +235,7 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
             ),
             json!({ "cost": cost, "available": available }),
         ),
+        Ok(Spent::OverCap { available }) => over_cap(&state, user_id, cost, available).await,
         Ok(Spent::KeyTaken) => match client_key.as_deref() {
             // The same key committed meanwhile (a concurrent retry): its answer, or a refusal.
             Some(k) => match lookup_again(&state, key_id, k, &hash).await {
@@ -249,6 +252,10 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
 enum Spent {
     Answered(Answer),
     Insufficient {
+        available: i64,
+    },
+    /// The overage it needs would pass the period's cap.
+    OverCap {
         available: i64,
     },
     /// The ledger already holds a spend under this key.
@@ -277,7 +284,35 @@ async fn spend(
         }
         SpendOutcome::Duplicate { .. } => Ok(Spent::KeyTaken),
         SpendOutcome::Insufficient { available } => Ok(Spent::Insufficient { available }),
+        SpendOutcome::OverCap { available } => Ok(Spent::OverCap { available }),
     }
+}
+
+/// 402 naming the overage cap that stopped the call (the lower of the plan's and the user's).
+async fn over_cap(state: &AppState, user_id: uuid::Uuid, cost: i64, available: i64) -> Response {
+    let period = match crate::server::ledger::period::current(&state.pool, user_id, chrono::Utc::now()).await {
+        Ok(p) => p,
+        Err(e) => return internal(e),
+    };
+    let (cap, used) = period
+        .as_ref()
+        .and_then(|p| {
+            let terms = p.terms()?;
+            let units = terms.max_units(p.user_cap_cents)?;
+            Some((units * terms.unit_cents, terms.charge_cents(p.overage)))
+        })
+        .unwrap_or((0, 0));
+    let usd = |c: i64| crate::domain::money::format_cents_exact(c, "usd");
+    error(
+        StatusCode::PAYMENT_REQUIRED,
+        "spend_cap_reached",
+        &format!(
+            "This request costs {cost} credits and you have {available}; the rest would be overage past your cap of {} this period ({} used). Raise the cap in your billing settings, or buy a credit pack.",
+            usd(cap),
+            usd(used)
+        ),
+        json!({ "cost": cost, "available": available, "cap_cents": cap, "overage_cents": used }),
+    )
 }
 
 async fn lookup_again(

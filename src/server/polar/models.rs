@@ -334,9 +334,17 @@ pub struct Subscription {
     pub product: Option<ProductRef>,
     #[serde(default)]
     pub pending_update: Option<PendingUpdate>,
+    /// The subscription's prices: a `metered_unit` one bills overage at the cycle end.
+    #[serde(default)]
+    pub prices: Vec<ProductPrice>,
 }
 
 impl Subscription {
+    /// The overage terms of the subscription's metered price, if it has one.
+    pub fn overage_terms(&self) -> Option<crate::domain::usage::OverageTerms> {
+        self.prices.iter().find_map(ProductPrice::overage_terms)
+    }
+
     /// The product's id: `product_id`, else the embedded product's.
     pub fn product_ref_id(&self) -> Option<&str> {
         Some(self.product_id.as_str()).filter(|p| !p.is_empty()).or(self.product.as_ref().map(|p| p.id.as_str()))
@@ -372,6 +380,29 @@ pub struct ProductPrice {
     pub price_currency: String,
     #[serde(default)]
     pub is_archived: bool,
+    /// A metered price's cents per unit, as Polar sends it: a decimal string.
+    #[serde(default)]
+    pub unit_amount: Option<String>,
+    /// A metered price's most per period, in cents.
+    #[serde(default)]
+    pub cap_amount: Option<i64>,
+    #[serde(default)]
+    pub meter_id: Option<String>,
+}
+
+impl ProductPrice {
+    /// The overage terms of a live `metered_unit` price in whole cents (see `domain::usage`).
+    pub fn overage_terms(&self) -> Option<crate::domain::usage::OverageTerms> {
+        if self.amount_type != "metered_unit" || self.is_archived {
+            return None;
+        }
+        let unit = self.unit_amount.as_deref()?;
+        let Some(unit_cents) = crate::domain::usage::whole_cents(unit) else {
+            tracing::error!(price_id = %self.id, unit_amount = unit, "metered price is not a whole number of cents per unit; Tally offers no overage on it");
+            return None;
+        };
+        Some(crate::domain::usage::OverageTerms { unit_cents, cap_cents: self.cap_amount.map(|c| c.max(0)) })
+    }
 }
 
 /// A benefit on a product (any type); Tally matches benefits by their metadata.
@@ -409,6 +440,17 @@ pub struct CustomerMeter {
     pub consumed_units: f64,
     pub credited_units: f64,
     pub balance: f64,
+    /// The meter itself (`Meter`): its filter says which events it counts.
+    #[serde(default)]
+    pub meter: Option<Value>,
+}
+
+impl CustomerMeter {
+    /// Whether the meter counts events named `event` (a filter clause `name eq <event>`).
+    pub fn counts_event(&self, event: &str) -> bool {
+        let clauses = self.meter.as_ref().and_then(|m| m["filter"]["clauses"].as_array().cloned()).unwrap_or_default();
+        clauses.iter().any(|c| c["property"] == "name" && c["operator"] == "eq" && c["value"] == event)
+    }
 }
 
 /// The answer of `POST /v1/events/ingest`.

@@ -54,6 +54,9 @@ pub struct StandinConfig {
     pub pro: (i64, i64),
     pub business: (i64, i64),
     pub packs: Vec<(i64, i64)>,
+    /// The metered overage price of the monthly Pro and Business products (`None`: none).
+    pub pro_overage: Option<crate::domain::usage::OverageTerms>,
+    pub business_overage: Option<crate::domain::usage::OverageTerms>,
     /// Where to keep the data between restarts (none: memory only).
     pub state_file: Option<PathBuf>,
     /// The bearer token the test controls (`/_standin/…`) require. `None` leaves them open,
@@ -80,6 +83,8 @@ impl StandinConfig {
             pro: (PRO.monthly_price_cents, PRO.monthly_credits),
             business: (BUSINESS.monthly_price_cents, BUSINESS.monthly_credits),
             packs: PACKS.iter().map(|p| (p.credits, p.price_cents)).collect(),
+            pro_overage: PRO.overage,
+            business_overage: BUSINESS.overage,
             state_file: None,
             controls_token: None,
             rate_limit_per_minute: Some(500),
@@ -338,7 +343,11 @@ fn seed(world: &mut World, config: &StandinConfig) {
     };
     let mut products = vec![];
     // Each plan monthly, and yearly for ten months' price; both grant the plan's benefit.
-    for (key, name, (price, credits)) in [("pro", "Pro", config.pro), ("business", "Business", config.business)] {
+    let plans = [
+        ("pro", "Pro", config.pro, config.pro_overage),
+        ("business", "Business", config.business, config.business_overage),
+    ];
+    for (key, name, (price, credits), overage) in plans {
         let plan_benefit =
             benefit(key, &format!("{name} plan"), meta(&[("slug", json!(key)), ("monthly_credits", json!(credits))]));
         for (interval, suffix, amount) in [("month", "", price), ("year", "_yearly", price * 10)] {
@@ -355,6 +364,8 @@ fn seed(world: &mut World, config: &StandinConfig) {
                 benefits: vec![plan_benefit.clone()],
                 trial_days: config.trial_days,
                 created_at: created,
+                // Overage is billed per month: the monthly product carries the metered price.
+                overage: overage.filter(|_| suffix.is_empty()),
             });
         }
     }
@@ -376,6 +387,7 @@ fn seed(world: &mut World, config: &StandinConfig) {
             )],
             trial_days: None,
             created_at: created,
+            overage: None,
         });
     }
     world.products = products;

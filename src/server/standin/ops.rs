@@ -553,6 +553,9 @@ impl World {
             let Some(id) = due else { break };
             let s = self.subscriptions.iter().find(|s| s.id == id).cloned().expect("exists");
             let at = s.current_period_end;
+            // The period's overage first, as its own order (Polar's metered price bills the
+            // meter at the cycle end, canceling or not).
+            self.bill_overage(&s, at, ev);
             if s.cancel_at_period_end {
                 let sm = self.subscription_mut(&id).expect("exists");
                 sm.status = "canceled".into();
@@ -622,6 +625,39 @@ impl World {
             }
             self.state_changed(ev, &s.customer_id, at);
         }
+    }
+
+    /// Bills the overage credits Polar received for `s`'s customer in the period ending at
+    /// `at`: `min(units × unit_amount, cap_amount)` of the product's metered price, as a paid
+    /// order with `billing_reason = subscription_meter_cycle`. Nothing without a metered price
+    /// or overage. Events received after `at` count in the next period (Polar never bills
+    /// retroactively).
+    fn bill_overage(&mut self, s: &Subscription, at: DateTime<Utc>, ev: &mut Events) {
+        let Some(product) = self.product(&s.product_id).cloned() else { return };
+        let Some(terms) = product.overage else { return };
+        let Some(customer) = self.customer(&s.customer_id).cloned() else { return };
+        let units = self.event_units(&customer, crate::server::usage::OVERAGE_EVENT_NAME, s.current_period_start, at);
+        let amount = terms.charge_cents(units);
+        if amount <= 0 {
+            return;
+        }
+        let order_id = self.new_order(
+            NewOrder {
+                customer_id: &s.customer_id,
+                product: &product,
+                subscription_id: Some(s.id.clone()),
+                checkout_id: None,
+                billing_reason: "subscription_meter_cycle",
+                amount,
+                proration: false,
+                metadata: s.metadata.clone(),
+            },
+            at,
+        );
+        let om = self.order_mut(&order_id).expect("exists");
+        om.description = format!("{} overage: {units} credits", product.name);
+        om.status = "paid".into();
+        self.order_events(ev, &["order.created", "order.updated", "order.paid"], &order_id, at);
     }
 
     /// Refunds `amount` net cents (default: what is left) of an order; the tax charged on

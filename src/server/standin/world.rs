@@ -52,6 +52,17 @@ pub struct Product {
     pub benefits: Vec<Benefit>,
     pub trial_days: Option<i64>,
     pub created_at: DateTime<Utc>,
+    /// A second, `metered_unit` price on the overage meter ([`overage_meter_id`]): cents per
+    /// credit and the cap per period. Billed at each cycle end (`run_renewals`).
+    #[serde(default)]
+    pub overage: Option<crate::domain::usage::OverageTerms>,
+}
+
+impl Product {
+    /// The id of the product's metered price.
+    pub fn metered_price_id(&self) -> String {
+        crate::server::catalog::stable_uuid(&format!("metered-price/{}", self.id))
+    }
 }
 
 /// Polar's `Address`: the client's wire type, which serializes every key (`null` included).
@@ -238,28 +249,65 @@ pub struct IngestedEvent {
     pub metadata: Map<String, Value>,
 }
 
-/// The one meter the stand-in's catalogue has: Tally's usage events summed by their
-/// `metadata.credits` (filter `name eq credits.spent`, aggregation `sum`).
+/// The stand-in's meters: Tally's usage events and its overage events, each summed by their
+/// `metadata.credits` (filter `name eq <event>`, aggregation `sum`).
 pub fn credits_meter_id() -> String {
     crate::server::catalog::stable_uuid("meter:credits")
 }
 
+/// The meter the plans' metered prices bill: `credits.overage` events.
+pub fn overage_meter_id() -> String {
+    crate::server::catalog::stable_uuid("meter:credits-overage")
+}
+
+/// `(meter id, name, event name)` of every meter.
+pub fn meters() -> [(String, &'static str, &'static str); 2] {
+    [
+        (credits_meter_id(), "API credits", crate::server::usage::EVENT_NAME),
+        (overage_meter_id(), "API credits overage", crate::server::usage::OVERAGE_EVENT_NAME),
+    ]
+}
+
 impl World {
-    /// A customer's meter as Polar computes it from ingested events, recomputed `lag` behind
-    /// (Polar debounces recomputation): events received less than `lag` ago are not counted.
-    pub fn customer_meter_json(&self, c: &Customer, now: DateTime<Utc>, lag: Duration) -> Value {
-        let counted_before = now - lag;
-        let consumed: i64 = self
-            .events
+    /// The units of `event` events of customer `c` Polar received in `[from, to)`.
+    pub fn event_units(&self, c: &Customer, event: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+        self.events
             .iter()
-            .filter(|e| e.received_at <= counted_before && e.name == crate::server::usage::EVENT_NAME)
+            .filter(|e| e.received_at >= from && e.received_at < to && e.name == event)
             .filter(|e| {
                 e.customer_id.as_deref() == Some(c.id.as_str())
                     || (e.external_customer_id.is_some() && e.external_customer_id == c.external_id)
             })
             .filter_map(|e| e.metadata.get(crate::server::usage::UNITS_PROPERTY).and_then(Value::as_i64))
-            .sum();
-        let meter_id = credits_meter_id();
+            .sum()
+    }
+
+    pub fn meter_json(&self, meter_id: &str, name: &str, event: &str, created_at: DateTime<Utc>) -> Value {
+        json!({
+            "id": meter_id,
+            "created_at": created_at,
+            "modified_at": null,
+            "name": name,
+            "unit": "scalar",
+            "filter": { "conjunction": "and", "clauses": [{ "property": "name", "operator": "eq", "value": event }] },
+            "aggregation": { "func": "sum", "property": format!("metadata.{}", crate::server::usage::UNITS_PROPERTY) },
+            "organization_id": self.org.as_ref().map(|o| o.id.clone()),
+            "metadata": {},
+            "archived_at": null,
+        })
+    }
+
+    /// A customer's meter as Polar computes it from ingested events, recomputed `lag` behind
+    /// (Polar debounces recomputation): events received less than `lag` ago are not counted.
+    pub fn customer_meter_json(
+        &self,
+        c: &Customer,
+        meter: &(String, &str, &str),
+        now: DateTime<Utc>,
+        lag: Duration,
+    ) -> Value {
+        let (meter_id, name, event) = meter;
+        let consumed = self.event_units(c, event, DateTime::<Utc>::MIN_UTC, now - lag);
         json!({
             "id": crate::server::catalog::stable_uuid(&format!("customer-meter:{}:{meter_id}", c.id)),
             "created_at": c.created_at,
@@ -270,18 +318,7 @@ impl World {
             "credited_units": 0,
             "balance": -(consumed as f64),
             "customer": self.customer_json(c),
-            "meter": {
-                "id": meter_id,
-                "created_at": c.created_at,
-                "modified_at": null,
-                "name": "API credits",
-                "unit": "scalar",
-                "filter": { "conjunction": "and", "clauses": [{ "property": "name", "operator": "eq", "value": crate::server::usage::EVENT_NAME }] },
-                "aggregation": { "func": "sum", "property": format!("metadata.{}", crate::server::usage::UNITS_PROPERTY) },
-                "organization_id": self.org.as_ref().map(|o| o.id.clone()),
-                "metadata": {},
-                "archived_at": null,
-            },
+            "meter": self.meter_json(meter_id, name, event, c.created_at),
         })
     }
 }
@@ -300,6 +337,9 @@ pub struct World {
     pub sessions: Vec<Session>,
     pub refunds: Vec<Refund>,
     pub events: Vec<IngestedEvent>,
+    /// The `external_id`s of `events`, as Polar's unique index (rebuilt after a load).
+    #[serde(skip)]
+    pub event_ids: std::collections::HashSet<String>,
     pub invoice_counter: i64,
     /// Where the hosted pages live (checkout, portal), e.g. `http://127.0.0.1:3000/polar`.
     #[serde(skip)]
@@ -367,6 +407,21 @@ impl World {
         })
     }
 
+    /// A product's prices: its fixed price, and its metered price when it bills overage.
+    pub fn prices_json(&self, p: &Product) -> Value {
+        let mut prices = vec![self.price_json(p)];
+        if let Some(o) = p.overage {
+            let meter = overage_meter_id();
+            prices.push(json!({
+                "created_at": ts(p.created_at), "modified_at": null, "id": p.metered_price_id(), "source": "catalog",
+                "amount_type": "metered_unit", "price_currency": p.currency, "tax_behavior": null, "is_archived": false,
+                "product_id": p.id, "unit_amount": o.unit_cents.to_string(), "cap_amount": o.cap_cents,
+                "meter_id": meter, "meter": { "id": meter, "name": "API credits overage" },
+            }));
+        }
+        Value::Array(prices)
+    }
+
     pub fn price_json(&self, p: &Product) -> Value {
         let mut price = json!({
             "created_at": ts(p.created_at), "modified_at": null, "id": p.price_id, "source": "catalog", "amount_type": "fixed",
@@ -395,7 +450,7 @@ impl World {
 
     pub fn product_json(&self, p: &Product) -> Value {
         let mut v = self.product_base_json(p);
-        v["prices"] = json!([self.price_json(p)]);
+        v["prices"] = self.prices_json(p);
         v["benefits"] = Value::Array(p.benefits.iter().map(|b| self.benefit_json(b)).collect());
         v["medias"] = json!([]);
         v["attached_custom_fields"] = json!([]);
@@ -426,7 +481,7 @@ impl World {
         v["customer"] = self.customer(&s.customer_id).map(|c| self.customer_json(c)).unwrap_or(Value::Null);
         v["product"] = self.product_json(product);
         v["discount"] = Value::Null;
-        v["prices"] = json!([self.price_json(product)]);
+        v["prices"] = self.prices_json(product);
         v["meters"] = json!([]);
         v["pending_update"] = match &s.pending_update {
             Some(u) => {
@@ -573,7 +628,21 @@ impl World {
             .collect();
         v["active_subscriptions"] = Value::Array(subs);
         v["granted_benefits"] = Value::Array(grants);
-        v["active_meters"] = json!([]);
+        // The meters that counted something for the customer, as recomputed `lag` behind.
+        let meters: Vec<Value> = meters()
+            .iter()
+            .filter_map(|(meter_id, _, event)| {
+                let consumed = self.event_units(c, event, DateTime::<Utc>::MIN_UTC, visible_before);
+                (consumed != 0).then(|| {
+                    json!({
+                        "id": crate::server::catalog::stable_uuid(&format!("customer-meter:{}:{meter_id}", c.id)),
+                        "created_at": ts(c.created_at), "modified_at": null, "meter_id": meter_id,
+                        "consumed_units": consumed as f64, "credited_units": 0, "balance": -(consumed as f64),
+                    })
+                })
+            })
+            .collect();
+        v["active_meters"] = Value::Array(meters);
         v
     }
 

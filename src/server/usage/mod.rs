@@ -14,13 +14,24 @@
 //! rejected as a whole (422) is halved until the event Polar refuses is alone, which is
 //! parked as `failed` with Polar's message.
 //!
+//! Overage (credits past the balance, opt-in, `ledger::period`) is an `overage` ledger entry
+//! and goes out as its own event, [`OVERAGE_EVENT_NAME`], also keyed by its entry.
+//!
 //! In Polar: a meter with filter `name eq credits.spent` and aggregation `sum` of
-//! `metadata.credits` counts them (README, "Usage billing").
+//! `metadata.credits` counts usage; one with `name eq credits.overage` counts overage, and a
+//! plan's `metered_unit` price on that meter bills it at the cycle end (README, "Usage
+//! billing").
 
+pub mod alerts;
+pub mod reconcile;
+pub mod settings;
 pub mod shipper;
 
 /// The name of the usage events Tally sends; a Polar meter filters on it.
 pub const EVENT_NAME: &str = "credits.spent";
+
+/// The name of the overage events: credits spent past the balance, billed at the cycle end.
+pub const OVERAGE_EVENT_NAME: &str = "credits.overage";
 
 /// The metadata key holding the credits an event counts (the meter sums it).
 pub const UNITS_PROPERTY: &str = "credits";

@@ -1,6 +1,6 @@
 //! Sends the usage outbox to Polar (see the module above for the guarantees).
 
-use super::{BATCH, EVENT_NAME, UNITS_PROPERTY};
+use super::{BATCH, UNITS_PROPERTY};
 use crate::server::polar::client::{PolarClient, UsageEvent};
 use crate::server::polar::PolarError;
 use crate::server::throttle::{self, Throttle};
@@ -17,6 +17,8 @@ struct Due {
     units: i64,
     occurred_at: DateTime<Utc>,
     attempts: i32,
+    /// `credits.spent` or `credits.overage` (`super::EVENT_NAME`, `super::OVERAGE_EVENT_NAME`).
+    event: String,
 }
 
 /// What one round did.
@@ -34,7 +36,7 @@ fn event(d: &Due) -> UsageEvent {
     let mut metadata = serde_json::Map::new();
     metadata.insert(UNITS_PROPERTY.into(), d.units.into());
     UsageEvent {
-        name: EVENT_NAME.into(),
+        name: d.event.clone(),
         external_customer_id: d.user_id.to_string(),
         external_id: d.external_id.clone(),
         timestamp: Some(d.occurred_at),
@@ -61,7 +63,7 @@ pub async fn ship_due(
 ) -> Result<Shipped, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let due: Vec<Due> = sqlx::query_as(
-        "SELECT id, user_id, external_id, units, occurred_at, attempts FROM usage_outbox
+        "SELECT id, user_id, external_id, units, occurred_at, attempts, event FROM usage_outbox
           WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(now)
@@ -262,6 +264,7 @@ mod tests {
             units: 7,
             occurred_at: DateTime::from_timestamp(0, 0).unwrap(),
             attempts: 0,
+            event: super::super::EVENT_NAME.into(),
         };
         let v = serde_json::to_value(event(&d)).unwrap();
         assert_eq!(v["name"], "credits.spent");

@@ -58,36 +58,47 @@ pub(super) async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Resp
                 metadata: e.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default(),
             });
         }
+        // Dedupe on external_id is permanent, as Polar's unique index is (and as cheap).
+        if w.event_ids.is_empty() && !w.events.is_empty() {
+            w.event_ids = w.events.iter().filter_map(|e| e.external_id.clone()).collect();
+        }
         let (mut inserted, mut duplicates) = (0, 0);
         for e in parsed {
-            if e.external_id.is_some() && w.events.iter().any(|x| x.external_id == e.external_id) {
-                duplicates += 1;
-            } else {
-                w.events.push(e);
-                inserted += 1;
+            if let Some(id) = &e.external_id {
+                if !w.event_ids.insert(id.clone()) {
+                    duplicates += 1;
+                    continue;
+                }
             }
+            w.events.push(e);
+            inserted += 1;
         }
         Json(json!({ "inserted": inserted, "duplicates": duplicates })).into_response()
     })
 }
 
-/// Each customer's meters (the stand-in has one, `credits_meter_id`), computed from the
-/// events ingested for them, recomputed `POLAR_STANDIN_STATE_LAG_MS` behind as Polar's are.
+/// Each customer's meters (`world::meters`), computed from the events ingested for them,
+/// recomputed `POLAR_STANDIN_STATE_LAG_MS` behind as Polar's are; a meter is listed for a
+/// customer once an event of theirs counts in it.
 pub(super) async fn list_customer_meters(State(s): State<StandIn>, Query(q): Query<Vec<(String, String)>>) -> Response {
     let lag = Duration::from_std(s.inner.config.state_lag).unwrap_or_default();
     let external: Vec<&str> = query_values(&q, "external_customer_id").collect();
     let customers: Vec<&str> = query_values(&q, "customer_id").collect();
-    let meters: Vec<&str> = query_values(&q, "meter_id").collect();
+    let meter_ids: Vec<&str> = query_values(&q, "meter_id").collect();
+    let meters: Vec<_> = crate::server::standin::world::meters()
+        .into_iter()
+        .filter(|m| meter_ids.is_empty() || meter_ids.contains(&m.0.as_str()))
+        .collect();
     let items = s.read(|w, now| {
         w.customers
             .iter()
             .filter(|c| c.deleted_at.is_none())
             .filter(|c| external.is_empty() || c.external_id.as_deref().is_some_and(|x| external.contains(&x)))
             .filter(|c| customers.is_empty() || customers.contains(&c.id.as_str()))
-            .filter(|_| {
-                meters.is_empty() || meters.contains(&crate::server::standin::world::credits_meter_id().as_str())
-            })
-            .map(|c| w.customer_meter_json(c, now, lag))
+            .flat_map(|c| meters.iter().map(move |m| (c, m)))
+            // Polar lists a customer's meter once it has counted something for them.
+            .filter(|(c, m)| w.event_units(c, m.2, DateTime::<Utc>::MIN_UTC, now) != 0)
+            .map(|(c, m)| w.customer_meter_json(c, m, now, lag))
             .collect::<Vec<_>>()
     });
     list_page(items, &q)

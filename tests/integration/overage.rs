@@ -1,0 +1,401 @@
+//! Overage and usage alerts: a Pro customer spends past their credits, the ledger records the
+//! overage as its own entries (never a negative balance), the cap stops it with a 402 naming
+//! the cap, the billing page's projected charge equals the stand-in's cycle-end order to the
+//! cent, and each alert fires once, also under 1,000 concurrent spends.
+
+use crate::billing::control;
+use crate::helpers::*;
+use chrono::{DateTime, Duration, Utc};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tally::server::ledger::{self, SpendOutcome};
+use uuid::Uuid;
+
+fn standin_token() -> String {
+    test_config(&[]).polar.effective_token().unwrap().expose().to_string()
+}
+
+async fn usage(app: &TestApp) -> Value {
+    let res = call(app, "/api/usage", &[]).await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn save_settings(app: &TestApp, form: &[(&str, &str)]) -> reqwest::Response {
+    call(app, "/api/usage/settings", form).await
+}
+
+/// Waits until the usage outbox has shipped everything (Polar has every event).
+async fn drained(app: &TestApp) {
+    for _ in 0..200 {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status <> 'sent'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the usage outbox never drained");
+}
+
+/// The user's live subscription id, once its webhook was applied.
+async fn subscription_of(app: &TestApp, user: Uuid) -> String {
+    for _ in 0..100 {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT s.id FROM subscriptions s JOIN credit_accounts a ON a.user_id = s.user_id AND a.period_key IS NOT NULL
+              WHERE s.user_id = $1 AND s.status = 'active'",
+        )
+        .bind(user)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        if let Some(id) = id {
+            return id;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the subscription never reached the ledger");
+}
+
+/// Waits until `user` has its Polar customer (created in the background after sign-up).
+async fn customer_synced(app: &TestApp, user: Uuid) {
+    for _ in 0..100 {
+        let linked: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM polar_customers WHERE user_id = $1 AND polar_customer_id IS NOT NULL)",
+        )
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if linked {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the Polar customer of {user} was never created");
+}
+
+/// The stand-in's orders of `user` with `billing_reason`.
+async fn orders(app: &TestApp, user: Uuid, reason: &str) -> Vec<Value> {
+    let page: Value = reqwest::Client::new()
+        .get(format!("{}/polar/v1/orders/", app.address))
+        .query(&[("external_customer_id", user.to_string()), ("limit", "100".into())])
+        .bearer_auth(standin_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"].as_array().unwrap().iter().filter(|o| o["billing_reason"] == reason).cloned().collect()
+}
+
+async fn text(app: &TestApp, key: &str, chars: usize) -> reqwest::Response {
+    app.spend(Some(key), &json!({ "text": "a".repeat(chars) }).to_string(), None).await
+}
+
+async fn overage_entries(pool: &PgPool, user: Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(amount), 0)::bigint FROM credit_entries WHERE user_id = $1 AND kind = 'overage'",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_pro_customer_past_their_credits_is_billed_the_projected_overage_to_the_cent() {
+    let app = spawn_app_with(&[("FREE_CREDITS", "0")]).await;
+    // Generated histories: random call sizes and caps; each ends at the renewal, where the
+    // stand-in bills the overage Polar received, and the projected charge must equal it.
+    for seed in 0..3u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let email = format!("overage-{seed}@example.com");
+        let user = app.sign_up(&email).await;
+        // Each history pays with the test helper's one payer address: wait until this user's
+        // Polar customer exists, so the purchase links by external id, not by that address.
+        customer_synced(&app, user).await;
+        app.buy("pro").await;
+        let sub = subscription_of(&app, user).await;
+        let key = app.create_api_key("overage").await;
+
+        // Overage off (the default): past the balance is 402 insufficient, nothing spent.
+        let mut refused = None;
+        for _ in 0..10 {
+            let res = text(&app, &key, 100_000).await;
+            if res.status() == 402 {
+                refused = Some(res.json::<Value>().await.unwrap());
+                break;
+            }
+            assert_eq!(res.status(), 200);
+        }
+        assert_eq!(refused.expect("the balance ran out")["error"]["code"], "insufficient_credits");
+        assert_eq!(overage_entries(&app.pool, user).await, 0);
+
+        let cap_cents: i64 = rng.gen_range(150..900);
+        let cap = format!("{}.{:02}", cap_cents / 100, cap_cents % 100);
+        let res = save_settings(&app, &[("overage_allowed", "on"), ("spend_cap", &cap), ("alert_percent", "on")]).await;
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+
+        let mut capped = None;
+        for _ in 0..200 {
+            let chars = rng.gen_range(1..=100_000usize);
+            let res = text(&app, &key, chars).await;
+            match res.status().as_u16() {
+                200 => {}
+                402 => {
+                    let body: Value = res.json().await.unwrap();
+                    assert_eq!(body["error"]["code"], "spend_cap_reached", "{body}");
+                    assert_eq!(body["error"]["cap_cents"], cap_cents, "the 402 names the cap");
+                    let message = body["error"]["message"].as_str().unwrap().to_string();
+                    assert!(message.contains(&format!("${cap}")), "{message}");
+                    capped = Some(body);
+                    break;
+                }
+                s => panic!("unexpected {s}: {}", res.text().await.unwrap()),
+            }
+        }
+        let capped = capped.expect("the cap stopped the calls");
+        assert!(capped["error"]["overage_cents"].as_i64().unwrap() <= cap_cents);
+
+        // The ledger: overage is its own entry kind, the balance never below zero, all sums.
+        let b = app.balance(user).await;
+        assert!(b.total >= 0);
+        let over = overage_entries(&app.pool, user).await;
+        assert!(over > 0 && over <= cap_cents, "overage {over} within the cap {cap_cents}");
+        assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
+
+        let u = usage(&app).await;
+        let period = &u["period"];
+        assert_eq!(period["overage_units"], over);
+        assert_eq!(period["unit_cents"], 1);
+        assert_eq!(period["cap_cents"], cap_cents);
+        let projected = period["projected_cents"].as_i64().unwrap();
+        assert_eq!(projected, over, "Pro's metered price is one cent a credit");
+        let html = app.page("/billing").await;
+        let shown = tally::domain::money::format_cents_exact(projected, "usd");
+        assert!(html.contains(&shown), "the billing page shows the projected charge {shown}");
+
+        // Polar has every event; the renewal bills the overage as its own order.
+        drained(&app).await;
+        assert_eq!(control(&app, &format!("/subscriptions/{sub}/renew"), Value::Null).await.status(), 200);
+        let billed = orders(&app, user, "subscription_meter_cycle").await;
+        assert_eq!(billed.len(), 1, "one overage order: {billed:?}");
+        assert_eq!(billed[0]["net_amount"], projected, "billed to the cent: {}", billed[0]);
+        assert_eq!(billed[0]["status"], "paid");
+
+        // The next period starts at zero overage (once the renewal's webhook is applied; a
+        // delivery that failed is retried by Polar after 2 s, 4 s, …).
+        let mut fresh = Value::Null;
+        for _ in 0..300 {
+            fresh = usage(&app).await;
+            if fresh["period"]["overage_units"] == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        if fresh["period"]["overage_units"] != 0 {
+            let hooks: Vec<(String, String, Option<String>)> =
+                sqlx::query_as("SELECT event_type, status, last_error FROM webhook_events ORDER BY received_at")
+                    .fetch_all(&app.pool)
+                    .await
+                    .unwrap();
+            panic!("the renewal never reached the ledger: {fresh}; webhooks: {hooks:?}");
+        }
+        let res = call(&app, "/api/logout", &[]).await;
+        assert!(res.status().is_success() || res.status().is_redirection());
+    }
+}
+
+#[tokio::test]
+async fn the_free_plan_never_goes_into_overage_and_bad_settings_are_refused() {
+    let app = spawn_app_with(&[("FREE_CREDITS", "2")]).await;
+    let user = app.sign_up("free-overage@example.com").await;
+    let key = app.create_api_key("free").await;
+    let res = save_settings(&app, &[("overage_allowed", "on")]).await;
+    assert_eq!(res.status(), 200);
+    let res = text(&app, &key, 5_000).await;
+    assert_eq!(res.status(), 402);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "insufficient_credits");
+    assert_eq!(overage_entries(&app.pool, user).await, 0);
+    assert_eq!(usage(&app).await["period"], Value::Null, "no period without a plan");
+
+    for (field, form) in [
+        ("spend_cap", vec![("spend_cap", "12.345")]),
+        ("spend_cap", vec![("spend_cap", "-5")]),
+        ("spend_cap", vec![("spend_cap", "100001")]),
+        ("alert_below", vec![("alert_below", "0")]),
+        ("alert_below", vec![("alert_below", "many")]),
+    ] {
+        let res = save_settings(&app, &form).await;
+        assert_eq!(res.status(), 422, "{form:?}");
+        assert_eq!(app_error(res).await.field(), Some(field), "{form:?}");
+    }
+    // Nothing of a refused form was saved.
+    assert_eq!(usage(&app).await["settings"]["overage_allowed"], true);
+}
+
+/// A user with `allotment` credits this period (all spendable now) and the given overage terms.
+async fn account(pool: &PgPool, allotment: i64, overage: Option<(i64, Option<i64>)>, allowed: bool) -> Uuid {
+    let user: Uuid = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id")
+        .bind(format!("{}@example.com", Uuid::new_v4()))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let (start, end) = (now - Duration::days(1), now + Duration::days(29));
+    let mut conn = pool.acquire().await.unwrap();
+    let key = format!("allotment:sub-{user}:{}", start.timestamp());
+    ledger::grant(
+        &mut conn,
+        &ledger::Grant {
+            user_id: user,
+            bucket: ledger::BucketKind::Allotment,
+            entry_kind: "allotment",
+            source_key: key.clone(),
+            amount: allotment,
+            expires_at: Some(end),
+            key: key.clone(),
+            metadata: json!({}),
+            schedule: None,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let terms = overage.map(|(unit_cents, cap_cents)| tally::domain::usage::OverageTerms { unit_cents, cap_cents });
+    ledger::period::start(&mut conn, user, &key, start, end, allotment, terms).await.unwrap();
+    let settings = tally::server::usage::settings::UsageSettings { overage_allowed: allowed, ..Default::default() };
+    tally::server::usage::settings::save(&mut conn, user, &settings).await.unwrap();
+    user
+}
+
+/// Spends of `cost` under each of `keys` at once, each on its own connection; their outcomes.
+async fn concurrent_spends(
+    pool: &PgPool,
+    user: Uuid,
+    keys: Vec<String>,
+    cost: i64,
+    now: DateTime<Utc>,
+) -> Vec<SpendOutcome> {
+    let tasks: Vec<_> = keys
+        .into_iter()
+        .map(|key| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await.unwrap();
+                ledger::spend(&mut conn, user, cost, &key, &json!({}), now).await.unwrap()
+            })
+        })
+        .collect();
+    let mut out = vec![];
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+async fn alerts_of(pool: &PgPool, user: Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT alert FROM usage_alerts WHERE user_id = $1 ORDER BY alert")
+        .bind(user)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_spends_fire_each_alert_once_and_never_pass_the_cap() {
+    let (_, db) = fresh_database().await;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect(&database_url(&db)).await.unwrap();
+    let keys = |prefix: &str, n: usize| (0..n).map(|i| format!("{prefix}-{i}")).collect::<Vec<_>>();
+    let now = Utc::now();
+
+    // Without overage: the 1,000 credits go to the first 1,000 spends of one; 80 % and 100 %
+    // fire once each, the rest is refused.
+    let user = account(&pool, 1000, Some((1, Some(500))), false).await;
+    let out = concurrent_spends(&pool, user, keys("a", 1000), 1, now).await;
+    assert!(out.iter().all(|o| matches!(o, SpendOutcome::Spent { .. })));
+    assert_eq!(alerts_of(&pool, user).await, ["percent_100", "percent_80"]);
+    let refused = concurrent_spends(&pool, user, keys("b", 10), 1, now).await;
+    assert!(refused.iter().all(|o| matches!(o, SpendOutcome::Insufficient { available: 0 })), "{refused:?}");
+
+    // With overage capped at $5 (500 credits at 1 cent): 1,000 spends of 2 against 1,000
+    // credits take exactly 1,500; 80/100/150 % and overage each fire once.
+    let user = account(&pool, 1000, Some((1, Some(500))), true).await;
+    let out = concurrent_spends(&pool, user, keys("c", 1000), 2, now).await;
+    let spent: i64 = out.iter().map(|o| if let SpendOutcome::Spent { spent, .. } = o { *spent } else { 0 }).sum();
+    assert_eq!(spent, 1500, "the allotment and the whole cap, never more");
+    assert_eq!(out.iter().filter(|o| matches!(o, SpendOutcome::OverCap { .. })).count(), 250);
+    assert_eq!(overage_entries(&pool, user).await, 500);
+    assert_eq!(alerts_of(&pool, user).await, ["overage", "percent_100", "percent_150", "percent_80"]);
+    let p = ledger::period::current(&pool, user, now).await.unwrap().unwrap();
+    assert_eq!((p.spent, p.overage, p.projected_charge_cents()), (1500, 500, 500));
+
+    // A retried spend is answered from the ledger, never spends or alerts again.
+    let committed: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM credit_entries WHERE user_id = $1 AND kind = 'spend' AND strpos(idempotency_key, '#') = 0 LIMIT 5",
+    )
+    .bind(user)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let again = concurrent_spends(&pool, user, committed, 2, now).await;
+    assert!(again.iter().all(|o| matches!(o, SpendOutcome::Duplicate { .. })), "{again:?}");
+    assert_eq!(ledger::period::current(&pool, user, now).await.unwrap().unwrap().spent, 1500);
+
+    let problems = ledger::problems(&pool, None).await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[tokio::test]
+async fn alerts_show_as_banners_and_are_mailed_once_each() {
+    let app = spawn_app_with(&[("FREE_CREDITS", "0")]).await;
+    let email = "alerts@example.com";
+    let user = app.sign_up(email).await;
+    app.buy("pro").await;
+    subscription_of(&app, user).await;
+    let key = app.create_api_key("alerts").await;
+    let res = save_settings(
+        &app,
+        &[("overage_allowed", "on"), ("alert_percent", "on"), ("alert_overage", "on"), ("alert_email", "on")],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    // Past 80 % and 100 % of the 5,000-credit allotment (overage pays for what the day's
+    // accrual does not cover; Pro's cap is $50, 5,000 credits).
+    for _ in 0..51 {
+        let res = text(&app, &key, 100_000).await;
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    }
+    for subject in [
+        "You have used 80 % of this period's credits",
+        "You have used all of this period's credits",
+        "You are now using overage credits",
+    ] {
+        wait_for_mail(&app, email, subject).await;
+    }
+    // Once each, whatever else is spent.
+    for _ in 0..3 {
+        assert_eq!(text(&app, &key, 100).await.status(), 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mails = mailbox(&app, email).await;
+    for subject in ["80 %", "all of this period", "overage credits"] {
+        let n = mails.iter().filter(|m| m["subject"].as_str().unwrap_or_default().contains(subject)).count();
+        assert_eq!(n, 1, "one mail about {subject:?}: {mails:?}");
+    }
+    let html = app.page("/billing").await;
+    for alert in ["percent_80", "percent_100", "overage"] {
+        assert!(html.contains(&format!("data-alert=\"{alert}\"")), "banner {alert}");
+    }
+    // Dismissed, the banner goes and the alert does not come back.
+    assert_eq!(call(&app, "/api/usage/dismiss", &[("alert", "percent_80")]).await.status(), 200);
+    let html = app.page("/billing").await;
+    assert!(!html.contains("data-alert=\"percent_80\""));
+    assert!(html.contains("data-alert=\"percent_100\""));
+    assert_eq!(call(&app, "/api/usage/dismiss", &[("alert", "<script>")]).await.status(), 422);
+}
