@@ -196,17 +196,15 @@ async fn main() {
             .execute(&mut *conn)
             .await
             .unwrap();
-        tally::server::ledger::period::start(
-            &mut conn,
-            *u,
-            &key,
-            now - chrono::Duration::days(1),
-            now + chrono::Duration::days(29),
-            100,
-            None,
-        )
-        .await
-        .unwrap();
+        let period = tally::server::ledger::period::PeriodStart {
+            key: &key,
+            start: now - chrono::Duration::days(1),
+            end: now + chrono::Duration::days(29),
+            allotment: 100,
+            overage: None,
+            open: false,
+        };
+        tally::server::ledger::period::start(&mut conn, *u, &period).await.unwrap();
         tally::server::ledger::spend(&mut conn, *u, 79, &format!("pre:{u}"), &json!({}), now).await.unwrap();
     }
     let mut tick = tokio::time::interval(Duration::from_millis(20));

@@ -19,7 +19,22 @@
 --   counts them); spends stay `credits.spent`.
 --
 -- Lock order is unchanged: the account row, then its entry key; the overage bucket is written
--- under the account lock like every bucket.
+-- under the account lock like every bucket. `overage:` joins the key prefixes the ledger
+-- reserves (credit_check_key).
+
+-- `overage:` keys the ledger's own overage buckets: no caller may use it.
+CREATE OR REPLACE FUNCTION credit_check_key(p_key text, p_spend boolean) RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_key IS NULL OR length(p_key) = 0 OR length(p_key) > 300 THEN
+        RAISE EXCEPTION 'ledger key must be 1 to 300 characters' USING ERRCODE = '22023';
+    END IF;
+    IF strpos(p_key, '#') > 0 OR p_key ~ '^(accrual|expiry|rollover|overage):' THEN
+        RAISE EXCEPTION 'ledger key % has a shape the ledger reserves for its own entries', p_key USING ERRCODE = '22023';
+    END IF;
+    IF p_spend AND p_key ~ '^(free|order|refund|allotment|upgrade):' THEN
+        RAISE EXCEPTION 'ledger key % is in a grant''s namespace and cannot key a spend', p_key USING ERRCODE = '22023';
+    END IF;
+END $$;
 
 ALTER TABLE credit_buckets DROP CONSTRAINT credit_buckets_kind_check;
 ALTER TABLE credit_buckets ADD CONSTRAINT credit_buckets_kind_check
@@ -38,9 +53,12 @@ ALTER TABLE credit_accounts
     ADD COLUMN period_allotment  bigint NOT NULL DEFAULT 0,
     ADD COLUMN period_spent      bigint NOT NULL DEFAULT 0,
     ADD COLUMN period_overage    bigint NOT NULL DEFAULT 0,
-    -- The period's metered price (whole cents per credit) and its cap; NULL: no overage.
+    -- The period's metered price (whole cents per credit) and its cap; NULL: no overage. Kept
+    -- for the whole period (what has been run up is billed under it)...
     ADD COLUMN overage_unit_cents bigint CHECK (overage_unit_cents > 0),
     ADD COLUMN overage_cap_cents  bigint CHECK (overage_cap_cents >= 0),
+    -- ...while new overage is taken only while the subscription is active and set to renew.
+    ADD COLUMN overage_open       boolean NOT NULL DEFAULT false,
     -- The user's settings the spend needs (copied from usage_settings when saved).
     ADD COLUMN overage_allowed    boolean NOT NULL DEFAULT false,
     ADD COLUMN user_cap_cents     bigint CHECK (user_cap_cents >= 0),
@@ -98,7 +116,7 @@ CREATE TRIGGER credit_entries_usage_outbox AFTER INSERT ON credit_entries
 -- current one is ignored (a late event); the same period keeps its counters and takes the
 -- larger allotment (an upgrade); a new one starts them at zero.
 CREATE FUNCTION credit_start_period(p_user uuid, p_key text, p_start timestamptz, p_end timestamptz,
-                                    p_allotment bigint, p_unit_cents bigint, p_cap_cents bigint)
+                                    p_allotment bigint, p_unit_cents bigint, p_cap_cents bigint, p_open boolean)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO credit_accounts (user_id) VALUES (p_user) ON CONFLICT DO NOTHING;
@@ -107,7 +125,7 @@ BEGIN
            period_spent = CASE WHEN a.period_key = p_key THEN a.period_spent ELSE 0 END,
            period_overage = CASE WHEN a.period_key = p_key THEN a.period_overage ELSE 0 END,
            period_key = p_key, period_start = p_start, period_end = p_end,
-           overage_unit_cents = p_unit_cents, overage_cap_cents = p_cap_cents
+           overage_unit_cents = p_unit_cents, overage_cap_cents = p_cap_cents, overage_open = p_open
      WHERE a.user_id = p_user AND (a.period_start IS NULL OR a.period_start <= p_start);
 END $$;
 
@@ -116,22 +134,29 @@ CREATE FUNCTION usage_save_settings(p_user uuid, p_overage boolean, p_cap bigint
                                     p_percent boolean, p_overage_alert boolean, p_email boolean)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
+    -- The account row first, as every writer of it (a spend, a deletion) takes it first.
+    INSERT INTO credit_accounts (user_id) VALUES (p_user) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM credit_accounts WHERE user_id = p_user FOR NO KEY UPDATE;
     INSERT INTO usage_settings (user_id, overage_allowed, spend_cap_cents, alert_below, alert_percent, alert_overage, alert_email, updated_at)
     VALUES (p_user, p_overage, p_cap, p_below, p_percent, p_overage_alert, p_email, now())
     ON CONFLICT (user_id) DO UPDATE SET overage_allowed = EXCLUDED.overage_allowed, spend_cap_cents = EXCLUDED.spend_cap_cents,
         alert_below = EXCLUDED.alert_below, alert_percent = EXCLUDED.alert_percent, alert_overage = EXCLUDED.alert_overage,
         alert_email = EXCLUDED.alert_email, updated_at = EXCLUDED.updated_at;
-    INSERT INTO credit_accounts (user_id) VALUES (p_user) ON CONFLICT DO NOTHING;
     UPDATE credit_accounts SET overage_allowed = p_overage, user_cap_cents = p_cap, alert_below = p_below WHERE user_id = p_user;
 END $$;
 
 -- The most overage credits the account may still take this period; NULL when its period has no
--- metered price or the user did not opt in (so a spend past the balance is `insufficient`,
--- not `over_cap`).
+-- metered price, is not open to overage, or the user did not opt in (so a spend past the
+-- balance is `insufficient`, not `over_cap`).
+--
+-- Overage closes 10 minutes before the period ends: Polar bills an event in the period it
+-- *receives* it, so the last overage must reach Polar (the shipper sends within seconds)
+-- before the cycle-end order, or it would be billed a period late, under the next period's
+-- cap, or never if the subscription ends.
 CREATE FUNCTION credit_overage_room(a credit_accounts, p_now timestamptz) RETURNS bigint LANGUAGE sql STABLE AS $$
     SELECT CASE
-        WHEN NOT a.overage_allowed OR a.overage_unit_cents IS NULL OR a.period_end IS NULL OR a.period_end <= p_now
-          OR a.period_start > p_now THEN NULL
+        WHEN NOT a.overage_allowed OR NOT a.overage_open OR a.overage_unit_cents IS NULL OR a.period_end IS NULL
+          OR a.period_end - interval '10 minutes' <= p_now OR a.period_start > p_now THEN NULL
         -- least() ignores NULLs: the lower of the plan's and the user's caps; neither: no cap.
         ELSE greatest(0, coalesce(least(a.overage_cap_cents, a.user_cap_cents) / a.overage_unit_cents,
                                   9007199254740991) - a.period_overage)
@@ -207,7 +232,7 @@ BEGIN
             INSERT INTO credit_buckets (user_id, kind, burn_rank, source_key, expires_at, metadata)
             VALUES (p_user, 'overage', 9, 'overage:' || v_acct.period_key, NULL,
                     jsonb_build_object('period_start', v_acct.period_start, 'period_end', v_acct.period_end, 'unit_cents', v_acct.overage_unit_cents))
-            ON CONFLICT ON CONSTRAINT credit_buckets_source_key DO UPDATE SET kind = EXCLUDED.kind
+            ON CONFLICT ON CONSTRAINT credit_buckets_source_key DO UPDATE SET metadata = credit_buckets.metadata
             RETURNING id INTO v_bucket;
             INSERT INTO credit_entries (user_id, bucket_id, kind, amount, idempotency_key, metadata, effective_at)
             VALUES (p_user, v_bucket, 'overage', v_over, p_key || '#overage',
@@ -271,7 +296,10 @@ BEGIN
     -- Alerts this spend crossed (rare: only then does the spend write anything more).
     IF p_kind = 'spend' AND v_acct.period_key IS NOT NULL AND v_acct.period_end > p_now AND v_acct.period_start <= p_now THEN
         v_counted := v_acct.period_spent - p_cost;
-        IF v_acct.period_allotment > 0 THEN
+        -- Only a spend that crossed a line writes (and notifies): checked here first.
+        IF v_acct.period_allotment > 0 AND EXISTS (
+               SELECT 1 FROM unnest(ARRAY[80, 100, 150]) t
+                WHERE v_counted * 100 < t * v_acct.period_allotment AND v_acct.period_spent * 100 >= t * v_acct.period_allotment) THEN
             INSERT INTO usage_alerts (user_id, period_key, alert, fired_at, entry_key, balance, period_spent, allotment)
             SELECT p_user, v_acct.period_key, 'percent_' || t, p_now, p_key, v_balance, v_acct.period_spent, v_acct.period_allotment
               FROM unnest(ARRAY[80, 100, 150]) t

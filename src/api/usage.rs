@@ -20,6 +20,8 @@ pub struct PeriodView {
     pub unit_cents: Option<i64>,
     /// The cap in force (the lower of the plan's and the user's), if any.
     pub cap_cents: Option<i64>,
+    /// Whether new overage may be taken now (the subscription is active and renews).
+    pub overage_open: bool,
     pub overage_allowed: bool,
 }
 
@@ -115,6 +117,7 @@ pub async fn get_usage() -> Result<UsageView, AppError> {
                     projected_cents: p.projected_charge_cents(),
                     unit_cents: p.unit_cents,
                     cap_cents: p.terms().and_then(|t| t.max_units(p.user_cap_cents).map(|u| u * t.unit_cents)),
+                    overage_open: p.overage_open,
                     overage_allowed: p.overage_allowed,
                 }),
                 alerts: alerts

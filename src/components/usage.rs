@@ -15,6 +15,10 @@ pub fn overage_text(p: &PeriodView) -> String {
     let usd = |c: i64| format_cents_exact(c, "usd");
     match (p.unit_cents, p.overage_allowed) {
         (None, _) => "Your plan has no overage: calls stop when your credits run out.".into(),
+        (Some(_), _) if !p.overage_open => {
+            "No new overage this period: your subscription is not active or is set to end. What was used is still billed."
+                .into()
+        }
         (Some(unit), false) => format!(
             "Overage is off. Turn it on in billing settings to keep calls working past your credits, at {} a credit.",
             usd(unit)
@@ -182,6 +186,7 @@ mod tests {
             projected_cents: 0,
             unit_cents: unit,
             cap_cents: cap,
+            overage_open: true,
             overage_allowed: allowed,
         }
     }
@@ -190,6 +195,8 @@ mod tests {
     fn the_overage_line_says_why() {
         assert!(overage_text(&period(None, true, None)).contains("no overage"));
         assert!(overage_text(&period(Some(1), false, None)).contains("Overage is off"));
+        let closed = PeriodView { overage_open: false, ..period(Some(1), true, None) };
+        assert!(overage_text(&closed).contains("No new overage"));
         assert_eq!(
             overage_text(&period(Some(1), true, Some(5000))),
             "Overage is on: $0.01 a credit past your balance, capped at $50.00 this period."

@@ -102,11 +102,12 @@ pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) 
             Ok(drifts) => {
                 for d in drifts {
                     println!(
-                        "  {}: ledger {}, Polar {}, in flight {}, drift {}",
+                        "  {}: ledger {}, Polar {}, in flight {}, parked {}, drift {}",
                         d.event,
                         d.ledger,
                         d.polar,
                         d.in_flight,
+                        d.parked,
                         d.unexplained()
                     );
                 }

@@ -268,7 +268,8 @@ async fn account(pool: &PgPool, allotment: i64, overage: Option<(i64, Option<i64
     .await
     .unwrap();
     let terms = overage.map(|(unit_cents, cap_cents)| tally::domain::usage::OverageTerms { unit_cents, cap_cents });
-    ledger::period::start(&mut conn, user, &key, start, end, allotment, terms).await.unwrap();
+    let period = ledger::period::PeriodStart { key: &key, start, end, allotment, overage: terms, open: true };
+    ledger::period::start(&mut conn, user, &period).await.unwrap();
     let settings = tally::server::usage::settings::UsageSettings { overage_allowed: allowed, ..Default::default() };
     tally::server::usage::settings::save(&mut conn, user, &settings).await.unwrap();
     user
@@ -398,4 +399,55 @@ async fn alerts_show_as_banners_and_are_mailed_once_each() {
     assert!(!html.contains("data-alert=\"percent_80\""));
     assert!(html.contains("data-alert=\"percent_100\""));
     assert_eq!(call(&app, "/api/usage/dismiss", &[("alert", "<script>")]).await.status(), 422);
+}
+
+/// Re-states `user`'s period with a new end and openness (as a later subscription state does).
+async fn restate(pool: &PgPool, user: Uuid, end: DateTime<Utc>, open: bool) {
+    let (key, start, allotment): (String, DateTime<Utc>, i64) =
+        sqlx::query_as("SELECT period_key, period_start, period_allotment FROM credit_accounts WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let overage = Some(tally::domain::usage::OverageTerms { unit_cents: 1, cap_cents: Some(500) });
+    let p = ledger::period::PeriodStart { key: &key, start, end, allotment, overage, open };
+    ledger::period::start(&mut pool.acquire().await.unwrap(), user, &p).await.unwrap();
+}
+
+#[tokio::test]
+async fn no_new_overage_near_the_period_end_or_once_the_subscription_is_ending_and_only_crossings_notify() {
+    let (_, db) = fresh_database().await;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&database_url(&db)).await.unwrap();
+    let now = Utc::now();
+    let spend = |user: Uuid, cost: i64, key: &'static str| {
+        let pool = pool.clone();
+        async move { ledger::spend(&mut pool.acquire().await.unwrap(), user, cost, key, &json!({}), now).await.unwrap() }
+    };
+
+    // Set to end (or past due): the price stays, no new overage; what was used is still billed.
+    let user = account(&pool, 10, Some((1, Some(500))), true).await;
+    assert!(matches!(spend(user, 15, "k1").await, SpendOutcome::Spent { .. }), "5 credits of overage");
+    restate(&pool, user, now + Duration::days(29), false).await;
+    assert_eq!(spend(user, 1, "k2").await, SpendOutcome::Insufficient { available: 0 });
+    let p = ledger::period::current(&pool, user, now).await.unwrap().unwrap();
+    assert_eq!((p.overage, p.projected_charge_cents(), p.overage_open), (5, 5, false));
+
+    // Ten minutes before the end, overage closes: the last events must reach Polar in time.
+    restate(&pool, user, now + Duration::minutes(9), true).await;
+    assert_eq!(spend(user, 1, "k3").await, SpendOutcome::Insufficient { available: 0 });
+    restate(&pool, user, now + Duration::minutes(11), true).await;
+    assert!(matches!(spend(user, 1, "k4").await, SpendOutcome::Spent { .. }));
+
+    // Only a spend that crosses a line writes an alert and notifies the alert worker.
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    listener.listen(tally::server::usage::alerts::CHANNEL).await.unwrap();
+    let quiet = account(&pool, 1000, None, false).await;
+    assert!(matches!(spend(quiet, 10, "q1").await, SpendOutcome::Spent { .. }));
+    let heard = tokio::time::timeout(std::time::Duration::from_millis(500), listener.recv()).await;
+    assert!(heard.is_err(), "a spend that crossed nothing notified: {heard:?}");
+    assert!(matches!(spend(quiet, 790, "q2").await, SpendOutcome::Spent { .. }));
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv()).await;
+    assert!(heard.is_ok_and(|n| n.is_ok()), "the 80 % crossing notified");
+    assert_eq!(alerts_of(&pool, quiet).await, ["percent_80"]);
+    assert!(ledger::problems(&pool, None).await.unwrap().is_empty());
 }

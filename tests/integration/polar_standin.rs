@@ -679,3 +679,79 @@ async fn polar_rate_limits_the_stand_in_too() {
     assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(res.text().await.unwrap(), "", "Polar's 429 has an empty body");
 }
+
+#[tokio::test]
+async fn metered_prices_bill_the_overage_received_in_a_period_and_meters_announce_their_recompute() {
+    let (hook, received) = endpoint(0).await;
+    let p = start(|c| {
+        c.endpoints.push(WebhookEndpoint { url: hook.clone(), secret: LEGACY_SECRET.into(), standard: false });
+        c.state_lag = Duration::from_millis(200);
+    })
+    .await;
+    // The monthly plans carry a metered price on the overage meter; the yearly ones do not.
+    let products = p.client.list_products().await.unwrap();
+    let pro = products.iter().find(|x| x.id == product_id("pro")).unwrap();
+    let metered = pro.prices.iter().find(|x| x.amount_type == "metered_unit").expect("a metered price");
+    assert_eq!((metered.unit_amount.as_deref(), metered.cap_amount), (Some("1"), Some(5000)));
+    assert_eq!(
+        metered.overage_terms(),
+        Some(tally::domain::usage::OverageTerms { unit_cents: 1, cap_cents: Some(5000) })
+    );
+    let yearly = products.iter().find(|x| x.id == product_id("pro_yearly")).unwrap();
+    assert!(yearly.prices.iter().all(|x| x.amount_type != "metered_unit"));
+
+    let checkout = p.checkout("user-9", "pro").await;
+    assert_eq!(p.pay(&checkout.url, "4242 4242 4242 4242", "").await.status(), 303);
+    let sub = p.client.list_subscriptions("user-9").await.unwrap().remove(0);
+    assert!(sub.overage_terms().is_some(), "the subscription carries its metered price");
+
+    // 7,000 overage credits (past the $50 cap) and some usage; one event sent twice.
+    let e = |id: &str, name: &str, credits: i64| tally::server::polar::client::UsageEvent {
+        name: name.into(),
+        external_customer_id: "user-9".into(),
+        external_id: id.into(),
+        timestamp: None,
+        metadata: [("credits".to_string(), json!(credits))].into_iter().collect(),
+    };
+    let r = p
+        .client
+        .ingest_events(&[
+            e("o1", "credits.overage", 4000),
+            e("s1", "credits.spent", 9000),
+            e("o2", "credits.overage", 3000),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((r.inserted, r.duplicates), (3, 0));
+    assert_eq!(p.client.ingest_events(&[e("o1", "credits.overage", 4000)]).await.unwrap().duplicates, 1);
+
+    // The recompute is announced: customer.state_changed with both meters active.
+    let state = wait_for(|| {
+        received.lock().unwrap().iter().rev().find_map(|(_, _, _, body)| {
+            let v: Value = serde_json::from_str(body).ok()?;
+            (v["type"] == "customer.state_changed" && v["data"]["active_meters"].as_array()?.len() == 2).then_some(v)
+        })
+    })
+    .await;
+    let consumed: Vec<f64> = state["data"]["active_meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["consumed_units"].as_f64().unwrap())
+        .collect();
+    assert_eq!(consumed, [9000.0, 7000.0]);
+    let meters = p.client.list_customer_meters("user-9").await.unwrap();
+    assert!(meters[1].counts_event("credits.overage") && !meters[1].counts_event("credits.spent"));
+
+    // At the cycle end: one order for the overage, capped at $50, with tax as any order.
+    assert_eq!(p.control(&format!("/subscriptions/{}/renew", sub.id), Value::Null).await.status(), 200);
+    let orders = p.client.list_orders("user-9", 1, 10).await.unwrap().items;
+    let billed: Vec<_> = orders.iter().filter(|o| o.billing_reason.as_str() == "subscription_meter_cycle").collect();
+    assert_eq!(billed.len(), 1, "{orders:?}");
+    assert_eq!((billed[0].net_amount, billed[0].status.as_str()), (Some(5000), "paid"));
+    assert!(billed[0].tax_amount > 0, "VAT on the overage as on the plan (France)");
+    // The next period starts empty: another renewal bills nothing more.
+    assert_eq!(p.control(&format!("/subscriptions/{}/renew", sub.id), Value::Null).await.status(), 200);
+    let orders = p.client.list_orders("user-9", 1, 10).await.unwrap().items;
+    assert_eq!(orders.iter().filter(|o| o.billing_reason.as_str() == "subscription_meter_cycle").count(), 1);
+}

@@ -387,7 +387,7 @@ async fn reconcile_reports_drift_when_polar_misses_an_event_and_none_when_it_has
     assert_eq!(marked.rows_affected(), 1);
     end_outage(&app).await;
     let drifts = measure().await.unwrap();
-    assert_eq!((drifts[0].ledger, drifts[0].polar, drifts[0].in_flight), (spent + 1, spent, 0));
+    assert_eq!((drifts[0].ledger, drifts[0].polar, drifts[0].in_flight, drifts[0].parked), (spent + 1, spent, 0, 0));
     assert_eq!(drifts[0].unexplained(), 1, "{drifts:?}");
     let metrics = reqwest::Client::new()
         .get(format!("{}/metrics", app.address))

@@ -292,13 +292,14 @@ pub async fn subscription(
             };
             ledger::upgrade_allotment(conn, &period, upgrade, modified.min(now)).await?;
             // The period the spends count into, with the plan's metered price (overage) if the
-            // subscription has one. Overage only while it is active and set to renew: not in a
-            // trial, not past due, not once set to end, so nothing is run up that a last or
-            // failing invoice might not collect.
+            // subscription has one. New overage only while it is active and set to renew: not in
+            // a trial, not past due, not once set to end, so nothing is run up that a last or
+            // failing invoice might not collect (what was run up stays billed under the price).
             let key = ledger::allotment_source(&sub.id, start);
-            let overage =
-                sub.overage_terms().filter(|_| sub.status == SubscriptionStatus::Active && !sub.cancel_at_period_end);
-            ledger::period::start(conn, user, &key, start, end, allotment, overage).await?;
+            let open = sub.status == SubscriptionStatus::Active && !sub.cancel_at_period_end;
+            let counted =
+                ledger::period::PeriodStart { key: &key, start, end, allotment, overage: sub.overage_terms(), open };
+            ledger::period::start(conn, user, &counted).await?;
         }
         // Access over (revoked, or canceled and ended, or never paid): the allotment ends now.
         SubscriptionStatus::Canceled | SubscriptionStatus::Unpaid | SubscriptionStatus::IncompleteExpired => {

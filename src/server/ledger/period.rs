@@ -8,26 +8,33 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Starts (or re-states) the account's current period: a subscription period's allotment and
-/// its plan's metered price, if any. Earlier periods than the stored one are ignored; the same
-/// period keeps its counters and takes the larger allotment (an upgrade).
-pub async fn start(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    key: &str,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    allotment: i64,
-    overage: Option<OverageTerms>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT credit_start_period($1, $2, $3, $4, $5, $6, $7)")
+/// One billing period as a subscription states it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeriodStart<'a> {
+    /// The period's allotment key (`ledger::allotment_source`).
+    pub key: &'a str,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub allotment: i64,
+    /// The plan's metered price, if it has one.
+    pub overage: Option<OverageTerms>,
+    /// Whether new overage may be taken now (the subscription is active and set to renew).
+    pub open: bool,
+}
+
+/// Starts (or re-states) the account's current period. Earlier periods than the stored one
+/// are ignored; the same period keeps its counters and takes the larger allotment (an
+/// upgrade) and the latest price and openness.
+pub async fn start(conn: &mut PgConnection, user_id: Uuid, p: &PeriodStart<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT credit_start_period($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(user_id)
-        .bind(key)
-        .bind(start)
-        .bind(end)
-        .bind(allotment)
-        .bind(overage.map(|o| o.unit_cents))
-        .bind(overage.and_then(|o| o.cap_cents))
+        .bind(p.key)
+        .bind(p.start)
+        .bind(p.end)
+        .bind(p.allotment)
+        .bind(p.overage.map(|o| o.unit_cents))
+        .bind(p.overage.and_then(|o| o.cap_cents))
+        .bind(p.open && p.overage.is_some())
         .execute(conn)
         .await?;
     Ok(())
@@ -56,6 +63,8 @@ pub struct PeriodUsage {
     pub overage: i64,
     pub unit_cents: Option<i64>,
     pub plan_cap_cents: Option<i64>,
+    /// Whether new overage may be taken now (the subscription is active and renews).
+    pub overage_open: bool,
     pub overage_allowed: bool,
     pub user_cap_cents: Option<i64>,
 }
@@ -77,7 +86,7 @@ pub async fn current(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result
     sqlx::query_as(
         "SELECT period_key AS key, period_start AS start, period_end AS \"end\", period_allotment AS allotment,
                 period_spent AS spent, period_overage AS overage, overage_unit_cents AS unit_cents,
-                overage_cap_cents AS plan_cap_cents, overage_allowed, user_cap_cents
+                overage_cap_cents AS plan_cap_cents, overage_open, overage_allowed, user_cap_cents
            FROM credit_accounts
           WHERE user_id = $1 AND period_key IS NOT NULL AND period_start <= $2 AND period_end > $2",
     )

@@ -134,6 +134,8 @@ struct Inner {
     controls: Mutex<Controls>,
     sender: sender::Sender,
     file_key: [u8; 32],
+    /// Customers whose meters wait for their debounced recompute (`recompute_meters_later`).
+    recomputing: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A running stand-in. Cheap to clone.
@@ -168,6 +170,7 @@ impl StandIn {
                 controls: Mutex::new(Controls::default()),
                 sender,
                 file_key,
+                recomputing: Mutex::default(),
             }),
         };
         // Polar's scheduler: renewals and checkout expiry happen on their own.
@@ -300,6 +303,34 @@ impl StandIn {
                         timestamp: now,
                         data: w.order_json(o, now),
                     });
+                }
+            });
+        });
+    }
+
+    /// After usage events for `customers` arrived: once their meters are recomputed
+    /// (`POLAR_STANDIN_STATE_LAG_MS` later, debounced per customer as Polar does), one
+    /// `customer.state_changed` each with the new `active_meters`.
+    fn recompute_meters_later(&self, customers: Vec<String>) {
+        let fresh: Vec<String> = {
+            let mut pending = lock(&self.inner.recomputing);
+            customers.into_iter().filter(|c| pending.insert(c.clone())).collect()
+        };
+        if fresh.is_empty() {
+            return;
+        }
+        let s = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(s.inner.config.state_lag).await;
+            {
+                let mut pending = lock(&s.inner.recomputing);
+                for c in &fresh {
+                    pending.remove(c);
+                }
+            }
+            s.mutate(|w, now, ev| {
+                for c in &fresh {
+                    w.state_changed(ev, c, now);
                 }
             });
         });

@@ -63,7 +63,7 @@ impl World {
         ev.push("customer.state_changed", now, self.customer_state_json(c, now, Duration::zero()));
     }
 
-    fn state_changed(&self, ev: &mut Events, customer_id: &str, now: DateTime<Utc>) {
+    pub(in crate::server::standin) fn state_changed(&self, ev: &mut Events, customer_id: &str, now: DateTime<Utc>) {
         if let Some(c) = self.customer(customer_id) {
             ev.push("customer.state_changed", now, self.customer_state_json(c, now, Duration::zero()));
         }

@@ -144,7 +144,7 @@ pub async fn shown(pool: &PgPool, user_id: Uuid, period_key: &str) -> Result<Vec
     let rows: Vec<ShownRow> = sqlx::query_as(
         "SELECT a.alert, a.fired_at, a.balance, s.alert_percent, s.alert_overage
            FROM usage_alerts a LEFT JOIN usage_settings s ON s.user_id = a.user_id
-          WHERE a.user_id = $1 AND a.period_key IN ($2, 'none') AND a.dismissed_at IS NULL
+          WHERE a.user_id = $1 AND a.period_key = $2 AND a.dismissed_at IS NULL
           ORDER BY a.fired_at DESC, a.alert DESC",
     )
     .bind(user_id)

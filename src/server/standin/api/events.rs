@@ -11,34 +11,39 @@ pub(super) async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Resp
         return invalid("missing", json!(["body", "events"]), "Field required", Value::Object(b.clone()));
     };
     let refused = lock(&s.inner.controls).refuse_events.clone();
-    s.mutate(|w, now, _| {
+    let (res, touched) = s.mutate(|w, now, _| {
         // All or nothing: check every event first.
         let mut parsed = vec![];
         for (i, e) in events.iter().enumerate() {
             let Some(name) = e.get("name").and_then(Value::as_str).filter(|n| !n.is_empty() && n.len() <= 128) else {
-                return invalid("missing", json!(["body", "events", i, "name"]), "Field required", e.clone());
+                return (invalid("missing", json!(["body", "events", i, "name"]), "Field required", e.clone()), vec![]);
             };
             if let Some(x) = e.get("external_id").and_then(Value::as_str).filter(|x| refused.iter().any(|r| r == x)) {
-                return invalid("value_error", json!(["body", "events", i, "external_id"]), "Event refused.", json!(x));
+                return (
+                    invalid("value_error", json!(["body", "events", i, "external_id"]), "Event refused.", json!(x)),
+                    vec![],
+                );
             }
             let customer_id = e.get("customer_id").and_then(Value::as_str).map(str::to_string);
             let external = e.get("external_customer_id").and_then(Value::as_str).map(str::to_string);
             match (&customer_id, &external) {
                 (Some(c), _) if w.customer(c).is_none() => {
-                    return invalid(
+                    let r = invalid(
                         "value_error",
                         json!(["body", "events", i, "customer_id"]),
                         "Customer does not exist.",
                         json!(c),
-                    )
+                    );
+                    return (r, vec![]);
                 }
                 (None, None) => {
-                    return invalid(
+                    let r = invalid(
                         "missing",
                         json!(["body", "events", i, "external_customer_id"]),
                         "Field required",
                         e.clone(),
-                    )
+                    );
+                    return (r, vec![]);
                 }
                 _ => {}
             }
@@ -63,6 +68,7 @@ pub(super) async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Resp
             w.event_ids = w.events.iter().filter_map(|e| e.external_id.clone()).collect();
         }
         let (mut inserted, mut duplicates) = (0, 0);
+        let mut touched = std::collections::BTreeSet::new();
         for e in parsed {
             if let Some(id) = &e.external_id {
                 if !w.event_ids.insert(id.clone()) {
@@ -70,11 +76,17 @@ pub(super) async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Resp
                     continue;
                 }
             }
+            let customer = e.customer_id.clone().or_else(|| {
+                e.external_customer_id.as_deref().and_then(|x| w.customer_by_external(x)).map(|c| c.id.clone())
+            });
+            touched.extend(customer);
             w.events.push(e);
             inserted += 1;
         }
-        Json(json!({ "inserted": inserted, "duplicates": duplicates })).into_response()
-    })
+        (Json(json!({ "inserted": inserted, "duplicates": duplicates })).into_response(), touched.into_iter().collect())
+    });
+    s.recompute_meters_later(touched);
+    res
 }
 
 /// Each customer's meters (`world::meters`), computed from the events ingested for them,
