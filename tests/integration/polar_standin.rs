@@ -755,3 +755,50 @@ async fn metered_prices_bill_the_overage_received_in_a_period_and_meters_announc
     let orders = p.client.list_orders("user-9", 1, 10).await.unwrap().items;
     assert_eq!(orders.iter().filter(|o| o.billing_reason.as_str() == "subscription_meter_cycle").count(), 1);
 }
+
+#[tokio::test]
+async fn meter_credits_are_granted_each_cycle_and_the_metered_price_bills_the_negative_balance() {
+    let p = start(|c| c.meter_credits = true).await;
+    let products = p.client.list_products().await.unwrap();
+    let pro = products.iter().find(|x| x.id == product_id("pro")).unwrap();
+    let credit = pro.benefits.iter().find(|b| b.benefit_type == "meter_credit").expect("a meter_credit benefit");
+    assert_eq!(credit.description, "5000 API credits a month");
+
+    let checkout = p.checkout("user-10", "pro").await;
+    assert_eq!(p.pay(&checkout.url, "4242 4242 4242 4242", "").await.status(), 303);
+    let sub = p.client.list_subscriptions("user-10").await.unwrap().remove(0);
+    // The grant credits the meter at once (a meter.credited system event).
+    let meters = p.client.list_customer_meters("user-10").await.unwrap();
+    assert_eq!(meters.len(), 1);
+    assert_eq!((meters[0].credited_units, meters[0].consumed_units, meters[0].balance), (5000.0, 0.0, 5000.0));
+    let state = p.client.customer_state("user-10").await.unwrap();
+    assert!(state.granted_benefits.iter().any(|g| g.benefit_type == "meter_credit"));
+    assert_eq!(state.active_meters.len(), 1);
+
+    // 6,200 credits used: 1,200 past the period's 5,000 credits.
+    let e = |id: &str, credits: i64| tally::server::polar::client::UsageEvent {
+        name: "credits.spent".into(),
+        external_customer_id: "user-10".into(),
+        external_id: id.into(),
+        timestamp: None,
+        metadata: [("credits".to_string(), json!(credits))].into_iter().collect(),
+    };
+    p.client.ingest_events(&[e("a", 6000), e("b", 200)]).await.unwrap();
+    let meters = p.client.list_customer_meters("user-10").await.unwrap();
+    assert_eq!((meters[0].consumed_units, meters[0].balance), (6200.0, -1200.0));
+
+    // The cycle end bills the negative balance ($0.01 a credit), then the meter starts again:
+    // reset, and credited the new period's 5,000.
+    assert_eq!(p.control(&format!("/subscriptions/{}/renew", sub.id), Value::Null).await.status(), 200);
+    let orders = p.client.list_orders("user-10", 1, 10).await.unwrap().items;
+    let billed: Vec<_> = orders.iter().filter(|o| o.billing_reason.as_str() == "subscription_meter_cycle").collect();
+    assert_eq!(billed.len(), 1);
+    assert_eq!(billed[0].net_amount, Some(1200));
+    let meters = p.client.list_customer_meters("user-10").await.unwrap();
+    assert_eq!((meters[0].credited_units, meters[0].consumed_units, meters[0].balance), (5000.0, 0.0, 5000.0));
+    // Within the credits, the next cycle bills nothing.
+    p.client.ingest_events(&[e("c", 4999)]).await.unwrap();
+    assert_eq!(p.control(&format!("/subscriptions/{}/renew", sub.id), Value::Null).await.status(), 200);
+    let orders = p.client.list_orders("user-10", 1, 10).await.unwrap().items;
+    assert_eq!(orders.iter().filter(|o| o.billing_reason.as_str() == "subscription_meter_cycle").count(), 1);
+}

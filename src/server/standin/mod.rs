@@ -57,6 +57,11 @@ pub struct StandinConfig {
     /// The metered overage price of the monthly Pro and Business products (`None`: none).
     pub pro_overage: Option<crate::domain::usage::OverageTerms>,
     pub business_overage: Option<crate::domain::usage::OverageTerms>,
+    /// Polar's own credits model instead of Tally's: the monthly plans get a `meter_credit`
+    /// benefit of their monthly credits on the credits meter (reset each cycle), and their
+    /// metered price bills that meter's negative balance. Off by default: Tally keeps the
+    /// allotment in its ledger and bills only overage through the overage meter.
+    pub meter_credits: bool,
     /// Where to keep the data between restarts (none: memory only).
     pub state_file: Option<PathBuf>,
     /// The bearer token the test controls (`/_standin/…`) require. `None` leaves them open,
@@ -85,6 +90,7 @@ impl StandinConfig {
             packs: PACKS.iter().map(|p| (p.credits, p.price_cents)).collect(),
             pro_overage: PRO.overage,
             business_overage: BUSINESS.overage,
+            meter_credits: false,
             state_file: None,
             controls_token: None,
             rate_limit_per_minute: Some(500),
@@ -371,6 +377,7 @@ fn seed(world: &mut World, config: &StandinConfig) {
         description: description.into(),
         metadata,
         created_at: created,
+        meter_credit: None,
     };
     let mut products = vec![];
     // Each plan monthly, and yearly for ten months' price; both grant the plan's benefit.
@@ -397,7 +404,23 @@ fn seed(world: &mut World, config: &StandinConfig) {
                 created_at: created,
                 // Overage is billed per month: the monthly product carries the metered price.
                 overage: overage.filter(|_| suffix.is_empty()),
+                metered_meter_id: if config.meter_credits {
+                    world::credits_meter_id()
+                } else {
+                    world::overage_meter_id()
+                },
             });
+            if config.meter_credits && suffix.is_empty() {
+                let credit = Benefit {
+                    meter_credit: Some(world::MeterCredit {
+                        units: credits,
+                        rollover: false,
+                        meter_id: world::credits_meter_id(),
+                    }),
+                    ..benefit(&format!("{key}-credits"), &format!("{credits} API credits a month"), Map::new())
+                };
+                products.last_mut().expect("just pushed").benefits.push(credit);
+            }
         }
     }
     for (credits, price) in &config.packs {
@@ -419,6 +442,7 @@ fn seed(world: &mut World, config: &StandinConfig) {
             trial_days: None,
             created_at: created,
             overage: None,
+            metered_meter_id: world::overage_meter_id(),
         });
     }
     world.products = products;

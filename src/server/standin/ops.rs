@@ -362,7 +362,32 @@ impl World {
             });
             let g = self.grants.last().expect("just pushed");
             ev.push("benefit_grant.created", now, self.grant_json(g));
+            if let Some(m) = &b.meter_credit {
+                self.credit_meter(customer_id, m, false, now);
+            }
         }
+    }
+
+    /// A `meter_credit` grant's effect at its start or a cycle: the meter reset (at a cycle,
+    /// unless it rolls over), then its units credited, both as Polar's system events.
+    fn credit_meter(&mut self, customer_id: &str, m: &MeterCredit, cycle: bool, at: DateTime<Utc>) {
+        let system = |name: &str, metadata: Map<String, Value>| IngestedEvent {
+            name: name.into(),
+            external_id: None,
+            external_customer_id: None,
+            customer_id: Some(customer_id.to_string()),
+            timestamp: at,
+            received_at: at,
+            metadata,
+        };
+        let mut meta = Map::new();
+        meta.insert("meter_id".into(), Value::String(m.meter_id.clone()));
+        if cycle && !m.rollover {
+            self.events.push(system("meter.reset", meta.clone()));
+        }
+        meta.insert("units".into(), Value::from(m.units));
+        meta.insert("rollover".into(), Value::Bool(m.rollover));
+        self.events.push(system("meter.credited", meta));
     }
 
     fn revoke_grants(&mut self, subscription_id: &str, now: DateTime<Utc>, ev: &mut Events) {
@@ -621,22 +646,29 @@ impl World {
                     .collect();
                 for g in grants {
                     ev.push("benefit_grant.cycled", at, self.grant_json(&g));
+                    if let Some(m) = self.benefit(&g.benefit_id).and_then(|b| b.meter_credit.clone()) {
+                        self.credit_meter(&s.customer_id, &m, true, at);
+                    }
                 }
             }
             self.state_changed(ev, &s.customer_id, at);
         }
     }
 
-    /// Bills the overage credits Polar received for `s`'s customer in the period ending at
-    /// `at`: `min(units × unit_amount, cap_amount)` of the product's metered price, as a paid
-    /// order with `billing_reason = subscription_meter_cycle`. Nothing without a metered price
-    /// or overage. Events received after `at` count in the next period (Polar never bills
-    /// retroactively).
+    /// Bills the negative balance of the metered price's meter for `s`'s customer over the
+    /// period ending at `at` (units consumed past those credited: with Tally's catalogue, the
+    /// overage meter, which is never credited): `min(units × unit_amount, cap_amount)`, as a
+    /// paid order with `billing_reason = subscription_meter_cycle`. Nothing without a metered
+    /// price or a negative balance. Events received after `at` count in the next period
+    /// (Polar never bills retroactively).
     fn bill_overage(&mut self, s: &Subscription, at: DateTime<Utc>, ev: &mut Events) {
         let Some(product) = self.product(&s.product_id).cloned() else { return };
         let Some(terms) = product.overage else { return };
         let Some(customer) = self.customer(&s.customer_id).cloned() else { return };
-        let units = self.event_units(&customer, crate::server::usage::OVERAGE_EVENT_NAME, s.current_period_start, at);
+        let Some(meter) = meters().into_iter().find(|m| m.0 == product.metered_meter_id) else { return };
+        let consumed = self.event_units(&customer, meter.2, s.current_period_start, at);
+        let credited = self.credited_units(&customer, &meter.0, s.current_period_start, at);
+        let units = (consumed - credited).max(0);
         let amount = terms.charge_cents(units);
         if amount <= 0 {
             return;

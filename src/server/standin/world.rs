@@ -36,6 +36,34 @@ pub struct Benefit {
     pub description: String,
     pub metadata: Map<String, Value>,
     pub created_at: DateTime<Utc>,
+    /// A `meter_credit` benefit: `units` credited to `meter_id` at the grant and at every
+    /// cycle (the meter reset first unless `rollover`). `None`: a `custom` benefit.
+    #[serde(default)]
+    pub meter_credit: Option<MeterCredit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterCredit {
+    pub units: i64,
+    pub rollover: bool,
+    pub meter_id: String,
+}
+
+impl Benefit {
+    pub fn kind(&self) -> &'static str {
+        if self.meter_credit.is_some() {
+            "meter_credit"
+        } else {
+            "custom"
+        }
+    }
+
+    pub fn properties(&self) -> Value {
+        match &self.meter_credit {
+            Some(m) => json!({ "units": m.units, "rollover": m.rollover, "meter_id": m.meter_id }),
+            None => json!({ "note": null }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +84,10 @@ pub struct Product {
     /// credit and the cap per period. Billed at each cycle end (`run_renewals`).
     #[serde(default)]
     pub overage: Option<crate::domain::usage::OverageTerms>,
+    /// The meter the metered price bills: the overage meter (Tally's catalogue), or the
+    /// credits meter when the plan credits units to it (`StandinConfig::meter_credits`).
+    #[serde(default = "overage_meter_id")]
+    pub metered_meter_id: String,
 }
 
 impl Product {
@@ -269,6 +301,46 @@ pub fn meters() -> [(String, &'static str, &'static str); 2] {
 }
 
 impl World {
+    /// Units credited to `meter_id` for `c` (`meter.credited` system events) received in
+    /// `[from, to)`.
+    pub fn credited_units(&self, c: &Customer, meter_id: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+        self.system_events(c, "meter.credited", meter_id)
+            .filter(|e| e.received_at >= from && e.received_at < to)
+            .filter_map(|e| e.metadata.get("units").and_then(Value::as_i64))
+            .sum()
+    }
+
+    /// Where `c`'s meter `meter_id` counts from at `at`: its last `meter.reset`, else always.
+    pub fn meter_window_start(&self, c: &Customer, meter_id: &str, at: DateTime<Utc>) -> DateTime<Utc> {
+        self.system_events(c, "meter.reset", meter_id)
+            .filter(|e| e.received_at <= at)
+            .map(|e| e.received_at)
+            .max()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    fn system_events<'a>(
+        &'a self,
+        c: &'a Customer,
+        name: &'a str,
+        meter_id: &'a str,
+    ) -> impl Iterator<Item = &'a IngestedEvent> {
+        self.events.iter().filter(move |e| {
+            e.name == name
+                && e.customer_id.as_deref() == Some(c.id.as_str())
+                && e.metadata.get("meter_id").and_then(Value::as_str) == Some(meter_id)
+        })
+    }
+
+    /// `(consumed, credited)` of `c`'s meter as recomputed at `at`: since its last reset.
+    pub fn meter_totals(&self, c: &Customer, meter: &(String, &str, &str), at: DateTime<Utc>) -> (i64, i64) {
+        let (meter_id, _, event) = meter;
+        let from = self.meter_window_start(c, meter_id, at);
+        // `at` itself included: what was received at the recompute instant counts.
+        let to = at + Duration::microseconds(1);
+        (self.event_units(c, event, from, to), self.credited_units(c, meter_id, from, to))
+    }
+
     /// The units of `event` events of customer `c` Polar received in `[from, to)`.
     pub fn event_units(&self, c: &Customer, event: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
         self.events
@@ -280,6 +352,12 @@ impl World {
             })
             .filter_map(|e| e.metadata.get(crate::server::usage::UNITS_PROPERTY).and_then(Value::as_i64))
             .sum()
+    }
+
+    /// Whether Polar lists meter `m` for `c`: once something was counted or credited in it.
+    pub fn meter_counted(&self, c: &Customer, m: &(String, &str, &str)) -> bool {
+        self.event_units(c, m.2, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC) != 0
+            || self.system_events(c, "meter.credited", &m.0).next().is_some()
     }
 
     pub fn meter_json(&self, meter_id: &str, name: &str, event: &str, created_at: DateTime<Utc>) -> Value {
@@ -307,7 +385,7 @@ impl World {
         lag: Duration,
     ) -> Value {
         let (meter_id, name, event) = meter;
-        let consumed = self.event_units(c, event, DateTime::<Utc>::MIN_UTC, now - lag);
+        let (consumed, credited) = self.meter_totals(c, meter, now - lag);
         json!({
             "id": crate::server::catalog::stable_uuid(&format!("customer-meter:{}:{meter_id}", c.id)),
             "created_at": c.created_at,
@@ -315,8 +393,8 @@ impl World {
             "customer_id": c.id,
             "meter_id": meter_id,
             "consumed_units": consumed as f64,
-            "credited_units": 0,
-            "balance": -(consumed as f64),
+            "credited_units": credited,
+            "balance": (credited - consumed) as f64,
             "customer": self.customer_json(c),
             "meter": self.meter_json(meter_id, name, event, c.created_at),
         })
@@ -401,9 +479,9 @@ impl World {
 
     pub fn benefit_json(&self, b: &Benefit) -> Value {
         json!({
-            "id": b.id, "created_at": ts(b.created_at), "modified_at": null, "type": "custom", "description": b.description,
+            "id": b.id, "created_at": ts(b.created_at), "modified_at": null, "type": b.kind(), "description": b.description,
             "selectable": true, "deletable": true, "is_deleted": false, "organization_id": self.org().id, "metadata": b.metadata,
-            "visibility": "visible", "visibility_configurable": true, "properties": { "note": null },
+            "visibility": "visible", "visibility_configurable": true, "properties": b.properties(),
         })
     }
 
@@ -411,12 +489,13 @@ impl World {
     pub fn prices_json(&self, p: &Product) -> Value {
         let mut prices = vec![self.price_json(p)];
         if let Some(o) = p.overage {
-            let meter = overage_meter_id();
+            let meter = p.metered_meter_id.clone();
+            let name = meters().into_iter().find(|m| m.0 == meter).map(|m| m.1).unwrap_or("API credits overage");
             prices.push(json!({
                 "created_at": ts(p.created_at), "modified_at": null, "id": p.metered_price_id(), "source": "catalog",
                 "amount_type": "metered_unit", "price_currency": p.currency, "tax_behavior": null, "is_archived": false,
                 "product_id": p.id, "unit_amount": o.unit_cents.to_string(), "cap_amount": o.cap_cents,
-                "meter_id": meter, "meter": { "id": meter, "name": "API credits overage" },
+                "meter_id": meter, "meter": { "id": meter, "name": name },
             }));
         }
         Value::Array(prices)
@@ -622,7 +701,7 @@ impl World {
                 let b = self.benefit(&g.benefit_id)?;
                 Some(json!({
                     "id": g.id, "created_at": ts(g.created_at), "modified_at": opt_ts(g.modified_at), "granted_at": ts(g.granted_at),
-                    "benefit_id": g.benefit_id, "benefit_type": "custom", "benefit_metadata": b.metadata, "properties": {},
+                    "benefit_id": g.benefit_id, "benefit_type": b.kind(), "benefit_metadata": b.metadata, "properties": {},
                 }))
             })
             .collect();
@@ -631,14 +710,13 @@ impl World {
         // The meters that counted something for the customer, as recomputed `lag` behind.
         let meters: Vec<Value> = meters()
             .iter()
-            .filter_map(|(meter_id, _, event)| {
-                let consumed = self.event_units(c, event, DateTime::<Utc>::MIN_UTC, visible_before);
-                (consumed != 0).then(|| {
-                    json!({
-                        "id": crate::server::catalog::stable_uuid(&format!("customer-meter:{}:{meter_id}", c.id)),
-                        "created_at": ts(c.created_at), "modified_at": null, "meter_id": meter_id,
-                        "consumed_units": consumed as f64, "credited_units": 0, "balance": -(consumed as f64),
-                    })
+            .filter(|m| self.meter_counted(c, m))
+            .map(|m| {
+                let (consumed, credited) = self.meter_totals(c, m, visible_before);
+                json!({
+                    "id": crate::server::catalog::stable_uuid(&format!("customer-meter:{}:{}", c.id, m.0)),
+                    "created_at": ts(c.created_at), "modified_at": null, "meter_id": m.0,
+                    "consumed_units": consumed as f64, "credited_units": credited, "balance": (credited - consumed) as f64,
                 })
             })
             .collect();

@@ -109,7 +109,7 @@ pub(super) async fn list_customer_meters(State(s): State<StandIn>, Query(q): Que
             .filter(|c| customers.is_empty() || customers.contains(&c.id.as_str()))
             .flat_map(|c| meters.iter().map(move |m| (c, m)))
             // Polar lists a customer's meter once it has counted something for them.
-            .filter(|(c, m)| w.event_units(c, m.2, DateTime::<Utc>::MIN_UTC, now) != 0)
+            .filter(|(c, m)| w.meter_counted(c, m))
             .map(|(c, m)| w.customer_meter_json(c, m, now, lag))
             .collect::<Vec<_>>()
     });
