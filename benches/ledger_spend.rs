@@ -15,7 +15,6 @@
 
 use chrono::Utc;
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,9 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-fn env_num(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
-}
+mod support;
+use support::{env_num, percentile, BenchDb};
 
 struct Run {
     ops: u64,
@@ -49,12 +47,6 @@ fn own_cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64, secs: u64) -> Run {
     // Every run spends under keys of its own (a repeated key is a replay, not a spend).
@@ -150,21 +142,8 @@ async fn main() {
     let secs = env_num("BENCH_SECONDS", 10);
     let clients = env_num("BENCH_CLIENTS", 16);
     let accounts = env_num("BENCH_ACCOUNTS", 10_000);
-    let admin = match std::env::var("TEST_DATABASE_URL") {
-        Ok(u) => u,
-        Err(_) => tally::server::embedded_pg::EmbeddedPg::ensure(
-            std::path::Path::new(".data/pg"),
-            std::env::var("TALLY_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(55439),
-        )
-        .expect("embedded PostgreSQL")
-        .url("postgres"),
-    };
-    let admin_pool = PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
-    sqlx::query("DROP DATABASE IF EXISTS tally_bench WITH (FORCE)").execute(&admin_pool).await.unwrap();
-    sqlx::query("CREATE DATABASE tally_bench").execute(&admin_pool).await.unwrap();
-    let url = format!("{}/tally_bench", admin.rsplit_once('/').unwrap().0);
-    let pool = PgPoolOptions::new().max_connections(clients as u32 + 2).connect(&url).await.unwrap();
-    tally::server::db::migrate(&pool).await.unwrap();
+    let db = BenchDb::fresh("tally_bench", clients as u32 + 2).await;
+    let (pool, url) = (db.pool.clone(), db.url.clone());
 
     let sync: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&pool).await.unwrap();
     let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&pool).await.unwrap();
@@ -249,12 +228,5 @@ async fn main() {
         sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'spend'").fetch_one(&pool).await.unwrap();
     println!();
     println!("usage outbox rows: {outbox} for {mirrored} spend entries (the runs with the outbox off wrote none)");
-    let problems = tally::server::ledger::problems(&pool, None).await.unwrap();
-    println!();
-    println!(
-        "ledger check after the runs: {}",
-        if problems.is_empty() { "consistent".to_string() } else { format!("{} PROBLEMS", problems.len()) }
-    );
-    pool.close().await;
-    sqlx::query("DROP DATABASE IF EXISTS tally_bench WITH (FORCE)").execute(&admin_pool).await.unwrap();
+    db.check_and_drop().await;
 }

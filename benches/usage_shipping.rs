@@ -22,7 +22,6 @@
 
 use chrono::Utc;
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use tally::server::config::Secret;
@@ -30,16 +29,8 @@ use tally::server::polar::client::PolarClient;
 use tally::server::standin::{StandIn, StandinConfig};
 use uuid::Uuid;
 
-fn env_num(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
+mod support;
+use support::{env_num, percentile, BenchDb};
 
 async fn users(pool: &PgPool, n: i64, prefix: &str) -> Vec<Uuid> {
     sqlx::query_scalar(
@@ -61,21 +52,8 @@ async fn main() {
     let backlog = env_num("BENCH_BACKLOG", 100_000) as i64;
     let rate = env_num("BENCH_RATE", 500);
     let secs = env_num("BENCH_SECONDS", 20);
-    let admin = match std::env::var("TEST_DATABASE_URL") {
-        Ok(u) => u,
-        Err(_) => tally::server::embedded_pg::EmbeddedPg::ensure(
-            std::path::Path::new(".data/pg"),
-            std::env::var("TALLY_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(55439),
-        )
-        .expect("embedded PostgreSQL")
-        .url("postgres"),
-    };
-    let admin_pool = PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
-    sqlx::query("DROP DATABASE IF EXISTS tally_usage_bench WITH (FORCE)").execute(&admin_pool).await.unwrap();
-    sqlx::query("CREATE DATABASE tally_usage_bench").execute(&admin_pool).await.unwrap();
-    let url = format!("{}/tally_usage_bench", admin.rsplit_once('/').unwrap().0);
-    let pool = PgPoolOptions::new().max_connections(20).connect(&url).await.unwrap();
-    tally::server::db::migrate(&pool).await.unwrap();
+    let db = BenchDb::fresh("tally_usage_bench", 20).await;
+    let pool = db.pool.clone();
 
     // The stand-in, over HTTP, with Polar's production quota.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -248,12 +226,5 @@ async fn main() {
         lat.last().copied().unwrap_or(0.0)
     );
 
-    let problems = tally::server::ledger::problems(&pool, None).await.unwrap();
-    println!();
-    println!(
-        "ledger check after the runs: {}",
-        if problems.is_empty() { "consistent".to_string() } else { format!("{} PROBLEMS", problems.len()) }
-    );
-    pool.close().await;
-    sqlx::query("DROP DATABASE IF EXISTS tally_usage_bench WITH (FORCE)").execute(&admin_pool).await.unwrap();
+    db.check_and_drop().await;
 }

@@ -21,22 +21,6 @@ async fn allotment_reaches(app: &TestApp, user: Uuid, expected: i64) {
     panic!("the allotment stayed at {total}, not {expected}");
 }
 
-/// The token the app's stand-in accepts (derived from the test session secret).
-pub(crate) fn standin_token() -> String {
-    test_config(&[]).polar.effective_token().unwrap().expose().to_string()
-}
-
-/// Calls one of the stand-in's test controls.
-pub(crate) async fn control(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{}/polar/_standin{path}", app.address))
-        .bearer_auth(controls_token())
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// Polls `path` until its HTML contains `needle`.
 pub(crate) async fn page_until(app: &TestApp, path: &str, needle: &str) -> String {
     let mut html = String::new();
@@ -405,16 +389,7 @@ async fn story(chaos: bool) -> (TestApp, Uuid) {
     app.go("/api/billing/cancel", &[("cancel", "true")]).await;
     app.go("/api/billing/cancel", &[("cancel", "false")]).await;
     app.buy("pack_50").await;
-    let token = standin_token();
-    let orders: Value = reqwest::Client::new()
-        .get(format!("{}/polar/v1/orders/?external_customer_id={user}&product_billing_type=one_time", app.address))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let orders = app.polar_get(&format!("/v1/orders/?external_customer_id={user}&product_billing_type=one_time")).await;
     let pack_order = orders["items"][0]["id"].as_str().unwrap().to_string();
     let address = app.address.clone();
     reqwest::Client::new()
@@ -821,15 +796,7 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
     assert_eq!(app.go("/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
     // What Polar charged and what the ledger granted match the preview (to the second that
     // passed in between: a cent, a credit).
-    let orders: Value = reqwest::Client::new()
-        .get(format!("{}/polar/v1/orders/?external_customer_id={user}", app.address))
-        .bearer_auth(standin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let orders = app.polar_get(&format!("/v1/orders/?external_customer_id={user}")).await;
     let charged = orders["items"]
         .as_array()
         .unwrap()

@@ -187,6 +187,35 @@ pub async fn confirm_email(app: &TestApp, email: &str) {
     assert!(res.status().is_redirection(), "confirming answers with a redirect: {}", res.status());
 }
 
+/// The token the app's stand-in accepts (derived from the test session secret).
+pub fn standin_token() -> String {
+    test_config(&[]).polar.effective_token().unwrap().expose().to_string()
+}
+
+/// Calls one of the stand-in's test controls.
+pub async fn control(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/polar/_standin{path}", app.address))
+        .bearer_auth(controls_token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `/metrics` as a scraper with `token` reads it.
+pub async fn metrics(app: &TestApp, token: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/metrics", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// What tests do as a customer, a client of the metered API, or as Polar, each named once.
 impl TestApp {
     /// Signs up (a browser without JavaScript) and confirms the address, so the account holds
@@ -254,6 +283,18 @@ impl TestApp {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         panic!("checkout {checkout_id} never confirmed");
+    }
+
+    /// `GET` of Polar's API (the app's stand-in) at `path_and_query` (`/v1/orders/?…`).
+    pub async fn polar_get(&self, path_and_query: &str) -> serde_json::Value {
+        let res = reqwest::Client::new()
+            .get(format!("{}/polar{path_and_query}", self.address))
+            .bearer_auth(standin_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "GET {path_and_query}");
+        res.json().await.unwrap()
     }
 
     /// Buys `item` with the test card and waits until the purchase is confirmed.

@@ -203,15 +203,7 @@ async fn readiness_reports_the_workers_and_metrics_need_their_token() {
     assert_eq!(ready["checks"]["webhook_worker"], "ok", "{ready}");
     assert_eq!(ready["checks"]["mail_worker"], "ok");
     assert_eq!(reqwest::get(format!("{}/metrics", app.address)).await.unwrap().status(), 401);
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", app.address))
-        .bearer_auth("metrics-token-for-tests")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&app, "metrics-token-for-tests").await;
     for m in [
         "tally_polar_circuit_open 0",
         "tally_webhook_events_pending 0",

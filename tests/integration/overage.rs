@@ -3,7 +3,6 @@
 //! the cap, the billing page's projected charge equals the stand-in's cycle-end order to the
 //! cent, and each alert fires once, also under 1,000 concurrent spends.
 
-use crate::billing::control;
 use crate::helpers::*;
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
@@ -11,10 +10,6 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tally::server::ledger::{self, SpendOutcome};
 use uuid::Uuid;
-
-fn standin_token() -> String {
-    test_config(&[]).polar.effective_token().unwrap().expose().to_string()
-}
 
 async fn usage(app: &TestApp) -> Value {
     let res = call(app, "/api/usage", &[]).await;
@@ -80,16 +75,7 @@ async fn customer_synced(app: &TestApp, user: Uuid) {
 
 /// The stand-in's orders of `user` with `billing_reason`.
 async fn orders(app: &TestApp, user: Uuid, reason: &str) -> Vec<Value> {
-    let page: Value = reqwest::Client::new()
-        .get(format!("{}/polar/v1/orders/", app.address))
-        .query(&[("external_customer_id", user.to_string()), ("limit", "100".into())])
-        .bearer_auth(standin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = app.polar_get(&format!("/v1/orders/?external_customer_id={user}&limit=100")).await;
     page["items"].as_array().unwrap().iter().filter(|o| o["billing_reason"] == reason).cloned().collect()
 }
 

@@ -1,28 +1,14 @@
 //! Usage billing: every spend mirrored to Polar's meters (the stand-in's) exactly once, over
 //! real HTTP, whatever happens between the spend and Polar.
 
-use crate::billing::control;
 use crate::helpers::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The token the app's stand-in accepts (derived from the test session secret).
-fn standin_token() -> String {
-    test_config(&[]).polar.effective_token().unwrap().expose().to_string()
-}
-
 /// The user's credits meter at the stand-in, as Polar's API answers it.
 async fn polar_consumed(app: &TestApp, user: Uuid) -> Option<f64> {
-    let res = reqwest::Client::new()
-        .get(format!("{}/polar/v1/customer-meters/", app.address))
-        .query(&[("external_customer_id", user.to_string())])
-        .bearer_auth(standin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let page: Value = res.json().await.unwrap();
+    let page = app.polar_get(&format!("/v1/customer-meters/?external_customer_id={user}")).await;
     page["items"].as_array().unwrap().first().map(|m| m["consumed_units"].as_f64().unwrap())
 }
 
@@ -389,15 +375,7 @@ async fn reconcile_reports_drift_when_polar_misses_an_event_and_none_when_it_has
     let drifts = measure().await.unwrap();
     assert_eq!((drifts[0].ledger, drifts[0].polar, drifts[0].in_flight, drifts[0].parked), (spent + 1, spent, 0, 0));
     assert_eq!(drifts[0].unexplained(), 1, "{drifts:?}");
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", app.address))
-        .bearer_auth("metrics-token-for-tests")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&app, "metrics-token-for-tests").await;
     assert!(metrics.contains("tally_usage_drift_credits 1\n"), "{metrics}");
     assert!(metrics.contains("tally_usage_drift_accounts 1\n"), "{metrics}");
 }
