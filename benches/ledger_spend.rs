@@ -47,7 +47,6 @@ fn own_cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-
 async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64, secs: u64) -> Run {
     // Every run spends under keys of its own (a repeated key is a replay, not a spend).
     static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -178,7 +178,7 @@ async fn main() {
             .await
             .unwrap();
         let period = tally::server::ledger::period::PeriodStart {
-            key: &key,
+            key: &tally::server::ledger::period::key(&format!("bench-{u}"), now - chrono::Duration::days(1)),
             start: now - chrono::Duration::days(1),
             end: now + chrono::Duration::days(29),
             allotment: 100,

@@ -168,7 +168,13 @@ async fn a_pro_customer_past_their_credits_is_billed_the_projected_overage_to_th
 
         // Polar has every event; the renewal bills the overage as its own order.
         drained(&app).await;
-        assert_eq!(control(&app, &format!("/subscriptions/{sub}/renew"), Value::Null).await.status(), 200);
+        // A period lasts at least a second (the allotment is keyed by its start to the second).
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let before = app.polar_get(&format!("/v1/subscriptions/{sub}")).await;
+        let res = control(&app, &format!("/subscriptions/{sub}/renew"), Value::Null).await;
+        assert_eq!(res.status(), 200);
+        let renewed: Value = res.json().await.unwrap();
+        assert_ne!(renewed["current_period_start"], before["current_period_start"], "renewed: {renewed}");
         let billed = orders(&app, user, "subscription_meter_cycle").await;
         assert_eq!(billed.len(), 1, "one overage order: {billed:?}");
         assert_eq!(billed[0]["net_amount"], projected, "billed to the cent: {}", billed[0]);
@@ -236,6 +242,7 @@ async fn account(pool: &PgPool, allotment: i64, overage: Option<(i64, Option<i64
     let (start, end) = (now - Duration::days(1), now + Duration::days(29));
     let mut conn = pool.acquire().await.unwrap();
     let key = format!("allotment:sub-{user}:{}", start.timestamp());
+    let period_key = ledger::period::key(&format!("sub-{user}"), start);
     ledger::grant(
         &mut conn,
         &ledger::Grant {
@@ -254,7 +261,7 @@ async fn account(pool: &PgPool, allotment: i64, overage: Option<(i64, Option<i64
     .await
     .unwrap();
     let terms = overage.map(|(unit_cents, cap_cents)| tally::domain::usage::OverageTerms { unit_cents, cap_cents });
-    let period = ledger::period::PeriodStart { key: &key, start, end, allotment, overage: terms, open: true };
+    let period = ledger::period::PeriodStart { key: &period_key, start, end, allotment, overage: terms, open: true };
     ledger::period::start(&mut conn, user, &period).await.unwrap();
     let settings = tally::server::usage::settings::UsageSettings { overage_allowed: allowed, ..Default::default() };
     tally::server::usage::settings::save(&mut conn, user, &settings).await.unwrap();

@@ -2,7 +2,7 @@
 //! real HTTP, whatever happens between the spend and Polar.
 
 use crate::helpers::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 use uuid::Uuid;
 

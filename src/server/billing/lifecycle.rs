@@ -53,7 +53,7 @@ pub async fn delete_account(state: &AppState, user: Uuid) -> Result<()> {
     .await?;
     for (sub, start) in &live {
         crate::server::ledger::end_allotment(&mut tx, user, sub, *start, now, now).await?;
-        let key = crate::server::ledger::allotment_source(sub, *start);
+        let key = crate::server::ledger::period::key(sub, *start);
         crate::server::ledger::period::end(&mut tx, user, &key, now).await?;
     }
     for q in [

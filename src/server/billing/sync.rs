@@ -295,7 +295,7 @@ pub async fn subscription(
             // subscription has one. New overage only while it is active and set to renew: not in
             // a trial, not past due, not once set to end, so nothing is run up that a last or
             // failing invoice might not collect (what was run up stays billed under the price).
-            let key = ledger::allotment_source(&sub.id, start);
+            let key = ledger::period::key(&sub.id, start);
             let open = sub.status == SubscriptionStatus::Active && !sub.cancel_at_period_end;
             let counted =
                 ledger::period::PeriodStart { key: &key, start, end, allotment, overage: sub.overage_terms(), open };
@@ -305,7 +305,7 @@ pub async fn subscription(
         SubscriptionStatus::Canceled | SubscriptionStatus::Unpaid | SubscriptionStatus::IncompleteExpired => {
             let at = sub.ended_at.unwrap_or(now).min(end);
             ledger::end_allotment(conn, user, &sub.id, start, at, now).await?;
-            ledger::period::end(conn, user, &ledger::allotment_source(&sub.id, start), at).await?;
+            ledger::period::end(conn, user, &ledger::period::key(&sub.id, start), at).await?;
         }
         _ => {}
     }

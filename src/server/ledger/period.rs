@@ -8,10 +8,17 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+/// Identifies one billing period of a subscription: `period:<subscription id>:<start, RFC 3339
+/// to the microsecond>` (finer than the allotment's key, so two periods never share counters,
+/// however close their starts).
+pub fn key(subscription_id: &str, start: DateTime<Utc>) -> String {
+    format!("period:{subscription_id}:{}", start.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
 /// One billing period as a subscription states it.
 #[derive(Debug, Clone, Copy)]
 pub struct PeriodStart<'a> {
-    /// The period's allotment key (`ledger::allotment_source`).
+    /// The period's [`key`].
     pub key: &'a str,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
@@ -94,4 +101,17 @@ pub async fn current(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result
     .bind(now)
     .fetch_optional(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_starting_in_the_same_second_have_their_own_keys() {
+        let t = DateTime::from_timestamp(1_764_000_000, 0).unwrap();
+        let later = t + chrono::Duration::milliseconds(250);
+        assert_ne!(key("sub", t), key("sub", later));
+        assert_eq!(key("sub", t), "period:sub:2025-11-24T16:00:00.000000Z");
+    }
 }
