@@ -19,8 +19,12 @@ test("a Pro customer past the allotment sees alerts, overage and the charge Pola
   await payOnCheckout(page, "4242 4242 4242 4242");
   await expect(page.getByTestId("checkout-confirmed")).toHaveText("You're on Pro", { timeout: 45_000 });
 
-  // Before any overage: the period's usage, and overage off.
-  await open(page, testInfo, "/billing");
+  // Before any overage: the period's usage (once the subscription's webhook has started the
+  // period, which may come a moment after access is confirmed), and overage off.
+  await expect.poll(async () => {
+    await open(page, testInfo, "/billing");
+    return page.getByTestId("period-spent").count();
+  }, { timeout: 20_000 }).toBe(1);
   await expect(page.getByTestId("period-spent")).toHaveText("0");
   await expect(page.getByText(/Overage is off/)).toBeVisible();
 

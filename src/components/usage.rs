@@ -34,8 +34,8 @@ pub fn overage_text(p: &PeriodView) -> String {
 pub fn UsagePanel(period: Option<PeriodView>) -> impl IntoView {
     let Some(p) = period else {
         return view! {
-            <section class="panel" aria-labelledby="usage-title">
-                <h2 id="usage-title">"Usage this period"</h2>
+            <section class="panel" aria-labelledby="period-usage-title">
+                <h2 id="period-usage-title">"Usage this period"</h2>
                 <p class="empty">"Usage is counted per billing period once you are on a paid plan."</p>
             </section>
         }
@@ -43,8 +43,8 @@ pub fn UsagePanel(period: Option<PeriodView>) -> impl IntoView {
     };
     let pct = percent_used(p.spent, p.allotment);
     view! {
-        <section class="panel" aria-labelledby="usage-title">
-            <h2 id="usage-title">"Usage this period"</h2>
+        <section class="panel" aria-labelledby="period-usage-title">
+            <h2 id="period-usage-title">"Usage this period"</h2>
             <p>
                 <span data-testid="period-spent">{credit_amount(p.spent)}</span>
                 " of "

@@ -495,7 +495,8 @@ impl World {
                 "created_at": ts(p.created_at), "modified_at": null, "id": p.metered_price_id(), "source": "catalog",
                 "amount_type": "metered_unit", "price_currency": p.currency, "tax_behavior": null, "is_archived": false,
                 "product_id": p.id, "unit_amount": o.unit_cents.to_string(), "cap_amount": o.cap_cents,
-                "meter_id": meter, "meter": { "id": meter, "name": name },
+                "meter_id": meter,
+                "meter": { "id": meter, "name": name, "unit": "scalar", "custom_label": null, "custom_multiplier": null },
             }));
         }
         Value::Array(prices)
