@@ -91,6 +91,7 @@ pub fn describe(kind: &str, metadata: &Value) -> String {
             metadata["reason"].as_str().map(|r| format!("Adjustment: {r}")).unwrap_or_else(|| "Adjustment".into())
         }
         "expiry" => "Unused allotment expired".to_string(),
+        "overage" => "Overage (billed at the period's end)".to_string(),
         other => other.to_string(),
     }
 }
@@ -116,6 +117,7 @@ mod tests {
         assert_eq!(describe("spend", &json!({ "operation": "text-stats" })), "API call: text-stats");
         assert_eq!(describe("spend", &json!(null)), "API call");
         assert_eq!(describe("adjustment", &json!({ "reason": "goodwill" })), "Adjustment: goodwill");
+        assert_eq!(describe("overage", &json!({})), "Overage (billed at the period's end)");
         assert_eq!(describe("something_new", &json!({})), "something_new");
     }
 

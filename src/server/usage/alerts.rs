@@ -145,7 +145,7 @@ pub async fn shown(pool: &PgPool, user_id: Uuid, period_key: &str) -> Result<Vec
         "SELECT a.alert, a.fired_at, a.balance, s.alert_percent, s.alert_overage
            FROM usage_alerts a LEFT JOIN usage_settings s ON s.user_id = a.user_id
           WHERE a.user_id = $1 AND a.period_key = $2 AND a.dismissed_at IS NULL
-          ORDER BY a.fired_at DESC, a.alert DESC",
+          ORDER BY a.fired_at DESC, CASE WHEN starts_with(a.alert, 'percent_') THEN substr(a.alert, 9)::int ELSE 0 END DESC, a.alert",
     )
     .bind(user_id)
     .bind(period_key)
