@@ -442,5 +442,18 @@ async fn no_new_overage_near_the_period_end_or_once_the_subscription_is_ending_a
     let heard = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv()).await;
     assert!(heard.is_ok_and(|n| n.is_ok()), "the 80 % crossing notified");
     assert_eq!(alerts_of(&pool, quiet).await, ["percent_80"]);
+
+    // One spend crossing 80 % and 100 % at once: the banners list the higher one first.
+    let both = account(&pool, 1000, None, false).await;
+    assert!(matches!(spend(both, 1000, "b1").await, SpendOutcome::Spent { .. }));
+    let key: String = sqlx::query_scalar("SELECT period_key FROM credit_accounts WHERE user_id = $1")
+        .bind(both)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let shown: Vec<_> =
+        tally::server::usage::alerts::shown(&pool, both, &key).await.unwrap().into_iter().map(|a| a.alert).collect();
+    use tally::domain::usage::Alert;
+    assert_eq!(shown, [Alert::Percent(100), Alert::Percent(80)]);
     assert!(ledger::problems(&pool, None).await.unwrap().is_empty());
 }

@@ -665,9 +665,9 @@ impl World {
         let Some(product) = self.product(&s.product_id).cloned() else { return };
         let Some(terms) = product.overage else { return };
         let Some(customer) = self.customer(&s.customer_id).cloned() else { return };
-        let Some(meter) = meters().into_iter().find(|m| m.0 == product.metered_meter_id) else { return };
-        let consumed = self.event_units(&customer, meter.2, s.current_period_start, at);
-        let credited = self.credited_units(&customer, &meter.0, s.current_period_start, at);
+        let Some(meter) = meters().into_iter().find(|m| m.id == product.metered_meter_id) else { return };
+        let consumed = self.event_units(&customer, meter.event, s.current_period_start, at);
+        let credited = self.credited_units(&customer, &meter.id, s.current_period_start, at);
         let units = (consumed - credited).max(0);
         let amount = terms.charge_cents(units);
         if amount <= 0 {

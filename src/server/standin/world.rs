@@ -292,11 +292,20 @@ pub fn overage_meter_id() -> String {
     crate::server::catalog::stable_uuid("meter:credits-overage")
 }
 
-/// `(meter id, name, event name)` of every meter.
-pub fn meters() -> [(String, &'static str, &'static str); 2] {
+/// A meter: which events it sums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meter {
+    pub id: String,
+    pub name: &'static str,
+    /// The event name its filter matches.
+    pub event: &'static str,
+}
+
+/// Every meter the stand-in has.
+pub fn meters() -> [Meter; 2] {
     [
-        (credits_meter_id(), "API credits", crate::server::usage::EVENT_NAME),
-        (overage_meter_id(), "API credits overage", crate::server::usage::OVERAGE_EVENT_NAME),
+        Meter { id: credits_meter_id(), name: "API credits", event: crate::server::usage::EVENT_NAME },
+        Meter { id: overage_meter_id(), name: "API credits overage", event: crate::server::usage::OVERAGE_EVENT_NAME },
     ]
 }
 
@@ -333,12 +342,11 @@ impl World {
     }
 
     /// `(consumed, credited)` of `c`'s meter as recomputed at `at`: since its last reset.
-    pub fn meter_totals(&self, c: &Customer, meter: &(String, &str, &str), at: DateTime<Utc>) -> (i64, i64) {
-        let (meter_id, _, event) = meter;
-        let from = self.meter_window_start(c, meter_id, at);
+    pub fn meter_totals(&self, c: &Customer, meter: &Meter, at: DateTime<Utc>) -> (i64, i64) {
+        let from = self.meter_window_start(c, &meter.id, at);
         // `at` itself included: what was received at the recompute instant counts.
         let to = at + Duration::microseconds(1);
-        (self.event_units(c, event, from, to), self.credited_units(c, meter_id, from, to))
+        (self.event_units(c, meter.event, from, to), self.credited_units(c, &meter.id, from, to))
     }
 
     /// The units of `event` events of customer `c` Polar received in `[from, to)`.
@@ -355,19 +363,19 @@ impl World {
     }
 
     /// Whether Polar lists meter `m` for `c`: once something was counted or credited in it.
-    pub fn meter_counted(&self, c: &Customer, m: &(String, &str, &str)) -> bool {
-        self.event_units(c, m.2, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC) != 0
-            || self.system_events(c, "meter.credited", &m.0).next().is_some()
+    pub fn meter_counted(&self, c: &Customer, m: &Meter) -> bool {
+        self.event_units(c, m.event, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC) != 0
+            || self.system_events(c, "meter.credited", &m.id).next().is_some()
     }
 
-    pub fn meter_json(&self, meter_id: &str, name: &str, event: &str, created_at: DateTime<Utc>) -> Value {
+    pub fn meter_json(&self, m: &Meter, created_at: DateTime<Utc>) -> Value {
         json!({
-            "id": meter_id,
-            "created_at": created_at,
+            "id": m.id,
+            "created_at": ts(created_at),
             "modified_at": null,
-            "name": name,
+            "name": m.name,
             "unit": "scalar",
-            "filter": { "conjunction": "and", "clauses": [{ "property": "name", "operator": "eq", "value": event }] },
+            "filter": { "conjunction": "and", "clauses": [{ "property": "name", "operator": "eq", "value": m.event }] },
             "aggregation": { "func": "sum", "property": format!("metadata.{}", crate::server::usage::UNITS_PROPERTY) },
             "organization_id": self.org.as_ref().map(|o| o.id.clone()),
             "metadata": {},
@@ -375,29 +383,25 @@ impl World {
         })
     }
 
-    /// A customer's meter as Polar computes it from ingested events, recomputed `lag` behind
-    /// (Polar debounces recomputation): events received less than `lag` ago are not counted.
-    pub fn customer_meter_json(
-        &self,
-        c: &Customer,
-        meter: &(String, &str, &str),
-        now: DateTime<Utc>,
-        lag: Duration,
-    ) -> Value {
-        let (meter_id, name, event) = meter;
-        let (consumed, credited) = self.meter_totals(c, meter, now - lag);
+    /// A customer's meter state as Polar computes it from the events it received, recomputed
+    /// as of `at` (Polar debounces recomputation; callers pass now − lag): Customer State's
+    /// `active_meters` item, which `customer_meter_json` extends.
+    pub fn meter_state_json(&self, c: &Customer, m: &Meter, at: DateTime<Utc>) -> Value {
+        let (consumed, credited) = self.meter_totals(c, m, at);
         json!({
-            "id": crate::server::catalog::stable_uuid(&format!("customer-meter:{}:{meter_id}", c.id)),
-            "created_at": c.created_at,
-            "modified_at": null,
-            "customer_id": c.id,
-            "meter_id": meter_id,
-            "consumed_units": consumed as f64,
-            "credited_units": credited,
-            "balance": (credited - consumed) as f64,
-            "customer": self.customer_json(c),
-            "meter": self.meter_json(meter_id, name, event, c.created_at),
+            "id": crate::server::catalog::stable_uuid(&format!("customer-meter:{}:{}", c.id, m.id)),
+            "created_at": ts(c.created_at), "modified_at": null, "meter_id": m.id,
+            "consumed_units": consumed as f64, "credited_units": credited, "balance": (credited - consumed) as f64,
         })
+    }
+
+    /// `CustomerMeter`: the meter state with its customer and meter.
+    pub fn customer_meter_json(&self, c: &Customer, m: &Meter, at: DateTime<Utc>) -> Value {
+        let mut v = self.meter_state_json(c, m, at);
+        v["customer_id"] = json!(c.id);
+        v["customer"] = self.customer_json(c);
+        v["meter"] = self.meter_json(m, c.created_at);
+        v
     }
 }
 
@@ -490,7 +494,7 @@ impl World {
         let mut prices = vec![self.price_json(p)];
         if let Some(o) = p.overage {
             let meter = p.metered_meter_id.clone();
-            let name = meters().into_iter().find(|m| m.0 == meter).map(|m| m.1).unwrap_or("API credits overage");
+            let name = meters().into_iter().find(|m| m.id == meter).map_or("API credits overage", |m| m.name);
             prices.push(json!({
                 "created_at": ts(p.created_at), "modified_at": null, "id": p.metered_price_id(), "source": "catalog",
                 "amount_type": "metered_unit", "price_currency": p.currency, "tax_behavior": null, "is_archived": false,
@@ -712,14 +716,7 @@ impl World {
         let meters: Vec<Value> = meters()
             .iter()
             .filter(|m| self.meter_counted(c, m))
-            .map(|m| {
-                let (consumed, credited) = self.meter_totals(c, m, visible_before);
-                json!({
-                    "id": crate::server::catalog::stable_uuid(&format!("customer-meter:{}:{}", c.id, m.0)),
-                    "created_at": ts(c.created_at), "modified_at": null, "meter_id": m.0,
-                    "consumed_units": consumed as f64, "credited_units": credited, "balance": (credited - consumed) as f64,
-                })
-            })
+            .map(|m| self.meter_state_json(c, m, visible_before))
             .collect();
         v["active_meters"] = Value::Array(meters);
         v

@@ -99,7 +99,7 @@ pub(super) async fn list_customer_meters(State(s): State<StandIn>, Query(q): Que
     let meter_ids: Vec<&str> = query_values(&q, "meter_id").collect();
     let meters: Vec<_> = crate::server::standin::world::meters()
         .into_iter()
-        .filter(|m| meter_ids.is_empty() || meter_ids.contains(&m.0.as_str()))
+        .filter(|m| meter_ids.is_empty() || meter_ids.contains(&m.id.as_str()))
         .collect();
     let items = s.read(|w, now| {
         w.customers
@@ -110,7 +110,7 @@ pub(super) async fn list_customer_meters(State(s): State<StandIn>, Query(q): Que
             .flat_map(|c| meters.iter().map(move |m| (c, m)))
             // Polar lists a customer's meter once it has counted something for them.
             .filter(|(c, m)| w.meter_counted(c, m))
-            .map(|(c, m)| w.customer_meter_json(c, m, now, lag))
+            .map(|(c, m)| w.customer_meter_json(c, m, now - lag))
             .collect::<Vec<_>>()
     });
     list_page(items, &q)
