@@ -184,6 +184,7 @@ async fn main() {
             allotment: 100,
             overage: None,
             open: false,
+            default_cap_cents: 0,
         };
         tally::server::ledger::period::start(&mut conn, *u, &period).await.unwrap();
         tally::server::ledger::spend(&mut conn, *u, 79, &format!("pre:{u}"), &json!({}), now).await.unwrap();

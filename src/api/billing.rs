@@ -357,7 +357,7 @@ pub async fn delete_account(confirm_email: String) -> Result<String, AppError> {
                     "Type your account's email address exactly to confirm.",
                 ));
             }
-            ssr::billing::delete_account(&state, user.id).await?;
+            ssr::billing::delete_account(&state, user.id, ssr::billing::Deletion::Customer).await?;
             crate::server::auth::session::set_cookie(crate::server::auth::session::clearing_cookie(&state.config));
             Ok(ssr::go("/?done=account-deleted"))
         }

@@ -13,13 +13,20 @@ pub struct PeriodView {
     pub ends_text: String,
     pub allotment: i64,
     pub spent: i64,
+    /// The period's allotment released on its days so far, released early to spends
+    /// (advanced, with overage on), and still to be released.
+    pub released: i64,
+    pub advanced: i64,
+    pub to_release: i64,
     pub overage_units: i64,
     /// What the overage so far costs, billed by Polar at the period's end (before tax).
     pub projected_cents: i64,
     /// The plan's metered price, if it bills overage.
     pub unit_cents: Option<i64>,
-    /// The cap in force (the lower of the plan's and the user's), if any.
+    /// The cap in force: the lower of the plan's and the user's, else Tally's default.
     pub cap_cents: Option<i64>,
+    /// Whether that cap is Tally's default (neither the plan nor the user sets one).
+    pub cap_is_default: bool,
     /// Whether new overage may be taken now (the subscription is active and renews).
     pub overage_open: bool,
     pub overage_allowed: bool,
@@ -102,6 +109,10 @@ pub async fn get_usage() -> Result<UsageView, AppError> {
             let now = chrono::Utc::now();
             let text = |t: chrono::DateTime<chrono::Utc>| t.format("%b %-d, %H:%M UTC").to_string();
             let period = ledger::period::current(&state.pool, user.id, now).await?;
+            let progress = match &period {
+                Some(p) => ledger::period::allotment_progress(&state.pool, user.id, p.start, p.end, now).await?,
+                None => Default::default(),
+            };
             let alerts = match &period {
                 Some(p) => usage::alerts::shown(&state.pool, user.id, &p.key).await,
                 None => usage::alerts::shown(&state.pool, user.id, "none").await,
@@ -113,10 +124,14 @@ pub async fn get_usage() -> Result<UsageView, AppError> {
                     ends_text: text(p.end),
                     allotment: p.allotment,
                     spent: p.spent,
+                    released: progress.released,
+                    advanced: progress.advanced,
+                    to_release: progress.pending,
                     overage_units: p.overage,
                     projected_cents: p.projected_charge_cents(),
                     unit_cents: p.unit_cents,
-                    cap_cents: p.terms().and_then(|t| t.max_units(p.user_cap_cents).map(|u| u * t.unit_cents)),
+                    cap_cents: p.cap_in_force().map(|(c, _)| c),
+                    cap_is_default: p.cap_in_force().is_some_and(|(_, d)| d),
                     overage_open: p.overage_open,
                     overage_allowed: p.overage_allowed,
                 }),

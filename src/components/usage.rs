@@ -24,8 +24,18 @@ pub fn overage_text(p: &PeriodView) -> String {
             usd(unit)
         ),
         (Some(unit), true) => {
-            let cap = p.cap_cents.map(|c| format!(", capped at {} this period", usd(c))).unwrap_or_default();
-            format!("Overage is on: {} a credit past your balance{cap}.", usd(unit))
+            let cap = match p.cap_cents {
+                Some(c) if p.cap_is_default => {
+                    format!(", capped at {} this period (Tally's default: neither your plan nor you set a cap)", usd(c))
+                }
+                Some(c) => format!(", capped at {} this period", usd(c)),
+                None => String::new(),
+            };
+            format!(
+                "Overage is on: once this period's whole allotment is used (days not yet released are released \
+                 early first), {} a credit{cap}.",
+                usd(unit)
+            )
         }
     }
 }
@@ -65,6 +75,22 @@ pub fn UsagePanel(period: Option<PeriodView>) -> impl IntoView {
                 {format!("{pct} %")}
             </meter>
             <dl class="credit-sources">
+                <div>
+                    <dt>"Allotment this period"</dt>
+                    <dd data-testid="period-allotment">{format!("{} credits", credit_amount(p.allotment))}</dd>
+                </div>
+                <div>
+                    <dt>"Released so far"</dt>
+                    <dd data-testid="period-released">{format!("{} credits", credit_amount(p.released))}</dd>
+                </div>
+                <div>
+                    <dt>"Released early (advanced)"</dt>
+                    <dd data-testid="period-advanced">{format!("{} credits", credit_amount(p.advanced))}</dd>
+                </div>
+                <div>
+                    <dt>"Still to be released"</dt>
+                    <dd data-testid="period-to-release">{format!("{} credits", credit_amount(p.to_release))}</dd>
+                </div>
                 <div>
                     <dt>"Overage so far"</dt>
                     <dd data-testid="overage-units">{format!("{} credits", credit_amount(p.overage_units))}</dd>
@@ -182,10 +208,14 @@ mod tests {
             ends_text: String::new(),
             allotment: 5000,
             spent: 0,
+            released: 167,
+            advanced: 0,
+            to_release: 4833,
             overage_units: 0,
             projected_cents: 0,
             unit_cents: unit,
             cap_cents: cap,
+            cap_is_default: false,
             overage_open: true,
             overage_allowed: allowed,
         }
@@ -199,7 +229,10 @@ mod tests {
         assert!(overage_text(&closed).contains("No new overage"));
         assert_eq!(
             overage_text(&period(Some(1), true, Some(5000))),
-            "Overage is on: $0.01 a credit past your balance, capped at $50.00 this period."
+            "Overage is on: once this period's whole allotment is used (days not yet released are released early \
+             first), $0.01 a credit, capped at $50.00 this period."
         );
+        let default_cap = PeriodView { cap_is_default: true, ..period(Some(1), true, Some(10000)) };
+        assert!(overage_text(&default_cap).contains("capped at $100.00 this period (Tally's default"));
     }
 }

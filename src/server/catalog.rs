@@ -51,6 +51,12 @@ pub fn standin_product_id(slug: &str) -> String {
     stable_uuid(&format!("product/{slug}"))
 }
 
+/// The local stand-in's meter of `credits.overage` events, which its plans' metered prices
+/// bill: local mode's `POLAR_OVERAGE_METER_ID`.
+pub fn standin_overage_meter_id() -> String {
+    stable_uuid("meter:credits-overage")
+}
+
 /// A stable id derived from a name (a hash, shaped as a UUID v4 like every id Polar hands out).
 pub fn stable_uuid(name: &str) -> String {
     use sha2::{Digest, Sha256};

@@ -35,6 +35,10 @@ pub async fn main() -> ExitCode {
             Ok(pool) => webhooks_command(&pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
             Err(e) => Err(e),
         },
+        "account" => match connect_and_migrate(&config).await {
+            Ok(pool) => account_command(config, pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
+            Err(e) => Err(e),
+        },
         "credits" => match connect_and_migrate(&config).await {
             Ok(pool) => credits_command(&pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
             Err(e) => Err(e),
@@ -62,7 +66,35 @@ const USAGE: &str = "usage: tally [serve | migrate | db-url | db-stop | credits 
   tally polar reconcile EMAIL|--all      re-sync users from Polar (customer link, Customer State, subscriptions)
                                          and report usage drift against Polar's meters
   tally webhooks list                    events waiting or parked, with their last error
-  tally webhooks retry ID|--failed       put a parked event (or every one) back in the queue, due now";
+  tally webhooks retry ID|--failed       put a parked event (or every one) back in the queue, due now
+  tally account delete EMAIL [--with-unbilled-overage]
+                                         delete an account as its owner would (Polar's customer first);
+                                         refused while this period has overage Polar has not billed,
+                                         unless the flag says to go ahead (logged)";
+
+/// `tally account delete EMAIL [--with-unbilled-overage]`: deletes an account as settings
+/// does; the flag lets an operator delete one whose overage Polar has not billed yet.
+pub async fn account_command(config: Config, pool: sqlx::PgPool, args: &[String]) -> Result<(), String> {
+    let (email, how) = match args {
+        [cmd, email] if cmd == "delete" => (email, crate::server::billing::Deletion::Customer),
+        [cmd, email, flag] if cmd == "delete" && flag == "--with-unbilled-overage" => {
+            (email, crate::server::billing::Deletion::OperatorKeepsOverage)
+        }
+        _ => return Err(format!("usage: tally account delete EMAIL [--with-unbilled-overage]\n{USAGE}")),
+    };
+    let user: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL")
+            .bind(email)
+            .fetch_optional(&pool)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no account with email {email}"))?;
+    let state = crate::server::state::AppState::new(config, pool).map_err(|e| e.to_string())?;
+    crate::server::billing::delete_account(&state, user, how).await.map_err(|e| e.to_string())?;
+    tracing::info!(%user, ?how, "account deleted from the command line");
+    println!("{email}: deleted");
+    Ok(())
+}
 
 /// `tally polar reconcile EMAIL|--all`: re-reads users from Polar and applies what it says.
 pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) -> Result<(), String> {

@@ -95,9 +95,12 @@ async fn overage_entries(pool: &PgPool, user: Uuid) -> i64 {
 
 #[tokio::test]
 async fn a_pro_customer_past_their_credits_is_billed_the_projected_overage_to_the_cent() {
-    let app = spawn_app_with(&[("FREE_CREDITS", "0")]).await;
+    // A Pro period is 5,000 credits and calls cost up to 100: a history makes ~120 calls.
+    let app = spawn_app_with(&[("FREE_CREDITS", "0"), ("API_RATE_LIMIT_PER_MINUTE", "5000")]).await;
     // Generated histories: random call sizes and caps; each ends at the renewal, where the
     // stand-in bills the overage Polar received, and the projected charge must equal it.
+    // Overage starts only once the whole period's allotment is used: the days not yet
+    // released are advanced first.
     for seed in 0..3u64 {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let email = format!("overage-{seed}@example.com");
@@ -158,6 +161,13 @@ async fn a_pro_customer_past_their_credits_is_billed_the_projected_overage_to_th
         let u = usage(&app).await;
         let period = &u["period"];
         assert_eq!(period["overage_units"], over);
+        // Overage is only what the whole period's allotment did not cover (no other credits).
+        let allotment = period["allotment"].as_i64().unwrap();
+        assert_eq!(allotment, 5000);
+        assert_eq!(period["spent"].as_i64().unwrap(), allotment + over, "overage began where the allotment ended");
+        assert_eq!(period["to_release"], 0, "the rest of the period was advanced: {period}");
+        let (released, advanced) = (period["released"].as_i64().unwrap(), period["advanced"].as_i64().unwrap());
+        assert!(advanced > 4000 && released + advanced == allotment, "{period}");
         assert_eq!(period["unit_cents"], 1);
         assert_eq!(period["cap_cents"], cap_cents);
         let projected = period["projected_cents"].as_i64().unwrap();
@@ -261,7 +271,15 @@ async fn account(pool: &PgPool, allotment: i64, overage: Option<(i64, Option<i64
     .await
     .unwrap();
     let terms = overage.map(|(unit_cents, cap_cents)| tally::domain::usage::OverageTerms { unit_cents, cap_cents });
-    let period = ledger::period::PeriodStart { key: &period_key, start, end, allotment, overage: terms, open: true };
+    let period = ledger::period::PeriodStart {
+        key: &period_key,
+        start,
+        end,
+        allotment,
+        overage: terms,
+        open: true,
+        default_cap_cents: 10_000,
+    };
     ledger::period::start(&mut conn, user, &period).await.unwrap();
     let settings = tally::server::usage::settings::UsageSettings { overage_allowed: allowed, ..Default::default() };
     tally::server::usage::settings::save(&mut conn, user, &settings).await.unwrap();
@@ -403,7 +421,7 @@ async fn restate(pool: &PgPool, user: Uuid, end: DateTime<Utc>, open: bool) {
             .await
             .unwrap();
     let overage = Some(tally::domain::usage::OverageTerms { unit_cents: 1, cap_cents: Some(500) });
-    let p = ledger::period::PeriodStart { key: &key, start, end, allotment, overage, open };
+    let p = ledger::period::PeriodStart { key: &key, start, end, allotment, overage, open, default_cap_cents: 10_000 };
     ledger::period::start(&mut pool.acquire().await.unwrap(), user, &p).await.unwrap();
 }
 
@@ -455,5 +473,317 @@ async fn no_new_overage_near_the_period_end_or_once_the_subscription_is_ending_a
         tally::server::usage::alerts::shown(&pool, both, &key).await.unwrap().into_iter().map(|a| a.alert).collect();
     use tally::domain::usage::Alert;
     assert_eq!(shown, [Alert::Percent(100), Alert::Percent(80)]);
+    assert!(ledger::problems(&pool, None).await.unwrap().is_empty());
+}
+
+/// Issue #21: a Pro customer with overage on, on the first day of their period, is never billed
+/// for credits their plan pays for this month; overage is what the whole allotment (5,000
+/// credits, released ~167 a day) does not cover, billed to the cent. While it is unbilled, the
+/// account cannot be deleted by its owner; an operator can, on purpose.
+#[tokio::test]
+async fn overage_starts_only_where_the_whole_periods_allotment_ends() {
+    let app = spawn_app_with(&[("FREE_CREDITS", "0"), ("API_RATE_LIMIT_PER_MINUTE", "1000")]).await;
+    let email = "advance@example.com";
+    let user = app.sign_up(email).await;
+    customer_synced(&app, user).await;
+    app.buy("pro").await;
+    let sub = subscription_of(&app, user).await;
+    let key = app.create_api_key("advance").await;
+    let res = save_settings(&app, &[("overage_allowed", "on"), ("alert_percent", "on")]).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let released_today = app.balance(user).await.total;
+    assert!(released_today > 0 && released_today < 200, "day one releases ~167 credits, got {released_today}");
+
+    // 3,000 credits in 30 calls: all within the plan's 5,000, so no overage at all.
+    for i in 0..30 {
+        let res = text(&app, &key, 100_000).await;
+        assert_eq!(res.status(), 200, "call {i}: {}", res.text().await.unwrap());
+    }
+    assert_eq!(overage_entries(&app.pool, user).await, 0);
+    let period = usage(&app).await["period"].clone();
+    assert_eq!((period["spent"].as_i64(), period["overage_units"].as_i64()), (Some(3000), Some(0)), "{period}");
+    assert_eq!(period["projected_cents"], 0);
+    assert_eq!(period["advanced"].as_i64().unwrap(), 3000 - released_today, "{period}");
+    assert_eq!(period["released"].as_i64().unwrap() + period["advanced"].as_i64().unwrap(), 3000, "{period}");
+    assert_eq!(period["to_release"], 2000, "{period}");
+    let html = app.page("/billing").await;
+    assert!(html.contains("Released early (advanced)") && html.contains(">$0.00<"), "the page says it plainly");
+    assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
+
+    // To 6,000: exactly 1,000 credits past the allotment are overage ($10.00 at a cent each).
+    for i in 0..30 {
+        let res = text(&app, &key, 100_000).await;
+        assert_eq!(res.status(), 200, "call {i}: {}", res.text().await.unwrap());
+    }
+    assert_eq!(overage_entries(&app.pool, user).await, 1000);
+    let period = usage(&app).await["period"].clone();
+    assert_eq!((period["spent"].as_i64(), period["overage_units"].as_i64()), (Some(6000), Some(1000)), "{period}");
+    assert_eq!((period["to_release"].as_i64(), period["projected_cents"].as_i64()), (Some(0), Some(1000)), "{period}");
+    assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
+    // The alerts still count against the whole allotment: 80 %, 100 % (and overage) fired.
+    let fired: Vec<String> = sqlx::query_scalar("SELECT alert FROM usage_alerts WHERE user_id = $1 ORDER BY alert")
+        .bind(user)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(fired, ["overage", "percent_100", "percent_80"]);
+
+    // The owner cannot delete the account while that overage is unbilled: the message names
+    // the amount and when Polar bills it.
+    let res = call(&app, "/api/account/delete", &[("confirm_email", email)]).await;
+    assert_eq!(res.status(), 409);
+    let message = app_error(res).await.to_string();
+    assert!(message.contains("$10.00") && message.contains("1,000 credits"), "{message}");
+    let end: DateTime<Utc> = sqlx::query_scalar("SELECT period_end FROM credit_accounts WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(message.contains(&end.format("%B %-d, %Y").to_string()), "{message}");
+    let deleted: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT deleted_at FROM users WHERE id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(deleted, None);
+    // The refusal changed nothing: overage is still open and a call still goes through.
+    assert_eq!(text(&app, &key, 1_000).await.status(), 200);
+    assert_eq!(overage_entries(&app.pool, user).await, 1001);
+
+    // The renewal bills exactly what the page projected.
+    drained(&app).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let res = control(&app, &format!("/subscriptions/{sub}/renew"), Value::Null).await;
+    assert_eq!(res.status(), 200);
+    let billed = orders(&app, user, "subscription_meter_cycle").await;
+    assert_eq!(billed.len(), 1, "{billed:?}");
+    assert_eq!(billed[0]["net_amount"], 1001, "billed to the cent: {}", billed[0]);
+    assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_operator_can_delete_an_account_with_unbilled_overage_on_purpose() {
+    let app = spawn_app_with(&[("FREE_CREDITS", "0"), ("API_RATE_LIMIT_PER_MINUTE", "1000")]).await;
+    let email = "operator-delete@example.com";
+    let user = app.sign_up(email).await;
+    customer_synced(&app, user).await;
+    app.buy("pro").await;
+    subscription_of(&app, user).await;
+    let key = app.create_api_key("k").await;
+    assert_eq!(save_settings(&app, &[("overage_allowed", "on")]).await.status(), 200);
+    for _ in 0..51 {
+        assert_eq!(text(&app, &key, 100_000).await.status(), 200);
+    }
+    assert_eq!(overage_entries(&app.pool, user).await, 100);
+
+    let mut config = test_config(&[]);
+    config.polar.api_url = url::Url::parse(&format!("{}/polar", app.address)).unwrap();
+    let state = tally::server::state::AppState::new(config, app.pool.clone()).unwrap();
+    use tally::server::billing::{delete_account, Deletion};
+    let refused = delete_account(&state, user, Deletion::Customer).await.unwrap_err();
+    assert!(refused.to_string().contains("$1.00"), "{refused}");
+    delete_account(&state, user, Deletion::OperatorKeepsOverage).await.unwrap();
+    let deleted: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT deleted_at FROM users WHERE id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
+    assert!(deleted.is_some());
+    // What was used stays recorded: the entries, and the period's counters.
+    assert_eq!(overage_entries(&app.pool, user).await, 100);
+    let (overage, open): (i64, bool) =
+        sqlx::query_as("SELECT period_overage, overage_open FROM credit_accounts WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((overage, open), (100, false));
+    assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_metered_price_on_another_meter_offers_no_overage() {
+    // Tally's overage meter is some other meter than the stand-in's metered prices bill.
+    let app =
+        spawn_app_with(&[("FREE_CREDITS", "0"), ("POLAR_OVERAGE_METER_ID", "3f1b6a4e-8c2d-4e7f-9a10-5b6c7d8e9f01")])
+            .await;
+    let user = app.sign_up("other-meter@example.com").await;
+    customer_synced(&app, user).await;
+    app.buy("pro").await;
+    subscription_of(&app, user).await;
+    assert_eq!(save_settings(&app, &[("overage_allowed", "on")]).await.status(), 200);
+    let period = usage(&app).await["period"].clone();
+    assert_eq!(period["unit_cents"], Value::Null, "{period}");
+    let key = app.create_api_key("k").await;
+    let mut refused = None;
+    for _ in 0..5 {
+        let res = text(&app, &key, 100_000).await;
+        if res.status() == 402 {
+            refused = Some(res.json::<Value>().await.unwrap());
+            break;
+        }
+    }
+    assert_eq!(refused.expect("the released credits ran out")["error"]["code"], "insufficient_credits");
+    assert_eq!(overage_entries(&app.pool, user).await, 0);
+    assert!(app.page("/billing").await.contains("Your plan has no overage"));
+}
+
+/// A user whose period allotment of `allotment` credits is released in ten equal days, the
+/// first now; overage at a cent a credit with `plan_cap`, and `default_cap`.
+async fn accruing_account(pool: &PgPool, allotment: i64, plan_cap: Option<i64>, default_cap: i64) -> Uuid {
+    let user: Uuid = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id")
+        .bind(format!("{}@example.com", Uuid::new_v4()))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let (start, end) = (now - Duration::hours(1), now + Duration::days(10) - Duration::hours(1));
+    let mut conn = pool.acquire().await.unwrap();
+    let source = format!("allotment:accruing-{user}");
+    let schedule: Vec<_> = (0..10)
+        .map(|d| tally::domain::credits::Accrual { due_at: start + Duration::days(d), amount: allotment / 10 })
+        .collect();
+    ledger::grant(
+        &mut conn,
+        &ledger::Grant {
+            user_id: user,
+            bucket: ledger::BucketKind::Allotment,
+            entry_kind: "allotment",
+            source_key: source.clone(),
+            amount: allotment,
+            expires_at: Some(end),
+            key: source,
+            metadata: json!({}),
+            schedule: Some(schedule),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let key = ledger::period::key(&format!("accruing-{user}"), start);
+    let overage = Some(tally::domain::usage::OverageTerms { unit_cents: 1, cap_cents: plan_cap });
+    let p = ledger::period::PeriodStart {
+        key: &key,
+        start,
+        end,
+        allotment,
+        overage,
+        open: true,
+        default_cap_cents: default_cap,
+    };
+    ledger::period::start(&mut conn, user, &p).await.unwrap();
+    let settings = tally::server::usage::settings::UsageSettings { overage_allowed: true, ..Default::default() };
+    tally::server::usage::settings::save(&mut conn, user, &settings).await.unwrap();
+    user
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_spends_from_two_pools_cross_the_allotments_end_exactly() {
+    let (_, db) = fresh_database().await;
+    let pool_of = || sqlx::postgres::PgPoolOptions::new().max_connections(10).connect(database_url(&db).leak());
+    let (a, b) = (pool_of().await.unwrap(), pool_of().await.unwrap());
+    // 1,000 credits over ten days (100 released now), a 200-credit pack, overage capped at $5.
+    let user = accruing_account(&a, 1000, Some(500), 10_000).await;
+    let now = Utc::now();
+    ledger::grant_pack(&mut a.acquire().await.unwrap(), user, "pack-1", 200, "pack-product", now).await.unwrap();
+    assert_eq!(app_balance(&a, user).await, 300);
+
+    // 1,000 spends of 2 credits: 1,200 covered by the released credits, the pack and the
+    // advanced 900; then 500 of overage; the remaining 150 refused at the cap.
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let pool = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await.unwrap();
+                ledger::spend(&mut conn, user, 2, &format!("c{i}"), &json!({}), now).await.unwrap()
+            })
+        })
+        .collect();
+    let (mut spent, mut capped) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            SpendOutcome::Spent { .. } => spent += 1,
+            SpendOutcome::OverCap { .. } => capped += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((spent, capped), (850, 150));
+    assert_eq!(overage_entries(&a, user).await, 500);
+    let advanced: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(amount), 0)::bigint FROM credit_entries WHERE user_id = $1 AND kind = 'advance'",
+    )
+    .bind(user)
+    .fetch_one(&a)
+    .await
+    .unwrap();
+    assert_eq!(advanced, 900);
+    let p = ledger::period::current(&a, user, now).await.unwrap().unwrap();
+    assert_eq!((p.spent, p.overage, p.projected_charge_cents()), (1700, 500, 500));
+    let progress = ledger::period::allotment_progress(&a, user, p.start, p.end, now).await.unwrap();
+    assert_eq!(
+        progress,
+        ledger::period::AllotmentProgress { scheduled: 1000, released: 100, advanced: 900, pending: 0 }
+    );
+    assert!(ledger::problems(&a, None).await.unwrap().is_empty());
+    assert_eq!(app_balance(&a, user).await, 0);
+
+    // The advanced days come due and release nothing more; the invariant still holds.
+    let later = now + Duration::days(5);
+    assert_eq!(ledger::balance(&a, user, later).await.unwrap().total, 0);
+    assert!(ledger::problems(&a, None).await.unwrap().is_empty());
+    // The check can fail: an accrual that forgets its advance is caught.
+    sqlx::query("UPDATE credit_accruals SET advanced = 0 WHERE user_id = $1 AND seq = 9")
+        .bind(user)
+        .execute(&a)
+        .await
+        .unwrap();
+    let problems = ledger::problems(&a, None).await.unwrap();
+    assert!(format!("{problems:?}").contains("advanced but its advance entries sum to 900"), "{problems:?}");
+}
+
+async fn app_balance(pool: &PgPool, user: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn overage_without_a_price_cap_is_bounded_by_the_default_or_the_users_cap_and_off_means_released_only() {
+    let (pool, _) = fresh_database().await;
+    let now = Utc::now();
+    let spend = |user: Uuid, cost: i64, key: String| {
+        let pool = pool.clone();
+        async move { ledger::spend(&mut pool.acquire().await.unwrap(), user, cost, &key, &json!({}), now).await.unwrap() }
+    };
+    // No cap on the price, none set by the user: Tally's default ($3: 300 credits) bounds it.
+    let user = accruing_account(&pool, 1000, None, 300).await;
+    assert!(matches!(spend(user, 1300, "all".into()).await, SpendOutcome::Spent { .. }));
+    assert_eq!(spend(user, 1, "one-more".into()).await, SpendOutcome::OverCap { available: 0 });
+    let p = ledger::period::current(&pool, user, now).await.unwrap().unwrap();
+    assert_eq!((p.overage, p.cap_in_force()), (300, Some((300, true))));
+
+    // The user's own cap wins over the default, higher or lower.
+    let user = accruing_account(&pool, 1000, None, 300).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let mine = tally::server::usage::settings::UsageSettings {
+        overage_allowed: true,
+        spend_cap_cents: Some(50),
+        ..Default::default()
+    };
+    tally::server::usage::settings::save(&mut conn, user, &mine).await.unwrap();
+    assert_eq!(spend(user, 1051, "past-mine".into()).await, SpendOutcome::OverCap { available: 100 });
+    assert!(matches!(spend(user, 1050, "to-mine".into()).await, SpendOutcome::Spent { .. }));
+    let p = ledger::period::current(&pool, user, now).await.unwrap().unwrap();
+    assert_eq!((p.overage, p.cap_in_force()), (50, Some((50, false))));
+
+    // Overage off: only what is released now, as before; nothing is advanced.
+    let user = accruing_account(&pool, 1000, Some(500), 300).await;
+    let off = tally::server::usage::settings::UsageSettings::default();
+    tally::server::usage::settings::save(&mut conn, user, &off).await.unwrap();
+    assert_eq!(spend(user, 101, "past-released".into()).await, SpendOutcome::Insufficient { available: 100 });
+    assert!(matches!(spend(user, 100, "released".into()).await, SpendOutcome::Spent { .. }));
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT kind FROM credit_entries WHERE user_id = $1 ORDER BY kind")
+            .bind(user)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kinds, ["daily_accrual", "spend"], "released days and spends only: nothing advanced");
     assert!(ledger::problems(&pool, None).await.unwrap().is_empty());
 }

@@ -703,7 +703,12 @@ async fn metered_prices_bill_the_overage_received_in_a_period_and_meters_announc
     let checkout = p.checkout("user-9", "pro").await;
     assert_eq!(p.pay(&checkout.url, "4242 4242 4242 4242", "").await.status(), 303);
     let sub = p.client.list_subscriptions("user-9").await.unwrap().remove(0);
-    assert!(sub.overage_terms().is_some(), "the subscription carries its metered price");
+    let meter = tally::server::standin::world::overage_meter_id();
+    assert!(sub.overage_terms(Some(&meter)).is_some(), "the subscription carries its metered price");
+    // Only a metered price on the overage meter bills overage: on any other meter, or with no
+    // overage meter configured, Tally offers none.
+    assert_eq!(sub.overage_terms(Some(&tally::server::standin::world::credits_meter_id())), None);
+    assert_eq!(sub.overage_terms(None), None);
 
     // 7,000 overage credits (past the $50 cap) and some usage; one event sent twice.
     let e = |id: &str, name: &str, credits: i64| tally::server::polar::client::UsageEvent {

@@ -15,11 +15,28 @@ use uuid::Uuid;
 /// pseudonymized, signed out everywhere and their keys revoked. The ledger keeps its totals.
 /// If Polar cannot be reached nothing is deleted (a local-only deletion would leave a paying
 /// subscription behind).
-pub async fn delete_account(state: &AppState, user: Uuid) -> Result<()> {
-    match polar_for(state, user).await?.delete_customer(&user.to_string(), state.config.polar.anonymize_on_delete).await
-    {
+///
+/// Overage run up this period is billed by Polar at the period's end, with the renewal; a
+/// customer deleted before then would never be billed it. So a customer's own deletion is
+/// refused while the current period has overage ([`Deletion::Customer`]), naming the amount
+/// and the date; an operator may delete anyway from the CLI ([`Deletion::OperatorKeepsOverage`],
+/// logged). New overage closes before Polar is called, so none can be run up meanwhile.
+pub async fn delete_account(state: &AppState, user: Uuid, how: Deletion) -> Result<()> {
+    let reopen = close_overage_for_deletion(state, user, how).await?;
+    let deleted =
+        polar_for(state, user).await?.delete_customer(&user.to_string(), state.config.polar.anonymize_on_delete).await;
+    match deleted {
         Ok(()) | Err(PolarError::NotFound { .. }) => {}
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            if reopen {
+                // Nothing was deleted: the account takes overage again, as before.
+                sqlx::query("UPDATE credit_accounts SET overage_open = true WHERE user_id = $1")
+                    .bind(user)
+                    .execute(&state.pool)
+                    .await?;
+            }
+            return Err(e.into());
+        }
     }
     let mut tx = state.pool.begin().await?;
     let now = Utc::now();
@@ -80,6 +97,59 @@ pub async fn delete_account(state: &AppState, user: Uuid) -> Result<()> {
     forget_cached_state(state, user).await;
     tracing::info!(%user, "account deleted");
     Ok(())
+}
+
+/// Who deletes an account, which decides what happens to overage Polar has not billed yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// The customer, from settings: refused while this period has overage.
+    Customer,
+    /// An operator (`tally account delete EMAIL --with-unbilled-overage`): goes ahead, and the
+    /// overage left unbilled is logged.
+    OperatorKeepsOverage,
+}
+
+/// Under the account row lock: refuses a customer's deletion while the current period has
+/// overage, else closes new overage for the deletion's duration. Returns whether overage was
+/// open (to reopen it if Polar refuses the deletion).
+async fn close_overage_for_deletion(state: &AppState, user: Uuid, how: Deletion) -> Result<bool> {
+    let mut tx = state.pool.begin().await?;
+    let now = Utc::now();
+    sqlx::query("SELECT 1 FROM credit_accounts WHERE user_id = $1 FOR NO KEY UPDATE")
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    let period = crate::server::ledger::period::current(&mut *tx, user, now).await?;
+    if let Some(p) = period.as_ref().filter(|p| p.overage > 0) {
+        let cents = p.projected_charge_cents();
+        let amount = crate::domain::money::format_cents_exact(cents, "usd");
+        match how {
+            Deletion::Customer => {
+                return Err(Error::Conflict(format!(
+                    "Your account has {amount} of overage this period ({} credits), which Polar bills with your \
+                     renewal on {}. You can delete your account once that invoice is issued.",
+                    crate::domain::money::group_thousands(p.overage.unsigned_abs()),
+                    p.end.format("%B %-d, %Y at %H:%M UTC")
+                )));
+            }
+            Deletion::OperatorKeepsOverage => tracing::warn!(
+                %user,
+                overage_credits = p.overage,
+                unbilled_cents = cents,
+                period_end = %p.end,
+                "account deleted by an operator with overage Polar has not billed"
+            ),
+        }
+    }
+    let was_open: Option<bool> = sqlx::query_scalar(
+        "UPDATE credit_accounts a SET overage_open = false FROM credit_accounts old
+          WHERE a.user_id = $1 AND old.user_id = a.user_id RETURNING old.overage_open",
+    )
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(was_open.unwrap_or(false))
 }
 
 /// Re-syncs one user from Polar: links the customer, refreshes the Customer State and applies

@@ -297,8 +297,15 @@ pub async fn subscription(
             // failing invoice might not collect (what was run up stays billed under the price).
             let key = ledger::period::key(&sub.id, start);
             let open = sub.status == SubscriptionStatus::Active && !sub.cancel_at_period_end;
-            let counted =
-                ledger::period::PeriodStart { key: &key, start, end, allotment, overage: sub.overage_terms(), open };
+            let counted = ledger::period::PeriodStart {
+                key: &key,
+                start,
+                end,
+                allotment,
+                overage: sub.overage_terms(config.polar.overage_meter_id.as_deref()),
+                open,
+                default_cap_cents: config.polar.overage_default_cap_cents,
+            };
             ledger::period::start(conn, user, &counted).await?;
         }
         // Access over (revoked, or canceled and ended, or never paid): the allotment ends now.

@@ -58,7 +58,17 @@ pub struct PolarConfig {
     pub anonymize_on_delete: bool,
     /// What each product is (`POLAR_PRODUCT_*`, or the stand-in's own ids in local mode).
     pub catalog: crate::server::catalog::Catalog,
+    /// The meter of Tally's `credits.overage` events (`POLAR_OVERAGE_METER_ID`; the stand-in's
+    /// in local mode). Only a metered price on this meter bills overage; without it no plan
+    /// offers overage.
+    pub overage_meter_id: Option<String>,
+    /// The most one period's overage may cost when the plan's metered price has no cap and
+    /// the customer set none (`OVERAGE_DEFAULT_CAP_CENTS`, default 10000: $100).
+    pub overage_default_cap_cents: i64,
 }
+
+/// `OVERAGE_DEFAULT_CAP_CENTS` when unset: $100.
+pub const DEFAULT_OVERAGE_CAP_CENTS: i64 = 10_000;
 
 impl PolarConfig {
     /// The token Tally sends: the stand-in's own in local mode, else `POLAR_ACCESS_TOKEN`.
@@ -330,7 +340,28 @@ pub(super) fn read(
     }
     let anonymize_on_delete = parse_bool(src, "POLAR_DELETE_ANONYMIZE", true)?;
     let catalog = catalog_of(&products);
-    Ok(PolarConfig { mode, api_url, access_token, webhook_secret, webhook_path, standin, anonymize_on_delete, catalog })
+    let overage_meter_id = match var(src, "POLAR_OVERAGE_METER_ID") {
+        Some(v) if !is_uuid(&v) => {
+            return Err(err("POLAR_OVERAGE_METER_ID", format!("expected a Polar meter id (a UUID), got `{v}`")))
+        }
+        Some(v) => Some(v),
+        None if mode == PolarMode::Local => Some(crate::server::catalog::standin_overage_meter_id()),
+        None => None,
+    };
+    let overage_default_cap_cents =
+        int_at_least(src, "OVERAGE_DEFAULT_CAP_CENTS", 0i64, DEFAULT_OVERAGE_CAP_CENTS, "a whole number of cents")?;
+    Ok(PolarConfig {
+        mode,
+        api_url,
+        access_token,
+        webhook_secret,
+        webhook_path,
+        standin,
+        anonymize_on_delete,
+        catalog,
+        overage_meter_id,
+        overage_default_cap_cents,
+    })
 }
 
 /// The catalogue of the configured products.

@@ -92,6 +92,7 @@ pub fn describe(kind: &str, metadata: &Value) -> String {
         }
         "expiry" => "Unused allotment expired".to_string(),
         "overage" => "Overage (billed at the period's end)".to_string(),
+        "advance" => "Allotment released early (from this period's later days)".to_string(),
         other => other.to_string(),
     }
 }
@@ -118,6 +119,7 @@ mod tests {
         assert_eq!(describe("spend", &json!(null)), "API call");
         assert_eq!(describe("adjustment", &json!({ "reason": "goodwill" })), "Adjustment: goodwill");
         assert_eq!(describe("overage", &json!({})), "Overage (billed at the period's end)");
+        assert_eq!(describe("advance", &json!({})), "Allotment released early (from this period's later days)");
         assert_eq!(describe("something_new", &json!({})), "something_new");
     }
 

@@ -563,7 +563,7 @@ pub async fn balance(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result
     .fetch_all(&mut *tx)
     .await?;
     let (pending, next): (Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT sum(a.amount)::bigint, min(a.due_at) FROM credit_accruals a JOIN credit_buckets b ON b.id = a.bucket_id
+        "SELECT sum(a.amount - a.advanced)::bigint, min(a.due_at) FROM credit_accruals a JOIN credit_buckets b ON b.id = a.bucket_id
           WHERE a.user_id = $1 AND a.applied_at IS NULL AND (b.expires_at IS NULL OR a.due_at < b.expires_at)",
     )
     .bind(user_id)

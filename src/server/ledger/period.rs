@@ -27,13 +27,16 @@ pub struct PeriodStart<'a> {
     pub overage: Option<OverageTerms>,
     /// Whether new overage may be taken now (the subscription is active and set to renew).
     pub open: bool,
+    /// Tally's cap for a metered price without one (`OVERAGE_DEFAULT_CAP_CENTS`): overage is
+    /// never unbounded. Ignored when the price has a cap.
+    pub default_cap_cents: i64,
 }
 
 /// Starts (or re-states) the account's current period. Earlier periods than the stored one
 /// are ignored; the same period keeps its counters and takes the larger allotment (an
 /// upgrade) and the latest price and openness.
 pub async fn start(conn: &mut PgConnection, user_id: Uuid, p: &PeriodStart<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT credit_start_period($1, $2, $3, $4, $5, $6, $7, $8)")
+    sqlx::query("SELECT credit_start_period($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(user_id)
         .bind(p.key)
         .bind(p.start)
@@ -42,6 +45,7 @@ pub async fn start(conn: &mut PgConnection, user_id: Uuid, p: &PeriodStart<'_>) 
         .bind(p.overage.map(|o| o.unit_cents))
         .bind(p.overage.and_then(|o| o.cap_cents))
         .bind(p.open && p.overage.is_some())
+        .bind(p.default_cap_cents.max(0))
         .execute(conn)
         .await?;
     Ok(())
@@ -74,6 +78,8 @@ pub struct PeriodUsage {
     pub overage_open: bool,
     pub overage_allowed: bool,
     pub user_cap_cents: Option<i64>,
+    /// Tally's default cap, in force when neither the plan's price nor the user sets one.
+    pub default_cap_cents: Option<i64>,
 }
 
 impl PeriodUsage {
@@ -86,20 +92,72 @@ impl PeriodUsage {
     pub fn projected_charge_cents(&self) -> i64 {
         self.terms().map_or(0, |t| t.charge_cents(self.overage))
     }
+
+    /// The most one period's overage may cost, as the spend enforces it: the lower of the
+    /// plan's and the user's caps, else Tally's default (whole credits' worth), and whether it
+    /// is the default. `None` without a metered price.
+    pub fn cap_in_force(&self) -> Option<(i64, bool)> {
+        let t = self.terms()?;
+        match t.max_units(self.user_cap_cents) {
+            Some(units) => Some((units * t.unit_cents, false)),
+            None => Some((self.default_cap_cents.unwrap_or(0) / t.unit_cents * t.unit_cents, true)),
+        }
+    }
+}
+
+/// Where the period's allotment stands: what its daily releases schedule in all, what has
+/// been released on its day, what was advanced (released early to a spend, with overage on)
+/// and what is still to be released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
+pub struct AllotmentProgress {
+    pub scheduled: i64,
+    pub released: i64,
+    pub advanced: i64,
+    pub pending: i64,
+}
+
+/// The allotment of the period `[start, end)` at `now` (its allotment buckets' scheduled days).
+pub async fn allotment_progress(
+    pool: &PgPool,
+    user_id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<AllotmentProgress, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(sum(a.amount), 0)::bigint AS scheduled,
+                coalesce(sum(a.amount - a.advanced) FILTER (WHERE a.applied_at IS NOT NULL OR a.due_at <= $4), 0)::bigint AS released,
+                coalesce(sum(a.advanced), 0)::bigint AS advanced,
+                coalesce(sum(a.amount - a.advanced) FILTER (WHERE a.applied_at IS NULL AND a.due_at > $4), 0)::bigint AS pending
+           FROM credit_buckets b JOIN credit_accruals a ON a.bucket_id = b.id
+          WHERE b.user_id = $1 AND b.kind = 'allotment' AND a.due_at >= $2 AND a.due_at < $3
+            AND (b.expires_at IS NULL OR a.due_at < b.expires_at)",
+    )
+    .bind(user_id)
+    .bind(start)
+    .bind(end)
+    .bind(now)
+    .fetch_one(pool)
+    .await
 }
 
 /// The account's current period, if one is running at `now`.
-pub async fn current(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result<Option<PeriodUsage>, sqlx::Error> {
+pub async fn current(
+    db: impl sqlx::PgExecutor<'_>,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<PeriodUsage>, sqlx::Error> {
     sqlx::query_as(
         "SELECT period_key AS key, period_start AS start, period_end AS \"end\", period_allotment AS allotment,
                 period_spent AS spent, period_overage AS overage, overage_unit_cents AS unit_cents,
-                overage_cap_cents AS plan_cap_cents, overage_open, overage_allowed, user_cap_cents
+                overage_cap_cents AS plan_cap_cents, overage_open, overage_allowed, user_cap_cents,
+                overage_default_cap_cents AS default_cap_cents
            FROM credit_accounts
           WHERE user_id = $1 AND period_key IS NOT NULL AND period_start <= $2 AND period_end > $2",
     )
     .bind(user_id)
     .bind(now)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 

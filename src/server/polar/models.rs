@@ -340,9 +340,26 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The overage terms of the subscription's metered price, if it has one.
-    pub fn overage_terms(&self) -> Option<crate::domain::usage::OverageTerms> {
-        self.prices.iter().find_map(ProductPrice::overage_terms)
+    /// The overage terms of the subscription's metered price on Tally's overage meter
+    /// (`overage_meter`, `POLAR_OVERAGE_METER_ID`), if it has one. A metered price on any other
+    /// meter bills something Tally does not count as overage: it is ignored, with a warning
+    /// (and with no overage meter configured, every metered price is).
+    pub fn overage_terms(&self, overage_meter: Option<&str>) -> Option<crate::domain::usage::OverageTerms> {
+        let mut terms = None;
+        for price in self.prices.iter().filter(|p| p.amount_type == "metered_unit" && !p.is_archived) {
+            match overage_meter {
+                Some(meter) if price.meter_id.as_deref() == Some(meter) => {
+                    terms = terms.or_else(|| price.overage_terms());
+                }
+                _ => tracing::warn!(
+                    subscription_id = %self.id,
+                    price_id = %price.id,
+                    meter_id = price.meter_id.as_deref().unwrap_or("none"),
+                    "metered price is not on the overage meter (POLAR_OVERAGE_METER_ID): Tally offers no overage under it"
+                ),
+            }
+        }
+        terms
     }
 
     /// The product's id: `product_id`, else the embedded product's.

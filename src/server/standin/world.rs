@@ -289,7 +289,7 @@ pub fn credits_meter_id() -> String {
 
 /// The meter the plans' metered prices bill: `credits.overage` events.
 pub fn overage_meter_id() -> String {
-    crate::server::catalog::stable_uuid("meter:credits-overage")
+    crate::server::catalog::standin_overage_meter_id()
 }
 
 /// A meter: which events it sums.
