@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 /// This billing period as the billing page shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeriodView {
+    /// The period is over (it ended early, with overage): shown for what was used in it.
+    pub ended: bool,
     /// RFC 3339 and the server's UTC rendering of the period's end.
     pub ends_iso: String,
     pub ends_text: String,
@@ -108,18 +110,24 @@ pub async fn get_usage() -> Result<UsageView, AppError> {
             let user = crate::server::auth::require_user().await?;
             let now = chrono::Utc::now();
             let text = |t: chrono::DateTime<chrono::Utc>| t.format("%b %-d, %H:%M UTC").to_string();
-            let period = ledger::period::current(&state.pool, user.id, now).await?;
+            let period = match ledger::period::current(&state.pool, user.id, now).await? {
+                Some(p) => Some(p),
+                // A period that ended early (a revocation) with overage: what was used in it
+                // stays on the page.
+                None => ledger::period::latest(&state.pool, user.id).await?.filter(|p| p.overage > 0),
+            };
             let progress = match &period {
                 Some(p) => ledger::period::allotment_progress(&state.pool, user.id, p.start, p.end, now).await?,
                 None => Default::default(),
             };
             let alerts = match &period {
-                Some(p) => usage::alerts::shown(&state.pool, user.id, &p.key).await,
-                None => usage::alerts::shown(&state.pool, user.id, "none").await,
+                Some(p) if p.end > now => usage::alerts::shown(&state.pool, user.id, &p.key).await,
+                _ => usage::alerts::shown(&state.pool, user.id, "none").await,
             }?;
             let s = usage::settings::load(&state.pool, user.id).await?;
             Ok(UsageView {
                 period: period.map(|p| PeriodView {
+                    ended: p.end <= now,
                     ends_iso: p.end.to_rfc3339(),
                     ends_text: text(p.end),
                     allotment: p.allotment,

@@ -14,6 +14,12 @@ use leptos::prelude::*;
 pub fn overage_text(p: &PeriodView) -> String {
     let usd = |c: i64| format_cents_exact(c, "usd");
     match (p.unit_cents, p.overage_allowed) {
+        (_, _) if p.ended => format!(
+            "This period ended early (your subscription ended): the {} credits of overage used in it stay recorded \
+             here, at {} under your plan's metered price.",
+            credit_amount(p.overage_units),
+            usd(p.projected_cents)
+        ),
         (None, _) => "Your plan has no overage: calls stop when your credits run out.".into(),
         (Some(_), _) if !p.overage_open => {
             "No new overage this period: your subscription is not active or is set to end. What was used is still billed."
@@ -52,9 +58,11 @@ pub fn UsagePanel(period: Option<PeriodView>) -> impl IntoView {
         .into_any();
     };
     let pct = percent_used(p.spent, p.allotment);
+    let heading = if p.ended { "Usage in your last period" } else { "Usage this period" };
+    let billed_on = if p.ended { " The period ended on " } else { " Billed by Polar with your renewal on " };
     view! {
         <section class="panel" aria-labelledby="period-usage-title">
-            <h2 id="period-usage-title">"Usage this period"</h2>
+            <h2 id="period-usage-title">{heading}</h2>
             <p>
                 <span data-testid="period-spent">{credit_amount(p.spent)}</span>
                 " of "
@@ -101,7 +109,7 @@ pub fn UsagePanel(period: Option<PeriodView>) -> impl IntoView {
                 </div>
             </dl>
             <p class="muted">
-                {overage_text(&p)} " Billed by Polar with your renewal on "
+                {overage_text(&p)} {billed_on}
                 <LocalTime iso=p.ends_iso.clone() utc_text=p.ends_text.clone() /> ", plus tax where it applies."
             </p>
         </section>
@@ -204,6 +212,7 @@ mod tests {
 
     fn period(unit: Option<i64>, allowed: bool, cap: Option<i64>) -> PeriodView {
         PeriodView {
+            ended: false,
             ends_iso: String::new(),
             ends_text: String::new(),
             allotment: 5000,
@@ -234,5 +243,8 @@ mod tests {
         );
         let default_cap = PeriodView { cap_is_default: true, ..period(Some(1), true, Some(10000)) };
         assert!(overage_text(&default_cap).contains("capped at $100.00 this period (Tally's default"));
+        let ended =
+            PeriodView { ended: true, overage_units: 1200, projected_cents: 1200, ..period(Some(1), true, None) };
+        assert!(overage_text(&ended).contains("ended early (your subscription ended): the 1,200 credits of overage"));
     }
 }

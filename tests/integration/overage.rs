@@ -787,3 +787,116 @@ async fn overage_without_a_price_cap_is_bounded_by_the_default_or_the_users_cap_
     assert_eq!(kinds, ["daily_accrual", "spend"], "released days and spends only: nothing advanced");
     assert!(ledger::problems(&pool, None).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_second_subscriptions_period_keeps_the_first_ones_counters_and_both_are_checked() {
+    let (pool, _) = fresh_database().await;
+    let now = Utc::now();
+    let spend = |user: Uuid, cost: i64, key: &'static str| {
+        let pool = pool.clone();
+        async move { ledger::spend(&mut pool.acquire().await.unwrap(), user, cost, key, &json!({}), now).await.unwrap() }
+    };
+    // Subscription A: 100 credits, overage on; 150 spent, so 50 of overage.
+    let user = account(&pool, 100, Some((1, Some(500))), true).await;
+    assert!(matches!(spend(user, 150, "a1").await, SpendOutcome::Spent { .. }));
+    let a = ledger::period::current(&pool, user, now).await.unwrap().unwrap();
+    assert_eq!((a.spent, a.overage), (150, 50));
+
+    // Subscription B starts a period inside A's (a second checkout, or a plan change made as a
+    // new subscription): spends count into B from now on, and A's counters are kept.
+    let b_key = ledger::period::key("sub-b", now - Duration::hours(1));
+    let terms = Some(tally::domain::usage::OverageTerms { unit_cents: 2, cap_cents: Some(1000) });
+    let b = ledger::period::PeriodStart {
+        key: &b_key,
+        start: now - Duration::hours(1),
+        end: now + Duration::days(30),
+        allotment: 200,
+        overage: terms,
+        open: true,
+        default_cap_cents: 10_000,
+    };
+    ledger::period::start(&mut pool.acquire().await.unwrap(), user, &b).await.unwrap();
+    let current = ledger::period::current(&pool, user, now).await.unwrap().unwrap();
+    assert_eq!((current.key.as_str(), current.spent, current.overage), (b_key.as_str(), 0, 0));
+    let archived: (i64, i64, Option<i64>) =
+        sqlx::query_as("SELECT spent, overage, unit_cents FROM credit_periods WHERE user_id = $1 AND period_key = $2")
+            .bind(user)
+            .bind(&a.key)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(archived, (150, 50, Some(1)));
+    assert!(ledger::problems(&pool, None).await.unwrap().is_empty());
+
+    // Overage in B goes to B's bucket, under B's price; A's is untouched.
+    assert!(matches!(spend(user, 20, "b1").await, SpendOutcome::Spent { .. }));
+    let current = ledger::period::current(&pool, user, now).await.unwrap().unwrap();
+    assert_eq!((current.spent, current.overage, current.projected_charge_cents()), (20, 20, 40));
+    // A late state of A (its period started earlier) does not take the account back.
+    let a_again = ledger::period::PeriodStart {
+        key: &a.key,
+        start: a.start,
+        end: a.end,
+        allotment: 100,
+        overage: Some(tally::domain::usage::OverageTerms { unit_cents: 1, cap_cents: Some(500) }),
+        open: true,
+        default_cap_cents: 10_000,
+    };
+    ledger::period::start(&mut pool.acquire().await.unwrap(), user, &a_again).await.unwrap();
+    assert_eq!(ledger::period::current(&pool, user, now).await.unwrap().unwrap().key, b_key);
+    assert!(ledger::problems(&pool, None).await.unwrap().is_empty());
+
+    // Both periods' overage is unbilled (what account deletion checks), until A ends.
+    let unbilled = ledger::period::unbilled(&pool, user, now).await.unwrap();
+    assert_eq!(unbilled.iter().map(|u| (u.overage, u.charge_cents())).collect::<Vec<_>>(), [(50, 50), (20, 40)]);
+    ledger::period::end(&mut pool.acquire().await.unwrap(), user, &a.key, now).await.unwrap();
+    let unbilled = ledger::period::unbilled(&pool, user, now).await.unwrap();
+    assert_eq!(unbilled.iter().map(|u| u.key.as_str()).collect::<Vec<_>>(), [b_key.as_str()]);
+
+    // The check covers the archived period: a counter that disagrees with its entries is caught.
+    sqlx::query("UPDATE credit_periods SET overage = 49 WHERE user_id = $1").bind(user).execute(&pool).await.unwrap();
+    let problems = ledger::problems(&pool, None).await.unwrap();
+    assert!(format!("{problems:?}").contains("counts 49 overage but its overage entries sum to 50"), "{problems:?}");
+}
+
+#[tokio::test]
+async fn a_revoked_subscriptions_overage_stays_recorded_and_visible() {
+    let app = spawn_app_with(&[("FREE_CREDITS", "0"), ("API_RATE_LIMIT_PER_MINUTE", "1000")]).await;
+    let email = "revoked-overage@example.com";
+    let user = app.sign_up(email).await;
+    customer_synced(&app, user).await;
+    app.buy("pro").await;
+    let sub = subscription_of(&app, user).await;
+    let key = app.create_api_key("k").await;
+    assert_eq!(save_settings(&app, &[("overage_allowed", "on")]).await.status(), 200);
+    for _ in 0..51 {
+        assert_eq!(text(&app, &key, 100_000).await.status(), 200);
+    }
+    assert_eq!(overage_entries(&app.pool, user).await, 100);
+
+    // Revoked now at Polar (as from its dashboard): once the webhook is applied, the period is
+    // over, and what was used in it is still recorded and shown.
+    let res = reqwest::Client::new()
+        .delete(format!("{}/polar/v1/subscriptions/{sub}", app.address))
+        .bearer_auth(standin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let mut period = Value::Null;
+    for _ in 0..100 {
+        period = usage(&app).await["period"].clone();
+        if period["ended"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(period["ended"], true, "{period}");
+    assert_eq!((period["overage_units"].as_i64(), period["projected_cents"].as_i64()), (Some(100), Some(100)));
+    let html = app.page("/billing").await;
+    assert!(html.contains("Usage in your last period") && html.contains("ended early"), "shown on the page");
+    // No new spend reaches into the ended period (a free account now), and nothing was lost.
+    assert_eq!(text(&app, &key, 1_000).await.status(), 402);
+    assert_eq!(overage_entries(&app.pool, user).await, 100);
+    assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}

@@ -119,24 +119,25 @@ async fn close_overage_for_deletion(state: &AppState, user: Uuid, how: Deletion)
         .bind(user)
         .execute(&mut *tx)
         .await?;
-    let period = crate::server::ledger::period::current(&mut *tx, user, now).await?;
-    if let Some(p) = period.as_ref().filter(|p| p.overage > 0) {
-        let cents = p.projected_charge_cents();
+    let unbilled = crate::server::ledger::period::unbilled(&mut *tx, user, now).await?;
+    if let Some(last) = unbilled.last() {
+        let cents: i64 = unbilled.iter().map(|u| u.charge_cents()).sum();
+        let credits: i64 = unbilled.iter().map(|u| u.overage).sum();
         let amount = crate::domain::money::format_cents_exact(cents, "usd");
         match how {
             Deletion::Customer => {
                 return Err(Error::Conflict(format!(
                     "Your account has {amount} of overage this period ({} credits), which Polar bills with your \
                      renewal on {}. You can delete your account once that invoice is issued.",
-                    crate::domain::money::group_thousands(p.overage.unsigned_abs()),
-                    p.end.format("%B %-d, %Y at %H:%M UTC")
+                    crate::domain::money::group_thousands(credits.unsigned_abs()),
+                    last.end.format("%B %-d, %Y at %H:%M UTC")
                 )));
             }
             Deletion::OperatorKeepsOverage => tracing::warn!(
                 %user,
-                overage_credits = p.overage,
+                overage_credits = credits,
                 unbilled_cents = cents,
-                period_end = %p.end,
+                period_end = %last.end,
                 "account deleted by an operator with overage Polar has not billed"
             ),
         }

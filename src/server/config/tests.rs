@@ -187,3 +187,22 @@ fn proxies_and_origins_are_parsed() {
     assert_eq!(c.app_origin(), "http://127.0.0.1:3000");
     assert_eq!(load(&sandbox()).unwrap().app_origin(), "https://billing.example.com");
 }
+
+#[test]
+fn overage_needs_its_meter_and_is_bounded_by_a_default_cap() {
+    // Local mode bills the stand-in's overage meter; $100 is the default cap.
+    let c = load(&[]).unwrap();
+    assert_eq!(c.polar.overage_meter_id, Some(crate::server::catalog::standin_overage_meter_id()));
+    assert_eq!(c.polar.overage_default_cap_cents, 10_000);
+    // Sandbox and production offer overage only once the meter is named.
+    let c = load(&sandbox()).unwrap();
+    assert_eq!(c.polar.overage_meter_id, None);
+    let meter = "5d0f7c2a-1b3e-4c5d-8e9f-0a1b2c3d4e5f";
+    let mut with_meter = sandbox();
+    with_meter.extend([("POLAR_OVERAGE_METER_ID", meter), ("OVERAGE_DEFAULT_CAP_CENTS", "2500")]);
+    let c = load(&with_meter).unwrap();
+    assert_eq!((c.polar.overage_meter_id.as_deref(), c.polar.overage_default_cap_cents), (Some(meter), 2500));
+    assert_eq!(load(&[("POLAR_OVERAGE_METER_ID", "credits.overage")]).unwrap_err().var, "POLAR_OVERAGE_METER_ID");
+    assert_eq!(load(&[("OVERAGE_DEFAULT_CAP_CENTS", "-1")]).unwrap_err().var, "OVERAGE_DEFAULT_CAP_CENTS");
+    assert_eq!(load(&[("OVERAGE_DEFAULT_CAP_CENTS", "$100")]).unwrap_err().var, "OVERAGE_DEFAULT_CAP_CENTS");
+}

@@ -54,13 +54,60 @@ pub async fn start(conn: &mut PgConnection, user_id: Uuid, p: &PeriodStart<'_>) 
 /// Ends the period `key` at `at` (the subscription ended): later spends count into no period
 /// and take no overage.
 pub async fn end(conn: &mut PgConnection, user_id: Uuid, key: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    // The account row first (the lock order of every writer of it), then the period's row if
+    // the account has moved on to another subscription's period.
     sqlx::query("UPDATE credit_accounts SET period_end = least(period_end, $3) WHERE user_id = $1 AND period_key = $2")
         .bind(user_id)
         .bind(key)
         .bind(at)
-        .execute(conn)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE credit_periods SET period_end = least(period_end, $3) WHERE user_id = $1 AND period_key = $2")
+        .bind(user_id)
+        .bind(key)
+        .bind(at)
+        .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Overage of a period still running, which Polar bills at that period's end.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Unbilled {
+    pub key: String,
+    pub end: DateTime<Utc>,
+    pub overage: i64,
+    pub unit_cents: Option<i64>,
+    pub cap_cents: Option<i64>,
+}
+
+impl Unbilled {
+    pub fn charge_cents(&self) -> i64 {
+        self.unit_cents
+            .map_or(0, |unit_cents| OverageTerms { unit_cents, cap_cents: self.cap_cents }.charge_cents(self.overage))
+    }
+}
+
+/// Every period of the account still running at `now` with overage in it: the current one,
+/// and one the account moved on from when another subscription started a period.
+pub async fn unbilled(
+    db: impl sqlx::PgExecutor<'_>,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<Unbilled>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT period_key AS key, period_end AS \"end\", period_overage AS overage, overage_unit_cents AS unit_cents,
+                overage_cap_cents AS cap_cents
+           FROM credit_accounts WHERE user_id = $1 AND period_key IS NOT NULL AND period_end > $2 AND period_overage > 0
+         UNION ALL
+         SELECT period_key, period_end, overage, unit_cents, cap_cents
+           FROM credit_periods WHERE user_id = $1 AND period_end > $2 AND overage > 0
+          ORDER BY 2",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(db)
+    .await
 }
 
 /// The current period as the billing page shows it.
@@ -141,22 +188,34 @@ pub async fn allotment_progress(
     .await
 }
 
+const PERIOD_COLUMNS: &str = "period_key AS key, period_start AS start, period_end AS \"end\",
+    period_allotment AS allotment, period_spent AS spent, period_overage AS overage, overage_unit_cents AS unit_cents,
+    overage_cap_cents AS plan_cap_cents, overage_open, overage_allowed, user_cap_cents,
+    overage_default_cap_cents AS default_cap_cents";
+
 /// The account's current period, if one is running at `now`.
 pub async fn current(
     db: impl sqlx::PgExecutor<'_>,
     user_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Option<PeriodUsage>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT period_key AS key, period_start AS start, period_end AS \"end\", period_allotment AS allotment,
-                period_spent AS spent, period_overage AS overage, overage_unit_cents AS unit_cents,
-                overage_cap_cents AS plan_cap_cents, overage_open, overage_allowed, user_cap_cents,
-                overage_default_cap_cents AS default_cap_cents
-           FROM credit_accounts
-          WHERE user_id = $1 AND period_key IS NOT NULL AND period_start <= $2 AND period_end > $2",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {PERIOD_COLUMNS} FROM credit_accounts
+          WHERE user_id = $1 AND period_key IS NOT NULL AND period_start <= $2 AND period_end > $2"
+    ))
     .bind(user_id)
     .bind(now)
+    .fetch_optional(db)
+    .await
+}
+
+/// The account's latest period, running or not: a period that ended early (a revocation)
+/// keeps what was used in it, overage included, for the billing page to show.
+pub async fn latest(db: impl sqlx::PgExecutor<'_>, user_id: Uuid) -> Result<Option<PeriodUsage>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {PERIOD_COLUMNS} FROM credit_accounts WHERE user_id = $1 AND period_key IS NOT NULL"
+    ))
+    .bind(user_id)
     .fetch_optional(db)
     .await
 }
