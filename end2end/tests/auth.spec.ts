@@ -80,3 +80,20 @@ test("signing in from a protected page returns to it", async ({ page }, testInfo
   await expect(page).toHaveURL(/\/settings\/billing$/);
   await expect(page.getByRole("heading", { name: "Billing settings" })).toBeVisible();
 });
+
+test("a sign-in link cannot send the browser to another site", async ({ page, baseURL }, testInfo) => {
+  const email = uniqueEmail(testInfo);
+  await page.request.post("/api/signup", { form: { email, password: PASSWORD }, maxRedirects: 0 });
+  await page.context().clearCookies();
+  const origin = new URL(baseURL!).origin;
+  // `/%09/evil.example` and `/%09%5Cevil.example`: a browser drops the tab and reads `\` as `/`.
+  for (const next of ["/%09/evil.example", "/%09%5Cevil.example", "/%5Cevil.example"]) {
+    await page.context().clearCookies();
+    await open(page, testInfo, `/login?next=${next}`);
+    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Password").fill(PASSWORD);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await expect(page).toHaveURL(/\/billing$/);
+    expect(new URL(page.url()).origin).toBe(origin);
+  }
+});

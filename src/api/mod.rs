@@ -42,6 +42,9 @@ pub(crate) fn with_status<T>(result: Result<T, crate::error::AppError>) -> Resul
                 (use_context::<leptos_axum::ResponseOptions>(), http::StatusCode::from_u16(e.status_code()))
             {
                 res.set_status(status);
+                if let crate::error::AppError::RateLimited { retry_after_secs } = e {
+                    res.insert_header(http::header::RETRY_AFTER, http::HeaderValue::from(*retry_after_secs));
+                }
             }
         }
     }

@@ -35,6 +35,10 @@ pub async fn main() -> ExitCode {
             Ok(pool) => webhooks_command(&pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
             Err(e) => Err(e),
         },
+        "usage" => match connect_and_migrate(&config).await {
+            Ok(pool) => usage_command(&pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
+            Err(e) => Err(e),
+        },
         "account" => match connect_and_migrate(&config).await {
             Ok(pool) => account_command(config, pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
             Err(e) => Err(e),
@@ -67,10 +71,31 @@ const USAGE: &str = "usage: tally [serve | migrate | db-url | db-stop | credits 
                                          and report usage drift against Polar's meters
   tally webhooks list                    events waiting or parked, with their last error
   tally webhooks retry ID|--failed       put a parked event (or every one) back in the queue, due now
+  tally usage retry --all|EVENT_ID       send parked usage events again (by outbox id or external id);
+                                         Polar still counts each once
   tally account delete EMAIL [--with-unbilled-overage]
                                          delete an account as its owner would (Polar's customer first);
                                          refused while this period has overage Polar has not billed,
                                          unless the flag says to go ahead (logged)";
+
+/// `tally usage retry --all|EVENT_ID`: re-queues parked usage events.
+pub async fn usage_command(pool: &sqlx::PgPool, args: &[String]) -> Result<(), String> {
+    use crate::server::usage::shipper::{retry_parked, Retry};
+    let which = match args {
+        [cmd, all] if cmd == "retry" && all == "--all" => Retry::All,
+        [cmd, id] if cmd == "retry" && !id.starts_with('-') => Retry::One(id.clone()),
+        _ => return Err(format!("usage: tally usage retry --all|EVENT_ID\n{USAGE}")),
+    };
+    let n = retry_parked(pool, &which).await.map_err(|e| e.to_string())?;
+    tracing::info!(?which, requeued = n, "parked usage events re-queued by an operator");
+    match (n, &which) {
+        (0, Retry::One(id)) => Err(format!("no parked usage event {id}")),
+        _ => {
+            println!("{n} parked usage event(s) queued again; the shipper sends them within seconds");
+            Ok(())
+        }
+    }
+}
 
 /// `tally account delete EMAIL [--with-unbilled-overage]`: deletes an account as settings
 /// does; the flag lets an operator delete one whose overage Polar has not billed yet.

@@ -46,6 +46,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             },
             "worker_restarts": state.tasks.webhook_worker.restarts() + state.tasks.mail_worker.restarts(),
             "polar_circuit": state.polar.as_ref().map(|p| p.breaker().state_name()),
+            "polar_background_circuit": state.polar_background.as_ref().map(|p| p.breaker().state_name()),
             "polar_mode": state.config.polar.mode.as_str(),
         })),
     )

@@ -75,6 +75,18 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         "counter",
         &one(opened.to_string()),
     );
+    let background = state.polar_background.as_ref().map_or("closed", |p| p.breaker().state_name());
+    metric(
+        "tally_polar_background_circuit_open",
+        "1 while the background work's Polar circuit breaker (usage shipping, customer sync, reconcile) fails calls fast (0.5 half-open).",
+        "gauge",
+        &one(match background {
+            "open" => "1",
+            "half_open" => "0.5",
+            _ => "0",
+        }
+        .into()),
+    );
     metric(
         "tally_webhook_events_pending",
         "Verified webhook events waiting to be applied.",

@@ -62,13 +62,20 @@ impl Application {
         });
         let a = s.clone();
         supervisor::spawn("usage alerts", s.tasks.usage_alerts.clone(), move |beat| {
-            crate::server::usage::alerts::run(a.pool.clone(), a.mailer.clone(), a.config.app_url.to_string(), beat)
+            crate::server::usage::alerts::run(
+                a.pool.clone(),
+                a.mailer.clone(),
+                a.config.app_url.to_string(),
+                a.config.alert_mails_per_day,
+                beat,
+            )
         });
         let j = s.clone();
         supervisor::spawn("janitor", s.tasks.janitor.clone(), move |beat| {
             crate::server::janitor::run(j.pool.clone(), j.config.clone(), beat)
         });
-        if let Some(polar) = s.polar.clone() {
+        // Background work talks to Polar through its own client and breaker.
+        if let Some(polar) = s.polar_background.clone() {
             let u = s.clone();
             supervisor::spawn("usage shipper", s.tasks.usage_shipper.clone(), move |beat| {
                 crate::server::usage::shipper::run(

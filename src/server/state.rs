@@ -43,6 +43,13 @@ pub struct AppState {
     /// The same client, bounded by `POLAR_READ_DEADLINE_MS` per call: for reads a page shows.
     #[from_ref(skip)]
     pub polar_reads: Option<PolarClient>,
+    /// Concurrent reads of one customer's state share one Polar call.
+    #[from_ref(skip)]
+    pub state_flights: crate::server::state_cache::SingleFlight,
+    /// A client with its own circuit breaker for background work (usage shipping, customer
+    /// sync, scheduled reconcile): page traffic that finds Polar failing cannot open it.
+    #[from_ref(skip)]
+    pub polar_background: Option<PolarClient>,
     /// The Redis layer of the Customer State cache (`REDIS_URL`), if configured.
     pub redis: Option<RedisCache>,
     /// Account mail (SMTP, or the dev mailbox in local mode).
@@ -54,6 +61,12 @@ impl AppState {
     /// The state for the app or a command-line task: one pool, configuration and Polar client.
     pub fn new(config: Config, pool: PgPool) -> Result<AppState, ConfigError> {
         let polar = config.polar.effective_token().map(|t| {
+            PolarClient::new(config.polar.api_url.clone(), t.clone()).with_breaker(
+                config.polar_circuit_threshold,
+                std::time::Duration::from_millis(config.polar_circuit_open_ms),
+            )
+        });
+        let polar_background = config.polar.effective_token().map(|t| {
             PolarClient::new(config.polar.api_url.clone(), t.clone()).with_breaker(
                 config.polar_circuit_threshold,
                 std::time::Duration::from_millis(config.polar_circuit_open_ms),
@@ -74,6 +87,8 @@ impl AppState {
             webhook_wakeup: Default::default(),
             polar,
             polar_reads,
+            state_flights: Default::default(),
+            polar_background,
             redis,
             mailer,
             tasks: Tasks::default(),

@@ -18,6 +18,30 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+/// Reads of one customer's state that share one Polar call: while one read asks Polar, the
+/// others for the same customer wait for it and take its answer (per instance; across
+/// instances the stored state does the same within its TTL).
+#[derive(Clone, Default)]
+pub struct SingleFlight(
+    Arc<std::sync::Mutex<std::collections::HashMap<Uuid, std::sync::Weak<tokio::sync::Mutex<()>>>>>,
+);
+
+impl SingleFlight {
+    /// The turn of `user`'s reads: held while one of them asks Polar.
+    pub fn slot(&self, user: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = map.get(&user).and_then(std::sync::Weak::upgrade) {
+            return slot;
+        }
+        let slot = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(user, Arc::downgrade(&slot));
+        if map.len() > 4096 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        slot
+    }
+}
+
 /// One cached Customer State: Polar's JSON (`None`: no customer yet) and when it was read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CachedState {

@@ -33,15 +33,16 @@ pub fn short_reference() -> String {
     hex::encode(bytes)
 }
 
-/// Whether `next` is a same-site path we may redirect to after sign-in. Rejects absolute
-/// URLs, scheme-relative `//host` and backslash tricks, so `?next=` cannot become an open
-/// redirect.
+/// Whether `next` is a same-site path we may redirect to after sign-in. Browsers drop tabs and
+/// newlines from a URL and read a backslash as a slash, so `/\t/evil.example` and
+/// `/\\evil.example` both become `//evil.example`, another host. Only a path that starts with
+/// one `/` and holds no control character and no backslash at all is safe; anything else falls
+/// back to the caller's default.
 pub fn is_safe_local_path(next: &str) -> bool {
-    next.starts_with('/')
-        && !next.starts_with("//")
-        && !next.starts_with("/\\")
-        && !next.contains(['\r', '\n'])
-        && next.len() <= 512
+    next.len() <= 512
+        && next.starts_with('/')
+        && !next[1..].starts_with('/')
+        && !next.chars().any(|c| c.is_control() || c == '\\')
 }
 
 /// `past_due` → `Past_due`; `pro` → `Pro`: the first letter upper-cased.
@@ -67,9 +68,25 @@ mod tests {
     fn only_local_paths_are_safe_redirects() {
         assert!(is_safe_local_path("/billing"));
         assert!(is_safe_local_path("/billing/success?checkout_id=abc"));
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "billing", "", "/a\r\nSet-Cookie: x=y"]
-        {
-            assert!(!is_safe_local_path(bad), "{bad}");
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "billing",
+            "",
+            "/a\r\nSet-Cookie: x=y",
+            // What browsers turn into `//evil.example`: tabs and newlines dropped, `\` read as `/`.
+            "/\t/evil.example",
+            "/\t\\evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "\t//evil.example",
+            "/billing\\..\\..\\evil",
+            "/\u{0}/evil.example",
+            "/\u{7f}/evil.example",
+        ] {
+            assert!(!is_safe_local_path(bad), "{bad:?}");
         }
+        assert!(is_safe_local_path("/billing?after=1.2#history-title"));
     }
 }

@@ -64,6 +64,28 @@ async fn sign_up_redirects_to_a_safe_next_path_only() {
 }
 
 #[tokio::test]
+async fn sign_in_never_redirects_off_site_whatever_the_browser_would_normalise() {
+    let app = spawn_app().await;
+    assert!(call(&app, "/api/signup", &[("email", "hop@example.com"), ("password", PASSWORD)])
+        .await
+        .status()
+        .is_success());
+    // Each of these is a path to a naive check and `//evil.example` to a browser (tabs and
+    // newlines dropped, a backslash read as a slash).
+    for next in ["/\t/evil.example", "/\t\\evil.example", "/\\evil.example", "/\n/evil.example", "\\/evil.example"] {
+        let res =
+            post_form(&app, "/api/login", &[("email", "hop@example.com"), ("password", PASSWORD), ("next", next)])
+                .await;
+        assert_eq!(res.status(), 302, "{next:?}");
+        assert_eq!(res.headers()["location"], "/billing", "{next:?}");
+    }
+    let res =
+        post_form(&app, "/api/login", &[("email", "hop@example.com"), ("password", PASSWORD), ("next", "/pricing")])
+            .await;
+    assert_eq!(res.headers()["location"], "/pricing", "a local path is kept");
+}
+
+#[tokio::test]
 async fn emails_are_unique_whatever_their_case() {
     let app = spawn_app().await;
     assert!(call(&app, "/api/signup", &[("email", "bo@example.com"), ("password", PASSWORD)])

@@ -1372,6 +1372,114 @@ async fn each_user_has_a_budget_of_polar_calls() {
     assert_eq!(call(&other, "/api/billing/checkout", &[("item", "pack_50")]).await.status(), 200);
 }
 
+/// Another browser (its own cookies) on the same app instance.
+fn second_browser(app: &TestApp) -> TestApp {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    TestApp { address: app.address.clone(), pool: app.pool.clone(), client, db_name: app.db_name.clone() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_account_bursting_cannot_spend_what_every_customer_shares() {
+    let app = spawn_app().await;
+    // The attacker: a new, unconfirmed account.
+    let attacker = second_browser(&app);
+    let res =
+        post_form(&attacker, "/api/signup", &[("email", "burst@example.com"), ("password", "correct horse battery")])
+            .await;
+    assert!(res.status().is_redirection());
+    let attacker_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'burst@example.com'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let asked_about = |requests: &[(String, String)]| {
+        requests.iter().filter(|(_, path)| path.contains(&attacker_id.to_string())).count()
+    };
+    let before = asked_about(&standin_requests(&app).await);
+
+    // 1,000 concurrent plan-change previews, each of which needs the account's Customer State;
+    // meanwhile another customer buys.
+    let burst: Vec<_> = (0..1000)
+        .map(|_| {
+            let a = TestApp {
+                address: attacker.address.clone(),
+                pool: attacker.pool.clone(),
+                client: attacker.client.clone(),
+                db_name: attacker.db_name.clone(),
+            };
+            tokio::spawn(async move { call(&a, "/api/billing/plan-change", &[("plan", "pro")]).await })
+        })
+        .collect();
+    let buyer = second_browser(&app);
+    buyer.sign_up("buyer@example.com").await;
+    let checkout = call(&buyer, "/api/billing/checkout", &[("item", "pro")]).await;
+    assert_eq!(checkout.status(), 200, "another customer's checkout during the burst");
+    let (mut limited, mut answered) = (0, 0);
+    for r in burst {
+        let res = r.await.unwrap();
+        match res.status().as_u16() {
+            429 => {
+                assert!(res.headers().contains_key("retry-after"), "a 429 says when to come back");
+                limited += 1;
+            }
+            409 => answered += 1,
+            s => panic!("unexpected {s}: {}", res.text().await.unwrap()),
+        }
+    }
+    assert_eq!(limited + answered, 1000);
+    // Polar was asked about the attacker at most its budget (unconfirmed: 10 a minute).
+    let asked = asked_about(&standin_requests(&app).await) - before;
+    assert!((1..=10).contains(&asked), "Polar was asked {asked} times for one account");
+    let ready: serde_json::Value =
+        app.client.get(format!("{}/readyz", app.address)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["polar_circuit"], "closed", "{ready}");
+    assert_eq!(ready["polar_background_circuit"], "closed", "{ready}");
+}
+
+#[tokio::test]
+async fn all_pages_together_leave_background_work_its_share_of_polars_quota() {
+    let app = spawn_app_with(&[("POLAR_PAGE_REQUESTS_PER_MINUTE", "4")]).await;
+    let mut users = vec![];
+    for i in 0..3 {
+        let b = second_browser(&app);
+        b.sign_up(&format!("share-{i}@example.com")).await;
+        users.push(b);
+    }
+    let mut statuses = vec![];
+    for b in &users {
+        for _ in 0..2 {
+            statuses.push(call(b, "/api/billing/checkout", &[("item", "pack_50")]).await.status().as_u16());
+        }
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 4, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2, "{statuses:?}");
+    // Usage shipping, on its own share and breaker, still reaches Polar.
+    let user: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'share-0@example.com'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let spent = tally::server::ledger::spend(&mut conn, user, 1, "share", &serde_json::json!({}), chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(spent, tally::server::ledger::SpendOutcome::Spent { .. }));
+    for _ in 0..100 {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status <> 'sent'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("usage shipping was starved by page traffic");
+}
+
 #[tokio::test]
 async fn a_page_answers_in_seconds_with_the_last_known_plan_while_polar_hangs() {
     let app = spawn_app().await;

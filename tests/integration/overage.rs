@@ -900,3 +900,50 @@ async fn a_revoked_subscriptions_overage_stays_recorded_and_visible() {
     assert_eq!(overage_entries(&app.pool, user).await, 100);
     assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn alert_mail_is_bounded_per_account_and_never_delays_account_mail() {
+    let (pool, _) = fresh_database().await;
+    let mailer = tally::server::mail::Mailer::dev_mailbox("Tally <billing@tally.test>").unwrap();
+    let now = Utc::now();
+    let user = account(&pool, 1000, None, false).await;
+    let to: String =
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&pool).await.unwrap();
+    // An account moving its low-balance threshold back and forth fires an alert per threshold.
+    for n in 1..=5 {
+        sqlx::query(
+            "INSERT INTO usage_alerts (user_id, period_key, alert, fired_at, entry_key, balance, period_spent, allotment)
+             VALUES ($1, 'p', $2, $3, 'k', 0, 0, 1000)",
+        )
+        .bind(user)
+        .bind(format!("below:{n}00"))
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let queued = tally::server::usage::alerts::mail_new(&pool, &mailer, "http://tally.test", 2, now).await.unwrap();
+    assert_eq!(queued, 2, "at most ALERT_MAILS_PER_DAY alert mails a day");
+    let handled: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_alerts WHERE handled_at IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(handled, 5, "every alert is dealt with (the banner still shows it)");
+
+    // A password reset queued after them is sent first.
+    let mut conn = pool.acquire().await.unwrap();
+    let reset = tally::server::mail::Mail {
+        kind: "reset_password",
+        to: to.clone(),
+        subject: "Reset your password".into(),
+        text: "https://tally.test/reset?token=x".into(),
+    };
+    tally::server::mail::enqueue(&mut conn, Some(user), &reset).await.unwrap();
+    assert!(tally::server::mail::send_due(&pool, &mailer, Utc::now()).await.unwrap());
+    let first: String =
+        sqlx::query_scalar("SELECT subject FROM dev_mailbox ORDER BY id LIMIT 1").fetch_one(&pool).await.unwrap();
+    assert_eq!(first, "Reset your password");
+    while tally::server::mail::send_due(&pool, &mailer, Utc::now()).await.unwrap() {}
+    let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM dev_mailbox").fetch_one(&pool).await.unwrap();
+    assert_eq!(sent, 3);
+}

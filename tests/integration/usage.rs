@@ -379,3 +379,54 @@ async fn reconcile_reports_drift_when_polar_misses_an_event_and_none_when_it_has
     assert!(metrics.contains("tally_usage_drift_credits 1\n"), "{metrics}");
     assert!(metrics.contains("tally_usage_drift_accounts 1\n"), "{metrics}");
 }
+
+#[tokio::test]
+async fn events_carry_the_databases_clock_and_parked_events_can_be_sent_again_once() {
+    let app = spawn_app().await;
+    let (user, key) = spender(&app, "clock@example.com").await;
+    // The stand-in refuses an event dated in the future, as Polar does.
+    let ahead = chrono::Utc::now() + chrono::Duration::hours(1);
+    let res = reqwest::Client::new()
+        .post(format!("{}/polar/v1/events/ingest", app.address))
+        .bearer_auth(standin_token())
+        .json(&json!({ "events": [{ "name": "credits.spent", "external_customer_id": user.to_string(),
+                                    "timestamp": ahead.to_rfc3339(), "metadata": { "credits": 1 } }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "events", 0, "timestamp"]), "{body}");
+
+    // An app server whose clock runs an hour ahead records a spend dated in the future: it is
+    // sent stamped with the database's clock, and counted, not parked.
+    let mut conn = app.pool.acquire().await.unwrap();
+    let spent = tally::server::ledger::spend(&mut conn, user, 5, "clock-ahead", &json!({}), ahead).await.unwrap();
+    assert!(matches!(spent, tally::server::ledger::SpendOutcome::Spent { .. }), "{spent:?}");
+    meter_reaches(&app, user, 5).await;
+    assert_eq!(outbox(&app, "failed").await, 0);
+
+    // An event Polar refused is parked; once the cause is gone an operator sends it again
+    // (`tally usage retry`), and Polar counts it once however often it goes out.
+    spend_chars(&app, &key, 3000).await;
+    let (id, external): (i64, String) =
+        sqlx::query_as("SELECT id, external_id FROM usage_outbox ORDER BY id DESC LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    sqlx::query("UPDATE usage_outbox SET status = 'failed', last_error = 'Event refused.' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    use tally::server::usage::shipper::{retry_parked, Retry};
+    assert_eq!(retry_parked(&app.pool, &Retry::One("no-such-event".into())).await.unwrap(), 0);
+    assert_eq!(retry_parked(&app.pool, &Retry::One(external.clone())).await.unwrap(), 1);
+    meter_reaches(&app, user, 8).await;
+    // Sent again (as after a crash): still counted once.
+    sqlx::query("UPDATE usage_outbox SET status = 'failed' WHERE id = $1").bind(id).execute(&app.pool).await.unwrap();
+    assert_eq!(retry_parked(&app.pool, &Retry::All).await.unwrap(), 1);
+    meter_reaches(&app, user, 8).await;
+    assert_eq!(outbox(&app, "failed").await, 0);
+    assert_eq!(ledger_spent(&app, user).await, 8);
+}

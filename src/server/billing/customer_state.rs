@@ -59,19 +59,26 @@ struct StoredState {
     state_changed_at: Option<DateTime<Utc>>,
 }
 
-/// The user's Customer State through the cache: served from Redis (when `REDIS_URL` is set)
-/// or Postgres when younger than `max_age` (and not invalidated by a webhook), else read from
-/// Polar and stored in both. `max_age` zero always asks Polar.
-pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> Result<StateRead> {
+/// A cached state young enough for `max_age`, or one fetched at or after `since` (a read that
+/// another caller made while this one waited its turn); else the stored row, for the
+/// last-known fallback.
+async fn cached(
+    state: &AppState,
+    user: Uuid,
+    max_age: Duration,
+    since: Option<DateTime<Utc>>,
+) -> Result<(Option<StateRead>, Option<StoredState>)> {
     let now = Utc::now();
-    let redis = state.redis.as_ref().filter(|_| max_age > Duration::zero());
+    let fresh = |at: DateTime<Utc>, max_age: Duration| now - at < max_age || since.is_some_and(|s| at >= s);
+    let redis = state.redis.as_ref().filter(|_| max_age > Duration::zero() || since.is_some());
     if let Some(r) = redis {
-        if let Some(c) = r.get(user).await.filter(|c| now - c.fetched_at < max_age) {
-            return Ok(StateRead {
+        if let Some(c) = r.get(user).await.filter(|c| fresh(c.fetched_at, max_age)) {
+            let read = StateRead {
                 state: c.state.and_then(|v| serde_json::from_value(v).ok()),
                 fetched_at: c.fetched_at,
                 stale: false,
-            });
+            };
+            return Ok((Some(read), None));
         }
     }
     let row: Option<StoredState> = sqlx::query_as(
@@ -83,20 +90,68 @@ pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> 
     let settling = row.as_ref().and_then(|r| r.state_changed_at).is_some_and(|changed| now - changed < SETTLE_WINDOW);
     let ttl = if settling { SETTLING_TTL } else { STATE_TTL };
     let max_age = max_age.min(ttl);
-    let cached = row.as_ref().filter(|r| !r.state_stale).and_then(|r| Some((r.state.clone(), r.state_fetched_at?)));
-    if let Some((s, at)) = &cached {
-        if now - *at < max_age {
-            if let Some(r) = redis {
-                r.put(user, &CachedState { state: s.clone(), fetched_at: *at }, ttl - (now - *at)).await;
-            }
-            return Ok(StateRead {
-                state: s.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()),
-                fetched_at: *at,
-                stale: false,
-            });
+    let stored = row.as_ref().filter(|r| !r.state_stale).and_then(|r| Some((r.state.clone(), r.state_fetched_at?)));
+    if let Some((s, at)) = stored.filter(|(_, at)| fresh(*at, max_age)) {
+        if let Some(r) = redis {
+            r.put(
+                user,
+                &CachedState { state: s.clone(), fetched_at: at },
+                (ttl - (now - at)).max(Duration::seconds(1)),
+            )
+            .await;
         }
+        let read = StateRead {
+            state: s.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()),
+            fetched_at: at,
+            stale: false,
+        };
+        return Ok((Some(read), row));
     }
-    let client = polar_reads(state)?;
+    Ok((None, row))
+}
+
+/// The user's Customer State through the cache: served from Redis (when `REDIS_URL` is set)
+/// or Postgres when younger than `max_age` (and not invalidated by a webhook), else read from
+/// Polar and stored in both. `max_age` zero asks Polar, unless another read of the same
+/// customer did while this one waited for it ([`SingleFlight`]). A read of Polar is counted in
+/// the user's budget first ([`super::polar_budget`]): past it, [`Error::RateLimited`].
+pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> Result<StateRead> {
+    read_state(state, user, max_age, Reader::Page).await
+}
+
+/// Who reads a Customer State, which decides the budget and client a Polar call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// A page or server function: counted in the user's and the pages' budgets
+    /// ([`super::polar_budget`]), through the page client (read deadline, page breaker).
+    Page,
+    /// Background work (reconcile): the background client and its own breaker, paced by its
+    /// caller within the share of the quota pages leave.
+    Background,
+}
+
+/// [`customer_state`] for `reader`.
+pub async fn read_state(state: &AppState, user: Uuid, max_age: Duration, reader: Reader) -> Result<StateRead> {
+    let asked_at = Utc::now();
+    if let (Some(hit), _) = cached(state, user, max_age, None).await? {
+        return Ok(hit);
+    }
+    let slot = state.state_flights.slot(user);
+    let _turn = slot.lock().await;
+    let (hit, row) = cached(state, user, max_age, Some(asked_at)).await?;
+    if let Some(hit) = hit {
+        return Ok(hit);
+    }
+    let client = match reader {
+        Reader::Page => {
+            super::polar_budget(state, user).await?;
+            polar_reads(state)?
+        }
+        Reader::Background => super::polar_background(state)?,
+    };
+    let now = Utc::now();
+    let settling = row.as_ref().and_then(|r| r.state_changed_at).is_some_and(|changed| now - changed < SETTLE_WINDOW);
+    let ttl = if settling { SETTLING_TTL } else { STATE_TTL };
     let fetched = match client.customer_state(&user.to_string()).await {
         Ok(s) => Some(s),
         Err(PolarError::NotFound { .. }) => None,

@@ -3,8 +3,8 @@
 //! Polar is down, so sign-up never waits for Polar; `polar_customers.status` says where each
 //! stands (`pending`, `linked`, `failed` with `last_error`, `deleted`).
 
-use super::{polar, Error, Result};
-use crate::server::polar::PolarError;
+use super::{Error, Result};
+use crate::server::polar::{PolarClient, PolarError};
 use crate::server::state::AppState;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -20,8 +20,7 @@ pub async fn customer_pending(pool: &PgPool, user: Uuid) -> Result<()> {
 
 /// Creates or links the user's Polar customer. Idempotent: an existing customer is linked; a
 /// creation race resolves to the one that won.
-pub async fn ensure_customer(state: &AppState, user: Uuid) -> Result<String> {
-    let client = polar(state)?;
+pub async fn ensure_customer(state: &AppState, client: &PolarClient, user: Uuid) -> Result<String> {
     let email: String =
         sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&state.pool).await?;
     let external = user.to_string();
@@ -77,7 +76,8 @@ pub async fn sync_pending_customers(state: AppState) {
         .await
         .unwrap_or_default();
         for user in due {
-            if let Err(e) = ensure_customer(&state, user).await {
+            let Ok(client) = super::polar_background(&state) else { return };
+            if let Err(e) = ensure_customer(&state, client, user).await {
                 tracing::info!(%user, error = %e, "Polar customer not linked yet");
             }
         }

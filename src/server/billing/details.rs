@@ -118,7 +118,7 @@ async fn push_billing_details(state: &AppState, user: Uuid, d: &BillingDetails) 
             .execute(&state.pool)
             .await
     };
-    if let Err(e) = ensure_customer(state, user).await {
+    if let Err(e) = ensure_customer(state, super::polar(state)?, user).await {
         record(Some("Not yet sent to our billing provider (unreachable); it will be sent on your next save.".into()))
             .await?;
         return match e {

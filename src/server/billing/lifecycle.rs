@@ -1,9 +1,9 @@
 //! An account's life at Polar beyond a single purchase: deletion (Polar's customer first,
 //! then the local data) and reconciliation (re-reading everything Polar has for a user).
 
-use super::customer_state::{customer_state, forget_cached_state};
+use super::customer_state::{forget_cached_state, read_state, Reader};
 use super::customers::ensure_customer;
-use super::{polar, polar_for, sync, Error, Result};
+use super::{polar_for, sync, Error, Result};
 use crate::domain::plans::PlanId;
 use crate::server::polar::PolarError;
 use crate::server::state::AppState;
@@ -155,10 +155,14 @@ async fn close_overage_for_deletion(state: &AppState, user: Uuid, how: Deletion)
 
 /// Re-syncs one user from Polar: links the customer, refreshes the Customer State and applies
 /// every subscription as Polar has it now, through [`super::sync`]. Returns the plan it finds.
+///
+/// Background work (the CLI, the scheduled reconcile): it uses the background client and its
+/// breaker, and its caller paces it.
 pub async fn reconcile(state: &AppState, user: Uuid) -> Result<PlanId> {
-    ensure_customer(state, user).await?;
-    let read = customer_state(state, user, Duration::zero()).await?;
-    let subs = polar(state)?.list_subscriptions(&user.to_string()).await?;
+    let client = super::polar_background(state)?;
+    ensure_customer(state, client, user).await?;
+    let read = read_state(state, user, Duration::zero(), Reader::Background).await?;
+    let subs = client.list_subscriptions(&user.to_string()).await?;
     let mut tx = state.pool.begin().await?;
     for sub in &subs {
         sync::subscription(&mut tx, &state.config, sub, Utc::now()).await.map_err(|e| match e {

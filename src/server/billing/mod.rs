@@ -32,8 +32,8 @@ pub mod sync;
 
 pub use checkout::{checkout_progress, start_checkout, Progress};
 pub use customer_state::{
-    customer_state, forget_cached_state, invalidate_state, require_any_benefit, require_benefit, StateRead,
-    STALE_GRACE, STATE_TTL,
+    customer_state, forget_cached_state, invalidate_state, read_state, require_any_benefit, require_benefit, Reader,
+    StateRead, STALE_GRACE, STATE_TTL,
 };
 pub use customers::{customer_pending, ensure_customer, sync_pending_customers};
 pub use details::{billing_details, save_billing_details, BillingDetails};
@@ -109,26 +109,55 @@ pub fn polar(state: &AppState) -> Result<&PolarClient> {
     state.polar.as_ref().ok_or(Error::NotConfigured)
 }
 
+/// The client of background work (usage shipping, customer sync, reconcile): its own circuit
+/// breaker, so page traffic that finds Polar failing cannot stop it, and the reverse.
+pub fn polar_background(state: &AppState) -> Result<&PolarClient> {
+    state.polar_background.as_ref().ok_or(Error::NotConfigured)
+}
+
 /// The client for reads a page shows: each call bounded by `POLAR_READ_DEADLINE_MS`.
 pub fn polar_reads(state: &AppState) -> Result<&PolarClient> {
     state.polar_reads.as_ref().ok_or(Error::NotConfigured)
 }
 
-/// Polar's quota is one budget for the whole organization (500 requests a minute): no single
-/// user may spend more than `POLAR_CALLS_PER_USER_PER_MINUTE` of it.
+/// Polar's quota is one budget for the whole organization (500 requests a minute), shared by
+/// every instance. Every Polar call made for a user is counted here *before* it is made,
+/// reads included: the user's own budget first (`POLAR_CALLS_PER_USER_PER_MINUTE`, smaller
+/// for an account whose email is not confirmed: `POLAR_CALLS_PER_UNVERIFIED_USER_PER_MINUTE`),
+/// then the share of the quota all page traffic may take (`POLAR_PAGE_REQUESTS_PER_MINUTE`),
+/// so background work (usage shipping, customer sync, scheduled reconcile) keeps the rest.
+/// Past either: [`Error::RateLimited`] (a 429 with `Retry-After`) and no call, which the
+/// circuit breaker never sees (a refusal of Tally's is not a failure of Polar's).
 pub async fn polar_budget(state: &AppState, user: Uuid) -> Result<()> {
-    let t = crate::server::throttle::Throttle {
-        scope: "polar.user",
-        limit: state.config.polar_calls_per_user_per_minute,
+    let now = Utc::now();
+    let verified: bool = sqlx::query_scalar("SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_optional(&state.pool)
+        .await?
+        .unwrap_or(false);
+    let per_user = crate::server::throttle::Throttle {
+        scope: if verified { "polar.user" } else { "polar.unverified" },
+        limit: if verified {
+            state.config.polar_calls_per_user_per_minute
+        } else {
+            state.config.polar_calls_per_unverified_user_per_minute
+        },
         window_secs: 60,
     };
-    match crate::server::throttle::hit(&state.pool, t, &user.to_string(), Utc::now()).await? {
-        Ok(()) => Ok(()),
-        Err(secs) => {
-            tracing::warn!(%user, retry_after_secs = secs, "per-user Polar budget spent");
-            Err(Error::RateLimited(secs))
-        }
+    if let Err(secs) = crate::server::throttle::hit(&state.pool, per_user, &user.to_string(), now).await? {
+        tracing::warn!(%user, verified, retry_after_secs = secs, "per-user Polar budget spent");
+        return Err(Error::RateLimited(secs));
     }
+    let pages = crate::server::throttle::Throttle {
+        scope: "polar.pages",
+        limit: state.config.polar_page_requests_per_minute,
+        window_secs: 60,
+    };
+    if let Err(secs) = crate::server::throttle::hit(&state.pool, pages, "all", now).await? {
+        tracing::warn!(retry_after_secs = secs, "the pages' share of Polar's quota is spent for this minute");
+        return Err(Error::RateLimited(secs));
+    }
+    Ok(())
 }
 
 /// The client, once `user`'s budget allows another call.

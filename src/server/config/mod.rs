@@ -59,6 +59,9 @@ pub struct Config {
     /// (`USAGE_INGEST_REQUESTS_PER_MINUTE`, 60): Polar's quota (500/min, sandbox 100) is per
     /// token and shared with every other call, so usage takes a bounded share of it.
     pub usage_ingest_requests_per_minute: u32,
+    /// Usage-alert mails one account may get in 24 hours (`ALERT_MAILS_PER_DAY`, 10); past
+    /// that an alert shows as a banner only.
+    pub alert_mails_per_day: u32,
     /// Password hashes computed at once (`PASSWORD_HASH_CONCURRENCY`, the number of cores):
     /// each takes 19 MiB, so a flood of sign-ins queues instead of exhausting memory.
     pub password_hash_concurrency: usize,
@@ -68,6 +71,13 @@ pub struct Config {
     pub api_max_in_flight_per_account: u32,
     /// Server-function calls that reach Polar, per user per minute (`POLAR_CALLS_PER_USER_PER_MINUTE`, 60).
     pub polar_calls_per_user_per_minute: u32,
+    /// The same for an account whose email is not confirmed yet
+    /// (`POLAR_CALLS_PER_UNVERIFIED_USER_PER_MINUTE`, 10).
+    pub polar_calls_per_unverified_user_per_minute: u32,
+    /// Polar requests all page traffic of all instances may make per minute
+    /// (`POLAR_PAGE_REQUESTS_PER_MINUTE`, 400 of Polar's 500): the rest is kept for usage
+    /// shipping, customer sync and the scheduled reconcile.
+    pub polar_page_requests_per_minute: u32,
     /// The circuit breaker on the Polar client: consecutive failures before it opens
     /// (`POLAR_CIRCUIT_THRESHOLD`, 5) and how long it stays open (`POLAR_CIRCUIT_OPEN_MS`, 30,000).
     pub polar_circuit_threshold: u32,
@@ -162,11 +172,15 @@ impl Config {
         let login_max_failures = int_at_least(src, "LOGIN_MAX_FAILURES", 1i64, 5, whole)?;
         let signup_max_per_hour = int_at_least(src, "SIGNUP_MAX_PER_HOUR", 1u32, 10, whole)?;
         let usage_ingest_requests_per_minute = int_at_least(src, "USAGE_INGEST_REQUESTS_PER_MINUTE", 1u32, 60, whole)?;
+        let alert_mails_per_day = int_at_least(src, "ALERT_MAILS_PER_DAY", 0u32, 10, whole)?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let password_hash_concurrency = int_at_least(src, "PASSWORD_HASH_CONCURRENCY", 1usize, cores, whole)?;
         let api_rate_limit_per_minute = int_at_least(src, "API_RATE_LIMIT_PER_MINUTE", 1u32, 120, whole)?;
         let api_max_in_flight_per_account = int_at_least(src, "API_MAX_IN_FLIGHT_PER_ACCOUNT", 1u32, 8, whole)?;
         let polar_calls_per_user_per_minute = int_at_least(src, "POLAR_CALLS_PER_USER_PER_MINUTE", 1u32, 60, whole)?;
+        let polar_calls_per_unverified_user_per_minute =
+            int_at_least(src, "POLAR_CALLS_PER_UNVERIFIED_USER_PER_MINUTE", 1u32, 10, whole)?;
+        let polar_page_requests_per_minute = int_at_least(src, "POLAR_PAGE_REQUESTS_PER_MINUTE", 1u32, 400, whole)?;
         let polar_circuit_threshold = int_at_least(src, "POLAR_CIRCUIT_THRESHOLD", 1u32, 5, whole)?;
         let polar_circuit_open_ms = int_at_least(src, "POLAR_CIRCUIT_OPEN_MS", 1u64, 30_000, "milliseconds")?;
         let polar_read_deadline_ms = int_at_least(src, "POLAR_READ_DEADLINE_MS", 100u64, 2_500, "milliseconds")?;
@@ -290,6 +304,9 @@ impl Config {
             usage_ingest_requests_per_minute,
             password_hash_concurrency,
             api_rate_limit_per_minute,
+            alert_mails_per_day,
+            polar_calls_per_unverified_user_per_minute,
+            polar_page_requests_per_minute,
             api_max_in_flight_per_account,
             polar_calls_per_user_per_minute,
             polar_circuit_threshold,

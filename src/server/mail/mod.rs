@@ -142,14 +142,15 @@ struct DueMail {
     kind: String,
 }
 
-/// Sends one due mail, if any; whether there was one. One mail per transaction: a row is
+/// Sends one due mail, if any; whether there was one. Account mail (verification, reset,
+/// changes) goes before usage alerts, whenever they were queued. One mail per transaction: a row is
 /// locked only while its own mail is sent, and a crash between sending and committing sends
 /// at most that one again.
 pub async fn send_due(pool: &PgPool, mailer: &Mailer, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let due: Option<DueMail> = sqlx::query_as(
         "SELECT id, to_address, subject, body_text, attempts, kind FROM outgoing_mail
-          WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+          WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED",
     )
     .bind(now)
     .fetch_optional(&mut *tx)

@@ -204,6 +204,15 @@ pub async fn text_stats_handler(State(state): State<AppState>, headers: HeaderMa
                 res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(30));
                 return res;
             }
+            // The account's budget of Polar reads is spent (the plan could not be confirmed
+            // without one): nothing spent, try again later.
+            Err(billing::Error::RateLimited(wait)) => {
+                return too_many(
+                    "rate_limited",
+                    "Too many billing checks for this account right now; try again shortly.",
+                    wait,
+                )
+            }
             Err(e) => return internal(crate::server::errors::chain(&e)),
         }
     }

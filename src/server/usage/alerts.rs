@@ -53,7 +53,17 @@ fn wanted(alert: Alert, percent: bool, overage: bool) -> bool {
 
 /// Queues the mail of every alert not yet handled (those the user wants, by mail), marks them
 /// handled, and wakes the mailer; how many mails it queued.
-pub async fn mail_new(pool: &PgPool, mailer: &Mailer, app_url: &str, now: DateTime<Utc>) -> Result<usize, sqlx::Error> {
+///
+/// At most `per_day` alert mails go to one account in 24 hours: past that an alert still shows
+/// as a banner, but is not mailed (logged), so an account moving its own threshold back and
+/// forth cannot flood its inbox or the shared mail queue.
+pub async fn mail_new(
+    pool: &PgPool,
+    mailer: &Mailer,
+    app_url: &str,
+    per_day: u32,
+    now: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let due: Vec<Due> = sqlx::query_as(
         "SELECT a.user_id, a.period_key, a.alert, a.balance, a.period_spent, a.allotment,
@@ -75,9 +85,20 @@ pub async fn mail_new(pool: &PgPool, mailer: &Mailer, app_url: &str, now: DateTi
             .is_some_and(|a| wanted(a, d.alert_percent.unwrap_or(true), d.alert_overage.unwrap_or(true)))
             && d.alert_email.unwrap_or(true);
         if let (Some(alert), Some(to), true) = (alert, &d.email, by_mail) {
-            let m = mail::templates::usage_alert(app_url, to, alert, d.balance, d.period_spent, d.allotment);
-            mail::enqueue(&mut tx, Some(d.user_id), &m).await?;
-            queued += 1;
+            let sent_today: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM outgoing_mail WHERE user_id = $1 AND kind = 'usage_alert' AND created_at > $2",
+            )
+            .bind(d.user_id)
+            .bind(now - chrono::Duration::hours(24))
+            .fetch_one(&mut *tx)
+            .await?;
+            if sent_today < i64::from(per_day) {
+                let m = mail::templates::usage_alert(app_url, to, alert, d.balance, d.period_spent, d.allotment);
+                mail::enqueue(&mut tx, Some(d.user_id), &m).await?;
+                queued += 1;
+            } else {
+                tracing::warn!(user = %d.user_id, alert = %d.alert, per_day, "alert not mailed: the account's alert mail for today is used up (the banner still shows)");
+            }
         }
         sqlx::query("UPDATE usage_alerts SET handled_at = $4 WHERE user_id = $1 AND period_key = $2 AND alert = $3")
             .bind(d.user_id)
@@ -96,7 +117,13 @@ pub async fn mail_new(pool: &PgPool, mailer: &Mailer, app_url: &str, now: DateTi
 
 /// Runs forever: mails new alerts whenever one is recorded (or every few seconds, should a
 /// notification be missed while reconnecting).
-pub async fn run(pool: PgPool, mailer: Mailer, app_url: String, heartbeat: crate::server::supervisor::Heartbeat) {
+pub async fn run(
+    pool: PgPool,
+    mailer: Mailer,
+    app_url: String,
+    per_day: u32,
+    heartbeat: crate::server::supervisor::Heartbeat,
+) {
     let mut listener = match PgListener::connect_with(&pool).await {
         Ok(mut l) => match l.listen(CHANNEL).await {
             Ok(()) => Some(l),
@@ -112,7 +139,7 @@ pub async fn run(pool: PgPool, mailer: Mailer, app_url: String, heartbeat: crate
     };
     loop {
         heartbeat.beat();
-        if let Err(e) = mail_new(&pool, &mailer, &app_url, Utc::now()).await {
+        if let Err(e) = mail_new(&pool, &mailer, &app_url, per_day, Utc::now()).await {
             tracing::error!(error = %e, "usage alerts: database error");
         }
         match listener.as_mut() {

@@ -62,8 +62,12 @@ pub async fn ship_due(
     now: DateTime<Utc>,
 ) -> Result<Shipped, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // Stamped from the database's clock, never later than now: Polar refuses an event dated
+    // in the future (an app server whose clock runs ahead would otherwise have its events
+    // parked for good).
     let due: Vec<Due> = sqlx::query_as(
-        "SELECT id, user_id, external_id, units, occurred_at, attempts, event FROM usage_outbox
+        "SELECT id, user_id, external_id, units, least(occurred_at, clock_timestamp()) AS occurred_at, attempts, event
+           FROM usage_outbox
           WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(now)
@@ -273,4 +277,34 @@ mod tests {
         assert_eq!(v["metadata"]["credits"], 7);
         assert_eq!(v["timestamp"], "1970-01-01T00:00:00Z");
     }
+}
+
+/// Which parked events to send again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// Every parked event.
+    All,
+    /// One, by its outbox id or its `external_id` (the ledger entry's key).
+    One(String),
+}
+
+/// Puts parked (`failed`) events back in the queue, due now, with their attempts reset; their
+/// `external_id` is unchanged, so Polar still counts each once however often it is sent.
+/// Returns how many were re-queued.
+pub async fn retry_parked(pool: &PgPool, which: &Retry) -> Result<u64, sqlx::Error> {
+    let (all, id, external): (bool, Option<i64>, Option<&str>) = match which {
+        Retry::All => (true, None, None),
+        Retry::One(x) => (false, x.parse().ok(), Some(x.as_str())),
+    };
+    let done = sqlx::query(
+        "UPDATE usage_outbox SET status = 'pending', attempts = 0, next_attempt_at = now(),
+                last_error = 'retried by an operator after: ' || coalesce(last_error, 'no error recorded')
+          WHERE status = 'failed' AND ($1 OR id = $2 OR external_id = $3)",
+    )
+    .bind(all)
+    .bind(id)
+    .bind(external)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }

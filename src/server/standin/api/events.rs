@@ -47,12 +47,32 @@ pub(super) async fn ingest_events(State(s): State<StandIn>, body: Bytes) -> Resp
                 }
                 _ => {}
             }
-            let timestamp = e
-                .get("timestamp")
-                .and_then(Value::as_str)
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or(now);
+            // Polar's rule: a timestamp is optional (default now), must parse, and must not
+            // be in the future.
+            let timestamp = match e.get("timestamp") {
+                None | Some(Value::Null) => now,
+                Some(t) => match t.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
+                    Some(t) if t.with_timezone(&Utc) <= now => t.with_timezone(&Utc),
+                    Some(_) => {
+                        let r = invalid(
+                            "value_error",
+                            json!(["body", "events", i, "timestamp"]),
+                            "Value error, Timestamp must be in the past.",
+                            t.clone(),
+                        );
+                        return (r, vec![]);
+                    }
+                    None => {
+                        let r = invalid(
+                            "datetime_from_date_parsing",
+                            json!(["body", "events", i, "timestamp"]),
+                            "Input should be a valid datetime or date",
+                            t.clone(),
+                        );
+                        return (r, vec![]);
+                    }
+                },
+            };
             parsed.push(crate::server::standin::world::IngestedEvent {
                 name: name.into(),
                 external_id: e.get("external_id").and_then(Value::as_str).map(str::to_string),
