@@ -89,6 +89,10 @@ impl Application {
             supervisor::spawn("Polar customer sync", Default::default(), move |_| {
                 crate::server::billing::sync_pending_customers(c.clone())
             });
+            let r = s.clone();
+            supervisor::spawn("scheduled reconcile", Default::default(), move |beat| {
+                crate::server::billing::scheduled::run(r.clone(), beat)
+            });
         }
     }
 

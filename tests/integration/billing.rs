@@ -1508,3 +1508,90 @@ async fn a_page_answers_in_seconds_with_the_last_known_plan_while_polar_hangs() 
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_renewal_or_revocation_whose_webhook_was_lost_is_applied_by_the_scheduled_reconcile() {
+    let app = spawn_app_with(&[("RECONCILE_EVERY_SECS", "1"), ("RECONCILE_ACCOUNTS_PER_MINUTE", "600")]).await;
+    let user = app.sign_up("lost-hooks@example.com").await;
+    app.buy("pro").await;
+    let stored = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (String, String, chrono::DateTime<chrono::Utc>)>(
+            "SELECT id, status, current_period_start FROM subscriptions WHERE user_id = $1",
+        )
+        .bind(user)
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+    };
+    let mut first = None;
+    for _ in 0..100 {
+        first = stored(app.pool.clone()).await;
+        if first.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (sub, _, start) = first.expect("the subscription's webhook arrived");
+    // From now on every webhook about this customer is lost (the endpoint down past retries).
+    let res = control(&app, "/webhooks/lose", serde_json::json!({ "external_customer_ids": [user.to_string()] })).await;
+    assert_eq!(res.status(), 204);
+    let events_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events").fetch_one(&app.pool).await.unwrap();
+
+    // Renewed at Polar: the new period reaches the ledger without its webhook.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(control(&app, &format!("/subscriptions/{sub}/renew"), serde_json::Value::Null).await.status(), 200);
+    let mut renewed = None;
+    for _ in 0..150 {
+        renewed = stored(app.pool.clone()).await.filter(|(_, _, s)| *s > start);
+        if renewed.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, status, new_start) = renewed.expect("the renewal was applied by the scheduled reconcile");
+    assert_eq!(status, "active");
+    let period: String = sqlx::query_scalar("SELECT period_key FROM credit_accounts WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(period, tally::server::ledger::period::key(&sub, new_start));
+
+    // Revoked at Polar: applied too, so no overage stays open and the allotment ends.
+    let res = reqwest::Client::new()
+        .delete(format!("{}/polar/v1/subscriptions/{sub}", app.address))
+        .bearer_auth(standin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut revoked = false;
+    for _ in 0..150 {
+        if stored(app.pool.clone()).await.is_some_and(|(_, s, _)| s == "canceled") {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(revoked, "the revocation was applied by the scheduled reconcile");
+    let events_after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(events_after, events_before, "no webhook arrived: the reconcile did it");
+    assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn one_instance_at_a_time_holds_the_reconcile_lease() {
+    let (pool, _) = fresh_database().await;
+    use tally::server::billing::scheduled::take_lease;
+    let now = chrono::Utc::now();
+    let ttl = chrono::Duration::seconds(10);
+    assert!(take_lease(&pool, "reconcile", "a", ttl, now).await.unwrap());
+    assert!(!take_lease(&pool, "reconcile", "b", ttl, now).await.unwrap(), "b waits while a holds it");
+    assert!(take_lease(&pool, "reconcile", "a", ttl, now + chrono::Duration::seconds(5)).await.unwrap(), "a renews");
+    assert!(!take_lease(&pool, "reconcile", "b", ttl, now + chrono::Duration::seconds(12)).await.unwrap());
+    // a stopped renewing (crashed): once its lease expired, b takes over.
+    assert!(take_lease(&pool, "reconcile", "b", ttl, now + chrono::Duration::seconds(16)).await.unwrap());
+    assert!(!take_lease(&pool, "reconcile", "a", ttl, now + chrono::Duration::seconds(17)).await.unwrap());
+}

@@ -11,6 +11,7 @@
 //! | [`invoices`] | orders and their invoices |
 //! | [`sync`] | **the one place Polar's objects are applied** locally (subscriptions, orders, refunds, customers): the webhook worker, [`subscriptions`] after a change and [`lifecycle::reconcile`] all call it |
 //! | [`lifecycle`] | account deletion and reconciliation |
+//! | [`scheduled`] | the scheduled reconcile, one instance at a time under a lease |
 //!
 //! Each operation returns [`Error`], translated once for the browser (`server::errors`).
 //!
@@ -27,6 +28,7 @@ pub mod customers;
 pub mod details;
 pub mod invoices;
 pub mod lifecycle;
+pub mod scheduled;
 pub mod subscriptions;
 pub mod sync;
 

@@ -59,6 +59,11 @@ pub struct Config {
     /// (`USAGE_INGEST_REQUESTS_PER_MINUTE`, 60): Polar's quota (500/min, sandbox 100) is per
     /// token and shared with every other call, so usage takes a bounded share of it.
     pub usage_ingest_requests_per_minute: u32,
+    /// The scheduled reconcile: each account with a live subscription is re-read from Polar at
+    /// most this often (`RECONCILE_EVERY_SECS`, 600), at most so many accounts a minute
+    /// (`RECONCILE_ACCOUNTS_PER_MINUTE`, 10, about 30 Polar requests; 0 turns it off).
+    pub reconcile_every_secs: u64,
+    pub reconcile_accounts_per_minute: u32,
     /// Usage-alert mails one account may get in 24 hours (`ALERT_MAILS_PER_DAY`, 10); past
     /// that an alert shows as a banner only.
     pub alert_mails_per_day: u32,
@@ -173,6 +178,8 @@ impl Config {
         let signup_max_per_hour = int_at_least(src, "SIGNUP_MAX_PER_HOUR", 1u32, 10, whole)?;
         let usage_ingest_requests_per_minute = int_at_least(src, "USAGE_INGEST_REQUESTS_PER_MINUTE", 1u32, 60, whole)?;
         let alert_mails_per_day = int_at_least(src, "ALERT_MAILS_PER_DAY", 0u32, 10, whole)?;
+        let reconcile_every_secs = int_at_least(src, "RECONCILE_EVERY_SECS", 1u64, 600, "seconds")?;
+        let reconcile_accounts_per_minute = int_at_least(src, "RECONCILE_ACCOUNTS_PER_MINUTE", 0u32, 10, whole)?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let password_hash_concurrency = int_at_least(src, "PASSWORD_HASH_CONCURRENCY", 1usize, cores, whole)?;
         let api_rate_limit_per_minute = int_at_least(src, "API_RATE_LIMIT_PER_MINUTE", 1u32, 120, whole)?;
@@ -305,6 +312,8 @@ impl Config {
             password_hash_concurrency,
             api_rate_limit_per_minute,
             alert_mails_per_day,
+            reconcile_every_secs,
+            reconcile_accounts_per_minute,
             polar_calls_per_unverified_user_per_minute,
             polar_page_requests_per_minute,
             api_max_in_flight_per_account,

@@ -43,6 +43,7 @@ pub fn routes(s: StandIn) -> Router {
         .route("/_standin/webhooks/deliveries", get(deliveries))
         .route("/_standin/outage", post(outage).delete(end_outage))
         .route("/_standin/events/refuse", post(refuse_events))
+        .route("/_standin/webhooks/lose", post(lose_webhooks))
         .route("/_standin/products", get(products))
         .route("/_standin/requests", get(requests))
         .layer(axum::middleware::from_fn_with_state(s.clone(), require_token))
@@ -143,6 +144,17 @@ async fn refuse_events(State(s): State<StandIn>, raw: axum::body::Bytes) -> Resp
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).take(1000).collect())
         .unwrap_or_default();
     lock(&s.inner.controls).refuse_events = ids;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `{"external_customer_ids": [...]}`: webhooks about these customers are lost from now on, as
+/// when an endpoint is down past Polar's retries (`[]` delivers again).
+async fn lose_webhooks(State(s): State<StandIn>, raw: axum::body::Bytes) -> Response {
+    let ids: Vec<String> = body(&raw)["external_customer_ids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).filter(|x| !x.is_empty()).take(1000).collect())
+        .unwrap_or_default();
+    s.lose_webhooks_for(ids);
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -115,6 +115,9 @@ struct Controls {
     /// Usage events (by `external_id`) that ingestion refuses with a 422 naming them, as
     /// Polar refuses an event it finds invalid (the whole batch, nothing inserted).
     refuse_events: Vec<String>,
+    /// Customers (by `external_id`) whose webhooks are lost: never delivered, as when an
+    /// endpoint is down for longer than Polar retries.
+    lose_webhooks_for: Vec<String>,
     /// Every API request received (method, path), oldest first, for tests.
     requests: Vec<(String, String)>,
     /// The current rate-limit window: when it began and how many requests it counted.
@@ -255,17 +258,29 @@ impl StandIn {
         }
     }
 
-    fn dispatch(&self, events: Events) {
+    fn dispatch(&self, mut events: Events) {
         if events.0.is_empty() {
             return;
         }
         let (duplicate, shuffle) = {
             let mut c = lock(&self.inner.controls);
+            if !c.lose_webhooks_for.is_empty() {
+                let lost = &c.lose_webhooks_for;
+                events.0.retain(|e| {
+                    let about = e.data.to_string();
+                    !lost.iter().any(|x| about.contains(x.as_str()))
+                });
+            }
             let d = std::mem::take(&mut c.duplicate_next).max(c.chaos_duplicate);
             let s = std::mem::take(&mut c.shuffle_next) || c.chaos_shuffle;
             (d, s)
         };
         self.inner.sender.send_batch(events.0, duplicate, shuffle);
+    }
+
+    /// Webhooks about these customers (external ids) are lost from now on (empty: none).
+    pub fn lose_webhooks_for(&self, external_ids: Vec<String>) {
+        lock(&self.inner.controls).lose_webhooks_for = external_ids;
     }
 
     /// Every API request so far, `(method, path)` (for tests and the controls).
