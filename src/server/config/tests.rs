@@ -206,3 +206,19 @@ fn overage_needs_its_meter_and_is_bounded_by_a_default_cap() {
     assert_eq!(load(&[("OVERAGE_DEFAULT_CAP_CENTS", "-1")]).unwrap_err().var, "OVERAGE_DEFAULT_CAP_CENTS");
     assert_eq!(load(&[("OVERAGE_DEFAULT_CAP_CENTS", "$100")]).unwrap_err().var, "OVERAGE_DEFAULT_CAP_CENTS");
 }
+
+#[test]
+fn polar_budgets_reconcile_and_alert_mail_have_safe_defaults() {
+    let c = load(&[]).unwrap();
+    assert_eq!((c.polar_calls_per_user_per_minute, c.polar_calls_per_unverified_user_per_minute), (60, 10));
+    assert_eq!(c.polar_page_requests_per_minute, 400);
+    assert_eq!((c.reconcile_every_secs, c.reconcile_accounts_per_minute), (600, 10));
+    assert_eq!(c.alert_mails_per_day, 10);
+    let c = load(&[("RECONCILE_ACCOUNTS_PER_MINUTE", "0"), ("ALERT_MAILS_PER_DAY", "0")]).unwrap();
+    assert_eq!((c.reconcile_accounts_per_minute, c.alert_mails_per_day), (0, 0), "both can be turned off");
+    for var in ["POLAR_PAGE_REQUESTS_PER_MINUTE", "POLAR_CALLS_PER_UNVERIFIED_USER_PER_MINUTE", "RECONCILE_EVERY_SECS"]
+    {
+        assert_eq!(load(&[(var, "0")]).unwrap_err().var, var);
+        assert_eq!(load(&[(var, "lots")]).unwrap_err().var, var);
+    }
+}
