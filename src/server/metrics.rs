@@ -75,6 +75,12 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         "counter",
         &one(opened.to_string()),
     );
+    metric(
+        "tally_session_lookups_total",
+        "Sessions looked up in the database (at most one per request, however many parts of a page ask).",
+        "counter",
+        &one(state.session_lookups.load(std::sync::atomic::Ordering::Relaxed).to_string()),
+    );
     let background = state.polar_background.as_ref().map_or("closed", |p| p.breaker().state_name());
     metric(
         "tally_polar_background_circuit_open",

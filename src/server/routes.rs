@@ -65,10 +65,11 @@ pub fn router(state: AppState) -> Router {
 async fn invoice_download(
     axum::extract::State(state): axum::extract::State<AppState>,
     axum::extract::Path(order_id): axum::extract::Path<String>,
+    axum::Extension(session): axum::Extension<crate::server::auth::session::RequestSession>,
     headers: http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::{IntoResponse, Redirect};
-    let user = match crate::server::auth::session::user_from_headers(&state.pool, &state.config, &headers).await {
+    let user = match session.user(&state, &headers).await {
         Ok(Some(u)) => u,
         Ok(None) => return Redirect::to("/login?next=%2Fsettings%2Fbilling").into_response(),
         Err(e) => {

@@ -43,6 +43,9 @@ pub struct AppState {
     /// The same client, bounded by `POLAR_READ_DEADLINE_MS` per call: for reads a page shows.
     #[from_ref(skip)]
     pub polar_reads: Option<PolarClient>,
+    /// Session lookups in the database since start (one per request at most).
+    #[from_ref(skip)]
+    pub session_lookups: Arc<std::sync::atomic::AtomicU64>,
     /// Concurrent reads of one customer's state share one Polar call.
     #[from_ref(skip)]
     pub state_flights: crate::server::state_cache::SingleFlight,
@@ -88,6 +91,7 @@ impl AppState {
             polar,
             polar_reads,
             state_flights: Default::default(),
+            session_lookups: Default::default(),
             polar_background,
             redis,
             mailer,

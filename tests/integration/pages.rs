@@ -122,3 +122,27 @@ async fn starting_more_instances_never_stalls_a_render_in_progress() {
     }
     renders.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_page_looks_its_session_up_once_however_many_parts_ask() {
+    let app = spawn_app_with(&[("METRICS_TOKEN", "metrics-token-for-tests")]).await;
+    app.sign_up("once@example.com").await;
+    let lookups = || async {
+        let text = metrics(&app, "metrics-token-for-tests").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("tally_session_lookups_total "))
+            .expect("the counter is on /metrics")
+            .parse::<u64>()
+            .unwrap()
+    };
+    for path in ["/billing", "/settings/billing", "/pricing"] {
+        let before = lookups().await;
+        let html = app.page(path).await;
+        assert!(html.contains("once@example.com"), "{path} rendered for the signed-in user");
+        assert_eq!(lookups().await - before, 1, "{path}: the gate, the header and every resource share one lookup");
+    }
+    // A visitor without a session costs none.
+    let before = lookups().await;
+    assert_eq!(reqwest::get(format!("{}/pricing", app.address)).await.unwrap().status(), 200);
+    assert_eq!(lookups().await, before);
+}

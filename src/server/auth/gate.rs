@@ -1,7 +1,8 @@
 //! Sends anonymous visitors of account pages to sign-in before any rendering happens:
 //! `GET /billing` → `302 /login?next=%2Fbilling`. Pages also handle the anonymous case
 //! themselves (client-side navigation never reaches this middleware), but answering here
-//! means the server never renders a page only to throw it away.
+//! means the server never renders a page only to throw it away. It also gives every request
+//! its [`session::RequestSession`], so the session is looked up once per request.
 
 use crate::server::auth::session;
 use crate::server::state::AppState;
@@ -15,11 +16,13 @@ pub fn needs_account(path: &str) -> bool {
     path == "/billing" || path == "/billing/" || path == "/settings" || path.starts_with("/settings/")
 }
 
-pub async fn require_account(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn require_account(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let memo = session::RequestSession::default();
+    req.extensions_mut().insert(memo.clone());
     if req.method() != Method::GET || !needs_account(req.uri().path()) {
         return next.run(req).await;
     }
-    match session::user_from_headers(&state.pool, &state.config, req.headers()).await {
+    match memo.user(&state, req.headers()).await {
         Ok(Some(_)) => next.run(req).await,
         Ok(None) => {
             let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/billing");

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sqlx::PgPool;
+use std::sync::Arc;
 use uuid::Uuid;
 
 pub const COOKIE_NAME: &str = "tally_session";
@@ -159,7 +160,32 @@ pub async fn current_user() -> Result<Option<SessionUser>, AppError> {
     let state = leptos::prelude::use_context::<AppState>()
         .ok_or_else(|| crate::server::errors::internal_msg("AppState missing from context"))?;
     let Some(parts) = leptos::prelude::use_context::<http::request::Parts>() else { return Ok(None) };
-    Ok(user_from_headers(&state.pool, &state.config, &parts.headers).await?)
+    match parts.extensions.get::<RequestSession>() {
+        Some(memo) => Ok(memo.user(&state, &parts.headers).await?),
+        None => Ok(counted_lookup(&state, &parts.headers).await?),
+    }
+}
+
+/// Looks the session up in the database (when the request carries a cookie), counting it in
+/// `AppState::session_lookups` (`/metrics`: `tally_session_lookups_total`).
+async fn counted_lookup(state: &AppState, headers: &HeaderMap) -> Result<Option<SessionUser>, sqlx::Error> {
+    if token_from_headers(&state.config, headers).is_some() {
+        state.session_lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    user_from_headers(&state.pool, &state.config, headers).await
+}
+
+/// The session a request arrived with, looked up once however many parts of the page ask
+/// (the sign-in gate, the header, each server function a render calls). Put on every request
+/// by [`crate::server::auth::gate::require_account`]; a sign-in or sign-out during the request
+/// shows from the next request on, as the cookie does.
+#[derive(Clone, Default)]
+pub struct RequestSession(Arc<tokio::sync::OnceCell<Option<SessionUser>>>);
+
+impl RequestSession {
+    pub async fn user(&self, state: &AppState, headers: &HeaderMap) -> Result<Option<SessionUser>, sqlx::Error> {
+        self.0.get_or_try_init(|| counted_lookup(state, headers)).await.cloned()
+    }
 }
 
 /// Adds a `Set-Cookie` header to the response being built by Leptos.
