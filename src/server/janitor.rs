@@ -7,7 +7,8 @@
 //! - dev-mailbox mail older than a week;
 //! - usage events Polar has had for `usage::RETENTION_DAYS` (pending and parked ones stay);
 //!
-//! and it erases the payload of webhook events processed more than
+//! and it writes the credit releases and expiries that fell due on accounts that have not spent
+//! since (pages read them without writing), and it erases the payload of webhook events processed more than
 //! `WEBHOOK_PAYLOAD_RETENTION_DAYS` ago (the row and its `webhook-id` stay, so a late
 //! redelivery is still recognised as a duplicate). Deleting twice is harmless, so instances
 //! need not coordinate.
@@ -86,6 +87,13 @@ pub async fn run(pool: PgPool, config: std::sync::Arc<Config>, heartbeat: crate:
             Ok(p) if p != Pruned::default() => tracing::info!(?p, "janitor pruned old rows"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "janitor pass failed"),
+        }
+        // Releases and expiries that fell due on accounts that did not spend since: pages
+        // read them without writing (`ledger::balance`), so they are written here.
+        match crate::server::ledger::maintain_due(&pool, Utc::now(), 5000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(accounts = n, "janitor applied due credit releases and expiries"),
+            Err(e) => tracing::warn!(error = %e, "janitor could not apply due credit releases"),
         }
         for _ in 0..60 {
             heartbeat.beat();

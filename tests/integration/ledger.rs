@@ -213,7 +213,13 @@ async fn a_daily_allotment_accrues_day_by_day_and_expires_at_period_end() {
     );
     // The last day brings the total granted to exactly the allotment.
     assert_eq!(total(&pool, user, t("2026-11-30T12:00:00Z")).await, 5000 - 300);
-    // At period end the unspent allotment expires.
+    // At period end the unspent allotment expires: a read shows it at once and writes
+    // nothing; the janitor (or the next spend) writes the entries.
+    assert_eq!(total(&pool, user, end).await, 0);
+    let expiries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'expiry'").fetch_one(&pool).await.unwrap();
+    assert_eq!(expiries, 0, "reading the balance wrote nothing");
+    assert_eq!(ledger::maintain_due(&pool, end, 100).await.unwrap(), 1);
     assert_eq!(total(&pool, user, end).await, 0);
     let expired: i64 = sqlx::query_scalar("SELECT -sum(amount)::bigint FROM credit_entries WHERE kind = 'expiry'")
         .fetch_one(&pool)
@@ -662,7 +668,10 @@ async fn a_rollover_cap_carries_unspent_allotment_into_one_more_period() {
     .unwrap();
     drop(conn);
     spend(&pool, user, 3500, "s1", t("2026-11-10T00:00:00Z")).await;
-    // 1,500 unspent at period end: 1,000 carry over, 500 expire.
+    // 1,500 unspent at period end: 1,000 carry over, 500 expire (shown by a read at once,
+    // written by the janitor).
+    assert_eq!(total(&pool, user, end).await, 1000);
+    assert_eq!(ledger::maintain_due(&pool, end, 100).await.unwrap(), 1);
     assert_eq!(total(&pool, user, end).await, 1000);
     let kinds: Vec<(String, i64)> =
         sqlx::query_as("SELECT kind, amount FROM credit_entries WHERE effective_at = $1 ORDER BY id")
@@ -697,4 +706,81 @@ async fn all_at_period_start_is_recorded_as_one_allotment_entry() {
         sqlx::query_as("SELECT kind, amount FROM credit_entries").fetch_all(&pool).await.unwrap();
     assert_eq!(kinds, vec![("allotment".to_string(), 15000)]);
     assert_consistent(&pool).await;
+}
+
+/// The balance a page reads (no lock, no write) is what the ledger holds once due releases
+/// and expiries are applied: two accounts live the same history; one is maintained at every
+/// checkpoint, the other only ever read (and maintained by its spends).
+#[tokio::test]
+async fn a_balance_read_writes_nothing_and_equals_what_maintenance_leaves() {
+    use rand::{Rng, SeedableRng};
+    let (pool, _) = fresh_database().await;
+    let (start, end) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
+    let mut users = vec![];
+    for _ in 0..2 {
+        let user = new_user(&pool).await;
+        let mut conn = pool.acquire().await.unwrap();
+        let schedule = allotment_schedule(AllotmentPolicy::DailyAccrual, 5000, start, end, utc());
+        let sub = format!("sub-{user}");
+        let period = ledger::Period { user_id: user, subscription_id: &sub, plan: "pro", start, end };
+        ledger::start_allotment(&mut conn, &period, schedule, 1000, start).await.unwrap();
+        drop(conn);
+        grant_pack(&pool, user, &format!("o-{user}"), 300, start).await;
+        users.push(user);
+    }
+    let (maintained, read_only) = (users[0], users[1]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let mut now = start;
+    for i in 0..220 {
+        now += Duration::minutes(rng.gen_range(60..1000));
+        if rng.gen_bool(0.3) {
+            let cost = rng.gen_range(1..400);
+            let a = spend(&pool, maintained, cost, &format!("m{i}"), now).await;
+            let b = spend(&pool, read_only, cost, &format!("r{i}"), now).await;
+            assert_eq!(a, b, "the same spend on the same history at {now}");
+        }
+        sqlx::query("SELECT credit_maintain($1, $2)").bind(maintained).bind(now).execute(&pool).await.unwrap();
+        let entries_before: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE user_id = $1")
+            .bind(read_only)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let (a, b) = (
+            ledger::balance(&pool, maintained, now).await.unwrap(),
+            ledger::balance(&pool, read_only, now).await.unwrap(),
+        );
+        assert_eq!(a, b, "at {now}: the read equals what maintenance leaves");
+        let entries_after: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE user_id = $1")
+            .bind(read_only)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(entries_before, entries_after, "reading wrote nothing");
+    }
+    assert!(now > end + Duration::days(31), "the history crossed the period's end and the rollover's");
+    assert_consistent(&pool).await;
+}
+
+/// A page renders while another connection holds the account row (and the session row) locked:
+/// reading never waits for a lock.
+#[tokio::test]
+async fn pages_render_while_the_account_and_session_rows_are_locked() {
+    let app = spawn_app_with(&[("DATABASE_LOCK_TIMEOUT_MS", "100")]).await;
+    let user = app.sign_up("locked@example.com").await;
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM credit_accounts WHERE user_id = $1 FOR UPDATE")
+        .bind(user)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1 FROM sessions WHERE user_id = $1 FOR UPDATE").bind(user).execute(&mut *holder).await.unwrap();
+    for path in ["/billing", "/settings/billing"] {
+        let res = app.client.get(format!("{}{path}", app.address)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains("locked@example.com"), "{path} rendered for its user");
+        assert!(!html.contains("Something went wrong"), "{path}");
+    }
+    assert!(app.page("/billing").await.contains("1,000"), "the free credits are shown");
+    holder.rollback().await.unwrap();
 }

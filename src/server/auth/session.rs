@@ -215,7 +215,8 @@ pub async fn set_flash(
     Ok(())
 }
 
-/// Reads and clears the session's one-time value in `slot`.
+/// Reads and clears the session's one-time value in `slot`. Without one, nothing is locked or
+/// written (only a session that holds the slot is locked, to take it exactly once).
 pub async fn take_flash(
     pool: &PgPool,
     config: &Config,
@@ -225,7 +226,7 @@ pub async fn take_flash(
     let Some(token) = token_from_headers(config, headers) else { return Ok(None) };
     let flash: Option<Option<serde_json::Value>> = sqlx::query_scalar(
         "UPDATE sessions s SET flash = nullif(old.flash - $2::text, '{}'::jsonb)
-           FROM (SELECT token_hash, flash FROM sessions WHERE token_hash = $1 FOR UPDATE) old
+           FROM (SELECT token_hash, flash FROM sessions WHERE token_hash = $1 AND (flash -> $2::text) IS NOT NULL FOR UPDATE) old
           WHERE s.token_hash = old.token_hash AND (old.flash -> $2::text) IS NOT NULL RETURNING old.flash -> $2::text",
     )
     .bind(token_hash(config.session_secret.expose(), &token))

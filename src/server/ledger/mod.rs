@@ -547,43 +547,33 @@ pub async fn adjust(
 /// A user's credits right now, by source. Applies due accruals and expiries first, so what it
 /// reports is what a spend would see.
 pub async fn balance(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result<Balance, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let has_account: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_accounts WHERE user_id = $1)")
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !has_account {
-        return Ok(Balance::default());
-    }
-    sqlx::query("SELECT credit_maintain($1, $2)").bind(user_id).bind(now).execute(&mut *tx).await?;
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT kind, coalesce(sum(remaining), 0)::bigint FROM credit_buckets WHERE user_id = $1 GROUP BY kind",
+    // One statement, no lock, no write (`credit_balance_at`): what `credit_maintain` would
+    // leave, so a page view never waits for the account's spends, nor they for it.
+    type Row = (i64, i64, i64, i64, i64, i64, Option<DateTime<Utc>>);
+    let (total, allotment, purchased, free, adjustment, pending, next): Row = sqlx::query_as(
+        "SELECT total, allotment, purchased, free, adjustment, pending, next_at FROM credit_balance_at($1, $2)",
     )
     .bind(user_id)
-    .fetch_all(&mut *tx)
+    .bind(now)
+    .fetch_one(pool)
     .await?;
-    let (pending, next): (Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT sum(a.amount - a.advanced)::bigint, min(a.due_at) FROM credit_accruals a JOIN credit_buckets b ON b.id = a.bucket_id
-          WHERE a.user_id = $1 AND a.applied_at IS NULL AND (b.expires_at IS NULL OR a.due_at < b.expires_at)",
+    Ok(Balance { total, allotment, purchased, free, adjustment, pending_allotment: pending, next_accrual_at: next })
+}
+
+/// Applies due releases and expiries to up to `limit` accounts whose next one fell due by
+/// `now` (the janitor: accounts that do not spend still get their entries written); how many.
+pub async fn maintain_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<usize, sqlx::Error> {
+    let due: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM credit_accounts WHERE next_event_at <= $1 ORDER BY next_event_at LIMIT $2",
     )
-    .bind(user_id)
-    .fetch_one(&mut *tx)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
     .await?;
-    let total: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    let mut b = Balance { total, pending_allotment: pending.unwrap_or(0), next_accrual_at: next, ..Default::default() };
-    for (kind, sum) in rows {
-        match kind.as_str() {
-            "allotment" => b.allotment = sum,
-            "purchase" => b.purchased = sum,
-            "free" => b.free = sum,
-            _ => b.adjustment = sum,
-        }
+    for user in &due {
+        sqlx::query("SELECT credit_maintain($1, $2)").bind(user).bind(now).execute(pool).await?;
     }
-    Ok(b)
+    Ok(due.len())
 }
 
 /// Every disagreement between projections and entries (`None`: all users). Empty = consistent.
