@@ -109,8 +109,8 @@ pub fn UsagePanel(period: Option<PeriodView>) -> impl IntoView {
                 </div>
             </dl>
             <p class="muted">
-                {overage_text(&p)} {billed_on}
-                <LocalTime iso=p.ends_iso.clone() utc_text=p.ends_text.clone() /> ", plus tax where it applies."
+                {overage_text(&p)} {billed_on} <LocalTime iso=p.ends_iso.clone() utc_text=p.ends_text.clone() />
+                ", plus tax where it applies."
             </p>
         </section>
     }
