@@ -49,6 +49,9 @@ pub struct AppState {
     /// Concurrent reads of one customer's state share one Polar call.
     #[from_ref(skip)]
     pub state_flights: crate::server::state_cache::SingleFlight,
+    /// Concurrent listings of one customer's orders share one Polar call.
+    #[from_ref(skip)]
+    pub order_flights: crate::server::state_cache::SingleFlight,
     /// A client with its own circuit breaker for background work (usage shipping, customer
     /// sync, scheduled reconcile): page traffic that finds Polar failing cannot open it.
     #[from_ref(skip)]
@@ -91,6 +94,7 @@ impl AppState {
             polar,
             polar_reads,
             state_flights: Default::default(),
+            order_flights: Default::default(),
             session_lookups: Default::default(),
             polar_background,
             redis,

@@ -1595,3 +1595,34 @@ async fn one_instance_at_a_time_holds_the_reconcile_lease() {
     assert!(take_lease(&pool, "reconcile", "b", ttl, now + chrono::Duration::seconds(16)).await.unwrap());
     assert!(!take_lease(&pool, "reconcile", "a", ttl, now + chrono::Duration::seconds(17)).await.unwrap());
 }
+
+#[tokio::test]
+async fn the_invoices_page_reads_polar_once_a_minute_however_often_it_renders() {
+    let app = spawn_app().await;
+    app.sign_up("renders@example.com").await;
+    app.buy("pack_50").await;
+    page_until(&app, "/settings/billing", "50 credits").await;
+    let orders_calls =
+        |r: &[(String, String)]| r.iter().filter(|(m, p)| m == "GET" && p.starts_with("/v1/orders")).count();
+    let before = orders_calls(&standin_requests(&app).await);
+    // More renders than the user's budget of Polar calls a minute.
+    for _ in 0..80 {
+        let html = app.page("/settings/billing").await;
+        assert!(html.contains("50 credits") && !html.contains("can't be listed"));
+    }
+    assert_eq!(orders_calls(&standin_requests(&app).await) - before, 0, "served from the cache");
+    // A new order (a checkout, then its webhooks) makes the next renders read the list again,
+    // and then it is served from the cache again.
+    app.buy("pack_100").await;
+    page_until(&app, "/settings/billing", "100 credits").await;
+    let after = orders_calls(&standin_requests(&app).await);
+    assert!(after > before, "re-read once the list may have changed");
+    // Once the purchase's webhooks have all been applied:
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    app.page("/settings/billing").await;
+    let settled = orders_calls(&standin_requests(&app).await);
+    for _ in 0..40 {
+        assert!(app.page("/settings/billing").await.contains("100 credits"));
+    }
+    assert_eq!(orders_calls(&standin_requests(&app).await), settled, "cached again");
+}

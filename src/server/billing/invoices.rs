@@ -41,20 +41,87 @@ pub struct InvoiceRow {
     pub invoice: InvoiceState,
 }
 
-/// The user's orders at Polar, newest first, with where each invoice stands.
-pub async fn invoices(state: &AppState, user: Uuid) -> Result<Vec<InvoiceRow>> {
+/// How long a customer's order list is served from `polar_order_lists`.
+pub const ORDERS_TTL: chrono::Duration = chrono::Duration::seconds(60);
+/// While an invoice is being generated, the list is re-read this often (the page polls).
+pub const PREPARING_TTL: chrono::Duration = chrono::Duration::seconds(2);
+
+/// Marks the user's cached order list stale (an order webhook, an invoice request).
+pub async fn forget_orders(conn: &mut sqlx::PgConnection, user: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE polar_order_lists SET stale = true WHERE user_id = $1").bind(user).execute(conn).await?;
+    Ok(())
+}
+
+/// The stored list, if fresh enough at `now` (given whether an invoice is being prepared) and
+/// read after the user's latest checkout began, or fetched at or after `since` (by a read this
+/// one waited for).
+async fn cached_orders(
+    state: &AppState,
+    user: Uuid,
+    preparing: bool,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Option<Vec<Order>>> {
+    // A list read before the user's latest checkout began may lack its order (its webhook can
+    // come after the customer is back on the page): read again.
+    let row: Option<(serde_json::Value, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT l.orders, l.fetched_at FROM polar_order_lists l
+          WHERE l.user_id = $1 AND NOT l.stale
+            AND l.fetched_at > coalesce((SELECT max(c.created_at) FROM checkouts c WHERE c.user_id = $1), '-infinity')",
+    )
+    .bind(user)
+    .fetch_optional(&state.pool)
+    .await?;
+    let ttl = if preparing { PREPARING_TTL } else { ORDERS_TTL };
+    let now = chrono::Utc::now();
+    Ok(row
+        .filter(|(_, at)| now - *at < ttl || since.is_some_and(|s| *at >= s))
+        .and_then(|(orders, _)| serde_json::from_value(orders).ok()))
+}
+
+/// The user's orders: from the cache ([`ORDERS_TTL`]), else from Polar (counted in the
+/// user's budget; concurrent renders share one call) and stored.
+async fn orders_of(state: &AppState, user: Uuid, preparing: bool) -> Result<Vec<Order>> {
+    let asked_at = chrono::Utc::now();
+    if let Some(orders) = cached_orders(state, user, preparing, None).await? {
+        return Ok(orders);
+    }
+    let slot = state.order_flights.slot(user);
+    let _turn = slot.lock().await;
+    if let Some(orders) = cached_orders(state, user, preparing, Some(asked_at)).await? {
+        return Ok(orders);
+    }
     polar_budget(state, user).await?;
+    let fetched_at = chrono::Utc::now();
     let orders = polar_reads(state)?.all_orders(&user.to_string()).await?;
     // Polar listed them for this user's customer: they are this user's.
-    let mut conn = state.pool.acquire().await?;
+    let mut tx = state.pool.begin().await?;
     for o in &orders {
-        remember_order(&mut conn, user, &o.id).await?;
+        remember_order(&mut tx, user, &o.id).await?;
     }
-    drop(conn);
+    sqlx::query(
+        "INSERT INTO polar_order_lists (user_id, orders, fetched_at) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE SET orders = EXCLUDED.orders, fetched_at = EXCLUDED.fetched_at, stale = false",
+    )
+    .bind(user)
+    .bind(serde_json::to_value(&orders).map_err(|e| Error::Polar(PolarError::Decode(e.to_string())))?)
+    .bind(fetched_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(orders)
+}
+
+/// The user's orders at Polar, newest first, with where each invoice stands.
+pub async fn invoices(state: &AppState, user: Uuid) -> Result<Vec<InvoiceRow>> {
     let requested: Vec<String> = sqlx::query_scalar("SELECT order_id FROM invoice_requests WHERE user_id = $1")
         .bind(user)
         .fetch_all(&state.pool)
         .await?;
+    let mut orders = orders_of(state, user, false).await?;
+    // An invoice requested but not generated yet: the list is re-read every few seconds.
+    if orders.iter().any(|o| requested.contains(&o.id) && !o.is_invoice_generated) {
+        orders = orders_of(state, user, true).await?;
+    }
     Ok(orders
         .into_iter()
         .map(|o| {
@@ -131,11 +198,14 @@ pub async fn generate_invoice(state: &AppState, user: Uuid, order_id: &str) -> R
         }
         Err(e) => return Err(e.into()),
     }
+    let mut tx = state.pool.begin().await?;
     sqlx::query("INSERT INTO invoice_requests (order_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(order_id)
         .bind(user)
-        .execute(&state.pool)
+        .execute(&mut *tx)
         .await?;
+    forget_orders(&mut tx, user).await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -89,6 +89,7 @@ pub async fn delete_account(state: &AppState, user: Uuid, how: Deletion) -> Resu
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE user_id = $1",
         "DELETE FROM billing_details WHERE user_id = $1",
         "DELETE FROM invoice_requests WHERE user_id = $1",
+        "DELETE FROM polar_order_lists WHERE user_id = $1",
         "UPDATE polar_customers SET status = 'deleted', polar_customer_id = NULL, state = NULL, state_fetched_at = NULL, state_stale = false, updated_at = now() WHERE user_id = $1",
     ] {
         sqlx::query(q).bind(user).execute(&mut *tx).await?;

@@ -181,6 +181,8 @@ fn is_pack_purchase(order: &Order) -> bool {
 pub async fn order_seen(conn: &mut PgConnection, order: &Order) -> Result<()> {
     if let Some(user) = user_of_external(conn, order.external_customer_id()).await? {
         crate::server::billing::invoices::remember_order(conn, user, &order.id).await?;
+        // The order list on the invoices page may have changed.
+        crate::server::billing::invoices::forget_orders(conn, user).await?;
     }
     Ok(())
 }
