@@ -31,11 +31,11 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
     Ok(crate::server::account::summary(&state, user.id, user.email).await?)
 }
 
-/// The signed-in user's credit history (newest first, paginated) and their spend per day for
+/// The signed-in user's credit history (newest first, a page before or after a cursor) and their spend per day for
 /// the last 30 days, in the configured credit day.
 #[server(prefix = "/api", endpoint = "activity")]
-pub async fn get_activity(page: u32) -> Result<ActivityView, AppError> {
+pub async fn get_activity(before: Option<String>, after: Option<String>) -> Result<ActivityView, AppError> {
     let state = super::state()?;
     let user = crate::server::auth::require_user().await?;
-    Ok(crate::server::account::activity(&state, user.id, page).await?)
+    Ok(crate::server::account::activity(&state, user.id, before.as_deref(), after.as_deref()).await?)
 }

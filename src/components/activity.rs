@@ -1,5 +1,6 @@
 //! The billing page's credit activity: spend per day for the last 30 days (an SVG chart drawn
-//! on the server) and the credit history, paginated with plain links.
+//! on the server) and the credit history, paged with plain links (keyset cursors, so
+//! every page costs the same).
 
 use crate::api::account::{ActivityView, UsageDay};
 use leptos::prelude::*;
@@ -61,7 +62,8 @@ pub fn UsageChart(days: Vec<UsageDay>) -> impl IntoView {
 
 #[component]
 pub fn ActivitySection(activity: ActivityView) -> impl IntoView {
-    let ActivityView { lines, page, has_more, usage } = activity;
+    let ActivityView { lines, newer, older, usage } = activity;
+    let caption = if newer.is_some() { "Credit history, older entries" } else { "Credit history, newest entries" };
     view! {
         <section class="panel" aria-labelledby="usage-title">
             <h2 id="usage-title">"Usage, last 30 days"</h2>
@@ -75,7 +77,7 @@ pub fn ActivitySection(activity: ActivityView) -> impl IntoView {
                 view! {
                     <div class="table-wrap">
                         <table class="table">
-                            <caption class="visually-hidden">{format!("Credit history, page {page}")}</caption>
+                            <caption class="visually-hidden">{caption}</caption>
                             <thead>
                                 <tr>
                                     <th scope="col">"When"</th>
@@ -107,24 +109,24 @@ pub fn ActivitySection(activity: ActivityView) -> impl IntoView {
                     .into_any()
             }}
             <nav class="pager" aria-label="Credit history pages">
-                {(page > 1)
-                    .then(|| {
+                {newer
+                    .map(|c| {
                         view! {
                             <a
                                 class="btn btn--ghost btn--sm"
-                                href=format!("/billing?page={}#history-title", page - 1)
+                                href=format!("/billing?after={c}#history-title")
                                 rel="prev"
                             >
                                 "Newer"
                             </a>
                         }
                     })}
-                {has_more
-                    .then(|| {
+                {older
+                    .map(|c| {
                         view! {
                             <a
                                 class="btn btn--ghost btn--sm"
-                                href=format!("/billing?page={}#history-title", page + 1)
+                                href=format!("/billing?before={c}#history-title")
                                 rel="next"
                             >
                                 "Older"

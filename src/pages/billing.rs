@@ -53,8 +53,8 @@ pub fn BillingPage() -> impl IntoView {
     });
     let query = use_query_map();
     let done = move || query.read().get("done").and_then(|d| done_message(&d));
-    let history_page = move || query.read().get("page").and_then(|p| p.parse::<u32>().ok()).unwrap_or(1);
-    let activity = Resource::new(history_page, get_activity);
+    let history_at = move || (query.read().get("before"), query.read().get("after"));
+    let activity = Resource::new(history_at, |(before, after)| get_activity(before, after));
     view! {
         <Title text="Billing" />
         <section class="page-head">

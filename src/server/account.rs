@@ -111,17 +111,29 @@ pub fn day_boundary(offset: FixedOffset) -> String {
 /// Lines per page of the credit history.
 pub const PAGE_SIZE: i64 = crate::views::account::LEDGER_PAGE_SIZE;
 
-/// Page `page` (from 1) of the credit history, newest first, and the spend per credit day of
-/// the last 30 days.
-pub async fn activity(state: &AppState, user: Uuid, page: u32) -> Result<ActivityView, sqlx::Error> {
-    let page = page.max(1);
+/// A page of the credit history, newest first (`before`/`after` are cursors from an earlier
+/// page; anything else reads the newest page), and the spend per credit day of the last 30
+/// days. Bounded reads whatever the history's length: one index range and the 30-row rollup.
+pub async fn activity(
+    state: &AppState,
+    user: Uuid,
+    before: Option<&str>,
+    after: Option<&str>,
+) -> Result<ActivityView, sqlx::Error> {
     let now = Utc::now();
     let offset = state.config.credit_day_offset;
-    let rows = history::entries(&state.pool, user, now, PAGE_SIZE + 1, (page as i64 - 1) * PAGE_SIZE).await?;
-    let has_more = rows.len() as i64 > PAGE_SIZE;
-    let lines = rows
+    let at = match (before.and_then(history::Cursor::parse), after.and_then(history::Cursor::parse)) {
+        (Some(c), _) => history::PageAt::Before(c),
+        (None, Some(c)) => history::PageAt::After(c),
+        (None, None) => history::PageAt::Newest,
+    };
+    let (page, usage) = tokio::try_join!(
+        history::page(&state.pool, user, now, PAGE_SIZE, at),
+        history::daily_spend(&state.pool, user, offset, 30, now)
+    )?;
+    let lines = page
+        .entries
         .into_iter()
-        .take(PAGE_SIZE as usize)
         .map(|e| LedgerLine {
             when: e.effective_at.with_timezone(&offset).format("%b %-d, %H:%M").to_string(),
             what: history::describe(&e.kind, &e.metadata),
@@ -129,12 +141,14 @@ pub async fn activity(state: &AppState, user: Uuid, page: u32) -> Result<Activit
             is_debit: e.amount < 0,
         })
         .collect();
-    let usage = history::daily_spend(&state.pool, user, offset, 30, now)
-        .await?
-        .into_iter()
-        .map(|(day, credits)| UsageDay { label: day.format("%b %-d").to_string(), credits })
-        .collect();
-    Ok(ActivityView { lines, page, has_more, usage })
+    let usage =
+        usage.into_iter().map(|(day, credits)| UsageDay { label: day.format("%b %-d").to_string(), credits }).collect();
+    Ok(ActivityView {
+        lines,
+        newer: page.newer.map(|c| c.to_string()),
+        older: page.older.map(|c| c.to_string()),
+        usage,
+    })
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ const USAGE: &str = "usage: tally [serve | migrate | db-url | db-stop | credits 
   tally credits balance EMAIL            credits of an account, by source
   tally credits adjust EMAIL DELTA REASON  add (DELTA > 0) or remove credits; REASON is required
   tally credits check                    verify that every balance equals its ledger entries
+  tally credits rebuild-usage EMAIL      rebuild an account's usage per day from its entries
   tally polar reconcile EMAIL|--all      re-sync users from Polar (customer link, Customer State, subscriptions)
                                          and report usage drift against Polar's meters
   tally webhooks list                    events waiting or parked, with their last error
@@ -264,6 +265,17 @@ pub async fn credits_command(pool: &sqlx::PgPool, args: &[String]) -> Result<(),
                 .map_err(|e| e.to_string())?;
             tracing::info!(%user, delta, %reason, %key, "credit adjustment");
             println!("adjusted by {delta}; balance now {balance} (entry {key})");
+            Ok(())
+        }
+        Some("rebuild-usage") if args.len() == 2 => {
+            let user = user_by_email(args[1].clone()).await?;
+            let days: i32 = sqlx::query_scalar("SELECT credit_usage_rebuild($1)")
+                .bind(user)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(%user, days, "usage rollup rebuilt from the ledger by an operator");
+            println!("usage per day rebuilt from the ledger: {days} day(s)");
             Ok(())
         }
         Some("check") if args.len() == 1 => {

@@ -31,6 +31,13 @@ impl Application {
                 config.polar.api_url = config.app_url.join("/polar").expect("valid URL");
             }
         }
+        // Spends are filed under the configured credit day (rebuilt once if it changed).
+        if crate::server::ledger::history::set_day_offset(&pool, config.credit_day_offset)
+            .await
+            .map_err(std::io::Error::other)?
+        {
+            tracing::warn!(boundary = %config.credit_day_offset, "CREDIT_DAY_BOUNDARY changed: usage per day rebuilt from the ledger");
+        }
         let standin = start_standin(&config);
         let mut state = AppState::new(config, pool).map_err(std::io::Error::other)?;
         state.leptos_options = state.config.site.leptos_options(addr);

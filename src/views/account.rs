@@ -61,8 +61,10 @@ pub struct UsageDay {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityView {
     pub lines: Vec<LedgerLine>,
-    pub page: u32,
-    pub has_more: bool,
+    /// Cursor of the page of newer entries (`?after=`), if there is one.
+    pub newer: Option<String>,
+    /// Cursor of the page of older entries (`?before=`), if there is one.
+    pub older: Option<String>,
     /// The last 30 credit days, oldest first.
     pub usage: Vec<UsageDay>,
 }

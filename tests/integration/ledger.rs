@@ -784,3 +784,160 @@ async fn pages_render_while_the_account_and_session_rows_are_locked() {
     assert!(app.page("/billing").await.contains("1,000"), "the free credits are shown");
     holder.rollback().await.unwrap();
 }
+
+async fn rollup_total(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(spent), 0)::bigint FROM credit_usage_days").fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_usage_rollup_agrees_with_the_spends_while_the_credit_day_changes_under_load() {
+    let (pool, _) = fresh_database().await;
+    let instance =
+        || sqlx::postgres::PgPoolOptions::new().max_connections(10).connect_with((*pool.connect_options()).clone());
+    let (pool_a, pool_b) = (instance().await.unwrap(), instance().await.unwrap());
+    let mut users = Vec::new();
+    for i in 0..4 {
+        let user = new_user(&pool_a).await;
+        grant_pack(&pool_a, user, &format!("o{i}"), 10_000, t("2026-11-01T00:00:00Z")).await;
+        users.push(user);
+    }
+    // 1,000 spends of 1..=5 credits on four users, at instants either side of midnight UTC on
+    // three days, from two instances, while a third connection moves the credit day to +01:00
+    // and back.
+    let instants = ["2026-11-10T22:30:00Z", "2026-11-10T23:30:00Z", "2026-11-11T00:30:00Z", "2026-11-12T23:59:59Z"];
+    let mut tasks = Vec::new();
+    for i in 0..1000usize {
+        let pool = if i % 2 == 0 { pool_a.clone() } else { pool_b.clone() };
+        let (user, now, cost) = (users[i % 4], t(instants[i / 4 % 4]), (i % 5) as i64 + 1);
+        tasks.push(tokio::spawn(async move {
+            match spend(&pool, user, cost, &format!("s{i}"), now).await {
+                SpendOutcome::Spent { .. } => cost,
+                other => panic!("unexpected {other:?}"),
+            }
+        }));
+    }
+    let switcher = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let plus_one = FixedOffset::east_opt(3600).unwrap();
+            for round in 0..6 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let offset = if round % 2 == 0 { plus_one } else { utc() };
+                assert!(ledger::history::set_day_offset(&pool, offset).await.unwrap(), "round {round} changed it");
+            }
+        })
+    };
+    let mut spent = 0;
+    for t in tasks {
+        spent += t.await.unwrap();
+    }
+    switcher.await.unwrap();
+    assert_eq!(spent, (0..1000).map(|i| (i % 5) as i64 + 1).sum::<i64>());
+    assert_eq!(rollup_total(&pool).await, spent, "every spend is in the rollup exactly once");
+    assert_consistent(&pool).await;
+    // Back on UTC: the 23:30 spends are on the 10th, the 00:30 ones on the 11th.
+    let days: Vec<(chrono::NaiveDate, i64)> =
+        sqlx::query_as("SELECT day, sum(spent)::bigint FROM credit_usage_days GROUP BY day ORDER BY day")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(days.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>(), ["2026-11-10", "2026-11-11", "2026-11-12"]);
+}
+
+#[tokio::test]
+async fn the_usage_chart_files_spends_under_the_credit_day_and_a_tampered_rollup_is_caught() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    grant_pack(&pool, user, "o", 100, t("2026-11-01T00:00:00Z")).await;
+    spend(&pool, user, 7, "late", t("2026-11-10T23:30:00Z")).await;
+    spend(&pool, user, 5, "early", t("2026-11-11T00:30:00Z")).await;
+    let at = t("2026-11-11T12:00:00Z");
+    let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    // Midnight UTC: one spend each day.
+    assert_eq!(
+        ledger::history::daily_spend(&pool, user, utc(), 3, at).await.unwrap(),
+        vec![(day("2026-11-09"), 0), (day("2026-11-10"), 7), (day("2026-11-11"), 5)]
+    );
+    // A credit day that begins at midnight in +01:00: 23:30 UTC is already the 11th.
+    let plus_one = FixedOffset::east_opt(3600).unwrap();
+    assert!(ledger::history::set_day_offset(&pool, plus_one).await.unwrap());
+    assert!(!ledger::history::set_day_offset(&pool, plus_one).await.unwrap(), "setting it again is a no-op");
+    assert_eq!(
+        ledger::history::daily_spend(&pool, user, plus_one, 3, at).await.unwrap(),
+        vec![(day("2026-11-09"), 0), (day("2026-11-10"), 0), (day("2026-11-11"), 12)]
+    );
+    assert_consistent(&pool).await;
+    // The invariant check can fail: a rollup that disagrees with the entries is reported.
+    sqlx::query("UPDATE credit_usage_days SET spent = spent + 1").execute(&pool).await.unwrap();
+    let problems = ledger::problems(&pool, None).await.unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(format!("{problems:?}").contains("usage rollup says 13 spent but spend entries sum to 12"), "{problems:?}");
+    sqlx::query("DELETE FROM credit_usage_days").execute(&pool).await.unwrap();
+    assert_eq!(ledger::problems(&pool, None).await.unwrap().len(), 1, "a missing rollup row is reported too");
+    // What the operator runs then (`tally credits rebuild-usage EMAIL`).
+    let days: i32 = sqlx::query_scalar("SELECT credit_usage_rebuild($1)").bind(user).fetch_one(&pool).await.unwrap();
+    assert_eq!(days, 1);
+    assert_consistent(&pool).await;
+}
+
+/// Keyset pages list exactly what OFFSET pages did, in the same order, also across many
+/// entries with one timestamp; walking back with "Newer" retraces them.
+#[tokio::test]
+async fn keyset_history_pages_match_offset_pages_across_identical_timestamps() {
+    use ledger::history::{page, PageAt};
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    grant_pack(&pool, user, "o-keyset", 1000, t("2026-11-01T00:00:00Z")).await;
+    // 56 spends on four instants: fourteen entries share each timestamp.
+    for i in 0..56 {
+        let at = t("2026-11-02T00:00:00Z") + Duration::hours(i / 14);
+        spend(&pool, user, 1, &format!("k{i}"), at).await;
+    }
+    let now = t("2026-11-03T00:00:00Z");
+    let offset_pages: Vec<Vec<i64>> = {
+        let mut pages = vec![];
+        for p in 0.. {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
+                  ORDER BY effective_at DESC, id DESC LIMIT 10 OFFSET $3",
+            )
+            .bind(user)
+            .bind(now)
+            .bind(p * 10)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            if ids.is_empty() {
+                break;
+            }
+            pages.push(ids);
+        }
+        pages
+    };
+    assert_eq!(offset_pages.iter().map(Vec::len).sum::<usize>(), 57);
+    let mut keyset_pages = vec![];
+    let mut at = PageAt::Newest;
+    loop {
+        let p = page(&pool, user, now, 10, at).await.unwrap();
+        assert_eq!(p.newer.is_some(), !keyset_pages.is_empty(), "a Newer link exactly after the first page");
+        keyset_pages.push(p.entries.iter().map(|e| e.id).collect::<Vec<_>>());
+        match p.older {
+            Some(c) => at = PageAt::Before(c),
+            None => break,
+        }
+    }
+    assert_eq!(keyset_pages, offset_pages);
+    // Back from the last page with Newer: the same pages, in reverse (the first one full).
+    let mut back = vec![];
+    let mut p = page(&pool, user, now, 10, at).await.unwrap();
+    while let Some(c) = p.newer {
+        p = page(&pool, user, now, 10, PageAt::After(c)).await.unwrap();
+        back.push(p.entries.iter().map(|e| e.id).collect::<Vec<_>>());
+    }
+    assert_eq!(back.last(), offset_pages.first(), "Newer leads back to the newest page");
+    let flat: Vec<i64> = offset_pages.concat();
+    for shown in &back {
+        let start = flat.iter().position(|id| *id == shown[0]).unwrap();
+        assert_eq!(&flat[start..start + shown.len()], &shown[..], "each page in order, nothing skipped");
+    }
+}

@@ -422,7 +422,12 @@ async fn webhooks_are_retried_with_the_same_id_and_a_fresh_timestamp_under_the_s
         let headers = SignedHeaders { id: Some(id), timestamp: Some(ts), signature: Some(sig) };
         assert_eq!(webhook_signature::verify(STANDARD_SECRET, headers, body.as_bytes(), now), Ok(KeyScheme::Standard));
     }
-    let log = p.standin.deliveries();
+    // The endpoint has answered the third attempt; the stand-in records it once the answer is in.
+    let log = wait_for(|| {
+        let log = p.standin.deliveries();
+        log.iter().any(|d| d.status == Some(202)).then_some(log)
+    })
+    .await;
     assert_eq!(log.iter().filter(|d| d.status == Some(500)).count(), 2);
     assert_eq!(log.last().unwrap().status, Some(202));
     assert_eq!(log.last().unwrap().attempt, 3);

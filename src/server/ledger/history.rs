@@ -12,35 +12,151 @@ use uuid::Uuid;
 /// One entry as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Entry {
+    pub id: i64,
     pub kind: String,
     pub amount: i64,
     pub effective_at: DateTime<Utc>,
     pub metadata: Value,
 }
 
-/// Up to `limit` of the user's entries in effect at `now`, newest first, after skipping
-/// `offset`.
-pub async fn entries(
-    pool: &PgPool,
-    user: Uuid,
-    now: DateTime<Utc>,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<Entry>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT kind, amount, effective_at, metadata FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
-          ORDER BY effective_at DESC, id DESC LIMIT $3 OFFSET $4",
-    )
-    .bind(user)
-    .bind(now)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(pool)
-    .await
+/// A position in a user's history: an entry's `(effective_at, id)`, the order history is read
+/// in. Written in links as `<microseconds since the epoch>.<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: DateTime<Utc>,
+    pub id: i64,
+}
+
+impl Cursor {
+    pub fn of(e: &Entry) -> Cursor {
+        Cursor { at: e.effective_at, id: e.id }
+    }
+
+    /// `None` for anything that is not a cursor this module wrote.
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let (micros, id) = s.split_once('.')?;
+        let micros: i64 = micros.parse().ok()?;
+        let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
+        Some(Cursor { at: DateTime::from_timestamp_micros(micros)?, id })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.at.timestamp_micros(), self.id)
+    }
+}
+
+/// Which page of history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageAt {
+    /// The newest entries.
+    Newest,
+    /// The entries just older than the cursor.
+    Before(Cursor),
+    /// The entries just newer than the cursor.
+    After(Cursor),
+}
+
+/// One page of history, newest first, with the cursors of the pages on either side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    /// Where the newer page starts (`PageAt::After`), if there are newer entries.
+    pub newer: Option<Cursor>,
+    /// Where the older page starts (`PageAt::Before`), if there are older entries.
+    pub older: Option<Cursor>,
+}
+
+const COLUMNS: &str = "id, kind, amount, effective_at, metadata";
+
+/// Up to `limit` of the user's entries in effect at `now`, newest first, at `at`. Keyset
+/// pagination on `(effective_at, id)`: each page is one range read of the entries index, so
+/// page 1,000 costs what page 1 does. A page of newer entries that would be short is the
+/// newest page instead.
+pub async fn page(pool: &PgPool, user: Uuid, now: DateTime<Utc>, limit: i64, at: PageAt) -> Result<Page, sqlx::Error> {
+    let newest = || async {
+        let rows: Vec<Entry> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
+              ORDER BY effective_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(user)
+        .bind(now)
+        .bind(limit + 1)
+        .fetch_all(pool)
+        .await?;
+        Ok::<_, sqlx::Error>(older_page(rows, limit, None))
+    };
+    match at {
+        PageAt::Newest => newest().await,
+        PageAt::Before(c) => {
+            let rows: Vec<Entry> = sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
+                   AND (effective_at, id) < ($4, $5)
+                 ORDER BY effective_at DESC, id DESC LIMIT $3"
+            ))
+            .bind(user)
+            .bind(now)
+            .bind(limit + 1)
+            .bind(c.at)
+            .bind(c.id)
+            .fetch_all(pool)
+            .await?;
+            let newer = match rows.first() {
+                Some(first) => {
+                    let exists: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
+                            AND (effective_at, id) > ($3, $4))",
+                    )
+                    .bind(user)
+                    .bind(now)
+                    .bind(first.effective_at)
+                    .bind(first.id)
+                    .fetch_one(pool)
+                    .await?;
+                    exists.then(|| Cursor::of(first))
+                }
+                None => None,
+            };
+            Ok(older_page(rows, limit, newer))
+        }
+        PageAt::After(c) => {
+            let mut rows: Vec<Entry> = sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
+                   AND (effective_at, id) > ($4, $5)
+                 ORDER BY effective_at, id LIMIT $3"
+            ))
+            .bind(user)
+            .bind(now)
+            .bind(limit + 1)
+            .bind(c.at)
+            .bind(c.id)
+            .fetch_all(pool)
+            .await?;
+            if rows.len() as i64 <= limit {
+                return newest().await;
+            }
+            rows.truncate(limit as usize);
+            rows.reverse();
+            let newer = rows.first().map(Cursor::of);
+            let older = rows.last().map(Cursor::of);
+            Ok(Page { entries: rows, newer, older })
+        }
+    }
+}
+
+/// A page read newest first with one row more than it shows: the extra row says there are older ones.
+fn older_page(mut rows: Vec<Entry>, limit: i64, newer: Option<Cursor>) -> Page {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let older = if more { rows.last().map(Cursor::of) } else { None };
+    Page { entries: rows, newer, older }
 }
 
 /// Credits spent per credit day (days starting at midnight in `offset`), for the `days` days
-/// ending with the day of `now`, oldest first; days without spend are zero.
+/// ending with the day of `now`, oldest first; days without spend are zero. Reads the rollup
+/// (`credit_usage_days`, at most `days` rows), kept by the transaction that writes each spend,
+/// so the cost does not grow with the number of spends.
 pub async fn daily_spend(
     pool: &PgPool,
     user: Uuid,
@@ -48,18 +164,24 @@ pub async fn daily_spend(
     days: u32,
     now: DateTime<Utc>,
 ) -> Result<Vec<(NaiveDate, i64)>, sqlx::Error> {
+    let today = now.with_timezone(&offset).date_naive();
+    let first = today - chrono::Duration::days(days as i64 - 1);
     let spent: Vec<(NaiveDate, i64)> = sqlx::query_as(
-        "SELECT (effective_at + make_interval(secs => $2))::date AS day, (-sum(amount))::bigint FROM credit_entries
-          WHERE user_id = $1 AND kind = 'spend' AND effective_at > $3 - make_interval(days => $4) AND effective_at <= $3
-          GROUP BY 1",
+        "SELECT day, spent FROM credit_usage_days WHERE user_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day",
     )
     .bind(user)
-    .bind(offset.local_minus_utc() as f64)
-    .bind(now)
-    .bind(days as i32 + 1)
+    .bind(first)
+    .bind(today)
     .fetch_all(pool)
     .await?;
-    Ok(fill_days(now.with_timezone(&offset).date_naive(), days, &spent))
+    Ok(fill_days(today, days, &spent))
+}
+
+/// Makes the database file spends under the credit day that begins at `offset` (the
+/// operator's `CREDIT_DAY_BOUNDARY`); when that changed, the rollup is rebuilt from the
+/// entries in one transaction. Returns whether it changed.
+pub async fn set_day_offset(pool: &PgPool, offset: FixedOffset) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT credit_usage_set_offset($1)").bind(offset.local_minus_utc()).fetch_one(pool).await
 }
 
 /// Every one of the `days` days ending with `today`, oldest first, with its spend or zero.
@@ -128,6 +250,16 @@ mod tests {
         assert_eq!(signed(1_000), "+1,000");
         assert_eq!(signed(-1), "-1");
         assert_eq!(signed(i64::MIN), "-9,223,372,036,854,775,808");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_anything_else() {
+        let c = Cursor { at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(), id: 42 };
+        assert_eq!(c.to_string(), "1764000000123456.42");
+        assert_eq!(Cursor::parse(&c.to_string()), Some(c));
+        for bad in ["", "1", "1.", ".1", "1.0", "1.-3", "x.1", "1.1.1", "99999999999999999999.1"] {
+            assert_eq!(Cursor::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
