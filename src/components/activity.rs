@@ -134,6 +134,21 @@ pub fn ActivitySection(activity: ActivityView) -> impl IntoView {
                         }
                     })}
             </nav>
+            <form
+                class="history-export"
+                method="get"
+                action="/billing/history.csv"
+                aria-label="Download credit history"
+            >
+                <label for="export-from">"From"</label>
+                <input id="export-from" type="date" name="from" />
+                <label for="export-to">"To"</label>
+                <input id="export-to" type="date" name="to" />
+                <button type="submit" class="btn btn--ghost btn--sm">
+                    "Download CSV"
+                </button>
+                <p class="muted">"Days in UTC; left empty, the last 30 days. At most a year per file."</p>
+            </form>
         </section>
     }
 }

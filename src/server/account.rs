@@ -151,6 +151,38 @@ pub async fn activity(
     })
 }
 
+/// The most days one history export covers.
+pub const EXPORT_MAX_DAYS: i64 = 366;
+/// Entries read per chunk of an export.
+const EXPORT_CHUNK: i64 = 1000;
+
+/// The user's credit history in `[from, to)` as CSV (header first, oldest entry first),
+/// streamed in chunks of [`EXPORT_CHUNK`] entries, each one index range read after the last:
+/// never held whole in memory, and no connection held between chunks.
+pub fn history_csv(
+    pool: sqlx::PgPool,
+    user: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> impl futures::Stream<Item = Result<axum::body::Bytes, sqlx::Error>> + Send + 'static {
+    futures::stream::unfold(Some((pool, None::<history::Cursor>, true)), move |state| async move {
+        let (pool, after, first) = state?;
+        let rows = match history::range_chunk(&pool, user, from, to, after, EXPORT_CHUNK).await {
+            Ok(rows) => rows,
+            Err(e) => return Some((Err(e), None)),
+        };
+        let mut out = if first { history::CSV_HEADER.to_string() } else { String::new() };
+        for e in &rows {
+            out.push_str(&history::csv_line(e));
+        }
+        let next = (rows.len() as i64 == EXPORT_CHUNK).then(|| (pool, rows.last().map(history::Cursor::of), false));
+        if out.is_empty() {
+            return None;
+        }
+        Some((Ok(axum::body::Bytes::from(out)), next))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(webhooks::receiver::MAX_BODY_BYTES)),
         )
         .route("/billing/invoices/{order_id}", get(invoice_download))
+        .route("/billing/history.csv", get(history_download))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(crate::server::metrics::metrics))
         .route("/readyz", get(health::readyz))
@@ -58,6 +59,58 @@ pub fn router(state: AppState) -> Router {
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `GET /billing/history.csv?from=YYYY-MM-DD&to=YYYY-MM-DD`: the signed-in user's credit
+/// history from `from` to `to` (UTC days, both included; default the last 30 days, at most
+/// `EXPORT_MAX_DAYS`), streamed as CSV.
+async fn history_download(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::Extension(session): axum::Extension<crate::server::auth::session::RequestSession>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::{IntoResponse, Redirect};
+    use chrono::NaiveDate;
+    let user = match session.user(&state, &headers).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Redirect::to("/login?next=%2Fbilling").into_response(),
+        Err(e) => return crate::server::util::internal_response(e),
+    };
+    let today = chrono::Utc::now().date_naive();
+    let day = |key: &str, default: NaiveDate| match q.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(s) => {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("`{key}` must be a date like 2026-12-01"))
+        }
+    };
+    let range = day("to", today).and_then(|to| Ok((day("from", to - chrono::Duration::days(29))?, to)));
+    let (from, to) = match range {
+        Ok((from, to)) if from > to => {
+            return (http::StatusCode::UNPROCESSABLE_ENTITY, "`from` is after `to`.").into_response()
+        }
+        Ok((from, to)) if (to - from).num_days() >= crate::server::account::EXPORT_MAX_DAYS => {
+            let msg = format!("An export covers at most {} days.", crate::server::account::EXPORT_MAX_DAYS);
+            return (http::StatusCode::UNPROCESSABLE_ENTITY, msg).into_response();
+        }
+        Ok(r) => r,
+        Err(msg) => return (http::StatusCode::UNPROCESSABLE_ENTITY, msg).into_response(),
+    };
+    let start = from.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let end = (to + chrono::Duration::days(1)).and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let (Some(start), Some(end)) = (start, end) else {
+        return (http::StatusCode::UNPROCESSABLE_ENTITY, "Those dates are out of range.").into_response();
+    };
+    let body =
+        axum::body::Body::from_stream(crate::server::account::history_csv(state.pool.clone(), user.id, start, end));
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"tally-credits-{from}-to-{to}.csv\"")),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /billing/invoices/{order_id}`: the signed-in owner of the order is redirected to the

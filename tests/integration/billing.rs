@@ -1641,3 +1641,58 @@ async fn the_invoices_page_reads_polar_once_a_minute_however_often_it_renders() 
     }
     assert_eq!(orders_calls(&standin_requests(&app).await), settled, "cached again");
 }
+
+#[tokio::test]
+async fn the_credit_history_downloads_as_csv_for_a_bounded_range_in_chunks() {
+    let app = spawn_app().await;
+    let user = app.sign_up("csv@example.com").await;
+    // 2,500 entries yesterday: the export reads them in three chunks.
+    let yesterday = chrono::Utc::now() - chrono::Duration::days(1);
+    let mut conn = app.pool.acquire().await.unwrap();
+    let g = tally::server::ledger::grant_pack(&mut conn, user, "csv-order", 5000, "csv-product", yesterday).await;
+    assert!(g.unwrap().applied);
+    for i in 0..2499 {
+        let meta = serde_json::json!({ "operation": "text.stats" });
+        tally::server::ledger::spend(&mut conn, user, 1, &format!("csv-{i}"), &meta, yesterday).await.unwrap();
+    }
+    drop(conn);
+    let res = app.client.get(format!("{}/billing/history.csv", app.address)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(res.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment; filename=\"tally-credits-"));
+    let csv = res.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "time_utc,kind,description,credits");
+    // The free credits, the pack and 2,499 spends, oldest first.
+    assert_eq!(lines.len(), 1 + 1 + 1 + 2499, "every entry once");
+    assert_eq!(lines.iter().filter(|l| l.ends_with(",spend,API call: text.stats,-1")).count(), 2499);
+    let total: i64 = lines[1..].iter().map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap()).sum();
+    assert_eq!(total, app.balance(user).await.total, "the export adds up to the balance");
+    // Yesterday only: the free credits came with the sign-up, today.
+    let today = chrono::Utc::now().date_naive();
+    let only_yesterday = format!("/billing/history.csv?from={}&to={}", yesterday.date_naive(), yesterday.date_naive());
+    let csv = app.client.get(format!("{}{only_yesterday}", app.address)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(csv.lines().count(), 1 + 1 + 2499, "the free credits (today) are outside the range");
+    for (query, why) in [
+        (format!("from={}&to={today}", today - chrono::Duration::days(400)), "more than a year"),
+        (format!("from={today}&to={}", today - chrono::Duration::days(1)), "from after to"),
+        ("from=yesterday".to_string(), "not a date"),
+    ] {
+        let res = app.client.get(format!("{}/billing/history.csv?{query}", app.address)).send().await.unwrap();
+        assert_eq!(res.status(), 422, "{why}");
+    }
+    // Signed out: sign in first, and nothing of anyone's history.
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/billing/history.csv", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert!(app.page("/billing").await.contains("Download CSV"));
+}
