@@ -1387,22 +1387,11 @@ async fn each_user_has_a_budget_of_polar_calls() {
     assert_eq!(call(&other, "/api/billing/checkout", &[("item", "pack_50")]).await.status(), 200);
 }
 
-/// Another browser (its own cookies) on the same app instance.
-fn second_browser(app: &TestApp) -> TestApp {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .timeout(std::time::Duration::from_secs(60))
-        .build()
-        .unwrap();
-    TestApp { address: app.address.clone(), pool: app.pool.clone(), client, db_name: app.db_name.clone() }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_account_bursting_cannot_spend_what_every_customer_shares() {
     let app = spawn_app().await;
     // The attacker: a new, unconfirmed account.
-    let attacker = second_browser(&app);
+    let attacker = app.another_browser();
     let res =
         post_form(&attacker, "/api/signup", &[("email", "burst@example.com"), ("password", "correct horse battery")])
             .await;
@@ -1420,16 +1409,11 @@ async fn one_account_bursting_cannot_spend_what_every_customer_shares() {
     // meanwhile another customer buys.
     let burst: Vec<_> = (0..1000)
         .map(|_| {
-            let a = TestApp {
-                address: attacker.address.clone(),
-                pool: attacker.pool.clone(),
-                client: attacker.client.clone(),
-                db_name: attacker.db_name.clone(),
-            };
+            let a = attacker.same_browser();
             tokio::spawn(async move { call(&a, "/api/billing/plan-change", &[("plan", "pro")]).await })
         })
         .collect();
-    let buyer = second_browser(&app);
+    let buyer = app.another_browser();
     buyer.sign_up("buyer@example.com").await;
     let checkout = call(&buyer, "/api/billing/checkout", &[("item", "pro")]).await;
     assert_eq!(checkout.status(), 200, "another customer's checkout during the burst");
@@ -1460,7 +1444,7 @@ async fn all_pages_together_leave_background_work_its_share_of_polars_quota() {
     let app = spawn_app_with(&[("POLAR_PAGE_REQUESTS_PER_MINUTE", "4")]).await;
     let mut users = vec![];
     for i in 0..3 {
-        let b = second_browser(&app);
+        let b = app.another_browser();
         b.sign_up(&format!("share-{i}@example.com")).await;
         users.push(b);
     }
@@ -1482,17 +1466,7 @@ async fn all_pages_together_leave_background_work_its_share_of_polars_quota() {
         .await
         .unwrap();
     assert!(matches!(spent, tally::server::ledger::SpendOutcome::Spent { .. }));
-    for _ in 0..100 {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status <> 'sent'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if pending == 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("usage shipping was starved by page traffic");
+    usage_drained(&app).await;
 }
 
 #[tokio::test]

@@ -94,14 +94,55 @@ pub async fn spawn_app_on(pool: PgPool, db_name: String, extra: &[(&str, &str)])
     let app = Application::build(test_config(extra), pool.clone()).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    // A hung request fails its test after 30 s instead of stalling the whole run.
-    let client = reqwest::Client::builder()
+    TestApp { address, pool, client: browser(), db_name }
+}
+
+/// A browser's HTTP client: its own cookies, redirects not followed. A hung request fails its
+/// test after 30 s instead of stalling the whole run.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
         .timeout(std::time::Duration::from_secs(30))
         .build()
-        .unwrap();
-    TestApp { address, pool, client, db_name }
+        .unwrap()
+}
+
+impl TestApp {
+    /// Another browser (its own cookies) on the same app instance.
+    pub fn another_browser(&self) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            pool: self.pool.clone(),
+            client: browser(),
+            db_name: self.db_name.clone(),
+        }
+    }
+
+    /// The same browser (the same cookies), for another task.
+    pub fn same_browser(&self) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            pool: self.pool.clone(),
+            client: self.client.clone(),
+            db_name: self.db_name.clone(),
+        }
+    }
+}
+
+/// Waits until the usage outbox has shipped everything (Polar has every event).
+pub async fn usage_drained(app: &TestApp) {
+    for _ in 0..200 {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status <> 'sent'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the usage outbox never drained");
 }
 
 /// A browser-like form post: URL-encoded, `Accept: text/html`, same-origin `Origin`.

@@ -21,21 +21,6 @@ async fn save_settings(app: &TestApp, form: &[(&str, &str)]) -> reqwest::Respons
     call(app, "/api/usage/settings", form).await
 }
 
-/// Waits until the usage outbox has shipped everything (Polar has every event).
-async fn drained(app: &TestApp) {
-    for _ in 0..200 {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status <> 'sent'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if pending == 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the usage outbox never drained");
-}
-
 /// The user's live subscription id, once its webhook was applied.
 async fn subscription_of(app: &TestApp, user: Uuid) -> String {
     for _ in 0..100 {
@@ -177,7 +162,7 @@ async fn a_pro_customer_past_their_credits_is_billed_the_projected_overage_to_th
         assert!(html.contains(&shown), "the billing page shows the projected charge {shown}");
 
         // Polar has every event; the renewal bills the overage as its own order.
-        drained(&app).await;
+        usage_drained(&app).await;
         // A period lasts at least a second (the allotment is keyed by its start to the second).
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         let before = app.polar_get(&format!("/v1/subscriptions/{sub}")).await;
@@ -241,13 +226,18 @@ async fn the_free_plan_never_goes_into_overage_and_bad_settings_are_refused() {
     assert_eq!(usage(&app).await["settings"]["overage_allowed"], true);
 }
 
-/// A user with `allotment` credits this period (all spendable now) and the given overage terms.
-async fn account(pool: &PgPool, allotment: i64, overage: Option<(i64, Option<i64>)>, allowed: bool) -> Uuid {
-    let user: Uuid = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id")
+/// A user without credits.
+async fn new_user(pool: &PgPool) -> Uuid {
+    sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id")
         .bind(format!("{}@example.com", Uuid::new_v4()))
         .fetch_one(pool)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A user with `allotment` credits this period (all spendable now) and the given overage terms.
+async fn account(pool: &PgPool, allotment: i64, overage: Option<(i64, Option<i64>)>, allowed: bool) -> Uuid {
+    let user = new_user(pool).await;
     let now = Utc::now();
     let (start, end) = (now - Duration::days(1), now + Duration::days(29));
     let mut conn = pool.acquire().await.unwrap();
@@ -548,7 +538,7 @@ async fn overage_starts_only_where_the_whole_periods_allotment_ends() {
     assert_eq!(overage_entries(&app.pool, user).await, 1001);
 
     // The renewal bills exactly what the page projected.
-    drained(&app).await;
+    usage_drained(&app).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let res = control(&app, &format!("/subscriptions/{sub}/renew"), Value::Null).await;
     assert_eq!(res.status(), 200);
@@ -625,11 +615,7 @@ async fn a_metered_price_on_another_meter_offers_no_overage() {
 /// A user whose period allotment of `allotment` credits is released in ten equal days, the
 /// first now; overage at a cent a credit with `plan_cap`, and `default_cap`.
 async fn accruing_account(pool: &PgPool, allotment: i64, plan_cap: Option<i64>, default_cap: i64) -> Uuid {
-    let user: Uuid = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id")
-        .bind(format!("{}@example.com", Uuid::new_v4()))
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let user = new_user(pool).await;
     let now = Utc::now();
     let (start, end) = (now - Duration::hours(1), now + Duration::days(10) - Duration::hours(1));
     let mut conn = pool.acquire().await.unwrap();
