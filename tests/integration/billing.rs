@@ -1548,13 +1548,7 @@ async fn a_renewal_or_revocation_whose_webhook_was_lost_is_applied_by_the_schedu
     assert_eq!(period, tally::server::ledger::period::key(&sub, new_start));
 
     // Revoked at Polar: applied too, so no overage stays open and the allotment ends.
-    let res = reqwest::Client::new()
-        .delete(format!("{}/polar/v1/subscriptions/{sub}", app.address))
-        .bearer_auth(standin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    app.revoke_at_polar(&sub).await;
     let mut revoked = false;
     for _ in 0..150 {
         if stored(app.pool.clone()).await.is_some_and(|(_, s, _)| s == "canceled") {

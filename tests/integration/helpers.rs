@@ -119,6 +119,17 @@ impl TestApp {
         }
     }
 
+    /// Revokes a subscription at Polar now, as from its dashboard (`DELETE /v1/subscriptions/{id}`).
+    pub async fn revoke_at_polar(&self, subscription: &str) {
+        let res = reqwest::Client::new()
+            .delete(format!("{}/polar/v1/subscriptions/{subscription}", self.address))
+            .bearer_auth(standin_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    }
+
     /// The same browser (the same cookies), for another task.
     pub fn same_browser(&self) -> TestApp {
         TestApp {

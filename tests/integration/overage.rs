@@ -466,6 +466,19 @@ async fn no_new_overage_near_the_period_end_or_once_the_subscription_is_ending_a
     assert!(ledger::problems(&pool, None).await.unwrap().is_empty());
 }
 
+/// A Pro customer (no free credits) with overage switched on and an API key: (user, the
+/// subscription's id, the key).
+async fn pro_with_overage(app: &TestApp, email: &str) -> (Uuid, String, String) {
+    let user = app.sign_up(email).await;
+    customer_synced(app, user).await;
+    app.buy("pro").await;
+    let sub = subscription_of(app, user).await;
+    let key = app.create_api_key("overage").await;
+    let res = save_settings(app, &[("overage_allowed", "on"), ("alert_percent", "on")]).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    (user, sub, key)
+}
+
 /// Issue #21: a Pro customer with overage on, on the first day of their period, is never billed
 /// for credits their plan pays for this month; overage is what the whole allotment (5,000
 /// credits, released ~167 a day) does not cover, billed to the cent. While it is unbilled, the
@@ -474,13 +487,7 @@ async fn no_new_overage_near_the_period_end_or_once_the_subscription_is_ending_a
 async fn overage_starts_only_where_the_whole_periods_allotment_ends() {
     let app = spawn_app_with(&[("FREE_CREDITS", "0"), ("API_RATE_LIMIT_PER_MINUTE", "1000")]).await;
     let email = "advance@example.com";
-    let user = app.sign_up(email).await;
-    customer_synced(&app, user).await;
-    app.buy("pro").await;
-    let sub = subscription_of(&app, user).await;
-    let key = app.create_api_key("advance").await;
-    let res = save_settings(&app, &[("overage_allowed", "on"), ("alert_percent", "on")]).await;
-    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let (user, sub, key) = pro_with_overage(&app, email).await;
     let released_today = app.balance(user).await.total;
     assert!(released_today > 0 && released_today < 200, "day one releases ~167 credits, got {released_today}");
 
@@ -551,13 +558,7 @@ async fn overage_starts_only_where_the_whole_periods_allotment_ends() {
 #[tokio::test]
 async fn an_operator_can_delete_an_account_with_unbilled_overage_on_purpose() {
     let app = spawn_app_with(&[("FREE_CREDITS", "0"), ("API_RATE_LIMIT_PER_MINUTE", "1000")]).await;
-    let email = "operator-delete@example.com";
-    let user = app.sign_up(email).await;
-    customer_synced(&app, user).await;
-    app.buy("pro").await;
-    subscription_of(&app, user).await;
-    let key = app.create_api_key("k").await;
-    assert_eq!(save_settings(&app, &[("overage_allowed", "on")]).await.status(), 200);
+    let (user, _, key) = pro_with_overage(&app, "operator-delete@example.com").await;
     for _ in 0..51 {
         assert_eq!(text(&app, &key, 100_000).await.status(), 200);
     }
@@ -848,13 +849,7 @@ async fn a_second_subscriptions_period_keeps_the_first_ones_counters_and_both_ar
 #[tokio::test]
 async fn a_revoked_subscriptions_overage_stays_recorded_and_visible() {
     let app = spawn_app_with(&[("FREE_CREDITS", "0"), ("API_RATE_LIMIT_PER_MINUTE", "1000")]).await;
-    let email = "revoked-overage@example.com";
-    let user = app.sign_up(email).await;
-    customer_synced(&app, user).await;
-    app.buy("pro").await;
-    let sub = subscription_of(&app, user).await;
-    let key = app.create_api_key("k").await;
-    assert_eq!(save_settings(&app, &[("overage_allowed", "on")]).await.status(), 200);
+    let (user, sub, key) = pro_with_overage(&app, "revoked-overage@example.com").await;
     for _ in 0..51 {
         assert_eq!(text(&app, &key, 100_000).await.status(), 200);
     }
@@ -862,13 +857,7 @@ async fn a_revoked_subscriptions_overage_stays_recorded_and_visible() {
 
     // Revoked now at Polar (as from its dashboard): once the webhook is applied, the period is
     // over, and what was used in it is still recorded and shown.
-    let res = reqwest::Client::new()
-        .delete(format!("{}/polar/v1/subscriptions/{sub}", app.address))
-        .bearer_auth(standin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    app.revoke_at_polar(&sub).await;
     let mut period = Value::Null;
     for _ in 0..100 {
         period = usage(&app).await["period"].clone();
