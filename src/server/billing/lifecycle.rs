@@ -23,20 +23,22 @@ use uuid::Uuid;
 /// logged). New overage closes before Polar is called, so none can be run up meanwhile.
 pub async fn delete_account(state: &AppState, user: Uuid, how: Deletion) -> Result<()> {
     let reopen = close_overage_for_deletion(state, user, how).await?;
-    let deleted =
-        polar_for(state, user).await?.delete_customer(&user.to_string(), state.config.polar.anonymize_on_delete).await;
-    match deleted {
-        Ok(()) | Err(PolarError::NotFound { .. }) => {}
-        Err(e) => {
-            if reopen {
-                // Nothing was deleted: the account takes overage again, as before.
-                sqlx::query("UPDATE credit_accounts SET overage_open = true WHERE user_id = $1")
-                    .bind(user)
-                    .execute(&state.pool)
-                    .await?;
-            }
-            return Err(e.into());
+    let deleted = match polar_for(state, user).await {
+        Ok(client) => match client.delete_customer(&user.to_string(), state.config.polar.anonymize_on_delete).await {
+            Ok(()) | Err(PolarError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::from(e)),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = deleted {
+        if reopen {
+            // Nothing was deleted (Polar refused or was not asked): overage is open again.
+            sqlx::query("UPDATE credit_accounts SET overage_open = true WHERE user_id = $1")
+                .bind(user)
+                .execute(&state.pool)
+                .await?;
         }
+        return Err(e);
     }
     let mut tx = state.pool.begin().await?;
     let now = Utc::now();
