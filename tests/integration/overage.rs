@@ -516,6 +516,8 @@ async fn overage_starts_only_where_the_whole_periods_allotment_ends() {
     let period = usage(&app).await["period"].clone();
     assert_eq!((period["spent"].as_i64(), period["overage_units"].as_i64()), (Some(6000), Some(1000)), "{period}");
     assert_eq!((period["to_release"].as_i64(), period["projected_cents"].as_i64()), (Some(0), Some(1000)), "{period}");
+    let b = app.balance(user).await;
+    assert_eq!((b.pending_allotment, b.next_accrual_at), (0, None), "no release is announced for advanced days");
     assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
     // The alerts still count against the whole allotment: 80 %, 100 % (and overage) fired.
     let fired: Vec<String> = sqlx::query_scalar("SELECT alert FROM usage_alerts WHERE user_id = $1 ORDER BY alert")
