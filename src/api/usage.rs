@@ -110,12 +110,11 @@ pub async fn get_usage() -> Result<UsageView, AppError> {
             let user = crate::server::auth::require_user().await?;
             let now = chrono::Utc::now();
             let text = |t: chrono::DateTime<chrono::Utc>| t.format("%b %-d, %H:%M UTC").to_string();
-            let period = match ledger::period::current(&state.pool, user.id, now).await? {
-                Some(p) => Some(p),
-                // A period that ended early (a revocation) with overage: what was used in it
-                // stays on the page.
-                None => ledger::period::latest(&state.pool, user.id).await?.filter(|p| p.overage > 0),
-            };
+            // One read: the account's period, shown while it runs, and after it ended early (a
+            // revocation) while it holds overage, so what was used in it stays on the page.
+            let period = ledger::period::latest(&state.pool, user.id)
+                .await?
+                .filter(|p| (p.start <= now && now < p.end) || (p.end <= now && p.overage > 0));
             let progress = match &period {
                 Some(p) => ledger::period::allotment_progress(&state.pool, user.id, p.start, p.end, now).await?,
                 None => Default::default(),
@@ -139,7 +138,7 @@ pub async fn get_usage() -> Result<UsageView, AppError> {
                     projected_cents: p.projected_charge_cents(),
                     unit_cents: p.unit_cents,
                     cap_cents: p.cap_in_force().map(|(c, _)| c),
-                    cap_is_default: p.cap_in_force().is_some_and(|(_, d)| d),
+                    cap_is_default: p.cap_in_force().is_some_and(|(_, default)| default),
                     overage_open: p.overage_open,
                     overage_allowed: p.overage_allowed,
                 }),

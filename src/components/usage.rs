@@ -178,7 +178,7 @@ pub fn UsageSettingsForm(settings: UsageSettingsView, save: ServerAction<SaveUsa
                     name="spend_cap"
                     label="My overage cap per period, in dollars (optional)"
                     input_type="text"
-                    hint="Empty: your plan's cap. A call that would pass it is refused."
+                    hint="Empty: your plan's cap, or Tally's default when the plan sets none. A call that would pass it is refused."
                     required=false
                     value=settings.spend_cap.clone()
                     error=error

@@ -66,18 +66,17 @@ pub struct AppState {
 impl AppState {
     /// The state for the app or a command-line task: one pool, configuration and Polar client.
     pub fn new(config: Config, pool: PgPool) -> Result<AppState, ConfigError> {
-        let polar = config.polar.effective_token().map(|t| {
-            PolarClient::new(config.polar.api_url.clone(), t.clone()).with_breaker(
-                config.polar_circuit_threshold,
-                std::time::Duration::from_millis(config.polar_circuit_open_ms),
-            )
-        });
-        let polar_background = config.polar.effective_token().map(|t| {
-            PolarClient::new(config.polar.api_url.clone(), t.clone()).with_breaker(
-                config.polar_circuit_threshold,
-                std::time::Duration::from_millis(config.polar_circuit_open_ms),
-            )
-        });
+        // Two clients on Polar's API, each with its own circuit breaker: pages (and, bounded by a
+        // read deadline, their reads) and background work.
+        let client = || {
+            config.polar.effective_token().map(|t| {
+                PolarClient::new(config.polar.api_url.clone(), t.clone()).with_breaker(
+                    config.polar_circuit_threshold,
+                    std::time::Duration::from_millis(config.polar_circuit_open_ms),
+                )
+            })
+        };
+        let (polar, polar_background) = (client(), client());
         let polar_reads =
             polar.as_ref().map(|p| p.with_deadline(std::time::Duration::from_millis(config.polar_read_deadline_ms)));
         // The URL was checked when the configuration was read.

@@ -227,7 +227,7 @@ pub async fn take_flash(
     let flash: Option<Option<serde_json::Value>> = sqlx::query_scalar(
         "UPDATE sessions s SET flash = nullif(old.flash - $2::text, '{}'::jsonb)
            FROM (SELECT token_hash, flash FROM sessions WHERE token_hash = $1 AND (flash -> $2::text) IS NOT NULL FOR UPDATE) old
-          WHERE s.token_hash = old.token_hash AND (old.flash -> $2::text) IS NOT NULL RETURNING old.flash -> $2::text",
+          WHERE s.token_hash = old.token_hash RETURNING old.flash -> $2::text",
     )
     .bind(token_hash(config.session_secret.expose(), &token))
     .bind(slot)

@@ -68,6 +68,8 @@ pub async fn ensure_customer(state: &AppState, client: &PolarClient, user: Uuid)
 
 /// Background: creates or links pending Polar customers (sign-ups while Polar was down).
 pub async fn sync_pending_customers(state: AppState) {
+    // Spawned only when Polar is configured; its own client and breaker (background work).
+    let Ok(client) = super::polar_background(&state) else { return };
     loop {
         let due: Vec<Uuid> = sqlx::query_scalar(
             "SELECT user_id FROM polar_customers WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 20",
@@ -76,7 +78,6 @@ pub async fn sync_pending_customers(state: AppState) {
         .await
         .unwrap_or_default();
         for user in due {
-            let Ok(client) = super::polar_background(&state) else { return };
             if let Err(e) = ensure_customer(&state, client, user).await {
                 tracing::info!(%user, error = %e, "Polar customer not linked yet");
             }
