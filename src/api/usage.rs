@@ -112,18 +112,21 @@ pub async fn get_usage() -> Result<UsageView, AppError> {
             let text = |t: chrono::DateTime<chrono::Utc>| t.format("%b %-d, %H:%M UTC").to_string();
             // One read: the account's period, shown while it runs, and after it ended early (a
             // revocation) while it holds overage, so what was used in it stays on the page.
-            let period = ledger::period::latest(&state.pool, user.id)
+            // Every read on one connection (a pooled connection's checkout costs a round trip).
+            let mut conn = state.pool.acquire().await?;
+            let period = ledger::period::latest(&mut *conn, user.id)
                 .await?
                 .filter(|p| (p.start <= now && now < p.end) || (p.end <= now && p.overage > 0));
             let progress = match &period {
-                Some(p) => ledger::period::allotment_progress(&state.pool, user.id, p.start, p.end, now).await?,
+                Some(p) => ledger::period::allotment_progress(&mut *conn, user.id, p.start, p.end, now).await?,
                 None => Default::default(),
             };
             let alerts = match &period {
-                Some(p) if p.end > now => usage::alerts::shown(&state.pool, user.id, &p.key).await,
-                _ => usage::alerts::shown(&state.pool, user.id, "none").await,
+                Some(p) if p.end > now => usage::alerts::shown(&mut *conn, user.id, &p.key).await,
+                _ => usage::alerts::shown(&mut *conn, user.id, "none").await,
             }?;
-            let s = usage::settings::load(&state.pool, user.id).await?;
+            let s = usage::settings::load(&mut *conn, user.id).await?;
+            drop(conn);
             Ok(UsageView {
                 period: period.map(|p| PeriodView {
                     ended: p.end <= now,

@@ -11,7 +11,9 @@ use crate::domain::plans::PlanId;
 use crate::server::billing::{self, LiveSubscription};
 use crate::server::ledger::{self, history};
 use crate::server::state::AppState;
-use crate::views::account::{AccountView, ActivityView, LedgerLine, PricingView, SubscriptionView, UsageDay};
+use crate::views::account::{
+    AccountView, ActivityView, LedgerLine, LedgerPart, PricingView, SubscriptionView, UsageDay,
+};
 use chrono::{DateTime, FixedOffset, Utc};
 use uuid::Uuid;
 
@@ -68,14 +70,20 @@ pub async fn pricing(state: &AppState, visitor: Option<Uuid>) -> Result<PricingV
 
 /// The account page's summary of `user`.
 pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<AccountView, billing::Error> {
-    let (created, verified): (DateTime<Utc>, Option<DateTime<Utc>>) =
-        sqlx::query_as("SELECT created_at, email_verified_at FROM users WHERE id = $1")
-            .bind(user)
-            .fetch_one(&state.pool)
-            .await?;
-    let credits = ledger::balance(&state.pool, user, Utc::now()).await?;
-    let subscription = billing::live_subscription(&state.pool, user).await?.as_ref().map(subscription_view);
-    let plan = plan_of_user(state, user).await?;
+    // The plan (Customer State, through its cache) alongside the account's own rows, which are
+    // read on one connection: each checkout of a pooled connection costs a round trip more.
+    let own = async {
+        let mut conn = state.pool.acquire().await?;
+        let (created, verified): (DateTime<Utc>, Option<DateTime<Utc>>) =
+            sqlx::query_as("SELECT created_at, email_verified_at FROM users WHERE id = $1")
+                .bind(user)
+                .fetch_one(&mut *conn)
+                .await?;
+        let credits = ledger::balance(&mut *conn, user, Utc::now()).await?;
+        let subscription = billing::live_subscription(&mut *conn, user).await?;
+        Ok::<_, billing::Error>((created, verified, credits, subscription))
+    };
+    let ((created, verified, credits, subscription), plan) = tokio::try_join!(own, plan_of_user(state, user))?;
     Ok(AccountView {
         email,
         plan: plan.plan,
@@ -83,7 +91,7 @@ pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<Acco
         has_billing_account: plan.has_customer,
         email_verified: verified.is_some(),
         free_credits: state.config.free_credits,
-        subscription,
+        subscription: subscription.as_ref().map(subscription_view),
         member_since: created.format("%B %-d, %Y").to_string(),
         credits,
         day_boundary: day_boundary(state.config.credit_day_offset),
@@ -127,18 +135,39 @@ pub async fn activity(
         (None, Some(c)) => history::PageAt::After(c),
         (None, None) => history::PageAt::Newest,
     };
-    let (page, usage) = tokio::try_join!(
-        history::page(&state.pool, user, now, PAGE_SIZE, at),
-        history::daily_spend(&state.pool, user, offset, 30, now)
-    )?;
+    // One connection for both reads (a pooled connection's checkout costs a round trip).
+    let mut conn = state.pool.acquire().await?;
+    let page = history::lines_page(&mut conn, user, now, offset, PAGE_SIZE as usize, HISTORY_SCAN, at).await?;
+    let usage = history::daily_spend(&mut *conn, user, offset, 30, now).await?;
+    // The names of the API keys behind this page's runs (one read, only when there are runs).
+    let mut key_ids: Vec<Uuid> = page
+        .lines
+        .iter()
+        .filter(|l| l.len() > 1)
+        .filter_map(|l| l[0].metadata["api_key_id"].as_str().and_then(|k| k.parse().ok()))
+        .collect();
+    key_ids.sort_unstable();
+    key_ids.dedup();
+    let key_names: Vec<(Uuid, String)> = if key_ids.is_empty() {
+        vec![]
+    } else {
+        sqlx::query_as("SELECT id, name FROM api_keys WHERE user_id = $1 AND id = ANY($2)")
+            .bind(user)
+            .bind(&key_ids)
+            .fetch_all(&mut *conn)
+            .await?
+    };
+    drop(conn);
+    let key_name = |e: &history::Entry| {
+        let id: Uuid = e.metadata["api_key_id"].as_str()?.parse().ok()?;
+        key_names.iter().find(|(k, _)| *k == id).map(|(_, n)| n.as_str())
+    };
     let lines = page
-        .entries
+        .lines
         .into_iter()
-        .map(|e| LedgerLine {
-            when: e.effective_at.with_timezone(&offset).format("%b %-d, %H:%M").to_string(),
-            what: history::describe(&e.kind, &e.metadata),
-            amount: history::signed(e.amount),
-            is_debit: e.amount < 0,
+        .map(|entries| {
+            let key = key_name(&entries[0]).map(str::to_string);
+            ledger_line(entries, offset, key.as_deref())
         })
         .collect();
     let usage =
@@ -149,6 +178,58 @@ pub async fn activity(
         older: page.older.map(|c| c.to_string()),
         usage,
     })
+}
+
+/// Entries one history page reads at most, however they group into lines.
+pub const HISTORY_SCAN: i64 = 200;
+/// Entries of a run its expanded line lists.
+pub const RUN_PARTS_SHOWN: usize = 20;
+
+/// One line of history: an entry, or a run of spends (newest first) with its count, total and
+/// first entries; `key` names the run's API key.
+pub fn ledger_line(entries: Vec<history::Entry>, offset: FixedOffset, key: Option<&str>) -> LedgerLine {
+    let local = |e: &history::Entry| e.effective_at.with_timezone(&offset);
+    let total: i64 = entries.iter().map(|e| e.amount).sum();
+    let (newest, oldest) = (&entries[0], &entries[entries.len() - 1]);
+    let count = entries.len() as u64;
+    if count == 1 {
+        return LedgerLine {
+            when: local(newest).format("%b %-d, %H:%M").to_string(),
+            what: history::describe(&newest.kind, &newest.metadata),
+            amount: history::signed(total),
+            is_debit: total < 0,
+            parts: vec![],
+            count,
+            export: None,
+        };
+    }
+    let mut what = match newest.metadata["operation"].as_str() {
+        Some(op) => format!("{} API calls: {op}", crate::domain::money::group_thousands(count)),
+        None => format!("{} API calls", crate::domain::money::group_thousands(count)),
+    };
+    if let Some(key) = key {
+        what.push_str(&format!(" (key “{key}”)"));
+    }
+    let export = (entries.len() > RUN_PARTS_SHOWN).then(|| {
+        format!(
+            "/billing/history.csv?from={}&to={}",
+            oldest.effective_at.format("%Y-%m-%d"),
+            newest.effective_at.format("%Y-%m-%d")
+        )
+    });
+    LedgerLine {
+        when: format!("{}–{}", local(oldest).format("%b %-d, %H:%M"), local(newest).format("%H:%M")),
+        what,
+        amount: history::signed(total),
+        is_debit: total < 0,
+        parts: entries
+            .iter()
+            .take(RUN_PARTS_SHOWN)
+            .map(|e| LedgerPart { when: local(e).format("%H:%M:%S").to_string(), amount: history::signed(e.amount) })
+            .collect(),
+        count,
+        export,
+    }
 }
 
 /// The most days one history export covers.

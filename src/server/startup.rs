@@ -39,8 +39,7 @@ impl Application {
             tracing::warn!(boundary = %config.credit_day_offset, "CREDIT_DAY_BOUNDARY changed: usage per day rebuilt from the ledger");
         }
         let standin = start_standin(&config);
-        let mut state = AppState::new(config, pool).map_err(std::io::Error::other)?;
-        state.leptos_options = state.config.site.leptos_options(addr);
+        let state = AppState::listening_at(config, pool, addr).map_err(std::io::Error::other)?;
         let mut router = crate::server::routes::router(state.clone());
         if let Some(s) = standin {
             // Outside the app's middleware: the stand-in is "another site" with its own rules.

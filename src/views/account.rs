@@ -45,9 +45,23 @@ pub struct AccountView {
 pub struct LedgerLine {
     pub when: String,
     pub what: String,
-    /// Signed, e.g. `+50` or `-1`.
+    /// Signed, e.g. `+50` or `-1`; a run's total.
     pub amount: String,
     pub is_debit: bool,
+    /// A run of consecutive spends (one operation, API key and credit day) shown as one line:
+    /// its first entries, newest first, to expand; empty for a single entry.
+    pub parts: Vec<LedgerPart>,
+    /// How many entries the line stands for (more than `parts` when the run is long).
+    pub count: u64,
+    /// For a run longer than `parts`: the CSV export of the UTC days it spans.
+    pub export: Option<String>,
+}
+
+/// One entry of a run, as its expanded line lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerPart {
+    pub when: String,
+    pub amount: String,
 }
 
 /// A day of usage for the chart.

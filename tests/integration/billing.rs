@@ -641,9 +641,32 @@ async fn the_billing_page_shows_credit_history_and_usage() {
         .unwrap();
     }
     let billing = app.page("/billing").await;
-    assert!(billing.contains("API call: text.stats") && billing.contains(">-2<"), "{billing}");
+    // Three spends in a row of one operation (and key) on one day: one line, their total, and
+    // each of them when the line is expanded.
+    assert!(billing.contains("3 API calls: text.stats") && billing.contains(">-6<"), "{billing}");
+    assert!(billing.contains("<details class=\"run\"") && billing.matches(">-2<").count() == 3, "{billing}");
     assert!(billing.contains("6 credits spent in the last 30 days"), "the chart sums today's spend");
-    // Pagination: 15 lines a page; more spends push the free grant to page 2.
+    // A run of 25 on a named key: its name, 20 entries to expand, and the rest as CSV.
+    let (key, _) = tally::server::api_keys::create(&app.pool, user, "Production", 10).await.unwrap().unwrap();
+    for i in 0..25 {
+        let mut conn = app.pool.acquire().await.unwrap();
+        tally::server::ledger::spend(
+            &mut conn,
+            user,
+            1,
+            &format!("r{i}"),
+            &serde_json::json!({ "operation": "text.stats", "api_key_id": key }),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    }
+    let billing = app.page("/billing").await;
+    assert!(billing.contains("25 API calls: text.stats (key “Production”)") && billing.contains(">-25<"), "{billing}");
+    assert!(billing.contains("and 5 more: ") && billing.contains("/billing/history.csv?from="), "{billing}");
+    // Pagination: 15 lines a page; more spends (on alternating keys, so each is its own line)
+    // push the free grant to page 2.
+    let keys = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
     for i in 3..20 {
         let mut conn = app.pool.acquire().await.unwrap();
         tally::server::ledger::spend(
@@ -651,7 +674,7 @@ async fn the_billing_page_shows_credit_history_and_usage() {
             user,
             1,
             &format!("h{i}"),
-            &serde_json::json!({ "operation": "text.stats" }),
+            &serde_json::json!({ "operation": "text.stats", "api_key_id": keys[i % 2] }),
             chrono::Utc::now(),
         )
         .await
@@ -668,6 +691,7 @@ async fn the_billing_page_shows_credit_history_and_usage() {
     // A cursor that is not one of ours shows the newest page, not an error.
     let forged = app.page("/billing?before=1%27%20OR%201%3D1--").await;
     assert!(forged.contains("API call: text.stats") && !forged.contains("Free credits"));
+    assert!(back.contains("3 API calls") || second.contains("3 API calls"), "the first run is still one line");
 }
 
 /// The pager link starting with `prefix`, without its fragment.

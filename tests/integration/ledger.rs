@@ -918,7 +918,7 @@ async fn keyset_history_pages_match_offset_pages_across_identical_timestamps() {
     let mut keyset_pages = vec![];
     let mut at = PageAt::Newest;
     loop {
-        let p = page(&pool, user, now, 10, at).await.unwrap();
+        let p = page(&mut pool.acquire().await.unwrap(), user, now, 10, at).await.unwrap();
         assert_eq!(p.newer.is_some(), !keyset_pages.is_empty(), "a Newer link exactly after the first page");
         keyset_pages.push(p.entries.iter().map(|e| e.id).collect::<Vec<_>>());
         match p.older {
@@ -929,9 +929,9 @@ async fn keyset_history_pages_match_offset_pages_across_identical_timestamps() {
     assert_eq!(keyset_pages, offset_pages);
     // Back from the last page with Newer: the same pages, in reverse (the first one full).
     let mut back = vec![];
-    let mut p = page(&pool, user, now, 10, at).await.unwrap();
+    let mut p = page(&mut pool.acquire().await.unwrap(), user, now, 10, at).await.unwrap();
     while let Some(c) = p.newer {
-        p = page(&pool, user, now, 10, PageAt::After(c)).await.unwrap();
+        p = page(&mut pool.acquire().await.unwrap(), user, now, 10, PageAt::After(c)).await.unwrap();
         back.push(p.entries.iter().map(|e| e.id).collect::<Vec<_>>());
     }
     assert_eq!(back.last(), offset_pages.first(), "Newer leads back to the newest page");
@@ -940,4 +940,84 @@ async fn keyset_history_pages_match_offset_pages_across_identical_timestamps() {
         let start = flat.iter().position(|id| *id == shown[0]).unwrap();
         assert_eq!(&flat[start..start + shown.len()], &shown[..], "each page in order, nothing skipped");
     }
+}
+
+/// History in lines: consecutive spends of one operation, API key and credit day are one line;
+/// walking "Older" from the newest page shows every entry once, in order, however runs and the
+/// per-page scan cut them, and "Newer" retraces the same pages.
+#[tokio::test]
+async fn history_lines_group_runs_and_page_through_every_entry_once() {
+    use ledger::history::{lines_page, run_key, PageAt};
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    grant_pack(&pool, user, "o-lines", 10_000, t("2026-11-01T00:00:00Z")).await;
+    let keys = [Uuid::new_v4().to_string(), Uuid::new_v4().to_string()];
+    // Runs of 1 to 40 spends, alternating keys and operations, across three days, with pack
+    // purchases between some of them; several entries share each timestamp.
+    let mut at = t("2026-11-02T22:00:00Z");
+    let mut n = 0;
+    for run in 0..24usize {
+        let len = [1, 3, 40, 2, 17][run % 5];
+        for _ in 0..len {
+            n += 1;
+            let meta = json!({ "operation": if run % 3 == 0 { "a" } else { "b" }, "api_key_id": keys[run % 2] });
+            let mut conn = pool.acquire().await.unwrap();
+            ledger::spend(&mut conn, user, 1, &format!("s{n}"), &meta, at).await.unwrap();
+            if n % 4 == 0 {
+                at += Duration::minutes(7);
+            }
+        }
+        if run % 7 == 6 {
+            grant_pack(&pool, user, &format!("o-lines-{run}"), 10, at).await;
+        }
+    }
+    let now = at + Duration::hours(1);
+    let all: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM credit_entries WHERE user_id = $1 ORDER BY effective_at DESC, id DESC")
+            .bind(user)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let walk = |at| {
+        let pool = pool.clone();
+        async move { lines_page(&mut pool.acquire().await.unwrap(), user, now, utc(), 6, 25, at).await.unwrap() }
+    };
+    let mut pages = vec![];
+    let mut at = PageAt::Newest;
+    loop {
+        let p = walk(at).await;
+        assert!(!p.lines.is_empty() && p.lines.len() <= 6, "{} lines", p.lines.len());
+        assert_eq!(p.newer.is_some(), !pages.is_empty(), "a Newer link exactly after the first page");
+        for pair in p.lines.windows(2) {
+            let (a, b) = (pair[0].last().unwrap(), &pair[1][0]);
+            assert!(run_key(a, utc()).is_none() || run_key(a, utc()) != run_key(b, utc()), "a run split on a page");
+        }
+        for line in &p.lines {
+            assert!(line.iter().all(|e| run_key(e, utc()) == run_key(&line[0], utc())));
+            assert!(line.len() == 1 || run_key(&line[0], utc()).is_some(), "only spends are grouped");
+        }
+        pages.push(p.lines.iter().flatten().map(|e| e.id).collect::<Vec<_>>());
+        match p.older {
+            Some(c) => at = PageAt::Before(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages.concat(), all, "every entry once, newest first");
+    assert!(pages.len() > 10, "the scan of 25 entries cuts pages: {}", pages.len());
+    // Back with Newer from the last page: each page a slice of the history, in order, up to
+    // the newest page.
+    let mut p = walk(at).await;
+    let mut back = vec![];
+    while let Some(c) = p.newer {
+        p = walk(PageAt::After(c)).await;
+        let shown: Vec<i64> = p.lines.iter().flatten().map(|e| e.id).collect();
+        let start = all.iter().position(|id| *id == shown[0]).unwrap();
+        assert_eq!(&all[start..start + shown.len()], &shown[..], "each page in order");
+        if p.newer.is_some() {
+            assert_eq!(all[start + shown.len()], c.id, "a Newer page ends right above where the last one began");
+        }
+        back.push(shown);
+    }
+    assert_eq!(back.last(), pages.first(), "Newer leads back to the newest page");
+    assert!(back.len() * 2 + 2 >= pages.len(), "Newer walks back page by page: {} vs {}", back.len(), pages.len());
 }

@@ -37,6 +37,9 @@ pub const SESSION_DAYS: i64 = 30;
 pub struct SessionUser {
     pub id: Uuid,
     pub email: String,
+    /// Whether the session held a flash when it was looked up: without one, taking a flash is
+    /// no query at all.
+    pub has_flash: bool,
 }
 
 fn token_hash(secret: &str, token: &str) -> Vec<u8> {
@@ -138,14 +141,14 @@ pub async fn user_from_headers(
     headers: &HeaderMap,
 ) -> Result<Option<SessionUser>, sqlx::Error> {
     let Some(token) = token_from_headers(config, headers) else { return Ok(None) };
-    let row: Option<(Uuid, String)> = sqlx::query_as(
-        "SELECT u.id, u.email FROM sessions s JOIN users u ON u.id = s.user_id
+    let row: Option<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT u.id, u.email, s.flash IS NOT NULL FROM sessions s JOIN users u ON u.id = s.user_id
           WHERE s.token_hash = $1 AND s.expires_at > now()",
     )
     .bind(token_hash(config.session_secret.expose(), &token))
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(id, email)| SessionUser { id, email }))
+    Ok(row.map(|(id, email, has_flash)| SessionUser { id, email, has_flash }))
 }
 
 /// The guard every billing server function starts with: the signed-in user, or
@@ -186,6 +189,11 @@ impl RequestSession {
     pub async fn user(&self, state: &AppState, headers: &HeaderMap) -> Result<Option<SessionUser>, sqlx::Error> {
         self.0.get_or_try_init(|| counted_lookup(state, headers)).await.cloned()
     }
+
+    /// The session as already looked up in this request (`None`: not yet).
+    pub fn known(&self) -> Option<Option<&SessionUser>> {
+        self.0.get().map(Option::as_ref)
+    }
 }
 
 /// Adds a `Set-Cookie` header to the response being built by Leptos.
@@ -224,6 +232,17 @@ pub async fn take_flash(
     slot: &str,
 ) -> Result<Option<serde_json::Value>, sqlx::Error> {
     let Some(token) = token_from_headers(config, headers) else { return Ok(None) };
+    // The request's session, when it was already looked up without a flash: nothing to take
+    // (a flash is for the next page rendered, never the request that set it).
+    let known_without = leptos::prelude::use_context::<http::request::Parts>().is_some_and(|p| {
+        p.extensions
+            .get::<RequestSession>()
+            .and_then(RequestSession::known)
+            .is_some_and(|u| !u.is_some_and(|u| u.has_flash))
+    });
+    if known_without {
+        return Ok(None);
+    }
     let flash: Option<Option<serde_json::Value>> = sqlx::query_scalar(
         "UPDATE sessions s SET flash = nullif(old.flash - $2::text, '{}'::jsonb)
            FROM (SELECT token_hash, flash FROM sessions WHERE token_hash = $1 AND (flash -> $2::text) IS NOT NULL FOR UPDATE) old

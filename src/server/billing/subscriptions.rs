@@ -12,7 +12,7 @@ use crate::server::polar::models::Subscription;
 use crate::server::polar::PolarError;
 use crate::server::state::AppState;
 use chrono::{DateTime, Duration, Utc};
-use sqlx::PgPool;
+
 use uuid::Uuid;
 
 /// The statuses in which a subscription is live: it grants its plan (past due: while Polar
@@ -37,14 +37,14 @@ impl LiveSubscription {
 }
 
 /// The user's live subscription Tally knows of (newest first), from the applied states.
-pub async fn live_subscription(pool: &PgPool, user: Uuid) -> Result<Option<LiveSubscription>> {
+pub async fn live_subscription(db: impl sqlx::PgExecutor<'_>, user: Uuid) -> Result<Option<LiveSubscription>> {
     Ok(sqlx::query_as(
         "SELECT id, plan, status, current_period_end, cancel_at_period_end FROM subscriptions
           WHERE user_id = $1 AND status = ANY($2) ORDER BY polar_modified_at DESC LIMIT 1",
     )
     .bind(user)
     .bind(&LIVE_STATUSES[..])
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?)
 }
 

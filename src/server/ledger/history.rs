@@ -74,21 +74,15 @@ const COLUMNS: &str = "id, kind, amount, effective_at, metadata";
 /// pagination on `(effective_at, id)`: each page is one range read of the entries index, so
 /// page 1,000 costs what page 1 does. A page of newer entries that would be short is the
 /// newest page instead.
-pub async fn page(pool: &PgPool, user: Uuid, now: DateTime<Utc>, limit: i64, at: PageAt) -> Result<Page, sqlx::Error> {
-    let newest = || async {
-        let rows: Vec<Entry> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
-              ORDER BY effective_at DESC, id DESC LIMIT $3"
-        ))
-        .bind(user)
-        .bind(now)
-        .bind(limit + 1)
-        .fetch_all(pool)
-        .await?;
-        Ok::<_, sqlx::Error>(older_page(rows, limit, None))
-    };
+pub async fn page(
+    conn: &mut sqlx::PgConnection,
+    user: Uuid,
+    now: DateTime<Utc>,
+    limit: i64,
+    at: PageAt,
+) -> Result<Page, sqlx::Error> {
     match at {
-        PageAt::Newest => newest().await,
+        PageAt::Newest => newest_page(conn, user, now, limit).await,
         PageAt::Before(c) => {
             let rows: Vec<Entry> = sqlx::query_as(&format!(
                 "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
@@ -100,7 +94,7 @@ pub async fn page(pool: &PgPool, user: Uuid, now: DateTime<Utc>, limit: i64, at:
             .bind(limit + 1)
             .bind(c.at)
             .bind(c.id)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
             let newer = match rows.first() {
                 Some(first) => {
@@ -112,7 +106,7 @@ pub async fn page(pool: &PgPool, user: Uuid, now: DateTime<Utc>, limit: i64, at:
                     .bind(now)
                     .bind(first.effective_at)
                     .bind(first.id)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *conn)
                     .await?;
                     exists.then(|| Cursor::of(first))
                 }
@@ -131,10 +125,10 @@ pub async fn page(pool: &PgPool, user: Uuid, now: DateTime<Utc>, limit: i64, at:
             .bind(limit + 1)
             .bind(c.at)
             .bind(c.id)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
             if rows.len() as i64 <= limit {
-                return newest().await;
+                return newest_page(conn, user, now, limit).await;
             }
             rows.truncate(limit as usize);
             rows.reverse();
@@ -143,6 +137,112 @@ pub async fn page(pool: &PgPool, user: Uuid, now: DateTime<Utc>, limit: i64, at:
             Ok(Page { entries: rows, newer, older })
         }
     }
+}
+
+/// The newest page: up to `limit` entries in effect at `now`, newest first.
+async fn newest_page(
+    conn: &mut sqlx::PgConnection,
+    user: Uuid,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Page, sqlx::Error> {
+    let rows: Vec<Entry> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
+          ORDER BY effective_at DESC, id DESC LIMIT $3"
+    ))
+    .bind(user)
+    .bind(now)
+    .bind(limit + 1)
+    .fetch_all(conn)
+    .await?;
+    Ok(older_page(rows, limit, None))
+}
+
+/// A page of history as people read it: lines, each one entry or a run of consecutive spends
+/// of one operation with one API key on one credit day ([`run_key`]), newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinesPage {
+    /// Each line's entries, newest first; a run has more than one.
+    pub lines: Vec<Vec<Entry>>,
+    pub newer: Option<Cursor>,
+    pub older: Option<Cursor>,
+}
+
+/// What makes consecutive entries one line: spends of one operation, API key and credit day
+/// (days starting at midnight in `offset`). Anything else stands on its own line.
+pub fn run_key(e: &Entry, offset: FixedOffset) -> Option<(&str, Option<&str>, NaiveDate)> {
+    (e.kind == "spend").then(|| {
+        (
+            e.metadata["operation"].as_str().unwrap_or(""),
+            e.metadata["api_key_id"].as_str(),
+            e.effective_at.with_timezone(&offset).date_naive(),
+        )
+    })
+}
+
+/// Consecutive entries (in the order given) with one [`run_key`] become one line.
+pub fn group_runs(entries: Vec<Entry>, offset: FixedOffset) -> Vec<Vec<Entry>> {
+    let mut lines: Vec<Vec<Entry>> = vec![];
+    for e in entries {
+        match lines.last_mut() {
+            Some(line) if run_key(&e, offset).is_some() && run_key(&line[0], offset) == run_key(&e, offset) => {
+                line.push(e)
+            }
+            _ => lines.push(vec![e]),
+        }
+    }
+    lines
+}
+
+/// Up to `max_lines` lines at `at`, reading at most `scan` entries (one index range, so a page
+/// costs the same however long the history): a run longer than the scan continues on the next
+/// page. Cursors are entries' (the first and last shown), so pages meet exactly.
+pub async fn lines_page(
+    conn: &mut sqlx::PgConnection,
+    user: Uuid,
+    now: DateTime<Utc>,
+    offset: FixedOffset,
+    max_lines: usize,
+    scan: i64,
+    at: PageAt,
+) -> Result<LinesPage, sqlx::Error> {
+    let newest_or_older = |p: Page| {
+        let mut lines = group_runs(p.entries, offset);
+        let cut = lines.len() > max_lines;
+        lines.truncate(max_lines);
+        let older = if cut { lines.last().and_then(|l| l.last()).map(Cursor::of) } else { p.older };
+        LinesPage { lines, newer: p.newer, older }
+    };
+    let c = match at {
+        PageAt::Newest | PageAt::Before(_) => return Ok(newest_or_older(page(conn, user, now, scan, at).await?)),
+        PageAt::After(c) => c,
+    };
+    // The entries just newer than the cursor, oldest first: the lines nearest the cursor are
+    // the ones this page shows.
+    let mut rows: Vec<Entry> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
+           AND (effective_at, id) > ($4, $5)
+         ORDER BY effective_at, id LIMIT $3"
+    ))
+    .bind(user)
+    .bind(now)
+    .bind(scan + 1)
+    .bind(c.at)
+    .bind(c.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let more_above = rows.len() as i64 > scan;
+    rows.truncate(scan as usize);
+    rows.reverse();
+    let mut lines = group_runs(rows, offset);
+    if !more_above && lines.len() <= max_lines {
+        // Everything newer than the cursor fits on the newest page: show that one, full.
+        return Ok(newest_or_older(page(conn, user, now, scan, PageAt::Newest).await?));
+    }
+    let lines = lines.split_off(lines.len().saturating_sub(max_lines));
+    let newer = lines.first().and_then(|l| l.first()).map(Cursor::of);
+    let older = lines.last().and_then(|l| l.last()).map(Cursor::of);
+    Ok(LinesPage { lines, newer, older })
 }
 
 /// Up to `limit` of the user's entries in `[from, to)`, oldest first, after `after` (an export
@@ -211,7 +311,7 @@ fn older_page(mut rows: Vec<Entry>, limit: i64, newer: Option<Cursor>) -> Page {
 /// (`credit_usage_days`, at most `days` rows), kept by the transaction that writes each spend,
 /// so the cost does not grow with the number of spends.
 pub async fn daily_spend(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     user: Uuid,
     offset: FixedOffset,
     days: u32,
@@ -225,7 +325,7 @@ pub async fn daily_spend(
     .bind(user)
     .bind(first)
     .bind(today)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     Ok(fill_days(today, days, &spent))
 }

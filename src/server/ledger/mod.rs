@@ -546,7 +546,7 @@ pub async fn adjust(
 
 /// A user's credits right now, by source. Applies due accruals and expiries first, so what it
 /// reports is what a spend would see.
-pub async fn balance(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result<Balance, sqlx::Error> {
+pub async fn balance(db: impl sqlx::PgExecutor<'_>, user_id: Uuid, now: DateTime<Utc>) -> Result<Balance, sqlx::Error> {
     // One statement, no lock, no write (`credit_balance_at`): what `credit_maintain` would
     // leave, so a page view never waits for the account's spends, nor they for it.
     type Row = (i64, i64, i64, i64, i64, i64, Option<DateTime<Utc>>);
@@ -555,7 +555,7 @@ pub async fn balance(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result
     )
     .bind(user_id)
     .bind(now)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     Ok(Balance { total, allotment, purchased, free, adjustment, pending_allotment: pending, next_accrual_at: next })
 }

@@ -5,7 +5,7 @@
 
 use crate::domain::usage::OverageTerms;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Identifies one billing period of a subscription: `period:<subscription id>:<start, RFC 3339
@@ -165,7 +165,7 @@ pub struct AllotmentProgress {
 
 /// The allotment of the period `[start, end)` at `now` (its allotment buckets' scheduled days).
 pub async fn allotment_progress(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     user_id: Uuid,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
@@ -184,7 +184,7 @@ pub async fn allotment_progress(
     .bind(start)
     .bind(end)
     .bind(now)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await
 }
 

@@ -167,7 +167,7 @@ struct ShownRow {
 
 /// The alerts of `user`'s period `period_key` they asked for and have not dismissed, newest
 /// first, for the billing page's banners.
-pub async fn shown(pool: &PgPool, user_id: Uuid, period_key: &str) -> Result<Vec<Fired>, sqlx::Error> {
+pub async fn shown(db: impl sqlx::PgExecutor<'_>, user_id: Uuid, period_key: &str) -> Result<Vec<Fired>, sqlx::Error> {
     let rows: Vec<ShownRow> = sqlx::query_as(
         "SELECT a.alert, a.fired_at, a.balance, s.alert_percent, s.alert_overage
            FROM usage_alerts a LEFT JOIN usage_settings s ON s.user_id = a.user_id
@@ -176,7 +176,7 @@ pub async fn shown(pool: &PgPool, user_id: Uuid, period_key: &str) -> Result<Vec
     )
     .bind(user_id)
     .bind(period_key)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()

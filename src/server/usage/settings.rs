@@ -2,7 +2,7 @@
 //! `usage_save_settings`, which also copies what the spend needs onto the account row.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// The most a user may set as their own overage cap, in cents ($100,000): beyond it a typo,
@@ -57,13 +57,13 @@ impl UsageSettings {
     }
 }
 
-pub async fn load(pool: &PgPool, user_id: Uuid) -> Result<UsageSettings, sqlx::Error> {
+pub async fn load(db: impl sqlx::PgExecutor<'_>, user_id: Uuid) -> Result<UsageSettings, sqlx::Error> {
     Ok(sqlx::query_as(
         "SELECT overage_allowed, spend_cap_cents, alert_below, alert_percent, alert_overage, alert_email
            FROM usage_settings WHERE user_id = $1",
     )
     .bind(user_id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .unwrap_or_default())
 }
