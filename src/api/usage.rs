@@ -114,13 +114,13 @@ pub async fn get_usage() -> Result<UsageView, AppError> {
             // revocation) while it holds overage, so what was used in it stays on the page.
             // Every read on one connection (a pooled connection's checkout costs a round trip).
             let mut conn = state.pool.acquire().await?;
-            let period = ledger::period::latest(&mut *conn, user.id)
-                .await?
-                .filter(|p| (p.start <= now && now < p.end) || (p.end <= now && p.overage > 0));
-            let progress = match &period {
-                Some(p) => ledger::period::allotment_progress(&mut *conn, user.id, p.start, p.end, now).await?,
-                None => Default::default(),
-            };
+            let (period, progress) =
+                match ledger::period::latest_with_progress(&mut *conn, user.id, now).await?.filter(|r| {
+                    (r.period.start <= now && now < r.period.end) || (r.period.end <= now && r.period.overage > 0)
+                }) {
+                    Some(r) => (Some(r.period), r.progress),
+                    None => (None, Default::default()),
+                };
             let alerts = match &period {
                 Some(p) if p.end > now => usage::alerts::shown(&mut *conn, user.id, &p.key).await,
                 _ => usage::alerts::shown(&mut *conn, user.id, "none").await,

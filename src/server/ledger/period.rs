@@ -163,6 +163,47 @@ pub struct AllotmentProgress {
     pub pending: i64,
 }
 
+/// The allotment's progress as of `$4` over the period `[$2, $3)` of user `$1`: one query text
+/// for [`allotment_progress`] and the lateral join of [`latest_with_progress`].
+const PROGRESS_SQL: &str = "SELECT coalesce(sum(a.amount), 0)::bigint AS scheduled,
+        coalesce(sum(a.amount - a.advanced) FILTER (WHERE a.applied_at IS NOT NULL OR a.due_at <= $4), 0)::bigint AS released,
+        coalesce(sum(a.advanced), 0)::bigint AS advanced,
+        coalesce(sum(a.amount - a.advanced) FILTER (WHERE a.applied_at IS NULL AND a.due_at > $4), 0)::bigint AS pending
+   FROM credit_buckets b JOIN credit_accruals a ON a.bucket_id = b.id
+  WHERE b.user_id = $1 AND b.kind = 'allotment' AND a.due_at >= $2 AND a.due_at < $3
+    AND (b.expires_at IS NULL OR a.due_at < b.expires_at)";
+
+/// The account's latest period and its allotment's progress, in one read.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PeriodRead {
+    #[sqlx(flatten)]
+    pub period: PeriodUsage,
+    #[sqlx(flatten)]
+    pub progress: AllotmentProgress,
+}
+
+/// The account's latest period, running or not (a period that ended early, by a revocation,
+/// keeps what was used in it, overage included, for the billing page to show), with
+/// [`allotment_progress`] of that period at `now`: one round trip.
+pub async fn latest_with_progress(
+    db: impl sqlx::PgExecutor<'_>,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<PeriodRead>, sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let progress = PROGRESS_SQL
+            .replace("$1", "c.user_id")
+            .replace("$2", "c.period_start")
+            .replace("$3", "c.period_end")
+            .replace("$4", "$2");
+        format!(
+            "SELECT {PERIOD_COLUMNS}, p.* FROM credit_accounts c CROSS JOIN LATERAL ({progress}) p
+              WHERE c.user_id = $1 AND c.period_key IS NOT NULL"
+        )
+    });
+    sqlx::query_as(SQL.as_str()).bind(user_id).bind(now).fetch_optional(db).await
+}
+
 /// The allotment of the period `[start, end)` at `now` (its allotment buckets' scheduled days).
 pub async fn allotment_progress(
     db: impl sqlx::PgExecutor<'_>,
@@ -171,21 +212,7 @@ pub async fn allotment_progress(
     end: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<AllotmentProgress, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT coalesce(sum(a.amount), 0)::bigint AS scheduled,
-                coalesce(sum(a.amount - a.advanced) FILTER (WHERE a.applied_at IS NOT NULL OR a.due_at <= $4), 0)::bigint AS released,
-                coalesce(sum(a.advanced), 0)::bigint AS advanced,
-                coalesce(sum(a.amount - a.advanced) FILTER (WHERE a.applied_at IS NULL AND a.due_at > $4), 0)::bigint AS pending
-           FROM credit_buckets b JOIN credit_accruals a ON a.bucket_id = b.id
-          WHERE b.user_id = $1 AND b.kind = 'allotment' AND a.due_at >= $2 AND a.due_at < $3
-            AND (b.expires_at IS NULL OR a.due_at < b.expires_at)",
-    )
-    .bind(user_id)
-    .bind(start)
-    .bind(end)
-    .bind(now)
-    .fetch_one(db)
-    .await
+    sqlx::query_as(PROGRESS_SQL).bind(user_id).bind(start).bind(end).bind(now).fetch_one(db).await
 }
 
 const PERIOD_COLUMNS: &str = "period_key AS key, period_start AS start, period_end AS \"end\",
@@ -205,17 +232,6 @@ pub async fn current(
     ))
     .bind(user_id)
     .bind(now)
-    .fetch_optional(db)
-    .await
-}
-
-/// The account's latest period, running or not: a period that ended early (a revocation)
-/// keeps what was used in it, overage included, for the billing page to show.
-pub async fn latest(db: impl sqlx::PgExecutor<'_>, user_id: Uuid) -> Result<Option<PeriodUsage>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {PERIOD_COLUMNS} FROM credit_accounts WHERE user_id = $1 AND period_key IS NOT NULL"
-    ))
-    .bind(user_id)
     .fetch_optional(db)
     .await
 }
