@@ -223,12 +223,12 @@ pub async fn activity(
 }
 
 /// Entries one history page reads at most, however they group into lines. Each row read costs
-/// the page (200 took a quarter of a billing page's throughput; 60 keeps an account whose
-/// history is all API calls within 10 % of a fresh one), and a longer run simply continues on
-/// the next page.
-pub const HISTORY_SCAN: i64 = 60;
+/// the page (with 200, an account whose history is all API calls served a quarter fewer pages
+/// than a fresh one; with 60, 12 % fewer; with 30, 8 %: BENCHMARKS.md), and a longer run
+/// simply continues on the next page.
+pub const HISTORY_SCAN: i64 = 30;
 /// Entries of a run its expanded line lists.
-pub const RUN_PARTS_SHOWN: usize = 20;
+pub const RUN_PARTS_SHOWN: usize = 10;
 
 /// One line of history: an entry, or a run of spends (newest first) with its count, total and
 /// first entries; `key` names the run's API key.
