@@ -39,3 +39,38 @@ pub async fn get_activity(before: Option<String>, after: Option<String>) -> Resu
     let user = crate::server::auth::require_user().await?;
     Ok(crate::server::account::activity(&state, user.id, before.as_deref(), after.as_deref()).await?)
 }
+
+/// Everything `/billing` shows, read in one server function: the account summary, the usage
+/// panel and a page of credit history share one pooled connection (each checkout of a
+/// connection costs a round trip, and the page used three), the plan alongside.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BillingPageView {
+    pub account: AccountView,
+    /// Its own `Result`: the page still shows the account when usage cannot be read.
+    pub usage: Result<crate::api::usage::UsageView, AppError>,
+    pub activity: Result<ActivityView, AppError>,
+}
+
+/// The billing page of the signed-in user (history before or after a cursor, as
+/// [`get_activity`]). Anonymous visitors are sent to sign-in and back.
+#[server(prefix = "/api", endpoint = "billing-page")]
+pub async fn get_billing_page(before: Option<String>, after: Option<String>) -> Result<BillingPageView, AppError> {
+    let state = super::state()?;
+    let Some(user) = crate::server::auth::session::current_user().await? else {
+        leptos_axum::redirect("/login?next=%2Fbilling");
+        return Err(AppError::Unauthorized);
+    };
+    use crate::server::account as reads;
+    // The plan first, on a connection of its own (it may call Polar and write the cache): a
+    // request never holds one pooled connection while it waits for another, or a burst of
+    // requests holding every connection would starve the pool.
+    let plan = reads::plan_of_user(&state, user.id).await?;
+    let mut conn = state.pool.acquire().await?;
+    let own = reads::own_rows(&mut conn, user.id).await?;
+    let account = reads::account_view(&state, user.email, own, plan);
+    let usage = crate::api::usage::usage_on(&mut conn, user.id).await;
+    let activity = crate::server::account::activity_on(&state, &mut conn, user.id, before.as_deref(), after.as_deref())
+        .await
+        .map_err(AppError::from);
+    Ok(BillingPageView { account, usage, activity })
+}

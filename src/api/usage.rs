@@ -105,67 +105,72 @@ pub fn dollars_text(cents: i64) -> String {
 pub async fn get_usage() -> Result<UsageView, AppError> {
     super::with_status(
         async {
-            use crate::server::{ledger, usage};
             let state = super::state()?;
             let user = crate::server::auth::require_user().await?;
-            let now = chrono::Utc::now();
-            let text = |t: chrono::DateTime<chrono::Utc>| t.format("%b %-d, %H:%M UTC").to_string();
-            // One read: the account's period, shown while it runs, and after it ended early (a
-            // revocation) while it holds overage, so what was used in it stays on the page.
             // Every read on one connection (a pooled connection's checkout costs a round trip).
             let mut conn = state.pool.acquire().await?;
-            let (period, progress) =
-                match ledger::period::latest_with_progress(&mut *conn, user.id, now).await?.filter(|r| {
-                    (r.period.start <= now && now < r.period.end) || (r.period.end <= now && r.period.overage > 0)
-                }) {
-                    Some(r) => (Some(r.period), r.progress),
-                    None => (None, Default::default()),
-                };
-            let alerts = match &period {
-                Some(p) if p.end > now => usage::alerts::shown(&mut *conn, user.id, &p.key).await,
-                _ => usage::alerts::shown(&mut *conn, user.id, "none").await,
-            }?;
-            let s = usage::settings::load(&mut *conn, user.id).await?;
-            drop(conn);
-            Ok(UsageView {
-                period: period.map(|p| PeriodView {
-                    ended: p.end <= now,
-                    ends_iso: p.end.to_rfc3339(),
-                    ends_text: text(p.end),
-                    allotment: p.allotment,
-                    spent: p.spent,
-                    released: progress.released,
-                    advanced: progress.advanced,
-                    to_release: progress.pending,
-                    overage_units: p.overage,
-                    projected_cents: p.projected_charge_cents(),
-                    unit_cents: p.unit_cents,
-                    cap_cents: p.cap_in_force().map(|(c, _)| c),
-                    cap_is_default: p.cap_in_force().is_some_and(|(_, default)| default),
-                    overage_open: p.overage_open,
-                    overage_allowed: p.overage_allowed,
-                }),
-                alerts: alerts
-                    .into_iter()
-                    .map(|a| AlertView {
-                        key: a.alert.key(),
-                        headline: a.alert.headline(),
-                        fired_iso: a.fired_at.to_rfc3339(),
-                        fired_text: text(a.fired_at),
-                    })
-                    .collect(),
-                settings: UsageSettingsView {
-                    overage_allowed: s.overage_allowed,
-                    spend_cap: s.spend_cap_cents.map(dollars_text).unwrap_or_default(),
-                    alert_below: s.alert_below.map(|n| n.to_string()).unwrap_or_default(),
-                    alert_percent: s.alert_percent,
-                    alert_overage: s.alert_overage,
-                    alert_email: s.alert_email,
-                },
-            })
+            usage_on(&mut conn, user.id).await
         }
         .await,
     )
+}
+
+/// The usage panel of `user`, read on `conn`.
+#[cfg(feature = "ssr")]
+pub(crate) async fn usage_on(conn: &mut sqlx::PgConnection, user: uuid::Uuid) -> Result<UsageView, AppError> {
+    use crate::server::{ledger, usage};
+    let now = chrono::Utc::now();
+    let text = |t: chrono::DateTime<chrono::Utc>| t.format("%b %-d, %H:%M UTC").to_string();
+    // One read: the account's period, shown while it runs, and after it ended early (a
+    // revocation) while it holds overage, so what was used in it stays on the page.
+    let (period, progress) = match ledger::period::latest_with_progress(&mut *conn, user, now)
+        .await?
+        .filter(|r| (r.period.start <= now && now < r.period.end) || (r.period.end <= now && r.period.overage > 0))
+    {
+        Some(r) => (Some(r.period), r.progress),
+        None => (None, Default::default()),
+    };
+    let alerts = match &period {
+        Some(p) if p.end > now => usage::alerts::shown(&mut *conn, user, &p.key).await,
+        _ => usage::alerts::shown(&mut *conn, user, "none").await,
+    }?;
+    let s = usage::settings::load(&mut *conn, user).await?;
+    Ok(UsageView {
+        period: period.map(|p| PeriodView {
+            ended: p.end <= now,
+            ends_iso: p.end.to_rfc3339(),
+            ends_text: text(p.end),
+            allotment: p.allotment,
+            spent: p.spent,
+            released: progress.released,
+            advanced: progress.advanced,
+            to_release: progress.pending,
+            overage_units: p.overage,
+            projected_cents: p.projected_charge_cents(),
+            unit_cents: p.unit_cents,
+            cap_cents: p.cap_in_force().map(|(c, _)| c),
+            cap_is_default: p.cap_in_force().is_some_and(|(_, default)| default),
+            overage_open: p.overage_open,
+            overage_allowed: p.overage_allowed,
+        }),
+        alerts: alerts
+            .into_iter()
+            .map(|a| AlertView {
+                key: a.alert.key(),
+                headline: a.alert.headline(),
+                fired_iso: a.fired_at.to_rfc3339(),
+                fired_text: text(a.fired_at),
+            })
+            .collect(),
+        settings: UsageSettingsView {
+            overage_allowed: s.overage_allowed,
+            spend_cap: s.spend_cap_cents.map(dollars_text).unwrap_or_default(),
+            alert_below: s.alert_below.map(|n| n.to_string()).unwrap_or_default(),
+            alert_percent: s.alert_percent,
+            alert_overage: s.alert_overage,
+            alert_email: s.alert_email,
+        },
+    })
 }
 
 /// Saves the overage and alert settings. Checkboxes arrive as `Some(_)` when ticked (a form

@@ -1,9 +1,9 @@
 //! `/billing`: plan, status and credits for the signed-in user.
 
-use crate::api::account::{get_account, get_activity};
+use crate::api::account::{get_billing_page, BillingPageView};
 use crate::api::auth::ResendConfirmation;
 use crate::api::billing::{OpenPortal, SetCancel};
-use crate::api::usage::{get_usage, DismissAlert};
+use crate::api::usage::DismissAlert;
 use crate::components::account_notices::AccountNotices;
 use crate::components::activity::ActivitySection;
 use crate::components::auth::SignInPrompt;
@@ -33,13 +33,10 @@ pub fn done_message(done: &str) -> Option<&'static str> {
 
 #[component]
 pub fn BillingPage() -> impl IntoView {
-    let account = Resource::new(|| (), |_| get_account("/billing".into()));
     let cancel = ServerAction::<SetCancel>::new();
     let portal = ServerAction::<OpenPortal>::new();
     let resend = ServerAction::<ResendConfirmation>::new();
     let dismiss = ServerAction::<DismissAlert>::new();
-    // Refetched after a dismissal, so the banner goes without a reload.
-    let usage = Resource::new(move || dismiss.version().get(), |_| get_usage());
     follow_redirects(move || cancel.value().get());
     follow_redirects(move || portal.value().get());
     let error = Signal::derive(move || {
@@ -53,8 +50,12 @@ pub fn BillingPage() -> impl IntoView {
     });
     let query = use_query_map();
     let done = move || query.read().get("done").and_then(|d| done_message(&d));
-    let history_at = move || (query.read().get("before"), query.read().get("after"));
-    let activity = Resource::new(history_at, |(before, after)| get_activity(before, after));
+    // One read for the whole page (its reads share one database connection); read again after
+    // an alert is dismissed, so the banner goes without a reload, and for another history page.
+    let page = Resource::new(
+        move || (dismiss.version().get(), query.read().get("before"), query.read().get("after")),
+        |(_, before, after)| get_billing_page(before, after),
+    );
     view! {
         <Title text="Billing" />
         <section class="page-head">
@@ -71,7 +72,7 @@ pub fn BillingPage() -> impl IntoView {
                 })
         }}
         <FormError error=error />
-        <Suspense fallback=|| {
+        <Transition fallback=|| {
             view! {
                 <p class="loading" role="status">
                     "Loading your billing…"
@@ -79,30 +80,23 @@ pub fn BillingPage() -> impl IntoView {
             }
         }>
             {move || {
-                let activity = activity.get();
-                let usage = usage.get();
-                account
-                    .get()
+                page.get()
                     .map(|res| match res {
-                        Err(e) => {
-                            // Read both page-level resources here so the server waits for them.
-                            view! { <SignInPrompt message=e.to_string() next="/billing" /> }
-                                .into_any()
-                        }
-                        Ok(a) => {
+                        Err(e) => view! { <SignInPrompt message=e.to_string() next="/billing" /> }.into_any(),
+                        Ok(BillingPageView { account: a, usage, activity }) => {
                             view! {
                                 <AccountNotices account=a.clone() resend=resend portal=portal />
                                 {match usage.clone() {
-                                    Some(Ok(u)) => view! { <UsageAlerts alerts=u.alerts dismiss=dismiss /> }.into_any(),
-                                    _ => ().into_any(),
+                                    Ok(u) => view! { <UsageAlerts alerts=u.alerts dismiss=dismiss /> }.into_any(),
+                                    Err(_) => ().into_any(),
                                 }}
                                 <div class="grid-2">
                                     <PlanPanel account=a.clone() cancel=cancel portal=portal />
                                     <CreditMeter credits=a.credits.clone() day_boundary=a.day_boundary.clone() />
                                 </div>
-                                {match usage.clone() {
-                                    Some(Ok(u)) => view! { <UsagePanel period=u.period /> }.into_any(),
-                                    Some(Err(e)) => {
+                                {match usage {
+                                    Ok(u) => view! { <UsagePanel period=u.period /> }.into_any(),
+                                    Err(e) => {
                                         view! {
                                             <div class="alert alert--error" role="alert">
                                                 {format!("Usage is unavailable: {e}")}
@@ -110,23 +104,14 @@ pub fn BillingPage() -> impl IntoView {
                                         }
                                             .into_any()
                                     }
-                                    None => ().into_any(),
                                 }}
-                                {match activity.clone() {
-                                    Some(Ok(a)) => view! { <ActivitySection activity=a /> }.into_any(),
-                                    Some(Err(e)) => {
+                                {match activity {
+                                    Ok(a) => view! { <ActivitySection activity=a /> }.into_any(),
+                                    Err(e) => {
                                         view! {
                                             <div class="alert alert--error" role="alert">
                                                 {format!("Credit history is unavailable: {e}")}
                                             </div>
-                                        }
-                                            .into_any()
-                                    }
-                                    None => {
-                                        view! {
-                                            <p class="loading" role="status">
-                                                "Loading credit history…"
-                                            </p>
                                         }
                                             .into_any()
                                     }
@@ -136,7 +121,7 @@ pub fn BillingPage() -> impl IntoView {
                         }
                     })
             }}
-        </Suspense>
+        </Transition>
     }
 }
 

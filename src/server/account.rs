@@ -68,12 +68,29 @@ pub async fn pricing(state: &AppState, visitor: Option<Uuid>) -> Result<PricingV
     })
 }
 
-/// The account page's summary of `user`.
+/// The account page's summary of `user`: the plan (Customer State, through its cache)
+/// alongside the account's own rows.
 pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<AccountView, billing::Error> {
-    // The plan (Customer State, through its cache) alongside the account's own rows, read in
-    // one statement: the balance as `ledger::balance` reads it and the subscription as
-    // `billing::live_subscription` picks it (each round trip costs a page more than its query).
-    let own = async {
+    // Each branch takes its own connection: neither holds one while waiting for another (with
+    // every pooled connection held by a request waiting for a second, the pool would starve).
+    let own = async { own_rows(&mut *state.pool.acquire().await?, user).await };
+    let (own, plan) = tokio::try_join!(own, plan_of_user(state, user))?;
+    Ok(account_view(state, email, own, plan))
+}
+
+/// What the account summary reads of the account itself.
+pub struct OwnRows {
+    created: DateTime<Utc>,
+    verified: Option<DateTime<Utc>>,
+    credits: crate::domain::credits::Balance,
+    subscription: Option<LiveSubscription>,
+}
+
+/// The account's own rows in one statement: the balance as `ledger::balance` reads it and the
+/// subscription as `billing::live_subscription` picks it (each round trip costs a page more
+/// than its query does).
+pub async fn own_rows(conn: &mut sqlx::PgConnection, user: Uuid) -> Result<OwnRows, billing::Error> {
+    {
         type Row = (
             DateTime<Utc>,
             Option<DateTime<Utc>>,
@@ -104,7 +121,7 @@ pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<Acco
         .bind(user)
         .bind(Utc::now())
         .bind(&billing::subscriptions::LIVE_STATUSES[..])
-        .fetch_one(&state.pool)
+        .fetch_one(&mut *conn)
         .await?;
         let (created, verified, total, allotment, purchased, free, adjustment, pending, next) =
             (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8);
@@ -123,10 +140,14 @@ pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<Acco
             }
             _ => None,
         };
-        Ok::<_, billing::Error>((created, verified, credits, subscription))
-    };
-    let ((created, verified, credits, subscription), plan) = tokio::try_join!(own, plan_of_user(state, user))?;
-    Ok(AccountView {
+        Ok(OwnRows { created, verified, credits, subscription })
+    }
+}
+
+/// The summary from what was read.
+pub fn account_view(state: &AppState, email: String, own: OwnRows, plan: PlanRead) -> AccountView {
+    let OwnRows { created, verified, credits, subscription } = own;
+    AccountView {
         email,
         plan: plan.plan,
         plan_notice: plan.notice,
@@ -137,7 +158,7 @@ pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<Acco
         member_since: created.format("%B %-d, %Y").to_string(),
         credits,
         day_boundary: day_boundary(state.config.credit_day_offset),
-    })
+    }
 }
 
 /// The subscription as a page shows it.
@@ -170,6 +191,17 @@ pub async fn activity(
     before: Option<&str>,
     after: Option<&str>,
 ) -> Result<ActivityView, sqlx::Error> {
+    activity_on(state, &mut *state.pool.acquire().await?, user, before, after).await
+}
+
+/// [`activity`] read on `conn`.
+pub async fn activity_on(
+    state: &AppState,
+    conn: &mut sqlx::PgConnection,
+    user: Uuid,
+    before: Option<&str>,
+    after: Option<&str>,
+) -> Result<ActivityView, sqlx::Error> {
     let now = Utc::now();
     let offset = state.config.credit_day_offset;
     let at = match (before.and_then(history::Cursor::parse), after.and_then(history::Cursor::parse)) {
@@ -177,9 +209,7 @@ pub async fn activity(
         (None, Some(c)) => history::PageAt::After(c),
         (None, None) => history::PageAt::Newest,
     };
-    // One connection for both reads (a pooled connection's checkout costs a round trip).
-    let mut conn = state.pool.acquire().await?;
-    let page = history::lines_page(&mut conn, user, now, offset, PAGE_SIZE as usize, HISTORY_SCAN, at).await?;
+    let page = history::lines_page(&mut *conn, user, now, offset, PAGE_SIZE as usize, HISTORY_SCAN, at).await?;
     let usage = history::daily_spend(&mut *conn, user, offset, 30, now).await?;
     // The names of the API keys behind this page's runs (one read, only when there are runs).
     let mut key_ids: Vec<Uuid> = page
@@ -199,7 +229,6 @@ pub async fn activity(
             .fetch_all(&mut *conn)
             .await?
     };
-    drop(conn);
     let key_name = |e: &history::Entry| {
         let id: Uuid = e.api_key_id.as_deref()?.parse().ok()?;
         key_names.iter().find(|(k, _)| *k == id).map(|(_, n)| n.as_str())

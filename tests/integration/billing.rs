@@ -1695,3 +1695,25 @@ async fn the_credit_history_downloads_as_csv_for_a_bounded_range_in_chunks() {
     assert_eq!(res.status(), 303);
     assert!(app.page("/billing").await.contains("Download CSV"));
 }
+
+/// A request never holds one pooled connection while it waits for another: with two
+/// connections in the pool, forty billing pages at once all render (each reads its plan, then
+/// the rest of the page on one connection); a starved one would wait out the pool's acquire
+/// timeout and fail.
+#[tokio::test]
+async fn many_billing_pages_at_once_never_starve_a_small_pool() {
+    let app = spawn_app_with(&[("DATABASE_POOL_SIZE", "2")]).await;
+    app.sign_up("starve@example.com").await;
+    let pages = futures::future::join_all((0..40).map(|_| {
+        let (client, url) = (app.client.clone(), format!("{}/billing", app.address));
+        async move {
+            let res = client.get(url).send().await.unwrap();
+            (res.status(), res.text().await.unwrap())
+        }
+    }))
+    .await;
+    for (status, body) in &pages {
+        assert_eq!(*status, 200);
+        assert!(body.contains("Credit history"), "{body}");
+    }
+}
