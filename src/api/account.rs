@@ -31,15 +31,6 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
     Ok(crate::server::account::summary(&state, user.id, user.email).await?)
 }
 
-/// The signed-in user's credit history (newest first, a page before or after a cursor) and their spend per day for
-/// the last 30 days, in the configured credit day.
-#[server(prefix = "/api", endpoint = "activity")]
-pub async fn get_activity(before: Option<String>, after: Option<String>) -> Result<ActivityView, AppError> {
-    let state = super::state()?;
-    let user = crate::server::auth::require_user().await?;
-    Ok(crate::server::account::activity(&state, user.id, before.as_deref(), after.as_deref()).await?)
-}
-
 /// Everything `/billing` shows, read in one server function: the account summary, the usage
 /// panel and a page of credit history share one pooled connection (each checkout of a
 /// connection costs a round trip, and the page used three), the plan alongside.
@@ -51,8 +42,9 @@ pub struct BillingPageView {
     pub activity: Result<ActivityView, AppError>,
 }
 
-/// The billing page of the signed-in user (history before or after a cursor, as
-/// [`get_activity`]). Anonymous visitors are sent to sign-in and back.
+/// The billing page of the signed-in user, with the page of credit history just older than the
+/// cursor `before` or newer than `after` (the newest without either). Anonymous visitors are
+/// sent to sign-in and back.
 #[server(prefix = "/api", endpoint = "billing-page")]
 pub async fn get_billing_page(before: Option<String>, after: Option<String>) -> Result<BillingPageView, AppError> {
     let state = super::state()?;
@@ -69,7 +61,7 @@ pub async fn get_billing_page(before: Option<String>, after: Option<String>) -> 
     let own = reads::own_rows(&mut conn, user.id).await?;
     let account = reads::account_view(&state, user.email, own, plan);
     let usage = crate::api::usage::usage_on(&mut conn, user.id).await;
-    let activity = crate::server::account::activity_on(&state, &mut conn, user.id, before.as_deref(), after.as_deref())
+    let activity = crate::server::account::activity(&state, &mut conn, user.id, before.as_deref(), after.as_deref())
         .await
         .map_err(AppError::from);
     Ok(BillingPageView { account, usage, activity })

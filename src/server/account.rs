@@ -184,18 +184,9 @@ pub const PAGE_SIZE: i64 = crate::views::account::LEDGER_PAGE_SIZE;
 
 /// A page of the credit history, newest first (`before`/`after` are cursors from an earlier
 /// page; anything else reads the newest page), and the spend per credit day of the last 30
-/// days. Bounded reads whatever the history's length: one index range and the 30-row rollup.
+/// days, read on `conn`. Bounded reads whatever the history's length: one index range and the
+/// 30-row rollup.
 pub async fn activity(
-    state: &AppState,
-    user: Uuid,
-    before: Option<&str>,
-    after: Option<&str>,
-) -> Result<ActivityView, sqlx::Error> {
-    activity_on(state, &mut *state.pool.acquire().await?, user, before, after).await
-}
-
-/// [`activity`] read on `conn`.
-pub async fn activity_on(
     state: &AppState,
     conn: &mut sqlx::PgConnection,
     user: Uuid,

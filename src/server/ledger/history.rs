@@ -133,18 +133,7 @@ pub async fn page(
             Ok(older_page(rows, limit, newer))
         }
         PageAt::After(c) => {
-            let mut rows: Vec<Entry> = sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
-                   AND (effective_at, id) > ($4, $5)
-                 ORDER BY effective_at, id LIMIT $3"
-            ))
-            .bind(user)
-            .bind(now)
-            .bind(limit + 1)
-            .bind(c.at)
-            .bind(c.id)
-            .fetch_all(&mut *conn)
-            .await?;
+            let mut rows = newer_than(conn, user, now, c, limit + 1).await?;
             if rows.len() as i64 <= limit {
                 return newest_page(conn, user, now, limit).await;
             }
@@ -155,6 +144,28 @@ pub async fn page(
             Ok(Page { entries: rows, newer, older })
         }
     }
+}
+
+/// Up to `limit` of the entries in effect at `now` just newer than `c`, oldest first.
+async fn newer_than(
+    conn: &mut sqlx::PgConnection,
+    user: Uuid,
+    now: DateTime<Utc>,
+    c: Cursor,
+    limit: i64,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
+           AND (effective_at, id) > ($4, $5)
+         ORDER BY effective_at, id LIMIT $3"
+    ))
+    .bind(user)
+    .bind(now)
+    .bind(limit)
+    .bind(c.at)
+    .bind(c.id)
+    .fetch_all(conn)
+    .await
 }
 
 /// The newest page: up to `limit` entries in effect at `now`, newest first.
@@ -237,18 +248,7 @@ pub async fn lines_page(
     };
     // The entries just newer than the cursor, oldest first: the lines nearest the cursor are
     // the ones this page shows.
-    let mut rows: Vec<Entry> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at <= $2
-           AND (effective_at, id) > ($4, $5)
-         ORDER BY effective_at, id LIMIT $3"
-    ))
-    .bind(user)
-    .bind(now)
-    .bind(scan + 1)
-    .bind(c.at)
-    .bind(c.id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let mut rows = newer_than(conn, user, now, c, scan + 1).await?;
     let more_above = rows.len() as i64 > scan;
     rows.truncate(scan as usize);
     rows.reverse();
