@@ -112,7 +112,7 @@ pub async fn own_rows(conn: &mut sqlx::PgConnection, user: Uuid) -> Result<OwnRo
                         b.total, b.allotment, b.purchased, b.free, b.adjustment, b.pending, b.next_at,
                         s.id, s.plan, s.status, s.current_period_end, s.cancel_at_period_end
                    FROM users u
-                  CROSS JOIN LATERAL credit_balance_at(u.id, $2) b
+                  CROSS JOIN LATERAL credit_balance_read(u.id, $2) b
                    LEFT JOIN LATERAL (SELECT id, plan, status, current_period_end, cancel_at_period_end
                                         FROM subscriptions WHERE user_id = u.id AND status = ANY($3)
                                        ORDER BY polar_modified_at DESC LIMIT 1) s ON true

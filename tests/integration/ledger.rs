@@ -750,6 +750,16 @@ async fn a_balance_read_writes_nothing_and_equals_what_maintenance_leaves() {
             ledger::balance(&pool, read_only, now).await.unwrap(),
         );
         assert_eq!(a, b, "at {now}: the read equals what maintenance leaves");
+        // The function it replaced (kept for binaries released before) reads the same.
+        let cols = "total, allotment, purchased, free, adjustment, pending, next_at";
+        type Row = (i64, i64, i64, i64, i64, i64, Option<DateTime<Utc>>);
+        let old: Row = sqlx::query_as(&format!("SELECT {cols} FROM credit_balance_at($1, $2)"))
+            .bind(read_only)
+            .bind(now)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!((old.0, old.5, old.6), (b.total, b.pending_allotment, b.next_accrual_at), "at {now}");
         let entries_after: i64 = sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE user_id = $1")
             .bind(read_only)
             .fetch_one(&pool)
@@ -759,6 +769,25 @@ async fn a_balance_read_writes_nothing_and_equals_what_maintenance_leaves() {
     }
     assert!(now > end + Duration::days(31), "the history crossed the period's end and the rollover's");
     assert_consistent(&pool).await;
+}
+
+/// The balance read is planned with the query that calls it: a SQL function PostgreSQL does
+/// not inline is parsed and planned again on every call (a third of the database's CPU under
+/// load on /billing, when it was).
+#[tokio::test]
+async fn the_balance_read_is_planned_inline() {
+    let (pool, _) = fresh_database().await;
+    let user = new_user(&pool).await;
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT u.id, b.* FROM users u CROSS JOIN LATERAL credit_balance_read(u.id, now()) b WHERE u.id = $1",
+    )
+    .bind(user)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("credit_buckets"), "the function's body is part of the plan:\n{plan}");
+    assert!(!plan.contains("Function Scan"), "not called as a function:\n{plan}");
 }
 
 /// A page renders while another connection holds the account row (and the session row) locked:

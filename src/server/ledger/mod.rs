@@ -547,11 +547,11 @@ pub async fn adjust(
 /// A user's credits right now, by source. Applies due accruals and expiries first, so what it
 /// reports is what a spend would see.
 pub async fn balance(db: impl sqlx::PgExecutor<'_>, user_id: Uuid, now: DateTime<Utc>) -> Result<Balance, sqlx::Error> {
-    // One statement, no lock, no write (`credit_balance_at`): what `credit_maintain` would
+    // One statement, no lock, no write (`credit_balance_read`): what `credit_maintain` would
     // leave, so a page view never waits for the account's spends, nor they for it.
     type Row = (i64, i64, i64, i64, i64, i64, Option<DateTime<Utc>>);
     let (total, allotment, purchased, free, adjustment, pending, next): Row = sqlx::query_as(
-        "SELECT total, allotment, purchased, free, adjustment, pending, next_at FROM credit_balance_at($1, $2)",
+        "SELECT total, allotment, purchased, free, adjustment, pending, next_at FROM credit_balance_read($1, $2)",
     )
     .bind(user_id)
     .bind(now)
