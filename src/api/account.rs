@@ -52,14 +52,15 @@ pub async fn get_billing_page(before: Option<String>, after: Option<String>) -> 
         leptos_axum::redirect("/login?next=%2Fbilling");
         return Err(AppError::Unauthorized);
     };
-    use crate::server::account as reads;
-    // The plan first, on a connection of its own (it may call Polar and write the cache): a
-    // request never holds one pooled connection while it waits for another, or a burst of
-    // requests holding every connection would starve the pool.
-    let plan = reads::plan_of_user(&state, user.id).await?;
-    let mut conn = state.pool.acquire().await?;
-    let own = reads::own_rows(&mut conn, user.id).await?;
-    let account = reads::account_view(&state, user.email, own, plan);
+    // The account and the plan first (the plan from the cache row the account's statement
+    // reads; when that is not fresh, through the cache on connections of its own), then the
+    // usage panel and the history on the same connection.
+    let (account, conn) =
+        crate::server::account::account_on(&state, state.pool.acquire().await?, user.id, user.email).await?;
+    let mut conn = match conn {
+        Some(conn) => conn,
+        None => state.pool.acquire().await?,
+    };
     let usage = crate::api::usage::usage_on(&mut conn, user.id).await;
     let activity = crate::server::account::activity(&state, &mut conn, user.id, before.as_deref(), after.as_deref())
         .await

@@ -30,22 +30,26 @@ pub struct PlanRead {
 /// [`PlanRead`] of `user`.
 pub async fn plan_of_user(state: &AppState, user: Uuid) -> Result<PlanRead, billing::Error> {
     match billing::customer_state(state, user, billing::STATE_TTL).await {
-        Ok(read) => Ok(PlanRead {
-            plan: read.plan(),
-            notice: read.stale.then(|| {
-                format!(
-                    "Our billing provider is not answering; this is your plan as of {}.",
-                    read.fetched_at.format("%B %-d, %H:%M UTC")
-                )
-            }),
-            has_customer: read.state.is_some(),
-        }),
+        Ok(read) => Ok(plan_read(&read)),
         Err(billing::Error::Unavailable(_) | billing::Error::NotConfigured) => Ok(PlanRead {
             plan: billing::live_subscription(&state.pool, user).await?.map(|s| s.plan_id()).unwrap_or(PlanId::Free),
             notice: Some("Our billing provider is not answering; this is your plan as we last heard of it.".into()),
             has_customer: false,
         }),
         Err(e) => Err(e),
+    }
+}
+
+fn plan_read(read: &billing::StateRead) -> PlanRead {
+    PlanRead {
+        plan: read.plan(),
+        notice: read.stale.then(|| {
+            format!(
+                "Our billing provider is not answering; this is your plan as of {}.",
+                read.fetched_at.format("%B %-d, %H:%M UTC")
+            )
+        }),
+        has_customer: read.state.is_some(),
     }
 }
 
@@ -71,81 +75,111 @@ pub async fn pricing(state: &AppState, visitor: Option<Uuid>) -> Result<PricingV
 /// The account page's summary of `user`: the plan (Customer State, through its cache)
 /// alongside the account's own rows.
 pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<AccountView, billing::Error> {
-    // Each branch takes its own connection: neither holds one while waiting for another (with
-    // every pooled connection held by a request waiting for a second, the pool would starve).
-    let own = async { own_rows(&mut *state.pool.acquire().await?, user).await };
-    let (own, plan) = tokio::try_join!(own, plan_of_user(state, user))?;
-    Ok(account_view(state, email, own, plan))
+    Ok(account_on(state, state.pool.acquire().await?, user, email).await?.0)
+}
+
+/// The account summary of `user`, read on `conn`: the account's own rows and the Customer
+/// State cache row in one statement, the plan from that row when it is fresh. Otherwise the
+/// connection goes back to the pool (a request never holds one while it waits for another)
+/// and the plan is read through the cache ([`plan_of_user`]: it may ask Polar and write the
+/// row); then no connection is returned.
+pub async fn account_on(
+    state: &AppState,
+    mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    user: Uuid,
+    email: String,
+) -> Result<(AccountView, Option<sqlx::pool::PoolConnection<sqlx::Postgres>>), billing::Error> {
+    let (own, stored) = own_rows(&mut conn, user).await?;
+    if let Some(read) = billing::customer_state::fresh_stored(stored.as_ref(), billing::STATE_TTL) {
+        return Ok((account_view(state, email, own, plan_read(&read)), Some(conn)));
+    }
+    drop(conn);
+    let plan = plan_of_user(state, user).await?;
+    Ok((account_view(state, email, own, plan), None))
 }
 
 /// What the account summary reads of the account itself.
-pub struct OwnRows {
+struct OwnRows {
     created: DateTime<Utc>,
     verified: Option<DateTime<Utc>>,
     credits: crate::domain::credits::Balance,
     subscription: Option<LiveSubscription>,
 }
 
-/// The account's own rows in one statement: the balance as `ledger::balance` reads it and the
-/// subscription as `billing::live_subscription` picks it (each round trip costs a page more
-/// than its query does).
-pub async fn own_rows(conn: &mut sqlx::PgConnection, user: Uuid) -> Result<OwnRows, billing::Error> {
-    {
-        type Row = (
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            Option<DateTime<Utc>>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<DateTime<Utc>>,
-            Option<bool>,
-        );
-        let row: Row = sqlx::query_as(
-            "SELECT u.created_at, u.email_verified_at,
-                        b.total, b.allotment, b.purchased, b.free, b.adjustment, b.pending, b.next_at,
-                        s.id, s.plan, s.status, s.current_period_end, s.cancel_at_period_end
-                   FROM users u
-                  CROSS JOIN LATERAL credit_balance_read(u.id, $2) b
-                   LEFT JOIN LATERAL (SELECT id, plan, status, current_period_end, cancel_at_period_end
-                                        FROM subscriptions WHERE user_id = u.id AND status = ANY($3)
-                                       ORDER BY polar_modified_at DESC LIMIT 1) s ON true
-                  WHERE u.id = $1",
-        )
-        .bind(user)
-        .bind(Utc::now())
-        .bind(&billing::subscriptions::LIVE_STATUSES[..])
-        .fetch_one(&mut *conn)
-        .await?;
-        let (created, verified, total, allotment, purchased, free, adjustment, pending, next) =
-            (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8);
-        let credits = crate::domain::credits::Balance {
-            total,
-            allotment,
-            purchased,
-            free,
-            adjustment,
-            pending_allotment: pending,
-            next_accrual_at: next,
-        };
-        let subscription = match (row.9, row.11, row.12, row.13) {
-            (Some(id), Some(status), Some(current_period_end), Some(cancel_at_period_end)) => {
-                Some(LiveSubscription { id, plan: row.10, status, current_period_end, cancel_at_period_end })
-            }
-            _ => None,
-        };
-        Ok(OwnRows { created, verified, credits, subscription })
-    }
+#[derive(sqlx::FromRow)]
+struct OwnRow {
+    created_at: DateTime<Utc>,
+    email_verified_at: Option<DateTime<Utc>>,
+    total: i64,
+    allotment: i64,
+    purchased: i64,
+    free: i64,
+    adjustment: i64,
+    pending: i64,
+    next_at: Option<DateTime<Utc>>,
+    sub_id: Option<String>,
+    sub_plan: Option<String>,
+    sub_status: Option<String>,
+    sub_period_end: Option<DateTime<Utc>>,
+    sub_cancel_at_period_end: Option<bool>,
+    state: Option<serde_json::Value>,
+    state_fetched_at: Option<DateTime<Utc>>,
+    state_stale: Option<bool>,
+    state_changed_at: Option<DateTime<Utc>>,
+}
+
+/// The account's own rows in one statement: the balance as `ledger::balance` reads it, the
+/// subscription as `billing::live_subscription` picks it, and the Customer State cache row
+/// (each round trip costs a page more than its query does).
+async fn own_rows(
+    conn: &mut sqlx::PgConnection,
+    user: Uuid,
+) -> Result<(OwnRows, Option<billing::customer_state::StoredState>), billing::Error> {
+    let row: OwnRow = sqlx::query_as(
+        "SELECT u.created_at, u.email_verified_at,
+                b.total, b.allotment, b.purchased, b.free, b.adjustment, b.pending, b.next_at,
+                s.id AS sub_id, s.plan AS sub_plan, s.status AS sub_status, s.current_period_end AS sub_period_end,
+                s.cancel_at_period_end AS sub_cancel_at_period_end,
+                pc.state, pc.state_fetched_at, pc.state_stale, pc.state_changed_at
+           FROM users u
+          CROSS JOIN LATERAL credit_balance_read(u.id, $2) b
+           LEFT JOIN LATERAL (SELECT id, plan, status, current_period_end, cancel_at_period_end
+                                FROM subscriptions WHERE user_id = u.id AND status = ANY($3)
+                               ORDER BY polar_modified_at DESC LIMIT 1) s ON true
+           LEFT JOIN polar_customers pc ON pc.user_id = u.id
+          WHERE u.id = $1",
+    )
+    .bind(user)
+    .bind(Utc::now())
+    .bind(&billing::subscriptions::LIVE_STATUSES[..])
+    .fetch_one(&mut *conn)
+    .await?;
+    let credits = crate::domain::credits::Balance {
+        total: row.total,
+        allotment: row.allotment,
+        purchased: row.purchased,
+        free: row.free,
+        adjustment: row.adjustment,
+        pending_allotment: row.pending,
+        next_accrual_at: row.next_at,
+    };
+    let subscription = match (row.sub_id, row.sub_status, row.sub_period_end, row.sub_cancel_at_period_end) {
+        (Some(id), Some(status), Some(current_period_end), Some(cancel_at_period_end)) => {
+            Some(LiveSubscription { id, plan: row.sub_plan, status, current_period_end, cancel_at_period_end })
+        }
+        _ => None,
+    };
+    let stored = row.state_stale.map(|state_stale| billing::customer_state::StoredState {
+        state: row.state,
+        state_fetched_at: row.state_fetched_at,
+        state_stale,
+        state_changed_at: row.state_changed_at,
+    });
+    Ok((OwnRows { created: row.created_at, verified: row.email_verified_at, credits, subscription }, stored))
 }
 
 /// The summary from what was read.
-pub fn account_view(state: &AppState, email: String, own: OwnRows, plan: PlanRead) -> AccountView {
+fn account_view(state: &AppState, email: String, own: OwnRows, plan: PlanRead) -> AccountView {
     let OwnRows { created, verified, credits, subscription } = own;
     AccountView {
         email,

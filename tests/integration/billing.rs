@@ -968,10 +968,14 @@ async fn with_redis_customer_state_is_read_there_first_dropped_on_change_and_red
     assert!((1..=30).contains(&ttl), "expires with the cache's TTL: {ttl}");
 
     settle(&app).await;
-    // Reads go to Redis first: an entry saying "no customer" makes the page show Free.
+    // Reads through the cache go to Redis first: an entry saying "no customer" makes /pricing
+    // show Free as the current plan. (/billing serves the Postgres row its account statement
+    // reads anyway while that row is fresh: `customer_state::fresh_stored`.)
     let planted = serde_json::json!({ "state": null, "fetched_at": chrono::Utc::now() }).to_string();
     let _: () = redis::AsyncCommands::set_ex(&mut r, &key, planted, 30).await.unwrap();
-    assert!(app.page("/billing").await.contains("<p class=\"plan-name\">Free"));
+    let pricing = app.page("/pricing").await;
+    let free_card = pricing.split("<h2 id=\"plan-free\">").nth(1).expect("the Free card");
+    assert!(free_card.split("plan__cta").nth(1).unwrap().contains("Your current plan"), "{pricing}");
 
     // A change at Polar (a renewal, from its webhooks alone): once processed, the entry is gone
     // and the next read is Polar's truth again.

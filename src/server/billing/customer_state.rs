@@ -3,6 +3,9 @@
 //! (`polar_customers.state`, kept [`STATE_TTL`], marked stale by webhooks), then Polar, and
 //! write what they found fresh back up. When Polar cannot be reached the last known state is
 //! served, marked stale; `require_benefit` trusts it for [`STALE_GRACE`], then fails closed.
+//! A page that reads the account's rows anyway reads the Postgres row in the same statement
+//! and serves it while fresh ([`fresh_stored`]): it is as current as the Redis entry, since
+//! every read of Polar writes both and every change drops the entry and marks the row stale.
 
 use super::{polar_reads, Error, Result};
 use crate::domain::plans::PlanId;
@@ -51,12 +54,51 @@ impl StateRead {
 }
 
 /// The customer state as last stored, and whether it is known to be out of date.
-#[derive(sqlx::FromRow)]
-struct StoredState {
-    state: Option<Value>,
-    state_fetched_at: Option<DateTime<Utc>>,
-    state_stale: bool,
-    state_changed_at: Option<DateTime<Utc>>,
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredState {
+    pub state: Option<Value>,
+    pub state_fetched_at: Option<DateTime<Utc>>,
+    pub state_stale: bool,
+    pub state_changed_at: Option<DateTime<Utc>>,
+}
+
+/// The stored state and when it was fetched, when young enough for `max_age` (kept at most
+/// [`SETTLING_TTL`] while a change settles, else [`STATE_TTL`]) or fetched at or after `since`.
+fn fresh_row(
+    row: &StoredState,
+    max_age: Duration,
+    since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<(Option<&Value>, DateTime<Utc>)> {
+    if row.state_stale {
+        return None;
+    }
+    let max_age = max_age.min(ttl_of(row.state_changed_at, now));
+    let at = row.state_fetched_at?;
+    (now - at < max_age || since.is_some_and(|s| at >= s)).then_some((row.state.as_ref(), at))
+}
+
+/// How long a state read now is kept: [`SETTLING_TTL`] within [`SETTLE_WINDOW`] of a change
+/// (at `changed_at`), else [`STATE_TTL`].
+fn ttl_of(changed_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    if changed_at.is_some_and(|changed| now - changed < SETTLE_WINDOW) {
+        SETTLING_TTL
+    } else {
+        STATE_TTL
+    }
+}
+
+fn read_of(state: Option<&Value>, fetched_at: DateTime<Utc>) -> StateRead {
+    use serde::Deserialize;
+    StateRead { state: state.and_then(|v| CustomerState::deserialize(v).ok()), fetched_at, stale: false }
+}
+
+/// The Customer State a page may show from the cache row it read with its own rows (one
+/// statement instead of two): `Some` when [`customer_state`] would serve that row as it is,
+/// `None` when the page must read through [`customer_state`] (stale, old or missing).
+pub fn fresh_stored(row: Option<&StoredState>, max_age: Duration) -> Option<StateRead> {
+    let (state, at) = fresh_row(row?, max_age, None, Utc::now())?;
+    Some(read_of(state, at))
 }
 
 /// A cached state young enough for `max_age`, or one fetched at or after `since` (a read that
@@ -87,24 +129,13 @@ async fn cached(
     .bind(user)
     .fetch_optional(&state.pool)
     .await?;
-    let settling = row.as_ref().and_then(|r| r.state_changed_at).is_some_and(|changed| now - changed < SETTLE_WINDOW);
-    let ttl = if settling { SETTLING_TTL } else { STATE_TTL };
-    let max_age = max_age.min(ttl);
-    let stored = row.as_ref().filter(|r| !r.state_stale).and_then(|r| Some((r.state.clone(), r.state_fetched_at?)));
-    if let Some((s, at)) = stored.filter(|(_, at)| fresh(*at, max_age)) {
+    if let Some((s, at)) = row.as_ref().and_then(|r| fresh_row(r, max_age, since, now)) {
+        let read = read_of(s, at);
         if let Some(r) = redis {
-            r.put(
-                user,
-                &CachedState { state: s.clone(), fetched_at: at },
-                (ttl - (now - at)).max(Duration::seconds(1)),
-            )
-            .await;
+            let ttl = ttl_of(row.as_ref().and_then(|r| r.state_changed_at), now);
+            let cached = CachedState { state: s.cloned(), fetched_at: at };
+            r.put(user, &cached, (ttl - (now - at)).max(Duration::seconds(1))).await;
         }
-        let read = StateRead {
-            state: s.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()),
-            fetched_at: at,
-            stale: false,
-        };
         return Ok((Some(read), row));
     }
     Ok((None, row))
@@ -150,8 +181,7 @@ pub async fn read_state(state: &AppState, user: Uuid, max_age: Duration, reader:
         Reader::Background => super::polar_background(state)?,
     };
     let now = Utc::now();
-    let settling = row.as_ref().and_then(|r| r.state_changed_at).is_some_and(|changed| now - changed < SETTLE_WINDOW);
-    let ttl = if settling { SETTLING_TTL } else { STATE_TTL };
+    let ttl = ttl_of(row.as_ref().and_then(|r| r.state_changed_at), now);
     let fetched = match client.customer_state(&user.to_string()).await {
         Ok(s) => Some(s),
         Err(PolarError::NotFound { .. }) => None,
@@ -225,5 +255,35 @@ pub async fn require_any_benefit(state: &AppState, user: Uuid, slugs: &[&str]) -
             "This needs the {} benefit, which your plan does not include.",
             slugs.join(" or ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(fetched_secs_ago: i64, changed_secs_ago: Option<i64>, stale: bool, now: DateTime<Utc>) -> StoredState {
+        StoredState {
+            state: None,
+            state_fetched_at: Some(now - Duration::seconds(fetched_secs_ago)),
+            state_stale: stale,
+            state_changed_at: changed_secs_ago.map(|s| now - Duration::seconds(s)),
+        }
+    }
+
+    #[test]
+    fn a_stored_state_is_served_while_young_and_never_once_marked_stale() {
+        let now = Utc::now();
+        let fresh = |r: &StoredState| fresh_row(r, STATE_TTL, None, now).is_some();
+        assert!(fresh(&row(29, None, false, now)));
+        assert!(!fresh(&row(31, None, false, now)), "older than STATE_TTL");
+        assert!(!fresh(&row(1, None, true, now)), "a webhook marked it stale");
+        assert!(fresh(&row(1, Some(5), false, now)), "within SETTLING_TTL of a read after a change");
+        assert!(!fresh(&row(3, Some(5), false, now)), "a change settling: kept only SETTLING_TTL");
+        assert!(fresh(&row(3, Some(25), false, now)), "the change has settled");
+        let never = StoredState { state_fetched_at: None, ..row(0, None, false, now) };
+        assert!(!fresh(&never), "never read from Polar");
+        assert!(fresh_row(&row(40, None, false, now), STATE_TTL, Some(now - Duration::seconds(41)), now).is_some());
+        assert!(fresh_stored(None, STATE_TTL).is_none(), "no row: read through the cache");
     }
 }
