@@ -118,23 +118,19 @@ pub async fn get_usage() -> Result<UsageView, AppError> {
 /// The usage panel of `user`, read on `conn`.
 #[cfg(feature = "ssr")]
 pub(crate) async fn usage_on(conn: &mut sqlx::PgConnection, user: uuid::Uuid) -> Result<UsageView, AppError> {
-    use crate::server::{ledger, usage};
+    use crate::server::usage;
     let now = chrono::Utc::now();
     let text = |t: chrono::DateTime<chrono::Utc>| t.format("%b %-d, %H:%M UTC").to_string();
-    // One read: the account's period, shown while it runs, and after it ended early (a
-    // revocation) while it holds overage, so what was used in it stays on the page.
-    let (period, progress) = match ledger::period::latest_with_progress(&mut *conn, user, now)
-        .await?
+    // One read: the account's period (shown while it runs, and after it ended early, a
+    // revocation, while it holds overage, so what was used in it stays on the page), the
+    // alerts shown for it and the settings.
+    let usage::panel::PanelRead { period, alerts, settings: s } = usage::panel::read(&mut *conn, user, now).await?;
+    let (period, progress) = match period
         .filter(|r| (r.period.start <= now && now < r.period.end) || (r.period.end <= now && r.period.overage > 0))
     {
         Some(r) => (Some(r.period), r.progress),
         None => (None, Default::default()),
     };
-    let alerts = match &period {
-        Some(p) if p.end > now => usage::alerts::shown(&mut *conn, user, &p.key).await,
-        _ => usage::alerts::shown(&mut *conn, user, "none").await,
-    }?;
-    let s = usage::settings::load(&mut *conn, user).await?;
     Ok(UsageView {
         period: period.map(|p| PeriodView {
             ended: p.end <= now,

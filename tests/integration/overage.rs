@@ -459,8 +459,9 @@ async fn no_new_overage_near_the_period_end_or_once_the_subscription_is_ending_a
         .fetch_one(&pool)
         .await
         .unwrap();
-    let shown: Vec<_> =
-        tally::server::usage::alerts::shown(&pool, both, &key).await.unwrap().into_iter().map(|a| a.alert).collect();
+    let panel = tally::server::usage::panel::read(&mut pool.acquire().await.unwrap(), both, now).await.unwrap();
+    assert_eq!(panel.period.map(|p| p.period.key), Some(key));
+    let shown: Vec<_> = panel.alerts.into_iter().map(|a| a.alert).collect();
     use tally::domain::usage::Alert;
     assert_eq!(shown, [Alert::Percent(100), Alert::Percent(80)]);
     assert!(ledger::problems(&pool, None).await.unwrap().is_empty());

@@ -164,7 +164,7 @@ pub struct AllotmentProgress {
 }
 
 /// The allotment's progress as of `$4` over the period `[$2, $3)` of user `$1`: one query text
-/// for [`allotment_progress`] and the lateral join of [`latest_with_progress`].
+/// for [`allotment_progress`] and the lateral join of [`latest_with_progress_sql`].
 const PROGRESS_SQL: &str = "SELECT coalesce(sum(a.amount), 0)::bigint AS scheduled,
         coalesce(sum(a.amount - a.advanced) FILTER (WHERE a.applied_at IS NOT NULL OR a.due_at <= $4), 0)::bigint AS released,
         coalesce(sum(a.advanced), 0)::bigint AS advanced,
@@ -184,24 +184,23 @@ pub struct PeriodRead {
 
 /// The account's latest period, running or not (a period that ended early, by a revocation,
 /// keeps what was used in it, overage included, for the billing page to show), with
-/// [`allotment_progress`] of that period at `now`: one round trip.
-pub async fn latest_with_progress(
-    db: impl sqlx::PgExecutor<'_>,
-    user_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<Option<PeriodRead>, sqlx::Error> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let progress = PROGRESS_SQL
-            .replace("$1", "c.user_id")
-            .replace("$2", "c.period_start")
-            .replace("$3", "c.period_end")
-            .replace("$4", "$2");
+/// [`allotment_progress`] of that period at `$2`, for a statement that reads more of account
+/// `$1` alongside (`usage::panel`): the select list of [`PeriodRead`]'s columns (all NULL
+/// when the account has no period) and the joins that follow a `FROM (SELECT $1::uuid AS
+/// user_id) me`.
+pub(crate) fn latest_with_progress_sql() -> (String, String) {
+    let progress = PROGRESS_SQL
+        .replace("$1", "c.user_id")
+        .replace("$2", "c.period_start")
+        .replace("$3", "c.period_end")
+        .replace("$4", "$2");
+    (
+        format!("{PERIOD_COLUMNS}, p.scheduled, p.released, p.advanced, p.pending"),
         format!(
-            "SELECT {PERIOD_COLUMNS}, p.* FROM credit_accounts c CROSS JOIN LATERAL ({progress}) p
-              WHERE c.user_id = $1 AND c.period_key IS NOT NULL"
-        )
-    });
-    sqlx::query_as(SQL.as_str()).bind(user_id).bind(now).fetch_optional(db).await
+            "LEFT JOIN credit_accounts c ON c.user_id = me.user_id AND c.period_key IS NOT NULL
+             LEFT JOIN LATERAL ({progress}) p ON c.user_id IS NOT NULL"
+        ),
+    )
 }
 
 /// The allotment of the period `[start, end)` at `now` (its allotment buckets' scheduled days).
@@ -215,10 +214,11 @@ pub async fn allotment_progress(
     sqlx::query_as(PROGRESS_SQL).bind(user_id).bind(start).bind(end).bind(now).fetch_one(db).await
 }
 
-const PERIOD_COLUMNS: &str = "period_key AS key, period_start AS start, period_end AS \"end\",
-    period_allotment AS allotment, period_spent AS spent, period_overage AS overage, overage_unit_cents AS unit_cents,
-    overage_cap_cents AS plan_cap_cents, overage_open, overage_allowed, user_cap_cents,
-    overage_default_cap_cents AS default_cap_cents";
+/// The columns of [`PeriodUsage`], from `credit_accounts c`.
+const PERIOD_COLUMNS: &str = "c.period_key AS key, c.period_start AS start, c.period_end AS \"end\",
+    c.period_allotment AS allotment, c.period_spent AS spent, c.period_overage AS overage,
+    c.overage_unit_cents AS unit_cents, c.overage_cap_cents AS plan_cap_cents, c.overage_open, c.overage_allowed,
+    c.user_cap_cents, c.overage_default_cap_cents AS default_cap_cents";
 
 /// The account's current period, if one is running at `now`.
 pub async fn current(
@@ -227,8 +227,8 @@ pub async fn current(
     now: DateTime<Utc>,
 ) -> Result<Option<PeriodUsage>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {PERIOD_COLUMNS} FROM credit_accounts
-          WHERE user_id = $1 AND period_key IS NOT NULL AND period_start <= $2 AND period_end > $2"
+        "SELECT {PERIOD_COLUMNS} FROM credit_accounts c
+          WHERE c.user_id = $1 AND c.period_key IS NOT NULL AND c.period_start <= $2 AND c.period_end > $2"
     ))
     .bind(user_id)
     .bind(now)

@@ -156,39 +156,16 @@ pub async fn run(
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct ShownRow {
-    alert: String,
-    fired_at: DateTime<Utc>,
-    balance: i64,
-    alert_percent: Option<bool>,
-    alert_overage: Option<bool>,
-}
+/// The order the billing page lists a period's alerts in (of `usage_alerts a`): newest first,
+/// and of one spend's alerts the higher percentage first.
+pub(crate) const SHOWN_ORDER: &str = "a.fired_at DESC,
+    CASE WHEN starts_with(a.alert, 'percent_') THEN substr(a.alert, 9)::int ELSE 0 END DESC, a.alert";
 
-/// The alerts of `user`'s period `period_key` they asked for and have not dismissed, newest
-/// first, for the billing page's banners.
-pub async fn shown(db: impl sqlx::PgExecutor<'_>, user_id: Uuid, period_key: &str) -> Result<Vec<Fired>, sqlx::Error> {
-    let rows: Vec<ShownRow> = sqlx::query_as(
-        "SELECT a.alert, a.fired_at, a.balance, s.alert_percent, s.alert_overage
-           FROM usage_alerts a LEFT JOIN usage_settings s ON s.user_id = a.user_id
-          WHERE a.user_id = $1 AND a.period_key = $2 AND a.dismissed_at IS NULL
-          ORDER BY a.fired_at DESC, CASE WHEN starts_with(a.alert, 'percent_') THEN substr(a.alert, 9)::int ELSE 0 END DESC, a.alert",
-    )
-    .bind(user_id)
-    .bind(period_key)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            let alert = Alert::from_key(&r.alert)?;
-            wanted(alert, r.alert_percent.unwrap_or(true), r.alert_overage.unwrap_or(true)).then_some(Fired {
-                alert,
-                fired_at: r.fired_at,
-                balance: r.balance,
-            })
-        })
-        .collect())
+/// An alert row as recorded (`alert` is its key) as the billing page shows it: `None` when the
+/// user's settings (`percent`, `overage`; the defaults without settings) no longer ask for it.
+pub(crate) fn shown(alert: &str, fired_at: DateTime<Utc>, balance: i64, percent: bool, overage: bool) -> Option<Fired> {
+    let alert = Alert::from_key(alert)?;
+    wanted(alert, percent, overage).then_some(Fired { alert, fired_at, balance })
 }
 
 /// Hides an alert's banner (it stays recorded, so it never fires again this period).

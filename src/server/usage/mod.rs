@@ -23,6 +23,7 @@
 //! billing").
 
 pub mod alerts;
+pub mod panel;
 pub mod reconcile;
 pub mod settings;
 pub mod shipper;
