@@ -79,7 +79,8 @@ pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<Acco
 }
 
 /// The account summary of `user`, read on `conn`: the account's own rows and the Customer
-/// State cache row in one statement, the plan from that row when it is fresh. Otherwise the
+/// State cache row in one statement, the plan from that row when a page may show it (fresh,
+/// or aged a little and then refreshed in the background). Otherwise the
 /// connection goes back to the pool (a request never holds one while it waits for another)
 /// and the plan is read through the cache ([`plan_of_user`]: it may ask Polar and write the
 /// row); then no connection is returned.
@@ -90,7 +91,10 @@ pub async fn account_on(
     email: String,
 ) -> Result<(AccountView, Option<sqlx::pool::PoolConnection<sqlx::Postgres>>), billing::Error> {
     let (own, stored) = own_rows(&mut conn, user).await?;
-    if let Some(read) = billing::customer_state::fresh_stored(stored.as_ref(), billing::STATE_TTL) {
+    if let Some((read, aging)) = billing::customer_state::stored_for_page(stored.as_ref()) {
+        if aging {
+            billing::customer_state::refresh_in_background(state, user);
+        }
         return Ok((account_view(state, email, own, plan_read(&read)), Some(conn)));
     }
     drop(conn);

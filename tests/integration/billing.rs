@@ -970,7 +970,7 @@ async fn with_redis_customer_state_is_read_there_first_dropped_on_change_and_red
     settle(&app).await;
     // Reads through the cache go to Redis first: an entry saying "no customer" makes /pricing
     // show Free as the current plan. (/billing serves the Postgres row its account statement
-    // reads anyway while that row is fresh: `customer_state::fresh_stored`.)
+    // reads anyway while a page may show it: `customer_state::stored_for_page`.)
     let planted = serde_json::json!({ "state": null, "fetched_at": chrono::Utc::now() }).to_string();
     let _: () = redis::AsyncCommands::set_ex(&mut r, &key, planted, 30).await.unwrap();
     let pricing = app.page("/pricing").await;
@@ -1502,6 +1502,59 @@ async fn all_pages_together_leave_background_work_its_share_of_polars_quota() {
         .unwrap();
     assert!(matches!(spent, tally::server::ledger::SpendOutcome::Spent { .. }));
     usage_drained(&app).await;
+}
+
+/// A plan a little past its cache TTL is shown at once and refreshed behind the page (views of
+/// a busy account stalled on Polar each time its state expired); one marked stale by a webhook,
+/// or older than the grace, is read before the page is shown, as before.
+#[tokio::test]
+async fn a_page_shows_a_plan_just_past_its_ttl_at_once_and_refreshes_it_behind() {
+    let app = spawn_app().await;
+    let user = app.sign_up("aging@example.com").await;
+    app.buy("pro").await;
+    page_until(&app, "/billing", "<p class=\"plan-name\">Pro").await;
+    settle(&app).await;
+    // Polar hangs from now on: a page that waited for it would say so.
+    control(&app, "/outage", serde_json::json!({ "kind": "timeout", "count": 1000 })).await;
+    let age = |secs: i64, stale: bool| {
+        sqlx::query(
+            "UPDATE polar_customers SET state_fetched_at = now() - make_interval(secs => $2), state_stale = $3,
+                    state_changed_at = now() - interval '1 hour' WHERE user_id = $1",
+        )
+        .bind(user)
+        .bind(secs as f64)
+        .bind(stale)
+        .execute(&app.pool)
+    };
+    let state_calls = |r: Vec<(String, String)>| r.iter().filter(|(_, p)| p.ends_with("/state")).count();
+
+    let before = state_calls(standin_requests(&app).await);
+    age(45, false).await.unwrap();
+    let html = app.page("/billing").await;
+    assert!(html.contains("<p class=\"plan-name\">Pro") && !html.contains("not answering"), "{html}");
+    let mut asked = 0;
+    for _ in 0..50 {
+        asked = state_calls(standin_requests(&app).await) - before;
+        if asked > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(asked, 1, "one refresh behind the page");
+
+    // Marked stale by a webhook, or past the grace: the page asks Polar first (and, Polar
+    // hanging, shows the last known plan with a notice).
+    for (secs, stale) in [(45, true), (30 + 60 + 5, false)] {
+        age(secs, stale).await.unwrap();
+        let html = app.page("/billing").await;
+        assert!(html.contains("<p class=\"plan-name\">Pro") && html.contains("not answering"), "{secs} s, {stale}");
+    }
+    reqwest::Client::new()
+        .delete(format!("{}/polar/_standin/outage", app.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

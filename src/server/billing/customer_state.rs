@@ -4,8 +4,10 @@
 //! write what they found fresh back up. When Polar cannot be reached the last known state is
 //! served, marked stale; `require_benefit` trusts it for [`STALE_GRACE`], then fails closed.
 //! A page that reads the account's rows anyway reads the Postgres row in the same statement
-//! and serves it while fresh ([`fresh_stored`]): it is as current as the Redis entry, since
+//! and serves it while fresh ([`stored_for_page`]): it is as current as the Redis entry, since
 //! every read of Polar writes both and every change drops the entry and marks the row stale.
+//! A row that merely aged past its TTL is shown once more while one read refreshes it
+//! ([`REFRESH_GRACE`]), so views of a busy account do not all wait on Polar when it expires.
 
 use super::{polar_reads, Error, Result};
 use crate::domain::plans::PlanId;
@@ -93,12 +95,27 @@ fn read_of(state: Option<&Value>, fetched_at: DateTime<Utc>) -> StateRead {
     StateRead { state: state.and_then(|v| CustomerState::deserialize(v).ok()), fetched_at, stale: false }
 }
 
-/// The Customer State a page may show from the cache row it read with its own rows (one
-/// statement instead of two): `Some` when [`customer_state`] would serve that row as it is,
-/// `None` when the page must read through [`customer_state`] (stale, old or missing).
-pub fn fresh_stored(row: Option<&StoredState>, max_age: Duration) -> Option<StateRead> {
-    let (state, at) = fresh_row(row?, max_age, None, Utc::now())?;
-    Some(read_of(state, at))
+/// How long past [`STATE_TTL`] a page may still show a stored state while one read refreshes
+/// it in the background: under load every view of an account waited on Polar each time its
+/// state expired (a stall of a few hundred milliseconds every 30 s in the page benchmark).
+/// Never for a state a webhook marked stale, nor while a change settles: those are read first.
+pub const REFRESH_GRACE: Duration = Duration::seconds(60);
+
+/// What a page may show from the cache row it read with its own rows (one statement instead
+/// of two): the state when [`customer_state`] would serve that row as it is (`Some((read,
+/// false))`), or when it is at most [`REFRESH_GRACE`] past its TTL and neither marked stale nor
+/// settling (`Some((read, true))`: show it and [`refresh_in_background`]); `None` when the
+/// page must read through [`customer_state`].
+pub fn stored_for_page(row: Option<&StoredState>) -> Option<(StateRead, bool)> {
+    let row = row?;
+    let now = Utc::now();
+    if let Some((state, at)) = fresh_row(row, STATE_TTL, None, now) {
+        return Some((read_of(state, at), false));
+    }
+    let at = row.state_fetched_at?;
+    let aging =
+        !row.state_stale && ttl_of(row.state_changed_at, now) == STATE_TTL && now - at < STATE_TTL + REFRESH_GRACE;
+    aging.then(|| (read_of(row.state.as_ref(), at), true))
 }
 
 /// A cached state young enough for `max_age`, or one fetched at or after `since` (a read that
@@ -169,6 +186,32 @@ pub async fn read_state(state: &AppState, user: Uuid, max_age: Duration, reader:
     }
     let slot = state.state_flights.slot(user);
     let _turn = slot.lock().await;
+    read_in_turn(state, user, max_age, reader, asked_at).await
+}
+
+/// Refreshes `user`'s stored state from Polar in a task of its own, unless a read of it is
+/// under way (that one refreshes it): for a page that showed a state past its TTL
+/// ([`stored_for_page`]).
+pub fn refresh_in_background(state: &AppState, user: Uuid) {
+    let Ok(turn) = state.state_flights.slot(user).try_lock_owned() else { return };
+    let state = state.clone();
+    tokio::spawn(async move {
+        let _turn = turn;
+        if let Err(e) = read_in_turn(&state, user, STATE_TTL, Reader::Page, Utc::now()).await {
+            tracing::warn!(%user, error = %e, "a Customer State refresh after a page view failed");
+        }
+    });
+}
+
+/// [`read_state`] once it holds `user`'s turn: the cache again (another read may have
+/// refreshed it since `asked_at`), then Polar.
+async fn read_in_turn(
+    state: &AppState,
+    user: Uuid,
+    max_age: Duration,
+    reader: Reader,
+    asked_at: DateTime<Utc>,
+) -> Result<StateRead> {
     let (hit, row) = cached(state, user, max_age, Some(asked_at)).await?;
     if let Some(hit) = hit {
         return Ok(hit);
@@ -284,6 +327,15 @@ mod tests {
         let never = StoredState { state_fetched_at: None, ..row(0, None, false, now) };
         assert!(!fresh(&never), "never read from Polar");
         assert!(fresh_row(&row(40, None, false, now), STATE_TTL, Some(now - Duration::seconds(41)), now).is_some());
-        assert!(fresh_stored(None, STATE_TTL).is_none(), "no row: read through the cache");
+        assert!(stored_for_page(None).is_none(), "no row: read through the cache");
+        // A page shows a row up to REFRESH_GRACE past its TTL, and has it refreshed.
+        let page = |r: &StoredState| stored_for_page(Some(r)).map(|(_, refresh)| refresh);
+        let now = Utc::now();
+        assert_eq!(page(&row(10, None, false, now)), Some(false), "fresh");
+        assert_eq!(page(&row(45, None, false, now)), Some(true), "aged: shown, refreshed");
+        assert_eq!(page(&row(85, None, false, now)), Some(true));
+        assert_eq!(page(&row(95, None, false, now)), None, "past the grace: read first");
+        assert_eq!(page(&row(45, None, true, now)), None, "marked stale by a webhook: read first");
+        assert_eq!(page(&row(5, Some(10), false, now)), None, "a change settling: read first");
     }
 }
