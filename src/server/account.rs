@@ -238,8 +238,15 @@ pub async fn activity(
         (None, Some(c)) => history::PageAt::After(c),
         (None, None) => history::PageAt::Newest,
     };
-    let page = history::lines_page(&mut *conn, user, now, offset, PAGE_SIZE as usize, HISTORY_SCAN, at).await?;
-    let usage = history::daily_spend(&mut *conn, user, offset, 30, now).await?;
+    let (page, usage) = match at {
+        history::PageAt::Newest => {
+            history::newest_lines_and_spend(&mut *conn, user, now, offset, PAGE_SIZE as usize, HISTORY_SCAN, 30).await?
+        }
+        at => (
+            history::lines_page(&mut *conn, user, now, offset, PAGE_SIZE as usize, HISTORY_SCAN, at).await?,
+            history::daily_spend(&mut *conn, user, offset, 30, now).await?,
+        ),
+    };
     // The names of the API keys behind this page's runs (one read, only when there are runs).
     let mut key_ids: Vec<Uuid> = page
         .lines

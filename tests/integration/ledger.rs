@@ -1011,6 +1011,14 @@ async fn history_lines_group_runs_and_page_through_every_entry_once() {
         let pool = pool.clone();
         async move { lines_page(&mut pool.acquire().await.unwrap(), user, now, utc(), 6, 25, at).await.unwrap() }
     };
+    // The first view reads the newest page and the chart in one statement: the same as the two reads.
+    let mut conn = pool.acquire().await.unwrap();
+    let (newest, chart) =
+        ledger::history::newest_lines_and_spend(&mut conn, user, now, utc(), 6, 25, 30).await.unwrap();
+    assert_eq!(newest, walk(PageAt::Newest).await);
+    assert_eq!(chart, ledger::history::daily_spend(&mut *conn, user, utc(), 30, now).await.unwrap());
+    assert!(chart.iter().any(|(_, n)| *n > 0), "the chart has spends to agree on");
+    drop(conn);
     let mut pages = vec![];
     let mut at = PageAt::Newest;
     loop {

@@ -235,13 +235,7 @@ pub async fn lines_page(
     scan: i64,
     at: PageAt,
 ) -> Result<LinesPage, sqlx::Error> {
-    let newest_or_older = |p: Page| {
-        let mut lines = group_runs(p.entries, offset);
-        let cut = lines.len() > max_lines;
-        lines.truncate(max_lines);
-        let older = if cut { lines.last().and_then(|l| l.last()).map(Cursor::of) } else { p.older };
-        LinesPage { lines, newer: p.newer, older }
-    };
+    let newest_or_older = |p: Page| lines_from_newest(p, offset, max_lines);
     let c = match at {
         PageAt::Newest | PageAt::Before(_) => return Ok(newest_or_older(page(conn, user, now, scan, at).await?)),
         PageAt::After(c) => c,
@@ -261,6 +255,62 @@ pub async fn lines_page(
     let newer = lines.first().and_then(|l| l.first()).map(Cursor::of);
     let older = lines.last().and_then(|l| l.last()).map(Cursor::of);
     Ok(LinesPage { lines, newer, older })
+}
+
+/// The lines of a page read newest first, up to `max_lines`: a page cut short ends at the
+/// last line shown.
+fn lines_from_newest(p: Page, offset: FixedOffset, max_lines: usize) -> LinesPage {
+    let mut lines = group_runs(p.entries, offset);
+    let cut = lines.len() > max_lines;
+    lines.truncate(max_lines);
+    let older = if cut { lines.last().and_then(|l| l.last()).map(Cursor::of) } else { p.older };
+    LinesPage { lines, newer: p.newer, older }
+}
+
+/// The newest page of lines ([`lines_page`] at [`PageAt::Newest`]) and [`daily_spend`] over
+/// `days` days, in one statement (a page's first view reads both; each round trip costs a
+/// page more than its query does).
+pub async fn newest_lines_and_spend(
+    conn: &mut sqlx::PgConnection,
+    user: Uuid,
+    now: DateTime<Utc>,
+    offset: FixedOffset,
+    max_lines: usize,
+    scan: i64,
+    days: u32,
+) -> Result<(LinesPage, Vec<(NaiveDate, i64)>), sqlx::Error> {
+    use sqlx::{FromRow, Row};
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT * FROM (
+                 (SELECT 0 AS part, {COLUMNS}, NULL::date AS day, NULL::bigint AS spent FROM credit_entries
+                   WHERE user_id = $1 AND effective_at <= $2 ORDER BY effective_at DESC, id DESC LIMIT $3)
+                 UNION ALL
+                 SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, day, spent FROM credit_usage_days
+                  WHERE user_id = $1 AND day BETWEEN $4 AND $5) r
+              ORDER BY part, effective_at DESC, id DESC, day"
+        )
+    });
+    let today = now.with_timezone(&offset).date_naive();
+    let first = today - chrono::Duration::days(days as i64 - 1);
+    let rows = sqlx::query(SQL.as_str())
+        .bind(user)
+        .bind(now)
+        .bind(scan + 1)
+        .bind(first)
+        .bind(today)
+        .fetch_all(&mut *conn)
+        .await?;
+    let (mut entries, mut spent) = (Vec::new(), Vec::new());
+    for row in &rows {
+        if row.try_get::<i32, _>("part")? == 0 {
+            entries.push(Entry::from_row(row)?);
+        } else {
+            spent.push((row.try_get("day")?, row.try_get("spent")?));
+        }
+    }
+    let page = older_page(entries, scan, None);
+    Ok((lines_from_newest(page, offset, max_lines), fill_days(today, days, &spent)))
 }
 
 /// Up to `limit` of the user's entries in `[from, to)`, oldest first, after `after` (an export
