@@ -96,6 +96,21 @@ ensure_browser() {
 build_release() {
   log "building Tally (release)"
   (cd "$ROOT" && cargo leptos build --release)
+  precompress_site
+}
+
+# Brotli (-q 11) and gzip (-9) beside each wasm, JS and CSS file of the site, served as they are
+# to browsers that accept them (the app ignores them when one is older than its source).
+precompress_site() {
+  command -v brotli >/dev/null || { log "installing brotli"; apt_install brotli; }
+  local f
+  for f in "$ROOT"/target/site/pkg/*.wasm "$ROOT"/target/site/pkg/*.js "$ROOT"/target/site/pkg/*.css; do
+    [ -f "$f" ] || continue
+    gzip -9 -n -k -f "$f"
+    brotli -q 11 -k -f "$f"
+    # The source's exact time (brotli keeps whole seconds): the app takes an older file for stale.
+    touch -r "$f" "$f.gz" "$f.br"
+  done
 }
 
 free_port() {

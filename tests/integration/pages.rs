@@ -146,3 +146,45 @@ async fn a_page_looks_its_session_up_once_however_many_parts_ask() {
     assert_eq!(reqwest::get(format!("{}/pricing", app.address)).await.unwrap().status(), 200);
     assert_eq!(lookups().await, before);
 }
+
+/// The site's assets go out precompressed when the build made brotli and gzip files beside
+/// them and the browser accepts them; a precompressed file older than its source (a build
+/// without that step) is never served, and then none is.
+#[tokio::test]
+async fn assets_go_out_precompressed_unless_a_precompressed_file_is_stale() {
+    let site = std::env::temp_dir().join(format!("tally-site-{}", uuid::Uuid::new_v4()));
+    let pkg = site.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let wasm: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(pkg.join("tally.wasm"), &wasm).unwrap();
+    // Stand-ins for what brotli and gzip make: the app sends the files as they are.
+    std::fs::write(pkg.join("tally.wasm.br"), b"brotli bytes").unwrap();
+    std::fs::write(pkg.join("tally.wasm.gz"), b"gzip bytes").unwrap();
+    let get = |app: &TestApp, encoding: Option<&'static str>| {
+        let mut req = reqwest::Client::new().get(format!("{}/pkg/tally.wasm", app.address));
+        if let Some(e) = encoding {
+            req = req.header("accept-encoding", e);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let enc = res.headers().get("content-encoding").map(|v| v.to_str().unwrap().to_string());
+            (enc, res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let root = site.to_str().unwrap();
+    let app = spawn_app_with(&[("LEPTOS_SITE_ROOT", root)]).await;
+    assert_eq!(get(&app, Some("gzip, deflate, br")).await, (Some("br".into()), b"brotli bytes".to_vec()));
+    assert_eq!(get(&app, Some("gzip")).await, (Some("gzip".into()), b"gzip bytes".to_vec()));
+    assert_eq!(get(&app, None).await, (None, wasm.clone()), "without Accept-Encoding: the file itself");
+
+    // The wasm rebuilt after its brotli file was made: neither precompressed file is served.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options().write(true).open(pkg.join("tally.wasm")).unwrap().set_modified(later).unwrap();
+    let app = spawn_app_with(&[("LEPTOS_SITE_ROOT", root)]).await;
+    assert_eq!(get(&app, Some("br")).await, (None, wasm.clone()), "br only: the file itself");
+    let (enc, body) = get(&app, Some("gzip")).await;
+    assert_eq!(enc.as_deref(), Some("gzip"), "compressed on the fly");
+    assert_ne!(body, b"gzip bytes".to_vec(), "not the stale file");
+    std::fs::remove_dir_all(&site).unwrap();
+}
