@@ -328,13 +328,7 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
     ));
 
     // Polar goes down and the cache is stale: the last known state still grants Pro, marked stale.
-    reqwest::Client::new()
-        .post(format!("{}/polar/_standin/outage", app.address))
-        .bearer_auth(controls_token())
-        .json(&serde_json::json!({ "kind": "error", "count": 1000 }))
-        .send()
-        .await
-        .unwrap();
+    control(&app, "/outage", serde_json::json!({ "kind": "error", "count": 1000 })).await;
     sqlx::query("UPDATE polar_customers SET state_fetched_at = now() - interval '1 hour'")
         .execute(&app.pool)
         .await
@@ -354,12 +348,7 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
     // No cached state at all: fail closed.
     sqlx::query("UPDATE polar_customers SET state = NULL, state_fetched_at = NULL").execute(&app.pool).await.unwrap();
     assert!(matches!(require_benefit(&state, user, "pro").await, Err(tally::server::billing::Error::CannotConfirm)));
-    reqwest::Client::new()
-        .delete(format!("{}/polar/_standin/outage", app.address))
-        .bearer_auth(controls_token())
-        .send()
-        .await
-        .unwrap();
+    end_outage(&app).await;
     assert!(require_benefit(&state, user, "pro").await.is_ok(), "back when Polar is");
 }
 
@@ -935,12 +924,7 @@ async fn paid_only_features_follow_the_granted_benefit_and_fail_closed() {
     assert_eq!(body["error"]["code"], "billing_unavailable", "{body}");
     // Within the free limit nothing depends on Polar.
     assert_eq!(text_stats(&app, &key, 100).await.status(), 200);
-    reqwest::Client::new()
-        .delete(format!("{}/polar/_standin/outage", app.address))
-        .bearer_auth(controls_token())
-        .send()
-        .await
-        .unwrap();
+    end_outage(&app).await;
     assert_eq!(text_stats(&app, &key, 10_001).await.status(), 200, "back when Polar is");
 }
 
@@ -1549,12 +1533,7 @@ async fn a_page_shows_a_plan_just_past_its_ttl_at_once_and_refreshes_it_behind()
         let html = app.page("/billing").await;
         assert!(html.contains("<p class=\"plan-name\">Pro") && html.contains("not answering"), "{secs} s, {stale}");
     }
-    reqwest::Client::new()
-        .delete(format!("{}/polar/_standin/outage", app.address))
-        .bearer_auth(controls_token())
-        .send()
-        .await
-        .unwrap();
+    end_outage(&app).await;
 }
 
 #[tokio::test]
@@ -1578,12 +1557,7 @@ async fn a_page_answers_in_seconds_with_the_last_known_plan_while_polar_hangs() 
         html.contains("not answering") && html.contains("<p class=\"plan-name\">Pro"),
         "the last known plan, with a notice: {html}"
     );
-    reqwest::Client::new()
-        .delete(format!("{}/polar/_standin/outage", app.address))
-        .bearer_auth(controls_token())
-        .send()
-        .await
-        .unwrap();
+    end_outage(&app).await;
 }
 
 #[tokio::test]

@@ -244,6 +244,17 @@ pub fn standin_token() -> String {
     test_config(&[]).polar.effective_token().unwrap().expose().to_string()
 }
 
+/// Polar answers again.
+pub async fn end_outage(app: &TestApp) {
+    let res = reqwest::Client::new()
+        .delete(format!("{}/polar/_standin/outage", app.address))
+        .bearer_auth(controls_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+}
+
 /// Calls one of the stand-in's test controls.
 pub async fn control(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Response {
     reqwest::Client::new()

@@ -44,17 +44,6 @@ async fn meter_reaches(app: &TestApp, user: Uuid, expected: i64) {
     panic!("Polar's meter read {seen:?}, the ledger {expected}; pending: {}", outbox(app, "pending").await);
 }
 
-/// Polar answers again.
-async fn end_outage(app: &TestApp) {
-    let res = reqwest::Client::new()
-        .delete(format!("{}/polar/_standin/outage", app.address))
-        .bearer_auth(controls_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
-}
-
 async fn spender(app: &TestApp, email: &str) -> (Uuid, String) {
     let user = app.sign_up(email).await;
     let key = app.create_api_key("usage").await;
