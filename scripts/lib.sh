@@ -100,16 +100,20 @@ build_release() {
 }
 
 # Brotli (-q 11) and gzip (-9) beside each wasm, JS and CSS file of the site, served as they are
-# to browsers that accept them (the app ignores them when one is older than its source).
+# to browsers that accept them (the app ignores them when one is older than its source). Without
+# brotli, and no way to install it, only gzip: the app then serves gzip to every browser.
 precompress_site() {
-  command -v brotli >/dev/null || { log "installing brotli"; apt_install brotli; }
-  local f
+  command -v brotli >/dev/null || { log "installing brotli"; apt_install brotli || true; }
+  local f br=1
+  command -v brotli >/dev/null || { br=0; log "brotli unavailable: precompressing with gzip only"; }
   for f in "$ROOT"/target/site/pkg/*.wasm "$ROOT"/target/site/pkg/*.js "$ROOT"/target/site/pkg/*.css; do
     [ -f "$f" ] || continue
+    rm -f "$f.br"
     gzip -9 -n -k -f "$f"
-    brotli -q 11 -k -f "$f"
+    [ "$br" = 0 ] || brotli -q 11 -k -f "$f"
     # The source's exact time (brotli keeps whole seconds): the app takes an older file for stale.
-    touch -r "$f" "$f.gz" "$f.br"
+    touch -r "$f" "$f.gz"
+    [ "$br" = 0 ] || touch -r "$f" "$f.br"
   done
 }
 

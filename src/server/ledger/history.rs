@@ -291,8 +291,7 @@ pub async fn newest_lines_and_spend(
               ORDER BY part, effective_at DESC, id DESC, day"
         )
     });
-    let today = now.with_timezone(&offset).date_naive();
-    let first = today - chrono::Duration::days(days as i64 - 1);
+    let (first, today) = chart_days(now, offset, days);
     let rows = sqlx::query(SQL.as_str())
         .bind(user)
         .bind(now)
@@ -385,8 +384,7 @@ pub async fn daily_spend(
     days: u32,
     now: DateTime<Utc>,
 ) -> Result<Vec<(NaiveDate, i64)>, sqlx::Error> {
-    let today = now.with_timezone(&offset).date_naive();
-    let first = today - chrono::Duration::days(days as i64 - 1);
+    let (first, today) = chart_days(now, offset, days);
     let spent: Vec<(NaiveDate, i64)> = sqlx::query_as(
         "SELECT day, spent FROM credit_usage_days WHERE user_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day",
     )
@@ -403,6 +401,13 @@ pub async fn daily_spend(
 /// entries in one transaction. Returns whether it changed.
 pub async fn set_day_offset(pool: &PgPool, offset: FixedOffset) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT credit_usage_set_offset($1)").bind(offset.local_minus_utc()).fetch_one(pool).await
+}
+
+/// The first and last of the `days` credit days (starting at midnight in `offset`) ending with
+/// the day of `now`.
+fn chart_days(now: DateTime<Utc>, offset: FixedOffset, days: u32) -> (NaiveDate, NaiveDate) {
+    let today = now.with_timezone(&offset).date_naive();
+    (today - chrono::Duration::days(days as i64 - 1), today)
 }
 
 /// Every one of the `days` days ending with `today`, oldest first, with its spend or zero.
