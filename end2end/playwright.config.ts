@@ -40,9 +40,10 @@ export default defineConfig({
       use: { ...devices["Desktop Chrome"], javaScriptEnabled: false, launchOptions },
     },
     {
-      // The same specs with the wasm bundle hydrated, plus the *.hydrate.spec.ts ones.
+      // The same specs with JavaScript on: the islands hydrated, plus the *.hydrate.spec.ts
+      // ones. A visitor's zone that is not the server's, so local times show as such.
       name: "hydrated",
-      use: { ...devices["Desktop Chrome"], javaScriptEnabled: true, launchOptions },
+      use: { ...devices["Desktop Chrome"], javaScriptEnabled: true, timezoneId: "America/New_York", launchOptions },
     },
   ],
 });

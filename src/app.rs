@@ -1,6 +1,11 @@
 //! The document shell, the root component and the routes.
+//!
+//! Every page is rendered on the server and works as plain HTML (forms post, links navigate).
+//! Only the `#[island]` components hydrate in the browser, and only a page that renders one
+//! loads the wasm (it renders [`IslandScripts`](crate::components::islands::IslandScripts)).
 
 use crate::components::layout::{SiteFooter, SiteHeader};
+use crate::components::local_time::LocalTimes;
 use crate::pages::{
     billing::BillingPage, change_plan::ChangePlanPage, checkout_success::CheckoutSuccessPage,
     forgot_password::ForgotPasswordPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
@@ -16,21 +21,30 @@ use leptos_router::{
 
 /// The HTML document the server renders around [`App`].
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    // The page's Content-Security-Policy, with this response's nonce (server only).
     #[cfg(feature = "ssr")]
-    crate::server::security_headers::set_page_policy();
+    {
+        // The page's Content-Security-Policy, with this response's nonce.
+        crate::server::security_headers::set_page_policy();
+        // Islands: nothing outside an `#[island]` is hydrated, so nothing outside one carries
+        // hydration markers or serialized resources.
+        if let Some(context) = Owner::current_shared_context() {
+            context.set_is_hydrating(false);
+        }
+    }
+    // For the pages with islands, which load the wasm (`components::islands::IslandScripts`).
+    provide_context(options.clone());
     view! {
         <!DOCTYPE html>
         <html lang="en">
             <head>
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
-                <AutoReload options=options.clone() />
-                <HydrationScripts options />
+                <AutoReload options />
                 <MetaTags />
             </head>
             <body>
                 <App />
+                <LocalTimes />
             </body>
         </html>
     }
@@ -39,14 +53,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-
-    // Effects run only in the browser, after hydration: end-to-end tests wait for this mark
-    // before they exercise anything that needs JavaScript.
-    Effect::new(move |_| {
-        if let Some(body) = document().body() {
-            let _ = body.set_attribute("data-hydrated", "true");
-        }
-    });
 
     // Every route renders fully on the server before the first byte is sent (SsrMode::Async):
     // pages must be complete with JavaScript off, so nothing may wait on streamed scripts.

@@ -20,10 +20,22 @@ pub mod views;
 #[cfg(feature = "ssr")]
 pub mod server;
 
-/// Entry point of the wasm bundle: attaches the reactive system to the server-rendered DOM.
+/// Entry point of the wasm bundle, on a page with islands: prepares the reactive system, then
+/// Leptos's loader hydrates each `<leptos-island>` of the page. Once that is done the body is
+/// marked `data-hydrated` (end-to-end tests wait for it before they use an island).
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
+    leptos::mount::hydrate_islands();
+    // The loader hydrates the islands right after this returns, in promise callbacks only; a
+    // timer runs after all of them.
+    leptos::prelude::set_timeout(
+        || {
+            if let Some(body) = leptos::prelude::document().body() {
+                let _ = body.set_attribute("data-hydrated", "true");
+            }
+        },
+        std::time::Duration::ZERO,
+    );
 }

@@ -1,5 +1,5 @@
 import { test, expect } from "@playwright/test";
-import { PASSWORD, open, uniqueEmail, watchConsole } from "./helpers";
+import { PASSWORD, hydrated, open, uniqueEmail, watchConsole } from "./helpers";
 
 test("sign up, see yourself in the header, sign out, sign back in", async ({ page }, testInfo) => {
   const errors = watchConsole(page);
@@ -21,7 +21,7 @@ test("sign up, see yourself in the header, sign out, sign back in", async ({ pag
 
   await page.getByRole("link", { name: "Sign in" }).click();
   await expect(page).toHaveURL(/\/login$/);
-  if (testInfo.project.name !== "ssr") await expect(page.locator("body[data-hydrated]")).toBeAttached();
+  await hydrated(page, testInfo);
   await page.getByLabel("Email").fill(email.toUpperCase());
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
@@ -73,7 +73,7 @@ test("signing in from a protected page returns to it", async ({ page }, testInfo
 
   await page.goto("/settings/billing");
   await expect(page).toHaveURL(/\/login\?next=%2Fsettings%2Fbilling$/);
-  if (testInfo.project.name !== "ssr") await expect(page.locator("body[data-hydrated]")).toBeAttached();
+  await hydrated(page, testInfo);
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();

@@ -22,12 +22,21 @@ export function watchConsole(page: Page): string[] {
   return errors;
 }
 
-/** Navigates and, with JavaScript on, waits until the page is hydrated. */
-export async function open(page: Page, testInfo: TestInfo, path: string) {
-  await page.goto(path);
-  if (jsEnabled(testInfo)) {
+/**
+ * With JavaScript on, waits until the page's islands are live (the body gets `data-hydrated`
+ * once they are). A page without islands is plain HTML and loads no wasm: nothing to wait for.
+ */
+export async function hydrated(page: Page, testInfo: TestInfo) {
+  await page.waitForLoadState("domcontentloaded");
+  if (jsEnabled(testInfo) && (await page.locator("leptos-island").count()) > 0) {
     await expect(page.locator("body[data-hydrated]")).toBeAttached();
   }
+}
+
+/** Navigates and, with JavaScript on, waits until the page's islands are live. */
+export async function open(page: Page, testInfo: TestInfo, path: string) {
+  await page.goto(path);
+  await hydrated(page, testInfo);
 }
 
 /**

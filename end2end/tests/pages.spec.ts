@@ -1,6 +1,6 @@
 import { test, expect } from "@playwright/test";
 import AxeBuilder from "@axe-core/playwright";
-import { jsEnabled, open, signUpViaApi, uniqueEmail, watchConsole } from "./helpers";
+import { hydrated, jsEnabled, open, signUpViaApi, uniqueEmail, watchConsole } from "./helpers";
 
 const pages = [
   { path: "/", heading: "Plans, checkout, credits and invoices that add up.", signedIn: false },
@@ -40,5 +40,27 @@ test("an unknown address shows the 404 page with status 404", async ({ page }, t
   const res = await page.goto("/no-such-page");
   expect(res?.status()).toBe(404);
   await expect(page.getByRole("heading", { name: "We can't find that page" })).toBeVisible();
-  if (jsEnabled(testInfo)) await expect(page.locator("body[data-hydrated]")).toBeAttached();
+  await hydrated(page, testInfo);
+});
+
+test("the main navigation goes where it says and marks the current page", async ({ page }, testInfo) => {
+  const errors = watchConsole(page);
+  await open(page, testInfo, "/");
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Pricing" }).click();
+  await expect(page).toHaveURL(/\/pricing$/);
+  await expect(page.getByRole("heading", { level: 1, name: "Simple plans, credits that add up" })).toBeVisible();
+  await expect(page.getByRole("link", { name: "Pricing" })).toHaveAttribute("aria-current", "page");
+  expect(errors).toEqual([]);
+});
+
+test("pages without islands download no wasm and no script", async ({ page }, testInfo) => {
+  test.skip(!jsEnabled(testInfo), "what a browser with JavaScript fetches");
+  const fetched: string[] = [];
+  page.on("request", (req) => fetched.push(new URL(req.url()).pathname));
+  await signUpViaApi(page, uniqueEmail(testInfo, "plain"));
+  for (const path of ["/pricing", "/billing", "/settings/billing"]) {
+    await page.goto(path);
+    await page.waitForLoadState("networkidle");
+  }
+  expect(fetched.filter((p) => p.startsWith("/pkg/") && !p.endsWith(".css"))).toEqual([]);
 });

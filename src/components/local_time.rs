@@ -1,5 +1,7 @@
-//! A time shown in the visitor's own timezone: the server renders it in UTC (it cannot know
-//! the visitor's zone), and once hydrated the browser rewrites it with its local time.
+//! A time shown in the visitor's own timezone. The server renders it in UTC (it cannot know
+//! the visitor's zone); with JavaScript on, a few lines of script in every page
+//! ([`LocalTimes`]) rewrite each one in the browser's zone. Not an island: formatting a date
+//! once needs no reactive runtime, and an island would cost a page ~45 KB of wasm.
 
 use leptos::prelude::*;
 
@@ -10,28 +12,22 @@ pub fn LocalTime(
     /// What the server shows, e.g. "Nov 23, 00:00 UTC".
     utc_text: String,
 ) -> impl IntoView {
-    let (text, set_text) = signal(utc_text);
-    #[cfg(feature = "hydrate")]
-    {
-        let iso = iso.clone();
-        Effect::new(move |_| {
-            let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_str(&iso));
-            if !date.get_time().is_nan() {
-                let options = js_sys::Object::new();
-                for (k, v) in [
-                    ("month", "short"),
-                    ("day", "numeric"),
-                    ("hour", "2-digit"),
-                    ("minute", "2-digit"),
-                    ("timeZoneName", "short"),
-                ] {
-                    let _ = js_sys::Reflect::set(&options, &k.into(), &v.into());
-                }
-                set_text.set(String::from(date.to_locale_string("default", &options)));
-            }
-        });
+    view! {
+        <time datetime=iso data-local="">
+            {utc_text}
+        </time>
     }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = set_text;
-    view! { <time datetime=iso>{text}</time> }
+}
+
+/// Rewrites every `<time data-local>` in the visitor's zone, e.g. "Nov 23, 01:00 CET".
+const LOCALIZE: &str = r#"for (const t of document.querySelectorAll("time[data-local]")) { const d = new Date(t.dateTime); if (!isNaN(d)) t.textContent = d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short" }); }"#;
+
+/// The script behind [`LocalTime`], with the page's nonce; placed once, at the end of the body.
+#[component]
+pub fn LocalTimes() -> impl IntoView {
+    view! {
+        <script type="module" nonce=leptos::nonce::use_nonce()>
+            {LOCALIZE}
+        </script>
+    }
 }

@@ -9,7 +9,6 @@ use crate::components::activity::ActivitySection;
 use crate::components::auth::SignInPrompt;
 use crate::components::credit_meter::CreditMeter;
 use crate::components::form::FormError;
-use crate::components::navigate::follow_redirects;
 use crate::components::plan_panel::PlanPanel;
 use crate::components::usage::{UsageAlerts, UsagePanel};
 use leptos::prelude::*;
@@ -37,8 +36,6 @@ pub fn BillingPage() -> impl IntoView {
     let portal = ServerAction::<OpenPortal>::new();
     let resend = ServerAction::<ResendConfirmation>::new();
     let dismiss = ServerAction::<DismissAlert>::new();
-    follow_redirects(move || cancel.value().get());
-    follow_redirects(move || portal.value().get());
     let error = Signal::derive(move || {
         cancel
             .value()

@@ -6,7 +6,6 @@
 use crate::api::billing::{get_plan_change, ChangePlan};
 use crate::components::auth::SignInPrompt;
 use crate::components::form::FormError;
-use crate::components::navigate::follow_redirects;
 use crate::domain::money::group_thousands;
 use crate::error::AppError;
 use leptos::prelude::*;
@@ -23,7 +22,6 @@ pub fn ChangePlanPage() -> impl IntoView {
     let to = move || query.read().get("to").unwrap_or_default();
     let preview = Resource::new(to, get_plan_change);
     let change = ServerAction::<ChangePlan>::new();
-    follow_redirects(move || change.value().get());
     let error = Signal::derive(move || change.value().get().and_then(|r| r.err()));
     view! {
         <Title text="Change plan" />

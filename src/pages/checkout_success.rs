@@ -5,6 +5,7 @@
 //! else's checkout id gets 404.
 
 use crate::api::billing::{checkout_status, CheckoutState};
+use crate::components::islands::IslandScripts;
 use crate::error::AppError;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -20,10 +21,25 @@ fn delay_secs(n: u32) -> u32 {
 
 #[component]
 pub fn CheckoutSuccessPage() -> impl IntoView {
+    // The query is read here, on the server: an island cannot use the router's hooks.
     let query = use_query_map();
-    let checkout_id = move || query.read().get("checkout_id").filter(|s| !s.is_empty());
+    let checkout_id = query.read_untracked().get("checkout_id").filter(|s| !s.is_empty());
     // Checks already made without JavaScript (carried in the URL by the meta refresh).
-    let checks_from_url = move || query.read().get("n").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+    let checks_from_url = query.read_untracked().get("n").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+    view! {
+        <Title text="Confirming your purchase" />
+        <IslandScripts />
+        <CheckoutProgress checkout_id checks_from_url />
+    }
+}
+
+/// The purchase's state, checked on the server for the first render, then polled by the
+/// browser while Polar has not confirmed it.
+#[island]
+pub fn CheckoutProgress(checkout_id: Option<String>, checks_from_url: u32) -> impl IntoView {
+    let id = StoredValue::new(checkout_id);
+    let checkout_id = move || id.get_value();
+    let checks_from_url = move || checks_from_url;
     let (polls, set_polls) = signal(0u32);
     let status = Resource::new(
         move || (checkout_id(), polls.get()),
@@ -35,7 +51,7 @@ pub fn CheckoutSuccessPage() -> impl IntoView {
         },
     );
 
-    // Hydrated: poll while processing, with growing pauses, up to MAX_CHECKS.
+    // In the browser: poll while processing, with growing pauses, up to MAX_CHECKS.
     Effect::new(move |_| {
         let processing = matches!(status.get(), Some(Ok(Some(CheckoutState::Processing))));
         let n = polls.get_untracked() + checks_from_url();
@@ -46,7 +62,6 @@ pub fn CheckoutSuccessPage() -> impl IntoView {
     let timed_out = move || polls.get() + checks_from_url() >= MAX_CHECKS;
 
     view! {
-        <Title text="Confirming your purchase" />
         <section class="panel narrow center" aria-live="polite">
             <Suspense fallback=|| {
                 view! {

@@ -4,7 +4,6 @@
 use crate::api::account::get_pricing;
 use crate::api::billing::StartCheckout;
 use crate::components::form::FormError;
-use crate::components::navigate::follow_redirects;
 use crate::domain::money::{format_cents, group_thousands};
 use crate::domain::plans::PlanId;
 use leptos::prelude::*;
@@ -15,7 +14,6 @@ use leptos_router::hooks::use_query_map;
 pub fn PricingPage() -> impl IntoView {
     let pricing = Resource::new(|| (), |_| get_pricing());
     let checkout = ServerAction::<StartCheckout>::new();
-    follow_redirects(move || checkout.value().get());
     let error = Signal::derive(move || checkout.value().get().and_then(|r| r.err()));
     let busy = move || checkout.pending().get();
     // `?billing=yearly`: plain links switch the prices, with or without JavaScript.

@@ -9,7 +9,6 @@ use crate::components::auth::SignInPrompt;
 use crate::components::billing_details::BillingDetailsForm;
 use crate::components::form::{Field, FormError};
 use crate::components::invoices::InvoiceTable;
-use crate::components::navigate::follow_redirects;
 use crate::components::usage::UsageSettingsForm;
 use crate::error::AppError;
 use leptos::prelude::*;
@@ -39,10 +38,6 @@ pub fn SettingsBillingPage() -> impl IntoView {
     let password = ServerAction::<ChangePassword>::new();
     let usage_save = ServerAction::<SaveUsageSettings>::new();
     let usage = Resource::new(|| (), |_| get_usage());
-    follow_redirects(move || usage_save.value().get());
-    follow_redirects(move || delete.value().get());
-    follow_redirects(move || save.value().get());
-    follow_redirects(move || invoice.value().get());
     let save_error = Signal::derive(move || save.value().get().and_then(|r| r.err()));
     let invoice_error = Signal::derive(move || invoice.value().get().and_then(|r| r.err()));
     let query = use_query_map();

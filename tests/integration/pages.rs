@@ -21,6 +21,40 @@ async fn every_page_renders_on_the_server() {
     }
 }
 
+/// Islands: a page loads the wasm exactly when it renders an island, and outside islands
+/// nothing is serialized for hydration. /pricing and /billing are plain HTML; the checkout
+/// success page's progress is the island that polls.
+#[tokio::test]
+async fn only_pages_with_islands_load_the_wasm() {
+    let app = spawn_app().await;
+    let anonymous =
+        ["/", "/pricing", "/pricing?billing=yearly", "/signup", "/login", "/forgot-password", "/no/such/page"];
+    let mut pages = Vec::new();
+    for path in anonymous.iter().chain(&["/billing/success"]) {
+        pages.push((path.to_string(), app.page(path).await));
+    }
+    app.sign_up("islands@example.com").await;
+    for path in ["/billing", "/settings/billing", "/pricing", "/billing/success?checkout_id=polar_c_none"] {
+        pages.push((format!("{path} (signed in)"), app.page(path).await));
+    }
+    for (path, html) in &pages {
+        let islands = html.matches("<leptos-island").count();
+        let loader = html.contains(r#"<link rel="modulepreload" href="/pkg/tally.js""#);
+        assert_eq!(islands > 0, loader, "{path}: {islands} islands, wasm loader {loader}");
+        assert_eq!(html.matches("mod.hydrate()").count(), usize::from(loader), "{path}: the loader at most once");
+        if islands == 0 {
+            assert!(!html.contains("__RESOLVED_RESOURCES["), "{path}: no resource serialized outside an island");
+        }
+        let plain = path.starts_with("/pricing") || path.starts_with("/billing ") || path == "/";
+        assert!(!plain || islands == 0, "{path} is plain HTML");
+    }
+    let success = &pages.iter().find(|(p, _)| p == "/billing/success").unwrap().1;
+    assert!(
+        success.contains(r#"<leptos-island data-component="CheckoutProgress_"#),
+        "the success page polls in an island"
+    );
+}
+
 #[tokio::test]
 async fn pricing_lists_every_plan_with_formatted_prices() {
     let app = spawn_app().await;
