@@ -96,7 +96,25 @@ ensure_browser() {
 build_release() {
   log "building Tally (release)"
   (cd "$ROOT" && cargo leptos build --release)
+  prune_site
   precompress_site
+}
+
+# The release build names the site's files after their content (tally.<hash>.css, the hashes in
+# hash.txt beside the binary); files of earlier builds leave target/site/pkg, so only what this
+# build's pages reference is served and precompressed.
+prune_site() {
+  local hashes f name keep
+  hashes="$(dirname "$TALLY_BIN")/hash.txt"
+  [ -f "$hashes" ] || return 0
+  keep="$(awk -F': *' 'NF == 2 { print "tally." $2 "." $1 }' "$hashes")"
+  for f in "$ROOT"/target/site/pkg/*; do
+    [ -f "$f" ] || continue
+    name="$(basename "$f")"
+    name="${name%.br}"
+    name="${name%.gz}"
+    grep -qxF "$name" <<<"$keep" || rm -f "$f"
+  done
 }
 
 # Brotli (-q 11) and gzip (-9) beside each wasm, JS and CSS file of the site, served as they are

@@ -5,7 +5,6 @@
 //! loads the wasm (it renders [`IslandScripts`](crate::components::islands::IslandScripts)).
 
 use crate::components::layout::{SiteFooter, SiteHeader};
-use crate::components::local_time::LocalTimes;
 use crate::pages::{
     billing::BillingPage, change_plan::ChangePlanPage, checkout_success::CheckoutSuccessPage,
     forgot_password::ForgotPasswordPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
@@ -13,24 +12,25 @@ use crate::pages::{
     verify_email::VerifyEmailPage,
 };
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, Link, Meta, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
     path, SsrMode,
 };
 
 /// The HTML document the server renders around [`App`].
+#[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    #[cfg(feature = "ssr")]
-    {
-        // The page's Content-Security-Policy, with this response's nonce.
-        crate::server::security_headers::set_page_policy();
-        // Islands: nothing outside an `#[island]` is hydrated, so nothing outside one carries
-        // hydration markers or serialized resources.
-        if let Some(context) = Owner::current_shared_context() {
-            context.set_is_hydrating(false);
-        }
+    use crate::components::local_time::LocalTimes;
+    use leptos_meta::MetaTags;
+    // The page's Content-Security-Policy, with this response's nonce.
+    crate::server::security_headers::set_page_policy();
+    // Islands: nothing outside an `#[island]` is hydrated, so nothing outside one carries
+    // hydration markers or serialized resources.
+    if let Some(context) = Owner::current_shared_context() {
+        context.set_is_hydrating(false);
     }
+    let stylesheet = crate::server::assets::stylesheet_href(&options);
     // For the pages with islands, which load the wasm (`components::islands::IslandScripts`).
     provide_context(options.clone());
     view! {
@@ -40,6 +40,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <AutoReload options />
+                <link rel="stylesheet" id="leptos" href=stylesheet />
                 <MetaTags />
             </head>
             <body>
@@ -58,7 +59,6 @@ pub fn App() -> impl IntoView {
     // pages must be complete with JavaScript off, so nothing may wait on streamed scripts.
     let ssr = SsrMode::Async;
     view! {
-        <Stylesheet id="leptos" href="/pkg/tally.css" />
         <Link rel="icon" type_="image/svg+xml" href="/favicon.svg" />
         <Meta
             name="description"

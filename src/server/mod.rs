@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod api_keys;
+pub mod assets;
 pub mod auth;
 pub mod billing;
 pub mod catalog;

@@ -8,13 +8,14 @@
 //! | `/api/v1/text/stats` | the metered API (API keys, credits) |
 //! | `/api/*` | server functions (`crate::api`) |
 //! | `/billing/invoices/{order_id}` | the signed-in owner's invoice file, by redirect |
+//! | `/pkg/*` | the built CSS, JS and wasm (`assets`) |
 //! | `/healthz`, `/readyz`, `/metrics` | liveness, readiness, Prometheus metrics |
 //! | `/dev/mailbox` | local mode's mailbox (behind the controls token) |
 //! | everything else | the Leptos pages, server-rendered |
 
 use crate::app::{shell, App};
 use crate::server::state::AppState;
-use crate::server::{csrf, health, metered, webhooks};
+use crate::server::{assets, csrf, health, metered, webhooks};
 use axum::routing::{get, post};
 use axum::Router;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -50,7 +51,7 @@ pub fn router(state: AppState) -> Router {
             post(metered::text_stats_handler).layer(axum::extract::DefaultBodyLimit::max(1024 * 1024)),
         )
         .route("/dev/mailbox", get(crate::server::mail::dev_mailbox::mailbox))
-        .nest_service(&format!("/{}", state.leptos_options.site_pkg_dir), pkg_files(&state.leptos_options))
+        .nest_service(&format!("/{}", state.leptos_options.site_pkg_dir), assets::pkg_files(&state.leptos_options))
         .leptos_routes(&state, routes, move || shell(shell_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::auth::gate::require_account))
@@ -60,42 +61,6 @@ pub fn router(state: AppState) -> Router {
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// `/pkg/…`: the wasm, JS and CSS the pages load. A file the build precompressed
-/// (`scripts/lib.sh`: `tally.wasm.br` and `tally.wasm.gz` beside `tally.wasm`) goes out as it
-/// is to a browser that accepts it: brotli at its highest level is about a quarter smaller than
-/// gzip, and compressing the 1.7 MB wasm again for every first visit cost the server CPU. When
-/// a precompressed file is older than what it compresses (a build without that step), none
-/// is used: responses are compressed on the fly, as they are without precompressed files.
-fn pkg_files(options: &leptos::config::LeptosOptions) -> tower_http::services::ServeDir {
-    let dir = std::path::Path::new(options.site_root.as_ref()).join(options.site_pkg_dir.as_ref());
-    let serve = tower_http::services::ServeDir::new(&dir);
-    if precompressed_current(&dir) {
-        serve.precompressed_br().precompressed_gzip()
-    } else {
-        serve
-    }
-}
-
-/// Whether `dir` holds precompressed files (`.br`, `.gz`) and none is older than its source.
-fn precompressed_current(dir: &std::path::Path) -> bool {
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut found = false;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if !matches!(path.extension().and_then(|e| e.to_str()), Some("br" | "gz")) {
-            continue;
-        }
-        match (modified(&path), modified(&path.with_extension(""))) {
-            (Some(compressed), Some(source)) if compressed >= source => found = true,
-            _ => {
-                tracing::warn!(file = %path.display(), "a precompressed asset is older than its source, or has none: assets are compressed on the fly");
-                return false;
-            }
-        }
-    }
-    found
 }
 
 /// `GET /billing/history.csv?from=YYYY-MM-DD&to=YYYY-MM-DD`: the signed-in user's credit

@@ -17,7 +17,10 @@ async fn every_page_renders_on_the_server() {
         let html = res.text().await.unwrap();
         assert!(html.contains(heading), "{path} lacks its heading");
         assert!(html.contains("<html lang=\"en\""), "{path}");
-        assert!(html.contains("/pkg/tally.css"), "{path} lacks the stylesheet");
+        assert!(
+            html.contains(r#"<link rel="stylesheet" id="leptos" href="/pkg/tally.css">"#),
+            "{path} lacks the stylesheet"
+        );
     }
 }
 
@@ -39,7 +42,7 @@ async fn only_pages_with_islands_load_the_wasm() {
     }
     for (path, html) in &pages {
         let islands = html.matches("<leptos-island").count();
-        let loader = html.contains(r#"<link rel="modulepreload" href="/pkg/tally.js""#);
+        let loader = html.contains(r#"<link rel="modulepreload" href="/pkg/tally"#);
         assert_eq!(islands > 0, loader, "{path}: {islands} islands, wasm loader {loader}");
         assert_eq!(html.matches("mod.hydrate()").count(), usize::from(loader), "{path}: the loader at most once");
         if islands == 0 {
@@ -220,5 +223,29 @@ async fn assets_go_out_precompressed_unless_a_precompressed_file_is_stale() {
     let (enc, body) = get(&app, Some("gzip")).await;
     assert_eq!(enc.as_deref(), Some("gzip"), "compressed on the fly");
     assert_ne!(body, b"gzip bytes".to_vec(), "not the stale file");
+    std::fs::remove_dir_all(&site).unwrap();
+}
+
+/// A content-hashed file (what a release build makes) is cached for a year, `immutable`; any
+/// other is revalidated on each use. Either way it is the same bytes.
+#[tokio::test]
+async fn hashed_assets_are_cached_for_a_year_and_others_revalidated() {
+    let site = std::env::temp_dir().join(format!("tally-site-{}", uuid::Uuid::new_v4()));
+    let pkg = site.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("tally.Qq1-_w2e3r4t5y6u7i8o9p.css"), "body{}").unwrap();
+    std::fs::write(pkg.join("tally.css"), "body{}").unwrap();
+    let app = spawn_app_with(&[("LEPTOS_SITE_ROOT", site.to_str().unwrap())]).await;
+    for (file, policy) in
+        [("tally.Qq1-_w2e3r4t5y6u7i8o9p.css", "public, max-age=31536000, immutable"), ("tally.css", "no-cache")]
+    {
+        let res = app.client.get(format!("{}/pkg/{file}", app.address)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{file}");
+        assert_eq!(res.headers()["cache-control"], policy, "{file}");
+        assert_eq!(res.text().await.unwrap(), "body{}");
+    }
+    let missing = app.client.get(format!("{}/pkg/tally.AAAAAAAAAAAAAAAAAAAAAA.css", app.address)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(missing.headers().get("cache-control").is_none(), "a missing file is never cached as immutable");
     std::fs::remove_dir_all(&site).unwrap();
 }

@@ -11,6 +11,9 @@ pub struct SiteOptions {
     pub site_root: String,
     pub pkg_dir: String,
     pub production: bool,
+    /// The release build named the files after their content (`LEPTOS_HASH_FILES`; by default
+    /// whether cargo-leptos wrote `hash.txt` beside this binary).
+    pub hash_files: bool,
 }
 
 impl SiteOptions {
@@ -22,6 +25,10 @@ impl SiteOptions {
             pkg_dir: env("LEPTOS_SITE_PKG_DIR", "pkg"),
             production: env("LEPTOS_ENV", if cfg!(debug_assertions) { "DEV" } else { "PROD" })
                 .eq_ignore_ascii_case("PROD"),
+            hash_files: match var(src, "LEPTOS_HASH_FILES") {
+                Some(v) => v.eq_ignore_ascii_case("true"),
+                None => std::env::current_exe().is_ok_and(|exe| exe.with_file_name("hash.txt").exists()),
+            },
         })
     }
 
@@ -33,6 +40,7 @@ impl SiteOptions {
             .site_pkg_dir(self.pkg_dir.as_str())
             .site_addr(addr)
             .env(if self.production { Env::PROD } else { Env::DEV })
+            .hash_files(self.hash_files)
             .build()
     }
 }
