@@ -161,6 +161,8 @@ async fn main() {
         pool.clone(),
         mailer,
         "http://bench.test".into(),
+        // The app's default per-account cap (ALERT_MAILS_PER_DAY): each account crosses once here.
+        10,
         Default::default(),
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;

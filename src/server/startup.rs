@@ -58,10 +58,13 @@ impl Application {
     fn spawn_workers(&self) {
         let s = self.state.clone();
         s.tasks.running.store(true, std::sync::atomic::Ordering::Relaxed);
-        let w = s.clone();
-        supervisor::spawn("webhook worker", s.tasks.webhook_worker.clone(), move |beat| {
-            webhooks::worker::run(w.pool.clone(), w.config.clone(), w.webhook_wakeup.clone(), w.redis.clone(), beat)
-        });
+        // WEBHOOK_WORKERS of them, sharing one heartbeat (`/readyz` says stalled when none beats).
+        for _ in 0..s.config.webhook_workers {
+            let w = s.clone();
+            supervisor::spawn("webhook worker", s.tasks.webhook_worker.clone(), move |beat| {
+                webhooks::worker::run(w.pool.clone(), w.config.clone(), w.webhook_wakeup.clone(), w.redis.clone(), beat)
+            });
+        }
         let m = s.clone();
         supervisor::spawn("mail worker", s.tasks.mail_worker.clone(), move |beat| {
             crate::server::mail::run(m.pool.clone(), m.mailer.clone(), beat)

@@ -67,6 +67,10 @@ pub struct Config {
     /// Usage-alert mails one account may get in 24 hours (`ALERT_MAILS_PER_DAY`, 10); past
     /// that an alert shows as a banner only.
     pub alert_mails_per_day: u32,
+    /// Webhook workers per instance (`WEBHOOK_WORKERS`, 2), each claiming up to
+    /// `WEBHOOK_BATCH` (32) due events per transaction.
+    pub webhook_workers: usize,
+    pub webhook_batch: i64,
     /// Password hashes computed at once (`PASSWORD_HASH_CONCURRENCY`, the number of cores):
     /// each takes 19 MiB, so a flood of sign-ins queues instead of exhausting memory.
     pub password_hash_concurrency: usize,
@@ -178,6 +182,8 @@ impl Config {
         let signup_max_per_hour = int_at_least(src, "SIGNUP_MAX_PER_HOUR", 1u32, 10, whole)?;
         let usage_ingest_requests_per_minute = int_at_least(src, "USAGE_INGEST_REQUESTS_PER_MINUTE", 1u32, 60, whole)?;
         let alert_mails_per_day = int_at_least(src, "ALERT_MAILS_PER_DAY", 0u32, 10, whole)?;
+        let webhook_workers = int_at_least(src, "WEBHOOK_WORKERS", 1usize, 2, whole)?;
+        let webhook_batch = int_at_least(src, "WEBHOOK_BATCH", 1i64, 32, whole)?;
         let reconcile_every_secs = int_at_least(src, "RECONCILE_EVERY_SECS", 1u64, 600, "seconds")?;
         let reconcile_accounts_per_minute = int_at_least(src, "RECONCILE_ACCOUNTS_PER_MINUTE", 0u32, 10, whole)?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -312,6 +318,8 @@ impl Config {
             password_hash_concurrency,
             api_rate_limit_per_minute,
             alert_mails_per_day,
+            webhook_workers,
+            webhook_batch,
             reconcile_every_secs,
             reconcile_accounts_per_minute,
             polar_calls_per_unverified_user_per_minute,

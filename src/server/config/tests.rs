@@ -214,6 +214,10 @@ fn polar_budgets_reconcile_and_alert_mail_have_safe_defaults() {
     assert_eq!(c.polar_page_requests_per_minute, 400);
     assert_eq!((c.reconcile_every_secs, c.reconcile_accounts_per_minute), (600, 10));
     assert_eq!(c.alert_mails_per_day, 10);
+    assert_eq!((c.webhook_workers, c.webhook_batch), (2, 32));
+    for var in ["WEBHOOK_WORKERS", "WEBHOOK_BATCH"] {
+        assert_eq!(load(&[(var, "0")]).unwrap_err().var, var, "at least one");
+    }
     let c = load(&[("RECONCILE_ACCOUNTS_PER_MINUTE", "0"), ("ALERT_MAILS_PER_DAY", "0")]).unwrap();
     assert_eq!((c.reconcile_accounts_per_minute, c.alert_mails_per_day), (0, 0), "both can be turned off");
     for var in ["POLAR_PAGE_REQUESTS_PER_MINUTE", "POLAR_CALLS_PER_UNVERIFIED_USER_PER_MINUTE", "RECONCILE_EVERY_SECS"]

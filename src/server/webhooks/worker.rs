@@ -1,8 +1,8 @@
-//! Processes the webhook inbox. Safe with any number of app instances: each event is claimed
-//! with `FOR UPDATE SKIP LOCKED` (plain PostgreSQL; a job crate would add a second queue
-//! table and its own runtime for what one indexed query does). The handler's effects and the
-//! event's done-mark commit in one transaction, so a crash (even `kill -9`) mid-event leaves
-//! the event pending with no effect, and it is simply processed again.
+//! Processes the webhook inbox. Safe with any number of app instances and workers: events are
+//! claimed in batches with `FOR UPDATE SKIP LOCKED` (plain PostgreSQL; a job crate would add a
+//! second queue table and its own runtime for what one indexed query does). Each event's
+//! effects and its done-mark commit together, so a crash (even `kill -9`) mid-batch leaves its
+//! events pending with no effect, and they are simply processed again.
 
 use crate::server::config::Config;
 use crate::server::state_cache::RedisCache;
@@ -21,106 +21,159 @@ pub fn backoff(attempts: i32) -> Duration {
     Duration::seconds(2i64.saturating_pow(attempts.clamp(1, 30) as u32).min(3600))
 }
 
+/// The claim: up to `$2` events due at `$1`, oldest first, that no other worker holds.
+/// `webhook_events_claim_idx` (received_at of pending rows) serves its order: a claim reads
+/// the first due rows of the index, however long the backlog.
+pub const CLAIM_SQL: &str = "SELECT webhook_id, event_type, payload, attempts, user_id FROM webhook_events
+      WHERE status = 'pending' AND next_attempt_at <= $1
+      ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED";
+
 /// Claims and processes one due event; `Ok(false)` when none is due.
 pub async fn process_one(pool: &PgPool, config: &Config, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
-    process_one_with(pool, config, None, now).await
+    Ok(process_batch(pool, config, None, now, 1).await? > 0)
 }
 
-/// [`process_one`], then, once the event's effects have committed, drops the Redis entry of
-/// the customer it concerned (when `REDIS_URL` is set).
-pub async fn process_one_with(
+/// Claims up to `max` due events, oldest first, and processes them in one transaction; returns
+/// how many it claimed (0: none was due). Each event's effects are all-or-nothing in a
+/// savepoint of their own: a failing event rolls back alone and is recorded for a retry, and
+/// never undoes another's. The done-marks of the events handled go in one statement, then
+/// the whole batch commits; a crash before that (even `kill -9`) leaves every event of the
+/// batch pending with no effect. Once committed, the Redis entries of the customers concerned
+/// are dropped (when `REDIS_URL` is set).
+///
+/// The batch is handled customer by customer (events of one customer in the order received),
+/// each customer's events under a lock on that customer taken in the same order by every
+/// worker, so two workers whose batches share customers wait for each other instead of
+/// deadlocking.
+pub async fn process_batch(
     pool: &PgPool,
     config: &Config,
     redis: Option<&RedisCache>,
     now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
+    max: i64,
+) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<DueEvent> = sqlx::query_as(
-        "SELECT webhook_id, event_type, payload, attempts FROM webhook_events
-          WHERE status = 'pending' AND next_attempt_at <= $1
-          ORDER BY received_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(DueEvent { webhook_id, event_type, payload, attempts }) = row else {
-        return Ok(false);
-    };
-    let payload = payload.unwrap_or(Value::Null);
-    // The handler runs in a savepoint: its effects commit with the done-mark, or roll back
-    // alone while the attempt is still recorded.
-    let mut sp = tx.begin().await?;
-    // A handler that panics on some payload is an error like any other: retried, then parked.
-    // Otherwise the event would roll back unrecorded and be picked first again, for ever,
-    // holding up every event behind it.
-    let result = {
-        use futures::FutureExt;
-        match std::panic::AssertUnwindSafe(handlers::handle(sp.acquire().await?, config, &event_type, &payload, now))
-            .catch_unwind()
-            .await
-        {
-            Ok(r) => r,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(handlers::HandlerError::Invalid(format!("the handler panicked: {what}")))
+    let mut due: Vec<DueEvent> = sqlx::query_as(CLAIM_SQL).bind(now).bind(max).fetch_all(&mut *tx).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    // Stable: a customer's events keep the order they were received in.
+    due.sort_by_key(|e| (e.user_id.is_none(), e.user_id));
+    let mut handled: Vec<(String, &'static str)> = Vec::with_capacity(due.len());
+    let mut customers = Vec::new();
+    let mut locked = None;
+    for DueEvent { webhook_id, event_type, payload, attempts, user_id } in &due {
+        // Before a customer's first event, the customer itself (a transaction-scoped advisory
+        // lock): whatever rows their handlers touch, and in whatever order, two batches meet
+        // at this lock first, taken in the same order by every worker.
+        if let Some(user) = user_id.filter(|u| locked != Some(*u)) {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tally.webhook.customer:' || $1::text, 0))")
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            locked = Some(user);
+        }
+        let payload = payload.clone().unwrap_or(Value::Null);
+        let mut sp = tx.begin().await?;
+        match handle_caught(sp.acquire().await?, config, event_type, &payload, now).await {
+            Ok(outcome) => {
+                sp.commit().await?;
+                let status = if outcome == Outcome::Done { "done" } else { "skipped" };
+                tracing::info!(%webhook_id, %event_type, status, "webhook processed");
+                handled.push((webhook_id.clone(), status));
+                customers.extend(handlers::event_user(event_type, &payload));
             }
-        }
-    };
-    match result {
-        Ok(outcome) => {
-            sp.commit().await?;
-            let status = if outcome == Outcome::Done { "done" } else { "skipped" };
-            // An event about a deleted account keeps no personal data once handled.
-            sqlx::query(
-                "UPDATE webhook_events SET status = $2, attempts = attempts + 1, processed_at = $3, last_error = NULL,
-                        payload = CASE WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = webhook_events.user_id AND u.deleted_at IS NOT NULL) THEN NULL ELSE payload END
-                  WHERE webhook_id = $1",
-            )
-                .bind(&webhook_id)
-                .bind(status)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tracing::info!(%webhook_id, %event_type, status, "webhook processed");
-        }
-        Err(e) => {
-            sp.rollback().await?;
-            let attempts = attempts + 1;
-            let parked = attempts >= MAX_ATTEMPTS;
-            sqlx::query("UPDATE webhook_events SET attempts = $2, last_error = $3, status = $4, next_attempt_at = $5 WHERE webhook_id = $1")
-                .bind(&webhook_id)
-                .bind(attempts)
-                .bind(e.to_string())
-                .bind(if parked { "failed" } else { "pending" })
-                .bind(now + backoff(attempts))
-                .execute(&mut *tx)
-                .await?;
-            if parked {
-                tracing::error!(%webhook_id, %event_type, attempts, error = %e, "webhook parked as failed");
-            } else {
-                tracing::warn!(%webhook_id, %event_type, attempts, error = %e, "webhook handler failed; will retry");
+            Err(e) => {
+                sp.rollback().await?;
+                record_failure(&mut tx, webhook_id, event_type, attempts + 1, &e.to_string(), now).await?;
             }
         }
     }
-    failpoint_before_commit(&webhook_id).await;
+    if !handled.is_empty() {
+        let (ids, statuses): (Vec<String>, Vec<&str>) = handled.into_iter().unzip();
+        // An event about a deleted account keeps no personal data once handled. processed_at
+        // is taken now, as the batch is about to commit (what "applied" means to a reader).
+        sqlx::query(
+            "UPDATE webhook_events w SET status = d.status, attempts = w.attempts + 1, processed_at = clock_timestamp(), last_error = NULL,
+                    payload = CASE WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = w.user_id AND u.deleted_at IS NOT NULL) THEN NULL ELSE w.payload END
+               FROM unnest($1::text[], $2::text[]) AS d(id, status)
+              WHERE w.webhook_id = d.id",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .execute(&mut *tx)
+        .await?;
+    }
+    failpoint_before_commit(&due[0].webhook_id).await;
     tx.commit().await?;
-    if let (Some(r), Some(user)) = (redis, handlers::event_user(&event_type, &payload)) {
-        r.forget(user).await;
+    if let Some(r) = redis {
+        for user in customers {
+            r.forget(user).await;
+        }
     }
-    Ok(true)
+    Ok(due.len())
 }
 
-/// The oldest event that is due, as the worker claims it.
+/// Runs the event's handler. A handler that panics on some payload is an error like any
+/// other: retried, then parked. Otherwise the event would roll back unrecorded and be claimed
+/// first again, for ever, holding up every event behind it.
+async fn handle_caught(
+    conn: &mut sqlx::PgConnection,
+    config: &Config,
+    event_type: &str,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> Result<Outcome, handlers::HandlerError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(handlers::handle(conn, config, event_type, payload, now)).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(handlers::HandlerError::Invalid(format!("the handler panicked: {what}")))
+        }
+    }
+}
+
+/// Records a failed attempt: due again after [`backoff`], or parked as `failed` after
+/// [`MAX_ATTEMPTS`].
+async fn record_failure(
+    tx: &mut sqlx::PgConnection,
+    webhook_id: &str,
+    event_type: &str,
+    attempts: i32,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let parked = attempts >= MAX_ATTEMPTS;
+    sqlx::query("UPDATE webhook_events SET attempts = $2, last_error = $3, status = $4, next_attempt_at = $5 WHERE webhook_id = $1")
+        .bind(webhook_id)
+        .bind(attempts)
+        .bind(error)
+        .bind(if parked { "failed" } else { "pending" })
+        .bind(now + backoff(attempts))
+        .execute(&mut *tx)
+        .await?;
+    if parked {
+        tracing::error!(%webhook_id, %event_type, attempts, %error, "webhook parked as failed");
+    } else {
+        tracing::warn!(%webhook_id, %event_type, attempts, %error, "webhook handler failed; will retry");
+    }
+    Ok(())
+}
+
+/// A due event, as the worker claims it.
 #[derive(sqlx::FromRow)]
 struct DueEvent {
     webhook_id: String,
     event_type: String,
     payload: Option<Value>,
     attempts: i32,
+    /// The Tally user it names, when the receiver could tell.
+    user_id: Option<uuid::Uuid>,
 }
 
 /// Test builds only: with `TALLY_TEST_FAILPOINT=worker-before-commit`, the worker stops for
@@ -138,7 +191,8 @@ async fn failpoint_before_commit(webhook_id: &str) {
 #[cfg(not(debug_assertions))]
 async fn failpoint_before_commit(_: &str) {}
 
-/// Runs forever: drains due events, then waits for a new delivery or a second.
+/// Runs forever: drains due events in batches of `config.webhook_batch`, then waits for a
+/// new delivery or a second. An instance runs `config.webhook_workers` of these.
 pub async fn run(
     pool: PgPool,
     config: Arc<Config>,
@@ -149,13 +203,10 @@ pub async fn run(
     loop {
         heartbeat.beat();
         loop {
-            match process_one_with(&pool, &config, redis.as_ref(), Utc::now()).await {
-                Ok(true) => {
-                    // Alive while it drains a backlog, not only between backlogs.
-                    heartbeat.beat();
-                    continue;
-                }
-                Ok(false) => break,
+            match process_batch(&pool, &config, redis.as_ref(), Utc::now(), config.webhook_batch).await {
+                Ok(0) => break,
+                // Alive while it drains a backlog, not only between backlogs.
+                Ok(_) => heartbeat.beat(),
                 Err(e) => {
                     tracing::error!(error = %e, "webhook worker: database error");
                     break;
