@@ -34,11 +34,7 @@ pub fn AccountNotices(
                     <div class="alert alert--info" role="status" data-testid="confirm-email">
                         <p>{confirm_email_text(a.free_credits, &a.email)}</p>
                         <ActionForm action=resend attr:class="inline-form">
-                            <button
-                                type="submit"
-                                class="btn btn--secondary btn--sm"
-                                disabled=move || resend.pending().get()
-                            >
+                            <button type="submit" class="btn btn--secondary btn--sm">
                                 "Send the link again"
                             </button>
                         </ActionForm>

@@ -160,7 +160,7 @@ pub fn ApiKeysSection(data: ApiKeysData) -> impl IntoView {
                     hint="For example the app or server that will use it."
                     error=create_error
                 />
-                <button type="submit" class="btn btn--primary" disabled=move || create.pending().get()>
+                <button type="submit" class="btn btn--primary">
                     "Create key"
                 </button>
             </ActionForm>

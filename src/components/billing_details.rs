@@ -47,8 +47,8 @@ pub fn BillingDetailsForm(
                     {move || country_msg().map(|m| view! { <p class="field__error">{m}</p> })}
                 </div>
                 <Field name="tax_id" label="VAT or tax id (optional)" autocomplete="off" hint="Checked against your country's format, e.g. DE123456789 for Germany." required=false value=details.tax_id.clone() error=error />
-                <button type="submit" class="btn btn--primary" disabled=move || save.pending().get()>
-                    {move || if save.pending().get() { "Saving…" } else { "Save billing details" }}
+                <button type="submit" class="btn btn--primary">
+                    "Save billing details"
                 </button>
             </ActionForm>
         </section>

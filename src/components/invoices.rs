@@ -51,12 +51,7 @@ pub fn InvoiceTable(rows: Vec<InvoiceView>, invoice: ServerAction<GenerateInvoic
                                     view! {
                                         <ActionForm action=invoice attr:class="inline-form">
                                             <input type="hidden" name="order_id" value=r.order_id.clone() />
-                                            <button
-                                                type="submit"
-                                                class="btn btn--ghost btn--sm"
-                                                aria-label=label
-                                                disabled=move || invoice.pending().get()
-                                            >
+                                            <button type="submit" class="btn btn--ghost btn--sm" aria-label=label>
                                                 "Generate"
                                             </button>
                                         </ActionForm>

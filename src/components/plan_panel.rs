@@ -50,11 +50,7 @@ pub fn PlanPanel(
                             view! {
                                 <ActionForm action=cancel attr:class="inline-form">
                                     <input type="hidden" name="cancel" value="false" />
-                                    <button
-                                        type="submit"
-                                        class="btn btn--ghost"
-                                        disabled=move || cancel.pending().get()
-                                    >
+                                    <button type="submit" class="btn btn--ghost">
                                         "Keep my subscription"
                                     </button>
                                 </ActionForm>
@@ -64,11 +60,7 @@ pub fn PlanPanel(
                             view! {
                                 <ActionForm action=cancel attr:class="inline-form">
                                     <input type="hidden" name="cancel" value="true" />
-                                    <button
-                                        type="submit"
-                                        class="btn btn--danger"
-                                        disabled=move || cancel.pending().get()
-                                    >
+                                    <button type="submit" class="btn btn--danger">
                                         "Cancel at period end"
                                     </button>
                                 </ActionForm>
@@ -81,7 +73,7 @@ pub fn PlanPanel(
                     .then(|| {
                         view! {
                             <ActionForm action=portal attr:class="inline-form">
-                                <button type="submit" class="btn btn--ghost" disabled=move || portal.pending().get()>
+                                <button type="submit" class="btn btn--ghost">
                                     "Manage in billing portal"
                                 </button>
                             </ActionForm>

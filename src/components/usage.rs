@@ -198,8 +198,8 @@ pub fn UsageSettingsForm(settings: UsageSettingsView, save: ServerAction<SaveUsa
                     error=error
                 />
                 <Check name="alert_email" label="Also send alerts by email" checked=settings.alert_email />
-                <button type="submit" class="btn btn--primary" disabled=move || save.pending().get()>
-                    {move || if save.pending().get() { "Saving…" } else { "Save usage settings" }}
+                <button type="submit" class="btn btn--primary">
+                    "Save usage settings"
                 </button>
             </ActionForm>
         </section>

@@ -151,18 +151,8 @@ pub fn ChangePlanPage() -> impl IntoView {
                                     <div class="actions">
                                         <ActionForm action=change attr:class="inline-form">
                                             <input type="hidden" name="plan" value=p.plan.clone() />
-                                            <button
-                                                type="submit"
-                                                class="btn btn--primary"
-                                                disabled=move || change.pending().get()
-                                            >
-                                                {move || {
-                                                    if change.pending().get() {
-                                                        "Changing your plan…".to_string()
-                                                    } else {
-                                                        confirm.clone()
-                                                    }
-                                                }}
+                                            <button type="submit" class="btn btn--primary">
+                                                {confirm}
                                             </button>
                                         </ActionForm>
                                         <a class="btn btn--ghost" href="/billing">

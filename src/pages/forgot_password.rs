@@ -36,12 +36,8 @@ pub fn ForgotPasswordPage() -> impl IntoView {
                         <ActionForm action=action attr:class="form" attr:aria-label="Reset your password">
                             <FormError error=error />
                             <Field name="email" label="Email" input_type="email" autocomplete="email" error=error />
-                            <button
-                                type="submit"
-                                class="btn btn--primary btn--block"
-                                disabled=move || action.pending().get()
-                            >
-                                {move || if action.pending().get() { "Sending…" } else { "Send me a reset link" }}
+                            <button type="submit" class="btn btn--primary btn--block">
+                                "Send me a reset link"
                             </button>
                         </ActionForm>
                         <p class="auth__switch">"Remembered it? " <a href="/login">"Sign in"</a></p>

@@ -32,8 +32,8 @@ pub fn LoginPage() -> impl IntoView {
             <ActionForm action=action attr:class="form" attr:aria-label="Sign in">
                 <FormError error=error />
                 <CredentialFields password_autocomplete="current-password" error=error next=Signal::derive(next) />
-                <button type="submit" class="btn btn--primary btn--block" disabled=move || action.pending().get()>
-                    {move || if action.pending().get() { "Signing in…" } else { "Sign in" }}
+                <button type="submit" class="btn btn--primary btn--block">
+                    "Sign in"
                 </button>
             </ActionForm>
             <p class="auth__switch">

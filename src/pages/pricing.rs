@@ -15,7 +15,6 @@ pub fn PricingPage() -> impl IntoView {
     let pricing = Resource::new(|| (), |_| get_pricing());
     let checkout = ServerAction::<StartCheckout>::new();
     let error = Signal::derive(move || checkout.value().get().and_then(|r| r.err()));
-    let busy = move || checkout.pending().get();
     // `?billing=yearly`: plain links switch the prices, with or without JavaScript.
     let query = use_query_map();
     let yearly = move || query.read().get("billing").as_deref() == Some("yearly");
@@ -179,11 +178,7 @@ pub fn PricingPage() -> impl IntoView {
                                                         view! {
                                                             <ActionForm action=checkout attr:class="inline-form">
                                                                 <input type="hidden" name="item" value=item.clone() />
-                                                                <button
-                                                                    type="submit"
-                                                                    class="btn btn--primary btn--block"
-                                                                    disabled=busy
-                                                                >
+                                                                <button type="submit" class="btn btn--primary btn--block">
                                                                     {label}
                                                                 </button>
                                                             </ActionForm>
@@ -226,7 +221,6 @@ pub fn PricingPage() -> impl IntoView {
                                                             <button
                                                                 type="submit"
                                                                 class="btn btn--ghost btn--sm"
-                                                                disabled=busy
                                                                 aria-label=label
                                                             >
                                                                 "Buy"

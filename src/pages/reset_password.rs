@@ -72,14 +72,8 @@ pub fn ResetPasswordPage() -> impl IntoView {
                                             error=error
                                         />
                                         <input type="hidden" name="token" value=token />
-                                        <button
-                                            type="submit"
-                                            class="btn btn--primary btn--block"
-                                            disabled=move || action.pending().get()
-                                        >
-                                            {move || {
-                                                if action.pending().get() { "Saving…" } else { "Save and sign in" }
-                                            }}
+                                        <button type="submit" class="btn btn--primary btn--block">
+                                            "Save and sign in"
                                         </button>
                                     </ActionForm>
                                 }

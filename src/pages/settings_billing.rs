@@ -170,8 +170,8 @@ fn PasswordSection(change: ServerAction<ChangePassword>) -> impl IntoView {
                     hint="At least 10 characters."
                     error=error
                 />
-                <button type="submit" class="btn btn--primary" disabled=move || change.pending().get()>
-                    {move || if change.pending().get() { "Saving…" } else { "Change password" }}
+                <button type="submit" class="btn btn--primary">
+                    "Change password"
                 </button>
             </ActionForm>
         </section>
@@ -196,7 +196,7 @@ fn DeleteAccountSection(delete: ServerAction<DeleteAccount>) -> impl IntoView {
                     autocomplete="off"
                     error=error
                 />
-                <button type="submit" class="btn btn--danger" disabled=move || delete.pending().get()>
+                <button type="submit" class="btn btn--danger">
                     "Delete my account"
                 </button>
             </ActionForm>

@@ -51,8 +51,8 @@ pub fn SignupPage() -> impl IntoView {
                     error=error
                     next=Signal::derive(next)
                 />
-                <button type="submit" class="btn btn--primary btn--block" disabled=move || action.pending().get()>
-                    {move || if action.pending().get() { "Creating your account…" } else { "Create account" }}
+                <button type="submit" class="btn btn--primary btn--block">
+                    "Create account"
                 </button>
             </ActionForm>
             <p class="auth__switch">"Already have an account? " <a href=login_href>"Sign in"</a></p>

@@ -44,14 +44,8 @@ pub fn VerifyEmailPage() -> impl IntoView {
                                     })
                             }}
                             <input type="hidden" name="token" value=token />
-                            <button
-                                type="submit"
-                                class="btn btn--primary btn--block"
-                                disabled=move || action.pending().get()
-                            >
-                                {move || {
-                                    if action.pending().get() { "Confirming…" } else { "Confirm my email address" }
-                                }}
+                            <button type="submit" class="btn btn--primary btn--block">
+                                "Confirm my email address"
                             </button>
                         </ActionForm>
                     }
