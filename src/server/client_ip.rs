@@ -20,12 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
-/// Which header the trusted proxies write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyHeader {
-    XForwardedFor,
-    Forwarded,
-}
+pub use crate::server::config::ProxyHeader;
 
 fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
     proxies.iter().any(|n| n.contains(&ip))

@@ -19,7 +19,6 @@ pub use polar::{PlanMap, PolarConfig, PolarMode, StandinSettings};
 pub use site::SiteOptions;
 pub use source::{is_loopback_host, ConfigError, ProcessEnv, Secret, Source};
 
-use crate::server::client_ip::ProxyHeader;
 use source::{err, int_at_least, parse_bool, parse_int, parse_url, var};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -114,6 +113,13 @@ pub struct Config {
     /// Days a processed webhook keeps its payload (`WEBHOOK_PAYLOAD_RETENTION_DAYS`, 30); its id
     /// is kept, so a late redelivery is still recognised.
     pub webhook_payload_retention_days: i64,
+}
+
+/// Which header the trusted proxies write (`TRUSTED_PROXY_HEADER`), read by `client_ip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeader {
+    XForwardedFor,
+    Forwarded,
 }
 
 impl Config {
