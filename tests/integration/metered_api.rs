@@ -359,3 +359,67 @@ async fn two_app_instances_on_one_database_never_overspend() {
     assert_eq!(balance(&a).await, 0);
     assert!(tally::server::ledger::problems(&a.pool, None).await.unwrap().is_empty());
 }
+
+/// An endpoint of one's own, metered: its work and a `MeteredCall` (what the README shows).
+async fn word_count(
+    call: tally::server::metered::MeteredCall,
+) -> Result<axum::response::Response, tally::server::metered::ApiError> {
+    let text = std::str::from_utf8(call.body())
+        .map_err(|_| tally::server::metered::ApiError::invalid("body", "Send UTF-8 text."))?;
+    let words = text.split_whitespace().count() as i64;
+    call.charge(words.max(1), "text.words", json!({ "bytes": text.len() }), json!({ "words": words })).await
+}
+
+/// Metering is a piece any endpoint is built on: a word counter in a few lines gets the API
+/// key, the spend through the ledger, the answer replayed for its Idempotency-Key and refused
+/// for another request under it, and the API's error bodies.
+#[tokio::test]
+async fn an_endpoint_of_ones_own_is_metered_by_taking_a_metered_call() {
+    let app = spawn_app().await;
+    let key = signed_up_with_key(&app, "words@example.com").await;
+    let state = tally::server::state::AppState::new(test_config(&[]), app.pool.clone()).unwrap();
+    let router = axum::Router::new().route("/api/v1/words", axum::routing::post(word_count)).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1/words", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let post = |body: &'static str, key: Option<&str>, idempotency: Option<&str>| {
+        let mut req = reqwest::Client::new().post(&url).body(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(i) = idempotency {
+            req = req.header("idempotency-key", i);
+        }
+        async move { req.send().await.unwrap() }
+    };
+
+    let res = post("three little words", None, None).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "missing_api_key");
+    assert_eq!(balance(&app).await, 1000, "nothing spent");
+
+    let res = post("three little words", Some(&key), Some("w-1")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-credits-remaining"], "997");
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({ "words": 3, "credits_spent": 3 }));
+    assert_eq!(balance(&app).await, 997);
+
+    let again = post("three little words", Some(&key), Some("w-1")).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(balance(&app).await, 997, "a retry is answered, not charged");
+    let other = post("four other little words", Some(&key), Some("w-1")).await;
+    assert_eq!(other.status(), 422);
+    assert_eq!(other.json::<Value>().await.unwrap()["error"]["code"], "idempotency_key_reused");
+
+    let res = reqwest::Client::new().post(&url).bearer_auth(&key).body(vec![0xffu8, 0xfe]).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["field"], "body");
+    assert_eq!(balance(&app).await, 997, "a refused request spends nothing");
+    let metadata: Value =
+        sqlx::query_scalar("SELECT metadata FROM credit_entries WHERE kind = 'spend' ORDER BY id DESC LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(metadata["operation"], "text.words");
+}
