@@ -12,7 +12,7 @@ import { controlsAuth } from "./helpers";
 
 const TOKEN = process.env.POLAR_ACCESS_TOKEN ?? "standin_e2e_token";
 const LEGACY_SECRET = "polar_whs_contract-test-secret";
-/** Types Polar sends that @polar-sh/sdk 0.47.1 predates (POLAR.md §3.2). */
+/** Types Polar sends that @polar-sh/sdk 0.47.1 predates (docs/polar-contract.md §3.2). */
 const UNKNOWN_TO_SDK_0_47 = new Set(["subscription.cycled", "subscription.paused", "subscription.resumed", "subscription.migrated"]);
 
 type Delivery = { headers: Record<string, string>; body: string };

@@ -545,7 +545,7 @@ impl Drop for SmtpSink {
 }
 
 /// A real nginx (Debian's package) reverse proxy on `port` in front of `upstream`, configured
-/// as the README's deployment section shows: it appends the client to `X-Forwarded-For` and,
+/// as docs/deploying.md shows: it appends the client to `X-Forwarded-For` and,
 /// like nginx by default, rewrites `Host` to the upstream's. Stopped when dropped.
 pub struct Nginx {
     dir: std::path::PathBuf,

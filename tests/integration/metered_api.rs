@@ -360,7 +360,7 @@ async fn two_app_instances_on_one_database_never_overspend() {
     assert!(tally::server::ledger::problems(&a.pool, None).await.unwrap().is_empty());
 }
 
-/// An endpoint of one's own, metered: its work and a `MeteredCall` (what the README shows).
+/// An endpoint of one's own, metered: its work and a `MeteredCall` (what docs/metered-api.md shows).
 async fn word_count(
     call: tally::server::metered::MeteredCall,
 ) -> Result<axum::response::Response, tally::server::metered::ApiError> {

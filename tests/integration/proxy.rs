@@ -1,4 +1,4 @@
-//! Tally deployed the way the README says: behind a real reverse proxy (Debian's nginx, which
+//! Tally deployed the way docs/deploying.md says: behind a real reverse proxy (Debian's nginx, which
 //! rewrites `Host` to the upstream's and appends the client to `X-Forwarded-For`), on the
 //! proxy's URL as `APP_URL`, with the proxy in `TRUSTED_PROXIES`. Every request below, the
 //! stand-in's API calls and its webhook deliveries included, goes through nginx.

@@ -15,7 +15,7 @@
 //!
 //! Each operation returns [`Error`], translated once for the browser (`server::errors`).
 //!
-//! Failure policy (documented in the README): when Polar cannot be reached, pages show the
+//! Failure policy (documented in docs/failure-policy.md): when Polar cannot be reached, pages show the
 //! last known Customer State marked as such; `require_benefit` accepts a last known state up
 //! to [`customer_state::STALE_GRACE`] old and fails closed after that, or when there is none.
 //! Polar's quota is shared by every user: each server function that asks Polar for a user

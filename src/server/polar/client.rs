@@ -170,7 +170,7 @@ pub struct UsageEvent {
     pub external_customer_id: String,
     /// Your idempotency key: a repeat is counted in `duplicates`, not inserted.
     pub external_id: String,
-    /// When it happened (Polar bills it in the period it is received, POLAR.md §2.8).
+    /// When it happened (Polar bills it in the period it is received, docs/polar-contract.md §2.8).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
@@ -588,7 +588,7 @@ impl PolarClient {
     }
 }
 
-/// Reads Polar's error bodies (POLAR.md §1.3).
+/// Reads Polar's error bodies (docs/polar-contract.md §1.3).
 fn error_from(status: StatusCode, retry_after: Option<u64>, body: &[u8]) -> PolarError {
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let raw: Value = serde_json::from_slice(body).unwrap_or(Value::Null);

@@ -1,4 +1,4 @@
-//! Standard Webhooks signatures as Polar makes them (POLAR.md §3.3).
+//! Standard Webhooks signatures as Polar makes them (docs/polar-contract.md §3.3).
 //!
 //! The signed message is `"{webhook-id}.{webhook-timestamp}.{raw body}"`, signed with
 //! HMAC-SHA256 and sent as `webhook-signature: v1,<base64>` (possibly several, space-separated).
@@ -115,7 +115,7 @@ mod tests {
     use super::*;
 
     // The Standard Webhooks specification's test vector, and the legacy signature Polar's
-    // server and 0.x SDKs compute for the same inputs (POLAR.md §3.3, worked example).
+    // server and 0.x SDKs compute for the same inputs (docs/polar-contract.md §3.3, worked example).
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
     const TS: i64 = 1614265330;

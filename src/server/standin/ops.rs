@@ -1,5 +1,5 @@
 //! What happens in "Polar" when something is done: each operation changes the world and
-//! returns the webhook events Polar sends for it, in Polar's documented order (POLAR.md §3.2).
+//! returns the webhook events Polar sends for it, in Polar's documented order (docs/polar-contract.md §3.2).
 
 use super::world::*;
 use chrono::{DateTime, Duration, Months, Utc};

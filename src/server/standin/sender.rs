@@ -1,4 +1,4 @@
-//! Webhook deliveries as Polar makes them (POLAR.md §3.1): `POST` with `user-agent: polar.sh
+//! Webhook deliveries as Polar makes them (docs/polar-contract.md §3.1): `POST` with `user-agent: polar.sh
 //! webhooks`, Standard Webhooks headers, the same `webhook-id` on every retry of an event and
 //! a fresh `webhook-timestamp` per attempt, signed under the endpoint's key scheme; any 2xx
 //! within 10 s is success, everything else (redirects included) a failure retried with doubling

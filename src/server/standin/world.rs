@@ -1,6 +1,6 @@
 //! The stand-in's data: one organization's catalogue, customers, checkouts, orders,
 //! subscriptions and benefit grants, and how each is written on the wire. The JSON follows
-//! Polar's 2026-04 schemas as POLAR.md §7 asks: every required key present (nullable ones as
+//! Polar's 2026-04 schemas as docs/polar-contract.md §7 asks: every required key present (nullable ones as
 //! `null`), the newer optional keys (`units`, item timestamps) as `null`, times in UTC with `Z`,
 //! integer cents, and non-null `invoice_number`/`avatar_url` so the 0.47.x SDK parses them.
 

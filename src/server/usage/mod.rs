@@ -19,8 +19,7 @@
 //!
 //! In Polar: a meter with filter `name eq credits.spent` and aggregation `sum` of
 //! `metadata.credits` counts usage; one with `name eq credits.overage` counts overage, and a
-//! plan's `metered_unit` price on that meter bills it at the cycle end (README, "Usage
-//! billing").
+//! plan's `metered_unit` price on that meter bills it at the cycle end (docs/usage-billing.md).
 
 pub mod alerts;
 pub mod panel;

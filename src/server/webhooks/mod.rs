@@ -1,7 +1,7 @@
 //! Polar webhooks: a receiver that verifies, stores and acknowledges in milliseconds, and a
 //! worker that processes the stored events idempotently in the background.
 //!
-//! Failure policy (also in the README):
+//! Failure policy (also in docs/webhooks.md):
 //! - bad or missing signature, stale timestamp: 401 (403 for a signature that does not match),
 //!   nothing stored;
 //! - body over the size limit: 413, nothing stored;

@@ -1,5 +1,5 @@
 //! Polar's HTTP API under `/v1`, for the operations Tally uses: same paths (collection paths
-//! end in `/`), status codes, bodies and error shapes (POLAR.md §1.3, §2).
+//! end in `/`), status codes, bodies and error shapes (docs/polar-contract.md §1.3, §2).
 
 // A handler's helpers fail with the finished HTTP answer (Polar's error body), which is larger
 // than clippy's threshold for an `Err`; it is built once, on the failing path only.
