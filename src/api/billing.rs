@@ -35,7 +35,7 @@ pub async fn start_checkout(item: String) -> Result<String, AppError> {
             let Some(user) = crate::server::auth::session::current_user().await? else {
                 return Ok(ssr::go("/login?next=%2Fpricing"));
             };
-            let url = ssr::billing::start_checkout(&state, user.id, &user.email, &item).await?;
+            let url = ssr::billing::start_checkout(&state.billing, user.id, &user.email, &item).await?;
             Ok(ssr::go(&url))
         }
         .await,
@@ -58,7 +58,7 @@ pub async fn checkout_status(checkout_id: String) -> Result<CheckoutState, AppEr
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
             use ssr::billing::Progress;
-            Ok(match ssr::billing::checkout_progress(&state, user.id, &checkout_id).await? {
+            Ok(match ssr::billing::checkout_progress(&state.billing, user.id, &checkout_id).await? {
                 Progress::Processing => CheckoutState::Processing,
                 Progress::Ready { what, is_plan } => CheckoutState::Ready { what, is_plan },
                 Progress::Expired => CheckoutState::Expired,
@@ -76,7 +76,7 @@ pub async fn open_portal() -> Result<String, AppError> {
         async {
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
-            let url = ssr::billing::portal_url(&state, user.id).await?;
+            let url = ssr::billing::portal_url(&state.billing, user.id).await?;
             Ok(ssr::go(&url))
         }
         .await,
@@ -90,7 +90,7 @@ pub async fn set_cancel(cancel: bool) -> Result<String, AppError> {
         async {
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
-            ssr::billing::set_cancel_at_period_end(&state, user.id, cancel).await?;
+            ssr::billing::set_cancel_at_period_end(&state.billing, user.id, cancel).await?;
             Ok(ssr::go(if cancel { "/billing?done=canceled" } else { "/billing?done=resumed" }))
         }
         .await,
@@ -106,11 +106,11 @@ pub async fn change_plan(plan: String) -> Result<String, AppError> {
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
             let to = ssr::paid_plan(&plan)?;
-            if ssr::billing::current_subscription(&state, user.id).await?.is_none() {
-                let url = ssr::billing::start_checkout(&state, user.id, &user.email, to.slug()).await?;
+            if ssr::billing::current_subscription(&state.billing, user.id).await?.is_none() {
+                let url = ssr::billing::start_checkout(&state.billing, user.id, &user.email, to.slug()).await?;
                 return Ok(ssr::go(&url));
             }
-            let done = ssr::billing::change_plan(&state, user.id, to).await?;
+            let done = ssr::billing::change_plan(&state.billing, user.id, to).await?;
             Ok(ssr::go(&format!("/billing?done={done}")))
         }
         .await,
@@ -148,7 +148,7 @@ pub async fn get_plan_change(plan: String) -> Result<PlanChangeView, AppError> {
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
             let to = ssr::paid_plan(&plan)?;
-            let p = ssr::billing::preview_plan_change(&state, user.id, to, chrono::Utc::now()).await?;
+            let p = ssr::billing::preview_plan_change(&state.billing, user.id, to, chrono::Utc::now()).await?;
             let money = |c: i64| crate::domain::money::format_cents_exact(c, &p.currency);
             Ok(PlanChangeView {
                 plan: to.slug().to_string(),
@@ -244,7 +244,7 @@ pub async fn get_billing_settings() -> Result<BillingSettingsView, AppError> {
                 tax_id: o(d.tax_id),
                 sync_notice: d.polar_error,
             };
-            let invoices = match ssr::billing::invoices(&state, user.id).await {
+            let invoices = match ssr::billing::invoices(&state.billing, user.id).await {
                 Ok(rows) => Ok(rows
                     .into_iter()
                     .map(|r| InvoiceView {
@@ -302,7 +302,7 @@ pub async fn save_billing_details(
                 tax_id_kind: None,
                 polar_error: None,
             };
-            match ssr::billing::save_billing_details(&state, user.id, input.clone()).await {
+            match ssr::billing::save_billing_details(&state.billing, user.id, input.clone()).await {
                 Ok(synced) => Ok(ssr::go(if synced {
                     "/settings/billing?done=saved"
                 } else {
@@ -336,7 +336,7 @@ pub async fn generate_invoice(order_id: String) -> Result<String, AppError> {
         async {
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
-            ssr::billing::generate_invoice(&state, user.id, &order_id).await?;
+            ssr::billing::generate_invoice(&state.billing, user.id, &order_id).await?;
             Ok(ssr::go("/settings/billing?done=invoice#invoices-title"))
         }
         .await,
@@ -357,7 +357,7 @@ pub async fn delete_account(confirm_email: String) -> Result<String, AppError> {
                     "Type your account's email address exactly to confirm.",
                 ));
             }
-            ssr::billing::delete_account(&state, user.id, ssr::billing::Deletion::Customer).await?;
+            ssr::billing::delete_account(&state.billing, user.id, ssr::billing::Deletion::Customer).await?;
             crate::server::auth::session::set_cookie(crate::server::auth::session::clearing_cookie(&state.config));
             Ok(ssr::go("/?done=account-deleted"))
         }

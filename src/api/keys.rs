@@ -135,7 +135,7 @@ pub async fn create_api_key(name: String) -> Result<Option<NewApiKey>, AppError>
 #[cfg(feature = "ssr")]
 async fn paid_key_limit(state: &crate::server::state::AppState, user: uuid::Uuid) -> Result<i64, AppError> {
     use crate::domain::plans::{FREE_MAX_API_KEYS, PAID_BENEFITS, PAID_MAX_API_KEYS};
-    match crate::server::billing::require_any_benefit(state, user, &PAID_BENEFITS).await {
+    match crate::server::billing::require_any_benefit(&state.billing, user, &PAID_BENEFITS).await {
         Ok(()) => Ok(PAID_MAX_API_KEYS),
         Err(crate::server::billing::Error::NotEntitled(_)) => Err(AppError::NotEntitled {
             message: format!("The Free plan includes {FREE_MAX_API_KEYS} API keys. Revoke one, or upgrade to Pro or Business for up to {PAID_MAX_API_KEYS}."),

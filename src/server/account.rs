@@ -29,7 +29,7 @@ pub struct PlanRead {
 
 /// [`PlanRead`] of `user`.
 pub async fn plan_of_user(state: &AppState, user: Uuid) -> Result<PlanRead, billing::Error> {
-    match billing::customer_state(state, user, billing::STATE_TTL).await {
+    match billing::customer_state(&state.billing, user, billing::STATE_TTL).await {
         Ok(read) => Ok(plan_read(&read)),
         Err(billing::Error::Unavailable(_) | billing::Error::NotConfigured) => Ok(PlanRead {
             plan: billing::live_subscription(&state.pool, user).await?.map(|s| s.plan_id()).unwrap_or(PlanId::Free),
@@ -93,7 +93,7 @@ pub async fn account_on(
     let (own, stored) = own_rows(&mut conn, user).await?;
     if let Some((read, aging)) = billing::customer_state::stored_for_page(stored.as_ref()) {
         if aging {
-            billing::customer_state::refresh_in_background(state, user);
+            billing::customer_state::refresh_in_background(&state.billing, user);
         }
         return Ok((account_view(state, email, own, plan_read(&read)), Some(conn)));
     }

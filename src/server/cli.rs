@@ -116,7 +116,7 @@ pub async fn account_command(config: Config, pool: sqlx::PgPool, args: &[String]
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no account with email {email}"))?;
     let state = crate::server::state::AppState::new(config, pool).map_err(|e| e.to_string())?;
-    crate::server::billing::delete_account(&state, user, how).await.map_err(|e| e.to_string())?;
+    crate::server::billing::delete_account(&state.billing, user, how).await.map_err(|e| e.to_string())?;
     tracing::info!(%user, ?how, "account deleted from the command line");
     println!("{email}: deleted");
     Ok(())
@@ -146,7 +146,7 @@ pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) 
     let state = crate::server::state::AppState::new(config, pool).map_err(|e| e.to_string())?;
     let mut failed = 0;
     for (id, email) in users {
-        match crate::server::billing::reconcile(&state, id).await {
+        match crate::server::billing::reconcile(&state.billing, id).await {
             Ok(plan) => println!("{email}: {plan}"),
             Err(e) => {
                 failed += 1;
@@ -155,7 +155,7 @@ pub async fn polar_command(config: Config, pool: sqlx::PgPool, args: &[String]) 
             }
         }
         // Usage: the ledger against Polar's meters (see `usage::reconcile`).
-        let Some(polar) = state.polar.as_ref() else { continue };
+        let Some(polar) = state.billing.polar.as_ref() else { continue };
         match crate::server::usage::reconcile::measure(&state.pool, polar, id, chrono::Utc::now()).await {
             Ok(drifts) => {
                 for d in drifts {

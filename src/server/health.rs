@@ -45,8 +45,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                 "mail_worker": mail_worker,
             },
             "worker_restarts": state.tasks.webhook_worker.restarts() + state.tasks.mail_worker.restarts(),
-            "polar_circuit": state.polar.as_ref().map(|p| p.breaker().state_name()),
-            "polar_background_circuit": state.polar_background.as_ref().map(|p| p.breaker().state_name()),
+            "polar_circuit": state.billing.polar.as_ref().map(|p| p.breaker().state_name()),
+            "polar_background_circuit": state.billing.polar_background.as_ref().map(|p| p.breaker().state_name()),
             "polar_mode": state.config.polar.mode.as_str(),
         })),
     )

@@ -47,8 +47,12 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         Ok(d) => d,
         Err(e) => return crate::server::util::internal_response(e),
     };
-    let (circuit, opened) =
-        state.polar.as_ref().map(|p| (p.breaker().state_name(), p.breaker().opened_total())).unwrap_or(("closed", 0));
+    let (circuit, opened) = state
+        .billing
+        .polar
+        .as_ref()
+        .map(|p| (p.breaker().state_name(), p.breaker().opened_total()))
+        .unwrap_or(("closed", 0));
     let t = &state.tasks;
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, kind: &str, lines: &[(String, String)]| {
@@ -81,7 +85,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         "counter",
         &one(state.session_lookups.load(std::sync::atomic::Ordering::Relaxed).to_string()),
     );
-    let background = state.polar_background.as_ref().map_or("closed", |p| p.breaker().state_name());
+    let background = state.billing.polar_background.as_ref().map_or("closed", |p| p.breaker().state_name());
     metric(
         "tally_polar_background_circuit_open",
         "1 while the background work's Polar circuit breaker (usage shipping, customer sync, reconcile) fails calls fast (0.5 half-open).",

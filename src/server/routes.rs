@@ -132,7 +132,7 @@ async fn invoice_download(
                 .into_response()
         }
     };
-    match crate::server::billing::invoice_url(&state, user.id, &order_id).await {
+    match crate::server::billing::invoice_url(&state.billing, user.id, &order_id).await {
         Ok(Some(url)) => Redirect::to(&url).into_response(),
         Ok(None) => (http::StatusCode::NOT_FOUND, "This invoice is still being prepared. Try again in a moment.")
             .into_response(),

@@ -62,7 +62,13 @@ impl Application {
         for _ in 0..s.config.webhook_workers {
             let w = s.clone();
             supervisor::spawn("webhook worker", s.tasks.webhook_worker.clone(), move |beat| {
-                webhooks::worker::run(w.pool.clone(), w.config.clone(), w.webhook_wakeup.clone(), w.redis.clone(), beat)
+                webhooks::worker::run(
+                    w.pool.clone(),
+                    w.config.clone(),
+                    w.webhook_wakeup.clone(),
+                    w.billing.redis.clone(),
+                    beat,
+                )
             });
         }
         let m = s.clone();
@@ -84,7 +90,7 @@ impl Application {
             crate::server::janitor::run(j.pool.clone(), j.config.clone(), beat)
         });
         // Background work talks to Polar through its own client and breaker.
-        if let Some(polar) = s.polar_background.clone() {
+        if let Some(polar) = s.billing.polar_background.clone() {
             let u = s.clone();
             supervisor::spawn("usage shipper", s.tasks.usage_shipper.clone(), move |beat| {
                 crate::server::usage::shipper::run(
@@ -96,11 +102,11 @@ impl Application {
             });
             let c = s.clone();
             supervisor::spawn("Polar customer sync", Default::default(), move |_| {
-                crate::server::billing::sync_pending_customers(c.clone())
+                crate::server::billing::sync_pending_customers(c.billing.clone())
             });
             let r = s.clone();
             supervisor::spawn("scheduled reconcile", Default::default(), move |beat| {
-                crate::server::billing::scheduled::run(r.clone(), beat)
+                crate::server::billing::scheduled::run(r.billing.clone(), beat)
             });
         }
     }

@@ -2,11 +2,10 @@
 //! and Leptos context (`expect_context::<AppState>()`). No globals.
 
 use crate::server::auth::password::Passwords;
+use crate::server::billing::Billing;
 use crate::server::config::{Config, ConfigError};
 use crate::server::mail::Mailer;
 use crate::server::metered::limits::{InFlight, RateLimiter};
-use crate::server::polar::PolarClient;
-use crate::server::state_cache::RedisCache;
 use crate::server::supervisor::Heartbeat;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -58,21 +57,10 @@ pub struct Shared {
     pub passwords: Passwords,
     /// Wakes the webhook worker when a new event is stored.
     pub webhook_wakeup: Arc<tokio::sync::Notify>,
-    /// Polar's API (the stand-in's in local mode). `None` only when no token is configured.
-    pub polar: Option<PolarClient>,
-    /// The same client, bounded by `POLAR_READ_DEADLINE_MS` per call: for reads a page shows.
-    pub polar_reads: Option<PolarClient>,
     /// Session lookups in the database since start (one per request at most).
     pub session_lookups: Arc<std::sync::atomic::AtomicU64>,
-    /// Concurrent reads of one customer's state share one Polar call.
-    pub state_flights: crate::server::state_cache::SingleFlight,
-    /// Concurrent listings of one customer's orders share one Polar call.
-    pub order_flights: crate::server::state_cache::SingleFlight,
-    /// A client with its own circuit breaker for background work (usage shipping, customer
-    /// sync, scheduled reconcile): page traffic that finds Polar failing cannot open it.
-    pub polar_background: Option<PolarClient>,
-    /// The Redis layer of the Customer State cache (`REDIS_URL`), if configured.
-    pub redis: Option<RedisCache>,
+    /// Billing's own handles (pool, configuration, Polar's clients, Customer State caches).
+    pub billing: Billing,
     /// Account mail (SMTP, or the dev mailbox in local mode).
     pub mailer: Mailer,
     pub tasks: Tasks,
@@ -92,37 +80,18 @@ impl AppState {
     }
 
     fn serving(config: Config, pool: PgPool, leptos_options: LeptosOptions) -> Result<AppState, ConfigError> {
-        // Two clients on Polar's API, each with its own circuit breaker: pages (and, bounded by a
-        // read deadline, their reads) and background work.
-        let client = || {
-            config.polar.effective_token().map(|t| {
-                PolarClient::new(config.polar.api_url.clone(), t.clone()).with_breaker(
-                    config.polar_circuit_threshold,
-                    std::time::Duration::from_millis(config.polar_circuit_open_ms),
-                )
-            })
-        };
-        let (polar, polar_background) = (client(), client());
-        let polar_reads =
-            polar.as_ref().map(|p| p.with_deadline(std::time::Duration::from_millis(config.polar_read_deadline_ms)));
-        // The URL was checked when the configuration was read.
-        let redis = config.redis_url.as_ref().and_then(|u| RedisCache::new(u).ok());
         let mailer = Mailer::from_config(&config).map_err(|problem| ConfigError { var: "SMTP_URL", problem })?;
+        let config = Arc::new(config);
         Ok(AppState(Arc::new(Shared {
             leptos_options,
             rate_limiter: RateLimiter::new(config.api_rate_limit_per_minute),
             api_in_flight: InFlight::new(config.api_max_in_flight_per_account),
             passwords: Passwords::new(config.password_hash_concurrency),
+            billing: Billing::new(config.clone(), pool.clone()),
             pool,
-            config: Arc::new(config),
+            config,
             webhook_wakeup: Default::default(),
-            polar,
-            polar_reads,
-            state_flights: Default::default(),
-            order_flights: Default::default(),
             session_lookups: Default::default(),
-            polar_background,
-            redis,
             mailer,
             tasks: Tasks::default(),
         })))

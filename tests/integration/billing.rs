@@ -321,9 +321,9 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
     config.polar.api_url = url::Url::parse(&format!("{}/polar", app.address)).unwrap();
     let state = tally::server::state::AppState::new(config, app.pool.clone()).unwrap();
     use tally::server::billing::require_benefit;
-    assert!(require_benefit(&state, user, "pro").await.is_ok());
+    assert!(require_benefit(&state.billing, user, "pro").await.is_ok());
     assert!(matches!(
-        require_benefit(&state, user, "business").await,
+        require_benefit(&state.billing, user, "business").await,
         Err(tally::server::billing::Error::NotEntitled(_))
     ));
 
@@ -333,9 +333,10 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
         .execute(&app.pool)
         .await
         .unwrap();
-    let read = tally::server::billing::customer_state(&state, user, tally::server::billing::STATE_TTL).await.unwrap();
+    let read =
+        tally::server::billing::customer_state(&state.billing, user, tally::server::billing::STATE_TTL).await.unwrap();
     assert!(read.stale && read.has_benefit("pro"));
-    assert!(require_benefit(&state, user, "pro").await.is_ok());
+    assert!(require_benefit(&state.billing, user, "pro").await.is_ok());
     let billing = app.page("/billing").await;
     assert!(billing.contains("not answering") && billing.contains("<p class=\"plan-name\">Pro"), "{billing}");
 
@@ -344,12 +345,18 @@ async fn when_polar_is_down_pages_show_the_last_known_plan_and_the_guard_fails_c
         .execute(&app.pool)
         .await
         .unwrap();
-    assert!(matches!(require_benefit(&state, user, "pro").await, Err(tally::server::billing::Error::CannotConfirm)));
+    assert!(matches!(
+        require_benefit(&state.billing, user, "pro").await,
+        Err(tally::server::billing::Error::CannotConfirm)
+    ));
     // No cached state at all: fail closed.
     sqlx::query("UPDATE polar_customers SET state = NULL, state_fetched_at = NULL").execute(&app.pool).await.unwrap();
-    assert!(matches!(require_benefit(&state, user, "pro").await, Err(tally::server::billing::Error::CannotConfirm)));
+    assert!(matches!(
+        require_benefit(&state.billing, user, "pro").await,
+        Err(tally::server::billing::Error::CannotConfirm)
+    ));
     end_outage(&app).await;
-    assert!(require_benefit(&state, user, "pro").await.is_ok(), "back when Polar is");
+    assert!(require_benefit(&state.billing, user, "pro").await.is_ok(), "back when Polar is");
 }
 
 /// Runs one customer's story through the app: Pro, upgrade to Business, cancel, undo, a pack,
@@ -591,7 +598,7 @@ async fn reconcile_restores_what_polar_says_after_local_state_was_lost() {
     let mut config = test_config(&[]);
     config.polar.api_url = url::Url::parse(&format!("{}/polar", app.address)).unwrap();
     let state = tally::server::state::AppState::new(config, app.pool.clone()).unwrap();
-    let plan = tally::server::billing::reconcile(&state, user).await.unwrap();
+    let plan = tally::server::billing::reconcile(&state.billing, user).await.unwrap();
     assert_eq!(plan, tally::domain::plans::PlanId::Business);
     let (plan, status): (Option<String>, String) =
         sqlx::query_as("SELECT plan, status FROM subscriptions WHERE user_id = $1")

@@ -571,15 +571,15 @@ async fn an_operator_can_delete_an_account_with_unbilled_overage_on_purpose() {
     config.polar.api_url = url::Url::parse(&format!("{}/polar", app.address)).unwrap();
     let state = tally::server::state::AppState::new(config, app.pool.clone()).unwrap();
     use tally::server::billing::{delete_account, Deletion};
-    let refused = delete_account(&state, user, Deletion::Customer).await.unwrap_err();
+    let refused = delete_account(&state.billing, user, Deletion::Customer).await.unwrap_err();
     assert!(refused.to_string().contains("$1.00"), "{refused}");
     // A deletion that never reaches Polar (the user's budget of calls is spent) changes
     // nothing: overage, closed while it was tried, is open again.
     let mut tight = test_config(&[("POLAR_CALLS_PER_USER_PER_MINUTE", "1")]);
     tight.polar.api_url = state.config.polar.api_url.clone();
     let tight = tally::server::state::AppState::new(tight, app.pool.clone()).unwrap();
-    let _ = tally::server::billing::polar_budget(&tight, user).await; // this minute's one call
-    let limited = delete_account(&tight, user, Deletion::OperatorKeepsOverage).await.unwrap_err();
+    let _ = tally::server::billing::polar_budget(&tight.billing, user).await; // this minute's one call
+    let limited = delete_account(&tight.billing, user, Deletion::OperatorKeepsOverage).await.unwrap_err();
     assert!(matches!(limited, tally::server::billing::Error::RateLimited(_)), "{limited:?}");
     let open: bool = sqlx::query_scalar("SELECT overage_open FROM credit_accounts WHERE user_id = $1")
         .bind(user)
@@ -587,7 +587,7 @@ async fn an_operator_can_delete_an_account_with_unbilled_overage_on_purpose() {
         .await
         .unwrap();
     assert!(open, "overage reopened after a deletion that did not happen");
-    delete_account(&state, user, Deletion::OperatorKeepsOverage).await.unwrap();
+    delete_account(&state.billing, user, Deletion::OperatorKeepsOverage).await.unwrap();
     let deleted: Option<DateTime<Utc>> =
         sqlx::query_scalar("SELECT deleted_at FROM users WHERE id = $1").bind(user).fetch_one(&app.pool).await.unwrap();
     assert!(deleted.is_some());

@@ -71,11 +71,7 @@ async fn processed(app: &TestApp, id: &str) -> String {
 }
 
 async fn credits(app: &TestApp, user: Uuid) -> i64 {
-    sqlx::query_scalar("SELECT coalesce((SELECT balance FROM credit_accounts WHERE user_id = $1), 0)")
-        .bind(user)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+    credits_in(&app.pool, user).await
 }
 
 async fn stored(app: &TestApp) -> i64 {

@@ -6,20 +6,20 @@
 use super::customer_state::customer_state;
 use super::invoices::remember_order;
 use super::subscriptions::current_subscription;
+use super::Billing;
 use super::{polar_budget, polar_for, polar_reads, Error, Result};
 use crate::domain::plans::Item;
 use crate::server::polar::client::CheckoutCreate;
 use crate::server::polar::models::CheckoutStatus;
 use crate::server::polar::PolarError;
-use crate::server::state::AppState;
 use chrono::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
 /// The item a slug names and the product it is sold as on this server.
-pub fn item_for_sale(state: &AppState, slug: &str) -> Result<(Item, String)> {
+pub fn item_for_sale(billing: &Billing, slug: &str) -> Result<(Item, String)> {
     let item = Item::from_slug(slug).ok_or_else(|| Error::invalid("item", "Choose a plan or a credit pack to buy."))?;
-    let product = state
+    let product = billing
         .config
         .polar
         .catalog
@@ -29,15 +29,15 @@ pub fn item_for_sale(state: &AppState, slug: &str) -> Result<(Item, String)> {
 }
 
 /// Creates a Polar checkout for the signed-in user and returns its URL.
-pub async fn start_checkout(state: &AppState, user: Uuid, email: &str, slug: &str) -> Result<String> {
-    let (item, product) = item_for_sale(state, slug)?;
-    if item.is_plan() && current_subscription(state, user).await?.is_some() {
+pub async fn start_checkout(billing: &Billing, user: Uuid, email: &str, slug: &str) -> Result<String> {
+    let (item, product) = item_for_sale(billing, slug)?;
+    if item.is_plan() && current_subscription(billing, user).await?.is_some() {
         return Err(Error::Conflict(
             "You already have a subscription. Change your plan from the billing page instead.".into(),
         ));
     }
-    let details = super::details::billing_details(&state.pool, user).await?;
-    let app = state.config.app_url.as_str().trim_end_matches('/');
+    let details = super::details::billing_details(&billing.pool, user).await?;
+    let app = billing.config.app_url.as_str().trim_end_matches('/');
     let body = CheckoutCreate {
         products: vec![product],
         external_customer_id: Some(user.to_string()),
@@ -52,12 +52,12 @@ pub async fn start_checkout(state: &AppState, user: Uuid, email: &str, slug: &st
         metadata: [("tally_item".to_string(), Value::String(item.slug()))].into_iter().collect(),
         ..Default::default()
     };
-    let checkout = polar_for(state, user).await?.create_checkout(&body).await?;
+    let checkout = polar_for(billing, user).await?.create_checkout(&body).await?;
     sqlx::query("INSERT INTO checkouts (id, user_id, item) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
         .bind(&checkout.id)
         .bind(user)
         .bind(item.slug())
-        .execute(&state.pool)
+        .execute(&billing.pool)
         .await?;
     tracing::info!(%user, checkout = %checkout.id, item = %item.slug(), "checkout created");
     Ok(checkout.url)
@@ -77,7 +77,7 @@ pub enum Progress {
     Failed,
 }
 
-pub async fn checkout_progress(state: &AppState, user: Uuid, checkout_id: &str) -> Result<Progress> {
+pub async fn checkout_progress(billing: &Billing, user: Uuid, checkout_id: &str) -> Result<Progress> {
     if Uuid::parse_str(checkout_id).is_err() {
         return Err(Error::NotFound);
     }
@@ -86,16 +86,16 @@ pub async fn checkout_progress(state: &AppState, user: Uuid, checkout_id: &str) 
     let ours: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM checkouts WHERE id = $1 AND user_id = $2)")
         .bind(checkout_id)
         .bind(user)
-        .fetch_one(&state.pool)
+        .fetch_one(&billing.pool)
         .await?;
     if !ours {
         return Err(Error::NotFound);
     }
     // The success page polls: over budget, it is simply still processing (and polls slower).
-    if let Err(Error::RateLimited(_)) = polar_budget(state, user).await {
+    if let Err(Error::RateLimited(_)) = polar_budget(billing, user).await {
         return Ok(Progress::Processing);
     }
-    let client = polar_reads(state)?;
+    let client = polar_reads(billing)?;
     let checkout = match client.get_checkout(checkout_id).await {
         Ok(c) => c,
         Err(PolarError::NotFound { .. }) => return Err(Error::NotFound),
@@ -110,10 +110,10 @@ pub async fn checkout_progress(state: &AppState, user: Uuid, checkout_id: &str) 
         CheckoutStatus::Succeeded => {}
         _ => return Ok(Progress::Processing),
     }
-    let item = checkout.product_id.as_deref().and_then(|p| state.config.polar.catalog.item(p));
+    let item = checkout.product_id.as_deref().and_then(|p| billing.config.polar.catalog.item(p));
     if let Some(Item::Plan { plan, .. }) = item {
         // Fresh from Polar: the cache must not hide the moment access appears.
-        let read = customer_state(state, user, Duration::zero()).await?;
+        let read = customer_state(billing, user, Duration::zero()).await?;
         return Ok(if read.has_benefit(plan.slug()) {
             Progress::Ready { what: plan.name().to_string(), is_plan: true }
         } else {
@@ -122,12 +122,12 @@ pub async fn checkout_progress(state: &AppState, user: Uuid, checkout_id: &str) 
     }
     let orders = client.orders_for_checkout(checkout_id).await?;
     let Some(order) = orders.first() else { return Ok(Progress::Processing) };
-    remember_order(&mut *state.pool.acquire().await?, user, &order.id).await?;
+    remember_order(&mut *billing.pool.acquire().await?, user, &order.id).await?;
     let credited: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_buckets WHERE user_id = $1 AND source_key = $2)")
             .bind(user)
             .bind(crate::server::ledger::pack_source(&order.id))
-            .fetch_one(&state.pool)
+            .fetch_one(&billing.pool)
             .await?;
     Ok(if credited {
         Progress::Ready { what: order.description.clone(), is_plan: false }

@@ -9,11 +9,11 @@
 //! A row that merely aged past its TTL is shown once more while one read refreshes it
 //! ([`REFRESH_GRACE`]), so views of a busy account do not all wait on Polar when it expires.
 
+use super::Billing;
 use super::{polar_reads, Error, Result};
 use crate::domain::plans::PlanId;
 use crate::server::polar::models::CustomerState;
 use crate::server::polar::PolarError;
-use crate::server::state::AppState;
 use crate::server::state_cache::CachedState;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -122,14 +122,14 @@ pub fn stored_for_page(row: Option<&StoredState>) -> Option<(StateRead, bool)> {
 /// another caller made while this one waited its turn); else the stored row, for the
 /// last-known fallback.
 async fn cached(
-    state: &AppState,
+    billing: &Billing,
     user: Uuid,
     max_age: Duration,
     since: Option<DateTime<Utc>>,
 ) -> Result<(Option<StateRead>, Option<StoredState>)> {
     let now = Utc::now();
     let fresh = |at: DateTime<Utc>, max_age: Duration| now - at < max_age || since.is_some_and(|s| at >= s);
-    let redis = state.redis.as_ref().filter(|_| max_age > Duration::zero() || since.is_some());
+    let redis = billing.redis.as_ref().filter(|_| max_age > Duration::zero() || since.is_some());
     if let Some(r) = redis {
         if let Some(c) = r.get(user).await.filter(|c| fresh(c.fetched_at, max_age)) {
             let read = StateRead {
@@ -144,7 +144,7 @@ async fn cached(
         "SELECT state, state_fetched_at, state_stale, state_changed_at FROM polar_customers WHERE user_id = $1",
     )
     .bind(user)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&billing.pool)
     .await?;
     if let Some((s, at)) = row.as_ref().and_then(|r| fresh_row(r, max_age, since, now)) {
         let read = read_of(s, at);
@@ -163,8 +163,8 @@ async fn cached(
 /// Polar and stored in both. `max_age` zero asks Polar, unless another read of the same
 /// customer did while this one waited for it ([`SingleFlight`]). A read of Polar is counted in
 /// the user's budget first ([`super::polar_budget`]): past it, [`Error::RateLimited`].
-pub async fn customer_state(state: &AppState, user: Uuid, max_age: Duration) -> Result<StateRead> {
-    read_state(state, user, max_age, Reader::Page).await
+pub async fn customer_state(billing: &Billing, user: Uuid, max_age: Duration) -> Result<StateRead> {
+    read_state(billing, user, max_age, Reader::Page).await
 }
 
 /// Who reads a Customer State, which decides the budget and client a Polar call uses.
@@ -179,25 +179,25 @@ pub enum Reader {
 }
 
 /// [`customer_state`] for `reader`.
-pub async fn read_state(state: &AppState, user: Uuid, max_age: Duration, reader: Reader) -> Result<StateRead> {
+pub async fn read_state(billing: &Billing, user: Uuid, max_age: Duration, reader: Reader) -> Result<StateRead> {
     let asked_at = Utc::now();
-    if let (Some(hit), _) = cached(state, user, max_age, None).await? {
+    if let (Some(hit), _) = cached(billing, user, max_age, None).await? {
         return Ok(hit);
     }
-    let slot = state.state_flights.slot(user);
+    let slot = billing.state_flights.slot(user);
     let _turn = slot.lock().await;
-    read_in_turn(state, user, max_age, reader, asked_at).await
+    read_in_turn(billing, user, max_age, reader, asked_at).await
 }
 
 /// Refreshes `user`'s stored state from Polar in a task of its own, unless a read of it is
 /// under way (that one refreshes it): for a page that showed a state past its TTL
 /// ([`stored_for_page`]).
-pub fn refresh_in_background(state: &AppState, user: Uuid) {
-    let Ok(turn) = state.state_flights.slot(user).try_lock_owned() else { return };
-    let state = state.clone();
+pub fn refresh_in_background(billing: &Billing, user: Uuid) {
+    let Ok(turn) = billing.state_flights.slot(user).try_lock_owned() else { return };
+    let billing = billing.clone();
     tokio::spawn(async move {
         let _turn = turn;
-        if let Err(e) = read_in_turn(&state, user, STATE_TTL, Reader::Page, Utc::now()).await {
+        if let Err(e) = read_in_turn(&billing, user, STATE_TTL, Reader::Page, Utc::now()).await {
             tracing::warn!(%user, error = %e, "a Customer State refresh after a page view failed");
         }
     });
@@ -206,22 +206,22 @@ pub fn refresh_in_background(state: &AppState, user: Uuid) {
 /// [`read_state`] once it holds `user`'s turn: the cache again (another read may have
 /// refreshed it since `asked_at`), then Polar.
 async fn read_in_turn(
-    state: &AppState,
+    billing: &Billing,
     user: Uuid,
     max_age: Duration,
     reader: Reader,
     asked_at: DateTime<Utc>,
 ) -> Result<StateRead> {
-    let (hit, row) = cached(state, user, max_age, Some(asked_at)).await?;
+    let (hit, row) = cached(billing, user, max_age, Some(asked_at)).await?;
     if let Some(hit) = hit {
         return Ok(hit);
     }
     let client = match reader {
         Reader::Page => {
-            super::polar_budget(state, user).await?;
-            polar_reads(state)?
+            super::polar_budget(billing, user).await?;
+            polar_reads(billing)?
         }
-        Reader::Background => super::polar_background(state)?,
+        Reader::Background => super::polar_background(billing)?,
     };
     let now = Utc::now();
     let ttl = ttl_of(row.as_ref().and_then(|r| r.state_changed_at), now);
@@ -249,9 +249,9 @@ async fn read_in_turn(
     .bind(fetched.as_ref().map(|s| s.id.clone()))
     .bind(&json)
     .bind(now)
-    .execute(&state.pool)
+    .execute(&billing.pool)
     .await?;
-    if let Some(r) = &state.redis {
+    if let Some(r) = &billing.redis {
         r.put(user, &CachedState { state: json, fetched_at: now }, ttl).await;
     }
     Ok(StateRead { state: fetched, fetched_at: now, stale: false })
@@ -259,8 +259,8 @@ async fn read_in_turn(
 
 /// Drops the Redis entry of a user whose Customer State just changed (after the change
 /// committed; Postgres was marked stale in the same transaction).
-pub async fn forget_cached_state(state: &AppState, user: Uuid) {
-    if let Some(r) = &state.redis {
+pub async fn forget_cached_state(billing: &Billing, user: Uuid) {
+    if let Some(r) = &billing.redis {
         r.forget(user).await;
     }
 }
@@ -276,13 +276,13 @@ pub async fn invalidate_state(conn: &mut sqlx::PgConnection, user: Uuid) -> Resu
 
 /// The entitlement guard: `Ok` when the user holds a granted benefit whose metadata `slug` is
 /// `slug`. Follows benefits, never "has a subscription".
-pub async fn require_benefit(state: &AppState, user: Uuid, slug: &str) -> Result<()> {
-    require_any_benefit(state, user, &[slug]).await
+pub async fn require_benefit(billing: &Billing, user: Uuid, slug: &str) -> Result<()> {
+    require_any_benefit(billing, user, &[slug]).await
 }
 
 /// Like [`require_benefit`], satisfied by any one of `slugs` (e.g. `PAID_BENEFITS`).
-pub async fn require_any_benefit(state: &AppState, user: Uuid, slugs: &[&str]) -> Result<()> {
-    let read = match customer_state(state, user, STATE_TTL).await {
+pub async fn require_any_benefit(billing: &Billing, user: Uuid, slugs: &[&str]) -> Result<()> {
+    let read = match customer_state(billing, user, STATE_TTL).await {
         Ok(r) => r,
         // No state at all and Polar unreachable: fail closed.
         Err(Error::Unavailable(_)) => return Err(Error::CannotConfirm),

@@ -3,9 +3,9 @@
 //! Polar is down, so sign-up never waits for Polar; `polar_customers.status` says where each
 //! stands (`pending`, `linked`, `failed` with `last_error`, `deleted`).
 
+use super::Billing;
 use super::{Error, Result};
 use crate::server::polar::{PolarClient, PolarError};
-use crate::server::state::AppState;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -20,9 +20,9 @@ pub async fn customer_pending(pool: &PgPool, user: Uuid) -> Result<()> {
 
 /// Creates or links the user's Polar customer. Idempotent: an existing customer is linked; a
 /// creation race resolves to the one that won.
-pub async fn ensure_customer(state: &AppState, client: &PolarClient, user: Uuid) -> Result<String> {
+pub async fn ensure_customer(billing: &Billing, client: &PolarClient, user: Uuid) -> Result<String> {
     let email: String =
-        sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&state.pool).await?;
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&billing.pool).await?;
     let external = user.to_string();
     let result = match client.get_customer(&external).await {
         Ok(c) => Ok(c),
@@ -42,7 +42,7 @@ pub async fn ensure_customer(state: &AppState, client: &PolarClient, user: Uuid)
             )
             .bind(user)
             .bind(&c.id)
-            .execute(&state.pool)
+            .execute(&billing.pool)
             .await?;
             Ok(c.id)
         }
@@ -59,7 +59,7 @@ pub async fn ensure_customer(state: &AppState, client: &PolarClient, user: Uuid)
             .bind(status)
             .bind(e.to_string())
             .bind(delay as f64)
-            .execute(&state.pool)
+            .execute(&billing.pool)
             .await?;
             Err(Error::from(e))
         }
@@ -67,18 +67,18 @@ pub async fn ensure_customer(state: &AppState, client: &PolarClient, user: Uuid)
 }
 
 /// Background: creates or links pending Polar customers (sign-ups while Polar was down).
-pub async fn sync_pending_customers(state: AppState) {
+pub async fn sync_pending_customers(billing: Billing) {
     // Spawned only when Polar is configured; its own client and breaker (background work).
-    let Ok(client) = super::polar_background(&state) else { return };
+    let Ok(client) = super::polar_background(&billing) else { return };
     loop {
         let due: Vec<Uuid> = sqlx::query_scalar(
             "SELECT user_id FROM polar_customers WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 20",
         )
-        .fetch_all(&state.pool)
+        .fetch_all(&billing.pool)
         .await
         .unwrap_or_default();
         for user in due {
-            if let Err(e) = ensure_customer(&state, client, user).await {
+            if let Err(e) = ensure_customer(&billing, client, user).await {
                 tracing::info!(%user, error = %e, "Polar customer not linked yet");
             }
         }

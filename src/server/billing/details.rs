@@ -4,11 +4,11 @@
 //! next save.
 
 use super::customers::ensure_customer;
+use super::Billing;
 use super::{polar_for, Error, Result};
 use crate::server::polar::client::CustomerUpdate;
 use crate::server::polar::models::Address;
 use crate::server::polar::PolarError;
-use crate::server::state::AppState;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -59,7 +59,7 @@ fn clean(v: Option<String>, field: &str, max: usize) -> Result<Option<String>> {
 
 /// Checks and saves billing details, then pushes them to the Polar customer. Returns whether
 /// Polar has them (`false`: saved here, Polar was unreachable; pushed on the next save).
-pub async fn save_billing_details(state: &AppState, user: Uuid, input: BillingDetails) -> Result<bool> {
+pub async fn save_billing_details(billing: &Billing, user: Uuid, input: BillingDetails) -> Result<bool> {
     let country = input.country.trim().to_ascii_uppercase();
     if crate::domain::countries::name(&country).is_none() {
         return Err(Error::invalid("country", "Choose your country from the list."));
@@ -105,20 +105,20 @@ pub async fn save_billing_details(state: &AppState, user: Uuid, input: BillingDe
     .bind(&d.country)
     .bind(&d.tax_id)
     .bind(&d.tax_id_kind)
-    .execute(&state.pool)
+    .execute(&billing.pool)
     .await?;
-    push_billing_details(state, user, &d).await
+    push_billing_details(billing, user, &d).await
 }
 
-async fn push_billing_details(state: &AppState, user: Uuid, d: &BillingDetails) -> Result<bool> {
+async fn push_billing_details(billing: &Billing, user: Uuid, d: &BillingDetails) -> Result<bool> {
     let record = |err: Option<String>| async move {
         sqlx::query("UPDATE billing_details SET polar_error = $2, polar_synced_at = CASE WHEN $2 IS NULL THEN now() ELSE polar_synced_at END WHERE user_id = $1")
             .bind(user)
             .bind(err)
-            .execute(&state.pool)
+            .execute(&billing.pool)
             .await
     };
-    if let Err(e) = ensure_customer(state, super::polar(state)?, user).await {
+    if let Err(e) = ensure_customer(billing, super::polar(billing)?, user).await {
         record(Some("Not yet sent to our billing provider (unreachable); it will be sent on your next save.".into()))
             .await?;
         return match e {
@@ -132,7 +132,7 @@ async fn push_billing_details(state: &AppState, user: Uuid, d: &BillingDetails) 
         tax_id: Some(d.tax_id.clone()),
         ..Default::default()
     };
-    match polar_for(state, user).await?.update_customer(&user.to_string(), &update).await {
+    match polar_for(billing, user).await?.update_customer(&user.to_string(), &update).await {
         Ok(_) => {
             record(None).await?;
             Ok(true)

@@ -4,10 +4,10 @@
 //! asked about it.
 
 use super::details::billing_details;
+use super::Billing;
 use super::{polar, polar_budget, polar_for, polar_reads, Error, Result};
 use crate::server::polar::models::Order;
 use crate::server::polar::PolarError;
-use crate::server::state::AppState;
 use uuid::Uuid;
 
 /// Records that a Polar order is `user`'s (from a listing Polar answered for that user, or a
@@ -56,7 +56,7 @@ pub async fn forget_orders(conn: &mut sqlx::PgConnection, user: Uuid) -> Result<
 /// read after the user's latest checkout began, or fetched at or after `since` (by a read this
 /// one waited for).
 async fn cached_orders(
-    state: &AppState,
+    billing: &Billing,
     user: Uuid,
     preparing: bool,
     since: Option<chrono::DateTime<chrono::Utc>>,
@@ -69,7 +69,7 @@ async fn cached_orders(
             AND l.fetched_at > coalesce((SELECT max(c.created_at) FROM checkouts c WHERE c.user_id = $1), '-infinity')",
     )
     .bind(user)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&billing.pool)
     .await?;
     let ttl = if preparing { PREPARING_TTL } else { ORDERS_TTL };
     let now = chrono::Utc::now();
@@ -80,21 +80,21 @@ async fn cached_orders(
 
 /// The user's orders: from the cache ([`ORDERS_TTL`]), else from Polar (counted in the
 /// user's budget; concurrent renders share one call) and stored.
-async fn orders_of(state: &AppState, user: Uuid, preparing: bool) -> Result<Vec<Order>> {
+async fn orders_of(billing: &Billing, user: Uuid, preparing: bool) -> Result<Vec<Order>> {
     let asked_at = chrono::Utc::now();
-    if let Some(orders) = cached_orders(state, user, preparing, None).await? {
+    if let Some(orders) = cached_orders(billing, user, preparing, None).await? {
         return Ok(orders);
     }
-    let slot = state.order_flights.slot(user);
+    let slot = billing.order_flights.slot(user);
     let _turn = slot.lock().await;
-    if let Some(orders) = cached_orders(state, user, preparing, Some(asked_at)).await? {
+    if let Some(orders) = cached_orders(billing, user, preparing, Some(asked_at)).await? {
         return Ok(orders);
     }
-    polar_budget(state, user).await?;
+    polar_budget(billing, user).await?;
     let fetched_at = chrono::Utc::now();
-    let orders = polar_reads(state)?.all_orders(&user.to_string()).await?;
+    let orders = polar_reads(billing)?.all_orders(&user.to_string()).await?;
     // Polar listed them for this user's customer: they are this user's.
-    let mut tx = state.pool.begin().await?;
+    let mut tx = billing.pool.begin().await?;
     for o in &orders {
         remember_order(&mut tx, user, &o.id).await?;
     }
@@ -112,15 +112,15 @@ async fn orders_of(state: &AppState, user: Uuid, preparing: bool) -> Result<Vec<
 }
 
 /// The user's orders at Polar, newest first, with where each invoice stands.
-pub async fn invoices(state: &AppState, user: Uuid) -> Result<Vec<InvoiceRow>> {
+pub async fn invoices(billing: &Billing, user: Uuid) -> Result<Vec<InvoiceRow>> {
     let requested: Vec<String> = sqlx::query_scalar("SELECT order_id FROM invoice_requests WHERE user_id = $1")
         .bind(user)
-        .fetch_all(&state.pool)
+        .fetch_all(&billing.pool)
         .await?;
-    let mut orders = orders_of(state, user, false).await?;
+    let mut orders = orders_of(billing, user, false).await?;
     // An invoice requested but not generated yet: the list is re-read every few seconds.
     if orders.iter().any(|o| requested.contains(&o.id) && !o.is_invoice_generated) {
-        orders = orders_of(state, user, true).await?;
+        orders = orders_of(billing, user, true).await?;
     }
     Ok(orders
         .into_iter()
@@ -150,7 +150,7 @@ pub async fn invoices(state: &AppState, user: Uuid) -> Result<Vec<InvoiceRow>> {
 }
 
 /// The order, if it is the user's.
-async fn own_order(state: &AppState, user: Uuid, order_id: &str) -> Result<Order> {
+async fn own_order(billing: &Billing, user: Uuid, order_id: &str) -> Result<Order> {
     if Uuid::parse_str(order_id).is_err() {
         return Err(Error::NotFound);
     }
@@ -158,12 +158,12 @@ async fn own_order(state: &AppState, user: Uuid, order_id: &str) -> Result<Order
     let ours: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM polar_orders WHERE id = $1 AND user_id = $2)")
         .bind(order_id)
         .bind(user)
-        .fetch_one(&state.pool)
+        .fetch_one(&billing.pool)
         .await?;
     if !ours {
         return Err(Error::NotFound);
     }
-    let order = match polar_for(state, user).await?.get_order(order_id).await {
+    let order = match polar_for(billing, user).await?.get_order(order_id).await {
         Ok(o) => o,
         Err(PolarError::NotFound { .. }) => return Err(Error::NotFound),
         Err(e) => return Err(e.into()),
@@ -176,18 +176,18 @@ async fn own_order(state: &AppState, user: Uuid, order_id: &str) -> Result<Order
 
 /// Asks Polar for an order's invoice, first giving the order the saved billing details if it
 /// has none (Polar requires a billing name and address).
-pub async fn generate_invoice(state: &AppState, user: Uuid, order_id: &str) -> Result<()> {
-    let order = own_order(state, user, order_id).await?;
-    let client = polar(state)?;
+pub async fn generate_invoice(billing: &Billing, user: Uuid, order_id: &str) -> Result<()> {
+    let order = own_order(billing, user, order_id).await?;
+    let client = polar(billing)?;
     if order.billing_name.is_none() || order.billing_address.is_none() {
-        let Some(d) = billing_details(&state.pool, user).await? else {
+        let Some(d) = billing_details(&billing.pool, user).await? else {
             return Err(Error::invalid(
                 "invoice",
                 "Add your billing details (name and country at least) before generating an invoice.",
             ));
         };
         let email: String =
-            sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&state.pool).await?;
+            sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(user).fetch_one(&billing.pool).await?;
         let name = d.company.clone().unwrap_or(email);
         client.update_order_billing(order_id, &name, &d.address()).await?;
     }
@@ -198,7 +198,7 @@ pub async fn generate_invoice(state: &AppState, user: Uuid, order_id: &str) -> R
         }
         Err(e) => return Err(e.into()),
     }
-    let mut tx = state.pool.begin().await?;
+    let mut tx = billing.pool.begin().await?;
     sqlx::query("INSERT INTO invoice_requests (order_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(order_id)
         .bind(user)
@@ -210,7 +210,7 @@ pub async fn generate_invoice(state: &AppState, user: Uuid, order_id: &str) -> R
 }
 
 /// The invoice's download URL, when it is ready (`None`: still preparing).
-pub async fn invoice_url(state: &AppState, user: Uuid, order_id: &str) -> Result<Option<String>> {
-    own_order(state, user, order_id).await?;
-    Ok(polar_for(state, user).await?.invoice(order_id).await?.map(|u| u.url))
+pub async fn invoice_url(billing: &Billing, user: Uuid, order_id: &str) -> Result<Option<String>> {
+    own_order(billing, user, order_id).await?;
+    Ok(polar_for(billing, user).await?.invoice(order_id).await?.map(|u| u.url))
 }

@@ -3,10 +3,10 @@
 
 use super::customer_state::{forget_cached_state, read_state, Reader};
 use super::customers::ensure_customer;
+use super::Billing;
 use super::{polar_for, sync, Error, Result};
 use crate::domain::plans::PlanId;
 use crate::server::polar::PolarError;
-use crate::server::state::AppState;
 use chrono::{Duration, Utc};
 use uuid::Uuid;
 
@@ -21,10 +21,10 @@ use uuid::Uuid;
 /// refused while the current period has overage ([`Deletion::Customer`]), naming the amount
 /// and the date; an operator may delete anyway from the CLI ([`Deletion::OperatorKeepsOverage`],
 /// logged). New overage closes before Polar is called, so none can be run up meanwhile.
-pub async fn delete_account(state: &AppState, user: Uuid, how: Deletion) -> Result<()> {
-    let reopen = close_overage_for_deletion(state, user, how).await?;
-    let deleted = match polar_for(state, user).await {
-        Ok(client) => match client.delete_customer(&user.to_string(), state.config.polar.anonymize_on_delete).await {
+pub async fn delete_account(billing: &Billing, user: Uuid, how: Deletion) -> Result<()> {
+    let reopen = close_overage_for_deletion(billing, user, how).await?;
+    let deleted = match polar_for(billing, user).await {
+        Ok(client) => match client.delete_customer(&user.to_string(), billing.config.polar.anonymize_on_delete).await {
             Ok(()) | Err(PolarError::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::from(e)),
         },
@@ -35,12 +35,12 @@ pub async fn delete_account(state: &AppState, user: Uuid, how: Deletion) -> Resu
             // Nothing was deleted (Polar refused or was not asked): overage is open again.
             sqlx::query("UPDATE credit_accounts SET overage_open = true WHERE user_id = $1")
                 .bind(user)
-                .execute(&state.pool)
+                .execute(&billing.pool)
                 .await?;
         }
         return Err(e);
     }
-    let mut tx = state.pool.begin().await?;
+    let mut tx = billing.pool.begin().await?;
     let now = Utc::now();
     // Lock order, the webhook worker's too: its event rows, then the user. First what Polar
     // sent about them (events still waiting are skipped; one being applied now finishes first).
@@ -97,7 +97,7 @@ pub async fn delete_account(state: &AppState, user: Uuid, how: Deletion) -> Resu
         sqlx::query(q).bind(user).execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    forget_cached_state(state, user).await;
+    forget_cached_state(billing, user).await;
     tracing::info!(%user, "account deleted");
     Ok(())
 }
@@ -115,8 +115,8 @@ pub enum Deletion {
 /// Under the account row lock: refuses a customer's deletion while the current period has
 /// overage, else closes new overage for the deletion's duration. Returns whether overage was
 /// open (to reopen it if Polar refuses the deletion).
-async fn close_overage_for_deletion(state: &AppState, user: Uuid, how: Deletion) -> Result<bool> {
-    let mut tx = state.pool.begin().await?;
+async fn close_overage_for_deletion(billing: &Billing, user: Uuid, how: Deletion) -> Result<bool> {
+    let mut tx = billing.pool.begin().await?;
     let now = Utc::now();
     sqlx::query("SELECT 1 FROM credit_accounts WHERE user_id = $1 FOR NO KEY UPDATE")
         .bind(user)
@@ -161,19 +161,19 @@ async fn close_overage_for_deletion(state: &AppState, user: Uuid, how: Deletion)
 ///
 /// Background work (the CLI, the scheduled reconcile): it uses the background client and its
 /// breaker, and its caller paces it.
-pub async fn reconcile(state: &AppState, user: Uuid) -> Result<PlanId> {
-    let client = super::polar_background(state)?;
-    ensure_customer(state, client, user).await?;
-    let read = read_state(state, user, Duration::zero(), Reader::Background).await?;
+pub async fn reconcile(billing: &Billing, user: Uuid) -> Result<PlanId> {
+    let client = super::polar_background(billing)?;
+    ensure_customer(billing, client, user).await?;
+    let read = read_state(billing, user, Duration::zero(), Reader::Background).await?;
     let subs = client.list_subscriptions(&user.to_string()).await?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = billing.pool.begin().await?;
     for sub in &subs {
-        sync::subscription(&mut tx, &state.config, sub, Utc::now()).await.map_err(|e| match e {
+        sync::subscription(&mut tx, &billing.config, sub, Utc::now()).await.map_err(|e| match e {
             sync::Error::Db(e) => Error::Db(e),
             sync::Error::Invalid(m) => Error::Polar(PolarError::Decode(m)),
         })?;
     }
     tx.commit().await?;
-    forget_cached_state(state, user).await;
+    forget_cached_state(billing, user).await;
     Ok(read.plan())
 }

@@ -46,10 +46,65 @@ pub use subscriptions::{
     LiveSubscription, PlanChangePreview,
 };
 
+use crate::server::config::Config;
 use crate::server::polar::{PolarClient, PolarError};
-use crate::server::state::AppState;
+use crate::server::state_cache::{RedisCache, SingleFlight};
 use chrono::Utc;
+use sqlx::PgPool;
+use std::sync::Arc;
 use uuid::Uuid;
+
+/// What billing uses, and nothing more: the pool, the configuration, Polar's clients and the
+/// Customer State's caches. Built once with the app's state; handlers and server functions
+/// pass `billing`. Cloning it clones handles, not what they share.
+#[derive(Clone)]
+pub struct Billing {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    /// Polar's API (the stand-in's in local mode). `None` only when no token is configured.
+    pub polar: Option<PolarClient>,
+    /// The same client, bounded by `POLAR_READ_DEADLINE_MS` per call: for reads a page shows.
+    pub polar_reads: Option<PolarClient>,
+    /// A client with its own circuit breaker for background work (usage shipping, customer
+    /// sync, scheduled reconcile): page traffic that finds Polar failing cannot open it.
+    pub polar_background: Option<PolarClient>,
+    /// Concurrent reads of one customer's state share one Polar call.
+    pub state_flights: SingleFlight,
+    /// Concurrent listings of one customer's orders share one Polar call.
+    pub order_flights: SingleFlight,
+    /// The Redis layer of the Customer State cache (`REDIS_URL`), if configured.
+    pub redis: Option<RedisCache>,
+}
+
+impl Billing {
+    pub fn new(config: Arc<Config>, pool: PgPool) -> Billing {
+        // Two clients on Polar's API, each with its own circuit breaker: pages (and, bounded by a
+        // read deadline, their reads) and background work.
+        let client = || {
+            config.polar.effective_token().map(|t| {
+                PolarClient::new(config.polar.api_url.clone(), t.clone()).with_breaker(
+                    config.polar_circuit_threshold,
+                    std::time::Duration::from_millis(config.polar_circuit_open_ms),
+                )
+            })
+        };
+        let (polar, polar_background) = (client(), client());
+        let polar_reads =
+            polar.as_ref().map(|p| p.with_deadline(std::time::Duration::from_millis(config.polar_read_deadline_ms)));
+        // The URL was checked when the configuration was read.
+        let redis = config.redis_url.as_ref().and_then(|u| RedisCache::new(u).ok());
+        Billing {
+            pool,
+            config,
+            polar,
+            polar_reads,
+            polar_background,
+            state_flights: SingleFlight::default(),
+            order_flights: SingleFlight::default(),
+            redis,
+        }
+    }
+}
 
 /// What can go wrong in billing. The business outcomes a caller may act on are variants of
 /// their own; `Polar` and `Db` are failures of ours or a contract break, logged once with
@@ -107,19 +162,19 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The Polar client.
-pub fn polar(state: &AppState) -> Result<&PolarClient> {
-    state.polar.as_ref().ok_or(Error::NotConfigured)
+pub fn polar(billing: &Billing) -> Result<&PolarClient> {
+    billing.polar.as_ref().ok_or(Error::NotConfigured)
 }
 
 /// The client of background work (usage shipping, customer sync, reconcile): its own circuit
 /// breaker, so page traffic that finds Polar failing cannot stop it, and the reverse.
-pub fn polar_background(state: &AppState) -> Result<&PolarClient> {
-    state.polar_background.as_ref().ok_or(Error::NotConfigured)
+pub fn polar_background(billing: &Billing) -> Result<&PolarClient> {
+    billing.polar_background.as_ref().ok_or(Error::NotConfigured)
 }
 
 /// The client for reads a page shows: each call bounded by `POLAR_READ_DEADLINE_MS`.
-pub fn polar_reads(state: &AppState) -> Result<&PolarClient> {
-    state.polar_reads.as_ref().ok_or(Error::NotConfigured)
+pub fn polar_reads(billing: &Billing) -> Result<&PolarClient> {
+    billing.polar_reads.as_ref().ok_or(Error::NotConfigured)
 }
 
 /// Polar's quota is one budget for the whole organization (500 requests a minute), shared by
@@ -130,32 +185,32 @@ pub fn polar_reads(state: &AppState) -> Result<&PolarClient> {
 /// so background work (usage shipping, customer sync, scheduled reconcile) keeps the rest.
 /// Past either: [`Error::RateLimited`] (a 429 with `Retry-After`) and no call, which the
 /// circuit breaker never sees (a refusal of Tally's is not a failure of Polar's).
-pub async fn polar_budget(state: &AppState, user: Uuid) -> Result<()> {
+pub async fn polar_budget(billing: &Billing, user: Uuid) -> Result<()> {
     let now = Utc::now();
     let verified: bool = sqlx::query_scalar("SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1")
         .bind(user)
-        .fetch_optional(&state.pool)
+        .fetch_optional(&billing.pool)
         .await?
         .unwrap_or(false);
     let per_user = crate::server::throttle::Throttle {
         scope: if verified { "polar.user" } else { "polar.unverified" },
         limit: if verified {
-            state.config.polar_calls_per_user_per_minute
+            billing.config.polar_calls_per_user_per_minute
         } else {
-            state.config.polar_calls_per_unverified_user_per_minute
+            billing.config.polar_calls_per_unverified_user_per_minute
         },
         window_secs: 60,
     };
-    if let Err(secs) = crate::server::throttle::hit(&state.pool, per_user, &user.to_string(), now).await? {
+    if let Err(secs) = crate::server::throttle::hit(&billing.pool, per_user, &user.to_string(), now).await? {
         tracing::warn!(%user, verified, retry_after_secs = secs, "per-user Polar budget spent");
         return Err(Error::RateLimited(secs));
     }
     let pages = crate::server::throttle::Throttle {
         scope: "polar.pages",
-        limit: state.config.polar_page_requests_per_minute,
+        limit: billing.config.polar_page_requests_per_minute,
         window_secs: 60,
     };
-    if let Err(secs) = crate::server::throttle::hit(&state.pool, pages, "all", now).await? {
+    if let Err(secs) = crate::server::throttle::hit(&billing.pool, pages, "all", now).await? {
         tracing::warn!(retry_after_secs = secs, "the pages' share of Polar's quota is spent for this minute");
         return Err(Error::RateLimited(secs));
     }
@@ -163,7 +218,7 @@ pub async fn polar_budget(state: &AppState, user: Uuid) -> Result<()> {
 }
 
 /// The client, once `user`'s budget allows another call.
-pub async fn polar_for(state: &AppState, user: Uuid) -> Result<&PolarClient> {
-    polar_budget(state, user).await?;
-    polar(state)
+pub async fn polar_for(billing: &Billing, user: Uuid) -> Result<&PolarClient> {
+    polar_budget(billing, user).await?;
+    polar(billing)
 }

@@ -15,8 +15,8 @@
 //!   Polar requests: within the share of the quota page traffic leaves to background work),
 //!   through the background client and its own breaker.
 
+use super::Billing;
 use super::{reconcile, subscriptions::LIVE_STATUSES};
-use crate::server::state::AppState;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -95,25 +95,25 @@ async fn mark(pool: &PgPool, user: Uuid, now: DateTime<Utc>) -> Result<(), sqlx:
 /// One pass, if this instance holds the lease: how many accounts it re-read.
 /// A pass runs every `tick` and takes its share of the minute's accounts.
 pub async fn pass(
-    state: &AppState,
+    billing: &Billing,
     holder: &str,
     tick: std::time::Duration,
     now: DateTime<Utc>,
 ) -> Result<usize, sqlx::Error> {
-    let every = Duration::seconds(state.config.reconcile_every_secs as i64);
-    let per_minute = i64::from(state.config.reconcile_accounts_per_minute);
+    let every = Duration::seconds(billing.config.reconcile_every_secs as i64);
+    let per_minute = i64::from(billing.config.reconcile_accounts_per_minute);
     if per_minute == 0 {
         return Ok(0);
     }
     let per_pass = ((per_minute * tick.as_millis() as i64 + 59_999) / 60_000).max(1);
     let ttl = Duration::milliseconds(tick.as_millis() as i64 * 3).max(Duration::seconds(5));
-    if !take_lease(&state.pool, LEASE, holder, ttl, now).await? {
+    if !take_lease(&billing.pool, LEASE, holder, ttl, now).await? {
         return Ok(0);
     }
-    let due = due_accounts(&state.pool, now, every, per_pass).await?;
+    let due = due_accounts(&billing.pool, now, every, per_pass).await?;
     for user in &due {
-        mark(&state.pool, *user, now).await?;
-        match reconcile(state, *user).await {
+        mark(&billing.pool, *user, now).await?;
+        match reconcile(billing, *user).await {
             Ok(plan) => tracing::debug!(%user, %plan, "scheduled reconcile"),
             Err(e) => tracing::warn!(%user, error = %e, "scheduled reconcile failed; retried on a later pass"),
         }
@@ -125,12 +125,12 @@ pub async fn pass(
 pub const TICK: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// Runs passes forever (every instance; the lease lets one work at a time).
-pub async fn run(state: AppState, heartbeat: crate::server::supervisor::Heartbeat) {
+pub async fn run(billing: Billing, heartbeat: crate::server::supervisor::Heartbeat) {
     let holder = format!("{}-{}", std::process::id(), crate::server::util::random_token(8));
     loop {
         heartbeat.beat();
-        let tick = tick(&state);
-        if let Err(e) = pass(&state, &holder, tick, Utc::now()).await {
+        let tick = tick(&billing);
+        if let Err(e) = pass(&billing, &holder, tick, Utc::now()).await {
             tracing::error!(error = %e, "scheduled reconcile: database error");
         }
         tokio::time::sleep(tick).await;
@@ -138,6 +138,6 @@ pub async fn run(state: AppState, heartbeat: crate::server::supervisor::Heartbea
 }
 
 /// The pause between passes: [`TICK`], or less when accounts are due more often (tests).
-fn tick(state: &AppState) -> std::time::Duration {
-    TICK.min(std::time::Duration::from_secs(state.config.reconcile_every_secs.max(1)))
+fn tick(billing: &Billing) -> std::time::Duration {
+    TICK.min(std::time::Duration::from_secs(billing.config.reconcile_every_secs.max(1)))
 }

@@ -5,12 +5,12 @@
 //! the webhook that follows (which then changes nothing more).
 
 use super::customer_state::{customer_state, forget_cached_state, invalidate_state};
+use super::Billing;
 use super::{polar_budget, polar_for, polar_reads, sync, Error, Result};
 use crate::domain::plans::{Interval, PlanId};
 use crate::server::polar::client::Proration;
 use crate::server::polar::models::Subscription;
 use crate::server::polar::PolarError;
-use crate::server::state::AppState;
 use chrono::{DateTime, Duration, Utc};
 
 use uuid::Uuid;
@@ -51,36 +51,36 @@ pub async fn live_subscription(db: impl sqlx::PgExecutor<'_>, user: Uuid) -> Res
 /// The user's live subscription id and plan: from a fresh Customer State (the truth, and
 /// ahead of webhooks right after a checkout), else from the applied states (which also know
 /// `past_due` subscriptions, absent from Customer State's active list).
-pub async fn current_subscription(state: &AppState, user: Uuid) -> Result<Option<(String, PlanId)>> {
-    let read = customer_state(state, user, Duration::zero()).await?;
+pub async fn current_subscription(billing: &Billing, user: Uuid) -> Result<Option<(String, PlanId)>> {
+    let read = customer_state(billing, user, Duration::zero()).await?;
     if let Some(sub) = read.state.as_ref().and_then(|s| s.active_subscriptions.first()) {
         return Ok(Some((sub.id.clone(), read.plan())));
     }
-    Ok(live_subscription(&state.pool, user).await?.map(|s| (s.id.clone(), s.plan_id())))
+    Ok(live_subscription(&billing.pool, user).await?.map(|s| (s.id.clone(), s.plan_id())))
 }
 
-async fn require_live_subscription(state: &AppState, user: Uuid) -> Result<(String, PlanId)> {
-    current_subscription(state, user).await?.ok_or_else(|| Error::Conflict("You have no active subscription.".into()))
+async fn require_live_subscription(billing: &Billing, user: Uuid) -> Result<(String, PlanId)> {
+    current_subscription(billing, user).await?.ok_or_else(|| Error::Conflict("You have no active subscription.".into()))
 }
 
 /// Applies `sub`, as Polar just answered it, and marks the cached state stale.
-async fn apply_now(state: &AppState, user: Uuid, sub: &Subscription) -> Result<()> {
-    let mut tx = state.pool.begin().await?;
-    sync::subscription(&mut tx, &state.config, sub, Utc::now()).await.map_err(|e| match e {
+async fn apply_now(billing: &Billing, user: Uuid, sub: &Subscription) -> Result<()> {
+    let mut tx = billing.pool.begin().await?;
+    sync::subscription(&mut tx, &billing.config, sub, Utc::now()).await.map_err(|e| match e {
         sync::Error::Db(e) => Error::Db(e),
         sync::Error::Invalid(m) => Error::Polar(PolarError::Decode(m)),
     })?;
     invalidate_state(&mut tx, user).await?;
     tx.commit().await?;
-    forget_cached_state(state, user).await;
+    forget_cached_state(billing, user).await;
     Ok(())
 }
 
 /// Cancel at the end of the period (`true`) or keep the subscription (`false`).
-pub async fn set_cancel_at_period_end(state: &AppState, user: Uuid, cancel: bool) -> Result<()> {
-    let (id, _) = require_live_subscription(state, user).await?;
-    let sub = polar_for(state, user).await?.set_cancel_at_period_end(&id, cancel).await?;
-    apply_now(state, user, &sub).await
+pub async fn set_cancel_at_period_end(billing: &Billing, user: Uuid, cancel: bool) -> Result<()> {
+    let (id, _) = require_live_subscription(billing, user).await?;
+    let sub = polar_for(billing, user).await?.set_cancel_at_period_end(&id, cancel).await?;
+    apply_now(billing, user, &sub).await
 }
 
 /// Moving up (charged now, prorated) rather than down or sideways (at renewal).
@@ -88,16 +88,16 @@ fn is_upgrade(from: PlanId, to: PlanId) -> bool {
     matches!((from, to), (PlanId::Pro, PlanId::Business))
 }
 
-fn interval_of(state: &AppState, sub: &Subscription) -> Interval {
-    if sync::billed_yearly(&state.config, sub) {
+fn interval_of(billing: &Billing, sub: &Subscription) -> Interval {
+    if sync::billed_yearly(&billing.config, sub) {
         Interval::Year
     } else {
         Interval::Month
     }
 }
 
-fn plan_product(state: &AppState, plan: PlanId, interval: Interval) -> Result<String> {
-    state
+fn plan_product(billing: &Billing, plan: PlanId, interval: Interval) -> Result<String> {
+    billing
         .config
         .polar
         .catalog
@@ -107,19 +107,19 @@ fn plan_product(state: &AppState, plan: PlanId, interval: Interval) -> Result<St
 }
 
 /// What a change did: `upgraded` (now) or `scheduled` (at renewal).
-pub async fn change_plan(state: &AppState, user: Uuid, to: PlanId) -> Result<&'static str> {
-    let (id, current) = require_live_subscription(state, user).await?;
+pub async fn change_plan(billing: &Billing, user: Uuid, to: PlanId) -> Result<&'static str> {
+    let (id, current) = require_live_subscription(billing, user).await?;
     if current == to {
         return Err(Error::Conflict(format!("You are already on {}.", to.name())));
     }
     // The same billing interval as now.
-    let client = polar_for(state, user).await?;
+    let client = polar_for(billing, user).await?;
     let sub = client.get_subscription(&id).await?;
-    let product = plan_product(state, to, interval_of(state, &sub))?;
+    let product = plan_product(billing, to, interval_of(billing, &sub))?;
     let upgrade = is_upgrade(current, to);
     let proration = if upgrade { Proration::Invoice } else { Proration::NextPeriod };
     let changed = client.change_product(&id, &product, proration).await?;
-    apply_now(state, user, &changed).await?;
+    apply_now(billing, user, &changed).await?;
     Ok(if upgrade { "upgraded" } else { "scheduled" })
 }
 
@@ -150,22 +150,22 @@ pub struct PlanChangePreview {
 }
 
 pub async fn preview_plan_change(
-    state: &AppState,
+    billing: &Billing,
     user: Uuid,
     to: PlanId,
     now: DateTime<Utc>,
 ) -> Result<PlanChangePreview> {
-    let (id, current) = require_live_subscription(state, user).await?;
+    let (id, current) = require_live_subscription(billing, user).await?;
     if current == to {
         return Err(Error::Conflict(format!("You are already on {}.", to.name())));
     }
-    polar_budget(state, user).await?;
-    let client = polar_reads(state)?;
+    polar_budget(billing, user).await?;
+    let client = polar_reads(billing)?;
     let sub = client.get_subscription(&id).await?;
-    let interval = interval_of(state, &sub);
-    let product = client.get_product(&plan_product(state, to, interval)?).await?;
+    let interval = interval_of(billing, &sub);
+    let product = client.get_product(&plan_product(billing, to, interval)?).await?;
     let (start, end) = (sub.current_period_start, sub.current_period_end);
-    let config = &state.config;
+    let config = &billing.config;
     let invalid = |e: sync::Error| Error::Polar(PolarError::Decode(e.to_string()));
     let current_credits = sync::subscription_allotment(config, &sub).map_err(invalid)?.map(|(_, c)| c).unwrap_or(0);
     let target = crate::server::polar::models::ProductRef {
@@ -191,7 +191,7 @@ pub async fn preview_plan_change(
         let period = (end - start).num_seconds().max(1);
         let left = (end - now).num_seconds().clamp(0, period);
         // The level the period's allotment was granted at (higher after an earlier upgrade).
-        let level = crate::server::ledger::period_level(&state.pool, user, &id, start).await?;
+        let level = crate::server::ledger::period_level(&billing.pool, user, &id, start).await?;
         (
             ((new_price as i128 - current_price as i128) * left as i128 / period as i128).clamp(0, i64::MAX as i128)
                 as i64,
@@ -223,9 +223,9 @@ pub async fn preview_plan_change(
 }
 
 /// A customer portal session URL for the user.
-pub async fn portal_url(state: &AppState, user: Uuid) -> Result<String> {
-    let back = format!("{}/billing", state.config.app_url.as_str().trim_end_matches('/'));
-    match polar_for(state, user).await?.create_customer_session(&user.to_string(), Some(&back)).await {
+pub async fn portal_url(billing: &Billing, user: Uuid) -> Result<String> {
+    let back = format!("{}/billing", billing.config.app_url.as_str().trim_end_matches('/'));
+    match polar_for(billing, user).await?.create_customer_session(&user.to_string(), Some(&back)).await {
         Ok(s) => Ok(s.customer_portal_url),
         Err(PolarError::Invalid { .. }) => Err(Error::Conflict(
             "You have no billing account with Polar yet; it is created with your first purchase.".into(),

@@ -222,7 +222,7 @@ impl MeteredCall {
     /// closed): 403 `plan_required` with `refusal` and `details`, 503 `billing_unavailable`
     /// when Polar cannot confirm the plan, 429 when the account's Polar reads are spent.
     pub async fn require_any_benefit(&self, benefits: &[&str], refusal: &str, details: Value) -> Result<(), ApiError> {
-        match billing::require_any_benefit(&self.state, self.user_id, benefits).await {
+        match billing::require_any_benefit(&self.state.billing, self.user_id, benefits).await {
             Ok(()) => Ok(()),
             Err(billing::Error::NotEntitled(_)) => {
                 Err(ApiError::new(StatusCode::FORBIDDEN, "plan_required", refusal, details))
