@@ -12,7 +12,7 @@ pub use crate::views::account::*;
 pub async fn get_pricing() -> Result<PricingView, AppError> {
     let state = super::state()?;
     let user = crate::server::auth::session::current_user().await?;
-    Ok(crate::server::account::pricing(&state, user.map(|u| u.id)).await?)
+    Ok(crate::server::account::pricing(&state.billing, user.map(|u| u.id)).await?)
 }
 
 /// The signed-in user's account summary. Anonymous visitors are sent to sign-in with a way
@@ -28,7 +28,7 @@ pub async fn get_account(return_to: String) -> Result<AccountView, AppError> {
         ));
         return Err(AppError::Unauthorized);
     };
-    Ok(crate::server::account::summary(&state, user.id, user.email).await?)
+    Ok(crate::server::account::summary(&state.billing, user.id, user.email).await?)
 }
 
 /// Everything `/billing` shows, read in one server function: the account summary, the usage
@@ -56,14 +56,15 @@ pub async fn get_billing_page(before: Option<String>, after: Option<String>) -> 
     // reads; when that is not fresh, through the cache on connections of its own), then the
     // usage panel and the history on the same connection.
     let (account, conn) =
-        crate::server::account::account_on(&state, state.pool.acquire().await?, user.id, user.email).await?;
+        crate::server::account::account_on(&state.billing, state.pool.acquire().await?, user.id, user.email).await?;
     let mut conn = match conn {
         Some(conn) => conn,
         None => state.pool.acquire().await?,
     };
     let usage = crate::api::usage::usage_on(&mut conn, user.id).await;
-    let activity = crate::server::account::activity(&state, &mut conn, user.id, before.as_deref(), after.as_deref())
-        .await
-        .map_err(AppError::from);
+    let activity =
+        crate::server::account::activity(&state.billing, &mut conn, user.id, before.as_deref(), after.as_deref())
+            .await
+            .map_err(AppError::from);
     Ok(BillingPageView { account, usage, activity })
 }

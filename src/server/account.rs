@@ -8,9 +8,9 @@
 //! subscription, with a notice saying which.
 
 use crate::domain::plans::PlanId;
+use crate::server::billing::Billing;
 use crate::server::billing::{self, LiveSubscription};
 use crate::server::ledger::history;
-use crate::server::state::AppState;
 use crate::views::account::{
     AccountView, ActivityView, LedgerLine, LedgerPart, PricingView, SubscriptionView, UsageDay,
 };
@@ -28,11 +28,11 @@ pub struct PlanRead {
 }
 
 /// [`PlanRead`] of `user`.
-pub async fn plan_of_user(state: &AppState, user: Uuid) -> Result<PlanRead, billing::Error> {
-    match billing::customer_state(&state.billing, user, billing::STATE_TTL).await {
+pub async fn plan_of_user(billing: &Billing, user: Uuid) -> Result<PlanRead, billing::Error> {
+    match billing::customer_state(billing, user, billing::STATE_TTL).await {
         Ok(read) => Ok(plan_read(&read)),
         Err(billing::Error::Unavailable(_) | billing::Error::NotConfigured) => Ok(PlanRead {
-            plan: billing::live_subscription(&state.pool, user).await?.map(|s| s.plan_id()).unwrap_or(PlanId::Free),
+            plan: billing::live_subscription(&billing.pool, user).await?.map(|s| s.plan_id()).unwrap_or(PlanId::Free),
             notice: Some("Our billing provider is not answering; this is your plan as we last heard of it.".into()),
             has_customer: false,
         }),
@@ -54,10 +54,10 @@ fn plan_read(read: &billing::StateRead) -> PlanRead {
 }
 
 /// The catalogue (yearly prices only for plans sold yearly here) and the visitor's plan.
-pub async fn pricing(state: &AppState, visitor: Option<Uuid>) -> Result<PricingView, billing::Error> {
-    let mut offers = crate::domain::plans::default_offers(state.config.free_credits);
+pub async fn pricing(billing: &Billing, visitor: Option<Uuid>) -> Result<PricingView, billing::Error> {
+    let mut offers = crate::domain::plans::default_offers(billing.config.free_credits);
     for o in &mut offers {
-        if !state.config.polar.catalog.sells_yearly(o.plan) {
+        if !billing.config.polar.catalog.sells_yearly(o.plan) {
             o.yearly_price_cents = None;
         }
     }
@@ -65,17 +65,17 @@ pub async fn pricing(state: &AppState, visitor: Option<Uuid>) -> Result<PricingV
         offers,
         packs: crate::domain::plans::default_packs(),
         current_plan: match visitor {
-            Some(u) => Some(plan_of_user(state, u).await?.plan),
+            Some(u) => Some(plan_of_user(billing, u).await?.plan),
             None => None,
         },
-        enterprise_demo_url: state.config.enterprise_demo_url.as_ref().map(|u| u.to_string()),
+        enterprise_demo_url: billing.config.enterprise_demo_url.as_ref().map(|u| u.to_string()),
     })
 }
 
 /// The account page's summary of `user`: the plan (Customer State, through its cache)
 /// alongside the account's own rows.
-pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<AccountView, billing::Error> {
-    Ok(account_on(state, state.pool.acquire().await?, user, email).await?.0)
+pub async fn summary(billing: &Billing, user: Uuid, email: String) -> Result<AccountView, billing::Error> {
+    Ok(account_on(billing, billing.pool.acquire().await?, user, email).await?.0)
 }
 
 /// The account summary of `user`, read on `conn`: the account's own rows and the Customer
@@ -85,7 +85,7 @@ pub async fn summary(state: &AppState, user: Uuid, email: String) -> Result<Acco
 /// and the plan is read through the cache ([`plan_of_user`]: it may ask Polar and write the
 /// row); then no connection is returned.
 pub async fn account_on(
-    state: &AppState,
+    billing: &Billing,
     mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     user: Uuid,
     email: String,
@@ -93,13 +93,13 @@ pub async fn account_on(
     let (own, stored) = own_rows(&mut conn, user).await?;
     if let Some((read, aging)) = billing::customer_state::stored_for_page(stored.as_ref()) {
         if aging {
-            billing::customer_state::refresh_in_background(&state.billing, user);
+            billing::customer_state::refresh_in_background(billing, user);
         }
-        return Ok((account_view(state, email, own, plan_read(&read)), Some(conn)));
+        return Ok((account_view(billing, email, own, plan_read(&read)), Some(conn)));
     }
     drop(conn);
-    let plan = plan_of_user(state, user).await?;
-    Ok((account_view(state, email, own, plan), None))
+    let plan = plan_of_user(billing, user).await?;
+    Ok((account_view(billing, email, own, plan), None))
 }
 
 /// What the account summary reads of the account itself.
@@ -183,7 +183,7 @@ async fn own_rows(
 }
 
 /// The summary from what was read.
-fn account_view(state: &AppState, email: String, own: OwnRows, plan: PlanRead) -> AccountView {
+fn account_view(billing: &Billing, email: String, own: OwnRows, plan: PlanRead) -> AccountView {
     let OwnRows { created, verified, credits, subscription } = own;
     AccountView {
         email,
@@ -191,11 +191,11 @@ fn account_view(state: &AppState, email: String, own: OwnRows, plan: PlanRead) -
         plan_notice: plan.notice,
         has_billing_account: plan.has_customer,
         email_verified: verified.is_some(),
-        free_credits: state.config.free_credits,
+        free_credits: billing.config.free_credits,
         subscription: subscription.as_ref().map(subscription_view),
         member_since: created.format("%B %-d, %Y").to_string(),
         credits,
-        day_boundary: day_boundary(state.config.credit_day_offset),
+        day_boundary: day_boundary(billing.config.credit_day_offset),
     }
 }
 
@@ -225,14 +225,14 @@ pub const PAGE_SIZE: i64 = crate::views::account::LEDGER_PAGE_SIZE;
 /// days, read on `conn`. Bounded reads whatever the history's length: one index range and the
 /// 30-row rollup.
 pub async fn activity(
-    state: &AppState,
+    billing: &Billing,
     conn: &mut sqlx::PgConnection,
     user: Uuid,
     before: Option<&str>,
     after: Option<&str>,
 ) -> Result<ActivityView, sqlx::Error> {
     let now = Utc::now();
-    let offset = state.config.credit_day_offset;
+    let offset = billing.config.credit_day_offset;
     let at = match (before.and_then(history::Cursor::parse), after.and_then(history::Cursor::parse)) {
         (Some(c), _) => history::PageAt::Before(c),
         (None, Some(c)) => history::PageAt::After(c),
