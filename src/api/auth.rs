@@ -28,8 +28,14 @@ mod ssr {
         crate::server::client_ip::current().map(crate::server::client_ip::limit_key)
     }
 
-    pub fn accounts(state: &AppState) -> crate::server::auth::users::Accounts<'_> {
-        crate::server::auth::users::Accounts { pool: &state.pool, passwords: &state.passwords, config: &state.config }
+    /// What account operations use (not the whole state).
+    pub fn accounts(state: &AppState) -> crate::server::auth::Accounts<'_> {
+        crate::server::auth::Accounts {
+            pool: &state.pool,
+            passwords: &state.passwords,
+            config: &state.config,
+            mailer: &state.mailer,
+        }
     }
 
     /// Replaces whatever session the request carried with a fresh one (no session fixation).
@@ -53,7 +59,8 @@ pub async fn sign_up(email: String, password: String, next: Option<String>) -> R
         async {
             let state = ssr::state()?;
             let ip = ssr::client_ip();
-            let user_id = crate::server::auth::users::sign_up(&state, &email, &password, ip.as_deref()).await?;
+            let user_id =
+                crate::server::auth::users::sign_up(ssr::accounts(&state), &email, &password, ip.as_deref()).await?;
             // The Polar customer (external_id = user id) is created in the background, so a slow
             // or unreachable Polar never blocks sign-up; its status is kept on the row.
             crate::server::billing::customer_pending(&state.pool, user_id).await?;
@@ -118,7 +125,7 @@ pub async fn confirm_email(token: String) -> Result<(), AppError> {
     super::with_status(
         async {
             let state = ssr::state()?;
-            let verified = crate::server::auth::recovery::verify_email(&state, &token).await?;
+            let verified = crate::server::auth::recovery::verify_email(ssr::accounts(&state), &token).await?;
             let signed_in = crate::server::auth::session::current_user().await?.is_some();
             let done = match verified {
                 crate::server::auth::recovery::Verified::Confirmed { free_credits: 0, .. }
@@ -142,7 +149,7 @@ pub async fn resend_confirmation() -> Result<(), AppError> {
         async {
             let state = ssr::state()?;
             let user = crate::server::auth::require_user().await?;
-            crate::server::auth::recovery::resend_verification(&state, user.id).await?;
+            crate::server::auth::recovery::resend_verification(ssr::accounts(&state), user.id).await?;
             leptos_axum::redirect("/billing?done=confirmation-sent");
             Ok(())
         }
@@ -157,7 +164,7 @@ pub async fn request_password_reset(email: String) -> Result<(), AppError> {
         async {
             let state = ssr::state()?;
             let ip = ssr::client_ip();
-            crate::server::auth::recovery::request_password_reset(&state, &email, ip.as_deref()).await?;
+            crate::server::auth::recovery::request_password_reset(ssr::accounts(&state), &email, ip.as_deref()).await?;
             leptos_axum::redirect("/forgot-password?sent=1");
             Ok(())
         }
@@ -169,7 +176,7 @@ pub async fn request_password_reset(email: String) -> Result<(), AppError> {
 #[server(prefix = "/api", endpoint = "reset-link")]
 pub async fn check_reset_link(token: String) -> Result<bool, AppError> {
     let state = ssr::state()?;
-    Ok(crate::server::auth::recovery::reset_link_usable(&state, &token).await?)
+    Ok(crate::server::auth::recovery::reset_link_usable(ssr::accounts(&state), &token).await?)
 }
 
 /// Sets a new password through a reset link, ends every session, and signs this one in.
@@ -179,7 +186,9 @@ pub async fn reset_password(token: String, password: String) -> Result<(), AppEr
         async {
             let state = ssr::state()?;
             let ip = ssr::client_ip();
-            let user = crate::server::auth::recovery::reset_password(&state, &token, &password, ip.as_deref()).await?;
+            let user =
+                crate::server::auth::recovery::reset_password(ssr::accounts(&state), &token, &password, ip.as_deref())
+                    .await?;
             ssr::start_session(&state, user).await?;
             leptos_axum::redirect("/billing?done=password-reset");
             Ok(())
@@ -197,7 +206,7 @@ pub async fn change_password(current_password: String, new_password: String) -> 
             let user = crate::server::auth::require_user().await?;
             let ip = ssr::client_ip();
             crate::server::auth::recovery::change_password(
-                &state,
+                ssr::accounts(&state),
                 user.id,
                 &current_password,
                 &new_password,

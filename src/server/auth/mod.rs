@@ -53,3 +53,13 @@ impl From<password::HashError> for Error {
         }
     }
 }
+
+/// What account operations need from the app, and nothing more: the pool, the bounded
+/// password hasher, the configuration and the mail outbox (the server functions build it).
+#[derive(Clone, Copy)]
+pub struct Accounts<'a> {
+    pub pool: &'a sqlx::PgPool,
+    pub passwords: &'a password::Passwords,
+    pub config: &'a crate::server::config::Config,
+    pub mailer: &'a crate::server::mail::Mailer,
+}

@@ -11,12 +11,12 @@
 //! - Change: needs the current password (checked under the sign-in limiter); signs out every
 //!   other session and mails the owner.
 
+use super::Accounts;
 use crate::domain::email::{check_credential_bounds, check_new_password, Email};
 use crate::server::auth::tokens::{self, Purpose};
 use crate::server::auth::Error;
 use crate::server::auth::{rate_limit, session};
 use crate::server::mail::{self, templates};
-use crate::server::state::AppState;
 use crate::server::throttle::{self, Throttle};
 use chrono::Utc;
 use uuid::Uuid;
@@ -27,8 +27,8 @@ const RESET_PER_ADDRESS: Throttle = Throttle { scope: "mail.reset.ip", limit: 20
 /// Attempts to use reset links, per client address: a guess costs a lookup, never a hash.
 const RESET_ATTEMPTS_PER_ADDRESS: Throttle = Throttle { scope: "reset.attempt.ip", limit: 30, window_secs: 3600 };
 
-fn link(state: &AppState, path: &str, token: &str) -> String {
-    format!("{}{path}?token={token}", state.config.app_url.as_str().trim_end_matches('/'))
+fn link(accounts: Accounts<'_>, path: &str, token: &str) -> String {
+    format!("{}{path}?token={token}", accounts.config.app_url.as_str().trim_end_matches('/'))
 }
 
 fn throttled(r: Result<Result<(), u64>, sqlx::Error>) -> Result<(), Error> {
@@ -41,37 +41,37 @@ fn throttled(r: Result<Result<(), u64>, sqlx::Error>) -> Result<(), Error> {
 /// Queues a verification link for the user's address, in `conn`'s transaction.
 pub async fn queue_verification(
     conn: &mut sqlx::PgConnection,
-    state: &AppState,
+    accounts: Accounts<'_>,
     user: Uuid,
     email: &str,
 ) -> Result<(), sqlx::Error> {
     let token = tokens::issue(conn, user, Purpose::VerifyEmail, email, Utc::now()).await?;
     let m = templates::verify_email(
-        state.config.app_url.as_str(),
+        accounts.config.app_url.as_str(),
         email,
-        &link(state, "/verify-email", &token),
-        state.config.free_credits,
+        &link(accounts, "/verify-email", &token),
+        accounts.config.free_credits,
     );
     mail::enqueue(conn, Some(user), &m).await?;
     Ok(())
 }
 
 /// Sends (again) the verification link of a signed-in user whose address is not verified.
-pub async fn resend_verification(state: &AppState, user: Uuid) -> Result<(), Error> {
+pub async fn resend_verification(accounts: Accounts<'_>, user: Uuid) -> Result<(), Error> {
     let row: Option<(String, Option<chrono::DateTime<Utc>>)> =
         sqlx::query_as("SELECT email, email_verified_at FROM users WHERE id = $1 AND deleted_at IS NULL")
             .bind(user)
-            .fetch_optional(&state.pool)
+            .fetch_optional(accounts.pool)
             .await?;
     let Some((email, verified)) = row else { return Err(Error::Unauthorized) };
     if verified.is_some() {
         return Err(Error::AlreadyConfirmed);
     }
-    throttled(throttle::hit(&state.pool, VERIFY_MAILS, &user.to_string(), Utc::now()).await)?;
-    let mut tx = state.pool.begin().await?;
-    queue_verification(&mut tx, state, user, &email).await?;
+    throttled(throttle::hit(accounts.pool, VERIFY_MAILS, &user.to_string(), Utc::now()).await)?;
+    let mut tx = accounts.pool.begin().await?;
+    queue_verification(&mut tx, accounts, user, &email).await?;
     tx.commit().await?;
-    state.mailer.wake();
+    accounts.mailer.wake();
     Ok(())
 }
 
@@ -87,9 +87,9 @@ pub enum Verified {
 /// Confirms the address a verification link was sent to, and grants the free credits once.
 /// An unknown, used or expired link, or one for an address the account no longer has, is
 /// refused with a field error on `token`.
-pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, Error> {
+pub async fn verify_email(accounts: Accounts<'_>, token: &str) -> Result<Verified, Error> {
     let now = Utc::now();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = accounts.pool.begin().await?;
     let invalid =
         || Error::invalid("token", "This confirmation link is not valid any more. Sign in and ask for a new one.");
     let Some((user, email)) = tokens::consume(&mut tx, token, Purpose::VerifyEmail, now).await? else {
@@ -109,7 +109,7 @@ pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, Err
         tx.commit().await?;
         return Ok(Verified::AlreadyConfirmed { user });
     }
-    let granted = confirm_in(&mut tx, state, user, &current, now).await?;
+    let granted = confirm_in(&mut tx, accounts, user, &current, now).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user, granted, "email address confirmed");
     Ok(Verified::Confirmed { user, free_credits: granted })
@@ -119,7 +119,7 @@ pub async fn verify_email(state: &AppState, token: &str) -> Result<Verified, Err
 /// once per account (the ledger's `free:<user>`); the credits granted.
 async fn confirm_in(
     conn: &mut sqlx::PgConnection,
-    state: &AppState,
+    accounts: Accounts<'_>,
     user: Uuid,
     email: &str,
     now: chrono::DateTime<Utc>,
@@ -140,50 +140,58 @@ async fn confirm_in(
         tracing::info!(user_id = %user, "free credits already claimed by this inbox");
         return Ok(0);
     }
-    let outcome = crate::server::ledger::grant_free(conn, user, state.config.free_credits, now).await?;
-    Ok(if outcome.applied { state.config.free_credits } else { 0 })
+    let outcome = crate::server::ledger::grant_free(conn, user, accounts.config.free_credits, now).await?;
+    Ok(if outcome.applied { accounts.config.free_credits } else { 0 })
 }
 
 /// "Forgot password": queues a reset link if `email` has an account. Answers the same either
 /// way (no account enumeration), except when throttled.
-pub async fn request_password_reset(state: &AppState, email_raw: &str, client_ip: Option<&str>) -> Result<(), Error> {
+pub async fn request_password_reset(
+    accounts: Accounts<'_>,
+    email_raw: &str,
+    client_ip: Option<&str>,
+) -> Result<(), Error> {
     if email_raw.len() > crate::domain::email::MAX_EMAIL_BYTES {
         return Err(Error::invalid("email", "That email address is too long."));
     }
     let email = Email::parse(email_raw).map_err(|e| Error::invalid("email", e.to_string()))?;
     let now = Utc::now();
     if let Some(ip) = client_ip {
-        throttled(throttle::hit(&state.pool, RESET_PER_ADDRESS, ip, now).await)?;
+        throttled(throttle::hit(accounts.pool, RESET_PER_ADDRESS, ip, now).await)?;
     }
-    throttled(throttle::hit(&state.pool, RESET_PER_EMAIL, &email.normalized(), now).await)?;
+    throttled(throttle::hit(accounts.pool, RESET_PER_EMAIL, &email.normalized(), now).await)?;
     let user: Option<(Uuid, String)> =
         sqlx::query_as("SELECT id, email FROM users WHERE lower(email) = $1 AND deleted_at IS NULL")
             .bind(email.normalized())
-            .fetch_optional(&state.pool)
+            .fetch_optional(accounts.pool)
             .await?;
     let Some((user, address)) = user else {
         tracing::info!("password reset asked for an address without an account");
         return Ok(());
     };
-    let mut tx = state.pool.begin().await?;
+    let mut tx = accounts.pool.begin().await?;
     let token = tokens::issue(&mut tx, user, Purpose::ResetPassword, &address, now).await?;
-    let m = templates::reset_password(state.config.app_url.as_str(), &address, &link(state, "/reset-password", &token));
+    let m = templates::reset_password(
+        accounts.config.app_url.as_str(),
+        &address,
+        &link(accounts, "/reset-password", &token),
+    );
     mail::enqueue(&mut tx, Some(user), &m).await?;
     tx.commit().await?;
-    state.mailer.wake();
+    accounts.mailer.wake();
     tracing::info!(user_id = %user, "password reset link queued");
     Ok(())
 }
 
 /// Whether a reset link can still be used (its page shows the form only then).
-pub async fn reset_link_usable(state: &AppState, token: &str) -> Result<bool, Error> {
-    let mut conn = state.pool.acquire().await?;
+pub async fn reset_link_usable(accounts: Accounts<'_>, token: &str) -> Result<bool, Error> {
+    let mut conn = accounts.pool.acquire().await?;
     Ok(tokens::is_usable(&mut conn, token, Purpose::ResetPassword, Utc::now()).await?)
 }
 
 /// Sets a new password through a reset link; returns the user, whose every session was ended.
 pub async fn reset_password(
-    state: &AppState,
+    accounts: Accounts<'_>,
     token: &str,
     new_password: &str,
     client_ip: Option<&str>,
@@ -193,17 +201,17 @@ pub async fn reset_password(
     }
     check_new_password(new_password).map_err(|m| Error::invalid("password", m))?;
     if let Some(ip) = client_ip {
-        throttled(throttle::hit(&state.pool, RESET_ATTEMPTS_PER_ADDRESS, ip, Utc::now()).await)?;
+        throttled(throttle::hit(accounts.pool, RESET_ATTEMPTS_PER_ADDRESS, ip, Utc::now()).await)?;
     }
     // A guessed or used link costs a lookup, never a hash (which is slow and bounded).
-    if !reset_link_usable(state, token).await? {
+    if !reset_link_usable(accounts, token).await? {
         return Err(Error::invalid("token", "This reset link is not valid any more. Ask for a new one."));
     }
     // Hash, then use the token and write, in one short transaction (the token is checked
     // again there: two uses racing each other get one success).
-    let hash = state.passwords.hash(new_password.to_string()).await?;
+    let hash = accounts.passwords.hash(new_password.to_string()).await?;
     let now = Utc::now();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = accounts.pool.begin().await?;
     let Some((user, email)) = tokens::consume(&mut tx, token, Purpose::ResetPassword, now).await? else {
         return Err(Error::invalid("token", "This reset link is not valid any more. Ask for a new one."));
     };
@@ -221,16 +229,16 @@ pub async fn reset_password(
     tokens::retire_all(&mut tx, user, Purpose::ResetPassword, now).await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user).execute(&mut *tx).await?;
     // Following the link proved the inbox: the address is confirmed.
-    confirm_in(&mut tx, state, user, &email, now).await?;
+    confirm_in(&mut tx, accounts, user, &email, now).await?;
     tx.commit().await?;
-    rate_limit::clear_for_email(&state.pool, &email.to_lowercase()).await?;
+    rate_limit::clear_for_email(accounts.pool, &email.to_lowercase()).await?;
     tracing::info!(user_id = %user, "password reset");
     Ok(user)
 }
 
 /// Changes the signed-in user's password; every other session ends, and the owner is told.
 pub async fn change_password(
-    state: &AppState,
+    accounts: Accounts<'_>,
     user: Uuid,
     current: &str,
     new_password: &str,
@@ -246,31 +254,31 @@ pub async fn change_password(
     let (email, stored): (String, String) =
         sqlx::query_as("SELECT email, password_hash FROM users WHERE id = $1 AND deleted_at IS NULL")
             .bind(user)
-            .fetch_one(&state.pool)
+            .fetch_one(accounts.pool)
             .await?;
     let normalized = email.to_lowercase();
     let attempt =
-        match rate_limit::begin(&state.pool, &normalized, client_ip, state.config.login_max_failures, Utc::now())
+        match rate_limit::begin(accounts.pool, &normalized, client_ip, accounts.config.login_max_failures, Utc::now())
             .await?
         {
             Ok(a) => a,
             Err(secs) => return Err(Error::RateLimited(secs)),
         };
-    match state.passwords.verify(current.to_string(), Some(stored)).await {
-        Ok(true) => rate_limit::succeeded(&state.pool, &normalized, attempt).await?,
+    match accounts.passwords.verify(current.to_string(), Some(stored)).await {
+        Ok(true) => rate_limit::succeeded(accounts.pool, &normalized, attempt).await?,
         Ok(false) => return Err(Error::invalid("current_password", "That is not your current password.")),
         Err(e) => {
-            rate_limit::abandoned(&state.pool, attempt).await?;
+            rate_limit::abandoned(accounts.pool, attempt).await?;
             return Err(e.into());
         }
     }
-    let hash = state.passwords.hash(new_password.to_string()).await?;
-    let mut tx = state.pool.begin().await?;
+    let hash = accounts.passwords.hash(new_password.to_string()).await?;
+    let mut tx = accounts.pool.begin().await?;
     sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1").bind(user).bind(&hash).execute(&mut *tx).await?;
-    session::destroy_others(&mut tx, &state.config, user, keep_session).await?;
-    mail::enqueue(&mut tx, Some(user), &templates::password_changed(state.config.app_url.as_str(), &email)).await?;
+    session::destroy_others(&mut tx, accounts.config, user, keep_session).await?;
+    mail::enqueue(&mut tx, Some(user), &templates::password_changed(accounts.config.app_url.as_str(), &email)).await?;
     tx.commit().await?;
-    state.mailer.wake();
+    accounts.mailer.wake();
     tracing::info!(user_id = %user, "password changed");
     Ok(())
 }

@@ -5,25 +5,16 @@
 //! (`SIGNUP_MAX_PER_HOUR`); sign-in attempts per email and per address (`rate_limit`, counted
 //! atomically); and password hashes running at once (`password::Passwords`).
 
+use super::Accounts;
 use crate::domain::email::{check_credential_bounds, check_new_password, Email};
-use crate::server::auth::password::Passwords;
 use crate::server::auth::rate_limit;
 use crate::server::auth::Error;
 use crate::server::throttle::{self, Throttle};
 use chrono::Utc;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Name of the unique index on `lower(email)` (migrations/…_accounts.sql).
 const EMAIL_UNIQUE: &str = "users_email_lower_key";
-
-/// What account operations need from the app.
-#[derive(Clone, Copy)]
-pub struct Accounts<'a> {
-    pub pool: &'a PgPool,
-    pub passwords: &'a Passwords,
-    pub config: &'a crate::server::config::Config,
-}
 
 fn bounds(email: &str, password: &str) -> Result<(), Error> {
     check_credential_bounds(email, password).map_err(|(field, m)| Error::invalid(field, m))
@@ -32,13 +23,7 @@ fn bounds(email: &str, password: &str) -> Result<(), Error> {
 /// Validates and creates an account, and mails it a verification link (its free credits come
 /// once the address is confirmed). Field errors name the field; a taken address is a
 /// `Taken`; too many sign-ups from one address are `RateLimited`.
-pub async fn sign_up(
-    state: &crate::server::state::AppState,
-    email: &str,
-    password_raw: &str,
-    client_ip: Option<&str>,
-) -> Result<Uuid, Error> {
-    let a = Accounts { pool: &state.pool, passwords: &state.passwords, config: &state.config };
+pub async fn sign_up(a: Accounts<'_>, email: &str, password_raw: &str, client_ip: Option<&str>) -> Result<Uuid, Error> {
     bounds(email, password_raw)?;
     let email = Email::parse(email).map_err(|e| Error::invalid("email", e.to_string()))?;
     check_new_password(password_raw).map_err(|m| Error::invalid("password", m))?;
@@ -60,9 +45,9 @@ pub async fn sign_up(
     match inserted {
         Ok(id) => {
             // The free credits come with the confirmed address (`recovery::verify_email`).
-            crate::server::auth::recovery::queue_verification(&mut tx, state, id, email.as_str()).await?;
+            crate::server::auth::recovery::queue_verification(&mut tx, a, id, email.as_str()).await?;
             tx.commit().await?;
-            state.mailer.wake();
+            a.mailer.wake();
             tracing::info!(user_id = %id, "account created");
             Ok(id)
         }
