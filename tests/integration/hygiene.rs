@@ -263,3 +263,33 @@ async fn parked_webhooks_can_be_put_back_in_the_queue() {
         .unwrap();
     assert_eq!(balance, 20);
 }
+
+/// What test runs leave behind is dropped by the next run: databases named more than an hour
+/// ago, or before the time was in their names; a database of a run under way is kept.
+#[tokio::test]
+async fn test_databases_left_by_earlier_runs_are_dropped() {
+    let now = chrono::Utc::now().timestamp();
+    assert!(leftover(&format!("tally_test_{}_{}", now - 3601, "a".repeat(32)), now));
+    assert!(leftover(&format!("tally_test_{}", "0123456789abcdef".repeat(2)), now), "the names before");
+    assert!(!leftover(&format!("tally_test_{}_{}", now - 60, "a".repeat(32)), now), "a run under way");
+    assert!(!leftover("tally_bench_pages", now) && !leftover("tally_e2e", now), "not a test's");
+
+    let admin = admin_url();
+    let old = format!("tally_test_{}_{}", now - 7200, uuid::Uuid::new_v4().simple());
+    let (_, current) = fresh_database().await;
+    tally::server::db::create_database_if_missing(&admin, &old).await.unwrap();
+    drop_leftover_databases(&admin, now).await;
+    let exists = |name: String| {
+        let admin = admin.clone();
+        async move {
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
+            sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!exists(old).await, "an earlier run's database is gone");
+    assert!(exists(current).await, "this run's is kept");
+}
