@@ -42,9 +42,13 @@ fn hash_file(options: &LeptosOptions) -> Option<PathBuf> {
     Some(std::env::current_exe().ok()?.parent()?.join(options.hash_file.as_ref()))
 }
 
-/// This build's hashes, read once per process; `None` when its files are not hashed.
+/// This build's hashes, read once per process; `None` when its files are not hashed
+/// (`options.hash_files`, which Leptos's own script names follow too).
 pub fn build_hashes(options: &LeptosOptions) -> Option<&'static BuildHashes> {
     static HASHES: std::sync::OnceLock<Option<BuildHashes>> = std::sync::OnceLock::new();
+    if !options.hash_files {
+        return None;
+    }
     HASHES
         .get_or_init(|| {
             let text = std::fs::read_to_string(hash_file(options)?).ok()?;

@@ -423,3 +423,17 @@ async fn an_endpoint_of_ones_own_is_metered_by_taking_a_metered_call() {
             .unwrap();
     assert_eq!(metadata["operation"], "text.words");
 }
+
+/// A body past the endpoint's limit (1 MB) is refused in the API's error shape before anything
+/// is read or spent; without a key the call is refused first, and the body is never read.
+#[tokio::test]
+async fn an_oversized_body_is_refused_before_anything_is_spent() {
+    let app = spawn_app().await;
+    let key = signed_up_with_key(&app, "big@example.com").await;
+    let body = json!({ "text": "a".repeat(1_100_000) }).to_string();
+    let res = app.spend(Some(&key), &body, Some("big-1")).await;
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "body_too_large");
+    assert_eq!(app.spend(None, &body, None).await.status(), 401, "no key: refused before the body is read");
+    assert_eq!(balance(&app).await, 1000, "nothing spent");
+}

@@ -191,10 +191,21 @@ impl FromRequest<AppState> for MeteredCall {
                 )),
             },
         };
-        let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "unreadable_body", e.body_text(), json!({})))?;
-        let hash = idempotency::request_hash(parts.method.as_str(), parts.uri.path(), &body);
+        // The key is bound to the request: its method, path and body.
+        let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
+        let body = Bytes::from_request(Request::from_parts(parts, body), state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    e.status(),
+                    "body_too_large",
+                    "The request body is too large; nothing was spent.",
+                    json!({}),
+                )
+            } else {
+                ApiError::new(e.status(), "unreadable_body", e.body_text(), json!({}))
+            }
+        })?;
+        let hash = idempotency::request_hash(method.as_str(), &path, &body);
         let call = MeteredCall { state: state.clone(), key_id, user_id, client_key, hash, body, _slot: slot };
         if let Some(k) = &call.client_key {
             match call.lookup(k).await? {

@@ -41,10 +41,9 @@ pub async fn process_one(pool: &PgPool, config: &Config, now: DateTime<Utc>) -> 
 /// batch pending with no effect. Once committed, the Redis entries of the customers concerned
 /// are dropped (when `REDIS_URL` is set).
 ///
-/// The batch is handled customer by customer (events of one customer in the order received),
-/// each customer's events under a lock on that customer taken in the same order by every
-/// worker, so two workers whose batches share customers wait for each other instead of
-/// deadlocking.
+/// Events are handled in the order received, once the batch holds a lock on each of its
+/// customers, taken in one order by every worker: two workers whose batches share customers
+/// wait for each other instead of deadlocking.
 pub async fn process_batch(
     pool: &PgPool,
     config: &Config,
@@ -53,26 +52,29 @@ pub async fn process_batch(
     max: i64,
 ) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let mut due: Vec<DueEvent> = sqlx::query_as(CLAIM_SQL).bind(now).bind(max).fetch_all(&mut *tx).await?;
+    let due: Vec<DueEvent> = sqlx::query_as(CLAIM_SQL).bind(now).bind(max).fetch_all(&mut *tx).await?;
     if due.is_empty() {
         return Ok(0);
     }
-    // Stable: a customer's events keep the order they were received in.
-    due.sort_by_key(|e| (e.user_id.is_none(), e.user_id));
+    // Before any handler runs, the batch's customers themselves (transaction-scoped advisory
+    // locks), in one statement, in the order of their keys: whatever rows the handlers then
+    // touch, and in whatever order, two workers whose batches share customers meet at these
+    // locks first, taken in the same order by both, so one waits instead of deadlocking.
+    // (PostgreSQL evaluates a volatile function of the select list after the ORDER BY.)
+    let users: Vec<uuid::Uuid> = due.iter().filter_map(|e| e.user_id).collect();
+    if !users.is_empty() {
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(k) FROM (
+                 SELECT DISTINCT hashtextextended('tally.webhook.customer:' || u::text, 0) AS k FROM unnest($1::uuid[]) u
+             ) keys ORDER BY k",
+        )
+        .bind(&users)
+        .execute(&mut *tx)
+        .await?;
+    }
     let mut handled: Vec<(String, &'static str)> = Vec::with_capacity(due.len());
     let mut customers = Vec::new();
-    let mut locked = None;
-    for DueEvent { webhook_id, event_type, payload, attempts, user_id } in &due {
-        // Before a customer's first event, the customer itself (a transaction-scoped advisory
-        // lock): whatever rows their handlers touch, and in whatever order, two batches meet
-        // at this lock first, taken in the same order by every worker.
-        if let Some(user) = user_id.filter(|u| locked != Some(*u)) {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tally.webhook.customer:' || $1::text, 0))")
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-            locked = Some(user);
-        }
+    for DueEvent { webhook_id, event_type, payload, attempts, .. } in &due {
         let payload = payload.clone().unwrap_or(Value::Null);
         let mut sp = tx.begin().await?;
         match handle_caught(sp.acquire().await?, config, event_type, &payload, now).await {
