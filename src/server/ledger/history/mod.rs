@@ -2,12 +2,18 @@
 //! their spend per credit day. Descriptions and signs are decided here, once, so every page
 //! words the ledger the same way.
 
+mod days;
+mod export;
+
 use crate::domain::money::group_thousands;
 use crate::server::util::capitalize;
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+pub use days::*;
+pub use export::*;
 
 /// One entry as read back for people.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -312,113 +318,12 @@ pub async fn newest_lines_and_spend(
     Ok((lines_from_newest(page, offset, max_lines), fill_days(today, days, &spent)))
 }
 
-/// Up to `limit` of the user's entries in `[from, to)`, oldest first, after `after` (an export
-/// reads the range in such chunks, one index range each).
-pub async fn range_chunk(
-    pool: &PgPool,
-    user: Uuid,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    after: Option<Cursor>,
-    limit: i64,
-) -> Result<Vec<Entry>, sqlx::Error> {
-    let (at, id) = after.map_or((from, 0), |c| (c.at, c.id));
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM credit_entries WHERE user_id = $1 AND effective_at >= $2 AND effective_at < $3
-            AND (effective_at, id) > ($4, $5)
-          ORDER BY effective_at, id LIMIT $6"
-    ))
-    .bind(user)
-    .bind(from)
-    .bind(to)
-    .bind(at)
-    .bind(id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break; text that
-/// a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a leading `'`.
-pub fn csv_field(text: &str) -> String {
-    let guarded =
-        if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_string() };
-    if guarded.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
-    }
-}
-
-/// The export's header line.
-pub const CSV_HEADER: &str = "time_utc,kind,description,credits\r\n";
-
-/// An entry as one CSV line: when (RFC 3339, UTC), its kind, what it was in words, and the
-/// credits it added (positive) or took (negative).
-pub fn csv_line(e: &Entry) -> String {
-    format!(
-        "{},{},{},{}\r\n",
-        e.effective_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        csv_field(&e.kind),
-        csv_field(&e.description()),
-        e.amount
-    )
-}
-
 /// A page read newest first with one row more than it shows: the extra row says there are older ones.
 fn older_page(mut rows: Vec<Entry>, limit: i64, newer: Option<Cursor>) -> Page {
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let older = if more { rows.last().map(Cursor::of) } else { None };
     Page { entries: rows, newer, older }
-}
-
-/// Credits spent per credit day (days starting at midnight in `offset`), for the `days` days
-/// ending with the day of `now`, oldest first; days without spend are zero. Reads the rollup
-/// (`credit_usage_days`, at most `days` rows), kept by the transaction that writes each spend,
-/// so the cost does not grow with the number of spends.
-pub async fn daily_spend(
-    db: impl sqlx::PgExecutor<'_>,
-    user: Uuid,
-    offset: FixedOffset,
-    days: u32,
-    now: DateTime<Utc>,
-) -> Result<Vec<(NaiveDate, i64)>, sqlx::Error> {
-    let (first, today) = chart_days(now, offset, days);
-    let spent: Vec<(NaiveDate, i64)> = sqlx::query_as(
-        "SELECT day, spent FROM credit_usage_days WHERE user_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day",
-    )
-    .bind(user)
-    .bind(first)
-    .bind(today)
-    .fetch_all(db)
-    .await?;
-    Ok(fill_days(today, days, &spent))
-}
-
-/// Makes the database file spends under the credit day that begins at `offset` (the
-/// operator's `CREDIT_DAY_BOUNDARY`); when that changed, the rollup is rebuilt from the
-/// entries in one transaction. Returns whether it changed.
-pub async fn set_day_offset(pool: &PgPool, offset: FixedOffset) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT credit_usage_set_offset($1)").bind(offset.local_minus_utc()).fetch_one(pool).await
-}
-
-/// The first and last of the `days` credit days (starting at midnight in `offset`) ending with
-/// the day of `now`.
-fn chart_days(now: DateTime<Utc>, offset: FixedOffset, days: u32) -> (NaiveDate, NaiveDate) {
-    let today = now.with_timezone(&offset).date_naive();
-    (today - chrono::Duration::days(days as i64 - 1), today)
-}
-
-/// Every one of the `days` days ending with `today`, oldest first, with its spend or zero.
-pub fn fill_days(today: NaiveDate, days: u32, spent: &[(NaiveDate, i64)]) -> Vec<(NaiveDate, i64)> {
-    (0..days as i64)
-        .rev()
-        .map(|back| {
-            let day = today - chrono::Duration::days(back);
-            (day, spent.iter().find(|(d, _)| *d == day).map(|(_, n)| *n).unwrap_or(0))
-        })
-        .collect()
 }
 
 /// What an entry was, in words.
@@ -479,38 +384,6 @@ mod tests {
     }
 
     #[test]
-    fn csv_fields_are_quoted_and_never_run_as_formulas() {
-        assert_eq!(csv_field("API call: text.stats"), "API call: text.stats");
-        assert_eq!(csv_field("a, b"), "\"a, b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
-        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("+1"), "'+1");
-        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
-        let e = Entry {
-            id: 1,
-            kind: "adjustment".into(),
-            amount: -5,
-            effective_at: DateTime::from_timestamp(1_764_000_000, 0).unwrap(),
-            metadata: json!({ "reason": "=cmd|' /C calc'!A0" }),
-            operation: None,
-            api_key_id: None,
-        };
-        assert_eq!(csv_line(&e), "2025-11-24T16:00:00.000000Z,adjustment,Adjustment: =cmd|' /C calc'!A0,-5\r\n");
-        let spend = Entry {
-            kind: "spend".into(),
-            amount: -1,
-            metadata: json!({}),
-            operation: Some("@text.stats".into()),
-            api_key_id: Some("k".into()),
-            ..e
-        };
-        assert_eq!(spend.description(), "API call: @text.stats");
-        assert_eq!(csv_line(&spend), "2025-11-24T16:00:00.000000Z,spend,API call: @text.stats,-1\r\n");
-        assert_eq!(Entry { operation: None, ..spend }.description(), "API call");
-    }
-
-    #[test]
     fn cursors_round_trip_and_refuse_anything_else() {
         let c = Cursor { at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(), id: 42 };
         assert_eq!(c.to_string(), "1764000000123456.42");
@@ -518,12 +391,5 @@ mod tests {
         for bad in ["", "1", "1.", ".1", "1.0", "1.-3", "x.1", "1.1.1", "99999999999999999999.1"] {
             assert_eq!(Cursor::parse(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn every_day_is_there_oldest_first() {
-        let d = |n| NaiveDate::from_ymd_opt(2026, 11, n).unwrap();
-        let filled = fill_days(d(30), 3, &[(d(29), 7), (d(1), 99)]);
-        assert_eq!(filled, vec![(d(28), 0), (d(29), 7), (d(30), 0)]);
     }
 }

@@ -74,6 +74,17 @@ open_enum!(
     }
 );
 
+mod orders;
+mod subscriptions;
+
+pub use orders::*;
+pub use subscriptions::*;
+
+/// The default of a required time an older payload may lack.
+fn epoch() -> DateTime<Utc> {
+    DateTime::UNIX_EPOCH
+}
+
 /// `Checkout` (the fields Tally uses).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkout {
@@ -156,96 +167,6 @@ impl CustomerState {
     }
 }
 
-/// `Order` (the fields Tally uses). Only what Tally cannot do without is required (`id`,
-/// `status`, `billing_reason`); the rest defaults, as an older or partial payload may lack it.
-/// Amounts are cents: `net_amount` before tax, `tax_amount`, `total_amount` = net + tax;
-/// `refunded_amount` is net of tax too, `refunded_tax_amount` the tax refunded with it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Order {
-    pub id: String,
-    #[serde(default = "epoch")]
-    pub created_at: DateTime<Utc>,
-    #[serde(default)]
-    pub modified_at: Option<DateTime<Utc>>,
-    pub status: OrderStatus,
-    #[serde(default)]
-    pub paid: bool,
-    pub billing_reason: OrderBillingReason,
-    #[serde(default)]
-    pub subtotal_amount: i64,
-    /// `None` from payloads older than the 2026-04 API: then `total_amount - tax_amount`.
-    #[serde(default)]
-    pub net_amount: Option<i64>,
-    #[serde(default)]
-    pub tax_amount: i64,
-    #[serde(default)]
-    pub total_amount: i64,
-    #[serde(default)]
-    pub refunded_amount: i64,
-    #[serde(default)]
-    pub refunded_tax_amount: i64,
-    #[serde(default)]
-    pub currency: String,
-    #[serde(default)]
-    pub customer_id: String,
-    #[serde(default)]
-    pub product_id: Option<String>,
-    #[serde(default)]
-    pub subscription_id: Option<String>,
-    #[serde(default)]
-    pub checkout_id: Option<String>,
-    #[serde(default)]
-    pub invoice_number: Option<String>,
-    #[serde(default)]
-    pub is_invoice_generated: bool,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub billing_name: Option<String>,
-    #[serde(default)]
-    pub billing_address: Option<Address>,
-    #[serde(default)]
-    pub customer: Option<CustomerRef>,
-    #[serde(default)]
-    pub product: Option<ProductRef>,
-}
-
-fn epoch() -> DateTime<Utc> {
-    DateTime::UNIX_EPOCH
-}
-
-impl Order {
-    /// The product's id: `product_id`, else the embedded product's.
-    pub fn product_ref_id(&self) -> Option<&str> {
-        self.product_id.as_deref().or(self.product.as_ref().map(|p| p.id.as_str()))
-    }
-
-    /// The customer's external id (a Tally user id for Tally's customers).
-    pub fn external_customer_id(&self) -> Option<&str> {
-        self.customer.as_ref().and_then(|c| c.external_id.as_deref())
-    }
-}
-
-/// The product embedded in an order or a subscription: what Tally reads of it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProductRef {
-    #[serde(default)]
-    pub id: String,
-    #[serde(default)]
-    pub recurring_interval: Option<String>,
-    #[serde(default)]
-    pub metadata: Map<String, Value>,
-}
-
-/// The customer embedded in an order or a subscription: enough to tell whose it is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CustomerRef {
-    #[serde(default)]
-    pub id: String,
-    #[serde(default)]
-    pub external_id: Option<String>,
-}
-
 /// `Address` (billing address; `country` is ISO 3166-1 alpha-2).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Address {
@@ -292,99 +213,6 @@ pub struct CustomerSession {
     pub expires_at: DateTime<Utc>,
     pub customer_portal_url: String,
     pub customer_id: String,
-}
-
-/// `Subscription` (the fields Tally uses). Required: what the local view cannot do without
-/// (`id`, `status`, the current period); the rest defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Subscription {
-    pub id: String,
-    #[serde(default = "epoch")]
-    pub created_at: DateTime<Utc>,
-    #[serde(default)]
-    pub modified_at: Option<DateTime<Utc>>,
-    pub status: SubscriptionStatus,
-    #[serde(default)]
-    pub amount: i64,
-    #[serde(default)]
-    pub currency: String,
-    #[serde(default)]
-    pub recurring_interval: Option<String>,
-    pub current_period_start: DateTime<Utc>,
-    pub current_period_end: DateTime<Utc>,
-    #[serde(default)]
-    pub trial_end: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub cancel_at_period_end: bool,
-    #[serde(default)]
-    pub canceled_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub ends_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub ended_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub customer_id: String,
-    #[serde(default)]
-    pub product_id: String,
-    #[serde(default)]
-    pub metadata: Map<String, Value>,
-    #[serde(default)]
-    pub customer: Option<CustomerRef>,
-    #[serde(default)]
-    pub product: Option<ProductRef>,
-    #[serde(default)]
-    pub pending_update: Option<PendingUpdate>,
-    /// The subscription's prices: a `metered_unit` one bills overage at the cycle end.
-    #[serde(default)]
-    pub prices: Vec<ProductPrice>,
-}
-
-impl Subscription {
-    /// The overage terms of the subscription's metered price on Tally's overage meter
-    /// (`overage_meter`, `POLAR_OVERAGE_METER_ID`), if it has one. A metered price on any other
-    /// meter bills something Tally does not count as overage: it is ignored, with a warning
-    /// (and with no overage meter configured, every metered price is).
-    pub fn overage_terms(&self, overage_meter: Option<&str>) -> Option<crate::domain::usage::OverageTerms> {
-        let mut terms = None;
-        for price in self.prices.iter().filter(|p| p.amount_type == "metered_unit" && !p.is_archived) {
-            match overage_meter {
-                Some(meter) if price.meter_id.as_deref() == Some(meter) => {
-                    terms = terms.or_else(|| price.overage_terms());
-                }
-                _ => tracing::warn!(
-                    subscription_id = %self.id,
-                    price_id = %price.id,
-                    meter_id = price.meter_id.as_deref().unwrap_or("none"),
-                    "metered price is not on the overage meter (POLAR_OVERAGE_METER_ID): Tally offers no overage under it"
-                ),
-            }
-        }
-        terms
-    }
-
-    /// The product's id: `product_id`, else the embedded product's.
-    pub fn product_ref_id(&self) -> Option<&str> {
-        Some(self.product_id.as_str()).filter(|p| !p.is_empty()).or(self.product.as_ref().map(|p| p.id.as_str()))
-    }
-
-    /// The customer's external id (a Tally user id for Tally's customers).
-    pub fn external_customer_id(&self) -> Option<&str> {
-        self.customer.as_ref().and_then(|c| c.external_id.as_deref())
-    }
-
-    /// When this state was current: `modified_at`, else `created_at`.
-    pub fn as_of(&self) -> DateTime<Utc> {
-        self.modified_at.unwrap_or(self.created_at)
-    }
-}
-
-/// A change scheduled for the renewal (`next_period` proration).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PendingUpdate {
-    #[serde(default)]
-    pub product_id: Option<String>,
-    #[serde(default)]
-    pub applies_at: Option<DateTime<Utc>>,
 }
 
 /// A product price. Only fixed prices carry `price_amount`; other kinds keep their type.
@@ -511,18 +339,18 @@ mod tests {
 
     #[test]
     fn the_sdk_accepted_fixtures_parse() {
-        let c: Checkout = serde_json::from_str(include_str!("fixtures/checkout.json")).unwrap();
+        let c: Checkout = serde_json::from_str(include_str!("../fixtures/checkout.json")).unwrap();
         assert_eq!(c.status, CheckoutStatus::Open);
         assert_eq!(c.external_customer_id.as_deref(), Some("user_42"));
         assert!(c.success_url.contains("checkout_id="));
 
-        let s: CustomerState = serde_json::from_str(include_str!("fixtures/customer_state.json")).unwrap();
+        let s: CustomerState = serde_json::from_str(include_str!("../fixtures/customer_state.json")).unwrap();
         assert_eq!(s.active_subscriptions[0].status, SubscriptionStatus::Active);
         assert!(s.has_benefit("tier", "pro"));
         assert!(!s.has_benefit("tier", "business"));
         assert_eq!(s.active_meters[0].balance, 87.5);
 
-        for f in [include_str!("fixtures/order_paid.json"), include_str!("fixtures/order_paid_superset.json")] {
+        for f in [include_str!("../fixtures/order_paid.json"), include_str!("../fixtures/order_paid_superset.json")] {
             let e: WebhookEnvelope<Order> = serde_json::from_str(f).unwrap();
             assert_eq!(e.event_type, "order.paid");
             assert_eq!(e.data.status, OrderStatus::Paid);
@@ -539,7 +367,7 @@ mod tests {
 
     #[test]
     fn required_nullable_keys_are_serialized_as_null() {
-        let c: Checkout = serde_json::from_str(include_str!("fixtures/checkout.json")).unwrap();
+        let c: Checkout = serde_json::from_str(include_str!("../fixtures/checkout.json")).unwrap();
         let v = serde_json::to_value(Checkout { customer_id: None, subscription_id: None, ..c }).unwrap();
         assert!(v.as_object().unwrap().contains_key("customer_id"));
         assert_eq!(v["customer_id"], Value::Null);
