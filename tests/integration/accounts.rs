@@ -401,18 +401,19 @@ async fn reset_links_are_single_use_expiring_and_stored_only_as_hashes() {
     assert!(me.is_none(), "every other session ended");
     // An expired link.
     post_form(&app, "/api/forgot-password", &[("email", "reset@example.com")]).await;
-    for _ in 0..100 {
-        if mailbox(&app, "reset@example.com")
+    eventually("a second reset mail arrives", || async {
+        let resets = mailbox(&app, "reset@example.com")
             .await
             .iter()
             .filter(|m| m["subject"].as_str().unwrap().contains("Reset"))
-            .count()
-            == 2
-        {
-            break;
+            .count();
+        if resets == 2 {
+            Ok(())
+        } else {
+            Err(resets)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let newest = mailbox(&app, "reset@example.com")
         .await
         .into_iter()
@@ -496,12 +497,15 @@ async fn confirmation_links_work_once_and_only_for_the_address_they_were_sent_to
     assert_eq!(call(&app, "/api/confirm-email", &[("token", &token)]).await.status(), 422, "and it was used up");
     // A new link (the billing page's resend) works, once; the credits come once.
     assert_eq!(call(&app, "/api/resend-confirmation", &[]).await.status(), 200);
-    for _ in 0..100 {
-        if mailbox(&app, "conf@example.com").await.len() == 2 {
-            break;
+    eventually("the resent confirmation arrives", || async {
+        let mails = mailbox(&app, "conf@example.com").await.len();
+        if mails == 2 {
+            Ok(())
+        } else {
+            Err(mails)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let fresh = token_of(&link_in(
         mailbox(&app, "conf@example.com").await[0]["text"].as_str().unwrap(),
         "/verify-email?token=",
@@ -546,14 +550,16 @@ async fn mail_waits_while_the_smtp_server_is_down_and_goes_out_when_it_is_back()
     let port = free_port();
     let app = spawn_app_with(&[("SMTP_URL", &format!("smtp://127.0.0.1:{port}"))]).await;
     post_form(&app, "/api/signup", &[("email", "later@example.com"), ("password", PASSWORD)]).await;
-    for _ in 0..100 {
+    eventually("the mailer tries the absent SMTP server", || async {
         let attempts: i32 =
             sqlx::query_scalar("SELECT attempts FROM outgoing_mail").fetch_one(&app.pool).await.unwrap();
         if attempts > 0 {
-            break;
+            Ok(())
+        } else {
+            Err(attempts)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let (status, error): (String, Option<String>) =
         sqlx::query_as("SELECT status, last_error FROM outgoing_mail").fetch_one(&app.pool).await.unwrap();
     assert_eq!(status, "pending", "kept for a retry: {error:?}");

@@ -9,56 +9,55 @@ use uuid::Uuid;
 
 /// Polls until the period's allotment (accrued and still to come) is `expected`.
 async fn allotment_reaches(app: &TestApp, user: Uuid, expected: i64) {
-    let mut total = 0;
-    for _ in 0..100 {
+    eventually(&format!("the allotment reaches {expected}"), || async {
         let b = app.balance(user).await;
-        total = b.allotment + b.pending_allotment;
+        let total = b.allotment + b.pending_allotment;
         if total == expected {
-            return;
+            Ok(())
+        } else {
+            Err(total)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the allotment stayed at {total}, not {expected}");
+    })
+    .await
 }
 
 /// Polls `path` until its HTML contains `needle`.
 pub(crate) async fn page_until(app: &TestApp, path: &str, needle: &str) -> String {
-    let mut html = String::new();
-    for _ in 0..100 {
-        html = app.page(path).await;
+    eventually(&format!("{path} shows {needle:?}"), || async {
+        let html = app.page(path).await;
         if html.contains(needle) {
-            return html;
+            Ok(html)
+        } else {
+            Err(html)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{path} never showed {needle:?}: {html}");
+    })
+    .await
 }
 
 #[tokio::test]
 async fn sign_up_creates_the_polar_customer_in_the_background() {
     let app = spawn_app().await;
     let user = app.sign_up("lifecycle@example.com").await;
-    for _ in 0..150 {
+    let (status, id) = eventually("the Polar customer is linked", || async {
         let row: Option<(String, Option<String>)> =
             sqlx::query_as("SELECT status, polar_customer_id FROM polar_customers WHERE user_id = $1")
                 .bind(user)
                 .fetch_optional(&app.pool)
                 .await
                 .unwrap();
-        if let Some((s, Some(id))) = row {
-            assert_eq!(s, "linked");
-            // Polar has it under the user's id.
-            let standin = format!("{}/polar/v1/customers/external/{user}", app.address);
-            let token = standin_token();
-            let c: Value =
-                reqwest::Client::new().get(standin).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-            assert_eq!(c["id"], id.as_str());
-            assert_eq!(c["email"], "lifecycle@example.com");
-            return;
+        match row {
+            Some((s, Some(id))) => Ok((s, id)),
+            other => Err(other),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the Polar customer was never linked");
+    })
+    .await;
+    assert_eq!(status, "linked");
+    // Polar has it under the user's id.
+    let standin = format!("{}/polar/v1/customers/external/{user}", app.address);
+    let c: Value =
+        reqwest::Client::new().get(standin).bearer_auth(standin_token()).send().await.unwrap().json().await.unwrap();
+    assert_eq!(c["id"], id.as_str());
+    assert_eq!(c["email"], "lifecycle@example.com");
 }
 
 #[tokio::test]
@@ -74,14 +73,7 @@ async fn paying_for_pro_confirms_only_once_access_is_real_then_billing_shows_it(
     assert_eq!(ready, serde_json::json!({ "Ready": { "what": "Pro", "is_plan": true } }));
 
     // The webhooks the stand-in delivered set up the plan and its allotment.
-    let mut billing = String::new();
-    for _ in 0..100 {
-        billing = app.page("/billing").await;
-        if billing.contains("Renews on") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let billing = page_until(&app, "/billing", "Renews on").await;
     assert!(billing.contains("<p class=\"plan-name\">Pro"), "{billing}");
     assert!(billing.contains("Renews on"));
     assert!(billing.contains("Cancel at period end"));
@@ -108,15 +100,7 @@ async fn paying_for_pro_confirms_only_once_access_is_real_then_billing_shows_it(
     // Pro's allotment arrives by webhook; wait for it, so the difference is the upgrade's.
     allotment_reaches(&app, user, 5000).await;
     assert_eq!(app.go("/api/billing/change-plan", &[("plan", "business")]).await, "/billing?done=upgraded");
-    let mut shown = String::new();
-    for _ in 0..50 {
-        shown = app.page("/billing").await;
-        if shown.contains("<p class=\"plan-name\">Business") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(shown.contains("<p class=\"plan-name\">Business"), "{shown}");
+    page_until(&app, "/billing", "<p class=\"plan-name\">Business").await;
     assert!(tally::server::ledger::problems(&app.pool, None).await.unwrap().is_empty());
 }
 
@@ -282,15 +266,7 @@ async fn billing_details_are_checked_saved_and_pushed_to_polar_and_invoices_foll
     let order_id = settings.split("name=\"order_id\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
     app.go("/api/billing/invoice", &[("order_id", &order_id)]).await;
     assert!(app.page("/settings/billing").await.contains("Preparing"));
-    let mut ready = false;
-    for _ in 0..50 {
-        if app.page("/settings/billing").await.contains(&format!("/billing/invoices/{order_id}")) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the invoice became downloadable");
+    page_until(&app, "/settings/billing", &format!("/billing/invoices/{order_id}")).await;
     let res = app.client.get(format!("{}/billing/invoices/{order_id}", app.address)).send().await.unwrap();
     assert_eq!(res.status(), 303);
     let pdf_url = res.headers()["location"].to_str().unwrap().to_string();
@@ -396,7 +372,7 @@ async fn story(chaos: bool) -> (TestApp, Uuid) {
         .await
         .unwrap();
     // Let every delivery land and every event be processed.
-    for _ in 0..100 {
+    eventually("the refund's webhooks are processed", || async {
         let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE status = 'pending'")
             .fetch_one(&app.pool)
             .await
@@ -408,10 +384,12 @@ async fn story(chaos: bool) -> (TestApp, Uuid) {
         .await
         .unwrap();
         if pending == 0 && refunded {
-            break;
+            Ok(())
+        } else {
+            Err((pending, refunded))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     (app, user)
 }
@@ -488,14 +466,15 @@ async fn the_standin_also_delivers_to_endpoints_configured_by_environment() {
     app.sign_up("env-hooks@example.com").await;
     let url = app.go("/api/billing/checkout", &[("item", "pack_50")]).await;
     app.pay(&url, "4242424242424242").await.unwrap();
-    for _ in 0..100 {
-        if received.lock().unwrap().iter().any(|(.., b)| b.contains("\"order.paid\"")) {
-            break;
+    let got = eventually("order.paid is delivered to the configured endpoint", || async {
+        let got = received.lock().unwrap().clone();
+        if got.iter().any(|(.., b)| b.contains("\"order.paid\"")) {
+            Ok(got)
+        } else {
+            Err(got.len())
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let got = received.lock().unwrap().clone();
-    assert!(got.iter().any(|(.., b)| b.contains("\"order.paid\"")), "order.paid delivered");
+    })
+    .await;
     let now = chrono::Utc::now().timestamp();
     for (id, ts, sig, body) in &got {
         let h = tally::server::polar::webhook_signature::SignedHeaders {
@@ -517,19 +496,20 @@ async fn deleting_the_account_deletes_the_polar_customer_and_pseudonymizes_the_u
     app.buy("pro").await;
     // Access is confirmed from Customer State; the subscription's own webhook may land a little
     // later. Wait for it, so the account has a live subscription here when it is deleted.
-    let mut live = 0i64;
-    for _ in 0..100 {
-        live = sqlx::query_scalar("SELECT count(*) FROM subscriptions WHERE user_id = $1 AND status = 'active'")
-            .bind(user)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    eventually("the subscription is applied", || async {
+        let live: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM subscriptions WHERE user_id = $1 AND status = 'active'")
+                .bind(user)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
         if live == 1 {
-            break;
+            Ok(())
+        } else {
+            Err(live)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(live, 1, "the subscription was applied");
+    })
+    .await;
     let credits_before = app.balance(user).await;
 
     let res = call(&app, "/api/account/delete", &[("confirm_email", "someone@example.com")]).await;
@@ -848,15 +828,16 @@ async fn a_plan_change_is_previewed_and_the_preview_matches_what_happens() {
         .as_i64()
         .unwrap();
     assert!((charge - charged).abs() <= 1, "previewed {charge}, charged {charged}");
-    let mut granted = 0;
-    for _ in 0..100 {
+    let granted = eventually("the upgrade's extra credits are granted", || async {
         let b = app.balance(user).await;
-        granted = b.allotment + b.pending_allotment - 5000;
+        let granted = b.allotment + b.pending_allotment - 5000;
         if granted > 0 {
-            break;
+            Ok(granted)
+        } else {
+            Err(granted)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert!((extra - granted).abs() <= 1, "previewed {extra}, granted {granted}");
 
     // The downgrade: nothing now, the new plan from the renewal; once scheduled, it says so.
@@ -945,16 +926,14 @@ async fn with_redis_customer_state_is_read_there_first_dropped_on_change_and_red
     let key = format!("tally:customer_state:{user}");
     // The purchase's webhooks keep dropping the entry while they arrive; then a read caches it.
     // The entry and its TTL are read in one round trip (a late webhook may drop it in between).
-    let (mut cached, mut ttl): (Option<String>, i64) = (None, -2);
-    for _ in 0..100 {
+    let (cached, ttl) = eventually("the page's read is cached in Redis", || async {
         page_until(&app, "/billing", "<p class=\"plan-name\">Pro").await;
-        (cached, ttl) = redis::pipe().get(&key).cmd("TTL").arg(&key).query_async(&mut r).await.unwrap();
-        if cached.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let cached: Value = serde_json::from_str(&cached.expect("the page's read was cached in Redis")).unwrap();
+        let (cached, ttl): (Option<String>, i64) =
+            redis::pipe().get(&key).cmd("TTL").arg(&key).query_async(&mut r.clone()).await.unwrap();
+        cached.map(|c| (c, ttl)).ok_or(ttl)
+    })
+    .await;
+    let cached: Value = serde_json::from_str(&cached).unwrap();
     assert!(cached["state"]["granted_benefits"].to_string().contains("\"pro\""), "{cached}");
     assert!((1..=30).contains(&ttl), "expires with the cache's TTL: {ttl}");
 
@@ -1523,14 +1502,15 @@ async fn a_page_shows_a_plan_just_past_its_ttl_at_once_and_refreshes_it_behind()
     age(45, false).await.unwrap();
     let html = app.page("/billing").await;
     assert!(html.contains("<p class=\"plan-name\">Pro") && !html.contains("not answering"), "{html}");
-    let mut asked = 0;
-    for _ in 0..50 {
-        asked = state_calls(standin_requests(&app).await) - before;
+    let asked = eventually("the page's refresh asks Polar", || async {
+        let asked = state_calls(standin_requests(&app).await) - before;
         if asked > 0 {
-            break;
+            Ok(asked)
+        } else {
+            Err(asked)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert_eq!(asked, 1, "one refresh behind the page");
 
     // Marked stale by a webhook, or past the grace: the page asks Polar first (and, Polar
@@ -1581,15 +1561,10 @@ async fn a_renewal_or_revocation_whose_webhook_was_lost_is_applied_by_the_schedu
         .await
         .unwrap()
     };
-    let mut first = None;
-    for _ in 0..100 {
-        first = stored(app.pool.clone()).await;
-        if first.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let (sub, _, start) = first.expect("the subscription's webhook arrived");
+    let (sub, _, start) = eventually("the subscription's webhook arrives", || async {
+        stored(app.pool.clone()).await.ok_or("no subscription yet")
+    })
+    .await;
     // From now on every webhook about this customer is lost (the endpoint down past retries).
     let res = control(&app, "/webhooks/lose", serde_json::json!({ "external_customer_ids": [user.to_string()] })).await;
     assert_eq!(res.status(), 204);
@@ -1599,15 +1574,14 @@ async fn a_renewal_or_revocation_whose_webhook_was_lost_is_applied_by_the_schedu
     // Renewed at Polar: the new period reaches the ledger without its webhook.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(control(&app, &format!("/subscriptions/{sub}/renew"), serde_json::Value::Null).await.status(), 200);
-    let mut renewed = None;
-    for _ in 0..150 {
-        renewed = stored(app.pool.clone()).await.filter(|(_, _, s)| *s > start);
-        if renewed.is_some() {
-            break;
+    let (_, status, new_start) = eventually("the scheduled reconcile applies the renewal", || async {
+        let now = stored(app.pool.clone()).await;
+        match now {
+            Some((sub, status, s)) if s > start => Ok((sub, status, s)),
+            other => Err(other),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let (_, status, new_start) = renewed.expect("the renewal was applied by the scheduled reconcile");
+    })
+    .await;
     assert_eq!(status, "active");
     let period: String = sqlx::query_scalar("SELECT period_key FROM credit_accounts WHERE user_id = $1")
         .bind(user)
@@ -1618,15 +1592,15 @@ async fn a_renewal_or_revocation_whose_webhook_was_lost_is_applied_by_the_schedu
 
     // Revoked at Polar: applied too, so no overage stays open and the allotment ends.
     app.revoke_at_polar(&sub).await;
-    let mut revoked = false;
-    for _ in 0..150 {
-        if stored(app.pool.clone()).await.is_some_and(|(_, s, _)| s == "canceled") {
-            revoked = true;
-            break;
+    eventually("the scheduled reconcile applies the revocation", || async {
+        let now = stored(app.pool.clone()).await;
+        if now.as_ref().is_some_and(|(_, s, _)| s == "canceled") {
+            Ok(())
+        } else {
+            Err(now)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(revoked, "the revocation was applied by the scheduled reconcile");
+    })
+    .await;
     let events_after: i64 =
         sqlx::query_scalar("SELECT count(*) FROM webhook_events").fetch_one(&app.pool).await.unwrap();
     assert_eq!(events_after, events_before, "no webhook arrived: the reconcile did it");

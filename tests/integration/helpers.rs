@@ -10,6 +10,43 @@ use std::sync::OnceLock;
 use tally::server::config::Config;
 use tally::server::startup::Application;
 
+/// How long [`eventually`] waits before it gives up. Generous, because a loaded CI machine
+/// runs many tests at once; a passing test goes on as soon as its condition holds.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Polls `probe` every 100 ms (a probe may spend the user's budget of Polar calls) until it
+/// answers `Ok`, and returns that. After [`EVENTUALLY`], fails the test with `what` (what should
+/// have happened) and the last `Err` (what was seen instead).
+/// For what happens in the background: webhooks, the outboxes, mail, Polar's lag.
+pub async fn eventually<T, E, F, Fut>(what: &str, probe: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    eventually_within(EVENTUALLY, what, probe).await
+}
+
+/// [`eventually`] with its own limit.
+pub async fn eventually_within<T, E, F, Fut>(within: std::time::Duration, what: &str, mut probe: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let seen = match probe().await {
+            Ok(done) => return done,
+            Err(seen) => seen,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: not so after {within:?}; last seen: {seen:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub pool: PgPool,
@@ -187,17 +224,18 @@ impl TestApp {
 
 /// Waits until the usage outbox has shipped everything (Polar has every event).
 pub async fn usage_drained(app: &TestApp) {
-    for _ in 0..200 {
+    eventually("the usage outbox drains", || async {
         let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status <> 'sent'")
             .fetch_one(&app.pool)
             .await
             .unwrap();
         if pending == 0 {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{pending} not sent"))
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the usage outbox never drained");
+    })
+    .await
 }
 
 /// A browser-like form post: URL-encoded, `Accept: text/html`, same-origin `Origin`.
@@ -246,15 +284,14 @@ pub async fn mailbox(app: &TestApp, to: &str) -> Vec<serde_json::Value> {
 
 /// Waits for a mail to `to` whose subject contains `subject`; returns its text.
 pub async fn wait_for_mail(app: &TestApp, to: &str, subject: &str) -> String {
-    for _ in 0..100 {
-        if let Some(m) =
-            mailbox(app, to).await.into_iter().find(|m| m["subject"].as_str().is_some_and(|s| s.contains(subject)))
-        {
-            return m["text"].as_str().unwrap_or_default().to_string();
+    eventually(&format!("a mail to {to} about {subject:?} arrives"), || async {
+        let mails = mailbox(app, to).await;
+        match mails.iter().find(|m| m["subject"].as_str().is_some_and(|s| s.contains(subject))) {
+            Some(m) => Ok(m["text"].as_str().unwrap_or_default().to_string()),
+            None => Err(mails.iter().map(|m| m["subject"].to_string()).collect::<Vec<_>>()),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no mail to {to} about {subject:?} arrived");
+    })
+    .await
 }
 
 /// The link in a mail's text that starts with `prefix` (say `http://…/verify-email?token=`).
@@ -381,15 +418,16 @@ impl TestApp {
 
     /// Polls the checkout's status until it is no longer `Processing`.
     pub async fn wait_ready(&self, checkout_id: &str) -> serde_json::Value {
-        for _ in 0..100 {
+        eventually(&format!("checkout {checkout_id} is no longer processing"), || async {
             let (code, v) = self.checkout_status(checkout_id).await;
             assert_eq!(code, 200, "{v}");
             if v != serde_json::Value::String("Processing".into()) {
-                return v;
+                Ok(v)
+            } else {
+                Err(v)
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("checkout {checkout_id} never confirmed");
+        })
+        .await
     }
 
     /// `GET` of Polar's API (the app's stand-in) at `path_and_query` (`/v1/orders/?…`).
@@ -493,13 +531,8 @@ impl RedisServer {
             );
         // Owned at once, so it is stopped (and reaped) even if it never comes up.
         let server = RedisServer { url: format!("redis://127.0.0.1:{port}/0"), child };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("redis-server did not start on port {port}");
+        wait_for_port(port, "redis-server");
+        server
     }
 }
 
@@ -568,15 +601,14 @@ impl SmtpSink {
     /// Waits for a message to `to` about `subject`; returns its body with quoted-printable
     /// soft line breaks undone.
     pub async fn wait_for(&self, to: &str, subject: &str) -> String {
-        for _ in 0..200 {
-            if let Some(m) =
-                self.messages().into_iter().find(|m| m.contains(&format!("X-Envelope-To: {to}")) && m.contains(subject))
-            {
-                return m.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+        eventually(&format!("a mail to {to} about {subject:?} reaches the SMTP server"), || async {
+            let messages = self.messages();
+            match messages.iter().find(|m| m.contains(&format!("X-Envelope-To: {to}")) && m.contains(subject)) {
+                Some(m) => Ok(m.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=")),
+                None => Err(format!("{} other messages", messages.len())),
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("no mail to {to} about {subject:?} reached the SMTP server");
+        })
+        .await
     }
 }
 

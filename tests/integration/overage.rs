@@ -23,7 +23,7 @@ async fn save_settings(app: &TestApp, form: &[(&str, &str)]) -> reqwest::Respons
 
 /// The user's live subscription id, once its webhook was applied.
 async fn subscription_of(app: &TestApp, user: Uuid) -> String {
-    for _ in 0..100 {
+    eventually("the subscription reaches the ledger", || async {
         let id: Option<String> = sqlx::query_scalar(
             "SELECT s.id FROM subscriptions s JOIN credit_accounts a ON a.user_id = s.user_id AND a.period_key IS NOT NULL
               WHERE s.user_id = $1 AND s.status = 'active'",
@@ -32,17 +32,14 @@ async fn subscription_of(app: &TestApp, user: Uuid) -> String {
         .fetch_optional(&app.pool)
         .await
         .unwrap();
-        if let Some(id) = id {
-            return id;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the subscription never reached the ledger");
+        id.ok_or("no active subscription with a period")
+    })
+    .await
 }
 
 /// Waits until `user` has its Polar customer (created in the background after sign-up).
 async fn customer_synced(app: &TestApp, user: Uuid) {
-    for _ in 0..100 {
+    eventually(&format!("the Polar customer of {user} is created"), || async {
         let linked: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM polar_customers WHERE user_id = $1 AND polar_customer_id IS NOT NULL)",
         )
@@ -51,11 +48,12 @@ async fn customer_synced(app: &TestApp, user: Uuid) {
         .await
         .unwrap();
         if linked {
-            return;
+            Ok(())
+        } else {
+            Err("not linked")
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the Polar customer of {user} was never created");
+    })
+    .await
 }
 
 /// The stand-in's orders of `user` with `billing_reason`.
@@ -177,22 +175,19 @@ async fn a_pro_customer_past_their_credits_is_billed_the_projected_overage_to_th
 
         // The next period starts at zero overage (once the renewal's webhook is applied; a
         // delivery that failed is retried by Polar after 2 s, 4 s, …).
-        let mut fresh = Value::Null;
-        for _ in 0..300 {
-            fresh = usage(&app).await;
+        eventually_within(std::time::Duration::from_secs(30), "the renewal reaches the ledger", || async {
+            let fresh = usage(&app).await;
             if fresh["period"]["overage_units"] == 0 {
-                break;
+                return Ok(());
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        if fresh["period"]["overage_units"] != 0 {
             let hooks: Vec<(String, String, Option<String>)> =
                 sqlx::query_as("SELECT event_type, status, last_error FROM webhook_events ORDER BY received_at")
                     .fetch_all(&app.pool)
                     .await
                     .unwrap();
-            panic!("the renewal never reached the ledger: {fresh}; webhooks: {hooks:?}");
-        }
+            Err((fresh, hooks))
+        })
+        .await;
         let res = call(&app, "/api/logout", &[]).await;
         assert!(res.status().is_success() || res.status().is_redirection());
     }
@@ -875,15 +870,15 @@ async fn a_revoked_subscriptions_overage_stays_recorded_and_visible() {
     // Revoked now at Polar (as from its dashboard): once the webhook is applied, the period is
     // over, and what was used in it is still recorded and shown.
     app.revoke_at_polar(&sub).await;
-    let mut period = Value::Null;
-    for _ in 0..100 {
-        period = usage(&app).await["period"].clone();
+    let period = eventually("the revoked subscription's period ends", || async {
+        let period = usage(&app).await["period"].clone();
         if period["ended"] == true {
-            break;
+            Ok(period)
+        } else {
+            Err(period)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(period["ended"], true, "{period}");
+    })
+    .await;
     assert_eq!((period["overage_units"].as_i64(), period["projected_cents"].as_i64()), (Some(100), Some(100)));
     let html = app.page("/billing").await;
     assert!(html.contains("Usage in your last period") && html.contains("ended early"), "shown on the page");

@@ -121,14 +121,9 @@ impl Polar {
     }
 }
 
+/// Waits until `f` finds what the stand-in was to deliver (a synchronous look at `Received`).
 async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(v) = f() {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not met within 10 s");
+    crate::helpers::eventually("the stand-in delivers it", || std::future::ready(f().ok_or("not yet"))).await
 }
 
 fn types(received: &Received) -> Vec<String> {
@@ -442,15 +437,10 @@ async fn invoices_are_generated_asynchronously_as_a_pdf_with_the_billing_details
     assert_eq!(p.client.invoice(&order.id).await.unwrap(), None, "no invoice before generation");
     p.client.generate_invoice(&order.id).await.unwrap();
     assert_eq!(p.client.invoice(&order.id).await.unwrap(), None, "not ready yet");
-    let mut url = None;
-    for _ in 0..100 {
-        if let Some(u) = p.client.invoice(&order.id).await.unwrap() {
-            url = Some(u.url);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let url = url.expect("invoice ready");
+    let url = crate::helpers::eventually("the invoice is generated", || async {
+        p.client.invoice(&order.id).await.unwrap().map(|u| u.url).ok_or("not ready")
+    })
+    .await;
     assert!(p.client.get_order(&order.id).await.unwrap().is_invoice_generated);
     let res = p.http.get(&url).send().await.unwrap();
     assert_eq!(res.headers()["content-type"], "application/pdf");

@@ -33,15 +33,16 @@ async fn outbox(app: &TestApp, status: &str) -> i64 {
 
 /// Waits until nothing is pending and Polar's meter reads `expected`.
 async fn meter_reaches(app: &TestApp, user: Uuid, expected: i64) {
-    let mut seen = None;
-    for _ in 0..150 {
-        seen = polar_consumed(app, user).await;
-        if outbox(app, "pending").await == 0 && seen == Some(expected as f64) {
-            return;
+    eventually(&format!("nothing is pending and Polar's meter reads {expected}"), || async {
+        let seen = polar_consumed(app, user).await;
+        let pending = outbox(app, "pending").await;
+        if pending == 0 && seen == Some(expected as f64) {
+            Ok(())
+        } else {
+            Err((seen, pending))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("Polar's meter read {seen:?}, the ledger {expected}; pending: {}", outbox(app, "pending").await);
+    })
+    .await
 }
 
 async fn spender(app: &TestApp, email: &str) -> (Uuid, String) {
@@ -111,18 +112,18 @@ async fn while_polar_is_down_or_rate_limiting_usage_waits_and_nothing_is_parked(
     spend_chars(&app, &key, 10).await;
     spend_chars(&app, &key, 10).await;
     // The shipper tries, fails and defers: the rows stay pending with their attempts counted.
-    let mut attempts: i32 = 0;
-    for _ in 0..100 {
-        attempts = sqlx::query_scalar("SELECT coalesce(max(attempts), 0) FROM usage_outbox")
+    eventually("the shipper tries", || async {
+        let attempts: i32 = sqlx::query_scalar("SELECT coalesce(max(attempts), 0) FROM usage_outbox")
             .fetch_one(&app.pool)
             .await
             .unwrap();
         if attempts > 0 {
-            break;
+            Ok(())
+        } else {
+            Err(attempts)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(attempts > 0, "the shipper tried");
+    })
+    .await;
     assert_eq!(outbox(&app, "failed").await, 0, "an outage parks nothing");
     assert_eq!(outbox(&app, "pending").await, 2);
 
@@ -252,46 +253,47 @@ async fn a_kill_9_between_sending_and_marking_sends_again_and_polar_counts_it_on
     let reached = tokio::time::timeout(Duration::from_secs(60), reached).await.expect("in time").unwrap();
     assert!(reached, "the shipper sent the batch and stopped before committing its mark");
     // Polar has the three events already.
-    let mut seen = None;
-    for _ in 0..50 {
-        seen = polar_consumed(&polar, user).await;
+    eventually("Polar has the three events", || async {
+        let seen = polar_consumed(&polar, user).await;
         if seen == Some(15.0) {
-            break;
+            Ok(())
+        } else {
+            Err(seen)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(seen, Some(15.0));
+    })
+    .await;
 
     child.kill().unwrap();
     child.wait().unwrap();
     // PostgreSQL drops the killed process's transaction: the rows are pending again.
-    let mut pending: i64 = 0;
-    for _ in 0..50 {
-        pending = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status = 'pending' AND attempts = 0")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    eventually("the mark does not survive the kill: the rows are pending again", || async {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status = 'pending' AND attempts = 0")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         if pending == 3 {
-            break;
+            Ok(())
+        } else {
+            Err(pending)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(pending, 3, "the mark did not survive the kill");
+    })
+    .await;
 
     // Another instance sends them again; Polar counts them as duplicates.
     let app = spawn_app_on(pool, db, &[("POLAR_API_URL", &polar_url)]).await;
-    let mut sent: i64 = 0;
-    for _ in 0..100 {
-        sent = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status = 'sent'")
+    eventually("another instance sends them again", || async {
+        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_outbox WHERE status = 'sent'")
             .fetch_one(&app.pool)
             .await
             .unwrap();
         if sent == 3 {
-            break;
+            Ok(())
+        } else {
+            Err(sent)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(sent, 3);
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(polar_consumed(&polar, user).await, Some(15.0), "sent twice, counted once");
 }

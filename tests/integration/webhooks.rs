@@ -61,13 +61,13 @@ async fn status(app: &TestApp, id: &str) -> Option<String> {
 
 /// Waits until the background worker has finished with an event.
 async fn processed(app: &TestApp, id: &str) -> String {
-    for _ in 0..100 {
-        match status(app, id).await.as_deref() {
-            Some("pending") | None => tokio::time::sleep(Duration::from_millis(50)).await,
-            Some(s) => return s.to_string(),
+    eventually(&format!("event {id} is processed"), || async {
+        match status(app, id).await {
+            Some(s) if s != "pending" => Ok(s),
+            other => Err(other),
         }
-    }
-    panic!("event {id} was not processed");
+    })
+    .await
 }
 
 async fn credits(app: &TestApp, user: Uuid) -> i64 {
@@ -227,7 +227,7 @@ async fn absurd_credit_metadata_is_refused_with_a_clear_error_never_a_wrap() {
     body["data"]["product"]["metadata"] = json!({ "credits": "-5" });
     deliver(&app, "negative", &body.to_string()).await;
     for id in ["huge", "yearly", "negative"] {
-        let error: Option<String> = loop {
+        let error = eventually(&format!("{id} is tried"), || async {
             let (st, err, attempts): (String, Option<String>, i32) =
                 sqlx::query_as("SELECT status, last_error, attempts FROM webhook_events WHERE webhook_id = $1")
                     .bind(id)
@@ -235,11 +235,14 @@ async fn absurd_credit_metadata_is_refused_with_a_clear_error_never_a_wrap() {
                     .await
                     .unwrap();
             if attempts > 0 {
-                assert_eq!(st, "pending", "retried, then parked for a person");
-                break err;
+                Ok((st, err))
+            } else {
+                Err(st)
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        })
+        .await;
+        assert_eq!(error.0, "pending", "retried, then parked for a person");
+        let error = error.1;
         let error = error.unwrap();
         assert!(
             error.contains("credits") && error.contains("not a whole number from 1") || error.contains("× 12"),
@@ -685,18 +688,14 @@ fn spawn_binary_paused_before_commit(db: &str) -> (std::process::Child, String, 
 async fn a_kill_9_between_effect_and_done_mark_loses_nothing_and_applies_nothing_twice() {
     let (pool, db) = fresh_database().await;
     let (mut child, address, lines) = spawn_binary_paused_before_commit(&db);
-    let ready = async {
-        for _ in 0..300 {
-            if let Ok(res) = reqwest::get(format!("{address}/readyz")).await {
-                if res.status() == 200 {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually_within(Duration::from_secs(30), "the binary comes up", || async {
+        match reqwest::get(format!("{address}/readyz")).await {
+            Ok(res) if res.status() == 200 => Ok(()),
+            Ok(res) => Err(res.status().to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        false
-    };
-    assert!(ready.await, "the binary came up");
+    })
+    .await;
     let crashed =
         TestApp { address: address.clone(), pool: pool.clone(), client: reqwest::Client::new(), db_name: db.clone() };
     let u = user(&crashed).await;
@@ -730,12 +729,7 @@ async fn a_kill_9_between_effect_and_done_mark_loses_nothing_and_applies_nothing
     let exit = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(exit.signal(), Some(9));
-    let mut attempts: (String, i32) = (String::new(), -1);
-    for _ in 0..50 {
-        attempts = sqlx::query_as("SELECT status, attempts FROM webhook_events WHERE webhook_id = 'msg_crash'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    eventually("PostgreSQL drops the killed process's transaction", || async {
         let open: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction'",
         )
@@ -744,10 +738,17 @@ async fn a_kill_9_between_effect_and_done_mark_loses_nothing_and_applies_nothing
         .await
         .unwrap();
         if open == 0 {
-            break;
+            Ok(())
+        } else {
+            Err(open)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    let attempts: (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM webhook_events WHERE webhook_id = 'msg_crash'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(attempts, ("pending".to_string(), 0), "the event is still stored, untouched");
     assert_eq!(credits(&crashed, u).await, 0, "and none of its effect survived");
 
