@@ -74,7 +74,7 @@ async fn history_download(
 ) -> axum::response::Response {
     use axum::response::{IntoResponse, Redirect};
     use chrono::NaiveDate;
-    let user = match session.user(&state, &headers).await {
+    let user = match session.user(crate::server::auth::session::Lookup::of(&state), &headers).await {
         Ok(Some(u)) => u,
         Ok(None) => return Redirect::to("/login?next=%2Fbilling").into_response(),
         Err(e) => return crate::server::util::internal_response(e),
@@ -124,7 +124,7 @@ async fn invoice_download(
     headers: http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::{IntoResponse, Redirect};
-    let user = match session.user(&state, &headers).await {
+    let user = match session.user(crate::server::auth::session::Lookup::of(&state), &headers).await {
         Ok(Some(u)) => u,
         Ok(None) => return Redirect::to("/login?next=%2Fsettings%2Fbilling").into_response(),
         Err(e) => {

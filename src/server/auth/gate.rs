@@ -22,7 +22,7 @@ pub async fn require_account(State(state): State<AppState>, mut req: Request, ne
     if req.method() != Method::GET || !needs_account(req.uri().path()) {
         return next.run(req).await;
     }
-    match memo.user(&state, req.headers()).await {
+    match memo.user(session::Lookup::of(&state), req.headers()).await {
         Ok(Some(_)) => next.run(req).await,
         Ok(None) => {
             let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/billing");

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sqlx::PgPool;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -163,19 +164,35 @@ pub async fn current_user() -> Result<Option<SessionUser>, AppError> {
     let state = leptos::prelude::use_context::<AppState>()
         .ok_or_else(|| crate::server::errors::internal_msg("AppState missing from context"))?;
     let Some(parts) = leptos::prelude::use_context::<http::request::Parts>() else { return Ok(None) };
+    let lookup = Lookup::of(&state);
     match parts.extensions.get::<RequestSession>() {
-        Some(memo) => Ok(memo.user(&state, &parts.headers).await?),
-        None => Ok(counted_lookup(&state, &parts.headers).await?),
+        Some(memo) => Ok(memo.user(lookup, &parts.headers).await?),
+        None => Ok(lookup.user(&parts.headers).await?),
     }
 }
 
-/// Looks the session up in the database (when the request carries a cookie), counting it in
-/// `AppState::session_lookups` (`/metrics`: `tally_session_lookups_total`).
-async fn counted_lookup(state: &AppState, headers: &HeaderMap) -> Result<Option<SessionUser>, sqlx::Error> {
-    if token_from_headers(&state.config, headers).is_some() {
-        state.session_lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// What looking a session up touches: the pool, the configuration (the cookie's name and
+/// key) and the count `/metrics` reports (`tally_session_lookups_total`).
+#[derive(Clone, Copy)]
+pub struct Lookup<'a> {
+    pub pool: &'a PgPool,
+    pub config: &'a Config,
+    pub counter: &'a AtomicU64,
+}
+
+impl<'a> Lookup<'a> {
+    /// The app's: its pool, configuration and `AppState::session_lookups`.
+    pub fn of(state: &'a AppState) -> Lookup<'a> {
+        Lookup { pool: &state.pool, config: &state.config, counter: &state.session_lookups }
     }
-    user_from_headers(&state.pool, &state.config, headers).await
+
+    /// Looks the session up in the database (when the request carries a cookie), counted.
+    async fn user(self, headers: &HeaderMap) -> Result<Option<SessionUser>, sqlx::Error> {
+        if token_from_headers(self.config, headers).is_some() {
+            self.counter.fetch_add(1, Ordering::Relaxed);
+        }
+        user_from_headers(self.pool, self.config, headers).await
+    }
 }
 
 /// The session a request arrived with, looked up once however many parts of the page ask
@@ -186,8 +203,8 @@ async fn counted_lookup(state: &AppState, headers: &HeaderMap) -> Result<Option<
 pub struct RequestSession(Arc<tokio::sync::OnceCell<Option<SessionUser>>>);
 
 impl RequestSession {
-    pub async fn user(&self, state: &AppState, headers: &HeaderMap) -> Result<Option<SessionUser>, sqlx::Error> {
-        self.0.get_or_try_init(|| counted_lookup(state, headers)).await.cloned()
+    pub async fn user(&self, lookup: Lookup<'_>, headers: &HeaderMap) -> Result<Option<SessionUser>, sqlx::Error> {
+        self.0.get_or_try_init(|| lookup.user(headers)).await.cloned()
     }
 
     /// The session as already looked up in this request (`None`: not yet).
