@@ -6,6 +6,7 @@ use crate::server::billing::Billing;
 use crate::server::config::{Config, ConfigError};
 use crate::server::mail::Mailer;
 use crate::server::metered::limits::{InFlight, RateLimiter};
+use crate::server::metered::spender::Spender;
 use crate::server::supervisor::Heartbeat;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -63,6 +64,8 @@ pub struct Shared {
     pub billing: Billing,
     /// Account mail (SMTP, or the dev mailbox in local mode).
     pub mailer: Mailer,
+    /// How metered calls spend: batched (group commit, `SPEND_BATCH`) or one transaction each.
+    pub spender: Spender,
     pub tasks: Tasks,
 }
 
@@ -88,6 +91,10 @@ impl AppState {
             api_in_flight: InFlight::new(config.api_max_in_flight_per_account),
             passwords: Passwords::new(config.password_hash_concurrency),
             billing: Billing::new(config.clone(), pool.clone()),
+            spender: match config.spend_batch {
+                0 => Spender::alone(pool.clone()),
+                max => Spender::batched(pool.clone(), max),
+            },
             pool,
             config,
             webhook_wakeup: Default::default(),

@@ -317,10 +317,15 @@ async fn one_account_cannot_hold_more_than_its_share_of_calls_in_flight() {
     assert_eq!(balance(&app).await, 1000 - 8 * ok, "each answered call spent its 8 credits, the refused ones nothing");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_app_instances_on_one_database_never_overspend() {
-    let limit =
-        [("FREE_CREDITS", "50"), ("API_RATE_LIMIT_PER_MINUTE", "1000"), ("API_MAX_IN_FLIGHT_PER_ACCOUNT", "1000")];
+/// 1,600 calls against 1,000 credits, alternating between two instances on one database,
+/// with `SPEND_BATCH` as given; returns (200s, 402s, the transactions that wrote the spends).
+async fn two_instances_spend(spend_batch: &str) -> (i32, i32, i64) {
+    let limit = [
+        ("FREE_CREDITS", "1000"),
+        ("API_RATE_LIMIT_PER_MINUTE", "10000"),
+        ("API_MAX_IN_FLIGHT_PER_ACCOUNT", "10000"),
+        ("SPEND_BATCH", spend_batch),
+    ];
     let a = spawn_app_with(&limit).await;
     let key = signed_up_with_key(&a, "two@example.com").await;
     // A second instance: its own HTTP server and pool, the same database.
@@ -330,24 +335,17 @@ async fn two_app_instances_on_one_database_never_overspend() {
         .await
         .unwrap();
     let b = spawn_app_on(pool_b, a.db_name.clone(), &limit).await;
+    let client = reqwest::Client::new();
     let mut calls = Vec::new();
-    for i in 0..120 {
+    for i in 0..1600 {
         let url = format!("{}/api/v1/text/stats", if i % 2 == 0 { &a.address } else { &b.address });
-        let key = key.clone();
+        let (key, client) = (key.clone(), client.clone());
         calls.push(tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .json(&json!({ "text": format!("call {i}") }))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            let res = client.post(url).bearer_auth(key).json(&json!({ "text": format!("call {i}") })).send().await;
+            res.unwrap().status().as_u16()
         }));
     }
-    let mut ok = 0;
-    let mut refused = 0;
+    let (mut ok, mut refused) = (0, 0);
     for c in calls {
         match c.await.unwrap() {
             200 => ok += 1,
@@ -355,9 +353,24 @@ async fn two_app_instances_on_one_database_never_overspend() {
             other => panic!("unexpected status {other}"),
         }
     }
-    assert_eq!((ok, refused), (50, 70), "exactly the 50 free credits were spent");
     assert_eq!(balance(&a).await, 0);
     assert!(tally::server::ledger::problems(&a.pool, None).await.unwrap().is_empty());
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM credit_entries WHERE kind = 'spend'")
+            .fetch_one(&a.pool)
+            .await
+            .unwrap();
+    (ok, refused, transactions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_app_instances_on_one_database_never_overspend() {
+    // Group commit (the default): many spends a transaction, still exactly the credits there were.
+    let (ok, refused, transactions) = two_instances_spend("128").await;
+    assert_eq!((ok, refused), (1000, 600), "exactly the 1,000 free credits were spent");
+    assert!(transactions < 1000, "batched: 1,000 spends written by {transactions} transactions");
+    // One transaction per spend, as before.
+    assert_eq!(two_instances_spend("0").await, (1000, 600, 1000));
 }
 
 /// An endpoint of one's own, metered: its work and a `MeteredCall` (what docs/metered-api.md shows).

@@ -70,6 +70,9 @@ pub struct Config {
     /// `WEBHOOK_BATCH` (32) due events per transaction.
     pub webhook_workers: usize,
     pub webhook_batch: i64,
+    /// Metered spends written together in one transaction (group commit), at most
+    /// `SPEND_BATCH` (128) at once; 0 writes each spend in a transaction of its own.
+    pub spend_batch: usize,
     /// Password hashes computed at once (`PASSWORD_HASH_CONCURRENCY`, the number of cores):
     /// each takes 19 MiB, so a flood of sign-ins queues instead of exhausting memory.
     pub password_hash_concurrency: usize,
@@ -190,6 +193,7 @@ impl Config {
         let alert_mails_per_day = int_at_least(src, "ALERT_MAILS_PER_DAY", 0u32, 10, whole)?;
         let webhook_workers = int_at_least(src, "WEBHOOK_WORKERS", 1usize, 2, whole)?;
         let webhook_batch = int_at_least(src, "WEBHOOK_BATCH", 1i64, 32, whole)?;
+        let spend_batch = int_at_least(src, "SPEND_BATCH", 0usize, 128, whole)?;
         let reconcile_every_secs = int_at_least(src, "RECONCILE_EVERY_SECS", 1u64, 600, "seconds")?;
         let reconcile_accounts_per_minute = int_at_least(src, "RECONCILE_ACCOUNTS_PER_MINUTE", 0u32, 10, whole)?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -326,6 +330,7 @@ impl Config {
             alert_mails_per_day,
             webhook_workers,
             webhook_batch,
+            spend_batch,
             reconcile_every_secs,
             reconcile_accounts_per_minute,
             polar_calls_per_unverified_user_per_minute,

@@ -215,6 +215,9 @@ fn polar_budgets_reconcile_and_alert_mail_have_safe_defaults() {
     assert_eq!((c.reconcile_every_secs, c.reconcile_accounts_per_minute), (600, 10));
     assert_eq!(c.alert_mails_per_day, 10);
     assert_eq!((c.webhook_workers, c.webhook_batch), (2, 32));
+    assert_eq!(c.spend_batch, 128, "group commit on");
+    assert_eq!(load(&[("SPEND_BATCH", "0")]).unwrap().spend_batch, 0, "and off");
+    assert_eq!(load(&[("SPEND_BATCH", "-1")]).unwrap_err().var, "SPEND_BATCH");
     for var in ["WEBHOOK_WORKERS", "WEBHOOK_BATCH"] {
         assert_eq!(load(&[(var, "0")]).unwrap_err().var, var, "at least one");
     }

@@ -14,6 +14,7 @@
 //! - adjustment: the caller's key (the CLI makes one)
 
 mod allotments;
+pub mod batch;
 mod corrections;
 pub mod history;
 pub mod period;

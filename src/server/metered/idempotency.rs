@@ -47,6 +47,16 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// A keyed request's answer, recorded with its spend.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub api_key_id: Uuid,
+    pub client_key: String,
+    pub hash: Vec<u8>,
+    /// The endpoint's JSON, before `credits_spent` (see `spender::spent_answer`).
+    pub answer: serde_json::Value,
+}
+
 /// What is known about a client key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prior {
@@ -88,24 +98,32 @@ pub async fn lookup(
     })
 }
 
-/// Records the answer of a request that spent, in the spend's transaction.
-pub async fn record(
-    conn: &mut PgConnection,
-    api_key_id: Uuid,
-    client_key: &str,
-    hash: &[u8],
-    answer: &Answer,
-) -> Result<(), sqlx::Error> {
-    let headers = serde_json::Value::Array(answer.headers.iter().map(|(k, v)| serde_json::json!([k, v])).collect());
-    sqlx::query("INSERT INTO api_idempotency (api_key_id, client_key, request_hash, status_code, headers, body) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(api_key_id)
-        .bind(client_key)
-        .bind(hash)
-        .bind(answer.status as i16)
-        .bind(headers)
-        .bind(&answer.body)
-        .execute(conn)
-        .await?;
+/// Records the answers of requests that spent (one, or a batch's), in the spends' own
+/// transaction, in one statement.
+pub async fn record_many(conn: &mut PgConnection, answers: &[(&Record, Answer)]) -> Result<(), sqlx::Error> {
+    if answers.is_empty() {
+        return Ok(());
+    }
+    let headers =
+        |a: &Answer| serde_json::Value::Array(a.headers.iter().map(|(k, v)| serde_json::json!([k, v])).collect());
+    let ids: Vec<Uuid> = answers.iter().map(|(r, _)| r.api_key_id).collect();
+    let keys: Vec<&str> = answers.iter().map(|(r, _)| r.client_key.as_str()).collect();
+    let hashes: Vec<&[u8]> = answers.iter().map(|(r, _)| r.hash.as_slice()).collect();
+    let statuses: Vec<i16> = answers.iter().map(|(_, a)| a.status as i16).collect();
+    let header_lists: Vec<serde_json::Value> = answers.iter().map(|(_, a)| headers(a)).collect();
+    let bodies: Vec<&[u8]> = answers.iter().map(|(_, a)| a.body.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO api_idempotency (api_key_id, client_key, request_hash, status_code, headers, body)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::smallint[], $5::jsonb[], $6::bytea[])",
+    )
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&hashes)
+    .bind(&statuses)
+    .bind(&header_lists)
+    .bind(&bodies)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

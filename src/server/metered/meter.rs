@@ -22,8 +22,9 @@
 //! `X-Credits-Remaining`; 402 `insufficient_credits` or `spend_cap_reached` with nothing
 //! spent. Every refusal is an [`ApiError`]: `{"error": {"code", "message", …details}}`.
 
-use super::idempotency::{self, Answer, Prior};
-use crate::server::ledger::{self, SpendOutcome};
+use super::idempotency::{self, Answer, Prior, Record};
+use super::spender::spent_answer;
+use crate::server::ledger::{self, batch::Spend, SpendOutcome};
 use crate::server::state::AppState;
 use crate::server::{api_keys, billing, util};
 use axum::body::Bytes;
@@ -263,15 +264,17 @@ impl MeteredCall {
     /// metadata) and answers 200 with the JSON object `answer` plus `credits_spent`, and
     /// `X-Credits-Remaining`; for a keyed request the answer is recorded with the spend, in one
     /// transaction, and replayed for a retry. 402 when the credits (or the overage cap) do not
-    /// cover it: nothing spent.
+    /// cover it: nothing spent. The spend goes through the app's [`super::spender::Spender`]: with the calls
+    /// in flight at the same moment (group commit) unless `SPEND_BATCH=0`; answered only once
+    /// it is committed.
     pub async fn charge(
         &self,
         cost: i64,
         operation: &str,
         details: Value,
-        mut answer: Value,
+        answer: Value,
     ) -> Result<Response, ApiError> {
-        let spend_key = match &self.client_key {
+        let key = match &self.client_key {
             Some(k) => idempotency::ledger_key(self.key_id, k),
             None => format!("api:{}:{}", self.key_id, util::random_token(16)),
         };
@@ -279,30 +282,18 @@ impl MeteredCall {
         if let (Some(obj), Value::Object(more)) = (metadata.as_object_mut(), details) {
             obj.extend(more);
         }
-        let mut tx = self.state.pool.begin().await?;
-        let outcome = ledger::spend(&mut tx, self.user_id, cost, &spend_key, &metadata, chrono::Utc::now()).await?;
-        let SpendOutcome::Spent { spent, balance } = outcome else {
-            // Nothing to keep; the connection goes back before any other read (under many
-            // concurrent calls, holding it while asking for another could exhaust the pool).
-            tx.rollback().await?;
-            return Err(self.refusal(outcome, cost).await);
-        };
-        if let Some(obj) = answer.as_object_mut() {
-            obj.insert("credits_spent".into(), json!(spent));
+        let spend = Spend { user_id: self.user_id, cost, key, metadata };
+        let record = self.client_key.as_ref().map(|k| Record {
+            api_key_id: self.key_id,
+            client_key: k.clone(),
+            hash: self.hash.clone(),
+            answer: answer.clone(),
+        });
+        let outcome = self.state.spender.spend(spend, record).await.map_err(ApiError::internal)?;
+        match outcome {
+            SpendOutcome::Spent { spent, balance } => Ok(spent_answer(&answer, spent, balance).into_response()),
+            refused => Err(self.refusal(refused, cost).await),
         }
-        let recorded = Answer {
-            status: 200,
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("x-credits-remaining".into(), balance.to_string()),
-            ],
-            body: serde_json::to_vec(&answer).unwrap_or_default(),
-        };
-        if let Some(k) = &self.client_key {
-            idempotency::record(&mut tx, self.key_id, k, &self.hash, &recorded).await?;
-        }
-        tx.commit().await?;
-        Ok(recorded.into_response())
     }
 
     /// Why a spend did not happen, as the API says it.

@@ -25,6 +25,7 @@
 pub mod idempotency;
 pub mod limits;
 pub mod meter;
+pub mod spender;
 
 use crate::domain::plans::{FREE_MAX_CHARS, PAID_BENEFITS};
 use crate::domain::text_stats::{self, BodyError};
