@@ -2,7 +2,10 @@
 //! for equivalent work measured by pgbench in the same run.
 //!
 //! Run: `scripts/bench` (or `cargo bench --features ssr --bench ledger_spend`).
+//! Each workload runs alone (one transaction per spend) and batched (the metered API's group
+//! commit, `metered::spender`), each workload also at 64 clients.
 //! Knobs: BENCH_SECONDS (default 10), BENCH_CLIENTS (default 16), BENCH_ACCOUNTS (10000),
+//! BENCH_SPEND_BATCH (128),
 //! TEST_DATABASE_URL (admin URL; default: the embedded cluster).
 //!
 //! "Equivalent work" for the ceiling: per spend, one round trip running a conditional
@@ -20,12 +23,16 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally::server::ledger::batch::Spend;
+use tally::server::metered::spender::Spender;
 use uuid::Uuid;
 
 mod support;
 use support::{env_num, percentile, BenchDb};
 
 struct Run {
+    /// The run's number: its spends' keys start `bench:<run>:`.
+    run: u64,
     ops: u64,
     secs: f64,
     p50_ms: f64,
@@ -47,7 +54,15 @@ fn own_cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64, secs: u64) -> Run {
+/// How the benchmark's clients spend: each on a connection of its own, one transaction per
+/// spend (as the metered API with `SPEND_BATCH=0`), or through the app's batching [`Spender`].
+#[derive(Clone)]
+enum Mode {
+    Alone,
+    Batched(Spender),
+}
+
+async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64, secs: u64, mode: Mode) -> Run {
     // Every run spends under keys of its own (a repeated key is a replay, not a spend).
     static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUN.fetch_add(1, Ordering::Relaxed);
@@ -58,9 +73,13 @@ async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64,
         let pool = pool.clone();
         let users = users.clone();
         let stop = stop.clone();
+        let mode = mode.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let mut conn = pool.acquire().await.unwrap();
+            let mut conn = match mode {
+                Mode::Alone => Some(pool.acquire().await.unwrap()),
+                Mode::Batched(_) => None,
+            };
             let mut i: u64 = 0;
             let mut rng = c.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             while !stop.load(Ordering::Relaxed) {
@@ -70,7 +89,16 @@ async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64,
                 let user = if hot { users[0] } else { users[(rng % users.len() as u64) as usize] };
                 let key = format!("bench:{run}:{hot}:{c}:{i}");
                 let t0 = Instant::now();
-                let out = tally::server::ledger::spend(&mut conn, user, 1, &key, &json!({}), Utc::now()).await.unwrap();
+                let out = match (&mode, conn.as_mut()) {
+                    (Mode::Batched(spender), _) => {
+                        let spend = Spend { user_id: user, cost: 1, key, metadata: json!({}) };
+                        spender.spend(spend, None).await.unwrap()
+                    }
+                    (Mode::Alone, Some(conn)) => {
+                        tally::server::ledger::spend(conn, user, 1, &key, &json!({}), Utc::now()).await.unwrap()
+                    }
+                    (Mode::Alone, None) => unreachable!("a connection is taken for Alone"),
+                };
                 assert!(matches!(out, tally::server::ledger::SpendOutcome::Spent { .. }), "{out:?}");
                 lat.push(t0.elapsed().as_secs_f64() * 1000.0);
                 i += 1;
@@ -86,7 +114,7 @@ async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64,
     }
     let elapsed = start.elapsed().as_secs_f64();
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Run { ops: all.len() as u64, secs: elapsed, p50_ms: percentile(&all, 0.5), p99_ms: percentile(&all, 0.99) }
+    Run { run, ops: all.len() as u64, secs: elapsed, p50_ms: percentile(&all, 0.5), p99_ms: percentile(&all, 0.99) }
 }
 
 fn run_pgbench(url: &str, hot: bool, accounts: u64, clients: u64, secs: u64) -> Run {
@@ -133,7 +161,7 @@ fn run_pgbench(url: &str, hot: bool, accounts: u64, clients: u64, secs: u64) -> 
     }
     let _ = std::fs::remove_file(&script);
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Run { ops, secs: secs as f64, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99) }
+    Run { run: u64::MAX, ops, secs: secs as f64, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99) }
 }
 
 #[tokio::main]
@@ -141,7 +169,8 @@ async fn main() {
     let secs = env_num("BENCH_SECONDS", 10);
     let clients = env_num("BENCH_CLIENTS", 16);
     let accounts = env_num("BENCH_ACCOUNTS", 10_000);
-    let db = BenchDb::fresh("tally_bench", clients as u32 + 2).await;
+    // Connections for 64 clients spending alone, and for the batcher.
+    let db = BenchDb::fresh("tally_bench", clients.max(64) as u32 + 4).await;
     let (pool, url) = (db.pool.clone(), db.url.clone());
 
     let sync: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&pool).await.unwrap();
@@ -174,28 +203,54 @@ async fn main() {
     sqlx::query("VACUUM ANALYZE").execute(&pool).await.unwrap();
 
     let users = Arc::new(users);
-    println!("Tally spend benchmark: PostgreSQL {version}, synchronous_commit={sync}, fsync={fsync}, {clients} clients, {secs} s per run, {accounts} accounts, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let batch_max = env_num("BENCH_SPEND_BATCH", 128) as usize;
+    let spender = Spender::batched_with(pool.clone(), batch_max, env_num("BENCH_IN_FLIGHT", 2) as usize);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    println!("Tally spend benchmark: PostgreSQL {version}, synchronous_commit={sync}, fsync={fsync}, {secs} s per run, {accounts} accounts, batches of at most {batch_max}, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!();
     println!(
-        "| workload | Tally spends/s | p50 ms | p99 ms | ceiling tx/s (pgbench) | p50 ms | p99 ms | Tally ÷ ceiling |"
+        "| workload | clients | Tally | spends/s | p50 ms | p99 ms | ceiling tx/s (pgbench) | p50 ms | p99 ms | Tally ÷ ceiling |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (name, hot) in [("one hot account", true), (&*format!("spread over {accounts} accounts"), false)] {
-        let cpu0 = own_cpu_secs();
-        let ours = run_ours(&pool, users.clone(), hot, clients, secs).await;
-        let client_cpu = (own_cpu_secs() - cpu0) / ours.secs;
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let spread = format!("spread over {accounts} accounts");
+    let workloads = [
+        ("one hot account", true, clients),
+        (&*spread, false, clients),
+        ("one hot account", true, 64),
+        (&*spread, false, 64),
+    ];
+    for (name, hot, clients) in workloads {
+        if !only.is_empty() && !name.contains(only.as_str()) {
+            continue;
+        }
         let ceiling = run_pgbench(&url, hot, accounts, clients, secs);
-        eprintln!("({name}: the benchmark's own client used {:.0}% of one core)", client_cpu * 100.0);
-        println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
-            ours.tps(),
-            ours.p50_ms,
-            ours.p99_ms,
-            ceiling.tps(),
-            ceiling.p50_ms,
-            ceiling.p99_ms,
-            ours.tps() / ceiling.tps()
-        );
+        for (label, mode) in [("alone", Mode::Alone), ("batched", Mode::Batched(spender.clone()))] {
+            let cpu0 = own_cpu_secs();
+            let ours = run_ours(&pool, users.clone(), hot, clients, secs, mode).await;
+            let client_cpu = (own_cpu_secs() - cpu0) / ours.secs;
+            // Spends per transaction: the entries a transaction wrote share its xmin.
+            let per_tx: f64 = sqlx::query_scalar(
+                "SELECT count(*)::float8 / greatest(count(DISTINCT xmin::text), 1) FROM credit_entries WHERE idempotency_key LIKE $1",
+            )
+            .bind(format!("bench:{}:%", ours.run))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            eprintln!(
+                "({name}, {clients} clients, {label}: {per_tx:.1} spends a transaction; the benchmark's own process used {:.0}% of one core)",
+                client_cpu * 100.0
+            );
+            println!(
+                "| {name} | {clients} | {label} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                ours.tps(),
+                ours.p50_ms,
+                ours.p99_ms,
+                ceiling.tps(),
+                ceiling.p50_ms,
+                ceiling.p99_ms,
+                ours.tps() / ceiling.tps()
+            );
+        }
     }
     // The usage outbox (a trigger on every spend entry, issue 13): the same runs with it
     // switched off and on again, to show what mirroring every spend to Polar costs.
@@ -207,12 +262,12 @@ async fn main() {
             .execute(&pool)
             .await
             .unwrap();
-        let off = run_ours(&pool, users.clone(), hot, clients, secs).await;
+        let off = run_ours(&pool, users.clone(), hot, clients, secs, Mode::Alone).await;
         sqlx::query("ALTER TABLE credit_entries ENABLE TRIGGER credit_entries_usage_outbox")
             .execute(&pool)
             .await
             .unwrap();
-        let on = run_ours(&pool, users.clone(), hot, clients, secs).await;
+        let on = run_ours(&pool, users.clone(), hot, clients, secs, Mode::Alone).await;
         println!(
             "| {name} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} |",
             off.tps(),

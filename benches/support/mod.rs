@@ -26,7 +26,8 @@ pub struct BenchDb {
 }
 
 impl BenchDb {
-    /// Database `name`, created anew and migrated, with a pool of `connections`.
+    /// Database `name`, created anew and migrated, with a pool of `connections` set up as the
+    /// app sets up its own.
     pub async fn fresh(name: &str, connections: u32) -> BenchDb {
         let admin_url = match std::env::var("TEST_DATABASE_URL") {
             Ok(u) => u,
@@ -41,7 +42,9 @@ impl BenchDb {
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
         let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-        let pool = PgPoolOptions::new().max_connections(connections).connect(&url).await.unwrap();
+        // The app's own pool (`db::connect`): no ping before a connection that was just in use.
+        let settings = tally::server::db::PoolSettings { max_connections: connections, ..Default::default() };
+        let pool = tally::server::db::connect(&url, settings).await.unwrap();
         tally::server::db::migrate(&pool).await.unwrap();
         BenchDb { admin, name: name.to_string(), url, pool }
     }

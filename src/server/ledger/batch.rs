@@ -18,29 +18,31 @@ pub struct Spend {
     pub metadata: Value,
 }
 
-/// Applies `spends` in their order in the caller's transaction; one result per spend, in the
-/// same order: its outcome, or the message of the error it alone raised (nothing of it applied).
-/// An `Err` (the database failing) means the transaction is unusable: roll it back.
-pub async fn spend_batch(
-    conn: &mut PgConnection,
-    spends: &[Spend],
+/// One row of `credit_spend_batch`: position (from 1), status, spent, balance, error.
+pub type BatchRow = (i32, String, Option<i64>, Option<i64>, Option<String>);
+
+/// The statement that applies a batch; bind it with [`bind_spends`].
+pub const SPEND_BATCH_SQL: &str =
+    "SELECT ord, status, spent, balance, error FROM credit_spend_batch($1, $2, $3, $4, $5)";
+
+/// Binds `spends` and `now` as `$1`–`$5` of a statement calling `credit_spend_batch`.
+pub fn bind_spends<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    spends: &'q [Spend],
     now: DateTime<Utc>,
-) -> Result<Vec<Result<SpendOutcome, String>>, sqlx::Error> {
-    let users: Vec<Uuid> = spends.iter().map(|s| s.user_id).collect();
-    let costs: Vec<i64> = spends.iter().map(|s| s.cost).collect();
-    let keys: Vec<&str> = spends.iter().map(|s| s.key.as_str()).collect();
-    let metadata: Vec<&Value> = spends.iter().map(|s| &s.metadata).collect();
-    type Row = (i32, String, Option<i64>, Option<i64>, Option<String>);
-    let rows: Vec<Row> =
-        sqlx::query_as("SELECT ord, status, spent, balance, error FROM credit_spend_batch($1, $2, $3, $4, $5)")
-            .bind(&users)
-            .bind(&costs)
-            .bind(&keys)
-            .bind(&metadata)
-            .bind(now)
-            .fetch_all(conn)
-            .await?;
-    let mut out: Vec<Option<Result<SpendOutcome, String>>> = vec![None; spends.len()];
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(spends.iter().map(|s| s.user_id).collect::<Vec<Uuid>>())
+        .bind(spends.iter().map(|s| s.cost).collect::<Vec<i64>>())
+        .bind(spends.iter().map(|s| s.key.as_str()).collect::<Vec<&str>>())
+        .bind(spends.iter().map(|s| &s.metadata).collect::<Vec<&Value>>())
+        .bind(now)
+}
+
+/// The batch's rows as one result per spend, in the spends' order: its outcome, or the
+/// message of the error it alone raised (nothing of it applied).
+pub fn outcomes(spends: usize, rows: Vec<BatchRow>) -> Vec<Result<SpendOutcome, String>> {
+    let mut out: Vec<Option<Result<SpendOutcome, String>>> = vec![None; spends];
     for (ord, status, spent, balance, error) in rows {
         let (spent, balance) = (spent.unwrap_or(0), balance.unwrap_or(0));
         let result = match status.as_str() {
@@ -54,5 +56,17 @@ pub async fn spend_batch(
             *slot = Some(result);
         }
     }
-    Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err("the batch gave this spend no answer".into()))).collect())
+    out.into_iter().map(|r| r.unwrap_or_else(|| Err("the batch gave this spend no answer".into()))).collect()
+}
+
+/// Applies `spends` in their order in the caller's transaction; one result per spend, in the
+/// same order (see [`outcomes`]). An `Err` (the database failing) means the transaction is
+/// unusable: roll it back.
+pub async fn spend_batch(
+    conn: &mut PgConnection,
+    spends: &[Spend],
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<SpendOutcome, String>>, sqlx::Error> {
+    let rows: Vec<BatchRow> = bind_spends(sqlx::query_as(SPEND_BATCH_SQL), spends, now).fetch_all(conn).await?;
+    Ok(outcomes(spends.len(), rows))
 }

@@ -1,14 +1,15 @@
 //! How a metered call's spend reaches the ledger: alone (one transaction per spend) or in a
-//! batch with the calls in flight at the same moment (group commit, `SPEND_BATCHING`).
+//! batch with the calls in flight at the same moment (group commit, `SPEND_BATCH`).
 //!
-//! Batched, the spends that arrive while the previous batch is being written are applied
-//! together by [`ledger::batch::spend_batch`]: one transaction, each account locked once, one
-//! commit. A spend waits for no timer: the first one goes at once, and only what queues up
-//! while a batch is in the database joins the next (at most [`Spender::batched`]'s `max`).
-//! Each spend keeps its own outcome, idempotency key and recorded answer; every answer is
-//! given after the commit. Should the batch fail before its commit (rolled back), each of its
-//! spends is tried again alone, so one spend's failure is never its batch-mates'; should the
-//! commit itself fail, whether it happened is unknown, and each caller gets an error.
+//! Batched, the spends that queue up while batches are in the database are shared among the
+//! free slots (at most [`BATCHES_IN_FLIGHT`] batches at once, at most `SPEND_BATCH` spends
+//! each) and each batch is one statement: `credit_spend_batch` (one lock per account, one
+//! commit for all) and the keyed requests' recorded answers. A spend waits for no timer: the
+//! first goes at once. Each spend keeps its own outcome, idempotency key and recorded answer,
+//! and every answer is given after the commit. A batch the database refuses (it rolled back)
+//! is tried again spend by spend, so one spend's failure is never its batch-mates'; if the
+//! connection fails while a batch is in the database, whether it happened is unknown, and each
+//! caller gets an error (as a lone spend's caller would).
 
 use super::idempotency::{self, Answer, Record};
 use crate::server::ledger::{self, batch::Spend, SpendOutcome};
@@ -42,8 +43,9 @@ pub enum SpendError {
     /// The spend itself raised an error in the database (its batch-mates went on).
     #[error("the spend was refused by the ledger: {0}")]
     Refused(String),
-    /// The batch's commit failed: it may or may not have happened.
-    #[error("the batch's commit failed: {0}")]
+    /// The batch's connection failed while it was in the database: it may or may not have
+    /// happened.
+    #[error("the spend batch's connection failed: {0}")]
     Commit(String),
     #[error("the spend batcher stopped")]
     Stopped,
@@ -62,8 +64,10 @@ pub struct Job {
     reply: oneshot::Sender<Result<SpendOutcome, SpendError>>,
 }
 
-/// How many batches may be in the database at once: one being written while the next one
-/// waits for its accounts' locks (or, spread over accounts, runs beside it).
+/// How many batches may be in the database at once: while one waits for its commit to reach
+/// the disk, another is written (spread over accounts, on the other core; on one account, it
+/// waits for the account's lock). Measured in `scripts/bench`: 4 made smaller batches and
+/// fewer spends a second than 2 (docs/benchmarks.md).
 const BATCHES_IN_FLIGHT: usize = 2;
 
 impl Spender {
@@ -72,18 +76,28 @@ impl Spender {
         Spender::Alone(pool)
     }
 
-    /// Group commit: spends queued while a batch is written go together, at most `max` a batch.
-    /// Starts the task that gathers them; it ends when the last clone of the spender is dropped.
+    /// Group commit: spends queued while batches are written go together, at most `max` a
+    /// batch. Starts the task that gathers them; it ends when the last clone of the spender is
+    /// dropped.
     pub fn batched(pool: PgPool, max: usize) -> Spender {
+        Spender::batched_with(pool, max, BATCHES_IN_FLIGHT)
+    }
+
+    /// [`Spender::batched`] with at most `in_flight` batches in the database at once.
+    pub fn batched_with(pool: PgPool, max: usize, in_flight: usize) -> Spender {
         let max = max.max(1);
         let (jobs, mut queue) = mpsc::channel::<Job>(max * 16);
         tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+            let slots = Arc::new(Semaphore::new(in_flight.max(1)));
             while let Some(first) = queue.recv().await {
-                // While every slot is busy, calls queue up: they make the next batch.
+                // While every slot is busy, calls queue up: they make the next batches.
                 let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                // What is queued now is shared among the free slots, so that batches are
+                // written side by side rather than one after the other.
+                let free = slots.available_permits() + 1;
+                let share = (queue.len() + 1).div_ceil(free).clamp(1, max);
                 let mut batch = vec![first];
-                while batch.len() < max {
+                while batch.len() < share {
                     match queue.try_recv() {
                         Ok(job) => batch.push(job),
                         Err(_) => break,
@@ -131,10 +145,10 @@ async fn spend_alone(pool: &PgPool, spend: &Spend, record: Option<&Record>) -> R
 }
 
 enum BatchFailure {
-    /// Rolled back: nothing of the batch happened.
+    /// Refused or never sent: nothing of the batch happened.
     Before(sqlx::Error),
-    /// Unknown whether it happened.
-    AtCommit(sqlx::Error),
+    /// The connection failed while the batch was in the database: unknown whether it happened.
+    Unknown(sqlx::Error),
 }
 
 async fn run_batch(pool: &PgPool, batch: Vec<Job>) {
@@ -151,8 +165,8 @@ async fn run_batch(pool: &PgPool, batch: Vec<Job>) {
                 let _ = job.reply.send(result);
             }
         }
-        Err(BatchFailure::AtCommit(e)) => {
-            tracing::error!(error = %e, spends = batch.len(), "a spend batch's commit failed");
+        Err(BatchFailure::Unknown(e)) => {
+            tracing::error!(error = %e, spends = batch.len(), "a spend batch's connection failed");
             for job in batch {
                 let _ = job.reply.send(Err(SpendError::Commit(e.to_string())));
             }
@@ -160,22 +174,42 @@ async fn run_batch(pool: &PgPool, batch: Vec<Job>) {
     }
 }
 
+/// The batch's spends and its keyed answers, in one statement: one round trip, and the
+/// statement is its own transaction (committed when it ends, or not at all).
+const WRITE_BATCH_SQL: &str = "WITH b AS MATERIALIZED (SELECT * FROM credit_spend_batch($1, $2, $3, $4, $5)),
+recorded AS (
+    INSERT INTO api_idempotency (api_key_id, client_key, request_hash, status_code, headers, body)
+    SELECT r.api_key_id, r.client_key, r.hash, 200,
+           jsonb_build_array(jsonb_build_array('content-type', 'application/json'),
+                             jsonb_build_array('x-credits-remaining', b.balance::text)),
+           r.body
+      FROM unnest($6::int[], $7::uuid[], $8::text[], $9::bytea[], $10::bytea[]) AS r(ord, api_key_id, client_key, hash, body)
+      JOIN b ON b.ord = r.ord
+     WHERE b.status = 'spent'
+)
+SELECT ord, status, spent, balance, error FROM b";
+
 async fn write_batch(pool: &PgPool, batch: &[Job]) -> Result<Vec<Result<SpendOutcome, String>>, BatchFailure> {
     let spends: Vec<Spend> = batch.iter().map(|j| j.spend.clone()).collect();
-    let mut tx = pool.begin().await.map_err(BatchFailure::Before)?;
-    let results =
-        ledger::batch::spend_batch(&mut tx, &spends, chrono::Utc::now()).await.map_err(BatchFailure::Before)?;
-    let answers: Vec<(&Record, Answer)> = batch
+    // A keyed request's answer as `spent_answer` writes it: the body does not depend on the
+    // balance (what is spent is the cost), the balance header is filled in by the statement.
+    let keyed: Vec<(i32, &Record, Vec<u8>)> = batch
         .iter()
-        .zip(&results)
-        .filter_map(|(job, result)| match (job.record.as_ref(), result) {
-            (Some(r), Ok(SpendOutcome::Spent { spent, balance })) => {
-                Some((r, spent_answer(&r.answer, *spent, *balance)))
-            }
-            _ => None,
+        .enumerate()
+        .filter_map(|(i, job)| {
+            let r = job.record.as_ref()?;
+            Some((i as i32 + 1, r, spent_answer(&r.answer, job.spend.cost, 0).body))
         })
         .collect();
-    idempotency::record_many(&mut tx, &answers).await.map_err(BatchFailure::Before)?;
-    tx.commit().await.map_err(BatchFailure::AtCommit)?;
-    Ok(results)
+    let query = ledger::batch::bind_spends(sqlx::query_as(WRITE_BATCH_SQL), &spends, chrono::Utc::now())
+        .bind(keyed.iter().map(|(o, ..)| *o).collect::<Vec<i32>>())
+        .bind(keyed.iter().map(|(_, r, _)| r.api_key_id).collect::<Vec<_>>())
+        .bind(keyed.iter().map(|(_, r, _)| r.client_key.as_str()).collect::<Vec<_>>())
+        .bind(keyed.iter().map(|(_, r, _)| r.hash.as_slice()).collect::<Vec<_>>())
+        .bind(keyed.iter().map(|(.., body)| body.as_slice()).collect::<Vec<_>>());
+    let rows: Vec<ledger::batch::BatchRow> = query.fetch_all(pool).await.map_err(|e| match e {
+        sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => BatchFailure::Before(e),
+        e => BatchFailure::Unknown(e),
+    })?;
+    Ok(ledger::batch::outcomes(spends.len(), rows))
 }
