@@ -43,6 +43,10 @@ pub async fn main() -> ExitCode {
             Ok(pool) => account_command(config, pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
             Err(e) => Err(e),
         },
+        "operator" => match connect_and_migrate(&config).await {
+            Ok(pool) => operator_command(&pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
+            Err(e) => Err(e),
+        },
         "credits" => match connect_and_migrate(&config).await {
             Ok(pool) => credits_command(&pool, &std::env::args().skip(2).collect::<Vec<_>>()).await,
             Err(e) => Err(e),
@@ -74,10 +78,53 @@ const USAGE: &str = "usage: tally [serve | migrate | db-url | db-stop | credits 
   tally webhooks retry ID|--failed       put a parked event (or every one) back in the queue, due now
   tally usage retry --all|EVENT_ID       send parked usage events again (by outbox id or external id);
                                          Polar still counts each once
+  tally operator add|remove EMAIL        give or take the operator role (the console at /admin)
+  tally operator list                    every operator, since when
   tally account delete EMAIL [--with-unbilled-overage]
                                          delete an account as its owner would (Polar's customer first);
                                          refused while this period has overage Polar has not billed,
                                          unless the flag says to go ahead (logged)";
+
+/// `tally operator add|remove EMAIL`, `tally operator list`: the only way the operator role is
+/// given or taken.
+pub async fn operator_command(pool: &sqlx::PgPool, args: &[String]) -> Result<(), String> {
+    use crate::server::admin;
+    match args {
+        [cmd, email] if cmd == "add" => {
+            let added = admin::add(pool, email).await?;
+            tracing::info!(%email, added, "operator role given from the command line");
+            println!(
+                "{}",
+                if added { format!("{email} is now an operator") } else { format!("{email} already was an operator") }
+            );
+            Ok(())
+        }
+        [cmd, email] if cmd == "remove" => {
+            let removed = admin::remove(pool, email).await?;
+            tracing::info!(%email, removed, "operator role taken from the command line");
+            println!(
+                "{}",
+                if removed {
+                    format!("{email} is no longer an operator")
+                } else {
+                    format!("{email} was not an operator")
+                }
+            );
+            Ok(())
+        }
+        [cmd] if cmd == "list" => {
+            let operators = admin::list(pool).await.map_err(|e| e.to_string())?;
+            if operators.is_empty() {
+                println!("no operators; make one with `tally operator add EMAIL`");
+            }
+            for (email, since) in operators {
+                println!("{email}  (since {})", since.format("%Y-%m-%d %H:%M UTC"));
+            }
+            Ok(())
+        }
+        _ => Err(format!("usage: tally operator add|remove EMAIL | tally operator list\n{USAGE}")),
+    }
+}
 
 /// `tally usage retry --all|EVENT_ID`: re-queues parked usage events.
 pub async fn usage_command(pool: &sqlx::PgPool, args: &[String]) -> Result<(), String> {

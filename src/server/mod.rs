@@ -2,6 +2,7 @@
 //! Compiled only with the `ssr` feature, so none of it can reach the wasm bundle.
 
 pub mod account;
+pub mod admin;
 pub mod api_keys;
 pub mod assets;
 pub mod auth;

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod accounts;
+mod admin;
 mod billing;
 mod fuzz_corpus;
 mod hygiene;

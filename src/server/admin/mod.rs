@@ -1,0 +1,231 @@
+//! The operator console's service (issue 28): who is an operator, finding a customer, and the
+//! actions an operator takes, each written to the append-only `operator_audit` in the same
+//! transaction as its effect (`migrations/…_operators.sql`). Operators are made and unmade only
+//! from the server's command line (`tally operator add|remove|list`).
+
+use crate::server::ledger::{self, AdjustError};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A signed-in operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub id: Uuid,
+    pub email: String,
+}
+
+/// The operator with this account id, if the account is one.
+pub async fn operator(pool: &PgPool, user_id: Uuid) -> Result<Option<Operator>, sqlx::Error> {
+    let row: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT u.id, u.email FROM operators o JOIN users u ON u.id = o.user_id WHERE o.user_id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(id, email)| Operator { id, email }))
+}
+
+/// Makes the account with `email` an operator; false when it already was one.
+pub async fn add(pool: &PgPool, email: &str) -> Result<bool, String> {
+    let user = user_by_email(pool, email).await?;
+    let added = sqlx::query("INSERT INTO operators (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(user)
+        .execute(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(added.rows_affected() == 1)
+}
+
+/// Takes the role from the account with `email`; false when it did not have it.
+pub async fn remove(pool: &PgPool, email: &str) -> Result<bool, String> {
+    let user = user_by_email(pool, email).await?;
+    let removed = sqlx::query("DELETE FROM operators WHERE user_id = $1")
+        .bind(user)
+        .execute(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(removed.rows_affected() == 1)
+}
+
+/// Every operator: email and since when.
+pub async fn list(pool: &PgPool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as("SELECT u.email, o.granted_at FROM operators o JOIN users u ON u.id = o.user_id ORDER BY u.email")
+        .fetch_all(pool)
+        .await
+}
+
+async fn user_by_email(pool: &PgPool, email: &str) -> Result<Uuid, String> {
+    sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
+        .bind(email.trim())
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no account with email {}", email.trim()))
+}
+
+/// A customer found by [`find`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+    pub polar_customer_id: Option<String>,
+}
+
+/// Customers matching `query`: an email (whole, any case), a Tally user id, a Polar customer id,
+/// or the visible prefix of an API key (`tly_…`). At most 20, newest first.
+pub async fn find(pool: &PgPool, query: &str) -> Result<Vec<Found>, sqlx::Error> {
+    let q = query.trim();
+    if q.is_empty() || q.len() > 320 {
+        return Ok(vec![]);
+    }
+    let as_id = Uuid::parse_str(q).ok();
+    let rows: Vec<(Uuid, String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
+        "SELECT u.id, u.email, u.created_at, pc.polar_customer_id
+           FROM users u LEFT JOIN polar_customers pc ON pc.user_id = u.id
+          WHERE lower(u.email) = lower($1)
+             OR u.id = $2
+             OR pc.polar_customer_id = $1
+             OR u.id IN (SELECT k.user_id FROM api_keys k WHERE k.prefix = $1)
+          ORDER BY u.created_at DESC
+          LIMIT 20",
+    )
+    .bind(q)
+    .bind(as_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, email, created_at, polar_customer_id)| Found { id, email, created_at, polar_customer_id })
+        .collect())
+}
+
+/// Why an operator's action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("say why, in 3 to 500 characters")]
+    Reason,
+    #[error("this form has expired; open the customer's page again")]
+    FormKey,
+    #[error("no such customer")]
+    NoCustomer,
+    #[error(transparent)]
+    Ledger(#[from] AdjustError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// What a credit adjustment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adjusted {
+    /// Applied now: the balance before and after.
+    Applied { before: i64, after: i64 },
+    /// This form was submitted before (a double click, a reload): nothing more was done.
+    AlreadyApplied,
+}
+
+/// Grants (`delta` > 0) or takes (`delta` < 0) credits from `customer` as `op`, with `reason`:
+/// an `adjustment` entry of the ledger keyed by the form's `form_key` (a repeated submit
+/// applies once) and its audit row, in one transaction.
+pub async fn adjust_credits(
+    pool: &PgPool,
+    op: &Operator,
+    customer: Uuid,
+    delta: i64,
+    reason: &str,
+    form_key: &str,
+    now: DateTime<Utc>,
+) -> Result<Adjusted, ActionError> {
+    let reason = reason.trim();
+    if !(3..=500).contains(&reason.chars().count()) {
+        return Err(ActionError::Reason);
+    }
+    if !(16..=64).contains(&form_key.len()) || !form_key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ActionError::FormKey);
+    }
+    let mut tx = pool.begin().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+        .bind(customer)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        return Err(ActionError::NoCustomer);
+    }
+    let key = format!("operator:{form_key}");
+    let before = ledger::balance(&mut *tx, customer, now).await?.total;
+    let after = ledger::adjust(&mut tx, customer, delta, reason, &key, now).await?;
+    let action = if delta > 0 { "grant_credits" } else { "take_credits" };
+    let recorded: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO operator_audit (operator_id, operator_email, action, target_user, reason, before, after, idempotency_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT ON CONSTRAINT operator_audit_key DO NOTHING
+         RETURNING id",
+    )
+    .bind(op.id)
+    .bind(&op.email)
+    .bind(action)
+    .bind(customer)
+    .bind(reason)
+    .bind(json!({ "balance": before }))
+    .bind(json!({ "balance": after, "delta": delta }))
+    .bind(&key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if recorded.is_none() {
+        // The ledger already had this key (its adjustment changed nothing now).
+        tx.rollback().await?;
+        return Ok(Adjusted::AlreadyApplied);
+    }
+    tx.commit().await?;
+    tracing::info!(operator = %op.id, %customer, delta, "operator adjusted credits");
+    Ok(Adjusted::Applied { before, after })
+}
+
+/// One row of the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub operator_email: String,
+    pub action: String,
+    pub target_user: Option<Uuid>,
+    pub reason: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+/// The newest `limit` audit rows, of one customer or of all.
+pub async fn audit(pool: &PgPool, customer: Option<Uuid>, limit: i64) -> Result<Vec<AuditRow>, sqlx::Error> {
+    type Row = (
+        i64,
+        DateTime<Utc>,
+        String,
+        String,
+        Option<Uuid>,
+        String,
+        Option<serde_json::Value>,
+        Option<serde_json::Value>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, at, operator_email, action, target_user, reason, before, after FROM operator_audit
+          WHERE $1::uuid IS NULL OR target_user = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(customer)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, at, operator_email, action, target_user, reason, before, after)| AuditRow {
+            id,
+            at,
+            operator_email,
+            action,
+            target_user,
+            reason,
+            before,
+            after,
+        })
+        .collect())
+}

@@ -1,0 +1,149 @@
+//! The operator console's service: operators made from the command line, finding a customer,
+//! credit adjustments applied once with their audit row in the same transaction, and an audit
+//! log that cannot be changed.
+
+use crate::helpers::*;
+use chrono::Utc;
+use tally::server::admin::{self, ActionError, Adjusted, Operator};
+use tally::server::ledger;
+
+async fn operator_of(app: &TestApp, email: &str) -> Operator {
+    let id = app.sign_up(email).await;
+    assert!(admin::add(&app.pool, email).await.unwrap());
+    admin::operator(&app.pool, id).await.unwrap().expect("an operator now")
+}
+
+async fn audit_rows(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM operator_audit").fetch_one(&app.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn operators_are_made_and_unmade_from_the_command_line_only() {
+    let app = spawn_app().await;
+    let user = app.sign_up("staff@example.com").await;
+    assert_eq!(admin::operator(&app.pool, user).await.unwrap(), None, "nobody is an operator by default");
+    assert!(admin::add(&app.pool, "Staff@Example.com").await.unwrap());
+    assert!(!admin::add(&app.pool, "staff@example.com").await.unwrap(), "already one");
+    let op = admin::operator(&app.pool, user).await.unwrap().unwrap();
+    assert_eq!(op.email, "staff@example.com");
+    assert_eq!(
+        admin::list(&app.pool).await.unwrap().iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(),
+        ["staff@example.com"]
+    );
+    assert!(admin::add(&app.pool, "nobody@example.com").await.unwrap_err().contains("no account"));
+    assert!(admin::remove(&app.pool, "staff@example.com").await.unwrap());
+    assert!(!admin::remove(&app.pool, "staff@example.com").await.unwrap());
+    assert_eq!(admin::operator(&app.pool, user).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_customer_is_found_by_email_id_polar_id_or_api_key_prefix() {
+    let app = spawn_app().await;
+    let user = app.sign_up("findme@example.com").await;
+    let key = app.create_api_key("support").await;
+    let prefix: String = sqlx::query_scalar("SELECT prefix FROM api_keys").fetch_one(&app.pool).await.unwrap();
+    assert!(key.starts_with(&prefix));
+    sqlx::query(
+        "INSERT INTO polar_customers (user_id, polar_customer_id, status) VALUES ($1, 'cus_findme', 'linked')
+                 ON CONFLICT (user_id) DO UPDATE SET polar_customer_id = 'cus_findme'",
+    )
+    .bind(user)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    for query in ["FindMe@example.com", &user.to_string(), "cus_findme", &prefix] {
+        let found = admin::find(&app.pool, query).await.unwrap();
+        assert_eq!(found.iter().map(|f| f.id).collect::<Vec<_>>(), [user], "{query}");
+    }
+    for query in ["", "findme", "someone@example.com", "tly_", &"x".repeat(400)] {
+        assert!(admin::find(&app.pool, query).await.unwrap().is_empty(), "{query}");
+    }
+}
+
+#[tokio::test]
+async fn a_grant_applies_once_with_its_audit_row_however_often_the_form_is_sent() {
+    let app = spawn_app().await;
+    let op = operator_of(&app, "op@example.com").await;
+    let customer = app.sign_up("customer@example.com").await;
+    let now = Utc::now();
+    let before = ledger::balance(&app.pool, customer, now).await.unwrap().total;
+    let form = "f0rmkey0f0nesubmit1";
+    // A double click: the same form twice at once, then once more.
+    let (a, b) = tokio::join!(
+        admin::adjust_credits(&app.pool, &op, customer, 100, "Goodwill for the outage", form, now),
+        admin::adjust_credits(&app.pool, &op, customer, 100, "Goodwill for the outage", form, now),
+    );
+    let mut applied = [a.unwrap(), b.unwrap()];
+    applied.sort_by_key(|a| matches!(a, Adjusted::AlreadyApplied));
+    assert_eq!(applied, [Adjusted::Applied { before, after: before + 100 }, Adjusted::AlreadyApplied]);
+    let again = admin::adjust_credits(&app.pool, &op, customer, 100, "Goodwill for the outage", form, now).await;
+    assert_eq!(again.unwrap(), Adjusted::AlreadyApplied);
+    assert_eq!(ledger::balance(&app.pool, customer, now).await.unwrap().total, before + 100);
+    let rows = admin::audit(&app.pool, Some(customer), 10).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].action.as_str(), rows[0].operator_email.as_str()), ("grant_credits", "op@example.com"));
+    assert_eq!(rows[0].reason, "Goodwill for the outage");
+    assert_eq!(rows[0].before, Some(serde_json::json!({ "balance": before })));
+    assert_eq!(rows[0].after, Some(serde_json::json!({ "balance": before + 100, "delta": 100 })));
+    // Taking back: never below zero, refused with nothing written.
+    let too_much =
+        admin::adjust_credits(&app.pool, &op, customer, -(before + 101), "Chargeback", "f0rmkey0ftakeback22", now);
+    assert!(matches!(too_much.await, Err(ActionError::Ledger(ledger::AdjustError::Insufficient { .. }))));
+    // A reason is required; a form key must look like one.
+    let no_reason = admin::adjust_credits(&app.pool, &op, customer, 5, "  ", "f0rmkey0fnoreason33", now).await;
+    assert!(matches!(no_reason, Err(ActionError::Reason)));
+    let bad_key = admin::adjust_credits(&app.pool, &op, customer, 5, "Goodwill", "short", now).await;
+    assert!(matches!(bad_key, Err(ActionError::FormKey)));
+    let nobody = admin::adjust_credits(&app.pool, &op, uuid::Uuid::new_v4(), 5, "Goodwill", "f0rmkey0fnobody4444", now);
+    assert!(matches!(nobody.await, Err(ActionError::NoCustomer)));
+    assert_eq!(audit_rows(&app).await, 1);
+    assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_action_and_its_audit_row_commit_together_or_not_at_all() {
+    let app = spawn_app().await;
+    let op = operator_of(&app, "op2@example.com").await;
+    let customer = app.sign_up("atomic@example.com").await;
+    let now = Utc::now();
+    let before = ledger::balance(&app.pool, customer, now).await.unwrap().total;
+    // The audit row cannot be written (this database refuses it): the grant is undone with it.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$;
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON operator_audit FOR EACH ROW EXECUTE FUNCTION refuse_audit();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let failed = admin::adjust_credits(&app.pool, &op, customer, 100, "Goodwill", "f0rmkey0fatomic5555", now).await;
+    assert!(matches!(failed, Err(ActionError::Db(_))), "{failed:?}");
+    assert_eq!(ledger::balance(&app.pool, customer, now).await.unwrap().total, before, "no credits without the record");
+    let entries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE idempotency_key LIKE 'operator:%'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(entries, 0);
+    // Once the audit log takes rows again, the same form applies, with its row.
+    sqlx::raw_sql("DROP TRIGGER refuse_audit ON operator_audit").execute(&app.pool).await.unwrap();
+    let applied = admin::adjust_credits(&app.pool, &op, customer, 100, "Goodwill", "f0rmkey0fatomic5555", now).await;
+    assert_eq!(applied.unwrap(), Adjusted::Applied { before, after: before + 100 });
+    assert_eq!(audit_rows(&app).await, 1);
+}
+
+#[tokio::test]
+async fn the_audit_log_refuses_updates_deletes_and_truncation() {
+    let app = spawn_app().await;
+    let op = operator_of(&app, "op3@example.com").await;
+    let customer = app.sign_up("audited@example.com").await;
+    admin::adjust_credits(&app.pool, &op, customer, 10, "Welcome back", "f0rmkey0fappendonly6", Utc::now())
+        .await
+        .unwrap();
+    for statement in
+        ["UPDATE operator_audit SET reason = 'rewritten'", "DELETE FROM operator_audit", "TRUNCATE operator_audit"]
+    {
+        let err = sqlx::query(statement).execute(&app.pool).await.unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{statement}: {err}");
+    }
+    assert_eq!(admin::audit(&app.pool, None, 10).await.unwrap()[0].reason, "Welcome back");
+}
