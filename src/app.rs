@@ -6,9 +6,18 @@
 
 use crate::components::layout::{SiteFooter, SiteHeader};
 use crate::pages::{
-    billing::BillingPage, change_plan::ChangePlanPage, checkout_success::CheckoutSuccessPage,
-    forgot_password::ForgotPasswordPage, home::HomePage, login::LoginPage, not_found::NotFoundPage,
-    pricing::PricingPage, reset_password::ResetPasswordPage, settings_billing::SettingsBillingPage, signup::SignupPage,
+    admin::{AdminCustomerPage, AdminPage},
+    billing::BillingPage,
+    change_plan::ChangePlanPage,
+    checkout_success::CheckoutSuccessPage,
+    forgot_password::ForgotPasswordPage,
+    home::HomePage,
+    login::LoginPage,
+    not_found::NotFoundPage,
+    pricing::PricingPage,
+    reset_password::ResetPasswordPage,
+    settings_billing::SettingsBillingPage,
+    signup::SignupPage,
     verify_email::VerifyEmailPage,
 };
 use leptos::prelude::*;
@@ -104,6 +113,8 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/forgot-password") view=ForgotPasswordPage ssr=ssr.clone() />
                         <Route path=path!("/reset-password") view=ResetPasswordPage ssr=ssr.clone() />
                         <Route path=path!("/verify-email") view=VerifyEmailPage ssr=ssr.clone() />
+                        <Route path=path!("/admin") view=AdminPage ssr=ssr.clone() />
+                        <Route path=path!("/admin/customers/:id") view=AdminCustomerPage ssr=ssr.clone() />
                     </Routes>
                 </ErrorBoundary>
             </main>

@@ -2,6 +2,7 @@
 //! authenticate, call one server-side operation, map the error to an [`AppError`](crate::error::AppError).
 
 pub mod account;
+pub mod admin;
 pub mod auth;
 pub mod billing;
 pub mod keys;

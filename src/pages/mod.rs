@@ -1,5 +1,6 @@
 //! One module per page.
 
+pub mod admin;
 pub mod billing;
 pub mod change_plan;
 pub mod checkout_success;

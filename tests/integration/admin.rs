@@ -147,3 +147,116 @@ async fn the_audit_log_refuses_updates_deletes_and_truncation() {
     }
     assert_eq!(admin::audit(&app.pool, None, 10).await.unwrap()[0].reason, "Welcome back");
 }
+
+async fn status_of(client: &reqwest::Client, url: String) -> u16 {
+    client.get(url).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn the_console_is_a_404_for_anyone_but_an_operator() {
+    let app = spawn_app().await;
+    let customer = app.sign_up("someone@example.com").await;
+    let paths = ["/admin".to_string(), "/admin?q=someone%40example.com".into(), format!("/admin/customers/{customer}")];
+    // Anonymous, then signed in without the role: the console does not exist.
+    for path in &paths {
+        assert_eq!(status_of(&reqwest::Client::new(), format!("{}{path}", app.address)).await, 404, "{path}");
+        assert_eq!(status_of(&app.client, format!("{}{path}", app.address)).await, 404, "{path}");
+        assert!(!app.page(path).await.contains("Operator console"));
+    }
+    let id = customer.to_string();
+    assert_eq!(call(&app, "/api/admin/search", &[("q", "someone@example.com")]).await.status(), 404);
+    assert_eq!(call(&app, "/api/admin/customer", &[("id", id.as_str())]).await.status(), 404);
+    let grant = [
+        ("customer", id.as_str()),
+        ("direction", "grant"),
+        ("credits", "100"),
+        ("reason", "Sneaky"),
+        ("form_key", "f0rmkey0fnotanop777"),
+    ];
+    assert_eq!(call(&app, "/api/admin/adjust", &grant).await.status(), 404);
+    assert_eq!(audit_rows(&app).await, 0);
+    // With the role, the same session sees it.
+    admin::add(&app.pool, "someone@example.com").await.unwrap();
+    assert_eq!(status_of(&app.client, format!("{}/admin", app.address)).await, 200);
+    assert!(app.page("/admin").await.contains("Operator console"));
+}
+
+#[tokio::test]
+async fn an_operator_finds_a_customer_and_grants_credits_once_with_a_reason() {
+    let app = spawn_app().await;
+    let customer_id = app.sign_up("buyer@example.com").await;
+    // The browser's session is now the operator's.
+    app.sign_up("operator@example.com").await;
+    admin::add(&app.pool, "operator@example.com").await.unwrap();
+    let results = app.page("/admin?q=BUYER%40example.com").await;
+    assert!(results.contains(&format!("/admin/customers/{customer_id}")), "{results}");
+    let page = app.page(&format!("/admin/customers/{customer_id}")).await;
+    assert!(page.contains("buyer@example.com") && page.contains("Grant or take credits"), "{page}");
+    assert!(!page.contains("Sign in again"), "a fresh sign-in may act");
+    let form_key = page.split("name=\"form_key\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let before = app.balance(customer_id).await.total;
+    let id = customer_id.to_string();
+    let grant = [
+        ("customer", id.as_str()),
+        ("direction", "grant"),
+        ("credits", "100"),
+        ("reason", "Refund for the outage on Friday"),
+        ("form_key", form_key.as_str()),
+    ];
+    // A double submit.
+    let (a, b) = tokio::join!(call(&app, "/api/admin/adjust", &grant), call(&app, "/api/admin/adjust", &grant));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert_eq!(app.balance(customer_id).await.total, before + 100);
+    let page = app.page(&format!("/admin/customers/{customer_id}?done=adjusted")).await;
+    assert!(page.contains("recorded in the audit log"), "{page}");
+    assert_eq!(page.matches("Refund for the outage on Friday").count(), 2, "once in the ledger, once in the audit log");
+    assert!(page.contains(&format!("balance {before} → {}", before + 100)));
+    // Refusals: no reason, a number that is not one, more than there is to take.
+    for (field, bad) in [("reason", ("reason", "")), ("credits", ("credits", "ten")), ("credits", ("credits", "-5"))] {
+        let mut form = grant.to_vec();
+        form.retain(|(k, _)| *k != bad.0);
+        form.push(bad);
+        let res = call(&app, "/api/admin/adjust", &form).await;
+        assert_eq!(res.status(), 422, "{bad:?}");
+        assert_eq!(app_error(res).await.field(), Some(field));
+    }
+    let take = [
+        ("customer", id.as_str()),
+        ("direction", "take"),
+        ("credits", "999999999"),
+        ("reason", "Chargeback"),
+        ("form_key", "f0rmkey0ftakeall888"),
+    ];
+    let res = call(&app, "/api/admin/adjust", &take).await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(app_error(res).await.field(), Some("credits"));
+    assert_eq!(audit_rows(&app).await, 1);
+}
+
+#[tokio::test]
+async fn an_operator_signed_in_long_ago_signs_in_again_before_acting() {
+    let app = spawn_app().await;
+    let customer = app.sign_up("late@example.com").await;
+    admin::add(&app.pool, "late@example.com").await.unwrap();
+    sqlx::query("UPDATE sessions SET created_at = now() - interval '16 minutes'").execute(&app.pool).await.unwrap();
+    let page = app.page(&format!("/admin/customers/{customer}")).await;
+    assert!(page.contains("Sign in again") && page.contains("/login?next=/admin/customers/"), "{page}");
+    let id = customer.to_string();
+    let grant = [
+        ("customer", id.as_str()),
+        ("direction", "grant"),
+        ("credits", "5"),
+        ("reason", "Goodwill"),
+        ("form_key", "f0rmkey0fstale99999"),
+    ];
+    let res = call(&app, "/api/admin/adjust", &grant).await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(app_error(res).await.field(), Some("password"));
+    assert_eq!(audit_rows(&app).await, 0);
+    // Signing in again makes a new session: now it acts.
+    let res =
+        post_form(&app, "/api/login", &[("email", "late@example.com"), ("password", "correct horse battery")]).await;
+    assert!(res.status().is_redirection(), "{}", res.status());
+    assert_eq!(call(&app, "/api/admin/adjust", &grant).await.status(), 200);
+    assert_eq!(audit_rows(&app).await, 1);
+}

@@ -141,7 +141,9 @@ pub async fn adjust_credits(
     if !(3..=500).contains(&reason.chars().count()) {
         return Err(ActionError::Reason);
     }
-    if !(16..=64).contains(&form_key.len()) || !form_key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !(16..=64).contains(&form_key.len())
+        || !form_key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(ActionError::FormKey);
     }
     let mut tx = pool.begin().await?;
@@ -228,4 +230,59 @@ pub async fn audit(pool: &PgPool, customer: Option<Uuid>, limit: i64) -> Result<
             after,
         })
         .collect())
+}
+
+/// An API key as an operator sees it: visible prefix, name, created, revoked.
+pub type KeyRow = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// What an operator's customer page shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overview {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+    pub polar_customer_id: Option<String>,
+    pub balance: ledger::Balance,
+    /// The newest entries: when, kind, what it was in words, credits.
+    pub entries: Vec<(DateTime<Utc>, String, String, i64)>,
+    pub api_keys: Vec<KeyRow>,
+    pub audit: Vec<AuditRow>,
+}
+
+/// The customer `id` as an operator sees them; `None` when there is no such account.
+pub async fn overview(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Result<Option<Overview>, sqlx::Error> {
+    let Some((email, created_at, polar_customer_id)): Option<(String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
+        "SELECT u.email, u.created_at, pc.polar_customer_id FROM users u
+               LEFT JOIN polar_customers pc ON pc.user_id = u.id WHERE u.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let balance = ledger::balance(pool, id, now).await?;
+    let rows: Vec<(DateTime<Utc>, String, serde_json::Value, i64)> = sqlx::query_as(
+        "SELECT effective_at, kind, metadata, amount FROM credit_entries
+          WHERE user_id = $1 AND effective_at <= $2 ORDER BY effective_at DESC, id DESC LIMIT 20",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    let entries = rows
+        .into_iter()
+        .map(|(at, kind, metadata, amount)| {
+            let what = ledger::history::describe(&kind, &metadata);
+            (at, kind, what, amount)
+        })
+        .collect();
+    let api_keys = sqlx::query_as(
+        "SELECT prefix, name, created_at, revoked_at FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC LIMIT 50",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let audit = audit(pool, Some(id), 20).await?;
+    Ok(Some(Overview { id, email, created_at, polar_customer_id, balance, entries, api_keys, audit }))
 }

@@ -135,6 +135,19 @@ pub fn new_key_cookie(config: &Config, value: &str, max_age_secs: i64) -> Header
     .unwrap_or_else(|_| HeaderValue::from_static("tally_new_key=; Path=/settings; Max-Age=0"))
 }
 
+/// When the request's live session was signed in (an operator acts only on a recent sign-in).
+pub async fn signed_in_at(
+    pool: &PgPool,
+    config: &Config,
+    headers: &HeaderMap,
+) -> Result<Option<chrono::DateTime<Utc>>, sqlx::Error> {
+    let Some(token) = token_from_headers(config, headers) else { return Ok(None) };
+    sqlx::query_scalar("SELECT created_at FROM sessions WHERE token_hash = $1 AND expires_at > now()")
+        .bind(token_hash(config.session_secret.expose(), &token))
+        .fetch_optional(pool)
+        .await
+}
+
 /// The user a request's session cookie belongs to, if the session exists and has not expired.
 pub async fn user_from_headers(
     pool: &PgPool,

@@ -1,0 +1,227 @@
+//! Server functions of the operator console (`/admin`). Every one answers 404 to anyone who is
+//! not an operator (as if the console did not exist), and an action needs a sign-in of the last
+//! 15 minutes: past that, the operator signs in again first.
+
+use crate::error::AppError;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// How recent an operator's sign-in must be to act.
+pub const FRESH_SIGN_IN_MINUTES: i64 = 15;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundView {
+    pub id: String,
+    pub email: String,
+    pub created: String,
+    pub polar_customer_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryLine {
+    pub when: String,
+    pub kind: String,
+    pub what: String,
+    pub credits: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyLine {
+    pub prefix: String,
+    pub name: String,
+    pub created: String,
+    pub revoked: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLine {
+    pub when: String,
+    pub operator: String,
+    pub action: String,
+    pub reason: String,
+    pub change: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerView {
+    pub id: String,
+    pub email: String,
+    pub created: String,
+    pub polar_customer_id: Option<String>,
+    pub total: i64,
+    /// (source, credits) for every source holding credits.
+    pub buckets: Vec<(String, i64)>,
+    pub entries: Vec<EntryLine>,
+    pub api_keys: Vec<KeyLine>,
+    pub audit: Vec<AuditLine>,
+    /// A fresh key for the action forms: a repeated submit of one form applies once.
+    pub form_key: String,
+    /// Whether the operator's sign-in is recent enough to act.
+    pub fresh: bool,
+}
+
+#[cfg(feature = "ssr")]
+fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// The signed-in operator, or 404 for anyone else.
+#[cfg(feature = "ssr")]
+async fn require_operator(state: &crate::server::state::AppState) -> Result<crate::server::admin::Operator, AppError> {
+    let user = crate::server::auth::session::current_user().await?.ok_or(AppError::NotFound)?;
+    crate::server::admin::operator(&state.pool, user.id).await?.ok_or(AppError::NotFound)
+}
+
+/// Whether the operator's session was signed in within [`FRESH_SIGN_IN_MINUTES`].
+#[cfg(feature = "ssr")]
+async fn signed_in_recently(state: &crate::server::state::AppState) -> Result<bool, AppError> {
+    let headers = super::request_headers();
+    let at = crate::server::auth::session::signed_in_at(&state.pool, &state.config, &headers).await?;
+    Ok(at.is_some_and(|at| chrono::Utc::now() - at < chrono::Duration::minutes(FRESH_SIGN_IN_MINUTES)))
+}
+
+#[server(prefix = "/api", endpoint = "admin/search")]
+pub async fn admin_search(q: String) -> Result<Vec<FoundView>, AppError> {
+    super::with_status(
+        async {
+            let state = super::state()?;
+            require_operator(&state).await?;
+            let found = crate::server::admin::find(&state.pool, &q).await?;
+            Ok(found
+                .into_iter()
+                .map(|f| FoundView {
+                    id: f.id.to_string(),
+                    email: f.email,
+                    created: when(f.created_at),
+                    polar_customer_id: f.polar_customer_id,
+                })
+                .collect())
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api", endpoint = "admin/customer")]
+pub async fn admin_customer(id: String) -> Result<CustomerView, AppError> {
+    super::with_status(
+        async {
+            let state = super::state()?;
+            require_operator(&state).await?;
+            let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
+            let o =
+                crate::server::admin::overview(&state.pool, id, chrono::Utc::now()).await?.ok_or(AppError::NotFound)?;
+            let b = &o.balance;
+            let buckets = [
+                ("Allotment", b.allotment),
+                ("Purchased", b.purchased),
+                ("Free", b.free),
+                ("Adjustment", b.adjustment),
+                ("Allotment still to come", b.pending_allotment),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|(s, n)| (s.to_string(), n))
+            .collect();
+            Ok(CustomerView {
+                id: o.id.to_string(),
+                email: o.email,
+                created: when(o.created_at),
+                polar_customer_id: o.polar_customer_id,
+                total: b.total,
+                buckets,
+                entries: o
+                    .entries
+                    .into_iter()
+                    .map(|(at, kind, what, amount)| EntryLine {
+                        when: when(at),
+                        kind,
+                        what,
+                        credits: crate::server::ledger::history::signed(amount),
+                    })
+                    .collect(),
+                api_keys: o
+                    .api_keys
+                    .into_iter()
+                    .map(|(prefix, name, created, revoked)| KeyLine {
+                        prefix,
+                        name,
+                        created: when(created),
+                        revoked: revoked.map(when),
+                    })
+                    .collect(),
+                audit: o
+                    .audit
+                    .into_iter()
+                    .map(|a| AuditLine {
+                        when: when(a.at),
+                        operator: a.operator_email,
+                        action: a.action.replace('_', " "),
+                        reason: a.reason,
+                        change: match (
+                            a.before.as_ref().and_then(|v| v["balance"].as_i64()),
+                            a.after.as_ref().and_then(|v| v["balance"].as_i64()),
+                        ) {
+                            (Some(x), Some(y)) => format!("balance {x} → {y}"),
+                            _ => String::new(),
+                        },
+                    })
+                    .collect(),
+                form_key: crate::server::util::random_token(16),
+                fresh: signed_in_recently(&state).await?,
+            })
+        }
+        .await,
+    )
+}
+
+/// Grants (`direction` = `grant`) or takes (`take`) `credits` from the customer, with a reason.
+#[server(prefix = "/api", endpoint = "admin/adjust")]
+pub async fn admin_adjust(
+    customer: String,
+    direction: String,
+    credits: String,
+    reason: String,
+    form_key: String,
+) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            use crate::server::admin::{self, ActionError};
+            let state = super::state()?;
+            let op = require_operator(&state).await?;
+            let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
+            if !signed_in_recently(&state).await? {
+                return Err(AppError::Validation {
+                    field: "password".into(),
+                    message: format!(
+                        "Your sign-in is over {FRESH_SIGN_IN_MINUTES} minutes old: sign in again, then repeat this."
+                    ),
+                });
+            }
+            let invalid =
+                |field: &str, message: &str| AppError::Validation { field: field.into(), message: message.into() };
+            let amount: i64 = credits
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=1_000_000_000).contains(n))
+                .ok_or_else(|| invalid("credits", "Enter a whole number of credits from 1 to 1,000,000,000."))?;
+            let delta = match direction.as_str() {
+                "grant" => amount,
+                "take" => -amount,
+                _ => return Err(invalid("direction", "Choose to grant or to take credits.")),
+            };
+            match admin::adjust_credits(&state.pool, &op, id, delta, &reason, &form_key, chrono::Utc::now()).await {
+                Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=adjusted"))),
+                Err(ActionError::Reason) => Err(invalid("reason", "Say why, in 3 to 500 characters.")),
+                Err(ActionError::FormKey) => Err(invalid("form_key", "This form has expired; open the page again.")),
+                Err(ActionError::NoCustomer) => Err(AppError::NotFound),
+                Err(ActionError::Ledger(e @ crate::server::ledger::AdjustError::Insufficient { .. })) => {
+                    Err(invalid("credits", &e.to_string()))
+                }
+                Err(ActionError::Ledger(e)) => Err(crate::server::errors::internal_msg(e)),
+                Err(ActionError::Db(e)) => Err(e.into()),
+            }
+        }
+        .await,
+    )
+}

@@ -1,0 +1,288 @@
+//! The operator console: `/admin` finds a customer, `/admin/customers/:id` shows their money
+//! and lets an operator grant or take credits with a reason (recorded in the audit log). For
+//! anyone who is not an operator, both are the 404 page. Plain forms: they work the same with
+//! JavaScript off.
+
+use crate::api::admin::{admin_customer, admin_search, AdminAdjust, CustomerView, FRESH_SIGN_IN_MINUTES};
+use crate::components::form::{Field, FormError};
+use crate::error::AppError;
+use crate::pages::not_found::NotFoundPage;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_params_map, use_query_map};
+
+#[component]
+pub fn AdminPage() -> impl IntoView {
+    let query = use_query_map();
+    let q = move || query.read().get("q").unwrap_or_default();
+    let found = Resource::new(q, admin_search);
+    view! {
+        <Suspense fallback=|| {
+            view! {
+                <p class="loading" role="status">
+                    "Loading…"
+                </p>
+            }
+        }>
+            {move || {
+                found
+                    .get()
+                    .map(|res| match res {
+                        Err(AppError::NotFound) => view! { <NotFoundPage /> }.into_any(),
+                        Err(e) => {
+                            view! {
+                                <div class="alert alert--error" role="alert">
+                                    {e.to_string()}
+                                </div>
+                            }
+                                .into_any()
+                        }
+                        Ok(found) => {
+                            let q = q();
+                            view! {
+                                <Title text="Operator console" />
+                                <section class="page-head">
+                                    <h1>"Operator console"</h1>
+                                    <p class="lead">
+                                        "Find a customer by email, Tally user id, Polar customer id or an API key's visible prefix."
+                                    </p>
+                                </section>
+                                <form method="get" action="/admin" class="panel inline-form" role="search">
+                                    <label for="admin-q">"Customer"</label>
+                                    <input id="admin-q" name="q" type="search" value=q.clone() required=true />
+                                    <button type="submit" class="btn btn--primary">
+                                        "Find"
+                                    </button>
+                                </form>
+                                <FoundList found=found searched=!q.trim().is_empty() />
+                            }
+                                .into_any()
+                        }
+                    })
+            }}
+        </Suspense>
+    }
+}
+
+#[component]
+fn FoundList(found: Vec<crate::api::admin::FoundView>, searched: bool) -> impl IntoView {
+    if !searched {
+        return ().into_any();
+    }
+    if found.is_empty() {
+        return view! { <p class="muted">"No customer matches."</p> }.into_any();
+    }
+    view! {
+        <table class="table">
+            <thead>
+                <tr>
+                    <th scope="col">"Email"</th>
+                    <th scope="col">"Since"</th>
+                    <th scope="col">"Polar customer"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {found
+                    .into_iter()
+                    .map(|f| {
+                        view! {
+                            <tr>
+                                <td>
+                                    <a href=format!("/admin/customers/{}", f.id)>{f.email}</a>
+                                </td>
+                                <td>{f.created}</td>
+                                <td>{f.polar_customer_id.unwrap_or_else(|| "—".into())}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+#[component]
+pub fn AdminCustomerPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let customer = Resource::new(id, admin_customer);
+    let adjust = ServerAction::<AdminAdjust>::new();
+    let error = Signal::derive(move || adjust.value().get().and_then(|r| r.err()));
+    let query = use_query_map();
+    let done = move || query.read().get("done").as_deref() == Some("adjusted");
+    view! {
+        <Suspense fallback=|| {
+            view! {
+                <p class="loading" role="status">
+                    "Loading…"
+                </p>
+            }
+        }>
+            {move || {
+                customer
+                    .get()
+                    .map(|res| match res {
+                        Err(AppError::NotFound) => view! { <NotFoundPage /> }.into_any(),
+                        Err(e) => {
+                            view! {
+                                <div class="alert alert--error" role="alert">
+                                    {e.to_string()}
+                                </div>
+                            }
+                                .into_any()
+                        }
+                        Ok(c) => view! { <Customer c=c adjust=adjust error=error done=done() /> }.into_any(),
+                    })
+            }}
+        </Suspense>
+    }
+}
+
+#[component]
+fn Customer(
+    c: CustomerView,
+    adjust: ServerAction<AdminAdjust>,
+    error: Signal<Option<AppError>>,
+    done: bool,
+) -> impl IntoView {
+    let here = format!("/admin/customers/{}", c.id);
+    let sign_in_again = format!("/login?next={}", urlencoding_path(&here));
+    view! {
+        <Title text=format!("{} · Operator console", c.email) />
+        <p>
+            <a href="/admin">"← Find another customer"</a>
+        </p>
+        <section class="page-head">
+            <h1>{c.email.clone()}</h1>
+            <p class="muted">
+                {format!("Tally user {} · since {}", c.id, c.created)}
+                {c.polar_customer_id.clone().map(|p| format!(" · Polar customer {p}"))}
+            </p>
+        </section>
+        {done
+            .then(|| {
+                view! {
+                    <div class="alert alert--success" role="status">
+                        "Done, and recorded in the audit log."
+                    </div>
+                }
+            })}
+        <section class="panel" aria-labelledby="balance-title">
+            <h2 id="balance-title">{format!("Balance: {} credits", c.total)}</h2>
+            <ul>
+                {c.buckets.into_iter().map(|(source, n)| view! { <li>{format!("{source}: {n}")}</li> }).collect_view()}
+            </ul>
+        </section>
+        <section class="panel" aria-labelledby="adjust-title">
+            <h2 id="adjust-title">"Grant or take credits"</h2>
+            {(!c.fresh)
+                .then(|| {
+                    view! {
+                        <p class="alert alert--warning" role="status">
+                            {format!("Acting needs a sign-in of the last {FRESH_SIGN_IN_MINUTES} minutes. ")}
+                            <a href=sign_in_again.clone()>"Sign in again"</a>
+                        </p>
+                    }
+                })}
+            <FormError error=error />
+            <ActionForm action=adjust>
+                <input type="hidden" name="customer" value=c.id.clone() />
+                <input type="hidden" name="form_key" value=c.form_key />
+                <div class="field">
+                    <label for="field-direction">"Action"</label>
+                    <select id="field-direction" name="direction">
+                        <option value="grant">"Grant credits"</option>
+                        <option value="take">"Take credits"</option>
+                    </select>
+                </div>
+                <Field name="credits" label="Credits" input_type="number" error=error />
+                <Field name="reason" label="Reason (kept in the audit log)" error=error />
+                <button type="submit" class="btn btn--primary">
+                    "Apply"
+                </button>
+            </ActionForm>
+        </section>
+        <section class="panel" aria-labelledby="ledger-title">
+            <h2 id="ledger-title">"Newest ledger entries"</h2>
+            <table class="table">
+                <thead>
+                    <tr>
+                        <th scope="col">"When"</th>
+                        <th scope="col">"What"</th>
+                        <th scope="col">"Credits"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {c
+                        .entries
+                        .into_iter()
+                        .map(|e| {
+                            view! {
+                                <tr>
+                                    <td>{e.when}</td>
+                                    <td>{e.what}</td>
+                                    <td>{e.credits}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
+        </section>
+        <section class="panel" aria-labelledby="keys-title">
+            <h2 id="keys-title">"API keys"</h2>
+            <ul>
+                {c
+                    .api_keys
+                    .into_iter()
+                    .map(|k| {
+                        let state = k.revoked.map(|r| format!("revoked {r}")).unwrap_or_else(|| "live".into());
+                        view! { <li>{format!("{} ({}) · created {} · {state}", k.prefix, k.name, k.created)}</li> }
+                    })
+                    .collect_view()}
+            </ul>
+        </section>
+        <section class="panel" aria-labelledby="audit-title">
+            <h2 id="audit-title">"Audit log"</h2>
+            <table class="table">
+                <thead>
+                    <tr>
+                        <th scope="col">"When"</th>
+                        <th scope="col">"Operator"</th>
+                        <th scope="col">"Action"</th>
+                        <th scope="col">"Reason"</th>
+                        <th scope="col">"Change"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {c
+                        .audit
+                        .into_iter()
+                        .map(|a| {
+                            view! {
+                                <tr>
+                                    <td>{a.when}</td>
+                                    <td>{a.operator}</td>
+                                    <td>{a.action}</td>
+                                    <td>{a.reason}</td>
+                                    <td>{a.change}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
+        </section>
+    }
+}
+
+/// A path as a query value (`/` and letters stay, the rest is escaped).
+fn urlencoding_path(path: &str) -> String {
+    path.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
