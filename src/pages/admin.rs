@@ -5,6 +5,7 @@
 
 use crate::api::admin::{admin_customer, admin_search, AdminAdjust, CustomerView, FRESH_SIGN_IN_MINUTES};
 use crate::components::form::{Field, FormError};
+use crate::domain::money::group_thousands;
 use crate::error::AppError;
 use crate::pages::not_found::NotFoundPage;
 use leptos::prelude::*;
@@ -169,9 +170,13 @@ fn Customer(
                 }
             })}
         <section class="panel" aria-labelledby="balance-title">
-            <h2 id="balance-title">{format!("Balance: {} credits", c.total)}</h2>
+            <h2 id="balance-title">{format!("Balance: {} credits", group_thousands(c.total.max(0) as u64))}</h2>
             <ul>
-                {c.buckets.into_iter().map(|(source, n)| view! { <li>{format!("{source}: {n}")}</li> }).collect_view()}
+                {c
+                    .buckets
+                    .into_iter()
+                    .map(|(source, n)| view! { <li>{format!("{source}: {}", group_thousands(n.max(0) as u64))}</li> })
+                    .collect_view()}
             </ul>
         </section>
         <section class="panel" aria-labelledby="adjust-title">
