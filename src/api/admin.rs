@@ -190,12 +190,7 @@ pub async fn admin_adjust(
             let op = require_operator(&state).await?;
             let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
             if !signed_in_recently(&state).await? {
-                return Err(AppError::Validation {
-                    field: "password".into(),
-                    message: format!(
-                        "Your sign-in is over {FRESH_SIGN_IN_MINUTES} minutes old: sign in again, then repeat this."
-                    ),
-                });
+                return Err(stale_sign_in());
             }
             let invalid =
                 |field: &str, message: &str| AppError::Validation { field: field.into(), message: message.into() };
@@ -224,4 +219,49 @@ pub async fn admin_adjust(
         }
         .await,
     )
+}
+
+/// Revokes the customer's API key with visible `prefix`, with a reason.
+#[server(prefix = "/api", endpoint = "admin/revoke-key")]
+pub async fn admin_revoke_key(
+    customer: String,
+    prefix: String,
+    reason: String,
+    form_key: String,
+) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            use crate::server::admin::{self, ActionError};
+            let state = super::state()?;
+            let op = require_operator(&state).await?;
+            let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
+            if !signed_in_recently(&state).await? {
+                return Err(stale_sign_in());
+            }
+            match admin::revoke_key(&state.pool, &op, id, &prefix, &reason, &form_key).await {
+                Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=revoked"))),
+                Err(ActionError::Reason) => Err(AppError::Validation {
+                    field: "reason".into(),
+                    message: "Say why, in 3 to 500 characters.".into(),
+                }),
+                Err(ActionError::FormKey) => Err(AppError::Validation {
+                    field: "form_key".into(),
+                    message: "This form has expired; open the page again.".into(),
+                }),
+                Err(ActionError::NoCustomer) => Err(AppError::NotFound),
+                Err(ActionError::Ledger(e)) => Err(crate::server::errors::internal_msg(e)),
+                Err(ActionError::Db(e)) => Err(e.into()),
+            }
+        }
+        .await,
+    )
+}
+
+/// The refusal of an action on a sign-in older than [`FRESH_SIGN_IN_MINUTES`].
+#[cfg(feature = "ssr")]
+fn stale_sign_in() -> AppError {
+    AppError::Validation {
+        field: "password".into(),
+        message: format!("Your sign-in is over {FRESH_SIGN_IN_MINUTES} minutes old: sign in again, then repeat this."),
+    }
 }

@@ -3,7 +3,9 @@
 //! anyone who is not an operator, both are the 404 page. Plain forms: they work the same with
 //! JavaScript off.
 
-use crate::api::admin::{admin_customer, admin_search, AdminAdjust, CustomerView, FRESH_SIGN_IN_MINUTES};
+use crate::api::admin::{
+    admin_customer, admin_search, AdminAdjust, AdminRevokeKey, CustomerView, FRESH_SIGN_IN_MINUTES,
+};
 use crate::components::form::{Field, FormError};
 use crate::domain::money::group_thousands;
 use crate::error::AppError;
@@ -109,9 +111,11 @@ pub fn AdminCustomerPage() -> impl IntoView {
     let id = move || params.read().get("id").unwrap_or_default();
     let customer = Resource::new(id, admin_customer);
     let adjust = ServerAction::<AdminAdjust>::new();
+    let revoke = ServerAction::<AdminRevokeKey>::new();
     let error = Signal::derive(move || adjust.value().get().and_then(|r| r.err()));
+    let revoke_error = Signal::derive(move || revoke.value().get().and_then(|r| r.err()));
     let query = use_query_map();
-    let done = move || query.read().get("done").as_deref() == Some("adjusted");
+    let done = move || query.read().get("done").is_some_and(|d| d == "adjusted" || d == "revoked");
     view! {
         <Suspense fallback=|| {
             view! {
@@ -133,7 +137,19 @@ pub fn AdminCustomerPage() -> impl IntoView {
                             }
                                 .into_any()
                         }
-                        Ok(c) => view! { <Customer c=c adjust=adjust error=error done=done() /> }.into_any(),
+                        Ok(c) => {
+                            view! {
+                                <Customer
+                                    c=c
+                                    adjust=adjust
+                                    error=error
+                                    revoke=revoke
+                                    revoke_error=revoke_error
+                                    done=done()
+                                />
+                            }
+                                .into_any()
+                        }
                     })
             }}
         </Suspense>
@@ -145,8 +161,11 @@ fn Customer(
     c: CustomerView,
     adjust: ServerAction<AdminAdjust>,
     error: Signal<Option<AppError>>,
+    revoke: ServerAction<AdminRevokeKey>,
+    revoke_error: Signal<Option<AppError>>,
     done: bool,
 ) -> impl IntoView {
+    let (customer_id, form_key) = (c.id.clone(), c.form_key.clone());
     let here = format!("/admin/customers/{}", c.id);
     let sign_in_again = format!("/login?next={}", urlencoding_path(&here));
     view! {
@@ -237,13 +256,38 @@ fn Customer(
         </section>
         <section class="panel" aria-labelledby="keys-title">
             <h2 id="keys-title">"API keys"</h2>
+            <FormError error=revoke_error />
             <ul>
                 {c
                     .api_keys
                     .into_iter()
                     .map(|k| {
+                        let live = k.revoked.is_none();
                         let state = k.revoked.map(|r| format!("revoked {r}")).unwrap_or_else(|| "live".into());
-                        view! { <li>{format!("{} ({}) · created {} · {state}", k.prefix, k.name, k.created)}</li> }
+                        let reason_id = format!("revoke-reason-{}", k.prefix);
+                        let prefix = k.prefix.clone();
+                        let (customer_id, form_key) = (customer_id.clone(), form_key.clone());
+                        view! {
+                            <li>
+                                {format!("{} ({}) · created {} · {state}", k.prefix, k.name, k.created)}
+                                {live
+                                    .then(|| {
+                                        view! {
+                                            <ActionForm action=revoke attr:class="inline-form">
+                                                <input type="hidden" name="customer" value=customer_id />
+                                                <input type="hidden" name="prefix" value=prefix.clone() />
+                                                <input type="hidden" name="form_key" value=form_key />
+                                                <label for=reason_id
+                                                    .clone()>{format!("Reason for revoking {prefix}")}</label>
+                                                <input id=reason_id name="reason" required=true />
+                                                <button type="submit" class="btn btn--ghost btn--sm">
+                                                    {format!("Revoke {prefix}")}
+                                                </button>
+                                            </ActionForm>
+                                        }
+                                    })}
+                            </li>
+                        }
                     })
                     .collect_view()}
             </ul>

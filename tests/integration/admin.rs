@@ -260,3 +260,55 @@ async fn an_operator_signed_in_long_ago_signs_in_again_before_acting() {
     assert_eq!(call(&app, "/api/admin/adjust", &grant).await.status(), 200);
     assert_eq!(audit_rows(&app).await, 1);
 }
+
+#[tokio::test]
+async fn an_operator_revokes_a_key_once_with_a_reason_after_granting_from_the_same_page() {
+    let app = spawn_app().await;
+    let customer = app.sign_up("keyholder@example.com").await;
+    let key = app.create_api_key("laptop").await;
+    let prefix: String = sqlx::query_scalar("SELECT prefix FROM api_keys").fetch_one(&app.pool).await.unwrap();
+    app.sign_up("keyop@example.com").await;
+    admin::add(&app.pool, "keyop@example.com").await.unwrap();
+    let page = app.page(&format!("/admin/customers/{customer}")).await;
+    assert!(page.contains(&format!("Revoke {prefix}")), "{page}");
+    let form_key = page.split("name=\"form_key\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let id = customer.to_string();
+    // A grant from this page first: the page's forms share its key, each action still applies.
+    let grant = [
+        ("customer", id.as_str()),
+        ("direction", "grant"),
+        ("credits", "5"),
+        ("reason", "Goodwill"),
+        ("form_key", form_key.as_str()),
+    ];
+    assert_eq!(call(&app, "/api/admin/adjust", &grant).await.status(), 200);
+    let revoke = [
+        ("customer", id.as_str()),
+        ("prefix", prefix.as_str()),
+        ("reason", "Key leaked in a public repo"),
+        ("form_key", form_key.as_str()),
+    ];
+    let no_reason =
+        [("customer", id.as_str()), ("prefix", prefix.as_str()), ("reason", ""), ("form_key", form_key.as_str())];
+    assert_eq!(call(&app, "/api/admin/revoke-key", &no_reason).await.status(), 422);
+    let (a, b) =
+        tokio::join!(call(&app, "/api/admin/revoke-key", &revoke), call(&app, "/api/admin/revoke-key", &revoke));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/text/stats", app.address))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({ "text": "hello" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "the key stopped working");
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM operator_audit ORDER BY id").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(actions, ["grant_credits", "revoke_api_key"]);
+    let page = app.page(&format!("/admin/customers/{customer}?done=revoked")).await;
+    assert!(page.contains("Key leaked in a public repo") && !page.contains(&format!("Revoke {prefix}")), "{page}");
+    // Someone else's key prefix is no key of this customer.
+    let other =
+        [("customer", id.as_str()), ("prefix", "tly_nope00"), ("reason", "Mistake"), ("form_key", form_key.as_str())];
+    assert_eq!(call(&app, "/api/admin/revoke-key", &other).await.status(), 404);
+}

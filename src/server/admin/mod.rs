@@ -137,15 +137,7 @@ pub async fn adjust_credits(
     form_key: &str,
     now: DateTime<Utc>,
 ) -> Result<Adjusted, ActionError> {
-    let reason = reason.trim();
-    if !(3..=500).contains(&reason.chars().count()) {
-        return Err(ActionError::Reason);
-    }
-    if !(16..=64).contains(&form_key.len())
-        || !form_key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ActionError::FormKey);
-    }
+    let reason = checked(reason, form_key)?;
     let mut tx = pool.begin().await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
         .bind(customer)
@@ -158,23 +150,18 @@ pub async fn adjust_credits(
     let before = ledger::balance(&mut *tx, customer, now).await?.total;
     let after = ledger::adjust(&mut tx, customer, delta, reason, &key, now).await?;
     let action = if delta > 0 { "grant_credits" } else { "take_credits" };
-    let recorded: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO operator_audit (operator_id, operator_email, action, target_user, reason, before, after, idempotency_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT ON CONSTRAINT operator_audit_key DO NOTHING
-         RETURNING id",
+    let recorded = record(
+        &mut tx,
+        op,
+        action,
+        customer,
+        reason,
+        json!({ "balance": before }),
+        json!({ "balance": after, "delta": delta }),
+        &key,
     )
-    .bind(op.id)
-    .bind(&op.email)
-    .bind(action)
-    .bind(customer)
-    .bind(reason)
-    .bind(json!({ "balance": before }))
-    .bind(json!({ "balance": after, "delta": delta }))
-    .bind(&key)
-    .fetch_optional(&mut *tx)
     .await?;
-    if recorded.is_none() {
+    if !recorded {
         // The ledger already had this key (its adjustment changed nothing now).
         tx.rollback().await?;
         return Ok(Adjusted::AlreadyApplied);
@@ -285,4 +272,102 @@ pub async fn overview(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Result<Opt
     .await?;
     let audit = audit(pool, Some(id), 20).await?;
     Ok(Some(Overview { id, email, created_at, polar_customer_id, balance, entries, api_keys, audit }))
+}
+
+/// What revoking a key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Now,
+    /// Already revoked (by the customer, or by this same form sent again): nothing changed.
+    Already,
+}
+
+/// Revokes `customer`'s API key with visible `prefix` as `op`, with `reason`; the revocation and
+/// its audit row in one transaction, a repeated form applied once.
+pub async fn revoke_key(
+    pool: &PgPool,
+    op: &Operator,
+    customer: Uuid,
+    prefix: &str,
+    reason: &str,
+    form_key: &str,
+) -> Result<Revoked, ActionError> {
+    let reason = checked(reason, form_key)?;
+    let mut tx = pool.begin().await?;
+    let key: Option<(Uuid, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT id, revoked_at FROM api_keys WHERE user_id = $1 AND prefix = $2 FOR UPDATE")
+            .bind(customer)
+            .bind(prefix)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((key_id, revoked_at)) = key else { return Err(ActionError::NoCustomer) };
+    if revoked_at.is_some() {
+        return Ok(Revoked::Already);
+    }
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1").bind(key_id).execute(&mut *tx).await?;
+    let recorded = record(
+        &mut tx,
+        op,
+        "revoke_api_key",
+        customer,
+        reason,
+        json!({ "key": prefix, "revoked": false }),
+        json!({ "key": prefix, "revoked": true }),
+        // One page's forms share its form key: the action and the key name this form.
+        &format!("operator:{form_key}:revoke:{prefix}"),
+    )
+    .await?;
+    if !recorded {
+        tx.rollback().await?;
+        return Ok(Revoked::Already);
+    }
+    tx.commit().await?;
+    tracing::info!(operator = %op.id, %customer, key = %prefix, "operator revoked an API key");
+    Ok(Revoked::Now)
+}
+
+/// The reason, trimmed, once it and the form key are acceptable.
+fn checked<'a>(reason: &'a str, form_key: &str) -> Result<&'a str, ActionError> {
+    let reason = reason.trim();
+    if !(3..=500).contains(&reason.chars().count()) {
+        return Err(ActionError::Reason);
+    }
+    if !(16..=64).contains(&form_key.len())
+        || !form_key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ActionError::FormKey);
+    }
+    Ok(reason)
+}
+
+/// Writes an action's audit row in the action's transaction; false when this form's action was
+/// already recorded.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    tx: &mut sqlx::PgConnection,
+    op: &Operator,
+    action: &str,
+    customer: Uuid,
+    reason: &str,
+    before: serde_json::Value,
+    after: serde_json::Value,
+    key: &str,
+) -> Result<bool, sqlx::Error> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO operator_audit (operator_id, operator_email, action, target_user, reason, before, after, idempotency_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT ON CONSTRAINT operator_audit_key DO NOTHING
+         RETURNING id",
+    )
+    .bind(op.id)
+    .bind(&op.email)
+    .bind(action)
+    .bind(customer)
+    .bind(reason)
+    .bind(before)
+    .bind(after)
+    .bind(key)
+    .fetch_optional(tx)
+    .await?;
+    Ok(id.is_some())
 }
