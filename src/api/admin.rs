@@ -185,7 +185,7 @@ pub async fn admin_adjust(
 ) -> Result<String, AppError> {
     super::with_status(
         async {
-            use crate::server::admin::{self, ActionError};
+            use crate::server::admin;
             let state = super::state()?;
             let op = require_operator(&state).await?;
             let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
@@ -207,14 +207,7 @@ pub async fn admin_adjust(
             };
             match admin::adjust_credits(&state.pool, &op, id, delta, &reason, &form_key, chrono::Utc::now()).await {
                 Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=adjusted"))),
-                Err(ActionError::Reason) => Err(invalid("reason", "Say why, in 3 to 500 characters.")),
-                Err(ActionError::FormKey) => Err(invalid("form_key", "This form has expired; open the page again.")),
-                Err(ActionError::NoCustomer) => Err(AppError::NotFound),
-                Err(ActionError::Ledger(e @ crate::server::ledger::AdjustError::Insufficient { .. })) => {
-                    Err(invalid("credits", &e.to_string()))
-                }
-                Err(ActionError::Ledger(e)) => Err(crate::server::errors::internal_msg(e)),
-                Err(ActionError::Db(e)) => Err(e.into()),
+                Err(e) => Err(action_error(e)),
             }
         }
         .await,
@@ -231,7 +224,7 @@ pub async fn admin_revoke_key(
 ) -> Result<String, AppError> {
     super::with_status(
         async {
-            use crate::server::admin::{self, ActionError};
+            use crate::server::admin;
             let state = super::state()?;
             let op = require_operator(&state).await?;
             let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
@@ -240,17 +233,7 @@ pub async fn admin_revoke_key(
             }
             match admin::revoke_key(&state.pool, &op, id, &prefix, &reason, &form_key).await {
                 Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=revoked"))),
-                Err(ActionError::Reason) => Err(AppError::Validation {
-                    field: "reason".into(),
-                    message: "Say why, in 3 to 500 characters.".into(),
-                }),
-                Err(ActionError::FormKey) => Err(AppError::Validation {
-                    field: "form_key".into(),
-                    message: "This form has expired; open the page again.".into(),
-                }),
-                Err(ActionError::NoCustomer) => Err(AppError::NotFound),
-                Err(ActionError::Ledger(e)) => Err(crate::server::errors::internal_msg(e)),
-                Err(ActionError::Db(e)) => Err(e.into()),
+                Err(e) => Err(action_error(e)),
             }
         }
         .await,
@@ -263,5 +246,22 @@ fn stale_sign_in() -> AppError {
     AppError::Validation {
         field: "password".into(),
         message: format!("Your sign-in is over {FRESH_SIGN_IN_MINUTES} minutes old: sign in again, then repeat this."),
+    }
+}
+
+/// An operator action's refusal as the form shows it.
+#[cfg(feature = "ssr")]
+fn action_error(e: crate::server::admin::ActionError) -> AppError {
+    use crate::server::admin::ActionError;
+    let invalid = |field: &str, message: String| AppError::Validation { field: field.into(), message };
+    match e {
+        ActionError::Reason => invalid("reason", "Say why, in 3 to 500 characters.".into()),
+        ActionError::FormKey => invalid("form_key", "This form has expired; open the page again.".into()),
+        ActionError::NoCustomer => AppError::NotFound,
+        ActionError::Ledger(e @ crate::server::ledger::AdjustError::Insufficient { .. }) => {
+            invalid("credits", e.to_string())
+        }
+        ActionError::Ledger(e) => crate::server::errors::internal_msg(e),
+        ActionError::Db(e) => e.into(),
     }
 }

@@ -77,7 +77,14 @@ async fn out_of_credits_is_402_with_what_is_available() {
 
 #[tokio::test]
 async fn a_retry_with_the_same_idempotency_key_replays_the_first_answer_exactly() {
-    let app = spawn_app().await;
+    // Recorded by a batch's statement (the default) and by a spend alone (`SPEND_BATCH=0`).
+    for spend_batch in ["128", "0"] {
+        replays_the_first_answer_exactly(spend_batch).await;
+    }
+}
+
+async fn replays_the_first_answer_exactly(spend_batch: &str) {
+    let app = spawn_app_with(&[("SPEND_BATCH", spend_batch)]).await;
     let key = signed_up_with_key(&app, "idem@example.com").await;
     let first = app.spend(Some(&key), r#"{"text":"same request"}"#, Some("req-42")).await;
     assert_eq!(first.status(), 200);
