@@ -204,7 +204,7 @@ async fn main() {
 
     let users = Arc::new(users);
     let batch_max = env_num("BENCH_SPEND_BATCH", 128) as usize;
-    let spender = Spender::batched_with(pool.clone(), batch_max, env_num("BENCH_IN_FLIGHT", 2) as usize);
+    let spender = Spender::batched_with(&pool, batch_max, env_num("BENCH_IN_FLIGHT", 2) as usize);
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     println!("Tally spend benchmark: PostgreSQL {version}, synchronous_commit={sync}, fsync={fsync}, {secs} s per run, {accounts} accounts, batches of at most {batch_max}, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!();

@@ -44,8 +44,19 @@ pub async fn connect(url: &str, settings: PoolSettings) -> Result<PgPool, sqlx::
         ])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+    pool_options(settings.max_connections).connect_with(opts).await
+}
+
+/// A pool of its own of at most `max` connections, to `pool`'s database with `pool`'s
+/// connection options (connected on first use): for a task that keeps a few connections busy
+/// all the time, such as the spend batcher. Its connections come on top of `pool`'s.
+pub fn pool_beside(pool: &PgPool, max: u32) -> PgPool {
+    pool_options(max).connect_lazy_with((*pool.connect_options()).clone())
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         // sqlx pings every connection it hands out by default: one more round trip per query,
         // which doubled a page's round trips. A connection in use within the last
@@ -60,8 +71,6 @@ pub async fn connect(url: &str, settings: PoolSettings) -> Result<PgPool, sqlx::
                 Ok(true)
             })
         })
-        .connect_with(opts)
-        .await
 }
 
 /// How long a pooled connection may sit idle before it is pinged when next handed out.

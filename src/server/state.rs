@@ -93,7 +93,7 @@ impl AppState {
             billing: Billing::new(config.clone(), pool.clone()),
             spender: match config.spend_batch {
                 0 => Spender::alone(pool.clone()),
-                max => Spender::batched(pool.clone(), max),
+                max => Spender::batched(&pool, max),
             },
             pool,
             config,

@@ -461,7 +461,7 @@ async fn a_thousand_spends_against_500(batched: bool) -> i64 {
     let instance =
         || sqlx::postgres::PgPoolOptions::new().max_connections(20).connect_with((*pool.connect_options()).clone());
     let (pool_a, pool_b) = (instance().await.unwrap(), instance().await.unwrap());
-    let spender = |p: &PgPool| if batched { Spender::batched(p.clone(), 128) } else { Spender::alone(p.clone()) };
+    let spender = |p: &PgPool| if batched { Spender::batched(p, 128) } else { Spender::alone(p.clone()) };
     let (a, b) = (spender(&pool_a), spender(&pool_b));
     let user = new_user(&pool_a).await;
     grant_pack(&pool_a, user, "o", 500, Utc::now()).await;
@@ -519,11 +519,32 @@ async fn the_same_grant_applied_concurrently_takes_effect_once() {
     assert_consistent(&pool).await;
 }
 
+/// The spend batcher's connections (`db::pool_beside`) are its own, few, and bound by the same
+/// time limits as the app's: a batch stuck on a lock gives up as any query would.
+#[tokio::test]
+async fn the_batchers_own_connections_keep_the_pools_time_limits() {
+    let (pool, _) = fresh_database().await;
+    let backends = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()";
+    let before: i64 = sqlx::query_scalar(backends).fetch_one(&pool).await.unwrap();
+    let own = tally::server::db::pool_beside(&pool, 2);
+    assert_eq!(own.options().get_max_connections(), 2);
+    let limits = "SELECT current_setting('statement_timeout') || ' ' || current_setting('lock_timeout')";
+    let theirs: String = sqlx::query_scalar(limits).fetch_one(&pool).await.unwrap();
+    assert_eq!(theirs, "10s 5s");
+    let (mut a, mut b) = (own.acquire().await.unwrap(), own.acquire().await.unwrap());
+    for conn in [&mut a, &mut b] {
+        let ours: String = sqlx::query_scalar(limits).fetch_one(&mut **conn).await.unwrap();
+        assert_eq!(ours, theirs);
+    }
+    let after: i64 = sqlx::query_scalar(backends).fetch_one(&pool).await.unwrap();
+    assert_eq!(after, before + 2, "two connections beside the pool's");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_spend_key_sent_concurrently_spends_once() {
     for batched in [false, true] {
         let (pool, _) = fresh_database().await;
-        let spender = if batched { Spender::batched(pool.clone(), 128) } else { Spender::alone(pool.clone()) };
+        let spender = if batched { Spender::batched(&pool, 128) } else { Spender::alone(pool.clone()) };
         let user = new_user(&pool).await;
         grant_pack(&pool, user, "o", 100, Utc::now()).await;
         let mut tasks = Vec::new();
@@ -1102,7 +1123,7 @@ async fn batch_accounts(pool: &PgPool, now: DateTime<Utc>, rng: &mut rand::rngs:
             .unwrap();
     }
     let mut conn = pool.acquire().await.unwrap();
-    ledger::grant_pack(&mut conn, users[0], "o0", rng.gen_range(0..60), "prod_pack", now).await.unwrap();
+    ledger::grant_pack(&mut conn, users[0], "o0", rng.gen_range(1..60), "prod_pack", now).await.unwrap();
     ledger::grant_free(&mut conn, users[1], rng.gen_range(1..20), now).await.unwrap();
     ledger::grant_pack(&mut conn, users[1], "o1", rng.gen_range(1..40), "prod_pack", now).await.unwrap();
     ledger::grant_pack(&mut conn, users[2], "o2", 100, "prod_pack", now).await.unwrap();

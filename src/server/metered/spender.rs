@@ -12,6 +12,7 @@
 //! caller gets an error (as a lone spend's caller would).
 
 use super::idempotency::{self, Answer, Record};
+use crate::server::db;
 use crate::server::ledger::{self, batch::Spend, SpendOutcome};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -79,16 +80,23 @@ impl Spender {
     /// Group commit: spends queued while batches are written go together, at most `max` a
     /// batch. Starts the task that gathers them; it ends when the last clone of the spender is
     /// dropped.
-    pub fn batched(pool: PgPool, max: usize) -> Spender {
+    pub fn batched(pool: &PgPool, max: usize) -> Spender {
         Spender::batched_with(pool, max, BATCHES_IN_FLIGHT)
     }
 
     /// [`Spender::batched`] with at most `in_flight` batches in the database at once.
-    pub fn batched_with(pool: PgPool, max: usize, in_flight: usize) -> Spender {
+    ///
+    /// The batches go through connections of their own (`in_flight` of them, beside `pool`),
+    /// always the same ones: through the app's pool they went to whichever of its connections
+    /// was idle longest, each with its own cold caches, and a batch took twice as long in the
+    /// database (docs/benchmarks.md).
+    pub fn batched_with(pool: &PgPool, max: usize, in_flight: usize) -> Spender {
         let max = max.max(1);
+        let in_flight = in_flight.max(1);
+        let pool = db::pool_beside(pool, in_flight as u32);
         let (jobs, mut queue) = mpsc::channel::<Job>(max * 16);
         tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(in_flight.max(1)));
+            let slots = Arc::new(Semaphore::new(in_flight));
             while let Some(first) = queue.recv().await {
                 // While every slot is busy, calls queue up: they make the next batches.
                 let Ok(slot) = slots.clone().acquire_owned().await else { break };
