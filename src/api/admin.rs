@@ -42,6 +42,34 @@ pub struct AuditLine {
     pub change: String,
 }
 
+/// A webhook event about the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookLine {
+    pub id: String,
+    pub kind: String,
+    pub received: String,
+    /// `pending`, `done`, `skipped` or `parked`.
+    pub status: String,
+    pub attempts: i32,
+    pub error: Option<String>,
+    /// Parked with a body that can be processed again.
+    pub retryable: bool,
+}
+
+/// A usage event of the customer not sent to Polar yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageLine {
+    pub id: i64,
+    pub external_id: String,
+    pub event: String,
+    pub units: i64,
+    pub occurred: String,
+    /// `queued` or `parked`.
+    pub status: String,
+    pub attempts: i32,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerView {
     pub id: String,
@@ -53,6 +81,8 @@ pub struct CustomerView {
     pub buckets: Vec<(String, i64)>,
     pub entries: Vec<EntryLine>,
     pub api_keys: Vec<KeyLine>,
+    pub webhooks: Vec<WebhookLine>,
+    pub usage: Vec<UsageLine>,
     pub audit: Vec<AuditLine>,
     /// A fresh key for the action forms: a repeated submit of one form applies once.
     pub form_key: String,
@@ -149,6 +179,33 @@ pub async fn admin_customer(id: String) -> Result<CustomerView, AppError> {
                         revoked: revoked.map(when),
                     })
                     .collect(),
+                webhooks: o
+                    .webhooks
+                    .into_iter()
+                    .map(|e| WebhookLine {
+                        retryable: e.status == "failed" && e.has_payload,
+                        status: if e.status == "failed" { "parked".into() } else { e.status },
+                        id: e.webhook_id,
+                        kind: e.event_type,
+                        received: when(e.received_at),
+                        attempts: e.attempts,
+                        error: e.last_error,
+                    })
+                    .collect(),
+                usage: o
+                    .usage
+                    .into_iter()
+                    .map(|u| UsageLine {
+                        id: u.id,
+                        external_id: u.external_id,
+                        event: u.event,
+                        units: u.units,
+                        occurred: when(u.occurred_at),
+                        status: if u.status == "failed" { "parked".into() } else { "queued".into() },
+                        attempts: u.attempts,
+                        error: u.last_error,
+                    })
+                    .collect(),
                 audit: o
                     .audit
                     .into_iter()
@@ -156,14 +213,8 @@ pub async fn admin_customer(id: String) -> Result<CustomerView, AppError> {
                         when: when(a.at),
                         operator: a.operator_email,
                         action: a.action.replace('_', " "),
+                        change: change(a.before.as_ref(), a.after.as_ref()),
                         reason: a.reason,
-                        change: match (
-                            a.before.as_ref().and_then(|v| v["balance"].as_i64()),
-                            a.after.as_ref().and_then(|v| v["balance"].as_i64()),
-                        ) {
-                            (Some(x), Some(y)) => format!("balance {x} → {y}"),
-                            _ => String::new(),
-                        },
                     })
                     .collect(),
                 form_key: crate::server::util::random_token(16),
@@ -240,6 +291,85 @@ pub async fn admin_revoke_key(
     )
 }
 
+/// Puts the customer's parked webhook event `webhook_id` back in the queue, with a reason.
+#[server(prefix = "/api", endpoint = "admin/retry-webhook")]
+pub async fn admin_retry_webhook(
+    customer: String,
+    webhook_id: String,
+    reason: String,
+    form_key: String,
+) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            let state = super::state()?;
+            let op = require_operator(&state).await?;
+            let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
+            if !signed_in_recently(&state).await? {
+                return Err(stale_sign_in());
+            }
+            match crate::server::admin::retry_webhook(&state.pool, &op, id, &webhook_id, &reason, &form_key).await {
+                Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=requeued"))),
+                Err(e) => Err(action_error(e)),
+            }
+        }
+        .await,
+    )
+}
+
+/// Puts the customer's parked usage event (outbox `event`) back in the queue, with a reason.
+#[server(prefix = "/api", endpoint = "admin/retry-usage")]
+pub async fn admin_retry_usage(
+    customer: String,
+    event: String,
+    reason: String,
+    form_key: String,
+) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            let state = super::state()?;
+            let op = require_operator(&state).await?;
+            let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
+            let event: i64 = event.trim().parse().map_err(|_| AppError::NotFound)?;
+            if !signed_in_recently(&state).await? {
+                return Err(stale_sign_in());
+            }
+            match crate::server::admin::retry_usage_event(&state.pool, &op, id, event, &reason, &form_key).await {
+                Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=requeued"))),
+                Err(e) => Err(action_error(e)),
+            }
+        }
+        .await,
+    )
+}
+
+/// An audit row's change in words: a balance, or what the action's target went from and to.
+#[cfg(feature = "ssr")]
+fn change(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>) -> String {
+    let (Some(before), Some(after)) = (before, after) else { return String::new() };
+    if let (Some(x), Some(y)) = (before["balance"].as_i64(), after["balance"].as_i64()) {
+        return format!("balance {x} → {y}");
+    }
+    let target = ["webhook", "usage_event", "key"]
+        .iter()
+        .find_map(|k| after[*k].as_str().map(|v| format!("{} {v}", k.replace('_', " "))))
+        .unwrap_or_default();
+    match (before["status"].as_str(), after["status"].as_str(), after["revoked"].as_bool()) {
+        (Some(x), Some(y), _) => format!("{target}: {} → {}", parked(x), parked(y)),
+        (_, _, Some(true)) => format!("{target}: revoked"),
+        _ => target,
+    }
+}
+
+/// A stored status as the console words it.
+#[cfg(feature = "ssr")]
+fn parked(status: &str) -> &str {
+    if status == "failed" {
+        "parked"
+    } else {
+        status
+    }
+}
+
 /// The refusal of an action on a sign-in older than [`FRESH_SIGN_IN_MINUTES`].
 #[cfg(feature = "ssr")]
 fn stale_sign_in() -> AppError {
@@ -263,5 +393,37 @@ fn action_error(e: crate::server::admin::ActionError) -> AppError {
         }
         ActionError::Ledger(e) => crate::server::errors::internal_msg(e),
         ActionError::Db(e) => e.into(),
+    }
+}
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::change;
+    use serde_json::json;
+
+    #[test]
+    fn an_audit_rows_change_reads_as_what_moved() {
+        let row = |b: serde_json::Value, a: serde_json::Value| change(Some(&b), Some(&a));
+        assert_eq!(row(json!({ "balance": 50 }), json!({ "balance": 150, "delta": 100 })), "balance 50 → 150");
+        assert_eq!(
+            row(
+                json!({ "webhook": "msg_1", "status": "failed", "attempts": 10 }),
+                json!({ "webhook": "msg_1", "status": "pending" })
+            ),
+            "webhook msg_1: parked → pending"
+        );
+        assert_eq!(
+            row(
+                json!({ "usage_event": "api:k:1", "status": "failed" }),
+                json!({ "usage_event": "api:k:1", "status": "pending" })
+            ),
+            "usage event api:k:1: parked → pending"
+        );
+        assert_eq!(
+            row(json!({ "key": "tly_ab12", "revoked": false }), json!({ "key": "tly_ab12", "revoked": true })),
+            "key tly_ab12: revoked"
+        );
+        assert_eq!(change(None, Some(&json!({ "balance": 1 }))), "");
+        assert_eq!(row(json!({}), json!({})), "");
     }
 }

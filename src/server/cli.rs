@@ -257,18 +257,9 @@ pub async fn webhooks_command(pool: &sqlx::PgPool, args: &[String]) -> Result<()
             Ok(())
         }
         ["retry", target] => {
-            let done = if *target == "--failed" {
-                sqlx::query("UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = now() WHERE status = 'failed' AND payload IS NOT NULL")
-                    .execute(pool)
-                    .await
-            } else {
-                sqlx::query("UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = now() WHERE webhook_id = $1 AND status = 'failed' AND payload IS NOT NULL")
-                    .bind(target)
-                    .execute(pool)
-                    .await
-            }
-            .map_err(|e| e.to_string())?;
-            let n = done.rows_affected();
+            use crate::server::webhooks::inbox::{requeue_parked, Requeue};
+            let which = if *target == "--failed" { Requeue::All } else { Requeue::One(target) };
+            let n = requeue_parked(pool, which).await.map_err(|e| e.to_string())?;
             if n == 0 && *target != "--failed" {
                 return Err(format!("no parked event {target} with a payload (see `tally webhooks list`)"));
             }

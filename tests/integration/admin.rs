@@ -312,3 +312,156 @@ async fn an_operator_revokes_a_key_once_with_a_reason_after_granting_from_the_sa
         [("customer", id.as_str()), ("prefix", "tly_nope00"), ("reason", "Mistake"), ("form_key", form_key.as_str())];
     assert_eq!(call(&app, "/api/admin/revoke-key", &other).await.status(), 404);
 }
+
+/// The operator's form key and the page it came from.
+async fn operator_page(app: &TestApp, customer: uuid::Uuid) -> (String, String) {
+    let page = app.page(&format!("/admin/customers/{customer}")).await;
+    let form_key = page.split("name=\"form_key\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    (page, form_key)
+}
+
+/// "I paid but have no credits": the order's webhook was parked (its handler failed ten times
+/// while the database was down). An operator sees it on the customer's page with its error,
+/// retries it with a reason, and the order is applied once, however often the form is sent.
+#[tokio::test]
+async fn an_operator_retries_a_parked_webhook_and_the_order_is_applied_once() {
+    // The 50-credit pack of `webhooks::pack_order`.
+    let app = spawn_app_with(&[("POLAR_PRODUCT_PACK_50", "11111111-1111-4111-8111-111111111150")]).await;
+    let customer = app.sign_up("paid-no-credits@example.com").await;
+    let before = app.balance(customer).await.total;
+    let body: serde_json::Value =
+        serde_json::from_str(&crate::webhooks::pack_order("order.paid", "ord_parked", customer, 0)).unwrap();
+    sqlx::query(
+        "INSERT INTO webhook_events (webhook_id, event_type, payload, user_id, status, attempts, last_error)
+         VALUES ('msg_parked', 'order.paid', $1, $2, 'failed', 10, 'database unavailable')",
+    )
+    .bind(&body)
+    .bind(customer)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let other = app.sign_up("bystander@example.com").await.to_string();
+    app.sign_up("webhook-op@example.com").await;
+    admin::add(&app.pool, "webhook-op@example.com").await.unwrap();
+    let (page, form_key) = operator_page(&app, customer).await;
+    assert!(page.contains("msg_parked") && page.contains("database unavailable"), "{page}");
+    assert!(page.contains("Reason for retrying msg_parked"), "a parked event offers a retry: {page}");
+    let id = customer.to_string();
+    let form = |reason: &'static str| {
+        [
+            ("customer", id.clone()),
+            ("webhook_id", "msg_parked".into()),
+            ("reason", reason.into()),
+            ("form_key", form_key.clone()),
+        ]
+    };
+    let no_reason = form("");
+    let no_reason: Vec<(&str, &str)> = no_reason.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(call(&app, "/api/admin/retry-webhook", &no_reason).await.status(), 422);
+    assert_eq!(
+        sqlx::query_scalar::<_, String>("SELECT status FROM webhook_events").fetch_one(&app.pool).await.unwrap(),
+        "failed"
+    );
+    let retry = form("Database is back; apply the order");
+    let retry: Vec<(&str, &str)> = retry.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (a, b) =
+        tokio::join!(call(&app, "/api/admin/retry-webhook", &retry), call(&app, "/api/admin/retry-webhook", &retry));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    eventually("the retried order is applied", || async {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM webhook_events").fetch_one(&app.pool).await.unwrap();
+        if status == "done" {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+    assert_eq!(app.balance(customer).await.total, before + 50, "the pack's credits, once");
+    assert_eq!(call(&app, "/api/admin/retry-webhook", &retry).await.status(), 200, "sent again: nothing to do");
+    let audit: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT action, before FROM operator_audit").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].0, "retry_webhook");
+    assert_eq!((audit[0].1["status"].as_str(), audit[0].1["attempts"].as_i64()), (Some("failed"), Some(10)));
+    let page = app.page(&format!("/admin/customers/{customer}?done=requeued")).await;
+    assert!(page.contains("webhook msg_parked: parked → pending"), "the audit row in words: {page}");
+    assert!(!page.contains("Reason for retrying msg_parked"), "nothing left to retry: {page}");
+    // Another customer's page cannot reach this event.
+    let foreign = [
+        ("customer", other.as_str()),
+        ("webhook_id", "msg_parked"),
+        ("reason", "Wrong page"),
+        ("form_key", form_key.as_str()),
+    ];
+    assert_eq!(call(&app, "/api/admin/retry-webhook", &foreign).await.status(), 404);
+    assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
+}
+
+/// A usage event Polar refused is parked; an operator sends it again from the customer's page,
+/// once, with its audit row; a retry whose audit row cannot be written leaves it parked.
+#[tokio::test]
+async fn an_operator_sends_a_parked_usage_event_again_with_its_audit_row_or_not_at_all() {
+    let app = spawn_app().await;
+    let customer = app.sign_up("metered@example.com").await;
+    let op = operator_of(&app, "usage-op@example.com").await;
+    let now = Utc::now();
+    let mut conn = app.pool.acquire().await.unwrap();
+    ledger::grant_pack(&mut conn, customer, "ord_usage", 100, "prod_pack", now).await.unwrap();
+    let spent = ledger::spend(&mut conn, customer, 7, "api:parked-call", &serde_json::json!({}), now).await.unwrap();
+    assert!(matches!(spent, ledger::SpendOutcome::Spent { .. }), "{spent:?}");
+    drop(conn);
+    let id: i64 = sqlx::query_scalar("UPDATE usage_outbox SET status = 'failed', last_error = 'Event refused.' WHERE external_id = 'api:parked-call' RETURNING id")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let (page, form_key) = operator_page(&app, customer).await;
+    assert!(page.contains("api:parked-call") && page.contains("Event refused."), "{page}");
+    // The audit log refuses the row: the event stays parked.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$;
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON operator_audit FOR EACH ROW EXECUTE FUNCTION refuse_audit();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let failed = admin::retry_usage_event(&app.pool, &op, customer, id, "Polar fixed the meter", &form_key).await;
+    assert!(matches!(failed, Err(ActionError::Db(_))), "{failed:?}");
+    let status = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM usage_outbox WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(status().await, "failed", "no retry without its record");
+    sqlx::raw_sql("DROP TRIGGER refuse_audit ON operator_audit").execute(&app.pool).await.unwrap();
+    // Over HTTP, twice at once.
+    let (customer_id, event) = (customer.to_string(), id.to_string());
+    let retry = [
+        ("customer", customer_id.as_str()),
+        ("event", event.as_str()),
+        ("reason", "Polar fixed the meter"),
+        ("form_key", form_key.as_str()),
+    ];
+    let (a, b) =
+        tokio::join!(call(&app, "/api/admin/retry-usage", &retry), call(&app, "/api/admin/retry-usage", &retry));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert_ne!(status().await, "failed", "queued again (or already sent)");
+    let audit: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT action, after FROM operator_audit").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (audit[0].0.as_str(), audit[0].1["usage_event"].as_str()),
+        ("retry_usage_event", Some("api:parked-call"))
+    );
+    // Not an event of this customer: 404, nothing written.
+    let other = [
+        ("customer", customer_id.as_str()),
+        ("event", "999999"),
+        ("reason", "Polar fixed the meter"),
+        ("form_key", form_key.as_str()),
+    ];
+    assert_eq!(call(&app, "/api/admin/retry-usage", &other).await.status(), 404);
+    assert_eq!(audit_rows(&app).await, 1);
+}

@@ -30,7 +30,7 @@ async fn user(app: &TestApp) -> Uuid {
 
 /// A 50-credit pack's order as Polar sends it: 5.00 net plus 19 % German VAT (5.95 in all);
 /// `refunded` is the net refunded so far, with its share of the tax.
-fn pack_order(event: &str, order_id: &str, user: Uuid, refunded: i64) -> String {
+pub(crate) fn pack_order(event: &str, order_id: &str, user: Uuid, refunded: i64) -> String {
     let status = match refunded {
         0 => "paid",
         r if r >= 500 => "refunded",

@@ -3,7 +3,13 @@
 //! transaction as its effect (`migrations/…_operators.sql`). Operators are made and unmade only
 //! from the server's command line (`tally operator add|remove|list`).
 
+mod events;
+
+pub use events::{retry_usage_event, retry_webhook, Requeued};
+
 use crate::server::ledger::{self, AdjustError};
+use crate::server::usage::shipper::{self, Waiting};
+use crate::server::webhooks::inbox::{self, StoredEvent};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
@@ -233,6 +239,10 @@ pub struct Overview {
     /// The newest entries: when, kind, what it was in words, credits.
     pub entries: Vec<(DateTime<Utc>, String, String, i64)>,
     pub api_keys: Vec<KeyRow>,
+    /// The newest webhook events about the customer.
+    pub webhooks: Vec<StoredEvent>,
+    /// Their usage events not sent yet: queued or parked.
+    pub usage: Vec<Waiting>,
     pub audit: Vec<AuditRow>,
 }
 
@@ -270,8 +280,10 @@ pub async fn overview(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Result<Opt
     .bind(id)
     .fetch_all(pool)
     .await?;
+    let webhooks = inbox::of_customer(pool, id, 20).await?;
+    let usage = shipper::waiting_of(pool, id, 20).await?;
     let audit = audit(pool, Some(id), 20).await?;
-    Ok(Some(Overview { id, email, created_at, polar_customer_id, balance, entries, api_keys, audit }))
+    Ok(Some(Overview { id, email, created_at, polar_customer_id, balance, entries, api_keys, webhooks, usage, audit }))
 }
 
 /// What revoking a key did.

@@ -286,25 +286,62 @@ pub enum Retry {
     All,
     /// One, by its outbox id or its `external_id` (the ledger entry's key).
     One(String),
+    /// One, by its outbox id, only if it is `user`'s.
+    OneOf(Uuid, i64),
 }
 
 /// Puts parked (`failed`) events back in the queue, due now, with their attempts reset; their
 /// `external_id` is unchanged, so Polar still counts each once however often it is sent.
 /// Returns how many were re-queued.
-pub async fn retry_parked(pool: &PgPool, which: &Retry) -> Result<u64, sqlx::Error> {
-    let (all, id, external): (bool, Option<i64>, Option<&str>) = match which {
-        Retry::All => (true, None, None),
-        Retry::One(x) => (false, x.parse().ok(), Some(x.as_str())),
+pub async fn retry_parked<'e>(db: impl sqlx::PgExecutor<'e>, which: &Retry) -> Result<u64, sqlx::Error> {
+    let (all, id, external, user): (bool, Option<i64>, Option<&str>, Option<Uuid>) = match which {
+        Retry::All => (true, None, None, None),
+        Retry::One(x) => (false, x.parse().ok(), Some(x.as_str()), None),
+        Retry::OneOf(user, id) => (false, Some(*id), None, Some(*user)),
     };
     let done = sqlx::query(
         "UPDATE usage_outbox SET status = 'pending', attempts = 0, next_attempt_at = now(),
                 last_error = 'retried by an operator after: ' || coalesce(last_error, 'no error recorded')
-          WHERE status = 'failed' AND ($1 OR id = $2 OR external_id = $3)",
+          WHERE status = 'failed' AND ($1 OR id = $2 OR external_id = $3) AND ($4::uuid IS NULL OR user_id = $4)",
     )
     .bind(all)
     .bind(id)
     .bind(external)
-    .execute(pool)
+    .bind(user)
+    .execute(db)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// A usage event not sent yet, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Waiting {
+    pub id: i64,
+    /// The ledger entry's key: Polar's `external_id`.
+    pub external_id: String,
+    pub event: String,
+    pub units: i64,
+    pub occurred_at: DateTime<Utc>,
+    /// `pending` (queued) or `failed` (parked).
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+/// `user`'s newest `limit` usage events still to send, queued or parked, newest first. (Sent
+/// ones are not looked up per customer: nothing indexes them by account, and the spend path
+/// is not slowed down to index them. Polar's meter shows them.)
+pub async fn waiting_of<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    user: Uuid,
+    limit: i64,
+) -> Result<Vec<Waiting>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, external_id, event, units, occurred_at, status, attempts, last_error FROM usage_outbox
+          WHERE status IN ('pending', 'failed') AND user_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(user)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

@@ -15,5 +15,6 @@
 
 pub mod events;
 pub mod handlers;
+pub mod inbox;
 pub mod receiver;
 pub mod worker;

@@ -3,13 +3,17 @@
 //! anyone who is not an operator, both are the 404 page. Plain forms: they work the same with
 //! JavaScript off.
 
+mod events;
+
 use crate::api::admin::{
-    admin_customer, admin_search, AdminAdjust, AdminRevokeKey, CustomerView, FRESH_SIGN_IN_MINUTES,
+    admin_customer, admin_search, AdminAdjust, AdminRetryUsage, AdminRetryWebhook, AdminRevokeKey, CustomerView,
+    FRESH_SIGN_IN_MINUTES,
 };
 use crate::components::form::{Field, FormError};
 use crate::domain::money::group_thousands;
 use crate::error::AppError;
 use crate::pages::not_found::NotFoundPage;
+use events::{FormContext, UsageEvents, WebhookEvents};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -114,8 +118,13 @@ pub fn AdminCustomerPage() -> impl IntoView {
     let revoke = ServerAction::<AdminRevokeKey>::new();
     let error = Signal::derive(move || adjust.value().get().and_then(|r| r.err()));
     let revoke_error = Signal::derive(move || revoke.value().get().and_then(|r| r.err()));
+    let actions = Actions {
+        retry_webhook: ServerAction::<AdminRetryWebhook>::new(),
+        retry_usage: ServerAction::<AdminRetryUsage>::new(),
+    };
     let query = use_query_map();
-    let done = move || query.read().get("done").is_some_and(|d| d == "adjusted" || d == "revoked");
+    let done =
+        move || query.read().get("done").is_some_and(|d| ["adjusted", "revoked", "requeued"].contains(&d.as_str()));
     view! {
         <Suspense fallback=|| {
             view! {
@@ -145,6 +154,7 @@ pub fn AdminCustomerPage() -> impl IntoView {
                                     error=error
                                     revoke=revoke
                                     revoke_error=revoke_error
+                                    actions=actions
                                     done=done()
                                 />
                             }
@@ -156,6 +166,13 @@ pub fn AdminCustomerPage() -> impl IntoView {
     }
 }
 
+/// The customer page's retry actions.
+#[derive(Clone, Copy)]
+struct Actions {
+    retry_webhook: ServerAction<AdminRetryWebhook>,
+    retry_usage: ServerAction<AdminRetryUsage>,
+}
+
 #[component]
 fn Customer(
     c: CustomerView,
@@ -163,9 +180,13 @@ fn Customer(
     error: Signal<Option<AppError>>,
     revoke: ServerAction<AdminRevokeKey>,
     revoke_error: Signal<Option<AppError>>,
+    actions: Actions,
     done: bool,
 ) -> impl IntoView {
     let (customer_id, form_key) = (c.id.clone(), c.form_key.clone());
+    let ctx = FormContext { customer: c.id.clone(), form_key: c.form_key.clone() };
+    let webhook_error = Signal::derive(move || actions.retry_webhook.value().get().and_then(|r| r.err()));
+    let usage_error = Signal::derive(move || actions.retry_usage.value().get().and_then(|r| r.err()));
     let here = format!("/admin/customers/{}", c.id);
     let sign_in_again = format!("/login?next={}", urlencoding_path(&here));
     view! {
@@ -292,6 +313,8 @@ fn Customer(
                     .collect_view()}
             </ul>
         </section>
+        <WebhookEvents events=c.webhooks retry=actions.retry_webhook error=webhook_error ctx=ctx.clone() />
+        <UsageEvents events=c.usage retry=actions.retry_usage error=usage_error ctx=ctx />
         <section class="panel" aria-labelledby="audit-title">
             <h2 id="audit-title">"Audit log"</h2>
             <table class="table">
