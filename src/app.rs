@@ -6,7 +6,7 @@
 
 use crate::components::layout::{SiteFooter, SiteHeader};
 use crate::pages::{
-    admin::{AdminCustomerPage, AdminPage},
+    admin::{AdminAuditPage, AdminCustomerPage, AdminPage},
     billing::BillingPage,
     change_plan::ChangePlanPage,
     checkout_success::CheckoutSuccessPage,
@@ -114,6 +114,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/reset-password") view=ResetPasswordPage ssr=ssr.clone() />
                         <Route path=path!("/verify-email") view=VerifyEmailPage ssr=ssr.clone() />
                         <Route path=path!("/admin") view=AdminPage ssr=ssr.clone() />
+                        <Route path=path!("/admin/audit") view=AdminAuditPage ssr=ssr.clone() />
                         <Route path=path!("/admin/customers/:id") view=AdminCustomerPage ssr=ssr.clone() />
                     </Routes>
                 </ErrorBoundary>

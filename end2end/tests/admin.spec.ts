@@ -1,7 +1,7 @@
 import { test, expect, type Page } from "@playwright/test";
 import AxeBuilder from "@axe-core/playwright";
 import { execFileSync } from "node:child_process";
-import { jsEnabled, open, signUpViaApi, uniqueEmail, watchConsole } from "./helpers";
+import { PASSWORD, hydrated, jsEnabled, open, signUpViaApi, uniqueEmail, watchConsole } from "./helpers";
 
 /** `tally operator add EMAIL` on the server's database, as an operator of the deployment would. */
 function makeOperator(email: string) {
@@ -9,6 +9,11 @@ function makeOperator(email: string) {
     env: { ...process.env, DATABASE_URL: process.env.E2E_DATABASE_URL! },
     stdio: "pipe",
   });
+}
+
+/** A statement on the server's database (psql, as scripts/test uses it): the test's setup. */
+function sql(query: string): string {
+  return execFileSync("psql", [process.env.E2E_DATABASE_URL!, "-qAtX", "-c", query], { stdio: "pipe" }).toString().trim();
 }
 
 async function expectNotFound(page: Page, path: string) {
@@ -57,5 +62,98 @@ test("an operator finds a customer and grants credits once with a reason; others
   await expect(page.getByRole("cell", { name: "Refund for the outage on Friday", exact: true })).toHaveCount(1);
   await expect(page.getByRole("cell", { name: "balance 1000 → 1100" })).toBeVisible();
   await page.screenshot({ path: `screenshots/${testInfo.project.name}-admin-customer.png`, fullPage: true });
+  expect(errors).toEqual([]);
+});
+
+test("an operator whose sign-in is old signs in again, then retries a parked webhook and revokes a key", async ({ page, browser }, testInfo) => {
+  // A customer with an API key, whose pack order's webhook was parked (its handler failed ten
+  // times while, say, the database was down): "I paid but have no credits".
+  const customerEmail = uniqueEmail(testInfo, "parked");
+  const context = await browser.newContext();
+  const customer = await context.newPage();
+  await signUpViaApi(customer, customerEmail);
+  await open(customer, testInfo, "/settings/billing");
+  await customer.getByLabel("New key name").fill("server");
+  await customer.getByRole("button", { name: "Create key" }).click();
+  const key = (await customer.getByTestId("new-api-key").textContent())!.trim();
+  await context.close();
+  const id = sql(`SELECT id FROM users WHERE email = '${customerEmail}'`);
+  const webhookId = `msg_parked_${testInfo.project.name}`;
+  const order = {
+    type: "order.paid",
+    timestamp: new Date().toISOString(),
+    data: {
+      id: `ord_parked_${testInfo.project.name}`, status: "paid", billing_reason: "purchase",
+      subtotal_amount: 500, net_amount: 500, tax_amount: 95, total_amount: 595,
+      refunded_amount: 0, refunded_tax_amount: 0, currency: "usd",
+      product_id: "11111111-1111-4111-8111-111111111150",
+      product: { id: "11111111-1111-4111-8111-111111111150", name: "50 credits", metadata: { credits: 50 } },
+      customer: { id: "c0ffee00-0000-4000-8000-000000000001", external_id: id, email: customerEmail },
+    },
+  };
+  sql(
+    `INSERT INTO webhook_events (webhook_id, event_type, payload, user_id, status, attempts, last_error)
+     VALUES ('${webhookId}', 'order.paid', '${JSON.stringify(order)}'::jsonb, '${id}', 'failed', 10, 'database unavailable')`,
+  );
+
+  const operatorEmail = uniqueEmail(testInfo, "late-operator");
+  await signUpViaApi(page, operatorEmail);
+  makeOperator(operatorEmail);
+  const errors = watchConsole(page);
+  // Signed in 20 minutes ago.
+  sql(`UPDATE sessions SET created_at = now() - interval '20 minutes'
+        WHERE user_id = (SELECT id FROM users WHERE email = '${operatorEmail}')`);
+  await open(page, testInfo, `/admin/customers/${id}`);
+  await expect(page.getByText("Acting needs a sign-in of the last 15 minutes.")).toBeVisible();
+  await expect(page.getByRole("cell", { name: "database unavailable" })).toBeVisible();
+  // Acting anyway is refused, and says why.
+  await page.getByLabel(`Reason for retrying ${webhookId}`).fill("Database is back; apply the order");
+  await page.getByRole("button", { name: "Retry" }).click();
+  await expect(page.getByText(/Your sign-in is over 15 minutes old/).or(page.getByText("Acting needs a sign-in of the last 15 minutes.")).first()).toBeVisible();
+  expect(sql(`SELECT status FROM webhook_events WHERE webhook_id = '${webhookId}'`)).toBe("failed");
+  expect(sql(`SELECT count(*) FROM operator_audit WHERE target_user = '${id}'`)).toBe("0");
+
+  await page.getByRole("link", { name: "Sign in again" }).first().click();
+  await expect(page).toHaveURL(/\/login\?next=/);
+  await page.getByLabel("Email").fill(operatorEmail);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByRole("heading", { level: 1, name: customerEmail })).toBeVisible();
+  await hydrated(page, testInfo);
+  await expect(page.getByText("Acting needs a sign-in of the last 15 minutes.")).toHaveCount(0);
+
+  // Retry the parked webhook: the order is applied, once.
+  await page.getByLabel(`Reason for retrying ${webhookId}`).fill("Database is back; apply the order");
+  await page.getByRole("button", { name: "Retry" }).click();
+  await expect(page.getByText("Done, and recorded in the audit log.")).toBeVisible();
+  await expect(page.getByRole("cell", { name: `webhook ${webhookId}: parked → pending` })).toBeVisible();
+  await expect(async () => {
+    await page.reload();
+    await expect(page.getByRole("heading", { name: "Balance: 1,050 credits" })).toBeVisible({ timeout: 1000 });
+  }).toPass({ timeout: 15_000 });
+  await expect(page.getByRole("button", { name: "Retry" })).toHaveCount(0);
+  await hydrated(page, testInfo);
+
+  // Revoke the key: it stops working at once.
+  const revoke = page.getByRole("button", { name: /^Revoke tly_/ });
+  const prefix = (await revoke.textContent())!.replace("Revoke ", "").trim();
+  expect(key.startsWith(prefix)).toBe(true);
+  await page.getByLabel(`Reason for revoking ${prefix}`).fill("Key posted in a public issue");
+  await revoke.click();
+  await expect(page.getByText("Done, and recorded in the audit log.")).toBeVisible();
+  await expect(page.getByRole("cell", { name: `key ${prefix}: revoked` })).toBeVisible();
+  const res = await page.request.post("/api/v1/text/stats", {
+    headers: { authorization: `Bearer ${key}` },
+    data: { text: "Still there?" },
+  });
+  expect(res.status()).toBe(401);
+  expect(sql(`SELECT string_agg(action, ',' ORDER BY id) FROM operator_audit WHERE target_user = '${id}'`)).toBe(
+    "retry_webhook,revoke_api_key",
+  );
+  if (jsEnabled(testInfo)) {
+    const results = await new AxeBuilder({ page }).analyze();
+    expect(results.violations.map((v) => `${v.id}: ${v.help}`)).toEqual([]);
+  }
+  await page.screenshot({ path: `screenshots/${testInfo.project.name}-admin-actions.png`, fullPage: true });
   expect(errors).toEqual([]);
 });

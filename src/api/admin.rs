@@ -38,9 +38,24 @@ pub struct AuditLine {
     pub when: String,
     pub operator: String,
     pub action: String,
+    /// The customer acted on: their Tally user id.
+    pub customer: Option<String>,
     pub reason: String,
     pub change: String,
 }
+
+/// A page of the whole audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditView {
+    pub rows: Vec<AuditLine>,
+    /// Where the next, older page starts (`before`), when there is one.
+    pub older: Option<i64>,
+    /// Every action the log records, for the filter.
+    pub actions: Vec<String>,
+}
+
+/// Rows a page of the audit log shows.
+pub const AUDIT_PAGE: i64 = 50;
 
 /// A webhook event about the customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,17 +221,7 @@ pub async fn admin_customer(id: String) -> Result<CustomerView, AppError> {
                         error: u.last_error,
                     })
                     .collect(),
-                audit: o
-                    .audit
-                    .into_iter()
-                    .map(|a| AuditLine {
-                        when: when(a.at),
-                        operator: a.operator_email,
-                        action: a.action.replace('_', " "),
-                        change: change(a.before.as_ref(), a.after.as_ref()),
-                        reason: a.reason,
-                    })
-                    .collect(),
+                audit: o.audit.into_iter().map(audit_line).collect(),
                 form_key: crate::server::util::random_token(16),
                 fresh: signed_in_recently(&state).await?,
             })
@@ -340,6 +345,50 @@ pub async fn admin_retry_usage(
         }
         .await,
     )
+}
+
+/// The audit log, newest first, filtered by action, operator email and customer id (blank: all),
+/// [`AUDIT_PAGE`] rows a page, older than row `before` when given.
+#[server(prefix = "/api", endpoint = "admin/audit")]
+pub async fn admin_audit(
+    action: String,
+    operator: String,
+    customer: String,
+    before: Option<i64>,
+) -> Result<AuditView, AppError> {
+    super::with_status(
+        async {
+            use crate::server::admin::audit::{self, AuditFilter, ACTIONS};
+            let state = super::state()?;
+            require_operator(&state).await?;
+            let filter = AuditFilter::parse(&action, &operator, &customer)
+                .map_err(|m| AppError::Validation { field: "filter".into(), message: m.into() })?;
+            let mut rows = audit::page(&state.pool, &filter, before, AUDIT_PAGE + 1).await?;
+            let older = (rows.len() as i64 > AUDIT_PAGE).then(|| {
+                rows.truncate(AUDIT_PAGE as usize);
+                rows.last().map(|r| r.id)
+            });
+            Ok(AuditView {
+                rows: rows.into_iter().map(audit_line).collect(),
+                older: older.flatten(),
+                actions: ACTIONS.iter().map(|a| a.to_string()).collect(),
+            })
+        }
+        .await,
+    )
+}
+
+/// An audit row as the console shows it.
+#[cfg(feature = "ssr")]
+fn audit_line(a: crate::server::admin::AuditRow) -> AuditLine {
+    AuditLine {
+        when: when(a.at),
+        operator: a.operator_email,
+        action: a.action.replace('_', " "),
+        customer: a.target_user.map(|u| u.to_string()),
+        change: change(a.before.as_ref(), a.after.as_ref()),
+        reason: a.reason,
+    }
 }
 
 /// An audit row's change in words: a balance, or what the action's target went from and to.

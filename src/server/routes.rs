@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/billing/invoices/{order_id}", get(invoice_download))
         .route("/billing/history.csv", get(history_download))
+        .route("/admin/audit.csv", get(audit_download))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(crate::server::metrics::metrics))
         .route("/readyz", get(health::readyz))
@@ -111,6 +112,45 @@ async fn history_download(
             (http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"tally-credits-{from}-to-{to}.csv\"")),
         ],
         body,
+    )
+        .into_response()
+}
+
+/// `GET /admin/audit.csv?action=&operator=&customer=`: the audit log (filtered as on
+/// `/admin/audit`), newest first, streamed as CSV; 404 for anyone but an operator.
+async fn audit_download(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::Extension(session): axum::Extension<crate::server::auth::session::RequestSession>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use futures::TryStreamExt;
+    let not_found = || (http::StatusCode::NOT_FOUND, "Not found").into_response();
+    let user = match session.user(crate::server::auth::session::Lookup::of(&state), &headers).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return not_found(),
+        Err(e) => return crate::server::util::internal_response(e),
+    };
+    match crate::server::admin::operator(&state.pool, user.id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(),
+        Err(e) => return crate::server::util::internal_response(e),
+    }
+    let field = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
+    let filter =
+        match crate::server::admin::audit::AuditFilter::parse(field("action"), field("operator"), field("customer")) {
+            Ok(f) => f,
+            Err(msg) => return (http::StatusCode::UNPROCESSABLE_ENTITY, msg).into_response(),
+        };
+    let rows = crate::server::admin::audit::csv(state.pool.clone(), filter).map_ok(axum::body::Bytes::from);
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (http::header::CONTENT_DISPOSITION, "attachment; filename=\"tally-audit.csv\""),
+            (http::header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(rows),
     )
         .into_response()
 }

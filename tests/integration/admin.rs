@@ -156,7 +156,13 @@ async fn status_of(client: &reqwest::Client, url: String) -> u16 {
 async fn the_console_is_a_404_for_anyone_but_an_operator() {
     let app = spawn_app().await;
     let customer = app.sign_up("someone@example.com").await;
-    let paths = ["/admin".to_string(), "/admin?q=someone%40example.com".into(), format!("/admin/customers/{customer}")];
+    let paths = [
+        "/admin".to_string(),
+        "/admin?q=someone%40example.com".into(),
+        format!("/admin/customers/{customer}"),
+        "/admin/audit".into(),
+        "/admin/audit.csv".into(),
+    ];
     // Anonymous, then signed in without the role: the console does not exist.
     for path in &paths {
         assert_eq!(status_of(&reqwest::Client::new(), format!("{}{path}", app.address)).await, 404, "{path}");
@@ -166,6 +172,8 @@ async fn the_console_is_a_404_for_anyone_but_an_operator() {
     let id = customer.to_string();
     assert_eq!(call(&app, "/api/admin/search", &[("q", "someone@example.com")]).await.status(), 404);
     assert_eq!(call(&app, "/api/admin/customer", &[("id", id.as_str())]).await.status(), 404);
+    let filters = [("action", ""), ("operator", ""), ("customer", "")];
+    assert_eq!(call(&app, "/api/admin/audit", &filters).await.status(), 404);
     let grant = [
         ("customer", id.as_str()),
         ("direction", "grant"),
@@ -464,4 +472,83 @@ async fn an_operator_sends_a_parked_usage_event_again_with_its_audit_row_or_not_
     ];
     assert_eq!(call(&app, "/api/admin/retry-usage", &other).await.status(), 404);
     assert_eq!(audit_rows(&app).await, 1);
+}
+
+/// `/admin/audit`: every action newest first, filtered by action, operator and customer, paged
+/// by id (50 a page), and the same rows as CSV with spreadsheet formulas made inert.
+#[tokio::test]
+async fn the_audit_log_is_filtered_paged_and_exported_as_csv() {
+    let app = spawn_app().await;
+    let (a, b) = (app.sign_up("first@example.com").await, app.sign_up("second@example.com").await);
+    let other_op = operator_of(&app, "other-op@example.com").await;
+    let op = operator_of(&app, "audit-op@example.com").await;
+    let now = Utc::now();
+    for i in 0..55 {
+        let form = format!("f0rmkey0faudit{i:05}");
+        admin::adjust_credits(&app.pool, &op, a, 1, "Monthly goodwill", &form, now).await.unwrap();
+    }
+    admin::adjust_credits(&app.pool, &op, b, -5, "=HYPERLINK(\"http://evil\")", "f0rmkey0ftake00001", now)
+        .await
+        .unwrap();
+    admin::adjust_credits(&app.pool, &other_op, b, 7, "Second opinion", "f0rmkey0fother0001", now).await.unwrap();
+    let audit = |filters: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let mut form: Vec<(&str, String)> =
+                vec![("action", String::new()), ("operator", String::new()), ("customer", String::new())];
+            for (k, v) in filters {
+                form.retain(|(f, _)| *f != k);
+                form.push((k, v));
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let res = call(app, "/api/admin/audit", &form).await;
+            assert_eq!(res.status(), 200);
+            res.json::<tally::api::admin::AuditView>().await.unwrap()
+        }
+    };
+    // Everything, newest first, 50 a page; the second page holds the rest.
+    let first = audit(vec![]).await;
+    assert_eq!(first.rows.len(), 50);
+    assert_eq!(first.rows[0].reason, "Second opinion");
+    let rest = audit(vec![("before", first.older.expect("an older page").to_string())]).await;
+    assert_eq!((rest.rows.len(), rest.older), (7, None));
+    // Filters.
+    let taken = audit(vec![("action", "take_credits".into())]).await;
+    assert_eq!(taken.rows.iter().map(|r| r.change.as_str()).collect::<Vec<_>>(), ["balance 1000 → 995"]);
+    let by_other = audit(vec![("operator", "OTHER-OP@example.com".into())]).await;
+    assert_eq!(by_other.rows.len(), 1);
+    let on_b = audit(vec![("customer", b.to_string())]).await;
+    assert_eq!(on_b.rows.len(), 2);
+    assert!(on_b.rows.iter().all(|r| r.customer.as_deref() == Some(b.to_string().as_str())));
+    let bad = [("action", "drop_table"), ("operator", ""), ("customer", "")];
+    assert_eq!(call(&app, "/api/admin/audit", &bad).await.status(), 422);
+    // The page, and the CSV with the same filters.
+    let page = app.page("/admin/audit?action=take_credits").await;
+    assert!(page.contains("balance 1000 → 995") && !page.contains("Monthly goodwill"), "{page}");
+    // 943 more rows (written directly: the log only refuses changes), so the export reads
+    // past its 500-row chunks.
+    sqlx::query(
+        "INSERT INTO operator_audit (operator_id, operator_email, action, target_user, reason, idempotency_key)
+         SELECT $1, $2, 'grant_credits', $3, 'Bulk ' || g, 'bulk:' || g FROM generate_series(1, 943) g",
+    )
+    .bind(op.id)
+    .bind(&op.email)
+    .bind(a)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let csv = |query: &str| app.client.get(format!("{}/admin/audit.csv{query}", app.address)).send();
+    let res = csv("").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    let all = res.text().await.unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines[0], "id,at,operator,action,customer,reason,before,after");
+    assert_eq!(lines.len(), 1 + 1000, "every row, across the export's 500-row chunks");
+    let ids: Vec<i64> = lines[1..].iter().map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first, none twice");
+    assert!(all.contains(",\"'=HYPERLINK(\"\"http://evil\"\")\","), "a formula is inert: {all}");
+    let taken = csv(&format!("?customer={b}&action=take_credits")).await.unwrap().text().await.unwrap();
+    assert_eq!(taken.lines().count(), 2, "{taken}");
+    assert_eq!(csv("?action=drop_table").await.unwrap().status(), 422);
 }

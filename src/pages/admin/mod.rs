@@ -3,6 +3,7 @@
 //! anyone who is not an operator, both are the 404 page. Plain forms: they work the same with
 //! JavaScript off.
 
+mod audit;
 mod events;
 
 use crate::api::admin::{
@@ -13,6 +14,7 @@ use crate::components::form::{Field, FormError};
 use crate::domain::money::group_thousands;
 use crate::error::AppError;
 use crate::pages::not_found::NotFoundPage;
+pub use audit::AdminAuditPage;
 use events::{FormContext, UsageEvents, WebhookEvents};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -52,6 +54,9 @@ pub fn AdminPage() -> impl IntoView {
                                     <h1>"Operator console"</h1>
                                     <p class="lead">
                                         "Find a customer by email, Tally user id, Polar customer id or an API key's visible prefix."
+                                    </p>
+                                    <p>
+                                        <a href="/admin/audit">"Audit log: every operator action"</a>
                                     </p>
                                 </section>
                                 <form method="get" action="/admin" class="panel inline-form" role="search">
@@ -189,6 +194,17 @@ fn Customer(
     let usage_error = Signal::derive(move || actions.retry_usage.value().get().and_then(|r| r.err()));
     let here = format!("/admin/customers/{}", c.id);
     let sign_in_again = format!("/login?next={}", urlencoding_path(&here));
+    // An action refused for an old sign-in names the password (no form here has one): said
+    // once, at the top, whichever form it came from.
+    let refused_stale = Signal::derive(move || {
+        [error.get(), revoke_error.get(), webhook_error.get(), usage_error.get()]
+            .into_iter()
+            .flatten()
+            .find(|e| e.field() == Some("password"))
+            .map(|e| e.to_string())
+    });
+    let fresh = c.fresh;
+    let stale_link = sign_in_again.clone();
     view! {
         <Title text=format!("{} · Operator console", c.email) />
         <p>
@@ -209,6 +225,32 @@ fn Customer(
                     </div>
                 }
             })}
+        {move || match refused_stale.get() {
+            Some(message) => {
+                Some(
+                    view! {
+                        <div class="alert alert--error" role="alert">
+                            {message}
+                            " "
+                            <a href=stale_link.clone()>"Sign in again"</a>
+                        </div>
+                    }
+                        .into_any(),
+                )
+            }
+            None if !fresh => {
+                Some(
+                    view! {
+                        <p class="alert alert--warning" role="status">
+                            {format!("Acting needs a sign-in of the last {FRESH_SIGN_IN_MINUTES} minutes. ")}
+                            <a href=sign_in_again.clone()>"Sign in again"</a>
+                        </p>
+                    }
+                        .into_any(),
+                )
+            }
+            None => None,
+        }}
         <section class="panel" aria-labelledby="balance-title">
             <h2 id="balance-title">{format!("Balance: {} credits", group_thousands(c.total.max(0) as u64))}</h2>
             <ul>
@@ -221,15 +263,6 @@ fn Customer(
         </section>
         <section class="panel" aria-labelledby="adjust-title">
             <h2 id="adjust-title">"Grant or take credits"</h2>
-            {(!c.fresh)
-                .then(|| {
-                    view! {
-                        <p class="alert alert--warning" role="status">
-                            {format!("Acting needs a sign-in of the last {FRESH_SIGN_IN_MINUTES} minutes. ")}
-                            <a href=sign_in_again.clone()>"Sign in again"</a>
-                        </p>
-                    }
-                })}
             <FormError error=error />
             <ActionForm action=adjust>
                 <input type="hidden" name="customer" value=c.id.clone() />

@@ -3,6 +3,7 @@
 //! transaction as its effect (`migrations/…_operators.sql`). Operators are made and unmade only
 //! from the server's command line (`tally operator add|remove|list`).
 
+pub mod audit;
 mod events;
 
 pub use events::{retry_usage_event, retry_webhook, Requeued};
