@@ -6,7 +6,7 @@
 
 use crate::components::layout::{SiteFooter, SiteHeader};
 use crate::pages::{
-    admin::{AdminAuditPage, AdminCustomerPage, AdminPage},
+    admin::{AdminAuditPage, AdminCustomerPage, AdminHealthPage, AdminPage},
     billing::BillingPage,
     change_plan::ChangePlanPage,
     checkout_success::CheckoutSuccessPage,
@@ -115,6 +115,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/verify-email") view=VerifyEmailPage ssr=ssr.clone() />
                         <Route path=path!("/admin") view=AdminPage ssr=ssr.clone() />
                         <Route path=path!("/admin/audit") view=AdminAuditPage ssr=ssr.clone() />
+                        <Route path=path!("/admin/health") view=AdminHealthPage ssr=ssr.clone() />
                         <Route path=path!("/admin/customers/:id") view=AdminCustomerPage ssr=ssr.clone() />
                     </Routes>
                 </ErrorBoundary>

@@ -155,5 +155,29 @@ test("an operator whose sign-in is old signs in again, then retries a parked web
     expect(results.violations.map((v) => `${v.id}: ${v.help}`)).toEqual([]);
   }
   await page.screenshot({ path: `screenshots/${testInfo.project.name}-admin-actions.png`, fullPage: true });
+
+  // The audit log, filtered to this customer, and its CSV; the health page.
+  await open(page, testInfo, "/admin");
+  await page.getByRole("link", { name: "Audit log: every operator action" }).click();
+  await expect(page.getByRole("heading", { level: 1, name: "Audit log" })).toBeVisible();
+  await page.getByLabel("Customer (Tally user id)").fill(id);
+  await page.getByRole("button", { name: "Filter" }).click();
+  await expect(page.getByRole("cell", { name: "Key posted in a public issue" })).toBeVisible();
+  await expect(page.getByRole("cell", { name: "Database is back; apply the order" })).toBeVisible();
+  const csv = await page.request.get(`/admin/audit.csv?customer=${id}`);
+  expect(csv.status()).toBe(200);
+  expect((await csv.text()).trim().split("\n")).toHaveLength(3);
+  if (jsEnabled(testInfo)) {
+    const results = await new AxeBuilder({ page }).analyze();
+    expect(results.violations.map((v) => `${v.id}: ${v.help}`)).toEqual([]);
+  }
+  await open(page, testInfo, "/admin/health");
+  await expect(page.getByRole("heading", { level: 1, name: "Health" })).toBeVisible();
+  await expect(page.getByRole("heading", { name: "Webhook inbox" })).toBeVisible();
+  if (jsEnabled(testInfo)) {
+    const results = await new AxeBuilder({ page }).analyze();
+    expect(results.violations.map((v) => `${v.id}: ${v.help}`)).toEqual([]);
+  }
+  await page.screenshot({ path: `screenshots/${testInfo.project.name}-admin-health.png`, fullPage: true });
   expect(errors).toEqual([]);
 });

@@ -54,6 +54,36 @@ pub struct AuditView {
     pub actions: Vec<String>,
 }
 
+/// What the console's health page shows: the queues, the run of refused webhook deliveries
+/// and Polar's circuit breakers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    pub webhooks_pending: i64,
+    pub webhooks_oldest: String,
+    pub webhooks_retrying: i64,
+    pub webhooks_parked: i64,
+    /// Deliveries refused in a row, since when, and why the last one was.
+    pub refused: i64,
+    pub refused_since: Option<String>,
+    pub refused_error: Option<String>,
+    pub last_accepted: Option<String>,
+    /// Whether Polar may disable the endpoint soon (or has).
+    pub at_risk: bool,
+    /// Polar disables the endpoint after this many failures in a row.
+    pub disables_after: i64,
+    pub usage_pending: i64,
+    pub usage_oldest: String,
+    pub usage_parked: i64,
+    /// Credits and accounts the last `tally polar reconcile` found drifting.
+    pub drift_credits: i64,
+    pub drift_accounts: i64,
+    pub mail_pending: i64,
+    pub mail_oldest: String,
+    /// `closed`, `open` or `half_open`, for the pages' Polar client and the background one.
+    pub polar_circuit: String,
+    pub polar_background_circuit: String,
+}
+
 /// Rows a page of the audit log shows.
 pub const AUDIT_PAGE: i64 = 50;
 
@@ -378,6 +408,59 @@ pub async fn admin_audit(
     )
 }
 
+/// The operator's health page: what is waiting, what is parked, how Polar's deliveries and
+/// Polar's API are doing.
+#[server(prefix = "/api", endpoint = "admin/health")]
+pub async fn admin_health() -> Result<HealthView, AppError> {
+    super::with_status(
+        async {
+            use crate::server::webhooks::deliveries;
+            let state = super::state()?;
+            require_operator(&state).await?;
+            let b = crate::server::health::backlogs(&state.pool).await?;
+            let streak = deliveries::streak(&state.pool, &state.webhook_refusals).await?;
+            let (usage_pending, usage_oldest, usage_parked) = crate::server::usage::backlog(&state.pool).await?;
+            let (drift_credits, drift_accounts) = crate::server::usage::reconcile::last_drift(&state.pool).await?;
+            let circuit = |c: Option<&crate::server::polar::client::PolarClient>| {
+                c.map_or("closed", |p| p.breaker().state_name()).to_string()
+            };
+            Ok(HealthView {
+                webhooks_pending: b.pending,
+                webhooks_oldest: age(b.oldest),
+                webhooks_retrying: b.retrying,
+                webhooks_parked: b.failed,
+                at_risk: streak.at_risk(),
+                refused: streak.refused,
+                refused_since: streak.first_refused_at.map(when),
+                refused_error: streak.last_error,
+                last_accepted: streak.last_accepted_at.map(when),
+                disables_after: deliveries::POLAR_DISABLES_AFTER,
+                usage_pending,
+                usage_oldest: age(usage_oldest),
+                usage_parked,
+                drift_credits,
+                drift_accounts,
+                mail_pending: b.mail_pending,
+                mail_oldest: age(b.mail_oldest),
+                polar_circuit: circuit(state.billing.polar.as_ref()),
+                polar_background_circuit: circuit(state.billing.polar_background.as_ref()),
+            })
+        }
+        .await,
+    )
+}
+
+/// An age in seconds in words: "—" for nothing waiting, else seconds, minutes or hours.
+#[cfg(feature = "ssr")]
+fn age(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "—".into(),
+        Some(s) if s < 120.0 => format!("{} s", s.max(0.0).round()),
+        Some(s) if s < 7_200.0 => format!("{} min", (s / 60.0).round()),
+        Some(s) => format!("{} h", (s / 3_600.0).round()),
+    }
+}
+
 /// An audit row as the console shows it.
 #[cfg(feature = "ssr")]
 fn audit_line(a: crate::server::admin::AuditRow) -> AuditLine {
@@ -449,6 +532,16 @@ fn action_error(e: crate::server::admin::ActionError) -> AppError {
 mod tests {
     use super::change;
     use serde_json::json;
+
+    #[test]
+    fn a_waiting_age_reads_in_the_unit_that_fits() {
+        use super::age;
+        assert_eq!(age(None), "—");
+        assert_eq!(age(Some(-0.2)), "0 s");
+        assert_eq!(age(Some(42.4)), "42 s");
+        assert_eq!(age(Some(600.0)), "10 min");
+        assert_eq!(age(Some(36_000.0)), "10 h");
+    }
 
     #[test]
     fn an_audit_rows_change_reads_as_what_moved() {

@@ -51,3 +51,31 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         })),
     )
 }
+
+/// The queues an operator watches, as /metrics and the console's health page show them.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Backlogs {
+    /// Webhook events waiting to be applied, the oldest one's age in seconds, those of them
+    /// whose handler failed at least once (retrying with backoff), and those parked.
+    pub pending: i64,
+    pub oldest: Option<f64>,
+    pub retrying: i64,
+    pub failed: i64,
+    /// Account mails waiting to be sent, and the oldest one's age in seconds.
+    pub mail_pending: i64,
+    pub mail_oldest: Option<f64>,
+}
+
+/// [`Backlogs`] now; each count reads a partial index of what is waiting, however much is done.
+pub async fn backlogs(pool: &sqlx::PgPool) -> Result<Backlogs, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending') AS pending,
+                (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM webhook_events WHERE status = 'pending') AS oldest,
+                (SELECT count(*) FROM webhook_events WHERE status = 'pending' AND attempts > 0) AS retrying,
+                (SELECT count(*) FROM webhook_events WHERE status = 'failed') AS failed,
+                (SELECT count(*) FROM outgoing_mail WHERE status = 'pending') AS mail_pending,
+                (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outgoing_mail WHERE status = 'pending') AS mail_oldest",
+    )
+    .fetch_one(pool)
+    .await
+}

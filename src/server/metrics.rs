@@ -18,26 +18,16 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     if !crate::server::util::constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    #[derive(sqlx::FromRow)]
-    struct Backlogs {
-        pending: i64,
-        oldest: Option<f64>,
-        failed: i64,
-        mail_pending: i64,
-        mail_oldest: Option<f64>,
-    }
-    let row: Result<Backlogs, sqlx::Error> = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending') AS pending,
-                (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM webhook_events WHERE status = 'pending') AS oldest,
-                (SELECT count(*) FROM webhook_events WHERE status = 'failed') AS failed,
-                (SELECT count(*) FROM outgoing_mail WHERE status = 'pending') AS mail_pending,
-                (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outgoing_mail WHERE status = 'pending') AS mail_oldest",
-    )
-    .fetch_one(&state.pool)
-    .await;
-    let Backlogs { pending, oldest, failed, mail_pending, mail_oldest } = match row {
-        Ok(r) => r,
-        Err(e) => return crate::server::util::internal_response(e),
+    let crate::server::health::Backlogs { pending, oldest, failed, mail_pending, mail_oldest, .. } =
+        match crate::server::health::backlogs(&state.pool).await {
+            Ok(r) => r,
+            Err(e) => return crate::server::util::internal_response(e),
+        };
+    // The shared run of refused deliveries, or this instance's alone when the database cannot
+    // say (the refusals may be the database's).
+    let refused = match crate::server::webhooks::deliveries::streak(&state.pool, &state.webhook_refusals).await {
+        Ok(s) => s.refused,
+        Err(_) => crate::server::webhooks::deliveries::local_count(&state.webhook_refusals),
     };
     let (usage_pending, usage_oldest, usage_failed) = match crate::server::usage::backlog(&state.pool).await {
         Ok(b) => b,
@@ -114,6 +104,18 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         "Webhook events parked after their last attempt (tally webhooks retry).",
         "gauge",
         &one(failed.to_string()),
+    );
+    metric(
+        "tally_webhook_deliveries_refused_consecutive",
+        "Polar webhook deliveries refused in a row (Polar disables the endpoint after 10).",
+        "gauge",
+        &one(refused.to_string()),
+    );
+    metric(
+        "tally_webhook_endpoint_at_risk",
+        "1 while enough deliveries in a row were refused that Polar may disable the webhook endpoint (5 or more).",
+        "gauge",
+        &one(u8::from(refused >= crate::server::webhooks::deliveries::AT_RISK_AFTER).to_string()),
     );
     metric("tally_mail_pending", "Account mails waiting to be sent.", "gauge", &one(mail_pending.to_string()));
     metric(

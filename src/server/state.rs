@@ -60,6 +60,8 @@ pub struct Shared {
     pub webhook_wakeup: Arc<tokio::sync::Notify>,
     /// Session lookups in the database since start (one per request at most).
     pub session_lookups: Arc<std::sync::atomic::AtomicU64>,
+    /// Webhook deliveries this instance refused in a row (`webhooks::deliveries`).
+    pub webhook_refusals: Arc<std::sync::atomic::AtomicI64>,
     /// Billing's own handles (pool, configuration, Polar's clients, Customer State caches).
     pub billing: Billing,
     /// Account mail (SMTP, or the dev mailbox in local mode).
@@ -99,6 +101,7 @@ impl AppState {
             config,
             webhook_wakeup: Default::default(),
             session_lookups: Default::default(),
+            webhook_refusals: Default::default(),
             mailer,
             tasks: Tasks::default(),
         })))

@@ -552,3 +552,79 @@ async fn the_audit_log_is_filtered_paged_and_exported_as_csv() {
     assert_eq!(taken.lines().count(), 2, "{taken}");
     assert_eq!(csv("?action=drop_table").await.unwrap().status(), 422);
 }
+
+/// A rotated webhook secret: every delivery is refused. From the fifth in a row the health page
+/// says in red that Polar may disable the endpoint (it does at ten), and /metrics says so for
+/// an alert; one accepted delivery ends the run.
+#[tokio::test]
+async fn the_health_page_and_metrics_warn_before_polar_disables_the_webhook_endpoint() {
+    use tally::server::polar::webhook_signature::KeyScheme;
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const TOKEN: &str = "metrics-token-for-tests";
+    let app = spawn_app_with(&[("POLAR_WEBHOOK_SECRET", SECRET), ("METRICS_TOKEN", TOKEN)]).await;
+    let customer = app.sign_up("health-customer@example.com").await;
+    assert!(!app.page("/admin/health").await.contains("Webhook inbox"));
+    assert_eq!(status_of(&app.client, format!("{}/admin/health", app.address)).await, 404, "not for customers");
+    assert_eq!(call(&app, "/api/admin/health", &[]).await.status(), 404);
+    app.sign_up("health-op@example.com").await;
+    admin::add(&app.pool, "health-op@example.com").await.unwrap();
+    let page = app.page("/admin/health").await;
+    assert!(page.contains("Webhook inbox") && !page.contains("Polar may disable"), "{page}");
+
+    let gauge = |text: &str, name: &str| -> i64 {
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(-1)
+    };
+    let now = Utc::now().timestamp();
+    let body = |n: u32| {
+        serde_json::json!({ "type": "customer.updated", "timestamp": "2026-12-07T10:00:00Z",
+                             "data": { "id": format!("c{n}"), "external_id": customer.to_string(), "email": "x@example.com" } })
+        .to_string()
+    };
+    for n in 1..=5 {
+        // Signed with the secret Polar had before it was rotated here.
+        let res = app
+            .deliver_webhook(
+                &format!("msg_old_{n}"),
+                &body(n),
+                "whsec_b2xkc2VjcmV0b2xkc2VjcmV0b2xkc2VjcmV0",
+                KeyScheme::Legacy,
+                now,
+            )
+            .await;
+        assert_eq!(res.status(), 403);
+        eventually("the refusal is counted", || async {
+            let text = metrics(&app, TOKEN).await;
+            let refused = gauge(&text, "tally_webhook_deliveries_refused_consecutive");
+            if refused == i64::from(n) {
+                Ok(text)
+            } else {
+                Err(refused)
+            }
+        })
+        .await;
+        let at_risk = gauge(&metrics(&app, TOKEN).await, "tally_webhook_endpoint_at_risk");
+        assert_eq!(at_risk, i64::from(n >= 5), "after {n} refusals");
+    }
+    eventually("the shared row holds the run", || async {
+        let stored: i32 =
+            sqlx::query_scalar("SELECT refused FROM webhook_delivery_streak").fetch_one(&app.pool).await.unwrap();
+        if stored == 5 {
+            Ok(())
+        } else {
+            Err(stored)
+        }
+    })
+    .await;
+    let page = app.page("/admin/health").await;
+    assert!(page.contains("Polar may disable the webhook endpoint"), "{page}");
+    assert!(page.contains("5 deliveries in a row were refused") && page.contains("no matching signature"), "{page}");
+
+    // Polar's next delivery, signed with the current secret, is accepted: the run is over.
+    let res = app.deliver_webhook("msg_new_1", &body(6), SECRET, KeyScheme::Legacy, now).await;
+    assert_eq!(res.status(), 202);
+    let text = metrics(&app, TOKEN).await;
+    assert_eq!(gauge(&text, "tally_webhook_deliveries_refused_consecutive"), 0, "{text}");
+    assert_eq!(gauge(&text, "tally_webhook_endpoint_at_risk"), 0);
+    let page = app.page("/admin/health").await;
+    assert!(!page.contains("Polar may disable") && page.contains("0 (Polar disables at 10)"), "{page}");
+}

@@ -5,6 +5,7 @@
 
 mod audit;
 mod events;
+mod health;
 
 use crate::api::admin::{
     admin_customer, admin_search, AdminAdjust, AdminRetryUsage, AdminRetryWebhook, AdminRevokeKey, CustomerView,
@@ -16,6 +17,7 @@ use crate::error::AppError;
 use crate::pages::not_found::NotFoundPage;
 pub use audit::AdminAuditPage;
 use events::{FormContext, UsageEvents, WebhookEvents};
+pub use health::AdminHealthPage;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -57,6 +59,8 @@ pub fn AdminPage() -> impl IntoView {
                                     </p>
                                     <p>
                                         <a href="/admin/audit">"Audit log: every operator action"</a>
+                                        " · "
+                                        <a href="/admin/health">"Health: queues, webhook deliveries, Polar"</a>
                                     </p>
                                 </section>
                                 <form method="get" action="/admin" class="panel inline-form" role="search">

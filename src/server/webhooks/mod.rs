@@ -13,6 +13,7 @@
 //! - handler errors never reach Polar: the worker retries with backoff and parks the event as
 //!   `failed` with its error after `MAX_ATTEMPTS`.
 
+pub mod deliveries;
 pub mod events;
 pub mod handlers;
 pub mod inbox;

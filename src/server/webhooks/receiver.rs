@@ -13,10 +13,31 @@ use serde_json::{json, Value};
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let (response, refusal) = verify_and_store(&state, &headers, &body).await;
+    // Polar counts every delivery not acknowledged with a 2xx (and disables the endpoint after
+    // ten in a row): so do we, for the health page and /metrics.
+    match refusal {
+        None => super::deliveries::accepted(&state.pool, &state.webhook_refusals).await,
+        // In the background: when the database is what failed, recording it could wait as long
+        // as Polar waits for the answer.
+        Some(why) => {
+            super::deliveries::count_locally(&state.webhook_refusals);
+            let pool = state.pool.clone();
+            tokio::spawn(async move { super::deliveries::refused(&pool, &why).await });
+        }
+    }
+    response
+}
+
+/// The receiver's answer, and why the delivery was refused when it was.
+async fn verify_and_store(state: &AppState, headers: &HeaderMap, body: &Bytes) -> (Response, Option<String>) {
     let Some(secret) = state.config.polar.webhook_secret.as_ref() else {
         tracing::error!("webhook received but POLAR_WEBHOOK_SECRET is not configured");
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "webhooks are not configured" })))
-            .into_response();
+        let why = "webhooks are not configured (POLAR_WEBHOOK_SECRET)";
+        return (
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "webhooks are not configured" }))).into_response(),
+            Some(why.into()),
+        );
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let signed = SignedHeaders {
@@ -25,14 +46,14 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         signature: header("webhook-signature"),
     };
     let now = chrono::Utc::now().timestamp();
-    if let Err(e) = webhook_signature::verify(secret.expose(), signed, &body, now) {
+    if let Err(e) = webhook_signature::verify(secret.expose(), signed, body, now) {
         tracing::warn!(error = %e, "webhook refused");
         let status =
             if e == VerifyError::NoMatchingSignature { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
-        return (status, Json(json!({ "error": e.to_string() }))).into_response();
+        return ((status, Json(json!({ "error": e.to_string() }))).into_response(), Some(e.to_string()));
     }
     let webhook_id = signed.id.unwrap_or_default();
-    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let event_type = parsed.as_ref().and_then(|v| v.get("type")).and_then(Value::as_str).map(str::to_string);
     let result = match (&parsed, &event_type) {
         (Some(payload), Some(t)) => sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload, user_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
@@ -47,7 +68,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
              ON CONFLICT DO NOTHING",
         )
         .bind(webhook_id)
-        .bind(String::from_utf8_lossy(&body).to_string())
+        .bind(String::from_utf8_lossy(body).to_string())
         .execute(&state.pool)
         .await,
     };
@@ -58,12 +79,13 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
             if !duplicate {
                 state.webhook_wakeup.notify_one();
             }
-            (StatusCode::ACCEPTED, Json(json!({ "received": true, "duplicate": duplicate }))).into_response()
+            ((StatusCode::ACCEPTED, Json(json!({ "received": true, "duplicate": duplicate }))).into_response(), None)
         }
         // Not stored: let Polar retry (it will, with the same webhook-id).
         Err(e) => {
             tracing::error!(%webhook_id, error = %e, "could not store webhook");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "temporarily unavailable" }))).into_response()
+            let response = (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "temporarily unavailable" })));
+            (response.into_response(), Some(format!("could not store the event: {e}")))
         }
     }
 }

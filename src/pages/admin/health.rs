@@ -1,0 +1,120 @@
+//! `/admin/health`: the webhook inbox, the run of refused webhook deliveries (in red when Polar
+//! may disable the endpoint), the usage outbox, the mail outbox and Polar's circuit breakers.
+
+use crate::api::admin::{admin_health, HealthView};
+use crate::error::AppError;
+use crate::pages::not_found::NotFoundPage;
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+#[component]
+pub fn AdminHealthPage() -> impl IntoView {
+    let health = Resource::new(|| (), |_| admin_health());
+    view! {
+        <Suspense fallback=|| {
+            view! {
+                <p class="loading" role="status">
+                    "Loading…"
+                </p>
+            }
+        }>
+            {move || {
+                health
+                    .get()
+                    .map(|res| match res {
+                        Err(AppError::NotFound) => view! { <NotFoundPage /> }.into_any(),
+                        Err(e) => {
+                            view! {
+                                <div class="alert alert--error" role="alert">
+                                    {e.to_string()}
+                                </div>
+                            }
+                                .into_any()
+                        }
+                        Ok(h) => view! { <Health h=h /> }.into_any(),
+                    })
+            }}
+        </Suspense>
+    }
+}
+
+/// One figure of a panel: what it is, and its value.
+#[component]
+fn Figure(label: &'static str, value: String) -> impl IntoView {
+    view! {
+        <dt>{label}</dt>
+        <dd>{value}</dd>
+    }
+}
+
+#[component]
+fn Health(h: HealthView) -> impl IntoView {
+    let warning = h.at_risk.then(|| {
+        view! {
+            <div class="alert alert--error" role="alert">
+                <strong>"Polar may disable the webhook endpoint. "</strong>
+                {format!(
+                    "{} deliveries in a row were refused{}; Polar disables the endpoint after {} and then sends nothing until someone turns it back on in Polar's dashboard. ",
+                    h.refused,
+                    h.refused_since.clone().map(|s| format!(" since {s}")).unwrap_or_default(),
+                    h.disables_after,
+                )}
+                {h.refused_error.clone().map(|e| format!("Last refusal: {e}."))}
+            </div>
+        }
+    });
+    view! {
+        <Title text="Health · Operator console" />
+        <p>
+            <a href="/admin">"← Operator console"</a>
+        </p>
+        <section class="page-head">
+            <h1>"Health"</h1>
+            <p class="lead">"What is waiting, what is parked, and how Polar's deliveries and API are doing."</p>
+        </section>
+        {warning}
+        <section class="panel" aria-labelledby="inbox-title">
+            <h2 id="inbox-title">"Webhook inbox"</h2>
+            <dl>
+                <Figure label="Waiting" value=h.webhooks_pending.to_string() />
+                <Figure label="Oldest waiting" value=h.webhooks_oldest />
+                <Figure label="Failed at least once, retrying" value=h.webhooks_retrying.to_string() />
+                <Figure label="Parked" value=h.webhooks_parked.to_string() />
+                <Figure
+                    label="Deliveries refused in a row"
+                    value=format!("{} (Polar disables at {})", h.refused, h.disables_after)
+                />
+                <Figure
+                    label="Last delivery accepted after a refusal"
+                    value=h.last_accepted.unwrap_or_else(|| "—".into())
+                />
+            </dl>
+        </section>
+        <section class="panel" aria-labelledby="outbox-title">
+            <h2 id="outbox-title">"Usage outbox"</h2>
+            <dl>
+                <Figure label="Not yet at Polar" value=h.usage_pending.to_string() />
+                <Figure label="Oldest" value=h.usage_oldest />
+                <Figure label="Parked" value=h.usage_parked.to_string() />
+                <Figure
+                    label="Drift at the last reconcile"
+                    value=format!("{} credits over {} accounts", h.drift_credits, h.drift_accounts)
+                />
+            </dl>
+        </section>
+        <section class="panel" aria-labelledby="polar-title">
+            <h2 id="polar-title">"Polar"</h2>
+            <dl>
+                <Figure label="Circuit breaker, pages" value=h.polar_circuit.replace('_', "-") />
+                <Figure label="Circuit breaker, background work" value=h.polar_background_circuit.replace('_', "-") />
+            </dl>
+        </section>
+        <section class="panel" aria-labelledby="mail-title">
+            <h2 id="mail-title">"Mail outbox"</h2>
+            <dl>
+                <Figure label="Waiting" value=h.mail_pending.to_string() />
+                <Figure label="Oldest waiting" value=h.mail_oldest />
+            </dl>
+        </section>
+    }
+}
