@@ -356,22 +356,27 @@ pub fn history_csv(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> impl futures::Stream<Item = Result<axum::body::Bytes, sqlx::Error>> + Send + 'static {
-    futures::stream::unfold(Some((pool, None::<history::Cursor>, true)), move |state| async move {
-        let (pool, after, first) = state?;
-        let rows = match history::range_chunk(&pool, user, from, to, after, EXPORT_CHUNK).await {
-            Ok(rows) => rows,
-            Err(e) => return Some((Err(e), None)),
-        };
-        let mut out = if first { history::CSV_HEADER.to_string() } else { String::new() };
-        for e in &rows {
-            out.push_str(&history::csv_line(e));
-        }
-        let next = (rows.len() as i64 == EXPORT_CHUNK).then(|| (pool, rows.last().map(history::Cursor::of), false));
-        if out.is_empty() {
-            return None;
-        }
-        Some((Ok(axum::body::Bytes::from(out)), next))
-    })
+    futures::StreamExt::fuse(futures::stream::unfold(
+        Some((pool, None::<history::Cursor>, true)),
+        move |state| async move {
+            let (pool, after, first) = state?;
+            let rows = match history::range_chunk(&pool, user, from, to, after, EXPORT_CHUNK).await {
+                Ok(rows) => rows,
+                Err(e) => return Some((Err(e), None)),
+            };
+            let mut out = if first { history::CSV_HEADER.to_string() } else { String::new() };
+            for e in &rows {
+                out.push_str(&history::csv_line(e));
+            }
+            let next = (rows.len() as i64 == EXPORT_CHUNK).then(|| (pool, rows.last().map(history::Cursor::of), false));
+            if out.is_empty() {
+                return None;
+            }
+            Some((Ok(axum::body::Bytes::from(out)), next))
+        },
+    ))
+    // (Fused: the response's compression polls the body once more after its end, and a bare
+    // `unfold` panics then, which cut every gzip download short.)
 }
 
 #[cfg(test)]

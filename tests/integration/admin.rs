@@ -548,6 +548,10 @@ async fn the_audit_log_is_filtered_paged_and_exported_as_csv() {
     let ids: Vec<i64> = lines[1..].iter().map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first, none twice");
     assert!(all.contains(",\"'=HYPERLINK(\"\"http://evil\"\")\","), "a formula is inert: {all}");
+    let gzipped = app.client.get(format!("{}/admin/audit.csv", app.address)).header("accept-encoding", "gzip").send();
+    let gzipped = gzipped.await.unwrap();
+    assert_eq!((gzipped.status().as_u16(), gzipped.headers()["content-encoding"].to_str().unwrap()), (200, "gzip"));
+    assert!(gzipped.bytes().await.expect("the whole compressed body").len() > 1000, "as a browser gets it");
     let taken = csv(&format!("?customer={b}&action=take_credits")).await.unwrap().text().await.unwrap();
     assert_eq!(taken.lines().count(), 2, "{taken}");
     assert_eq!(csv("?action=drop_table").await.unwrap().status(), 422);
@@ -627,4 +631,61 @@ async fn the_health_page_and_metrics_warn_before_polar_disables_the_webhook_endp
     assert_eq!(gauge(&text, "tally_webhook_endpoint_at_risk"), 0);
     let page = app.page("/admin/health").await;
     assert!(!page.contains("Polar may disable") && page.contains("0 (Polar disables at 10)"), "{page}");
+}
+
+/// "I never got the confirmation mail": the operator sees the address unconfirmed and the mails
+/// sent, and sends the confirmation again, once for a double submit, with its audit row; for
+/// a confirmed address there is nothing to send.
+#[tokio::test]
+async fn an_operator_sends_the_address_confirmation_again_once() {
+    let app = spawn_app().await;
+    let visitor = app.another_browser();
+    let res = post_form(
+        &visitor,
+        "/api/signup",
+        &[("email", "lost-mail@example.com"), ("password", "correct horse battery")],
+    )
+    .await;
+    assert!(res.status().is_redirection(), "{}", res.status());
+    let customer: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'lost-mail@example.com'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let confirmed = app.sign_up("confirmed@example.com").await;
+    app.sign_up("mail-op@example.com").await;
+    admin::add(&app.pool, "mail-op@example.com").await.unwrap();
+    let mails = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outgoing_mail WHERE user_id = $1")
+            .bind(customer)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(mails().await, 1, "the sign-up's confirmation");
+    let (page, form_key) = operator_page(&app, customer).await;
+    assert!(page.contains("lost-mail@example.com: not confirmed yet"), "{page}");
+    assert!(page.contains("Send the confirmation again") && page.contains("Confirm your email"), "{page}");
+    let id = customer.to_string();
+    let form =
+        [("customer", id.as_str()), ("reason", "Customer says the mail never came"), ("form_key", form_key.as_str())];
+    let (a, b) = tokio::join!(
+        call(&app, "/api/admin/resend-verification", &form),
+        call(&app, "/api/admin/resend-verification", &form)
+    );
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert_eq!(mails().await, 2, "one more confirmation, however often the form was sent");
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM operator_audit").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(actions, ["resend_verification"]);
+    // A confirmed address: refused, nothing queued or recorded.
+    let (page, key) = operator_page(&app, confirmed).await;
+    assert!(
+        page.contains("confirmed@example.com: confirmed") && !page.contains("Send the confirmation again"),
+        "{page}"
+    );
+    let other = confirmed.to_string();
+    let form = [("customer", other.as_str()), ("reason", "Just in case"), ("form_key", key.as_str())];
+    let res = call(&app, "/api/admin/resend-verification", &form).await;
+    assert_eq!(res.status(), 409);
+    assert_eq!(audit_rows(&app).await, 1);
 }

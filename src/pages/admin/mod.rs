@@ -6,10 +6,11 @@
 mod audit;
 mod events;
 mod health;
+mod mail;
 
 use crate::api::admin::{
-    admin_customer, admin_search, AdminAdjust, AdminRetryUsage, AdminRetryWebhook, AdminRevokeKey, CustomerView,
-    FRESH_SIGN_IN_MINUTES,
+    admin_customer, admin_search, AdminAdjust, AdminResendVerification, AdminRetryUsage, AdminRetryWebhook,
+    AdminRevokeKey, CustomerView, FRESH_SIGN_IN_MINUTES,
 };
 use crate::components::form::{Field, FormError};
 use crate::domain::money::group_thousands;
@@ -21,6 +22,7 @@ pub use health::AdminHealthPage;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
+use mail::MailSection;
 
 #[component]
 pub fn AdminPage() -> impl IntoView {
@@ -130,10 +132,12 @@ pub fn AdminCustomerPage() -> impl IntoView {
     let actions = Actions {
         retry_webhook: ServerAction::<AdminRetryWebhook>::new(),
         retry_usage: ServerAction::<AdminRetryUsage>::new(),
+        resend: ServerAction::<AdminResendVerification>::new(),
     };
     let query = use_query_map();
-    let done =
-        move || query.read().get("done").is_some_and(|d| ["adjusted", "revoked", "requeued"].contains(&d.as_str()));
+    let done = move || {
+        query.read().get("done").is_some_and(|d| ["adjusted", "revoked", "requeued", "resent"].contains(&d.as_str()))
+    };
     view! {
         <Suspense fallback=|| {
             view! {
@@ -180,6 +184,7 @@ pub fn AdminCustomerPage() -> impl IntoView {
 struct Actions {
     retry_webhook: ServerAction<AdminRetryWebhook>,
     retry_usage: ServerAction<AdminRetryUsage>,
+    resend: ServerAction<AdminResendVerification>,
 }
 
 #[component]
@@ -196,12 +201,13 @@ fn Customer(
     let ctx = FormContext { customer: c.id.clone(), form_key: c.form_key.clone() };
     let webhook_error = Signal::derive(move || actions.retry_webhook.value().get().and_then(|r| r.err()));
     let usage_error = Signal::derive(move || actions.retry_usage.value().get().and_then(|r| r.err()));
+    let resend_error = Signal::derive(move || actions.resend.value().get().and_then(|r| r.err()));
     let here = format!("/admin/customers/{}", c.id);
     let sign_in_again = format!("/login?next={}", urlencoding_path(&here));
     // An action refused for an old sign-in names the password (no form here has one): said
     // once, at the top, whichever form it came from.
     let refused_stale = Signal::derive(move || {
-        [error.get(), revoke_error.get(), webhook_error.get(), usage_error.get()]
+        [error.get(), revoke_error.get(), webhook_error.get(), usage_error.get(), resend_error.get()]
             .into_iter()
             .flatten()
             .find(|e| e.field() == Some("password"))
@@ -351,7 +357,15 @@ fn Customer(
             </ul>
         </section>
         <WebhookEvents events=c.webhooks retry=actions.retry_webhook error=webhook_error ctx=ctx.clone() />
-        <UsageEvents events=c.usage retry=actions.retry_usage error=usage_error ctx=ctx />
+        <UsageEvents events=c.usage retry=actions.retry_usage error=usage_error ctx=ctx.clone() />
+        <MailSection
+            email=c.email.clone()
+            confirmed=c.confirmed
+            mail=c.mail
+            resend=actions.resend
+            error=resend_error
+            ctx=ctx
+        />
         <section class="panel" aria-labelledby="audit-title">
             <h2 id="audit-title">"Audit log"</h2>
             <table class="table">

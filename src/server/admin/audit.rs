@@ -118,7 +118,7 @@ pub fn csv(
     pool: PgPool,
     filter: AuditFilter,
 ) -> impl futures::Stream<Item = Result<String, sqlx::Error>> + Send + 'static {
-    futures::stream::unfold(Some((pool, filter, None::<i64>, true)), |state| async move {
+    futures::StreamExt::fuse(futures::stream::unfold(Some((pool, filter, None::<i64>, true)), |state| async move {
         let (pool, filter, before, first) = state?;
         match page(&pool, &filter, before, 500).await {
             Err(e) => Some((Err(e), None)),
@@ -132,7 +132,8 @@ pub fn csv(
                 Some((Ok(chunk), next))
             }
         }
-    })
+    }))
+    // (Fused: polled again after its end by the response's compression, it answers "ended".)
 }
 
 #[cfg(test)]

@@ -3,12 +3,15 @@
 //! transaction as its effect (`migrations/…_operators.sql`). Operators are made and unmade only
 //! from the server's command line (`tally operator add|remove|list`).
 
+mod account;
 pub mod audit;
 mod events;
 
+pub use account::{resend_verification, Resent};
 pub use events::{retry_usage_event, retry_webhook, Requeued};
 
 use crate::server::ledger::{self, AdjustError};
+use crate::server::mail::{self, SentMail};
 use crate::server::usage::shipper::{self, Waiting};
 use crate::server::webhooks::inbox::{self, StoredEvent};
 use chrono::{DateTime, Utc};
@@ -117,6 +120,8 @@ pub enum ActionError {
     FormKey,
     #[error("no such customer")]
     NoCustomer,
+    #[error("this address is confirmed already")]
+    AlreadyConfirmed,
     #[error(transparent)]
     Ledger(#[from] AdjustError),
     #[error(transparent)]
@@ -244,13 +249,18 @@ pub struct Overview {
     pub webhooks: Vec<StoredEvent>,
     /// Their usage events not sent yet: queued or parked.
     pub usage: Vec<Waiting>,
+    /// When they confirmed their address (`None`: not yet).
+    pub email_verified_at: Option<DateTime<Utc>>,
+    /// The newest mails to them.
+    pub mail: Vec<SentMail>,
     pub audit: Vec<AuditRow>,
 }
 
 /// The customer `id` as an operator sees them; `None` when there is no such account.
 pub async fn overview(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Result<Option<Overview>, sqlx::Error> {
-    let Some((email, created_at, polar_customer_id)): Option<(String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
-        "SELECT u.email, u.created_at, pc.polar_customer_id FROM users u
+    type Row = (String, DateTime<Utc>, Option<String>, Option<DateTime<Utc>>);
+    let Some((email, created_at, polar_customer_id, email_verified_at)): Option<Row> = sqlx::query_as(
+        "SELECT u.email, u.created_at, pc.polar_customer_id, u.email_verified_at FROM users u
                LEFT JOIN polar_customers pc ON pc.user_id = u.id WHERE u.id = $1",
     )
     .bind(id)
@@ -283,8 +293,22 @@ pub async fn overview(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Result<Opt
     .await?;
     let webhooks = inbox::of_customer(pool, id, 20).await?;
     let usage = shipper::waiting_of(pool, id, 20).await?;
+    let mail = mail::of_customer(pool, id, 10).await?;
     let audit = audit(pool, Some(id), 20).await?;
-    Ok(Some(Overview { id, email, created_at, polar_customer_id, balance, entries, api_keys, webhooks, usage, audit }))
+    Ok(Some(Overview {
+        id,
+        email,
+        created_at,
+        polar_customer_id,
+        balance,
+        entries,
+        api_keys,
+        webhooks,
+        usage,
+        email_verified_at,
+        mail,
+        audit,
+    }))
 }
 
 /// What revoking a key did.

@@ -35,6 +35,31 @@ pub struct Mail {
     pub text: String,
 }
 
+/// A mail as an operator sees it: never its body (it may carry a one-time link).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SentMail {
+    pub kind: String,
+    pub subject: String,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The newest `limit` mails to `user`, newest first.
+pub async fn of_customer(pool: &sqlx::PgPool, user: Uuid, limit: i64) -> Result<Vec<SentMail>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT kind, subject, status, attempts, last_error, created_at, sent_at FROM outgoing_mail
+          WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(user)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Queues `mail` in the caller's transaction.
 pub async fn enqueue(conn: &mut PgConnection, user: Option<Uuid>, mail: &Mail) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("INSERT INTO outgoing_mail (user_id, kind, to_address, subject, body_text) VALUES ($1, $2, $3, $4, $5) RETURNING id")

@@ -223,6 +223,12 @@ async fn the_credit_history_downloads_as_csv_for_a_bounded_range_in_chunks() {
     let csv = res.text().await.unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "time_utc,kind,description,credits");
+    // Compressed, as a browser asks for it (the encoder reads the body to its end and once more).
+    let gzipped =
+        app.client.get(format!("{}/billing/history.csv", app.address)).header("accept-encoding", "gzip").send();
+    let gzipped = gzipped.await.unwrap();
+    assert_eq!((gzipped.status().as_u16(), gzipped.headers()["content-encoding"].to_str().unwrap()), (200, "gzip"));
+    assert!(gzipped.bytes().await.expect("the whole compressed body").len() > 100);
     // The free credits, the pack and 2,499 spends, oldest first.
     assert_eq!(lines.len(), 1 + 1 + 1 + 2499, "every entry once");
     assert_eq!(lines.iter().filter(|l| l.ends_with(",spend,API call: text.stats,-1")).count(), 2499);

@@ -4,141 +4,17 @@
 
 use crate::error::AppError;
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
 
 /// How recent an operator's sign-in must be to act.
 pub const FRESH_SIGN_IN_MINUTES: i64 = 15;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FoundView {
-    pub id: String,
-    pub email: String,
-    pub created: String,
-    pub polar_customer_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EntryLine {
-    pub when: String,
-    pub kind: String,
-    pub what: String,
-    pub credits: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyLine {
-    pub prefix: String,
-    pub name: String,
-    pub created: String,
-    pub revoked: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditLine {
-    pub when: String,
-    pub operator: String,
-    pub action: String,
-    /// The customer acted on: their Tally user id.
-    pub customer: Option<String>,
-    pub reason: String,
-    pub change: String,
-}
-
-/// A page of the whole audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditView {
-    pub rows: Vec<AuditLine>,
-    /// Where the next, older page starts (`before`), when there is one.
-    pub older: Option<i64>,
-    /// Every action the log records, for the filter.
-    pub actions: Vec<String>,
-}
-
-/// What the console's health page shows: the queues, the run of refused webhook deliveries
-/// and Polar's circuit breakers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthView {
-    pub webhooks_pending: i64,
-    pub webhooks_oldest: String,
-    pub webhooks_retrying: i64,
-    pub webhooks_parked: i64,
-    /// Deliveries refused in a row, since when, and why the last one was.
-    pub refused: i64,
-    pub refused_since: Option<String>,
-    pub refused_error: Option<String>,
-    pub last_accepted: Option<String>,
-    /// Whether Polar may disable the endpoint soon (or has).
-    pub at_risk: bool,
-    /// Polar disables the endpoint after this many failures in a row.
-    pub disables_after: i64,
-    pub usage_pending: i64,
-    pub usage_oldest: String,
-    pub usage_parked: i64,
-    /// Credits and accounts the last `tally polar reconcile` found drifting.
-    pub drift_credits: i64,
-    pub drift_accounts: i64,
-    pub mail_pending: i64,
-    pub mail_oldest: String,
-    /// `closed`, `open` or `half_open`, for the pages' Polar client and the background one.
-    pub polar_circuit: String,
-    pub polar_background_circuit: String,
-}
-
-/// Rows a page of the audit log shows.
-pub const AUDIT_PAGE: i64 = 50;
-
-/// A webhook event about the customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebhookLine {
-    pub id: String,
-    pub kind: String,
-    pub received: String,
-    /// `pending`, `done`, `skipped` or `parked`.
-    pub status: String,
-    pub attempts: i32,
-    pub error: Option<String>,
-    /// Parked with a body that can be processed again.
-    pub retryable: bool,
-}
-
-/// A usage event of the customer not sent to Polar yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageLine {
-    pub id: i64,
-    pub external_id: String,
-    pub event: String,
-    pub units: i64,
-    pub occurred: String,
-    /// `queued` or `parked`.
-    pub status: String,
-    pub attempts: i32,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CustomerView {
-    pub id: String,
-    pub email: String,
-    pub created: String,
-    pub polar_customer_id: Option<String>,
-    pub total: i64,
-    /// (source, credits) for every source holding credits.
-    pub buckets: Vec<(String, i64)>,
-    pub entries: Vec<EntryLine>,
-    pub api_keys: Vec<KeyLine>,
-    pub webhooks: Vec<WebhookLine>,
-    pub usage: Vec<UsageLine>,
-    pub audit: Vec<AuditLine>,
-    /// A fresh key for the action forms: a repeated submit of one form applies once.
-    pub form_key: String,
-    /// Whether the operator's sign-in is recent enough to act.
-    pub fresh: bool,
-}
-
+mod views;
 #[cfg(feature = "ssr")]
-fn when(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
-}
+mod words;
+
+pub use views::*;
+#[cfg(feature = "ssr")]
+use words::{age, audit_line, when};
 
 /// The signed-in operator, or 404 for anyone else.
 #[cfg(feature = "ssr")]
@@ -251,6 +127,29 @@ pub async fn admin_customer(id: String) -> Result<CustomerView, AppError> {
                         error: u.last_error,
                     })
                     .collect(),
+                confirmed: o.email_verified_at.map(when),
+                mail: o
+                    .mail
+                    .into_iter()
+                    .map(|m| MailLine {
+                        when: when(m.created_at),
+                        subject: m.subject,
+                        status: match (m.status.as_str(), m.sent_at, m.last_error) {
+                            ("sent", Some(at), _) => format!("sent {}", when(at)),
+                            ("failed", _, e) => {
+                                format!("failed after {} attempts: {}", m.attempts, e.unwrap_or_default())
+                            }
+                            (_, _, Some(e)) => format!("queued, retrying ({e})"),
+                            (s, _, None) => {
+                                if s == "pending" {
+                                    "queued".into()
+                                } else {
+                                    s.to_string()
+                                }
+                            }
+                        },
+                    })
+                    .collect(),
                 audit: o.audit.into_iter().map(audit_line).collect(),
                 form_key: crate::server::util::random_token(16),
                 fresh: signed_in_recently(&state).await?,
@@ -319,6 +218,32 @@ pub async fn admin_revoke_key(
             }
             match admin::revoke_key(&state.pool, &op, id, &prefix, &reason, &form_key).await {
                 Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=revoked"))),
+                Err(e) => Err(action_error(e)),
+            }
+        }
+        .await,
+    )
+}
+
+/// Sends the customer's address confirmation again, with a reason.
+#[server(prefix = "/api", endpoint = "admin/resend-verification")]
+pub async fn admin_resend_verification(customer: String, reason: String, form_key: String) -> Result<String, AppError> {
+    super::with_status(
+        async {
+            let state = super::state()?;
+            let op = require_operator(&state).await?;
+            let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
+            if !signed_in_recently(&state).await? {
+                return Err(stale_sign_in());
+            }
+            let accounts = crate::server::auth::Accounts {
+                pool: &state.pool,
+                passwords: &state.passwords,
+                config: &state.config,
+                mailer: &state.mailer,
+            };
+            match crate::server::admin::resend_verification(accounts, &op, id, &reason, &form_key).await {
+                Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=resent"))),
                 Err(e) => Err(action_error(e)),
             }
         }
@@ -450,58 +375,6 @@ pub async fn admin_health() -> Result<HealthView, AppError> {
     )
 }
 
-/// An age in seconds in words: "—" for nothing waiting, else seconds, minutes or hours.
-#[cfg(feature = "ssr")]
-fn age(seconds: Option<f64>) -> String {
-    match seconds {
-        None => "—".into(),
-        Some(s) if s < 120.0 => format!("{} s", s.max(0.0).round()),
-        Some(s) if s < 7_200.0 => format!("{} min", (s / 60.0).round()),
-        Some(s) => format!("{} h", (s / 3_600.0).round()),
-    }
-}
-
-/// An audit row as the console shows it.
-#[cfg(feature = "ssr")]
-fn audit_line(a: crate::server::admin::AuditRow) -> AuditLine {
-    AuditLine {
-        when: when(a.at),
-        operator: a.operator_email,
-        action: a.action.replace('_', " "),
-        customer: a.target_user.map(|u| u.to_string()),
-        change: change(a.before.as_ref(), a.after.as_ref()),
-        reason: a.reason,
-    }
-}
-
-/// An audit row's change in words: a balance, or what the action's target went from and to.
-#[cfg(feature = "ssr")]
-fn change(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>) -> String {
-    let (Some(before), Some(after)) = (before, after) else { return String::new() };
-    if let (Some(x), Some(y)) = (before["balance"].as_i64(), after["balance"].as_i64()) {
-        return format!("balance {x} → {y}");
-    }
-    let target = ["webhook", "usage_event", "key"]
-        .iter()
-        .find_map(|k| after[*k].as_str().map(|v| format!("{} {v}", k.replace('_', " "))))
-        .unwrap_or_default();
-    match (before["status"].as_str(), after["status"].as_str(), after["revoked"].as_bool()) {
-        (Some(x), Some(y), _) => format!("{target}: {} → {}", parked(x), parked(y)),
-        (_, _, Some(true)) => format!("{target}: revoked"),
-        _ => target,
-    }
-}
-
-/// A stored status as the console words it.
-#[cfg(feature = "ssr")]
-fn parked(status: &str) -> &str {
-    if status == "failed" {
-        "parked"
-    } else {
-        status
-    }
-}
-
 /// The refusal of an action on a sign-in older than [`FRESH_SIGN_IN_MINUTES`].
 #[cfg(feature = "ssr")]
 fn stale_sign_in() -> AppError {
@@ -520,52 +393,13 @@ fn action_error(e: crate::server::admin::ActionError) -> AppError {
         ActionError::Reason => invalid("reason", "Say why, in 3 to 500 characters.".into()),
         ActionError::FormKey => invalid("form_key", "This form has expired; open the page again.".into()),
         ActionError::NoCustomer => AppError::NotFound,
+        ActionError::AlreadyConfirmed => {
+            AppError::Conflict { field: None, message: "This address is confirmed already: nothing to send.".into() }
+        }
         ActionError::Ledger(e @ crate::server::ledger::AdjustError::Insufficient { .. }) => {
             invalid("credits", e.to_string())
         }
         ActionError::Ledger(e) => crate::server::errors::internal_msg(e),
         ActionError::Db(e) => e.into(),
-    }
-}
-
-#[cfg(all(test, feature = "ssr"))]
-mod tests {
-    use super::change;
-    use serde_json::json;
-
-    #[test]
-    fn a_waiting_age_reads_in_the_unit_that_fits() {
-        use super::age;
-        assert_eq!(age(None), "—");
-        assert_eq!(age(Some(-0.2)), "0 s");
-        assert_eq!(age(Some(42.4)), "42 s");
-        assert_eq!(age(Some(600.0)), "10 min");
-        assert_eq!(age(Some(36_000.0)), "10 h");
-    }
-
-    #[test]
-    fn an_audit_rows_change_reads_as_what_moved() {
-        let row = |b: serde_json::Value, a: serde_json::Value| change(Some(&b), Some(&a));
-        assert_eq!(row(json!({ "balance": 50 }), json!({ "balance": 150, "delta": 100 })), "balance 50 → 150");
-        assert_eq!(
-            row(
-                json!({ "webhook": "msg_1", "status": "failed", "attempts": 10 }),
-                json!({ "webhook": "msg_1", "status": "pending" })
-            ),
-            "webhook msg_1: parked → pending"
-        );
-        assert_eq!(
-            row(
-                json!({ "usage_event": "api:k:1", "status": "failed" }),
-                json!({ "usage_event": "api:k:1", "status": "pending" })
-            ),
-            "usage event api:k:1: parked → pending"
-        );
-        assert_eq!(
-            row(json!({ "key": "tly_ab12", "revoked": false }), json!({ "key": "tly_ab12", "revoked": true })),
-            "key tly_ab12: revoked"
-        );
-        assert_eq!(change(None, Some(&json!({ "balance": 1 }))), "");
-        assert_eq!(row(json!({}), json!({})), "");
     }
 }

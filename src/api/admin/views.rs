@@ -1,0 +1,141 @@
+//! What the operator console's server functions answer: plain data the pages render.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundView {
+    pub id: String,
+    pub email: String,
+    pub created: String,
+    pub polar_customer_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryLine {
+    pub when: String,
+    pub kind: String,
+    pub what: String,
+    pub credits: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyLine {
+    pub prefix: String,
+    pub name: String,
+    pub created: String,
+    pub revoked: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLine {
+    pub when: String,
+    pub operator: String,
+    pub action: String,
+    /// The customer acted on: their Tally user id.
+    pub customer: Option<String>,
+    pub reason: String,
+    pub change: String,
+}
+
+/// A page of the whole audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditView {
+    pub rows: Vec<AuditLine>,
+    /// Where the next, older page starts (`before`), when there is one.
+    pub older: Option<i64>,
+    /// Every action the log records, for the filter.
+    pub actions: Vec<String>,
+}
+
+/// What the console's health page shows: the queues, the run of refused webhook deliveries
+/// and Polar's circuit breakers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    pub webhooks_pending: i64,
+    pub webhooks_oldest: String,
+    pub webhooks_retrying: i64,
+    pub webhooks_parked: i64,
+    /// Deliveries refused in a row, since when, and why the last one was.
+    pub refused: i64,
+    pub refused_since: Option<String>,
+    pub refused_error: Option<String>,
+    pub last_accepted: Option<String>,
+    /// Whether Polar may disable the endpoint soon (or has).
+    pub at_risk: bool,
+    /// Polar disables the endpoint after this many failures in a row.
+    pub disables_after: i64,
+    pub usage_pending: i64,
+    pub usage_oldest: String,
+    pub usage_parked: i64,
+    /// Credits and accounts the last `tally polar reconcile` found drifting.
+    pub drift_credits: i64,
+    pub drift_accounts: i64,
+    pub mail_pending: i64,
+    pub mail_oldest: String,
+    /// `closed`, `open` or `half_open`, for the pages' Polar client and the background one.
+    pub polar_circuit: String,
+    pub polar_background_circuit: String,
+}
+
+/// Rows a page of the audit log shows.
+pub const AUDIT_PAGE: i64 = 50;
+
+/// A webhook event about the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookLine {
+    pub id: String,
+    pub kind: String,
+    pub received: String,
+    /// `pending`, `done`, `skipped` or `parked`.
+    pub status: String,
+    pub attempts: i32,
+    pub error: Option<String>,
+    /// Parked with a body that can be processed again.
+    pub retryable: bool,
+}
+
+/// A usage event of the customer not sent to Polar yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageLine {
+    pub id: i64,
+    pub external_id: String,
+    pub event: String,
+    pub units: i64,
+    pub occurred: String,
+    /// `queued` or `parked`.
+    pub status: String,
+    pub attempts: i32,
+    pub error: Option<String>,
+}
+
+/// A mail sent (or to be sent) to the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailLine {
+    pub when: String,
+    pub subject: String,
+    /// `queued`, `sent` or `failed`, with when it was sent or the last error.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerView {
+    pub id: String,
+    pub email: String,
+    pub created: String,
+    pub polar_customer_id: Option<String>,
+    pub total: i64,
+    /// (source, credits) for every source holding credits.
+    pub buckets: Vec<(String, i64)>,
+    pub entries: Vec<EntryLine>,
+    pub api_keys: Vec<KeyLine>,
+    pub webhooks: Vec<WebhookLine>,
+    pub usage: Vec<UsageLine>,
+    /// When the customer confirmed their address (`None`: not confirmed).
+    pub confirmed: Option<String>,
+    pub mail: Vec<MailLine>,
+    pub audit: Vec<AuditLine>,
+    /// A fresh key for the action forms: a repeated submit of one form applies once.
+    pub form_key: String,
+    /// Whether the operator's sign-in is recent enough to act.
+    pub fresh: bool,
+}

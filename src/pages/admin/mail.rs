@@ -1,0 +1,75 @@
+//! The customer's address and the mail sent to them, on the operator's customer page, with a
+//! form to send the address confirmation again (with a reason, audited) while it is unconfirmed.
+
+use super::events::FormContext;
+use crate::api::admin::{AdminResendVerification, MailLine};
+use crate::components::form::FormError;
+use crate::error::AppError;
+use leptos::prelude::*;
+
+#[component]
+pub fn MailSection(
+    email: String,
+    confirmed: Option<String>,
+    mail: Vec<MailLine>,
+    resend: ServerAction<AdminResendVerification>,
+    error: Signal<Option<AppError>>,
+    ctx: FormContext,
+) -> impl IntoView {
+    let state = match &confirmed {
+        Some(at) => format!("{email}: confirmed {at}."),
+        None => format!("{email}: not confirmed yet (no free credits until it is)."),
+    };
+    let form = confirmed.is_none().then(|| {
+        view! {
+            <ActionForm action=resend attr:class="inline-form">
+                <input type="hidden" name="customer" value=ctx.customer />
+                <input type="hidden" name="form_key" value=ctx.form_key />
+                <label for="resend-reason">"Reason for sending the confirmation again"</label>
+                <input id="resend-reason" name="reason" required=true />
+                <button type="submit" class="btn btn--ghost btn--sm">
+                    "Send the confirmation again"
+                </button>
+            </ActionForm>
+        }
+    });
+    let list = if mail.is_empty() {
+        view! { <p class="muted">"No mail sent to this customer."</p> }.into_any()
+    } else {
+        view! {
+            <table class="table">
+                <thead>
+                    <tr>
+                        <th scope="col">"Queued"</th>
+                        <th scope="col">"Subject"</th>
+                        <th scope="col">"Status"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {mail
+                        .into_iter()
+                        .map(|m| {
+                            view! {
+                                <tr>
+                                    <td>{m.when}</td>
+                                    <td>{m.subject}</td>
+                                    <td>{m.status}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
+        }
+        .into_any()
+    };
+    view! {
+        <section class="panel" aria-labelledby="mail-title">
+            <h2 id="mail-title">"Email"</h2>
+            <p>{state}</p>
+            <FormError error=error />
+            {form}
+            {list}
+        </section>
+    }
+}
