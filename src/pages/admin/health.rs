@@ -75,7 +75,7 @@ fn Health(h: HealthView) -> impl IntoView {
         {warning}
         <section class="panel" aria-labelledby="inbox-title">
             <h2 id="inbox-title">"Webhook inbox"</h2>
-            <dl>
+            <dl class="figures">
                 <Figure label="Waiting" value=h.webhooks_pending.to_string() />
                 <Figure label="Oldest waiting" value=h.webhooks_oldest />
                 <Figure label="Failed at least once, retrying" value=h.webhooks_retrying.to_string() />
@@ -92,7 +92,7 @@ fn Health(h: HealthView) -> impl IntoView {
         </section>
         <section class="panel" aria-labelledby="outbox-title">
             <h2 id="outbox-title">"Usage outbox"</h2>
-            <dl>
+            <dl class="figures">
                 <Figure label="Not yet at Polar" value=h.usage_pending.to_string() />
                 <Figure label="Oldest" value=h.usage_oldest />
                 <Figure label="Parked" value=h.usage_parked.to_string() />
@@ -104,14 +104,14 @@ fn Health(h: HealthView) -> impl IntoView {
         </section>
         <section class="panel" aria-labelledby="polar-title">
             <h2 id="polar-title">"Polar"</h2>
-            <dl>
+            <dl class="figures">
                 <Figure label="Circuit breaker, pages" value=h.polar_circuit.replace('_', "-") />
                 <Figure label="Circuit breaker, background work" value=h.polar_background_circuit.replace('_', "-") />
             </dl>
         </section>
         <section class="panel" aria-labelledby="mail-title">
             <h2 id="mail-title">"Mail outbox"</h2>
-            <dl>
+            <dl class="figures">
                 <Figure label="Waiting" value=h.mail_pending.to_string() />
                 <Figure label="Oldest waiting" value=h.mail_oldest />
             </dl>
