@@ -31,6 +31,31 @@ async fn signed_in_recently(state: &crate::server::state::AppState) -> Result<bo
     Ok(at.is_some_and(|at| chrono::Utc::now() - at < chrono::Duration::minutes(FRESH_SIGN_IN_MINUTES)))
 }
 
+/// The operator about to act on `customer` (a user id): anyone else gets 404, and a sign-in
+/// older than [`FRESH_SIGN_IN_MINUTES`] is refused until the operator signs in again.
+#[cfg(feature = "ssr")]
+async fn acting_on(
+    customer: &str,
+) -> Result<(crate::server::state::AppState, crate::server::admin::Operator, uuid::Uuid), AppError> {
+    let state = super::state()?;
+    let op = require_operator(&state).await?;
+    let id = uuid::Uuid::parse_str(customer).map_err(|_| AppError::NotFound)?;
+    if !signed_in_recently(&state).await? {
+        return Err(stale_sign_in());
+    }
+    Ok((state, op, id))
+}
+
+/// Where an action leads: back to the customer's page saying it is `done`, or its refusal.
+#[cfg(feature = "ssr")]
+fn done<T>(
+    customer: uuid::Uuid,
+    done: &str,
+    result: Result<T, crate::server::admin::ActionError>,
+) -> Result<String, AppError> {
+    result.map(|_| super::go(&format!("/admin/customers/{customer}?done={done}"))).map_err(action_error)
+}
+
 #[server(prefix = "/api", endpoint = "admin/search")]
 pub async fn admin_search(q: String) -> Result<Vec<FoundView>, AppError> {
     super::with_status(
@@ -171,12 +196,7 @@ pub async fn admin_adjust(
     super::with_status(
         async {
             use crate::server::admin;
-            let state = super::state()?;
-            let op = require_operator(&state).await?;
-            let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
-            if !signed_in_recently(&state).await? {
-                return Err(stale_sign_in());
-            }
+            let (state, op, id) = acting_on(&customer).await?;
             let invalid =
                 |field: &str, message: &str| AppError::Validation { field: field.into(), message: message.into() };
             let amount: i64 = credits
@@ -190,10 +210,11 @@ pub async fn admin_adjust(
                 "take" => -amount,
                 _ => return Err(invalid("direction", "Choose to grant or to take credits.")),
             };
-            match admin::adjust_credits(&state.pool, &op, id, delta, &reason, &form_key, chrono::Utc::now()).await {
-                Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=adjusted"))),
-                Err(e) => Err(action_error(e)),
-            }
+            done(
+                id,
+                "adjusted",
+                admin::adjust_credits(&state.pool, &op, id, delta, &reason, &form_key, chrono::Utc::now()).await,
+            )
         }
         .await,
     )
@@ -210,16 +231,8 @@ pub async fn admin_revoke_key(
     super::with_status(
         async {
             use crate::server::admin;
-            let state = super::state()?;
-            let op = require_operator(&state).await?;
-            let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
-            if !signed_in_recently(&state).await? {
-                return Err(stale_sign_in());
-            }
-            match admin::revoke_key(&state.pool, &op, id, &prefix, &reason, &form_key).await {
-                Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=revoked"))),
-                Err(e) => Err(action_error(e)),
-            }
+            let (state, op, id) = acting_on(&customer).await?;
+            done(id, "revoked", admin::revoke_key(&state.pool, &op, id, &prefix, &reason, &form_key).await)
         }
         .await,
     )
@@ -230,22 +243,14 @@ pub async fn admin_revoke_key(
 pub async fn admin_resend_verification(customer: String, reason: String, form_key: String) -> Result<String, AppError> {
     super::with_status(
         async {
-            let state = super::state()?;
-            let op = require_operator(&state).await?;
-            let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
-            if !signed_in_recently(&state).await? {
-                return Err(stale_sign_in());
-            }
+            let (state, op, id) = acting_on(&customer).await?;
             let accounts = crate::server::auth::Accounts {
                 pool: &state.pool,
                 passwords: &state.passwords,
                 config: &state.config,
                 mailer: &state.mailer,
             };
-            match crate::server::admin::resend_verification(accounts, &op, id, &reason, &form_key).await {
-                Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=resent"))),
-                Err(e) => Err(action_error(e)),
-            }
+            done(id, "resent", crate::server::admin::resend_verification(accounts, &op, id, &reason, &form_key).await)
         }
         .await,
     )
@@ -261,16 +266,12 @@ pub async fn admin_retry_webhook(
 ) -> Result<String, AppError> {
     super::with_status(
         async {
-            let state = super::state()?;
-            let op = require_operator(&state).await?;
-            let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
-            if !signed_in_recently(&state).await? {
-                return Err(stale_sign_in());
-            }
-            match crate::server::admin::retry_webhook(&state.pool, &op, id, &webhook_id, &reason, &form_key).await {
-                Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=requeued"))),
-                Err(e) => Err(action_error(e)),
-            }
+            let (state, op, id) = acting_on(&customer).await?;
+            done(
+                id,
+                "requeued",
+                crate::server::admin::retry_webhook(&state.pool, &op, id, &webhook_id, &reason, &form_key).await,
+            )
         }
         .await,
     )
@@ -286,17 +287,13 @@ pub async fn admin_retry_usage(
 ) -> Result<String, AppError> {
     super::with_status(
         async {
-            let state = super::state()?;
-            let op = require_operator(&state).await?;
-            let id = uuid::Uuid::parse_str(&customer).map_err(|_| AppError::NotFound)?;
+            let (state, op, id) = acting_on(&customer).await?;
             let event: i64 = event.trim().parse().map_err(|_| AppError::NotFound)?;
-            if !signed_in_recently(&state).await? {
-                return Err(stale_sign_in());
-            }
-            match crate::server::admin::retry_usage_event(&state.pool, &op, id, event, &reason, &form_key).await {
-                Ok(_) => Ok(super::go(&format!("/admin/customers/{id}?done=requeued"))),
-                Err(e) => Err(action_error(e)),
-            }
+            done(
+                id,
+                "requeued",
+                crate::server::admin::retry_usage_event(&state.pool, &op, id, event, &reason, &form_key).await,
+            )
         }
         .await,
     )

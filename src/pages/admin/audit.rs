@@ -2,6 +2,7 @@
 //! customer (a plain GET form), paged by "Older entries", and downloadable as CSV with the same
 //! filters.
 
+use super::loading;
 use crate::api::admin::{admin_audit, AuditLine, AuditView};
 use crate::error::AppError;
 use crate::pages::not_found::NotFoundPage;
@@ -50,13 +51,7 @@ pub fn AdminAuditPage() -> impl IntoView {
     };
     let log = Resource::new(filters, |(f, before)| admin_audit(f.action, f.operator, f.customer, before.parse().ok()));
     view! {
-        <Suspense fallback=|| {
-            view! {
-                <p class="loading" role="status">
-                    "Loading…"
-                </p>
-            }
-        }>
+        <Suspense fallback=loading>
             {move || {
                 log.get()
                     .map(|res| {

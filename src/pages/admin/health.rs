@@ -1,9 +1,8 @@
 //! `/admin/health`: the webhook inbox, the run of refused webhook deliveries (in red when Polar
 //! may disable the endpoint), the usage outbox, the mail outbox and Polar's circuit breakers.
 
+use super::{console, loading};
 use crate::api::admin::{admin_health, HealthView};
-use crate::error::AppError;
-use crate::pages::not_found::NotFoundPage;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -11,29 +10,8 @@ use leptos_meta::Title;
 pub fn AdminHealthPage() -> impl IntoView {
     let health = Resource::new(|| (), |_| admin_health());
     view! {
-        <Suspense fallback=|| {
-            view! {
-                <p class="loading" role="status">
-                    "Loading…"
-                </p>
-            }
-        }>
-            {move || {
-                health
-                    .get()
-                    .map(|res| match res {
-                        Err(AppError::NotFound) => view! { <NotFoundPage /> }.into_any(),
-                        Err(e) => {
-                            view! {
-                                <div class="alert alert--error" role="alert">
-                                    {e.to_string()}
-                                </div>
-                            }
-                                .into_any()
-                        }
-                        Ok(h) => view! { <Health h=h /> }.into_any(),
-                    })
-            }}
+        <Suspense fallback=loading>
+            {move || { health.get().map(|res| console(res, |h| view! { <Health h=h /> }.into_any())) }}
         </Suspense>
     }
 }

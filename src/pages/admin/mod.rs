@@ -24,33 +24,43 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use mail::MailSection;
 
+/// What a console page shows while its data comes.
+fn loading() -> impl IntoView {
+    view! {
+        <p class="loading" role="status">
+            "Loading…"
+        </p>
+    }
+}
+
+/// What a console page shows once its data came: the 404 page for anyone but an operator (as
+/// if the console did not exist), the error, or `page`.
+fn console<T>(result: Result<T, AppError>, page: impl FnOnce(T) -> AnyView) -> AnyView {
+    match result {
+        Err(AppError::NotFound) => view! { <NotFoundPage /> }.into_any(),
+        Err(e) => view! {
+            <div class="alert alert--error" role="alert">
+                {e.to_string()}
+            </div>
+        }
+        .into_any(),
+        Ok(data) => page(data),
+    }
+}
+
 #[component]
 pub fn AdminPage() -> impl IntoView {
     let query = use_query_map();
     let q = move || query.read().get("q").unwrap_or_default();
     let found = Resource::new(q, admin_search);
     view! {
-        <Suspense fallback=|| {
-            view! {
-                <p class="loading" role="status">
-                    "Loading…"
-                </p>
-            }
-        }>
+        <Suspense fallback=loading>
             {move || {
                 found
                     .get()
-                    .map(|res| match res {
-                        Err(AppError::NotFound) => view! { <NotFoundPage /> }.into_any(),
-                        Err(e) => {
-                            view! {
-                                <div class="alert alert--error" role="alert">
-                                    {e.to_string()}
-                                </div>
-                            }
-                                .into_any()
-                        }
-                        Ok(found) => {
+                    .map(|res| console(
+                        res,
+                        |found| {
                             let q = q();
                             view! {
                                 <Title text="Operator console" />
@@ -75,8 +85,8 @@ pub fn AdminPage() -> impl IntoView {
                                 <FoundList found=found searched=!q.trim().is_empty() />
                             }
                                 .into_any()
-                        }
-                    })
+                        },
+                    ))
             }}
         </Suspense>
     }
@@ -139,27 +149,13 @@ pub fn AdminCustomerPage() -> impl IntoView {
         query.read().get("done").is_some_and(|d| ["adjusted", "revoked", "requeued", "resent"].contains(&d.as_str()))
     };
     view! {
-        <Suspense fallback=|| {
-            view! {
-                <p class="loading" role="status">
-                    "Loading…"
-                </p>
-            }
-        }>
+        <Suspense fallback=loading>
             {move || {
                 customer
                     .get()
-                    .map(|res| match res {
-                        Err(AppError::NotFound) => view! { <NotFoundPage /> }.into_any(),
-                        Err(e) => {
-                            view! {
-                                <div class="alert alert--error" role="alert">
-                                    {e.to_string()}
-                                </div>
-                            }
-                                .into_any()
-                        }
-                        Ok(c) => {
+                    .map(|res| console(
+                        res,
+                        |c| {
                             view! {
                                 <Customer
                                     c=c
@@ -172,8 +168,8 @@ pub fn AdminCustomerPage() -> impl IntoView {
                                 />
                             }
                                 .into_any()
-                        }
-                    })
+                        },
+                    ))
             }}
         </Suspense>
     }

@@ -198,37 +198,7 @@ pub struct AuditRow {
 
 /// The newest `limit` audit rows, of one customer or of all.
 pub async fn audit(pool: &PgPool, customer: Option<Uuid>, limit: i64) -> Result<Vec<AuditRow>, sqlx::Error> {
-    type Row = (
-        i64,
-        DateTime<Utc>,
-        String,
-        String,
-        Option<Uuid>,
-        String,
-        Option<serde_json::Value>,
-        Option<serde_json::Value>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, at, operator_email, action, target_user, reason, before, after FROM operator_audit
-          WHERE $1::uuid IS NULL OR target_user = $1 ORDER BY id DESC LIMIT $2",
-    )
-    .bind(customer)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, at, operator_email, action, target_user, reason, before, after)| AuditRow {
-            id,
-            at,
-            operator_email,
-            action,
-            target_user,
-            reason,
-            before,
-            after,
-        })
-        .collect())
+    audit::page(pool, &audit::AuditFilter { customer, ..Default::default() }, None, limit).await
 }
 
 /// An API key as an operator sees it: visible prefix, name, created, revoked.
