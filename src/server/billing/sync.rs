@@ -241,6 +241,11 @@ pub async fn subscription(
     let plan = subscription_allotment(config, sub)?;
     let (start, end) = (sub.current_period_start, sub.current_period_end);
 
+    // The customer's row first, as every writer of a customer's billing takes it (the worker's
+    // batch marks it stale for `customer.state_changed` before this event's upsert; a change
+    // made from a page upserted first and deadlocked with it). Marking the cached state stale
+    // costs nothing when the upsert below turns out to be an older state: it is re-read.
+    crate::server::billing::invalidate_state(conn, user).await?;
     // Out-of-order delivery: a state older than the stored one is ignored. The upsert itself
     // decides (its WHERE is evaluated on the row once any concurrent writer of it has
     // committed), so an older state racing the first one ever stored (two instances, or the
@@ -273,7 +278,6 @@ pub async fn subscription(
         return Ok(Applied::Skipped);
     }
 
-    crate::server::billing::invalidate_state(conn, user).await?;
     // Whatever the status, the current period began at `start`: earlier periods' allotments
     // end then (they may not have been ended yet if their own events came late).
     ledger::end_earlier_allotments(conn, user, &sub.id, start, now).await?;
