@@ -160,6 +160,7 @@ async fn the_console_is_a_404_for_anyone_but_an_operator() {
         "/admin".to_string(),
         "/admin?q=someone%40example.com".into(),
         format!("/admin/customers/{customer}"),
+        format!("/admin/customers/{customer}?polar=1"),
         "/admin/audit".into(),
         "/admin/audit.csv".into(),
     ];
@@ -182,6 +183,8 @@ async fn the_console_is_a_404_for_anyone_but_an_operator() {
         ("form_key", "f0rmkey0fnotanop777"),
     ];
     assert_eq!(call(&app, "/api/admin/adjust", &grant).await.status(), 404);
+    let resync = [("customer", id.as_str()), ("reason", "Sneaky"), ("form_key", "f0rmkey0fnotanop777")];
+    assert_eq!(call(&app, "/api/admin/resync", &resync).await.status(), 404);
     assert_eq!(audit_rows(&app).await, 0);
     // With the role, the same session sees it.
     admin::add(&app.pool, "someone@example.com").await.unwrap();
@@ -688,4 +691,76 @@ async fn an_operator_sends_the_address_confirmation_again_once() {
     let res = call(&app, "/api/admin/resend-verification", &form).await;
     assert_eq!(res.status(), 409);
     assert_eq!(audit_rows(&app).await, 1);
+}
+
+/// "I cancelled but still have Pro" (or the other way round): Polar's webhooks about the
+/// customer were lost. The operator sees Tally's copy and, on request, Polar's Customer State
+/// side by side, resyncs with a reason, and the change and its audit row land together once.
+#[tokio::test]
+async fn an_operator_compares_with_polar_and_resyncs_once_with_its_audit_row_or_not_at_all() {
+    let app = spawn_app().await;
+    let customer = app.sign_up("lost-cancel@example.com").await;
+    app.buy("pro").await;
+    let status = || async {
+        sqlx::query_as::<_, (String, String)>("SELECT id, status FROM subscriptions WHERE user_id = $1")
+            .bind(customer)
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap()
+    };
+    let (sub, _) =
+        eventually("the subscription's webhook arrives", || async { status().await.ok_or("none yet") }).await;
+    // From now on Polar's webhooks about the customer are lost; then Polar revokes the plan.
+    let lost = control(&app, "/webhooks/lose", serde_json::json!({ "external_customer_ids": [customer.to_string()] }));
+    assert_eq!(lost.await.status(), 204);
+    app.revoke_at_polar(&sub).await;
+    app.sign_up("billing-op@example.com").await;
+    admin::add(&app.pool, "billing-op@example.com").await.unwrap();
+
+    let (page, form_key) = operator_page(&app, customer).await;
+    assert!(page.contains("Subscriptions, as Tally last applied them") && page.contains(&sub), "{page}");
+    assert!(page.contains(">active<") && page.contains("Allotment"), "Tally's copy and the period: {page}");
+    assert!(!page.contains("asked now"), "Polar is asked only on request: {page}");
+    // Asked on request (a plain link): Polar no longer grants Pro.
+    let asked = app.page(&format!("/admin/customers/{customer}?polar=1")).await;
+    let polar = asked.split("asked now").nth(1).expect("Polar's answer on the page");
+    assert!(polar.contains("Plan: Free") && polar.contains("No active subscription."), "{asked}");
+    assert_eq!(status().await.unwrap().1, "active", "asking changes nothing");
+
+    // The audit log refuses the row: the resync is undone with it.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$;
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON operator_audit FOR EACH ROW EXECUTE FUNCTION refuse_audit();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let id = customer.to_string();
+    let form = [("customer", id.as_str()), ("reason", "Customer says they cancelled"), ("form_key", form_key.as_str())];
+    assert_eq!(call(&app, "/api/admin/resync", &form).await.status(), 500);
+    assert_eq!(status().await.unwrap().1, "active", "nothing applied without its audit row");
+    sqlx::raw_sql("DROP TRIGGER refuse_audit ON operator_audit").execute(&app.pool).await.unwrap();
+
+    let no_reason = [("customer", id.as_str()), ("reason", " "), ("form_key", form_key.as_str())];
+    assert_eq!(call(&app, "/api/admin/resync", &no_reason).await.status(), 422);
+    let (a, b) = tokio::join!(call(&app, "/api/admin/resync", &form), call(&app, "/api/admin/resync", &form));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert_eq!(status().await.unwrap().1, "canceled", "Polar's revocation, applied");
+    let audit: Vec<(String, serde_json::Value, serde_json::Value)> =
+        sqlx::query_as("SELECT action, before, after FROM operator_audit").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(audit.len(), 1, "once, however often the form was sent: {audit:?}");
+    assert_eq!(audit[0].0, "resync");
+    assert_eq!(audit[0].1["subscriptions"][0]["status"], "active");
+    assert_eq!(
+        (audit[0].2["plan"].as_str(), audit[0].2["subscriptions"][0]["status"].as_str()),
+        (Some("Free"), Some("canceled"))
+    );
+    // Sent again later: said to be done already, nothing more recorded.
+    let again = call(&app, "/api/admin/resync", &form).await;
+    assert_eq!(again.status(), 200);
+    let page = app.page(&format!("/admin/customers/{customer}?done=already")).await;
+    assert!(page.contains("That was done already"), "{page}");
+    assert!(page.contains(&format!("{sub}: active → canceled")), "the audit row in words: {page}");
+    assert_eq!(audit_rows(&app).await, 1);
+    assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
 }

@@ -8,10 +8,12 @@ use leptos::prelude::*;
 /// How recent an operator's sign-in must be to act.
 pub const FRESH_SIGN_IN_MINUTES: i64 = 15;
 
+mod billing;
 mod views;
 #[cfg(feature = "ssr")]
 mod words;
 
+pub use billing::*;
 pub use views::*;
 #[cfg(feature = "ssr")]
 use words::{age, audit_line, when};
@@ -46,14 +48,20 @@ async fn acting_on(
     Ok((state, op, id))
 }
 
-/// Where an action leads: back to the customer's page saying it is `done`, or its refusal.
+/// Where an action leads: back to the customer's page saying it is `done` (or `already`, when
+/// it had been done before and nothing changed now), or its refusal.
 #[cfg(feature = "ssr")]
-fn done<T>(
+fn done<T: crate::server::admin::Outcome>(
     customer: uuid::Uuid,
     done: &str,
     result: Result<T, crate::server::admin::ActionError>,
 ) -> Result<String, AppError> {
-    result.map(|_| super::go(&format!("/admin/customers/{customer}?done={done}"))).map_err(action_error)
+    result
+        .map(|r| {
+            let done = if r.already() { "already" } else { done };
+            super::go(&format!("/admin/customers/{customer}?done={done}"))
+        })
+        .map_err(action_error)
 }
 
 #[server(prefix = "/api", endpoint = "admin/search")]
@@ -78,7 +86,8 @@ pub async fn admin_search(q: String) -> Result<Vec<FoundView>, AppError> {
 }
 
 #[server(prefix = "/api", endpoint = "admin/customer")]
-pub async fn admin_customer(id: String) -> Result<CustomerView, AppError> {
+/// The customer `id`'s page; with `polar` = `1`, Polar's Customer State is read now too.
+pub async fn admin_customer(id: String, polar: Option<String>) -> Result<CustomerView, AppError> {
     super::with_status(
         async {
             let state = super::state()?;
@@ -98,7 +107,9 @@ pub async fn admin_customer(id: String) -> Result<CustomerView, AppError> {
             .filter(|(_, n)| *n != 0)
             .map(|(s, n)| (s.to_string(), n))
             .collect();
+            let billing = billing::billing_lines(&state, id, polar.as_deref() == Some("1")).await?;
             Ok(CustomerView {
+                billing,
                 id: o.id.to_string(),
                 email: o.email,
                 created: when(o.created_at),
@@ -397,6 +408,7 @@ fn action_error(e: crate::server::admin::ActionError) -> AppError {
             invalid("credits", e.to_string())
         }
         ActionError::Ledger(e) => crate::server::errors::internal_msg(e),
+        ActionError::Billing(e) => e.into(),
         ActionError::Db(e) => e.into(),
     }
 }

@@ -117,6 +117,46 @@ pub struct MailLine {
     pub status: String,
 }
 
+/// A subscription as Tally last applied it, or as Polar has it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionLine {
+    pub id: String,
+    /// The plan's name, or what Polar charges for it.
+    pub what: String,
+    pub status: String,
+    /// "renews …", "ends …" or "ended …".
+    pub period: String,
+}
+
+/// A Customer State: the plan its granted benefits stand for, and what it lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateLines {
+    pub plan: String,
+    /// When it was read from Polar.
+    pub read: String,
+    /// Out of date: marked stale by a change since, or (asked now) Polar could not be reached
+    /// and this is the last known state.
+    pub stale: bool,
+    /// The granted benefits: their slug, else their type.
+    pub benefits: Vec<String>,
+    pub subscriptions: Vec<SubscriptionLine>,
+    /// Polar's meters: name or id, consumed, credited, balance.
+    pub meters: Vec<String>,
+}
+
+/// The customer's billing: Tally's copy, this period, and Polar's answer when asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingLines {
+    /// Live or not, newest first.
+    pub subscriptions: Vec<SubscriptionLine>,
+    /// The Customer State as last stored (`None`: Polar was never asked about them).
+    pub stored: Option<StateLines>,
+    /// This billing period as the customer's own billing page shows it.
+    pub period: Option<crate::api::usage::PeriodView>,
+    /// Polar's Customer State read now, when the operator asked: or why it could not be read.
+    pub polar: Option<Result<StateLines, String>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerView {
     pub id: String,
@@ -126,6 +166,7 @@ pub struct CustomerView {
     pub total: i64,
     /// (source, credits) for every source holding credits.
     pub buckets: Vec<(String, i64)>,
+    pub billing: BillingLines,
     pub entries: Vec<EntryLine>,
     pub api_keys: Vec<KeyLine>,
     pub webhooks: Vec<WebhookLine>,

@@ -35,6 +35,9 @@ pub(super) fn change(before: Option<&serde_json::Value>, after: Option<&serde_js
     if let (Some(x), Some(y)) = (before["balance"].as_i64(), after["balance"].as_i64()) {
         return format!("balance {x} → {y}");
     }
+    if after.get("subscriptions").is_some() {
+        return resynced(before, after);
+    }
     let target = ["webhook", "usage_event", "key"]
         .iter()
         .find_map(|k| after[*k].as_str().map(|v| format!("{} {v}", k.replace('_', " "))))
@@ -44,6 +47,28 @@ pub(super) fn change(before: Option<&serde_json::Value>, after: Option<&serde_js
         (_, _, Some(true)) => format!("{target}: revoked"),
         _ => target,
     }
+}
+
+/// A resync's change: the plan, then each subscription whose status moved (or that is new).
+fn resynced(before: &serde_json::Value, after: &serde_json::Value) -> String {
+    let plan = |v: &serde_json::Value| v["plan"].as_str().unwrap_or("unknown").to_string();
+    let status = |v: &serde_json::Value, id: &str| {
+        v["subscriptions"].as_array().and_then(|subs| {
+            subs.iter().find(|s| s["id"] == id).map(|s| {
+                let cancelling = if s["cancel_at_period_end"] == true { ", cancelling" } else { "" };
+                format!("{}{cancelling}", s["status"].as_str().unwrap_or("?"))
+            })
+        })
+    };
+    let mut words = vec![format!("plan {} → {}", plan(before), plan(after))];
+    for sub in after["subscriptions"].as_array().into_iter().flatten() {
+        let id = sub["id"].as_str().unwrap_or_default();
+        let (was, now) = (status(before, id), status(after, id));
+        if was != now {
+            words.push(format!("{id}: {} → {}", was.as_deref().unwrap_or("unknown"), now.unwrap_or_default()));
+        }
+    }
+    words.join("; ")
 }
 
 /// A stored status as the console words it.
@@ -91,6 +116,20 @@ mod tests {
         assert_eq!(
             row(json!({ "key": "tly_ab12", "revoked": false }), json!({ "key": "tly_ab12", "revoked": true })),
             "key tly_ab12: revoked"
+        );
+        assert_eq!(
+            row(
+                json!({ "plan": "Pro", "subscriptions": [{ "id": "sub_1", "status": "active", "cancel_at_period_end": false }] }),
+                json!({ "plan": "Free", "subscriptions": [
+                    { "id": "sub_1", "status": "canceled", "cancel_at_period_end": false },
+                    { "id": "sub_2", "status": "active", "cancel_at_period_end": true },
+                ] })
+            ),
+            "plan Pro → Free; sub_1: active → canceled; sub_2: unknown → active, cancelling"
+        );
+        assert_eq!(
+            row(json!({ "plan": null, "subscriptions": [] }), json!({ "plan": "Free", "subscriptions": [] })),
+            "plan unknown → Free"
         );
         assert_eq!(change(None, Some(&json!({ "balance": 1 }))), "");
         assert_eq!(row(json!({}), json!({})), "");

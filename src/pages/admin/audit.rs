@@ -3,6 +3,7 @@
 //! filters.
 
 use super::loading;
+use super::Table;
 use crate::api::admin::{admin_audit, AuditLine, AuditView};
 use crate::error::AppError;
 use crate::pages::not_found::NotFoundPage;
@@ -137,44 +138,37 @@ fn AuditTable(rows: Vec<AuditLine>) -> impl IntoView {
         return view! { <p class="muted">"No operator action matches."</p> }.into_any();
     }
     view! {
-        <table class="table">
-            <thead>
-                <tr>
-                    <th scope="col">"When"</th>
-                    <th scope="col">"Operator"</th>
-                    <th scope="col">"Action"</th>
-                    <th scope="col">"Customer"</th>
-                    <th scope="col">"Reason"</th>
-                    <th scope="col">"Change"</th>
-                </tr>
-            </thead>
-            <tbody>
-                {rows
-                    .into_iter()
-                    .map(|a| {
-                        let customer = a
-                            .customer
-                            .map(|id| {
-                                view! {
-                                    <a href=format!(
-                                        "/admin/customers/{id}",
-                                    )>{id.chars().take(8).collect::<String>()}</a>
-                                }
-                            });
-                        view! {
-                            <tr>
-                                <td>{a.when}</td>
-                                <td>{a.operator}</td>
-                                <td>{a.action}</td>
-                                <td>{customer}</td>
-                                <td>{a.reason}</td>
-                                <td>{a.change}</td>
-                            </tr>
-                        }
-                    })
-                    .collect_view()}
-            </tbody>
-        </table>
+        <Table headers=&[
+            "When",
+            "Operator",
+            "Action",
+            "Customer",
+            "Reason",
+            "Change",
+        ]>
+            {rows
+                .into_iter()
+                .map(|a| {
+                    let customer = a
+                        .customer
+                        .map(|id| {
+                            view! {
+                                <a href=format!("/admin/customers/{id}")>{id.chars().take(8).collect::<String>()}</a>
+                            }
+                        });
+                    view! {
+                        <tr>
+                            <td>{a.when}</td>
+                            <td>{a.operator}</td>
+                            <td>{a.action}</td>
+                            <td>{customer}</td>
+                            <td>{a.reason}</td>
+                            <td>{a.change}</td>
+                        </tr>
+                    }
+                })
+                .collect_view()}
+        </Table>
     }
     .into_any()
 }

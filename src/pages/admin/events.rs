@@ -1,6 +1,7 @@
 //! A customer's webhook events and waiting usage events on the operator's customer page, each
 //! parked one with a form to put it back in its queue (with a reason, audited).
 
+use super::Table;
 use crate::api::admin::{AdminRetryUsage, AdminRetryWebhook, UsageLine, WebhookLine};
 use crate::components::form::FormError;
 use crate::error::AppError;
@@ -24,42 +25,37 @@ pub fn WebhookEvents(
         view! { <p class="muted">"No webhook events about this customer."</p> }.into_any()
     } else {
         view! {
-            <table class="table">
-                <thead>
-                    <tr>
-                        <th scope="col">"Received"</th>
-                        <th scope="col">"Event"</th>
-                        <th scope="col">"Status"</th>
-                        <th scope="col">"Last error"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    {events
-                        .into_iter()
-                        .map(|e| {
-                            let (ctx, id) = (ctx.clone(), e.id.clone());
-                            let form = e
-                                .retryable
-                                .then(move || {
-                                    let label = format!("Reason for retrying {id}");
-                                    view! {
-                                        <ActionForm action=retry attr:class="inline-form">
-                                            <RetryFields ctx=ctx.clone() target=("webhook_id", id) label=label />
-                                        </ActionForm>
-                                    }
-                                });
-                            view! {
-                                <tr>
-                                    <td>{e.received}</td>
-                                    <td>{e.kind} <br /> <span class="muted">{e.id.clone()}</span></td>
-                                    <td>{format!("{} · {} attempt(s)", e.status, e.attempts)} {form}</td>
-                                    <td>{e.error.unwrap_or_default()}</td>
-                                </tr>
-                            }
-                        })
-                        .collect_view()}
-                </tbody>
-            </table>
+            <Table headers=&[
+                "Received",
+                "Event",
+                "Status",
+                "Last error",
+            ]>
+                {events
+                    .into_iter()
+                    .map(|e| {
+                        let (ctx, id) = (ctx.clone(), e.id.clone());
+                        let form = e
+                            .retryable
+                            .then(move || {
+                                let label = format!("Reason for retrying {id}");
+                                view! {
+                                    <ActionForm action=retry attr:class="inline-form">
+                                        <RetryFields ctx=ctx.clone() target=("webhook_id", id) label=label />
+                                    </ActionForm>
+                                }
+                            });
+                        view! {
+                            <tr>
+                                <td>{e.received}</td>
+                                <td>{e.kind} <br /> <span class="muted">{e.id.clone()}</span></td>
+                                <td>{format!("{} · {} attempt(s)", e.status, e.attempts)} {form}</td>
+                                <td>{e.error.unwrap_or_default()}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </Table>
         }
         .into_any()
     };
@@ -84,47 +80,38 @@ pub fn UsageEvents(
             .into_any()
     } else {
         view! {
-            <table class="table">
-                <thead>
-                    <tr>
-                        <th scope="col">"Occurred"</th>
-                        <th scope="col">"Event"</th>
-                        <th scope="col">"Units"</th>
-                        <th scope="col">"Status"</th>
-                        <th scope="col">"Last error"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    {events
-                        .into_iter()
-                        .map(|u| {
-                            let ctx = ctx.clone();
-                            let form = (u.status == "parked")
-                                .then(|| {
-                                    let label = format!("Reason for sending {} again", u.external_id);
-                                    view! {
-                                        <ActionForm action=retry attr:class="inline-form">
-                                            <RetryFields
-                                                ctx=ctx.clone()
-                                                target=("event", u.id.to_string())
-                                                label=label
-                                            />
-                                        </ActionForm>
-                                    }
-                                });
-                            view! {
-                                <tr>
-                                    <td>{u.occurred}</td>
-                                    <td>{u.event} <br /> <span class="muted">{u.external_id.clone()}</span></td>
-                                    <td>{u.units}</td>
-                                    <td>{format!("{} · {} attempt(s)", u.status, u.attempts)} {form}</td>
-                                    <td>{u.error.unwrap_or_default()}</td>
-                                </tr>
-                            }
-                        })
-                        .collect_view()}
-                </tbody>
-            </table>
+            <Table headers=&[
+                "Occurred",
+                "Event",
+                "Units",
+                "Status",
+                "Last error",
+            ]>
+                {events
+                    .into_iter()
+                    .map(|u| {
+                        let ctx = ctx.clone();
+                        let form = (u.status == "parked")
+                            .then(|| {
+                                let label = format!("Reason for sending {} again", u.external_id);
+                                view! {
+                                    <ActionForm action=retry attr:class="inline-form">
+                                        <RetryFields ctx=ctx.clone() target=("event", u.id.to_string()) label=label />
+                                    </ActionForm>
+                                }
+                            });
+                        view! {
+                            <tr>
+                                <td>{u.occurred}</td>
+                                <td>{u.event} <br /> <span class="muted">{u.external_id.clone()}</span></td>
+                                <td>{u.units}</td>
+                                <td>{format!("{} · {} attempt(s)", u.status, u.attempts)} {form}</td>
+                                <td>{u.error.unwrap_or_default()}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </Table>
         }
         .into_any()
     };

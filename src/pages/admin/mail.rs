@@ -2,6 +2,7 @@
 //! form to send the address confirmation again (with a reason, audited) while it is unconfirmed.
 
 use super::events::FormContext;
+use super::Table;
 use crate::api::admin::{AdminResendVerification, MailLine};
 use crate::components::form::FormError;
 use crate::error::AppError;
@@ -37,29 +38,24 @@ pub fn MailSection(
         view! { <p class="muted">"No mail sent to this customer."</p> }.into_any()
     } else {
         view! {
-            <table class="table">
-                <thead>
-                    <tr>
-                        <th scope="col">"Queued"</th>
-                        <th scope="col">"Subject"</th>
-                        <th scope="col">"Status"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    {mail
-                        .into_iter()
-                        .map(|m| {
-                            view! {
-                                <tr>
-                                    <td>{m.when}</td>
-                                    <td>{m.subject}</td>
-                                    <td>{m.status}</td>
-                                </tr>
-                            }
-                        })
-                        .collect_view()}
-                </tbody>
-            </table>
+            <Table headers=&[
+                "Queued",
+                "Subject",
+                "Status",
+            ]>
+                {mail
+                    .into_iter()
+                    .map(|m| {
+                        view! {
+                            <tr>
+                                <td>{m.when}</td>
+                                <td>{m.subject}</td>
+                                <td>{m.status}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </Table>
         }
         .into_any()
     };

@@ -4,19 +4,21 @@
 //! JavaScript off.
 
 mod audit;
+mod billing;
 mod events;
 mod health;
 mod mail;
 
 use crate::api::admin::{
-    admin_customer, admin_search, AdminAdjust, AdminResendVerification, AdminRetryUsage, AdminRetryWebhook,
-    AdminRevokeKey, CustomerView, FRESH_SIGN_IN_MINUTES,
+    admin_customer, admin_search, AdminAdjust, AdminResendVerification, AdminResync, AdminRetryUsage,
+    AdminRetryWebhook, AdminRevokeKey, CustomerView, FRESH_SIGN_IN_MINUTES,
 };
 use crate::components::form::{Field, FormError};
 use crate::domain::money::group_thousands;
 use crate::error::AppError;
 use crate::pages::not_found::NotFoundPage;
 pub use audit::AdminAuditPage;
+use billing::BillingSection;
 use events::{FormContext, UsageEvents, WebhookEvents};
 pub use health::AdminHealthPage;
 use leptos::prelude::*;
@@ -30,6 +32,19 @@ fn loading() -> impl IntoView {
         <p class="loading" role="status">
             "Loading…"
         </p>
+    }
+}
+
+/// A console table: its column headers, and its rows as `children`.
+#[component]
+fn Table(headers: &'static [&'static str], children: Children) -> impl IntoView {
+    view! {
+        <table class="table">
+            <thead>
+                <tr>{headers.iter().map(|h| view! { <th scope="col">{*h}</th> }).collect_view()}</tr>
+            </thead>
+            <tbody>{children()}</tbody>
+        </table>
     }
 }
 
@@ -101,31 +116,26 @@ fn FoundList(found: Vec<crate::api::admin::FoundView>, searched: bool) -> impl I
         return view! { <p class="muted">"No customer matches."</p> }.into_any();
     }
     view! {
-        <table class="table">
-            <thead>
-                <tr>
-                    <th scope="col">"Email"</th>
-                    <th scope="col">"Since"</th>
-                    <th scope="col">"Polar customer"</th>
-                </tr>
-            </thead>
-            <tbody>
-                {found
-                    .into_iter()
-                    .map(|f| {
-                        view! {
-                            <tr>
-                                <td>
-                                    <a href=format!("/admin/customers/{}", f.id)>{f.email}</a>
-                                </td>
-                                <td>{f.created}</td>
-                                <td>{f.polar_customer_id.unwrap_or_else(|| "—".into())}</td>
-                            </tr>
-                        }
-                    })
-                    .collect_view()}
-            </tbody>
-        </table>
+        <Table headers=&[
+            "Email",
+            "Since",
+            "Polar customer",
+        ]>
+            {found
+                .into_iter()
+                .map(|f| {
+                    view! {
+                        <tr>
+                            <td>
+                                <a href=format!("/admin/customers/{}", f.id)>{f.email}</a>
+                            </td>
+                            <td>{f.created}</td>
+                            <td>{f.polar_customer_id.unwrap_or_else(|| "—".into())}</td>
+                        </tr>
+                    }
+                })
+                .collect_view()}
+        </Table>
     }
     .into_any()
 }
@@ -133,8 +143,10 @@ fn FoundList(found: Vec<crate::api::admin::FoundView>, searched: bool) -> impl I
 #[component]
 pub fn AdminCustomerPage() -> impl IntoView {
     let params = use_params_map();
-    let id = move || params.read().get("id").unwrap_or_default();
-    let customer = Resource::new(id, admin_customer);
+    let query = use_query_map();
+    // `?polar=1`: Polar's Customer State is read now too (the page's "Ask Polar now" link).
+    let key = move || (params.read().get("id").unwrap_or_default(), query.read().get("polar"));
+    let customer = Resource::new(key, |(id, polar)| admin_customer(id, polar));
     let adjust = ServerAction::<AdminAdjust>::new();
     let revoke = ServerAction::<AdminRevokeKey>::new();
     let error = Signal::derive(move || adjust.value().get().and_then(|r| r.err()));
@@ -143,11 +155,9 @@ pub fn AdminCustomerPage() -> impl IntoView {
         retry_webhook: ServerAction::<AdminRetryWebhook>::new(),
         retry_usage: ServerAction::<AdminRetryUsage>::new(),
         resend: ServerAction::<AdminResendVerification>::new(),
+        resync: ServerAction::<AdminResync>::new(),
     };
-    let query = use_query_map();
-    let done = move || {
-        query.read().get("done").is_some_and(|d| ["adjusted", "revoked", "requeued", "resent"].contains(&d.as_str()))
-    };
+    let done = move || query.read().get("done").filter(|d| DONE.contains(&d.as_str()));
     view! {
         <Suspense fallback=loading>
             {move || {
@@ -175,12 +185,17 @@ pub fn AdminCustomerPage() -> impl IntoView {
     }
 }
 
+/// What an action said when it led back to the page (`?done=`): applied now, or `already`
+/// (the form had been sent before, nothing changed).
+const DONE: [&str; 6] = ["adjusted", "revoked", "requeued", "resent", "resynced", "already"];
+
 /// The customer page's retry actions.
 #[derive(Clone, Copy)]
 struct Actions {
     retry_webhook: ServerAction<AdminRetryWebhook>,
     retry_usage: ServerAction<AdminRetryUsage>,
     resend: ServerAction<AdminResendVerification>,
+    resync: ServerAction<AdminResync>,
 }
 
 #[component]
@@ -191,23 +206,31 @@ fn Customer(
     revoke: ServerAction<AdminRevokeKey>,
     revoke_error: Signal<Option<AppError>>,
     actions: Actions,
-    done: bool,
+    done: Option<String>,
 ) -> impl IntoView {
     let (customer_id, form_key) = (c.id.clone(), c.form_key.clone());
     let ctx = FormContext { customer: c.id.clone(), form_key: c.form_key.clone() };
     let webhook_error = Signal::derive(move || actions.retry_webhook.value().get().and_then(|r| r.err()));
     let usage_error = Signal::derive(move || actions.retry_usage.value().get().and_then(|r| r.err()));
     let resend_error = Signal::derive(move || actions.resend.value().get().and_then(|r| r.err()));
+    let resync_error = Signal::derive(move || actions.resync.value().get().and_then(|r| r.err()));
     let here = format!("/admin/customers/{}", c.id);
     let sign_in_again = format!("/login?next={}", urlencoding_path(&here));
     // An action refused for an old sign-in names the password (no form here has one): said
     // once, at the top, whichever form it came from.
     let refused_stale = Signal::derive(move || {
-        [error.get(), revoke_error.get(), webhook_error.get(), usage_error.get(), resend_error.get()]
-            .into_iter()
-            .flatten()
-            .find(|e| e.field() == Some("password"))
-            .map(|e| e.to_string())
+        [
+            error.get(),
+            revoke_error.get(),
+            webhook_error.get(),
+            usage_error.get(),
+            resend_error.get(),
+            resync_error.get(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|e| e.field() == Some("password"))
+        .map(|e| e.to_string())
     });
     let fresh = c.fresh;
     let stale_link = sign_in_again.clone();
@@ -224,10 +247,15 @@ fn Customer(
             </p>
         </section>
         {done
-            .then(|| {
+            .map(|done| {
+                let said = if done == "already" {
+                    "That was done already (the form had been sent before): nothing changed now."
+                } else {
+                    "Done, and recorded in the audit log."
+                };
                 view! {
                     <div class="alert alert--success" role="status">
-                        "Done, and recorded in the audit log."
+                        {said}
                     </div>
                 }
             })}
@@ -267,6 +295,7 @@ fn Customer(
                     .collect_view()}
             </ul>
         </section>
+        <BillingSection billing=c.billing resync=actions.resync error=resync_error ctx=ctx.clone() />
         <section class="panel" aria-labelledby="adjust-title">
             <h2 id="adjust-title">"Grant or take credits"</h2>
             <FormError error=error />
@@ -289,30 +318,25 @@ fn Customer(
         </section>
         <section class="panel" aria-labelledby="ledger-title">
             <h2 id="ledger-title">"Newest ledger entries"</h2>
-            <table class="table">
-                <thead>
-                    <tr>
-                        <th scope="col">"When"</th>
-                        <th scope="col">"What"</th>
-                        <th scope="col">"Credits"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    {c
-                        .entries
-                        .into_iter()
-                        .map(|e| {
-                            view! {
-                                <tr>
-                                    <td>{e.when}</td>
-                                    <td>{e.what}</td>
-                                    <td>{e.credits}</td>
-                                </tr>
-                            }
-                        })
-                        .collect_view()}
-                </tbody>
-            </table>
+            <Table headers=&[
+                "When",
+                "What",
+                "Credits",
+            ]>
+                {c
+                    .entries
+                    .into_iter()
+                    .map(|e| {
+                        view! {
+                            <tr>
+                                <td>{e.when}</td>
+                                <td>{e.what}</td>
+                                <td>{e.credits}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </Table>
         </section>
         <section class="panel" aria-labelledby="keys-title">
             <h2 id="keys-title">"API keys"</h2>
@@ -364,34 +388,29 @@ fn Customer(
         />
         <section class="panel" aria-labelledby="audit-title">
             <h2 id="audit-title">"Audit log"</h2>
-            <table class="table">
-                <thead>
-                    <tr>
-                        <th scope="col">"When"</th>
-                        <th scope="col">"Operator"</th>
-                        <th scope="col">"Action"</th>
-                        <th scope="col">"Reason"</th>
-                        <th scope="col">"Change"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    {c
-                        .audit
-                        .into_iter()
-                        .map(|a| {
-                            view! {
-                                <tr>
-                                    <td>{a.when}</td>
-                                    <td>{a.operator}</td>
-                                    <td>{a.action}</td>
-                                    <td>{a.reason}</td>
-                                    <td>{a.change}</td>
-                                </tr>
-                            }
-                        })
-                        .collect_view()}
-                </tbody>
-            </table>
+            <Table headers=&[
+                "When",
+                "Operator",
+                "Action",
+                "Reason",
+                "Change",
+            ]>
+                {c
+                    .audit
+                    .into_iter()
+                    .map(|a| {
+                        view! {
+                            <tr>
+                                <td>{a.when}</td>
+                                <td>{a.operator}</td>
+                                <td>{a.action}</td>
+                                <td>{a.reason}</td>
+                                <td>{a.change}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </Table>
         </section>
     }
 }

@@ -5,9 +5,11 @@
 
 mod account;
 pub mod audit;
+mod billing;
 mod events;
 
 pub use account::{resend_verification, Resent};
+pub use billing::{ask_polar, billing_copy, resync, BillingCopy, Resynced};
 pub use events::{retry_usage_event, retry_webhook, Requeued};
 
 use crate::server::ledger::{self, AdjustError};
@@ -124,8 +126,47 @@ pub enum ActionError {
     AlreadyConfirmed,
     #[error(transparent)]
     Ledger(#[from] AdjustError),
+    /// Polar refused, could not be reached, or what it sent could not be applied.
+    #[error(transparent)]
+    Billing(#[from] crate::server::billing::Error),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+}
+
+/// What an action did: applied now, or found already done (a form sent twice, a webhook
+/// retried another way), so nothing changed.
+pub trait Outcome {
+    fn already(&self) -> bool;
+}
+
+impl Outcome for Adjusted {
+    fn already(&self) -> bool {
+        matches!(self, Adjusted::AlreadyApplied)
+    }
+}
+
+impl Outcome for Revoked {
+    fn already(&self) -> bool {
+        matches!(self, Revoked::Already)
+    }
+}
+
+impl Outcome for Requeued {
+    fn already(&self) -> bool {
+        matches!(self, Requeued::Already)
+    }
+}
+
+impl Outcome for Resent {
+    fn already(&self) -> bool {
+        matches!(self, Resent::Already)
+    }
+}
+
+impl Outcome for Resynced {
+    fn already(&self) -> bool {
+        matches!(self, Resynced::Already)
+    }
 }
 
 /// What a credit adjustment did.

@@ -64,6 +64,27 @@ pub struct StoredState {
     pub state_changed_at: Option<DateTime<Utc>>,
 }
 
+/// The state as last stored for `user` (`None`: Polar was never asked about them).
+pub async fn stored(
+    db: impl sqlx::PgExecutor<'_>,
+    user: Uuid,
+) -> std::result::Result<Option<StoredState>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT state, state_fetched_at, state_stale, state_changed_at FROM polar_customers WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_optional(db)
+    .await
+}
+
+impl StoredState {
+    /// The stored state as a read (`stale` when a change since has marked it so).
+    pub fn read(&self) -> Option<StateRead> {
+        let at = self.state_fetched_at?;
+        Some(StateRead { stale: self.state_stale, ..read_of(self.state.as_ref(), at) })
+    }
+}
+
 /// The stored state and when it was fetched, when young enough for `max_age` (kept at most
 /// [`SETTLING_TTL`] while a change settles, else [`STATE_TTL`]) or fetched at or after `since`.
 fn fresh_row(
@@ -140,12 +161,7 @@ async fn cached(
             return Ok((Some(read), None));
         }
     }
-    let row: Option<StoredState> = sqlx::query_as(
-        "SELECT state, state_fetched_at, state_stale, state_changed_at FROM polar_customers WHERE user_id = $1",
-    )
-    .bind(user)
-    .fetch_optional(&billing.pool)
-    .await?;
+    let row = stored(&billing.pool, user).await?;
     if let Some((s, at)) = row.as_ref().and_then(|r| fresh_row(r, max_age, since, now)) {
         let read = read_of(s, at);
         if let Some(r) = redis {

@@ -159,21 +159,44 @@ async fn close_overage_for_deletion(billing: &Billing, user: Uuid, how: Deletion
 /// Re-syncs one user from Polar: links the customer, refreshes the Customer State and applies
 /// every subscription as Polar has it now, through [`super::sync`]. Returns the plan it finds.
 ///
-/// Background work (the CLI, the scheduled reconcile): it uses the background client and its
-/// breaker, and its caller paces it.
+/// Background work (the CLI, the scheduled reconcile, an operator's resync): it uses the
+/// background client and its breaker, and its caller paces it.
 pub async fn reconcile(billing: &Billing, user: Uuid) -> Result<PlanId> {
+    let read = read_from_polar(billing, user).await?;
+    let mut tx = billing.pool.begin().await?;
+    apply_from_polar(&mut tx, billing, &read).await?;
+    tx.commit().await?;
+    forget_cached_state(billing, user).await;
+    Ok(read.state.plan())
+}
+
+/// What [`reconcile`] reads from Polar about a user.
+#[derive(Debug, Clone)]
+pub struct FromPolar {
+    /// The Customer State, read now (and stored in the cache).
+    pub state: super::customer_state::StateRead,
+    pub subscriptions: Vec<crate::server::polar::models::Subscription>,
+}
+
+/// [`reconcile`]'s reads: links the customer, refreshes the Customer State, lists the
+/// subscriptions. Nothing of the subscriptions is applied yet: see [`apply_from_polar`].
+pub async fn read_from_polar(billing: &Billing, user: Uuid) -> Result<FromPolar> {
     let client = super::polar_background(billing)?;
     ensure_customer(billing, client, user).await?;
-    let read = read_state(billing, user, Duration::zero(), Reader::Background).await?;
-    let subs = client.list_subscriptions(&user.to_string()).await?;
-    let mut tx = billing.pool.begin().await?;
-    for sub in &subs {
-        sync::subscription(&mut tx, &billing.config, sub, Utc::now()).await.map_err(|e| match e {
+    let state = read_state(billing, user, Duration::zero(), Reader::Background).await?;
+    let subscriptions = client.list_subscriptions(&user.to_string()).await?;
+    Ok(FromPolar { state, subscriptions })
+}
+
+/// Applies the subscriptions [`read_from_polar`] found, in the caller's transaction (an
+/// operator's resync writes its audit row in the same one). After the commit, call
+/// [`forget_cached_state`].
+pub async fn apply_from_polar(tx: &mut sqlx::PgConnection, billing: &Billing, read: &FromPolar) -> Result<()> {
+    for sub in &read.subscriptions {
+        sync::subscription(&mut *tx, &billing.config, sub, Utc::now()).await.map_err(|e| match e {
             sync::Error::Db(e) => Error::Db(e),
             sync::Error::Invalid(m) => Error::Polar(PolarError::Decode(m)),
         })?;
     }
-    tx.commit().await?;
-    forget_cached_state(billing, user).await;
-    Ok(read.plan())
+    Ok(())
 }

@@ -40,7 +40,7 @@ pub use customer_state::{
 pub use customers::{customer_pending, ensure_customer, sync_pending_customers};
 pub use details::{billing_details, save_billing_details, BillingDetails};
 pub use invoices::{generate_invoice, invoice_url, invoices, remember_order, InvoiceRow, InvoiceState};
-pub use lifecycle::{delete_account, reconcile, Deletion};
+pub use lifecycle::{apply_from_polar, delete_account, read_from_polar, reconcile, Deletion, FromPolar};
 pub use subscriptions::{
     change_plan, current_subscription, live_subscription, portal_url, preview_plan_change, set_cancel_at_period_end,
     LiveSubscription, PlanChangePreview,

@@ -48,6 +48,19 @@ pub async fn live_subscription(db: impl sqlx::PgExecutor<'_>, user: Uuid) -> Res
     .await?)
 }
 
+/// The user's subscriptions as Tally last applied them, live or not, newest first (at most
+/// `limit`).
+pub async fn of_user(db: impl sqlx::PgExecutor<'_>, user: Uuid, limit: i64) -> Result<Vec<LiveSubscription>> {
+    Ok(sqlx::query_as(
+        "SELECT id, plan, status, current_period_end, cancel_at_period_end FROM subscriptions
+          WHERE user_id = $1 ORDER BY polar_modified_at DESC, id LIMIT $2",
+    )
+    .bind(user)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
 /// The user's live subscription id and plan: from a fresh Customer State (the truth, and
 /// ahead of webhooks right after a checkout), else from the applied states (which also know
 /// `past_due` subscriptions, absent from Customer State's active list).
