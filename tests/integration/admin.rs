@@ -764,3 +764,127 @@ async fn an_operator_compares_with_polar_and_resyncs_once_with_its_audit_row_or_
     assert_eq!(audit_rows(&app).await, 1);
     assert!(ledger::problems(&app.pool, None).await.unwrap().is_empty());
 }
+
+/// The rows of the customer page's ledger table: (kind, credits).
+fn ledger_rows(page: &str) -> Vec<String> {
+    let section = page.split("id=\"ledger-title\"").nth(1).unwrap().split("</section>").next().unwrap();
+    section.split("<tr>").skip(2).map(|row| row.split("</tr>").next().unwrap().to_string()).collect()
+}
+
+/// The link a page offers to its older entries.
+fn older_link(page: &str) -> Option<String> {
+    let before = page.split("\">Older entries</a>").next()?;
+    (before.len() < page.len()).then(|| before.rsplit("href=\"").next().unwrap().replace("&amp;", "&"))
+}
+
+/// "Where did my credits go last Tuesday?": the operator filters a long ledger by kind and days
+/// and pages through it; every entry shows once, in order, and filters not understood are said
+/// to be left out rather than failing the page.
+#[tokio::test]
+async fn an_operator_filters_and_pages_a_customers_ledger() {
+    let app = spawn_app().await;
+    let customer = app.sign_up("long-ledger@example.com").await;
+    app.sign_up("ledger-op@example.com").await;
+    admin::add(&app.pool, "ledger-op@example.com").await.unwrap();
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap().and_hms_opt(12, 0, 0).unwrap().and_utc();
+    let mut conn = app.pool.acquire().await.unwrap();
+    ledger::grant_pack(&mut conn, customer, "ord_long", 1_000, "prod_pack", day(1)).await.unwrap();
+    // 30 spends on the 2nd, 30 on the 3rd (a minute apart: each row's time tells it apart).
+    for (d, n) in [(2, 30), (3, 30)] {
+        for i in 0..n {
+            let at = day(d) + chrono::Duration::minutes(i);
+            let key = format!("api:{d}:{i}");
+            let out = ledger::spend(&mut conn, customer, 1, &key, &serde_json::json!({}), at).await.unwrap();
+            assert!(matches!(out, ledger::SpendOutcome::Spent { .. }), "{out:?}");
+        }
+    }
+    drop(conn);
+    let base = format!("/admin/customers/{customer}");
+
+    // By kind: the one pack among 60 spends (and the sign-up's free credits).
+    let packs = app.page(&format!("{base}?kind=purchase")).await;
+    let rows = ledger_rows(&packs);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].contains("Credit pack") && rows[0].contains("+1,000"), "{rows:?}");
+    assert!(packs.contains("<option value=\"purchase\" selected"), "the filter is shown back: {packs}");
+
+    // Spends, paged: 25, 25, 10, each once, newest first, then no older page.
+    let mut seen = Vec::new();
+    let mut next = Some(format!("{base}?kind=spend"));
+    let mut pages = 0;
+    while let Some(path) = next {
+        let page = app.page(&path).await;
+        let rows = ledger_rows(&page);
+        assert!(rows.iter().all(|r| r.contains("API call") && r.contains(">-1<")), "{rows:?}");
+        seen.extend(rows.into_iter().map(|r| r.split("<td>").nth(1).unwrap().to_string()));
+        next = older_link(&page);
+        pages += 1;
+        assert!(pages <= 3, "a third page ends it");
+        if pages > 1 {
+            assert!(page.contains("Newest entries"), "a later page leads back");
+        }
+    }
+    assert_eq!((pages, seen.len()), (3, 60), "{seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.reverse();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "every spend once, newest first across pages");
+
+    // By days: the 3rd only (both days included, in UTC).
+    let third = app.page(&format!("{base}?kind=spend&from=2026-11-03&until=2026-11-03")).await;
+    let rows = ledger_rows(&third);
+    assert_eq!(rows.len(), 25);
+    assert!(rows.iter().all(|r| r.contains("2026-11-03")), "{rows:?}");
+    let everything = app.page(&format!("{base}?from=2026-11-01&until=2026-11-01")).await;
+    assert_eq!(ledger_rows(&everything).len(), 1, "the pack alone on the 1st");
+
+    // Not understood: said, left out, the page still answers.
+    let odd = app.page(&format!("{base}?kind=bogus&from=yesterday&before=x.y")).await;
+    assert!(odd.contains("Left out of the filter, not understood: the kind, the first day, the page"), "{odd}");
+    assert_eq!(ledger_rows(&odd).len(), 25);
+    let none = app.page(&format!("{base}?kind=expiry")).await;
+    assert!(none.contains("No entry matches."), "{none}");
+}
+
+/// A rare kind is read from its own index, not picked out of every spend of a long history.
+#[tokio::test]
+async fn a_rare_kind_of_entry_is_found_through_its_own_index() {
+    let app = spawn_app().await;
+    let customer = app.sign_up("many-spends@example.com").await;
+    let now = Utc::now();
+    sqlx::query("SELECT credit_grant($1, 'purchase', 'purchase', 'order:idx', 100000, NULL, 'idx:pack', '{}', $2)")
+        .bind(customer)
+        .bind(now - chrono::Duration::days(1))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT count(*) FROM generate_series(1, 3000) g, LATERAL credit_spend($1, 1, 'idx:' || g, '{}', $2, 'spend') s")
+        .bind(customer)
+        .bind(now)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE credit_entries").execute(&app.pool).await.unwrap();
+    let plan = |kind: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            let sql = format!("EXPLAIN {}", ledger::history::filtered_sql(Some(kind)));
+            let lines: Vec<String> = sqlx::query_scalar(&sql)
+                .bind(customer)
+                .bind(now)
+                .bind(0_i64)
+                .bind(None::<chrono::DateTime<Utc>>)
+                .bind(kind)
+                .bind(26_i64)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            lines.join("\n")
+        }
+    };
+    let rare = plan("purchase").await;
+    assert!(rare.contains("credit_entries_user_kind_idx"), "{rare}");
+    let spends = plan("spend").await;
+    assert!(spends.contains("credit_entries_user_idx"), "{spends}");
+}

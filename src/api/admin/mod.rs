@@ -9,11 +9,13 @@ use leptos::prelude::*;
 pub const FRESH_SIGN_IN_MINUTES: i64 = 15;
 
 mod billing;
+mod ledger;
 mod views;
 #[cfg(feature = "ssr")]
 mod words;
 
 pub use billing::*;
+pub use ledger::LEDGER_PAGE;
 pub use views::*;
 #[cfg(feature = "ssr")]
 use words::{age, audit_line, when};
@@ -86,8 +88,16 @@ pub async fn admin_search(q: String) -> Result<Vec<FoundView>, AppError> {
 }
 
 #[server(prefix = "/api", endpoint = "admin/customer")]
-/// The customer `id`'s page; with `polar` = `1`, Polar's Customer State is read now too.
-pub async fn admin_customer(id: String, polar: Option<String>) -> Result<CustomerView, AppError> {
+/// The customer `id`'s page; with `polar` = `1`, Polar's Customer State is read now too. The
+/// ledger shows entries of `kind` between the days `from` and `until`, from `before` on.
+pub async fn admin_customer(
+    id: String,
+    polar: Option<String>,
+    kind: Option<String>,
+    from: Option<String>,
+    until: Option<String>,
+    before: Option<String>,
+) -> Result<CustomerView, AppError> {
     super::with_status(
         async {
             let state = super::state()?;
@@ -108,6 +118,7 @@ pub async fn admin_customer(id: String, polar: Option<String>) -> Result<Custome
             .map(|(s, n)| (s.to_string(), n))
             .collect();
             let billing = billing::billing_lines(&state, id, polar.as_deref() == Some("1")).await?;
+            let ledger = ledger::ledger_lines(&state, id, kind, from, until, before).await?;
             Ok(CustomerView {
                 billing,
                 id: o.id.to_string(),
@@ -116,16 +127,7 @@ pub async fn admin_customer(id: String, polar: Option<String>) -> Result<Custome
                 polar_customer_id: o.polar_customer_id,
                 total: b.total,
                 buckets,
-                entries: o
-                    .entries
-                    .into_iter()
-                    .map(|(at, kind, what, amount)| EntryLine {
-                        when: when(at),
-                        kind,
-                        what,
-                        credits: crate::server::ledger::history::signed(amount),
-                    })
-                    .collect(),
+                ledger,
                 api_keys: o
                     .api_keys
                     .into_iter()

@@ -117,6 +117,24 @@ pub struct MailLine {
     pub status: String,
 }
 
+/// A page of the customer's ledger, with the filter that chose it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerLines {
+    pub entries: Vec<EntryLine>,
+    /// The filter as the form shows it back: a kind, days as `YYYY-MM-DD` (empty: any).
+    pub kind: String,
+    pub from: String,
+    pub until: String,
+    /// Every kind of entry, for the filter.
+    pub kinds: Vec<String>,
+    /// Where the next, older page starts (`before`), when there is one.
+    pub older: Option<String>,
+    /// Whether this is a later page (a link leads back to the newest).
+    pub paged: bool,
+    /// What of the filter was not understood and left out.
+    pub notice: Option<String>,
+}
+
 /// A subscription as Tally last applied it, or as Polar has it now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionLine {
@@ -167,7 +185,7 @@ pub struct CustomerView {
     /// (source, credits) for every source holding credits.
     pub buckets: Vec<(String, i64)>,
     pub billing: BillingLines,
-    pub entries: Vec<EntryLine>,
+    pub ledger: LedgerLines,
     pub api_keys: Vec<KeyLine>,
     pub webhooks: Vec<WebhookLine>,
     pub usage: Vec<UsageLine>,

@@ -7,6 +7,7 @@ mod audit;
 mod billing;
 mod events;
 mod health;
+mod ledger;
 mod mail;
 
 use crate::api::admin::{
@@ -21,6 +22,7 @@ pub use audit::AdminAuditPage;
 use billing::BillingSection;
 use events::{FormContext, UsageEvents, WebhookEvents};
 pub use health::AdminHealthPage;
+use ledger::LedgerSection;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -145,8 +147,14 @@ pub fn AdminCustomerPage() -> impl IntoView {
     let params = use_params_map();
     let query = use_query_map();
     // `?polar=1`: Polar's Customer State is read now too (the page's "Ask Polar now" link).
-    let key = move || (params.read().get("id").unwrap_or_default(), query.read().get("polar"));
-    let customer = Resource::new(key, |(id, polar)| admin_customer(id, polar));
+    let key = move || {
+        let q = query.read();
+        let id = params.read().get("id").unwrap_or_default();
+        (id, q.get("polar"), q.get("kind"), q.get("from"), q.get("until"), q.get("before"))
+    };
+    let customer = Resource::new(key, |(id, polar, kind, from, until, before)| {
+        admin_customer(id, polar, kind, from, until, before)
+    });
     let adjust = ServerAction::<AdminAdjust>::new();
     let revoke = ServerAction::<AdminRevokeKey>::new();
     let error = Signal::derive(move || adjust.value().get().and_then(|r| r.err()));
@@ -210,6 +218,7 @@ fn Customer(
 ) -> impl IntoView {
     let (customer_id, form_key) = (c.id.clone(), c.form_key.clone());
     let ctx = FormContext { customer: c.id.clone(), form_key: c.form_key.clone() };
+    let ledger_of = c.id.clone();
     let webhook_error = Signal::derive(move || actions.retry_webhook.value().get().and_then(|r| r.err()));
     let usage_error = Signal::derive(move || actions.retry_usage.value().get().and_then(|r| r.err()));
     let resend_error = Signal::derive(move || actions.resend.value().get().and_then(|r| r.err()));
@@ -316,28 +325,7 @@ fn Customer(
                 </button>
             </ActionForm>
         </section>
-        <section class="panel" aria-labelledby="ledger-title">
-            <h2 id="ledger-title">"Newest ledger entries"</h2>
-            <Table headers=&[
-                "When",
-                "What",
-                "Credits",
-            ]>
-                {c
-                    .entries
-                    .into_iter()
-                    .map(|e| {
-                        view! {
-                            <tr>
-                                <td>{e.when}</td>
-                                <td>{e.what}</td>
-                                <td>{e.credits}</td>
-                            </tr>
-                        }
-                    })
-                    .collect_view()}
-            </Table>
-        </section>
+        <LedgerSection ledger=c.ledger customer=ledger_of />
         <section class="panel" aria-labelledby="keys-title">
             <h2 id="keys-title">"API keys"</h2>
             <FormError error=revoke_error />

@@ -253,8 +253,6 @@ pub struct Overview {
     pub created_at: DateTime<Utc>,
     pub polar_customer_id: Option<String>,
     pub balance: ledger::Balance,
-    /// The newest entries: when, kind, what it was in words, credits.
-    pub entries: Vec<(DateTime<Utc>, String, String, i64)>,
     pub api_keys: Vec<KeyRow>,
     /// The newest webhook events about the customer.
     pub webhooks: Vec<StoredEvent>,
@@ -281,21 +279,6 @@ pub async fn overview(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Result<Opt
         return Ok(None);
     };
     let balance = ledger::balance(pool, id, now).await?;
-    let rows: Vec<(DateTime<Utc>, String, serde_json::Value, i64)> = sqlx::query_as(
-        "SELECT effective_at, kind, metadata, amount FROM credit_entries
-          WHERE user_id = $1 AND effective_at <= $2 ORDER BY effective_at DESC, id DESC LIMIT 20",
-    )
-    .bind(id)
-    .bind(now)
-    .fetch_all(pool)
-    .await?;
-    let entries = rows
-        .into_iter()
-        .map(|(at, kind, metadata, amount)| {
-            let what = ledger::history::describe(&kind, &metadata);
-            (at, kind, what, amount)
-        })
-        .collect();
     let api_keys = sqlx::query_as(
         "SELECT prefix, name, created_at, revoked_at FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC LIMIT 50",
     )
@@ -312,7 +295,6 @@ pub async fn overview(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Result<Opt
         created_at,
         polar_customer_id,
         balance,
-        entries,
         api_keys,
         webhooks,
         usage,
@@ -320,6 +302,20 @@ pub async fn overview(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Result<Opt
         mail,
         audit,
     }))
+}
+
+/// A page of `customer`'s ledger for an operator: entries of `filter`, newest first, just
+/// older than `before`; each with what it was in words.
+pub async fn ledger_page(
+    pool: &PgPool,
+    customer: Uuid,
+    now: DateTime<Utc>,
+    filter: &ledger::history::Filter,
+    before: Option<ledger::history::Cursor>,
+    limit: i64,
+) -> Result<ledger::history::Page, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    ledger::history::filtered_page(&mut conn, customer, now, filter, before, limit).await
 }
 
 /// What revoking a key did.

@@ -4,6 +4,7 @@
 
 mod days;
 mod export;
+mod filtered;
 
 use crate::domain::money::group_thousands;
 use crate::server::util::capitalize;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 pub use days::*;
 pub use export::*;
+pub use filtered::{filtered_page, filtered_sql, Filter, KINDS};
 
 /// One entry as read back for people.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
