@@ -39,3 +39,22 @@ pub async fn hit(
     }
     Ok(Ok(()))
 }
+
+/// The hits counted on `subject` in the window holding `now` and in the one before it (hits
+/// past the limit included: each was refused).
+pub async fn counts(pool: &PgPool, t: Throttle, subject: &str, now: DateTime<Utc>) -> Result<(i64, i64), sqlx::Error> {
+    let window = t.window_secs.max(1);
+    let start = now.timestamp().div_euclid(window) * window;
+    let rows: Vec<(f64, i32)> = sqlx::query_as(
+        "SELECT extract(epoch FROM window_start)::float8, count FROM rate_counters
+          WHERE scope = $1 AND subject = $2 AND window_start IN (to_timestamp($3), to_timestamp($4))",
+    )
+    .bind(t.scope)
+    .bind(subject)
+    .bind(start as f64)
+    .bind((start - window) as f64)
+    .fetch_all(pool)
+    .await?;
+    let of = |s: i64| rows.iter().find(|(at, _)| *at as i64 == s).map_or(0, |(_, n)| *n as i64);
+    Ok((of(start), of(start - window)))
+}

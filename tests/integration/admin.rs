@@ -577,6 +577,22 @@ async fn the_health_page_and_metrics_warn_before_polar_disables_the_webhook_endp
     admin::add(&app.pool, "health-op@example.com").await.unwrap();
     let page = app.page("/admin/health").await;
     assert!(page.contains("Webhook inbox") && !page.contains("Polar may disable"), "{page}");
+    assert!(page.contains("API quota") && page.contains("POLAR_PAGE_REQUESTS_PER_MINUTE"), "{page}");
+    // Three page calls to Polar counted (by any instance): the pages' share shows them.
+    let mut config = test_config(&[]);
+    config.polar.api_url = url::Url::parse(&format!("{}/polar", app.address)).unwrap();
+    let state = tally::server::state::AppState::new(config, app.pool.clone()).unwrap();
+    let (pages, all) = tally::server::billing::pages_budget(&state.billing);
+    for _ in 0..3 {
+        let hit = tally::server::throttle::hit(&app.pool, pages, all, Utc::now()).await.unwrap();
+        assert!(hit.is_ok());
+    }
+    let health: serde_json::Value = call(&app, "/api/admin/health", &[]).await.json().await.unwrap();
+    let share = &health["quota"][0];
+    assert_eq!(share["per_minute"], 400, "{health}");
+    // Counted this minute, or the last one if a minute turned meanwhile.
+    assert_eq!(share["this_minute"].as_i64().unwrap() + share["last_minute"].as_i64().unwrap(), 3, "{health}");
+    assert_eq!(health["quota"][1]["per_minute"], 60, "the usage shipping share: {health}");
 
     let gauge = |text: &str, name: &str| -> i64 {
         text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(-1)

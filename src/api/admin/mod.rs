@@ -356,6 +356,20 @@ pub async fn admin_health() -> Result<HealthView, AppError> {
             let streak = deliveries::streak(&state.pool, &state.webhook_refusals).await?;
             let (usage_pending, usage_oldest, usage_parked) = crate::server::usage::backlog(&state.pool).await?;
             let (drift_credits, drift_accounts) = crate::server::usage::reconcile::last_drift(&state.pool).await?;
+            let now = chrono::Utc::now();
+            let mut quota = Vec::new();
+            let shares = [
+                ("Pages (POLAR_PAGE_REQUESTS_PER_MINUTE)", crate::server::billing::pages_budget(&state.billing)),
+                (
+                    "Usage shipping (USAGE_INGEST_REQUESTS_PER_MINUTE)",
+                    crate::server::usage::shipper::ingest_budget(state.config.usage_ingest_requests_per_minute),
+                ),
+            ];
+            for (what, (budget, subject)) in shares {
+                let (this_minute, last_minute) =
+                    crate::server::throttle::counts(&state.pool, budget, subject, now).await?;
+                quota.push(QuotaLine { what: what.into(), per_minute: budget.limit.into(), this_minute, last_minute });
+            }
             let circuit = |c: Option<&crate::server::polar::client::PolarClient>| {
                 c.map_or("closed", |p| p.breaker().state_name()).to_string()
             };
@@ -379,6 +393,7 @@ pub async fn admin_health() -> Result<HealthView, AppError> {
                 mail_oldest: age(b.mail_oldest),
                 polar_circuit: circuit(state.billing.polar.as_ref()),
                 polar_background_circuit: circuit(state.billing.polar_background.as_ref()),
+                quota,
             })
         }
         .await,

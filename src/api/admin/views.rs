@@ -75,6 +75,18 @@ pub struct HealthView {
     /// `closed`, `open` or `half_open`, for the pages' Polar client and the background one.
     pub polar_circuit: String,
     pub polar_background_circuit: String,
+    /// Tally's shares of Polar's API quota, counted across every instance.
+    pub quota: Vec<QuotaLine>,
+}
+
+/// One share of Polar's API quota: requests counted this minute and the one before, against
+/// what it may take a minute (a count above it is requests Tally refused itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaLine {
+    pub what: String,
+    pub per_minute: i64,
+    pub this_minute: i64,
+    pub last_minute: i64,
 }
 
 /// Rows a page of the audit log shows.

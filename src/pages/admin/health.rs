@@ -1,7 +1,8 @@
 //! `/admin/health`: the webhook inbox, the run of refused webhook deliveries (in red when Polar
-//! may disable the endpoint), the usage outbox, the mail outbox and Polar's circuit breakers.
+//! may disable the endpoint), the usage outbox, the mail outbox, Polar's circuit breakers and
+//! Tally's shares of Polar's API quota.
 
-use super::{console, loading};
+use super::{console, loading, Table};
 use crate::api::admin::{admin_health, HealthView};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -86,6 +87,34 @@ fn Health(h: HealthView) -> impl IntoView {
                 <Figure label="Circuit breaker, pages" value=h.polar_circuit.replace('_', "-") />
                 <Figure label="Circuit breaker, background work" value=h.polar_background_circuit.replace('_', "-") />
             </dl>
+            <h3>"API quota"</h3>
+            <p class="muted">
+                "Polar allows an organization 500 requests a minute (100 in the sandbox). Tally counts its shares across every instance before each call; what they leave goes to customer sync and the scheduled reconcile. A count above a share's allowance is calls Tally refused itself."
+            </p>
+            <Table headers=&[
+                "Share",
+                "Allowed a minute",
+                "This minute",
+                "Last minute",
+            ]>
+                {h
+                    .quota
+                    .into_iter()
+                    .map(|q| {
+                        let over = |n: i64| {
+                            if n > q.per_minute { format!("{n} ({} refused)", n - q.per_minute) } else { n.to_string() }
+                        };
+                        view! {
+                            <tr>
+                                <td>{q.what}</td>
+                                <td>{q.per_minute}</td>
+                                <td>{over(q.this_minute)}</td>
+                                <td>{over(q.last_minute)}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </Table>
         </section>
         <section class="panel" aria-labelledby="mail-title">
             <h2 id="mail-title">"Mail outbox"</h2>

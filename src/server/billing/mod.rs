@@ -205,16 +205,23 @@ pub async fn polar_budget(billing: &Billing, user: Uuid) -> Result<()> {
         tracing::warn!(%user, verified, retry_after_secs = secs, "per-user Polar budget spent");
         return Err(Error::RateLimited(secs));
     }
-    let pages = crate::server::throttle::Throttle {
-        scope: "polar.pages",
-        limit: billing.config.polar_page_requests_per_minute,
-        window_secs: 60,
-    };
-    if let Err(secs) = crate::server::throttle::hit(&billing.pool, pages, "all", now).await? {
+    let (pages, all) = pages_budget(billing);
+    if let Err(secs) = crate::server::throttle::hit(&billing.pool, pages, all, now).await? {
         tracing::warn!(retry_after_secs = secs, "the pages' share of Polar's quota is spent for this minute");
         return Err(Error::RateLimited(secs));
     }
     Ok(())
+}
+
+/// The share of Polar's quota all page traffic of all instances may take
+/// (`POLAR_PAGE_REQUESTS_PER_MINUTE`), and the one subject it is counted under.
+pub fn pages_budget(billing: &Billing) -> (crate::server::throttle::Throttle, &'static str) {
+    let t = crate::server::throttle::Throttle {
+        scope: "polar.pages",
+        limit: billing.config.polar_page_requests_per_minute,
+        window_secs: 60,
+    };
+    (t, "all")
 }
 
 /// The client, once `user`'s budget allows another call.

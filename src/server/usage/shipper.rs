@@ -49,6 +49,12 @@ pub fn backoff(attempts: i32) -> Duration {
     Duration::seconds(2i64.saturating_pow(attempts.clamp(1, 16) as u32).min(300))
 }
 
+/// The share of Polar's quota usage ingestion of all instances may take
+/// (`USAGE_INGEST_REQUESTS_PER_MINUTE`), and the one subject it is counted under.
+pub fn ingest_budget(per_minute: u32) -> (Throttle, &'static str) {
+    (Throttle { scope: "polar_ingest", limit: per_minute, window_secs: 60 }, "token")
+}
+
 /// Claims up to [`BATCH`] due rows (`FOR UPDATE SKIP LOCKED`, so instances never send the
 /// same rows at once), sends them and records the outcome, in one transaction: a crash
 /// before the commit leaves them pending, and their resend is deduplicated by Polar.
@@ -77,7 +83,7 @@ pub async fn ship_due(
     if due.is_empty() {
         return Ok(Shipped::Nothing);
     }
-    let budget = Throttle { scope: "polar_ingest", limit: per_minute, window_secs: 60 };
+    let (budget, _) = ingest_budget(per_minute);
     let outcome = send(&mut tx, pool, polar, budget, &due, now).await?;
     failpoint_before_commit(due.len()).await;
     tx.commit().await?;
@@ -131,7 +137,7 @@ async fn send(
         if part.is_empty() {
             continue;
         }
-        if let Err(secs) = throttle::hit(pool, budget, "token", now).await? {
+        if let Err(secs) = throttle::hit(pool, budget, ingest_budget(0).1, now).await? {
             let rest: Vec<i64> = part.iter().chain(parts.iter().flatten()).map(|d| d.id).collect();
             let wait = Duration::seconds(secs as i64);
             sqlx::query("UPDATE usage_outbox SET next_attempt_at = $2 WHERE id = ANY($1)")
