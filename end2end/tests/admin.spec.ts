@@ -184,3 +184,55 @@ test("an operator whose sign-in is old signs in again, then retries a parked web
   await page.screenshot({ path: `screenshots/${testInfo.project.name}-admin-health.png`, fullPage: true });
   expect(errors).toEqual([]);
 });
+
+test("an operator compares a customer's plan with Polar, resyncs once, and filters their ledger", async ({ page }, testInfo) => {
+  const customerEmail = uniqueEmail(testInfo, "plan");
+  await signUpViaApi(page, customerEmail);
+  const id = sql(`SELECT id FROM users WHERE email = '${customerEmail}'`);
+  const operatorEmail = uniqueEmail(testInfo, "plan-operator");
+  await page.context().clearCookies();
+  await signUpViaApi(page, operatorEmail);
+  makeOperator(operatorEmail);
+  const errors = watchConsole(page);
+
+  await open(page, testInfo, `/admin/customers/${id}`);
+  await expect(page.getByRole("heading", { name: "Plan and billing" })).toBeVisible();
+  await expect(page.getByText("No subscription.")).toBeVisible();
+  await expect(page.getByRole("heading", { name: "Polar's Customer State, asked now" })).toHaveCount(0);
+  // Asking Polar is a plain link: it reads, and changes nothing.
+  await page.getByRole("link", { name: "Ask Polar now" }).click();
+  await expect(page.getByRole("heading", { name: "Polar's Customer State, asked now" })).toBeVisible();
+  await expect(page.getByText(/^Plan: Free/).last()).toBeVisible();
+  await hydrated(page, testInfo);
+
+  await page.getByLabel("Reason for the resync").fill("Customer asks why they are on Free");
+  // A double click sends the form twice at most; it is recorded once.
+  await page.getByRole("button", { name: "Resync from Polar" }).dblclick();
+  await expect(page.getByText(/Done, and recorded in the audit log\.|That was done already/)).toBeVisible();
+  await expect(page.getByRole("cell", { name: "Customer asks why they are on Free" })).toHaveCount(1);
+  await expect(page.getByRole("cell", { name: /plan (Free|unknown) → Free/ })).toBeVisible();
+  expect(sql(`SELECT count(*) FROM operator_audit WHERE target_user = '${id}' AND action = 'resync'`)).toBe("1");
+
+  // The ledger: the sign-up's free credits, by kind; nothing of another kind.
+  await hydrated(page, testInfo);
+  await page.getByLabel("Kind").selectOption("free_grant");
+  await page.getByRole("button", { name: "Show" }).click();
+  await expect(page).toHaveURL(/kind=free_grant/);
+  await expect(page.getByRole("cell", { name: "Free credits" })).toHaveCount(1);
+  await expect(page.getByLabel("Kind")).toHaveValue("free_grant");
+  await page.getByLabel("Kind").selectOption("purchase");
+  await page.getByRole("button", { name: "Show" }).click();
+  await expect(page.getByText("No entry matches.")).toBeVisible();
+  await page.getByRole("link", { name: "Clear" }).click();
+  await expect(page.getByRole("cell", { name: "Free credits" })).toHaveCount(1);
+  if (jsEnabled(testInfo)) {
+    const results = await new AxeBuilder({ page }).analyze();
+    expect(results.violations.map((v) => `${v.id}: ${v.help}`)).toEqual([]);
+  }
+
+  // The health page's quota table.
+  await open(page, testInfo, "/admin/health");
+  await expect(page.getByRole("heading", { name: "API quota" })).toBeVisible();
+  await expect(page.getByRole("cell", { name: "Pages (POLAR_PAGE_REQUESTS_PER_MINUTE)" })).toBeVisible();
+  expect(errors).toEqual([]);
+});

@@ -61,6 +61,8 @@ pub struct Backlogs {
     pub oldest: Option<f64>,
     pub retrying: i64,
     pub failed: i64,
+    /// Events whose handler failed within the last hour (retrying, parked, or applied since).
+    pub failed_last_hour: i64,
     /// Account mails waiting to be sent, and the oldest one's age in seconds.
     pub mail_pending: i64,
     pub mail_oldest: Option<f64>,
@@ -73,6 +75,7 @@ pub async fn backlogs(pool: &sqlx::PgPool) -> Result<Backlogs, sqlx::Error> {
                 (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM webhook_events WHERE status = 'pending') AS oldest,
                 (SELECT count(*) FROM webhook_events WHERE status = 'pending' AND attempts > 0) AS retrying,
                 (SELECT count(*) FROM webhook_events WHERE status = 'failed') AS failed,
+                (SELECT count(*) FROM webhook_events WHERE last_failed_at > now() - interval '1 hour') AS failed_last_hour,
                 (SELECT count(*) FROM outgoing_mail WHERE status = 'pending') AS mail_pending,
                 (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outgoing_mail WHERE status = 'pending') AS mail_oldest",
     )

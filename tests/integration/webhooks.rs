@@ -296,6 +296,10 @@ async fn handler_errors_never_reach_polar_and_are_retried_then_parked() {
             "the error is kept for a human: {err}"
         );
         assert_eq!(status, if attempt == tally::server::webhooks::worker::MAX_ATTEMPTS { "failed" } else { "pending" });
+        // What the health page and /metrics count: retrying, then parked; failed this hour.
+        let b = tally::server::health::backlogs(&pool).await.unwrap();
+        let parked = attempt == tally::server::webhooks::worker::MAX_ATTEMPTS;
+        assert_eq!((b.retrying, b.failed, b.failed_last_hour), (i64::from(!parked), i64::from(parked), 1));
         // Not due again until its backoff has passed.
         assert!(!tally::server::webhooks::worker::process_one(&pool, &config, now).await.unwrap());
         now += chrono::Duration::hours(2);

@@ -378,6 +378,7 @@ pub async fn admin_health() -> Result<HealthView, AppError> {
                 webhooks_oldest: age(b.oldest),
                 webhooks_retrying: b.retrying,
                 webhooks_parked: b.failed,
+                webhooks_failed_last_hour: b.failed_last_hour,
                 at_risk: streak.at_risk(),
                 refused: streak.refused,
                 refused_since: streak.first_refused_at.map(when),

@@ -55,6 +55,7 @@ pub struct HealthView {
     pub webhooks_oldest: String,
     pub webhooks_retrying: i64,
     pub webhooks_parked: i64,
+    pub webhooks_failed_last_hour: i64,
     /// Deliveries refused in a row, since when, and why the last one was.
     pub refused: i64,
     pub refused_since: Option<String>,

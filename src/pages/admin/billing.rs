@@ -61,7 +61,7 @@ pub fn BillingSection(
                 <code>"tally polar reconcile"</code> " does: for a change whose webhook never arrived."
             </p>
             <FormError error=error />
-            <ActionForm action=resync attr:class="inline-form">
+            <ActionForm action=resync attr:class="inline-form form-row">
                 <input type="hidden" name="customer" value=ctx.customer />
                 <input type="hidden" name="form_key" value=ctx.form_key />
                 <label for="resync-reason">"Reason for the resync"</label>

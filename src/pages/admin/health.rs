@@ -59,6 +59,7 @@ fn Health(h: HealthView) -> impl IntoView {
                 <Figure label="Oldest waiting" value=h.webhooks_oldest />
                 <Figure label="Failed at least once, retrying" value=h.webhooks_retrying.to_string() />
                 <Figure label="Parked" value=h.webhooks_parked.to_string() />
+                <Figure label="Failed in the last hour" value=h.webhooks_failed_last_hour.to_string() />
                 <Figure
                     label="Deliveries refused in a row"
                     value=format!("{} (Polar disables at {})", h.refused, h.disables_after)

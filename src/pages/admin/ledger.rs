@@ -56,7 +56,7 @@ pub fn LedgerSection(ledger: LedgerLines, customer: String) -> impl IntoView {
     view! {
         <section class="panel" aria-labelledby="ledger-title">
             <h2 id="ledger-title">"Ledger"</h2>
-            <form method="get" action=here.clone() class="inline-form" aria-label="Filter the ledger">
+            <form method="get" action=here.clone() class="inline-form form-row" aria-label="Filter the ledger">
                 <label for="ledger-kind">"Kind"</label>
                 <select id="ledger-kind" name="kind">
                     <option value="" selected=kind.is_empty()>

@@ -151,12 +151,16 @@ async fn record_failure(
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let parked = attempts >= MAX_ATTEMPTS;
-    sqlx::query("UPDATE webhook_events SET attempts = $2, last_error = $3, status = $4, next_attempt_at = $5 WHERE webhook_id = $1")
+    sqlx::query(
+        "UPDATE webhook_events SET attempts = $2, last_error = $3, status = $4, next_attempt_at = $5, last_failed_at = $6
+          WHERE webhook_id = $1",
+    )
         .bind(webhook_id)
         .bind(attempts)
         .bind(error)
         .bind(if parked { "failed" } else { "pending" })
         .bind(now + backoff(attempts))
+        .bind(now)
         .execute(&mut *tx)
         .await?;
     if parked {
