@@ -428,6 +428,14 @@ async fn an_operator_sends_a_parked_usage_event_again_with_its_audit_row_or_not_
         .unwrap();
     let (page, form_key) = operator_page(&app, customer).await;
     assert!(page.contains("api:parked-call") && page.contains("Event refused."), "{page}");
+    // Asked, Polar's meter has none of it: the ledger's 7 credits are parked, unexplained.
+    let asked = app.page(&format!("/admin/customers/{customer}?polar=1")).await;
+    assert!(
+        asked.contains(
+            "credits.spent: 7 credits in the ledger · 0 on Polar's meter · 0 on their way · 7 parked: 7 unexplained"
+        ),
+        "{asked}"
+    );
     // The audit log refuses the row: the event stays parked.
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$;
@@ -459,6 +467,18 @@ async fn an_operator_sends_a_parked_usage_event_again_with_its_audit_row_or_not_
         tokio::join!(call(&app, "/api/admin/retry-usage", &retry), call(&app, "/api/admin/retry-usage", &retry));
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
     assert_ne!(status().await, "failed", "queued again (or already sent)");
+    usage_drained(&app).await;
+    // Once Polar has recomputed the meter (it debounces), everything is accounted for.
+    eventually("Polar's meter counts the event sent again", || async {
+        let asked = app.page(&format!("/admin/customers/{customer}?polar=1")).await;
+        let line = "credits.spent: 7 credits in the ledger · 7 on Polar's meter · 0 on their way · 0 parked: all accounted for";
+        if asked.contains(line) {
+            Ok(())
+        } else {
+            Err(asked.split("Usage: ").nth(1).unwrap_or_default().split("</ul>").next().unwrap_or_default().to_string())
+        }
+    })
+    .await;
     let audit: Vec<(String, serde_json::Value)> =
         sqlx::query_as("SELECT action, after FROM operator_audit").fetch_all(&app.pool).await.unwrap();
     assert_eq!(audit.len(), 1, "{audit:?}");

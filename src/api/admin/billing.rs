@@ -18,20 +18,40 @@ pub(super) async fn billing_lines(
     let copy = admin::billing_copy(&mut conn, customer).await?;
     let period = crate::api::usage::usage_on(&mut conn, customer).await?.period;
     drop(conn);
-    let polar = if ask_polar {
-        Some(admin::ask_polar(&state.billing, customer).await.map(|r| state_lines(&r)).map_err(|e| {
+    let (polar, polar_usage) = if ask_polar {
+        let read = admin::ask_polar(&state.billing, customer).await.map(|r| state_lines(&r)).map_err(|e| {
             let e = AppError::from(e);
             format!("Polar could not be asked: {e}")
-        }))
+        });
+        let usage = admin::usage_at_polar(&state.billing, customer).await.map(|d| d.iter().map(drift_line).collect());
+        let usage = usage.map_err(|e| format!("Polar's meters could not be read: {}", super::action_error(e)));
+        (Some(read), Some(usage))
     } else {
-        None
+        (None, None)
     };
     Ok(BillingLines {
         subscriptions: copy.subscriptions.iter().map(subscription_line).collect(),
         stored: copy.state.as_ref().map(state_lines),
         period,
         polar,
+        polar_usage,
     })
+}
+
+/// One event's usage, the ledger against Polar's meter, in words.
+#[cfg(feature = "ssr")]
+fn drift_line(d: &crate::server::usage::reconcile::Drift) -> String {
+    let n = |v: i64| crate::domain::money::group_thousands(v.max(0) as u64);
+    let unexplained = d.unexplained();
+    let verdict = if unexplained == 0 { "all accounted for".to_string() } else { format!("{unexplained} unexplained") };
+    format!(
+        "{}: {} credits in the ledger · {} on Polar's meter · {} on their way · {} parked: {verdict}",
+        d.event,
+        n(d.ledger),
+        n(d.polar),
+        n(d.in_flight),
+        n(d.parked)
+    )
 }
 
 /// A subscription as Tally last applied it.

@@ -186,6 +186,9 @@ pub struct BillingLines {
     pub period: Option<crate::api::usage::PeriodView>,
     /// Polar's Customer State read now, when the operator asked: or why it could not be read.
     pub polar: Option<Result<StateLines, String>>,
+    /// With it, the usage events the ledger has against what Polar's meters counted (one line
+    /// per event name), or why they could not be compared.
+    pub polar_usage: Option<Result<Vec<String>, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

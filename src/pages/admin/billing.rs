@@ -18,7 +18,7 @@ pub fn BillingSection(
     error: Signal<Option<AppError>>,
     ctx: FormContext,
 ) -> impl IntoView {
-    let BillingLines { subscriptions, stored, period, polar } = billing;
+    let BillingLines { subscriptions, stored, period, polar, polar_usage } = billing;
     let ask = format!("/admin/customers/{}?polar=1#polar-title", ctx.customer);
     let polar = polar.map(|answer| {
         let body = match answer {
@@ -30,9 +30,27 @@ pub fn BillingSection(
             }
             .into_any(),
         };
+        let usage = match polar_usage {
+            Some(Ok(lines)) => view! {
+                <p>"Usage: what the ledger holds against what Polar's meters counted (what was sent)"</p>
+                <ul>{lines.into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}</ul>
+                <p class="muted">
+                    "Polar recomputes a meter 15 seconds to 3 hours after events arrive: usage that reached it just now shows as unexplained until then. Parked events never reach it until retried."
+                </p>
+            }
+            .into_any(),
+            Some(Err(why)) => view! {
+                <p class="alert alert--error" role="alert">
+                    {why}
+                </p>
+            }
+            .into_any(),
+            None => ().into_any(),
+        };
         view! {
             <h3 id="polar-title">"Polar's Customer State, asked now"</h3>
             {body}
+            {usage}
         }
     });
     view! {

@@ -34,6 +34,22 @@ pub async fn ask_polar(billing: &Billing, customer: Uuid) -> Result<customer_sta
     customer_state::read_state(billing, customer, chrono::Duration::zero(), customer_state::Reader::Background).await
 }
 
+/// The customer's usage as the ledger has it against Polar's meters, now: per event, the
+/// credits in the ledger, on Polar's meter, on their way (queued) and parked (see
+/// `usage::reconcile`). What Polar counted is what was sent.
+pub async fn usage_at_polar(
+    billing: &Billing,
+    customer: Uuid,
+) -> Result<Vec<crate::server::usage::reconcile::Drift>, ActionError> {
+    let client = billing::polar_background(billing)?;
+    crate::server::usage::reconcile::measure(&billing.pool, client, customer, chrono::Utc::now()).await.map_err(|e| {
+        match e {
+            crate::server::usage::reconcile::Error::Db(e) => ActionError::Db(e),
+            crate::server::usage::reconcile::Error::Polar(e) => ActionError::Billing(e.into()),
+        }
+    })
+}
+
 /// What a resync did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resynced {

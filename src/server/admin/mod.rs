@@ -9,7 +9,7 @@ mod billing;
 mod events;
 
 pub use account::{resend_verification, Resent};
-pub use billing::{ask_polar, billing_copy, resync, BillingCopy, Resynced};
+pub use billing::{ask_polar, billing_copy, resync, usage_at_polar, BillingCopy, Resynced};
 pub use events::{retry_usage_event, retry_webhook, Requeued};
 
 use crate::server::ledger::{self, AdjustError};
