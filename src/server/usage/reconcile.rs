@@ -46,7 +46,12 @@ pub async fn measure(pool: &PgPool, polar: &PolarClient, user: Uuid, now: DateTi
     for (event, kind) in [(EVENT_NAME, "spend"), (OVERAGE_EVENT_NAME, "overage")] {
         let polar_units: f64 = meters.iter().filter(|m| m.counts_event(event)).map(|m| m.consumed_units).sum();
         let (ledger, in_flight, parked): (i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT coalesce(sum(abs(amount)), 0)::bigint FROM credit_entries WHERE user_id = $1 AND kind = $2),
+            // Spends from their daily rollup (a row a day, kept exact with every spend and
+            // checked by `credit_ledger_problems`): summing a million spend entries took as long
+            // as the page that asked.
+            "SELECT CASE WHEN $2 = 'spend' THEN (SELECT coalesce(sum(spent), 0) FROM credit_usage_days WHERE user_id = $1)
+                         ELSE (SELECT coalesce(sum(abs(amount)), 0) FROM credit_entries WHERE user_id = $1 AND kind = $2)
+                    END::bigint,
                     (SELECT coalesce(sum(units), 0)::bigint FROM usage_outbox WHERE user_id = $1 AND event = $3 AND status = 'pending'),
                     (SELECT coalesce(sum(units), 0)::bigint FROM usage_outbox WHERE user_id = $1 AND event = $3 AND status = 'failed')",
         )
