@@ -13,6 +13,18 @@ async fn operator_of(app: &TestApp, email: &str) -> Operator {
     admin::operator(&app.pool, id).await.unwrap().expect("an operator now")
 }
 
+/// Makes this database refuse (or take again) every new audit row, as if its disk were full:
+/// an action must then apply nothing.
+async fn refuse_audit_rows(app: &TestApp, refuse: bool) {
+    let sql = if refuse {
+        "CREATE OR REPLACE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$;
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON operator_audit FOR EACH ROW EXECUTE FUNCTION refuse_audit();"
+    } else {
+        "DROP TRIGGER refuse_audit ON operator_audit"
+    };
+    sqlx::raw_sql(sql).execute(&app.pool).await.unwrap();
+}
+
 async fn audit_rows(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM operator_audit").fetch_one(&app.pool).await.unwrap()
 }
@@ -108,13 +120,7 @@ async fn an_action_and_its_audit_row_commit_together_or_not_at_all() {
     let now = Utc::now();
     let before = ledger::balance(&app.pool, customer, now).await.unwrap().total;
     // The audit row cannot be written (this database refuses it): the grant is undone with it.
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$;
-         CREATE TRIGGER refuse_audit BEFORE INSERT ON operator_audit FOR EACH ROW EXECUTE FUNCTION refuse_audit();",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    refuse_audit_rows(&app, true).await;
     let failed = admin::adjust_credits(&app.pool, &op, customer, 100, "Goodwill", "f0rmkey0fatomic5555", now).await;
     assert!(matches!(failed, Err(ActionError::Db(_))), "{failed:?}");
     assert_eq!(ledger::balance(&app.pool, customer, now).await.unwrap().total, before, "no credits without the record");
@@ -125,7 +131,7 @@ async fn an_action_and_its_audit_row_commit_together_or_not_at_all() {
             .unwrap();
     assert_eq!(entries, 0);
     // Once the audit log takes rows again, the same form applies, with its row.
-    sqlx::raw_sql("DROP TRIGGER refuse_audit ON operator_audit").execute(&app.pool).await.unwrap();
+    refuse_audit_rows(&app, false).await;
     let applied = admin::adjust_credits(&app.pool, &op, customer, 100, "Goodwill", "f0rmkey0fatomic5555", now).await;
     assert_eq!(applied.unwrap(), Adjusted::Applied { before, after: before + 100 });
     assert_eq!(audit_rows(&app).await, 1);
@@ -437,13 +443,7 @@ async fn an_operator_sends_a_parked_usage_event_again_with_its_audit_row_or_not_
         "{asked}"
     );
     // The audit log refuses the row: the event stays parked.
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$;
-         CREATE TRIGGER refuse_audit BEFORE INSERT ON operator_audit FOR EACH ROW EXECUTE FUNCTION refuse_audit();",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    refuse_audit_rows(&app, true).await;
     let failed = admin::retry_usage_event(&app.pool, &op, customer, id, "Polar fixed the meter", &form_key).await;
     assert!(matches!(failed, Err(ActionError::Db(_))), "{failed:?}");
     let status = || async {
@@ -454,7 +454,7 @@ async fn an_operator_sends_a_parked_usage_event_again_with_its_audit_row_or_not_
             .unwrap()
     };
     assert_eq!(status().await, "failed", "no retry without its record");
-    sqlx::raw_sql("DROP TRIGGER refuse_audit ON operator_audit").execute(&app.pool).await.unwrap();
+    refuse_audit_rows(&app, false).await;
     // Over HTTP, twice at once.
     let (customer_id, event) = (customer.to_string(), id.to_string());
     let retry = [
@@ -764,18 +764,12 @@ async fn an_operator_compares_with_polar_and_resyncs_once_with_its_audit_row_or_
     assert_eq!(status().await.unwrap().1, "active", "asking changes nothing");
 
     // The audit log refuses the row: the resync is undone with it.
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$;
-         CREATE TRIGGER refuse_audit BEFORE INSERT ON operator_audit FOR EACH ROW EXECUTE FUNCTION refuse_audit();",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    refuse_audit_rows(&app, true).await;
     let id = customer.to_string();
     let form = [("customer", id.as_str()), ("reason", "Customer says they cancelled"), ("form_key", form_key.as_str())];
     assert_eq!(call(&app, "/api/admin/resync", &form).await.status(), 500);
     assert_eq!(status().await.unwrap().1, "active", "nothing applied without its audit row");
-    sqlx::raw_sql("DROP TRIGGER refuse_audit ON operator_audit").execute(&app.pool).await.unwrap();
+    refuse_audit_rows(&app, false).await;
 
     let no_reason = [("customer", id.as_str()), ("reason", " "), ("form_key", form_key.as_str())];
     assert_eq!(call(&app, "/api/admin/resync", &no_reason).await.status(), 422);

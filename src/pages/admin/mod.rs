@@ -219,6 +219,7 @@ fn Customer(
     let (customer_id, form_key) = (c.id.clone(), c.form_key.clone());
     let ctx = FormContext { customer: c.id.clone(), form_key: c.form_key.clone() };
     let ledger_of = c.id.clone();
+    let no_keys = c.api_keys.is_empty();
     let webhook_error = Signal::derive(move || actions.retry_webhook.value().get().and_then(|r| r.err()));
     let usage_error = Signal::derive(move || actions.retry_usage.value().get().and_then(|r| r.err()));
     let resend_error = Signal::derive(move || actions.resend.value().get().and_then(|r| r.err()));
@@ -329,6 +330,7 @@ fn Customer(
         <section class="panel" aria-labelledby="keys-title">
             <h2 id="keys-title">"API keys"</h2>
             <FormError error=revoke_error />
+            {no_keys.then(|| view! { <p class="muted">"No API keys."</p> })}
             <ul>
                 {c
                     .api_keys
