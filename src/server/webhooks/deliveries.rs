@@ -57,18 +57,24 @@ pub async fn refused(pool: &PgPool, error: &str) {
     }
 }
 
-/// Records an accepted delivery: the run is over.
-pub async fn accepted(pool: &PgPool, local: &Local) {
+/// The statement that stores an accepted delivery begins with this: it ends the shared run of
+/// refusals in the same round trip (a data-modifying `WITH`; it writes nothing while there is no
+/// run, the common case). A statement, not a call of its own: every accepted delivery paid one
+/// more round trip for it before.
+macro_rules! end_run_with {
+    ($statement:literal) => {
+        concat!(
+            "WITH end_run AS (UPDATE webhook_delivery_streak SET refused = 0, first_refused_at = NULL, last_accepted_at = now() WHERE refused > 0) ",
+            $statement
+        )
+    };
+}
+pub(crate) use end_run_with;
+
+/// An accepted delivery, on this instance (the shared run ends in the statement that stored it:
+/// [`end_run_with`]).
+pub fn accepted_locally(local: &Local) {
     local.store(0, Ordering::Relaxed);
-    // Writes nothing while there is no run (the common case).
-    let done = sqlx::query(
-        "UPDATE webhook_delivery_streak SET refused = 0, first_refused_at = NULL, last_accepted_at = now() WHERE refused > 0",
-    )
-    .execute(pool)
-    .await;
-    if let Err(e) = done {
-        tracing::warn!(error = %e, "could not record an accepted webhook delivery");
-    }
 }
 
 /// The current run: the shared count, or this instance's when it saw more (it counts

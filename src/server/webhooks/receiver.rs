@@ -1,5 +1,6 @@
 //! `POST /api/webhooks/polar`: verify, store, acknowledge.
 
+use super::deliveries::end_run_with;
 use crate::server::polar::webhook_signature::{self, SignedHeaders, VerifyError};
 use crate::server::state::AppState;
 use axum::body::Bytes;
@@ -17,7 +18,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     // Polar counts every delivery not acknowledged with a 2xx (and disables the endpoint after
     // ten in a row): so do we, for the health page and /metrics.
     match refusal {
-        None => super::deliveries::accepted(&state.pool, &state.webhook_refusals).await,
+        None => super::deliveries::accepted_locally(&state.webhook_refusals),
         // In the background: when the database is what failed, recording it could wait as long
         // as Polar waits for the answer.
         Some(why) => {
@@ -56,17 +57,17 @@ async fn verify_and_store(state: &AppState, headers: &HeaderMap, body: &Bytes) -
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let event_type = parsed.as_ref().and_then(|v| v.get("type")).and_then(Value::as_str).map(str::to_string);
     let result = match (&parsed, &event_type) {
-        (Some(payload), Some(t)) => sqlx::query("INSERT INTO webhook_events (webhook_id, event_type, payload, user_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+        (Some(payload), Some(t)) => sqlx::query(end_run_with!("INSERT INTO webhook_events (webhook_id, event_type, payload, user_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"))
             .bind(webhook_id)
             .bind(t)
             .bind(payload)
             .bind(crate::server::webhooks::handlers::event_user(t, payload))
             .execute(&state.pool)
             .await,
-        _ => sqlx::query(
+        _ => sqlx::query(end_run_with!(
             "INSERT INTO webhook_events (webhook_id, event_type, raw_body, status, last_error) VALUES ($1, 'unparseable', $2, 'failed', 'verified body is not a JSON event with a type')
-             ON CONFLICT DO NOTHING",
-        )
+             ON CONFLICT DO NOTHING"
+        ))
         .bind(webhook_id)
         .bind(String::from_utf8_lossy(body).to_string())
         .execute(&state.pool)
