@@ -3,7 +3,7 @@
 //! it works with JavaScript off) and the resync from Polar (with a reason, audited).
 
 use super::events::FormContext;
-use super::Table;
+use super::{Table, TextRow};
 use crate::api::admin::{AdminResync, BillingLines, StateLines, SubscriptionLine};
 use crate::api::usage::PeriodView;
 use crate::components::form::FormError;
@@ -107,14 +107,7 @@ fn Subscriptions(subscriptions: Vec<SubscriptionLine>, empty: &'static str) -> i
             {subscriptions
                 .into_iter()
                 .map(|s| {
-                    view! {
-                        <tr>
-                            <td>{s.id}</td>
-                            <td>{s.what}</td>
-                            <td>{s.status}</td>
-                            <td>{s.period}</td>
-                        </tr>
-                    }
+                    view! { <TextRow cells=vec![s.id, s.what, s.status, s.period] /> }
                 })
                 .collect_view()}
         </Table>

@@ -2,7 +2,7 @@
 //! GET form, newest first, paged by position ("Older entries"), so it works with JavaScript off
 //! and page 1,000 costs what page 1 does.
 
-use super::Table;
+use super::{Table, TextRow};
 use crate::api::admin::{LedgerLines, LEDGER_PAGE};
 use leptos::prelude::*;
 
@@ -39,14 +39,7 @@ pub fn LedgerSection(ledger: LedgerLines, customer: String) -> impl IntoView {
                 {entries
                     .into_iter()
                     .map(|e| {
-                        view! {
-                            <tr>
-                                <td>{e.when}</td>
-                                <td>{e.kind.replace('_', " ")}</td>
-                                <td>{e.what}</td>
-                                <td>{e.credits}</td>
-                            </tr>
-                        }
+                        view! { <TextRow cells=vec![e.when, e.kind.replace('_', " "), e.what, e.credits] /> }
                     })
                     .collect_view()}
             </Table>

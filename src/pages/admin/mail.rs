@@ -2,7 +2,7 @@
 //! form to send the address confirmation again (with a reason, audited) while it is unconfirmed.
 
 use super::events::FormContext;
-use super::Table;
+use super::{Table, TextRow};
 use crate::api::admin::{AdminResendVerification, MailLine};
 use crate::components::form::FormError;
 use crate::error::AppError;
@@ -46,13 +46,7 @@ pub fn MailSection(
                 {mail
                     .into_iter()
                     .map(|m| {
-                        view! {
-                            <tr>
-                                <td>{m.when}</td>
-                                <td>{m.subject}</td>
-                                <td>{m.status}</td>
-                            </tr>
-                        }
+                        view! { <TextRow cells=vec![m.when, m.subject, m.status] /> }
                     })
                     .collect_view()}
             </Table>

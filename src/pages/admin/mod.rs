@@ -50,6 +50,12 @@ fn Table(headers: &'static [&'static str], children: Children) -> impl IntoView 
     }
 }
 
+/// A table row of plain text cells.
+#[component]
+fn TextRow(cells: Vec<String>) -> impl IntoView {
+    view! { <tr>{cells.into_iter().map(|c| view! { <td>{c}</td> }).collect_view()}</tr> }
+}
+
 /// What a console page shows once its data came: the 404 page for anyone but an operator (as
 /// if the console did not exist), the error, or `page`.
 fn console<T>(result: Result<T, AppError>, page: impl FnOnce(T) -> AnyView) -> AnyView {
@@ -389,15 +395,7 @@ fn Customer(
                     .audit
                     .into_iter()
                     .map(|a| {
-                        view! {
-                            <tr>
-                                <td>{a.when}</td>
-                                <td>{a.operator}</td>
-                                <td>{a.action}</td>
-                                <td>{a.reason}</td>
-                                <td>{a.change}</td>
-                            </tr>
-                        }
+                        view! { <TextRow cells=vec![a.when, a.operator, a.action, a.reason, a.change] /> }
                     })
                     .collect_view()}
             </Table>
