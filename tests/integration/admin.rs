@@ -597,6 +597,7 @@ async fn the_health_page_and_metrics_warn_before_polar_disables_the_webhook_endp
     admin::add(&app.pool, "health-op@example.com").await.unwrap();
     let page = app.page("/admin/health").await;
     assert!(page.contains("Webhook inbox") && !page.contains("Polar may disable"), "{page}");
+    assert!(page.contains("Failed in the last hour"), "{page}");
     assert!(page.contains("API quota") && page.contains("POLAR_PAGE_REQUESTS_PER_MINUTE"), "{page}");
     // Three page calls to Polar counted (by any instance): the pages' share shows them.
     let mut config = test_config(&[]);
@@ -756,6 +757,7 @@ async fn an_operator_compares_with_polar_and_resyncs_once_with_its_audit_row_or_
     let (page, form_key) = operator_page(&app, customer).await;
     assert!(page.contains("Subscriptions, as Tally last applied them") && page.contains(&sub), "{page}");
     assert!(page.contains(">active<") && page.contains("Allotment"), "Tally's copy and the period: {page}");
+    assert!(page.contains("No API keys."), "the keys' empty state: {page}");
     assert!(!page.contains("asked now"), "Polar is asked only on request: {page}");
     // Asked on request (a plain link): Polar no longer grants Pro.
     let asked = app.page(&format!("/admin/customers/{customer}?polar=1")).await;

@@ -65,7 +65,7 @@ pub fn BillingSection(
             }}
             <p>
                 <a href=ask>"Ask Polar now"</a>
-                " (reads Polar's Customer State; changes nothing)"
+                " (reads Polar's Customer State and usage meters; changes nothing of the customer's)"
             </p>
             {polar}
             <h3>"This billing period"</h3>

@@ -2,7 +2,7 @@
 //! may disable the endpoint), the usage outbox, the mail outbox, Polar's circuit breakers and
 //! Tally's shares of Polar's API quota.
 
-use super::{console, loading, Table};
+use super::{console, loading, Table, TextRow};
 use crate::api::admin::{admin_health, HealthView};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -106,12 +106,12 @@ fn Health(h: HealthView) -> impl IntoView {
                             if n > q.per_minute { format!("{n} ({} refused)", n - q.per_minute) } else { n.to_string() }
                         };
                         view! {
-                            <tr>
-                                <td>{q.what}</td>
-                                <td>{q.per_minute}</td>
-                                <td>{over(q.this_minute)}</td>
-                                <td>{over(q.last_minute)}</td>
-                            </tr>
+                            <TextRow cells=vec![
+                                q.what.clone(),
+                                q.per_minute.to_string(),
+                                over(q.this_minute),
+                                over(q.last_minute),
+                            ] />
                         }
                     })
                     .collect_view()}
