@@ -4,8 +4,9 @@
 //! Batched, the spends that queue up while batches are in the database are shared among the
 //! free slots (at most [`BATCHES_IN_FLIGHT`] batches at once, at most `SPEND_BATCH` spends
 //! each) and each batch is one statement: `credit_spend_batch` (one lock per account, one
-//! commit for all) and the keyed requests' recorded answers. A spend waits for no timer: the
-//! first goes at once. Each spend keeps its own outcome, idempotency key and recorded answer,
+//! commit for all) and the keyed requests' recorded answers. A spend waits for no timer: with
+//! a slot free, it goes after at most a few turns of the scheduler (given to the callers the
+//! last batch answered, who mostly spend again at once). Each spend keeps its own outcome, idempotency key and recorded answer,
 //! and every answer is given after the commit. A batch the database refuses (it rolled back)
 //! is tried again spend by spend, so one spend's failure is never its batch-mates'; if the
 //! connection fails while a batch is in the database, whether it happened is unknown, and each
@@ -16,6 +17,7 @@ use crate::server::db;
 use crate::server::ledger::{self, batch::Spend, SpendOutcome};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -71,6 +73,9 @@ pub struct Job {
 /// fewer spends a second than 2 (docs/benchmarks.md).
 const BATCHES_IN_FLIGHT: usize = 2;
 
+/// At most this many scheduler turns a free slot waits for just-answered callers to return.
+const RETURN_TURNS: usize = 4;
+
 impl Spender {
     /// One transaction per spend.
     pub fn alone(pool: PgPool) -> Spender {
@@ -97,9 +102,21 @@ impl Spender {
         let (jobs, mut queue) = mpsc::channel::<Job>(max * 16);
         tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(in_flight));
+            // How many callers the last batch to end answered.
+            let answered = Arc::new(AtomicUsize::new(0));
             while let Some(first) = queue.recv().await {
                 // While every slot is busy, calls queue up: they make the next batches.
                 let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                // The callers a batch has just answered mostly spend again at once. While fewer
+                // calls are queued than that, give them a few turns of the scheduler (no timer)
+                // to join this batch rather than make a small one of their own. Under heavy
+                // load the queue is long and this costs nothing.
+                for _ in 0..RETURN_TURNS {
+                    if queue.len() + 1 >= answered.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
                 // What is queued now is shared among the free slots, so that batches are
                 // written side by side rather than one after the other.
                 let free = slots.available_permits() + 1;
@@ -112,8 +129,11 @@ impl Spender {
                     }
                 }
                 let pool = pool.clone();
+                let answered = answered.clone();
                 tokio::spawn(async move {
+                    let callers = batch.len();
                     run_batch(&pool, batch).await;
+                    answered.store(callers, Ordering::Relaxed);
                     drop(slot);
                 });
             }
