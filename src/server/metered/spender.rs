@@ -6,11 +6,12 @@
 //! each) and each batch is one statement: `credit_spend_batch` (one lock per account, one
 //! commit for all) and the keyed requests' recorded answers. A spend waits for no timer: with
 //! a slot free, it goes after at most a few turns of the scheduler (given to the callers the
-//! last batch answered, who mostly spend again at once). Each spend keeps its own outcome, idempotency key and recorded answer,
-//! and every answer is given after the commit. A batch the database refuses (it rolled back)
-//! is tried again spend by spend, so one spend's failure is never its batch-mates'; if the
-//! connection fails while a batch is in the database, whether it happened is unknown, and each
-//! caller gets an error (as a lone spend's caller would).
+//! last batch answered, who mostly spend again at once). Each spend keeps its own outcome,
+//! idempotency key and recorded answer, and every answer is given after the commit. A batch
+//! the database refuses (it rolled back) is tried again spend by spend, so one spend's failure
+//! is never its batch-mates'; if the connection fails while a batch is in the database,
+//! whether it happened is unknown, and each caller gets an error (as a lone spend's caller
+//! would).
 
 use super::idempotency::{self, Answer, Record};
 use crate::server::db;
