@@ -2,7 +2,7 @@
 //! as Tally holds them, this billing period, Polar's Customer State on request (a plain link:
 //! it works with JavaScript off) and the resync from Polar (with a reason, audited).
 
-use super::events::FormContext;
+use super::events::{FormContext, ReasonFields};
 use super::{Table, TextRow};
 use crate::api::admin::{AdminResync, BillingLines, StateLines, SubscriptionLine};
 use crate::api::usage::PeriodView;
@@ -80,13 +80,12 @@ pub fn BillingSection(
             </p>
             <FormError error=error />
             <ActionForm action=resync attr:class="inline-form form-row">
-                <input type="hidden" name="customer" value=ctx.customer />
-                <input type="hidden" name="form_key" value=ctx.form_key />
-                <label for="resync-reason">"Reason for the resync"</label>
-                <input id="resync-reason" name="reason" required=true />
-                <button type="submit" class="btn btn--ghost btn--sm">
-                    "Resync from Polar"
-                </button>
+                <ReasonFields
+                    ctx=ctx
+                    input_id="resync-reason".into()
+                    label="Reason for the resync".into()
+                    button="Resync from Polar".into()
+                />
             </ActionForm>
         </section>
     }

@@ -41,7 +41,13 @@ pub fn WebhookEvents(
                                 let label = format!("Reason for retrying {id}");
                                 view! {
                                     <ActionForm action=retry attr:class="inline-form">
-                                        <RetryFields ctx=ctx.clone() target=("webhook_id", id) label=label />
+                                        <ReasonFields
+                                            ctx=ctx.clone()
+                                            input_id=format!("retry-webhook_id-{id}")
+                                            target=("webhook_id", id)
+                                            label=label
+                                            button="Retry".into()
+                                        />
                                     </ActionForm>
                                 }
                             });
@@ -96,7 +102,13 @@ pub fn UsageEvents(
                                 let label = format!("Reason for sending {} again", u.external_id);
                                 view! {
                                     <ActionForm action=retry attr:class="inline-form">
-                                        <RetryFields ctx=ctx.clone() target=("event", u.id.to_string()) label=label />
+                                        <ReasonFields
+                                            ctx=ctx.clone()
+                                            input_id=format!("retry-event-{}", u.id)
+                                            target=("event", u.id.to_string())
+                                            label=label
+                                            button="Retry".into()
+                                        />
                                     </ActionForm>
                                 }
                             });
@@ -125,20 +137,25 @@ pub fn UsageEvents(
     }
 }
 
-/// The fields of a plain form that retries one parked item: the target's hidden field and a
-/// required reason.
+/// The fields every audited console form ends with: the customer and the form's key (hidden),
+/// the hidden field naming what it acts on if any, a required reason with its label, and the
+/// submit button.
 #[component]
-fn RetryFields(ctx: FormContext, target: (&'static str, String), label: String) -> impl IntoView {
-    let (field, value) = target;
-    let input_id = format!("retry-{field}-{value}");
+pub fn ReasonFields(
+    ctx: FormContext,
+    #[prop(optional)] target: Option<(&'static str, String)>,
+    input_id: String,
+    label: String,
+    button: String,
+) -> impl IntoView {
     view! {
         <input type="hidden" name="customer" value=ctx.customer />
-        <input type="hidden" name=field value=value />
+        {target.map(|(field, value)| view! { <input type="hidden" name=field value=value /> })}
         <input type="hidden" name="form_key" value=ctx.form_key />
         <label for=input_id.clone()>{label}</label>
         <input id=input_id name="reason" required=true />
         <button type="submit" class="btn btn--ghost btn--sm">
-            "Retry"
+            {button}
         </button>
     }
 }

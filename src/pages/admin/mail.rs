@@ -1,7 +1,7 @@
 //! The customer's address and the mail sent to them, on the operator's customer page, with a
 //! form to send the address confirmation again (with a reason, audited) while it is unconfirmed.
 
-use super::events::FormContext;
+use super::events::{FormContext, ReasonFields};
 use super::{Table, TextRow};
 use crate::api::admin::{AdminResendVerification, MailLine};
 use crate::components::form::FormError;
@@ -24,13 +24,12 @@ pub fn MailSection(
     let form = confirmed.is_none().then(|| {
         view! {
             <ActionForm action=resend attr:class="inline-form">
-                <input type="hidden" name="customer" value=ctx.customer />
-                <input type="hidden" name="form_key" value=ctx.form_key />
-                <label for="resend-reason">"Reason for sending the confirmation again"</label>
-                <input id="resend-reason" name="reason" required=true />
-                <button type="submit" class="btn btn--ghost btn--sm">
-                    "Send the confirmation again"
-                </button>
+                <ReasonFields
+                    ctx=ctx
+                    input_id="resend-reason".into()
+                    label="Reason for sending the confirmation again".into()
+                    button="Send the confirmation again".into()
+                />
             </ActionForm>
         }
     });

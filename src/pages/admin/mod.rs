@@ -20,7 +20,7 @@ use crate::error::AppError;
 use crate::pages::not_found::NotFoundPage;
 pub use audit::AdminAuditPage;
 use billing::BillingSection;
-use events::{FormContext, UsageEvents, WebhookEvents};
+use events::{FormContext, ReasonFields, UsageEvents, WebhookEvents};
 pub use health::AdminHealthPage;
 use ledger::LedgerSection;
 use leptos::prelude::*;
@@ -222,7 +222,6 @@ fn Customer(
     actions: Actions,
     done: Option<String>,
 ) -> impl IntoView {
-    let (customer_id, form_key) = (c.id.clone(), c.form_key.clone());
     let ctx = FormContext { customer: c.id.clone(), form_key: c.form_key.clone() };
     let ledger_of = c.id.clone();
     let no_keys = c.api_keys.is_empty();
@@ -346,7 +345,7 @@ fn Customer(
                         let state = k.revoked.map(|r| format!("revoked {r}")).unwrap_or_else(|| "live".into());
                         let reason_id = format!("revoke-reason-{}", k.prefix);
                         let prefix = k.prefix.clone();
-                        let (customer_id, form_key) = (customer_id.clone(), form_key.clone());
+                        let ctx = ctx.clone();
                         view! {
                             <li>
                                 {format!("{} ({}) · created {} · {state}", k.prefix, k.name, k.created)}
@@ -354,15 +353,13 @@ fn Customer(
                                     .then(|| {
                                         view! {
                                             <ActionForm action=revoke attr:class="inline-form">
-                                                <input type="hidden" name="customer" value=customer_id />
-                                                <input type="hidden" name="prefix" value=prefix.clone() />
-                                                <input type="hidden" name="form_key" value=form_key />
-                                                <label for=reason_id
-                                                    .clone()>{format!("Reason for revoking {prefix}")}</label>
-                                                <input id=reason_id name="reason" required=true />
-                                                <button type="submit" class="btn btn--ghost btn--sm">
-                                                    {format!("Revoke {prefix}")}
-                                                </button>
+                                                <ReasonFields
+                                                    ctx=ctx
+                                                    input_id=reason_id
+                                                    target=("prefix", prefix.clone())
+                                                    label=format!("Reason for revoking {prefix}")
+                                                    button=format!("Revoke {prefix}")
+                                                />
                                             </ActionForm>
                                         }
                                     })}
