@@ -548,6 +548,12 @@ async fn the_audit_log_is_filtered_paged_and_exported_as_csv() {
     // The page, and the CSV with the same filters.
     let page = app.page("/admin/audit?action=take_credits").await;
     assert!(page.contains("balance 1000 → 995") && !page.contains("Monthly goodwill"), "{page}");
+    // The filter shows what was chosen, with spaces for underscores, and "Any" unselected.
+    let option = |value: &str| {
+        let tag = page.split("<option").find(|o| o.contains(&format!("value=\"{value}\""))).unwrap_or_default();
+        tag.split('>').next().unwrap_or_default().contains("selected")
+    };
+    assert!(option("take_credits") && !option("") && page.contains(">take credits<"), "{page}");
     // 943 more rows (written directly: the log only refuses changes), so the export reads
     // past its 500-row chunks.
     sqlx::query(

@@ -3,7 +3,7 @@
 //! filters.
 
 use super::loading;
-use super::Table;
+use super::{ChoiceSelect, Table};
 use crate::api::admin::{admin_audit, AuditLine, AuditView};
 use crate::error::AppError;
 use crate::pages::not_found::NotFoundPage;
@@ -91,23 +91,7 @@ fn AuditLog(f: Filters, view: Option<AuditView>, error: Option<String>) -> impl 
             <p class="lead">"Every operator action, newest first: who, what, to whom, why, and what it changed."</p>
         </section>
         <form method="get" action="/admin/audit" class="panel inline-form" aria-label="Filter the audit log">
-            <label for="audit-action">"Action"</label>
-            <select id="audit-action" name="action">
-                <option value="" selected=chosen.is_empty()>
-                    "Any"
-                </option>
-                {actions
-                    .into_iter()
-                    .map(|a| {
-                        let selected = a == chosen;
-                        view! {
-                            <option value=a.clone() selected=selected>
-                                {a.replace('_', " ")}
-                            </option>
-                        }
-                    })
-                    .collect_view()}
-            </select>
+            <ChoiceSelect id="audit-action" name="action" label="Action" choices=actions chosen=chosen />
             <label for="audit-operator">"Operator email"</label>
             <input id="audit-operator" name="operator" type="email" value=f.operator.clone() />
             <label for="audit-customer">"Customer (Tally user id)"</label>

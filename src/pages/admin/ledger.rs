@@ -2,7 +2,7 @@
 //! GET form, newest first, paged by position ("Older entries"), so it works with JavaScript off
 //! and page 1,000 costs what page 1 does.
 
-use super::{Table, TextRow};
+use super::{ChoiceSelect, Table, TextRow};
 use crate::api::admin::{LedgerLines, LEDGER_PAGE};
 use leptos::prelude::*;
 
@@ -50,24 +50,7 @@ pub fn LedgerSection(ledger: LedgerLines, customer: String) -> impl IntoView {
         <section class="panel" aria-labelledby="ledger-title">
             <h2 id="ledger-title">"Ledger"</h2>
             <form method="get" action=here.clone() class="inline-form form-row" aria-label="Filter the ledger">
-                <label for="ledger-kind">"Kind"</label>
-                <select id="ledger-kind" name="kind">
-                    <option value="" selected=kind.is_empty()>
-                        "Any"
-                    </option>
-                    {kinds
-                        .into_iter()
-                        .map(|k| {
-                            let selected = k == kind;
-                            let label = k.replace('_', " ");
-                            view! {
-                                <option value=k selected=selected>
-                                    {label}
-                                </option>
-                            }
-                        })
-                        .collect_view()}
-                </select>
+                <ChoiceSelect id="ledger-kind" name="kind" label="Kind" choices=kinds chosen=kind />
                 <label for="ledger-from">"From"</label>
                 <input id="ledger-from" name="from" type="date" value=from.clone() />
                 <label for="ledger-until">"Until"</label>

@@ -56,6 +56,38 @@ fn TextRow(cells: Vec<String>) -> impl IntoView {
     view! { <tr>{cells.into_iter().map(|c| view! { <td>{c}</td> }).collect_view()}</tr> }
 }
 
+/// A filter's labelled choice: "Any" (the empty value) or one of `choices`, shown with spaces
+/// for underscores; `chosen` is selected.
+#[component]
+fn ChoiceSelect(
+    id: &'static str,
+    name: &'static str,
+    label: &'static str,
+    choices: Vec<String>,
+    chosen: String,
+) -> impl IntoView {
+    view! {
+        <label for=id>{label}</label>
+        <select id=id name=name>
+            <option value="" selected=chosen.is_empty()>
+                "Any"
+            </option>
+            {choices
+                .into_iter()
+                .map(|c| {
+                    let selected = c == chosen;
+                    let text = c.replace('_', " ");
+                    view! {
+                        <option value=c selected=selected>
+                            {text}
+                        </option>
+                    }
+                })
+                .collect_view()}
+        </select>
+    }
+}
+
 /// What a console page shows once its data came: the 404 page for anyone but an operator (as
 /// if the console did not exist), the error, or `page`.
 fn console<T>(result: Result<T, AppError>, page: impl FnOnce(T) -> AnyView) -> AnyView {
