@@ -5,7 +5,9 @@
 //! Each workload runs alone (one transaction per spend) and batched (the metered API's group
 //! commit, `metered::spender`), each workload also at 64 clients.
 //! Knobs: BENCH_SECONDS (default 10), BENCH_CLIENTS (default 16), BENCH_ACCOUNTS (10000),
-//! BENCH_SPEND_BATCH (128),
+//! BENCH_SPEND_BATCH (128), BENCH_IN_FLIGHT (2), BENCH_WORKERS (the runtime's worker threads;
+//! default one per core, as the app's), BENCH_ONLY (only the rows whose "workload, N clients"
+//! contains it, e.g. `accounts, 16`; the usage outbox's rows only if it contains `outbox`),
 //! TEST_DATABASE_URL (admin URL; default: the embedded cluster).
 //!
 //! "Equivalent work" for the ceiling: per spend, one round trip running a conditional
@@ -19,7 +21,6 @@
 use chrono::Utc;
 use serde_json::json;
 use sqlx::PgPool;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,55 +118,16 @@ async fn run_ours(pool: &PgPool, users: Arc<Vec<Uuid>>, hot: bool, clients: u64,
     Run { run, ops: all.len() as u64, secs: elapsed, p50_ms: percentile(&all, 0.5), p99_ms: percentile(&all, 0.99) }
 }
 
-fn run_pgbench(url: &str, hot: bool, accounts: u64, clients: u64, secs: u64) -> Run {
-    let script = std::env::temp_dir().join(format!("tally-bench-{}.sql", std::process::id()));
-    let aid = if hot { "1".to_string() } else { format!("random(1, {accounts})") };
-    std::fs::write(
-        &script,
-        format!(
-            "\\set aid {aid}\n\
-             WITH u AS (UPDATE bench_accounts SET balance = balance - 1 WHERE id = :aid AND balance >= 1 RETURNING id)\n\
-             INSERT INTO bench_entries (account_id, amount, idempotency_key) SELECT id, -1, 'k' || :client_id || '-' || nextval('bench_keys') FROM u;\n"
-        ),
-    )
-    .unwrap();
-    let pgbench = tally::server::embedded_pg::pg_tool("pgbench").expect("pgbench (from the postgresql package)");
-    let out = Command::new(pgbench)
-        .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", "2", "-T", &secs.to_string(), "-r", "-f"])
-        .arg(&script)
-        .arg("--log")
-        .arg(format!("--log-prefix={}", std::env::temp_dir().join("tally-pgbench").display()))
-        .arg(url)
-        .output()
-        .expect("run pgbench");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "pgbench failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let ops: u64 = stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("number of transactions actually processed: "))
-        .and_then(|v| v.split('/').next())
-        .and_then(|v| v.trim().parse().ok())
-        .expect("pgbench transaction count");
-    // Per-transaction latencies from pgbench's log files (column 3 is microseconds).
-    let mut lat = Vec::new();
-    for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with("tally-pgbench") {
-            for line in std::fs::read_to_string(entry.path()).unwrap_or_default().lines() {
-                if let Some(us) = line.split_whitespace().nth(2).and_then(|v| v.parse::<f64>().ok()) {
-                    lat.push(us / 1000.0);
-                }
-            }
-            let _ = std::fs::remove_file(entry.path());
-        }
+fn main() {
+    // BENCH_WORKERS: the runtime's worker threads (default: one per core, as the app's).
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = std::env::var("BENCH_WORKERS").ok().and_then(|w| w.parse().ok()) {
+        runtime.worker_threads(workers);
     }
-    let _ = std::fs::remove_file(&script);
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Run { run: u64::MAX, ops, secs: secs as f64, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99) }
+    runtime.enable_all().build().unwrap().block_on(bench());
 }
 
-#[tokio::main]
-async fn main() {
+async fn bench() {
     let secs = env_num("BENCH_SECONDS", 10);
     let clients = env_num("BENCH_CLIENTS", 16);
     let accounts = env_num("BENCH_ACCOUNTS", 10_000);
@@ -177,31 +139,7 @@ async fn main() {
     let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&pool).await.unwrap();
     let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await.unwrap();
 
-    // Accounts, each with a huge purchased balance, so no spend is ever refused.
-    let users: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO users (email, password_hash) SELECT 'bench' || g || '@example.com', 'x' FROM generate_series(1, $1) g RETURNING id",
-    )
-    .bind(accounts as i64)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    sqlx::query("SELECT credit_grant(id, 'purchase', 'purchase', 'order:bench', 1000000000, NULL, 'bench:' || id, '{}', now()) FROM users")
-        .execute(&pool)
-        .await
-        .unwrap();
-    // The ceiling's tables: a balance and an entry with a unique key, nothing else.
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0));
-         INSERT INTO bench_accounts SELECT g, 1000000000 FROM generate_series(1, {accounts}) g;
-         CREATE TABLE bench_entries (id bigserial PRIMARY KEY, account_id int NOT NULL REFERENCES bench_accounts (id),
-                                     amount bigint NOT NULL, idempotency_key text NOT NULL UNIQUE, created_at timestamptz NOT NULL DEFAULT now());
-         CREATE SEQUENCE bench_keys;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query("VACUUM ANALYZE").execute(&pool).await.unwrap();
-
+    let users = support::seed_accounts(&pool, accounts).await;
     let users = Arc::new(users);
     let batch_max = env_num("BENCH_SPEND_BATCH", 128) as usize;
     let spender = Spender::batched_with(&pool, batch_max, env_num("BENCH_IN_FLIGHT", 2) as usize);
@@ -220,14 +158,16 @@ async fn main() {
         (&*spread, false, 64),
     ];
     for (name, hot, clients) in workloads {
-        if !only.is_empty() && !name.contains(only.as_str()) {
+        if !only.is_empty() && !format!("{name}, {clients} clients").contains(only.as_str()) {
             continue;
         }
-        let ceiling = run_pgbench(&url, hot, accounts, clients, secs);
+        let ceiling = support::pgbench(&url, &support::ceiling_script(hot, accounts), clients, secs);
         for (label, mode) in [("alone", Mode::Alone), ("batched", Mode::Batched(spender.clone()))] {
             let cpu0 = own_cpu_secs();
+
             let ours = run_ours(&pool, users.clone(), hot, clients, secs, mode).await;
             let client_cpu = (own_cpu_secs() - cpu0) / ours.secs;
+
             // Spends per transaction: the entries a transaction wrote share its xmin.
             let per_tx: f64 = sqlx::query_scalar(
                 "SELECT count(*)::float8 / greatest(count(DISTINCT xmin::text), 1) FROM credit_entries WHERE idempotency_key LIKE $1",
@@ -254,6 +194,10 @@ async fn main() {
     }
     // The usage outbox (a trigger on every spend entry, issue 13): the same runs with it
     // switched off and on again, to show what mirroring every spend to Polar costs.
+    if !only.is_empty() && !only.contains("outbox") {
+        db.check_and_drop().await;
+        return;
+    }
     println!();
     println!("| workload | usage outbox off spends/s | p99 ms | on spends/s | p99 ms | on ÷ off |");
     println!("|---|---:|---:|---:|---:|---:|");
