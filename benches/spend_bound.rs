@@ -63,11 +63,6 @@ async fn spends(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM credit_entries WHERE kind = 'spend'").fetch_one(pool).await.unwrap()
 }
 
-async fn set_trigger(pool: &PgPool, trigger: &str, on: bool) {
-    let verb = if on { "ENABLE" } else { "DISABLE" };
-    sqlx::query(&format!("ALTER TABLE credit_entries {verb} TRIGGER {trigger}")).execute(pool).await.unwrap();
-}
-
 #[tokio::main]
 async fn main() {
     let secs = env_num("BENCH_SECONDS", 10);
@@ -103,7 +98,7 @@ async fn main() {
         ),
     ] {
         for trigger in off {
-            set_trigger(&pool, trigger, false).await;
+            support::set_trigger(&pool, trigger, false).await;
         }
         let before = spends(&pool).await;
         let run = support::pgbench(&url, &batch_script(call, batch, accounts), in_flight, secs);
@@ -111,7 +106,7 @@ async fn main() {
         let written = spends(&pool).await - before;
         assert_eq!(written as u64, run.transactions * batch, "{name}: spends written");
         for trigger in off {
-            set_trigger(&pool, trigger, true).await;
+            support::set_trigger(&pool, trigger, true).await;
         }
         rows.push((name, run));
     }

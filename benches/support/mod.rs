@@ -84,6 +84,13 @@ pub async fn seed_accounts(pool: &PgPool, accounts: u64) -> Vec<Uuid> {
     users
 }
 
+/// Switches one of `credit_entries`' triggers off or on again (to measure what it costs).
+#[allow(dead_code)]
+pub async fn set_trigger(pool: &PgPool, trigger: &str, on: bool) {
+    let verb = if on { "ENABLE" } else { "DISABLE" };
+    sqlx::query(&format!("ALTER TABLE credit_entries {verb} TRIGGER {trigger}")).execute(pool).await.unwrap();
+}
+
 /// The ceiling's tables: a balance and an entry with a unique key, nothing else.
 const CEILING_TABLES: &str = "CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0));
      INSERT INTO bench_accounts SELECT g, 1000000000 FROM generate_series(1, {accounts}) g;
